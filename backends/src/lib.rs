@@ -1,0 +1,2 @@
+//! External identity backends (LDAP, MySQL, PostgreSQL, Redis, MongoDB, HTTP),
+//! one folder and cargo feature each. None are implemented yet.

@@ -1,0 +1,315 @@
+//! Shared broker state: the session registry, the router, the retained
+//! store, metrics, and the timers that end sessions and publish wills.
+//!
+//! Lock order, to stay deadlock free: registry → session → router. The
+//! publish path takes the router's read lock, releases it, then locks each
+//! target session on its own; it never holds two of them at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info};
+
+use crate::codec::QoS;
+use crate::message::{Delivery, Message};
+use crate::metrics::{DropReason, Metrics};
+use crate::retain::{RetainResult, RetainStore};
+use crate::router::{collapse, remove_no_local, Router, Subscriber};
+use crate::session::{Kick, Session, SubRecord};
+use crate::settings::BrokerSettings;
+use crate::topic::SubscriptionFilter;
+
+/// The version string published in `$SYS/brokers/<node>/version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Result of [`Broker::open_session`].
+#[derive(Debug)]
+pub struct Opened {
+    pub session: Arc<Session>,
+    pub session_present: bool,
+    /// Kick signal for this connection (takeover).
+    pub kicked: oneshot::Receiver<Kick>,
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    pub settings: BrokerSettings,
+    pub router: Router<Arc<Session>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    pub retained: RetainStore,
+    pub metrics: Metrics,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    next_conn_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    pub fn new(settings: BrokerSettings) -> Arc<Broker> {
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Broker {
+            router: Router::new(settings.shared_strategy),
+            retained: RetainStore::new(settings.retained.clone()),
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            next_conn_id: AtomicU64::new(1),
+            shutdown,
+        })
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Tells every connection to close (v5 clients get DISCONNECT 0x8B).
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Attaches connection `conn_id` to the session for `client_id`,
+    /// taking it over from another connection if needed.
+    pub fn open_session(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry: Option<Duration>,
+        conn_id: u64,
+    ) -> Opened {
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let mut map = self.sessions.lock();
+        if let Some(existing) = map.get(client_id).cloned() {
+            let mut st = existing.lock();
+            if let Some(k) = st.take_kick() {
+                debug!(client_id = %client_id, "session taken over by a new connection");
+                let _ = k.send(Kick::TakenOver { clean_start });
+            }
+            if !clean_start && !st.ended {
+                st.attach(conn_id, kick_tx);
+                st.expiry = expiry;
+                drop(st);
+                return Opened { session: existing, session_present: true, kicked: kick_rx };
+            }
+            drop(st);
+            map.remove(client_id);
+            self.discard(&existing);
+        }
+        let session = Arc::new(Session::new(client_id.clone(), expiry));
+        session.lock().attach(conn_id, kick_tx);
+        map.insert(client_id.clone(), session.clone());
+        self.metrics.sessions.set(map.len() as u64);
+        Opened { session, session_present: false, kicked: kick_rx }
+    }
+
+    /// Ends a session: its subscriptions leave the router, its queue goes.
+    fn discard(&self, session: &Arc<Session>) {
+        let mut st = session.lock();
+        if st.ended {
+            return;
+        }
+        st.ended = true;
+        for rec in st.subscriptions.values() {
+            self.router.unsubscribe(&rec.filter, &session.client_id);
+        }
+        st.clear();
+        drop(st);
+        self.refresh_router_gauges();
+    }
+
+    fn end_session_if(&self, session: &Arc<Session>, generation: u64) {
+        let mut map = self.sessions.lock();
+        {
+            let st = session.lock();
+            if st.owner.is_some() || st.generation != generation || st.ended {
+                return;
+            }
+        }
+        if map.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            map.remove(&session.client_id);
+        }
+        self.metrics.sessions.set(map.len() as u64);
+        drop(map);
+        self.discard(session);
+        debug!(client_id = %session.client_id, "session ended");
+    }
+
+    /// Called when connection `conn_id` ends. Applies the session expiry
+    /// unless another connection has taken the session over.
+    pub fn close_session(self: &Arc<Self>, session: &Arc<Session>, conn_id: u64) {
+        let (expiry, generation) = {
+            let mut st = session.lock();
+            if !st.detach(conn_id) {
+                return;
+            }
+            (st.expiry, st.generation)
+        };
+        match expiry {
+            Some(d) if d.is_zero() => self.end_session_if(session, generation),
+            Some(d) => {
+                let broker = Arc::clone(self);
+                let session = Arc::clone(session);
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    broker.end_session_if(&session, generation);
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// Publishes `will` after `delay` unless the session was resumed by a
+    /// new connection in the meantime.
+    pub fn schedule_will(self: &Arc<Self>, session: &Arc<Session>, will: Arc<Message>, delay: Duration) {
+        if delay.is_zero() {
+            self.publish(will);
+            return;
+        }
+        let generation = session.lock().generation;
+        let broker = Arc::clone(self);
+        let session = Arc::clone(session);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let resumed = {
+                let st = session.lock();
+                st.generation != generation && !st.ended
+            };
+            if !resumed {
+                broker.publish(will);
+            }
+        });
+    }
+
+    /// Adds or replaces a subscription. Returns true if it is new.
+    pub fn subscribe(&self, session: &Arc<Session>, filter: SubscriptionFilter, rec: SubRecord) -> bool {
+        let mut st = session.lock();
+        if st.ended {
+            return false;
+        }
+        let sub = Subscriber {
+            client_id: session.client_id.clone(),
+            options: rec.options,
+            subscription_id: rec.subscription_id,
+            handle: Arc::clone(session),
+        };
+        let existed = st.subscriptions.insert(filter.raw.clone(), rec).is_some();
+        self.router.subscribe(&filter, sub);
+        drop(st);
+        self.refresh_router_gauges();
+        !existed
+    }
+
+    /// Removes a subscription by the filter string the client used.
+    pub fn unsubscribe(&self, session: &Arc<Session>, raw: &str) -> bool {
+        let mut st = session.lock();
+        let Some(rec) = st.subscriptions.remove(raw) else {
+            return false;
+        };
+        self.router.unsubscribe(&rec.filter, &session.client_id);
+        drop(st);
+        self.refresh_router_gauges();
+        true
+    }
+
+    fn refresh_router_gauges(&self) {
+        self.metrics.subscriptions.set(self.router.subscription_count() as u64);
+        self.metrics.topics.set(self.router.topic_count() as u64);
+    }
+
+    /// Stores / clears the retained copy of `msg` (when it is retained).
+    pub fn retain(&self, msg: &Arc<Message>) -> RetainResult {
+        let r = self.retained.set(msg);
+        match r {
+            RetainResult::Stored | RetainResult::Replaced => {
+                self.metrics.messages_retained_stored.fetch_add(1, Ordering::Relaxed);
+            }
+            RetainResult::Full | RetainResult::TooLarge => {
+                self.metrics.dropped(DropReason::RetainedRefused);
+                info!(topic = %msg.topic, result = ?r, "retained message refused");
+            }
+            _ => {}
+        }
+        self.metrics.retained.set(self.retained.len() as u64);
+        r
+    }
+
+    /// Routes a message to every matching session (retaining it first if
+    /// its retain flag is set). Returns the number of sessions it went to.
+    pub fn publish(&self, msg: Arc<Message>) -> usize {
+        if msg.retain {
+            self.retain(&msg);
+        }
+        self.route(&msg)
+    }
+
+    /// Routes without touching the retained store.
+    pub fn route(&self, msg: &Arc<Message>) -> usize {
+        let mut routes = Vec::new();
+        self.router.matches(&msg.topic, &mut routes);
+        if routes.is_empty() {
+            self.metrics.dropped(DropReason::NoSubscribers);
+            return 0;
+        }
+        remove_no_local(&mut routes, msg.publisher.as_deref());
+        let mut n = 0;
+        for d in collapse(routes) {
+            let delivery = Delivery {
+                msg: Arc::clone(msg),
+                qos: msg.qos.min(d.qos),
+                retain: d.retain_as_published && msg.retain,
+                subscription_ids: d.subscription_ids,
+            };
+            if d.handle.enqueue(delivery, &self.settings.session, &self.metrics) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Publishes a broker-originated message (for `$SYS`).
+    pub fn publish_sys(&self, topic: &str, payload: impl Into<bytes::Bytes>, retain: bool) {
+        let Ok(topic) = crate::topic::TopicName::new(topic) else {
+            return;
+        };
+        let msg = Arc::new(Message {
+            topic,
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain,
+            properties: Default::default(),
+            publisher: None,
+            expires_at: None,
+        });
+        if retain {
+            let _ = self.retained.set(&msg);
+        }
+        let mut routes = Vec::new();
+        self.router.matches(&msg.topic, &mut routes);
+        for d in collapse(routes) {
+            let delivery = Delivery {
+                msg: Arc::clone(&msg),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                subscription_ids: d.subscription_ids,
+            };
+            d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
+        }
+    }
+}

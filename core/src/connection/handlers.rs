@@ -1,0 +1,276 @@
+//! One method per packet a connected client may send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tracing::{debug, warn};
+
+use super::{Close, Conn};
+use crate::codec::reason::{v3, v5};
+use crate::codec::{
+    Packet, Properties, PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::gate::{Access, AclOutcome};
+use crate::message::{Delivery, Message};
+use crate::metrics::DropReason;
+use crate::session::SubRecord;
+use crate::topic::{SubscriptionFilter, TopicName};
+
+impl<W: AsyncWrite + Unpin + Send> Conn<W> {
+    pub(super) async fn handle(&mut self, p: Packet) -> Result<(), Close> {
+        match p {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(r) => {
+                self.session.lock().complete(r.packet_id);
+                self.pump();
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                self.on_pubrec(r);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                let found = self.session.lock().awaiting_rel.remove(&r.packet_id).is_some();
+                let reason = if found { 0 } else { v5::PACKET_IDENTIFIER_NOT_FOUND };
+                self.send(&Packet::PubComp(PubResp {
+                    packet_id: r.packet_id,
+                    reason,
+                    properties: Properties::default(),
+                }));
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.session.lock().complete(r.packet_id);
+                self.pump();
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => {
+                if let Some(e) = d.properties.session_expiry_interval {
+                    if self.connect_expiry == 0 && e != 0 {
+                        return Err(Close::error(
+                            v5::PROTOCOL_ERROR,
+                            "DISCONNECT set a session expiry after connecting with 0",
+                        ));
+                    }
+                }
+                Err(Close {
+                    disconnect: None,
+                    will: d.reason == v5::DISCONNECT_WITH_WILL,
+                    why: "client sent DISCONNECT",
+                    expiry: d.properties.session_expiry_interval,
+                })
+            }
+            Packet::Connect(_) => Err(Close::error(v5::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::Auth(_) => Err(Close::error(v5::PROTOCOL_ERROR, "AUTH without an authentication method")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::error(v5::PROTOCOL_ERROR, "server-only packet sent by a client"))
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, r: PubResp) {
+        let mut st = self.session.lock();
+        if r.reason >= 0x80 {
+            // The receiver refused it: the exchange ends here.
+            st.complete(r.packet_id);
+            drop(st);
+            self.pump();
+            return;
+        }
+        let known = st.received(r.packet_id);
+        drop(st);
+        let reason = if known { 0 } else { v5::PACKET_IDENTIFIER_NOT_FOUND };
+        self.send(&Packet::PubRel(PubResp { packet_id: r.packet_id, reason, properties: Properties::default() }));
+    }
+
+    /// Acknowledges an incoming PUBLISH (v5 reason codes; 0 on 3.x).
+    fn ack(&mut self, qos: QoS, packet_id: Option<u16>, reason: u8) {
+        let Some(packet_id) = packet_id else { return };
+        let reason = if self.version.is_v5() { reason } else { 0 };
+        let r = PubResp { packet_id, reason, properties: Properties::default() };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(r)),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(r)),
+        }
+    }
+
+    async fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
+        let metrics = &self.broker.metrics;
+        metrics.message_received(p.qos);
+
+        // Topic alias (v5).
+        let topic = match p.properties.topic_alias {
+            Some(a) if a == 0 || a > self.broker.settings.limits.max_topic_alias => {
+                return Err(Close::error(v5::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+            }
+            Some(a) if p.topic.is_empty() => match self.in_aliases.get(&a) {
+                Some(t) => t.clone(),
+                None => return Err(Close::error(v5::PROTOCOL_ERROR, "unknown topic alias")),
+            },
+            Some(a) => {
+                let t = TopicName::new(&p.topic).map_err(|_| Close::error(v5::TOPIC_NAME_INVALID, "invalid topic"))?;
+                self.in_aliases.insert(a, t.clone());
+                t
+            }
+            None => TopicName::new(&p.topic).map_err(|_| Close::error(v5::TOPIC_NAME_INVALID, "invalid topic"))?,
+        };
+
+        if p.retain && !self.broker.retained.enabled() {
+            return Err(Close::error(v5::RETAIN_NOT_SUPPORTED, "retain not available"));
+        }
+
+        // QoS 2 duplicate: acknowledge again, deliver nothing.
+        if p.qos == QoS::ExactlyOnce {
+            let id = p.packet_id.unwrap_or(0);
+            let mut st = self.session.lock();
+            if st.awaiting_rel.contains_key(&id) {
+                drop(st);
+                self.ack(p.qos, p.packet_id, 0);
+                return Ok(());
+            }
+            let now = std::time::Instant::now();
+            st.expire_awaiting_rel(now, self.broker.settings.session.await_rel_timeout);
+            if st.awaiting_rel.len() >= usize::from(self.broker.settings.session.max_awaiting_rel) {
+                drop(st);
+                if self.version.is_v5() {
+                    return Err(Close::error(v5::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                }
+                metrics.dropped(DropReason::AwaitRelFull);
+                warn!(packet_id = id, "too many QoS 2 messages awaiting PUBREL; message dropped");
+                return Ok(());
+            }
+            st.awaiting_rel.insert(id, now);
+        }
+
+        // Only the broker publishes under $SYS.
+        let allowed = if topic.as_str().starts_with("$SYS/") || topic.as_str() == "$SYS" {
+            AclOutcome::Deny
+        } else {
+            let access = Access::Publish { topic: &topic, qos: p.qos, retain: p.retain };
+            self.gate.authorize(&self.client, access).await
+        };
+        match allowed {
+            AclOutcome::Allow => {}
+            AclOutcome::Deny => {
+                self.broker.metrics.dropped(DropReason::Denied);
+                debug!(topic = %topic, "publish denied");
+                if p.qos == QoS::ExactlyOnce && self.version.is_v5() {
+                    // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
+                    self.session.lock().awaiting_rel.remove(&p.packet_id.unwrap_or(0));
+                }
+                self.ack(p.qos, p.packet_id, v5::NOT_AUTHORIZED);
+                return Ok(());
+            }
+            AclOutcome::DenyDisconnect => {
+                self.broker.metrics.dropped(DropReason::Denied);
+                return Err(Close::error(v5::NOT_AUTHORIZED, "publish denied (deny_action = disconnect)"));
+            }
+        }
+
+        let expires_at =
+            p.properties.message_expiry_interval.map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
+        let msg = Arc::new(Message {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: Message::forwarded_properties(&p.properties),
+            publisher: Some(self.client.client_id.clone()),
+            expires_at,
+        });
+        let n = self.broker.publish(msg);
+        let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
+        self.ack(p.qos, p.packet_id, reason);
+        Ok(())
+    }
+
+    async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let max_subs = self.broker.settings.limits.max_subscriptions;
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained_for = Vec::new();
+        for (raw, opts) in &s.filters {
+            let Ok(filter) = SubscriptionFilter::parse(raw) else {
+                codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
+                continue;
+            };
+            let exists = self.session.lock().subscriptions.contains_key(raw.as_str());
+            if !exists && max_subs != 0 && self.session.lock().subscriptions.len() >= max_subs {
+                codes.push(if self.version.is_v5() { v5::QUOTA_EXCEEDED } else { v3::SUBACK_FAILURE });
+                continue;
+            }
+            let access = Access::Subscribe { filter: &filter, qos: opts.qos };
+            match self.gate.authorize(&self.client, access).await {
+                AclOutcome::Allow => {}
+                AclOutcome::Deny => {
+                    debug!(filter = %raw, "subscribe denied");
+                    codes.push(if self.version.is_v5() { v5::NOT_AUTHORIZED } else { v3::SUBACK_FAILURE });
+                    continue;
+                }
+                AclOutcome::DenyDisconnect => {
+                    return Err(Close::error(v5::NOT_AUTHORIZED, "subscribe denied (deny_action = disconnect)"));
+                }
+            }
+            let shared = filter.is_shared();
+            let rec = SubRecord { filter: filter.clone(), options: *opts, subscription_id: sub_id };
+            let is_new = self.broker.subscribe(&self.session, filter.clone(), rec);
+            codes.push(opts.qos as u8);
+            let send_retained = !shared
+                && match opts.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscribe => is_new,
+                    RetainHandling::Never => false,
+                };
+            if send_retained {
+                retained_for.push((filter, *opts));
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            return_codes: codes,
+            properties: Properties::default(),
+        }));
+
+        let now = std::time::Instant::now();
+        for (filter, opts) in retained_for {
+            for msg in self.broker.retained.matching(&filter.filter, now) {
+                let d = Delivery {
+                    qos: msg.qos.min(opts.qos),
+                    msg,
+                    retain: true,
+                    subscription_ids: sub_id.into_iter().collect(),
+                };
+                self.session.enqueue(d, &self.broker.settings.session, &self.broker.metrics);
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for raw in &u.filters {
+            let existed = self.broker.unsubscribe(&self.session, raw);
+            codes.push(if existed { 0 } else { v5::NO_SUBSCRIPTION_EXISTED });
+        }
+        if !self.version.is_v5() {
+            codes.clear();
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes: codes,
+            properties: Properties::default(),
+        }));
+    }
+}

@@ -1,0 +1,323 @@
+//! The per-connection state machine over any `AsyncRead + AsyncWrite`.
+//!
+//! * `handshake` — reads CONNECT under the connect timeout, validates it,
+//!   asks the [`Gate`](crate::gate::Gate), opens the session, sends CONNACK.
+//! * `run` (this file) — the event loop: socket reads (rate limited),
+//!   socket writes (never blocking reads), session wake-ups, keep-alive
+//!   deadline, takeover and shutdown signals.
+//! * `handlers` — one method per packet the client may send.
+//! * `outbound` — moves queued deliveries into PUBLISH packets within the
+//!   client's Receive Maximum, topic aliases and Maximum Packet Size.
+//!
+//! Nothing a peer sends can make this code panic or allocate what the peer
+//! merely declared: the codec rejects oversize packets from the fixed
+//! header, and the write buffer has a high-water mark above which the
+//! connection stops reading and stops pulling from its session.
+
+mod handlers;
+mod handshake;
+mod outbound;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, info, Instrument};
+
+use crate::broker::Broker;
+use crate::codec::{self, reason, Disconnect, Packet, Properties, ProtocolVersion};
+use crate::gate::{ClientInfo, Gate};
+use crate::message::Message;
+use crate::session::{Kick, Session};
+use crate::topic::TopicName;
+
+/// Per-listener state shared by its connections.
+#[derive(Debug)]
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    pub max_connections: usize,
+    pub active: AtomicUsize,
+}
+
+impl ListenerContext {
+    pub fn new(name: &str, max_connections: usize) -> Arc<ListenerContext> {
+        Arc::new(ListenerContext { name: Arc::from(name), max_connections, active: AtomicUsize::new(0) })
+    }
+}
+
+/// Above this many unsent bytes the connection stops reading and stops
+/// pulling deliveries, until the socket drains.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// How long a closing connection tries to flush its last packets.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Close {
+    /// v5 DISCONNECT reason to send, if any (ignored for 3.x).
+    pub disconnect: Option<u8>,
+    /// Publish the will (everything but a normal DISCONNECT).
+    pub will: bool,
+    /// For the log line.
+    pub why: &'static str,
+    /// Session expiry override from the client's DISCONNECT.
+    pub expiry: Option<u32>,
+}
+
+impl Close {
+    pub fn error(code: u8, why: &'static str) -> Close {
+        Close { disconnect: Some(code), will: true, why, expiry: None }
+    }
+    pub fn silent(why: &'static str) -> Close {
+        Close { disconnect: None, will: true, why, expiry: None }
+    }
+}
+
+/// The will of a connected client, published if it goes away abnormally.
+#[derive(Debug)]
+pub(crate) struct Will {
+    pub msg: Arc<Message>,
+    pub delay: Duration,
+}
+
+/// Everything a live connection holds.
+pub(crate) struct Conn<W> {
+    pub broker: Arc<Broker>,
+    pub gate: Arc<dyn Gate>,
+    pub client: ClientInfo,
+    pub session: Arc<Session>,
+    pub conn_id: u64,
+    pub version: ProtocolVersion,
+    pub writer: W,
+    pub wbuf: BytesMut,
+    /// Keep-alive × 1.5, if enabled.
+    pub keep_alive: Option<Duration>,
+    /// Largest packet the client accepts.
+    pub client_max_packet: u32,
+    /// Outgoing QoS 1/2 window: min(our max_inflight, client's Receive Maximum).
+    pub window: usize,
+    pub client_alias_max: u16,
+    pub out_aliases: HashMap<TopicName, u16>,
+    pub in_aliases: HashMap<u16, TopicName>,
+    pub will: Option<Will>,
+    /// Session expiry interval the client connected with (v5), to reject
+    /// a DISCONNECT that turns 0 into non-zero.
+    pub connect_expiry: u32,
+}
+
+impl<W: AsyncWrite + Unpin> Conn<W> {
+    /// Encodes a packet into the write buffer and counts it.
+    pub fn send(&mut self, p: &Packet) {
+        let before = self.wbuf.len();
+        if let Err(e) = codec::encode(p, self.version, &mut self.wbuf) {
+            debug!(error = %e, packet = p.name(), "could not encode packet; not sent");
+            self.wbuf.truncate(before);
+            return;
+        }
+        let ty = self.wbuf.get(before).map_or(0, |b| b >> 4);
+        self.broker.metrics.packet_sent(ty, self.wbuf.len() - before);
+    }
+}
+
+/// Serves one client connection to completion.
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    gate: Arc<dyn Gate>,
+    listener: Arc<ListenerContext>,
+    stream: S,
+    peer: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let active = listener.active.fetch_add(1, Ordering::AcqRel) + 1;
+    let over_limit = active > listener.max_connections;
+    broker.metrics.connections.inc();
+    let span = tracing::info_span!("conn", %peer, listener = %listener.name, client_id = tracing::field::Empty);
+    serve_inner(&broker, gate, &listener, stream, peer, over_limit).instrument(span).await;
+    broker.metrics.connections.dec();
+    listener.active.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn serve_inner<S>(
+    broker: &Arc<Broker>,
+    gate: Arc<dyn Gate>,
+    listener: &Arc<ListenerContext>,
+    stream: S,
+    peer: SocketAddr,
+    over_limit: bool,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::new();
+    let hs = handshake::handshake(broker, gate, listener, &mut reader, writer, &mut rbuf, peer, over_limit).await;
+    let Some((mut conn, kicked)) = hs else {
+        return;
+    };
+    tracing::Span::current().record("client_id", &*conn.client.client_id);
+    let close = conn.run(&mut reader, &mut rbuf, kicked).await;
+    conn.finish(close).await;
+}
+
+impl<W: AsyncWrite + Unpin + Send> Conn<W> {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        rbuf: &mut BytesMut,
+        mut kicked: tokio::sync::oneshot::Receiver<Kick>,
+    ) -> Close {
+        let mut shutdown = self.broker.shutdown_signal();
+        let rate = self.broker.settings.limits.rate_limit;
+        let mut tokens: f64 = rate.map_or(0.0, |r| r.burst as f64);
+        let mut refilled = Instant::now();
+        let mut read_resume: Option<Instant> = None;
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let mut ka_deadline = self.keep_alive.map_or(far, |k| Instant::now() + k);
+
+        // Anything left from the previous connection goes out first.
+        self.resend_inflight();
+        self.pump();
+        // Packets that arrived together with CONNECT.
+        if let Err(c) = self.process(rbuf).await {
+            return c;
+        }
+
+        loop {
+            let congested = self.wbuf.len() >= WRITE_HIGH_WATER;
+            let can_read = !congested && read_resume.is_none();
+            tokio::select! {
+                biased;
+                k = &mut kicked => {
+                    return match k {
+                        Ok(Kick::TakenOver { .. }) => Close::error(reason::v5::SESSION_TAKEN_OVER, "session taken over"),
+                        Err(_) => Close::error(reason::v5::SESSION_TAKEN_OVER, "session discarded"),
+                    };
+                }
+                _ = shutdown.changed() => {
+                    return Close { disconnect: Some(reason::v5::SERVER_SHUTTING_DOWN), will: false, why: "server shutting down", expiry: None };
+                }
+                _ = tokio::time::sleep_until(ka_deadline), if self.keep_alive.is_some() => {
+                    return Close::error(reason::v5::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+                }
+                r = self.writer.write(&self.wbuf), if !self.wbuf.is_empty() => {
+                    match r {
+                        Ok(0) | Err(_) => return Close::silent("write failed"),
+                        Ok(n) => {
+                            let _ = self.wbuf.split_to(n);
+                            if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                                self.wbuf = BytesMut::new();
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(read_resume.unwrap_or(far)), if read_resume.is_some() => {
+                    read_resume = None;
+                }
+                r = reader.read_buf(rbuf), if can_read => {
+                    match r {
+                        Ok(0) => return Close::silent("connection closed by peer"),
+                        Err(_) => return Close::silent("read error"),
+                        Ok(n) => {
+                            if let Some(k) = self.keep_alive {
+                                ka_deadline = Instant::now() + k;
+                            }
+                            if let Some(rl) = rate {
+                                let now = Instant::now();
+                                let dt = now.duration_since(refilled).as_secs_f64();
+                                refilled = now;
+                                tokens = (tokens + dt * rl.bytes_per_sec as f64).min(rl.burst as f64) - n as f64;
+                                if tokens < 0.0 && rl.bytes_per_sec > 0 {
+                                    read_resume = Some(now + Duration::from_secs_f64(-tokens / rl.bytes_per_sec as f64));
+                                }
+                            }
+                            if let Err(c) = self.process(rbuf).await {
+                                return c;
+                            }
+                            if rbuf.is_empty() && rbuf.capacity() > 64 * 1024 {
+                                *rbuf = BytesMut::new();
+                            }
+                        }
+                    }
+                }
+                _ = self.session.wake.notified(), if !congested => {
+                    self.pump();
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in `rbuf`.
+    async fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), Close> {
+        let max = self.broker.settings.limits.max_packet_size;
+        loop {
+            let before = rbuf.len();
+            let ty = rbuf.first().map_or(0, |b| b >> 4);
+            match codec::decode(rbuf, Some(self.version), max) {
+                Ok(None) => return Ok(()),
+                Ok(Some(p)) => {
+                    self.broker.metrics.packet_received(ty, before - rbuf.len());
+                    self.handle(p).await?;
+                }
+                Err(e) => {
+                    self.broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(error = %e, "malformed packet");
+                    return Err(Close {
+                        disconnect: Some(e.v5_reason()),
+                        will: true,
+                        why: "malformed packet",
+                        expiry: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends the last packets, applies will and session expiry, and logs.
+    async fn finish(mut self, close: Close) {
+        let broker = Arc::clone(&self.broker);
+        if let Some(e) = close.expiry {
+            let cap = broker.settings.session.max_session_expiry;
+            self.session.lock().expiry = Some(Duration::from_secs(u64::from(e)).min(cap));
+        }
+        if let (true, Some(code)) = (self.version.is_v5(), close.disconnect) {
+            self.send(&Packet::Disconnect(Disconnect { reason: code, properties: Properties::default() }));
+        }
+        let flush = async {
+            if !self.wbuf.is_empty() {
+                let _ = self.writer.write_all(&self.wbuf).await;
+            }
+            let _ = self.writer.shutdown().await;
+        };
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
+
+        if close.will {
+            if let Some(will) = self.will.take() {
+                self.publish_will(will).await;
+            }
+        }
+        broker.close_session(&self.session, self.conn_id);
+        info!(reason = close.why, "client disconnected");
+        crate::sys::presence_disconnected(&broker, &self.client, close.why);
+    }
+
+    async fn publish_will(&self, will: Will) {
+        use crate::gate::{Access, AclOutcome};
+        let access = Access::Publish { topic: &will.msg.topic, qos: will.msg.qos, retain: will.msg.retain };
+        if self.gate.authorize(&self.client, access).await != AclOutcome::Allow {
+            self.broker.metrics.dropped(crate::metrics::DropReason::Denied);
+            debug!(topic = %will.msg.topic, "will message denied by ACL");
+            return;
+        }
+        let expiry = self.session.lock().expiry;
+        let delay = match expiry {
+            Some(e) => will.delay.min(e),
+            None => will.delay,
+        };
+        self.broker.schedule_will(&self.session, will.msg, delay);
+    }
+}

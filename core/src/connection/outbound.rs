@@ -1,0 +1,104 @@
+//! Session deliveries → PUBLISH packets: the inflight window, DUP
+//! redelivery, outgoing topic aliases, subscription identifiers, message
+//! expiry and the client's Maximum Packet Size.
+
+use std::time::Instant;
+
+use tokio::io::AsyncWrite;
+use tracing::debug;
+
+use super::{Conn, WRITE_HIGH_WATER};
+use crate::codec::{self, Packet, Properties, PubResp, Publish, QoS};
+use crate::message::Delivery;
+use crate::metrics::DropReason;
+use crate::session::OutState;
+
+impl<W: AsyncWrite + Unpin + Send> Conn<W> {
+    /// Moves as many queued deliveries into the write buffer as the
+    /// window and the write high-water mark allow.
+    pub(super) fn pump(&mut self) {
+        let now = Instant::now();
+        while self.wbuf.len() < WRITE_HIGH_WATER {
+            let next = {
+                let mut st = self.session.lock();
+                if st.owner != Some(self.conn_id) {
+                    return;
+                }
+                st.next_outgoing(self.window, now, &self.broker.metrics)
+            };
+            let Some(out) = next else { return };
+            if !self.send_publish(&out.delivery, out.packet_id, false, now) {
+                if let Some(id) = out.packet_id {
+                    self.session.lock().complete(id);
+                }
+            }
+        }
+    }
+
+    /// After a reconnect: every unacknowledged message again, PUBLISH with
+    /// DUP or PUBREL, in the original order.
+    pub(super) fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        let pending: Vec<(u16, Delivery, OutState)> = {
+            let st = self.session.lock();
+            st.inflight.iter().map(|i| (i.packet_id, i.delivery.clone(), i.state)).collect()
+        };
+        for (id, d, state) in pending {
+            match state {
+                OutState::Published => {
+                    if !self.send_publish(&d, Some(id), true, now) {
+                        self.session.lock().complete(id);
+                    }
+                }
+                OutState::Released => {
+                    self.send(&Packet::PubRel(PubResp::ok(id)));
+                }
+            }
+        }
+    }
+
+    /// Encodes one PUBLISH. Returns false if it could not be sent (too
+    /// large for the client), after counting the drop.
+    fn send_publish(&mut self, d: &Delivery, packet_id: Option<u16>, dup: bool, now: Instant) -> bool {
+        let msg = &d.msg;
+        let v5 = self.version.is_v5();
+        let mut properties = if v5 { msg.properties.clone() } else { Properties::default() };
+        let mut topic = msg.topic.as_str().to_string();
+        let mut new_alias = None;
+        if v5 {
+            properties.message_expiry_interval = msg.remaining_expiry(now);
+            properties.subscription_identifiers = d.subscription_ids.clone();
+            if self.client_alias_max > 0 {
+                if let Some(a) = self.out_aliases.get(&msg.topic) {
+                    properties.topic_alias = Some(*a);
+                    topic.clear();
+                } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
+                    let a = self.out_aliases.len() as u16 + 1;
+                    new_alias = Some(a);
+                    properties.topic_alias = Some(a);
+                }
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup: dup && d.qos != QoS::AtMostOnce,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id,
+            payload: msg.payload.clone(),
+            properties,
+        });
+        if codec::encoded_len(&packet, self.version) > self.client_max_packet as usize {
+            self.broker.metrics.dropped(DropReason::TooLarge);
+            debug!(topic = %msg.topic, max = self.client_max_packet, "message larger than the client's maximum packet size; dropped");
+            return false;
+        }
+        if let Some(a) = new_alias {
+            // Only once the client will actually see the full topic.
+            self.out_aliases.insert(msg.topic.clone(), a);
+        }
+        self.send(&packet);
+        self.broker.metrics.message_sent(d.qos);
+        true
+    }
+}

@@ -1,0 +1,26 @@
+//! Portcullis core: everything an MQTT broker needs that is not a socket
+//! listener or an identity backend.
+//!
+//! * [`codec`] — sans-IO MQTT 3.1 / 3.1.1 / 5.0 packets ⇄ bytes.
+//! * [`topic`] — validated [`topic::TopicName`] / [`topic::TopicFilter`].
+//! * [`router`] — the subscription trie, shared subscriptions.
+//! * [`message`] — a message shared by every subscriber, and one delivery.
+//! * [`session`] — subscriptions, bounded queue, inflight, QoS 2 state.
+//! * [`retain`] — the retained message store.
+//! * [`broker`] — shared state: session registry, routing, wills, expiry.
+//! * [`gate`] — the port through which every auth and ACL decision is asked.
+//! * [`connection`] — the per-connection state machine over any stream.
+//! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
+//! * [`settings`] — runtime settings and their defaults.
+pub mod broker;
+pub mod codec;
+pub mod connection;
+pub mod gate;
+pub mod message;
+pub mod metrics;
+pub mod retain;
+pub mod router;
+pub mod session;
+pub mod settings;
+pub mod sys;
+pub mod topic;

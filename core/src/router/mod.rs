@@ -1,0 +1,224 @@
+//! The subscription router: which sessions receive a published message.
+//!
+//! * [`Router`] — a thread-safe topic trie of every subscription in the
+//!   broker. [`Router::matches`] collects one [`Route`] per matching
+//!   non-shared subscription and one per matching shared group (the member
+//!   picked by the [`SharedStrategy`]).
+//! * [`collapse()`] — folds the routes of one publish into [`Delivery`]s: one
+//!   copy per client for its overlapping non-shared subscriptions (highest
+//!   QoS, every subscription identifier), plus one copy per shared route.
+//! * `trie` — the nodes, keyed by topic level; `shared` — a shared group and
+//!   its picking state; `collapse` — the per-client merge.
+//!
+//! # Locking
+//!
+//! Filters are spread over several independently locked tries: one per hash
+//! bucket of the filter's first level, plus one for filters that start with a
+//! wildcard. A publish read-locks two of them (its first level's bucket and
+//! the wildcard trie), one after the other, never both at once; a
+//! subscribe/unsubscribe write-locks one. Publishes run concurrently with each
+//! other, and a subscribe storm on one prefix only stalls publishes that hash
+//! to the same bucket or that need the wildcard trie while it is written.
+//! Shared-group picking mutates only atomics, so it runs under the read lock.
+//!
+//! # Typical publish path
+//!
+//! ```ignore
+//! let mut routes = Vec::new();           // reused across publishes
+//! router.matches(&topic, &mut routes);
+//! remove_no_local(&mut routes, Some(&publisher_id)); // exact MQTT 5 No Local
+//! for d in collapse(std::mem::take(&mut routes)) {
+//!     // qos = min(d.qos, publish qos); v5: attach d.subscription_ids
+//! }
+//! ```
+
+mod collapse;
+mod shared;
+mod trie;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::codec::types::SubscriptionOptions;
+use crate::settings::SharedStrategy;
+use crate::topic::{SubscriptionFilter, TopicName};
+
+pub use collapse::{collapse, remove_no_local, Delivery};
+
+use trie::{Node, Slot};
+
+/// A client identifier as the router stores it (shared, cheap to clone).
+pub type ClientId = Arc<str>;
+
+/// One subscription stored in the router.
+///
+/// `T` is the broker's per-session handle (cheap to clone, e.g.
+/// `Arc<Session>`); the router never looks inside it.
+#[derive(Clone, Debug)]
+pub struct Subscriber<T> {
+    pub client_id: ClientId,
+    pub options: SubscriptionOptions,
+    /// MQTT 5 Subscription Identifier given with the SUBSCRIBE, if any.
+    pub subscription_id: Option<u32>,
+    pub handle: T,
+}
+
+/// One matching subscription of a publish.
+#[derive(Clone, Debug)]
+pub struct Route<T> {
+    pub subscriber: Subscriber<T>,
+    /// The subscription is a shared one (`$share/…` or `$queue/…`); the
+    /// subscriber is the one member its group picked for this message.
+    pub shared: bool,
+}
+
+/// Number of hash buckets for filters with a literal first level.
+const SHARDS: usize = 16;
+
+/// The subscriptions of the whole broker, matched per publish.
+pub struct Router<T> {
+    strategy: SharedStrategy,
+    /// Filters whose first level is literal, by hash of that level.
+    shards: Box<[RwLock<Node<T>>]>,
+    /// Filters whose first level is `+` or `#`: every publish looks here.
+    wild: RwLock<Node<T>>,
+    /// Picks a shard; randomly keyed so clients cannot aim at one bucket.
+    hasher: RandomState,
+    /// Filters with at least one subscriber. Only changed under a write
+    /// lock; read without one.
+    topics: AtomicUsize,
+    /// (client, subscription filter) pairs.
+    subscriptions: AtomicUsize,
+}
+
+impl<T> fmt::Debug for Router<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("strategy", &self.strategy)
+            .field("topics", &self.topics.load(Ordering::Relaxed))
+            .field("subscriptions", &self.subscriptions.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone + Send + Sync> Default for Router<T> {
+    fn default() -> Self {
+        Router::new(SharedStrategy::default())
+    }
+}
+
+impl<T: Clone + Send + Sync> Router<T> {
+    pub fn new(strategy: SharedStrategy) -> Self {
+        Router {
+            strategy,
+            shards: (0..SHARDS).map(|_| RwLock::new(Node::default())).collect(),
+            wild: RwLock::new(Node::default()),
+            hasher: RandomState::new(),
+            topics: AtomicUsize::new(0),
+            subscriptions: AtomicUsize::new(0),
+        }
+    }
+
+    /// The strategy shared groups pick their receiver with.
+    pub fn strategy(&self) -> SharedStrategy {
+        self.strategy
+    }
+
+    /// Inserts a subscription, or replaces the options, identifier and
+    /// handle of the same client's subscription to the same
+    /// [`SubscriptionFilter`] (same group, same filter). Returns `true` if
+    /// the subscription is new.
+    pub fn subscribe(&self, filter: &SubscriptionFilter, sub: Subscriber<T>) -> bool {
+        let (path, slot) = Slot::split(filter.filter.as_str());
+        let mut root = self.trie_for_filter(filter).write();
+        let (new_sub, new_topic) = root.insert(path, slot, filter.share_group.as_ref(), sub);
+        if new_topic {
+            self.topics.fetch_add(1, Ordering::Relaxed);
+        }
+        if new_sub {
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        new_sub
+    }
+
+    /// Removes a client's subscription. Returns `true` if it existed. Trie
+    /// nodes left without subscriptions are freed.
+    pub fn unsubscribe(&self, filter: &SubscriptionFilter, client_id: &str) -> bool {
+        let (path, slot) = Slot::split(filter.filter.as_str());
+        let mut root = self.trie_for_filter(filter).write();
+        let Some(topic_gone) = root.remove(path, slot, filter.share_group.as_deref(), client_id, self.strategy) else {
+            return false;
+        };
+        if topic_gone {
+            self.topics.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Appends to `out` every delivery of a message published to `topic`:
+    /// one [`Route`] per matching non-shared (client, filter), and for each
+    /// matching shared group (per group and filter) the one member the
+    /// strategy picks. A client may appear several times; see [`collapse()`].
+    ///
+    /// No Local is not applied here (see [`remove_no_local`]). Allocates
+    /// only to grow `out`, plus one small work list when the topic's path
+    /// through the trie branches (a literal and a `+` both match a level).
+    pub fn matches(&self, topic: &TopicName, out: &mut Vec<Route<T>>) {
+        let name = topic.as_str();
+        let first = name.split('/').next().unwrap_or(name);
+        {
+            let shard = self.shards[self.shard_of(first)].read();
+            shard.collect(name, self.strategy, out);
+        }
+        let wild = self.wild.read();
+        wild.collect(name, self.strategy, out);
+    }
+
+    /// Number of distinct topic filters with at least one subscriber
+    /// (`a/+` and `$share/g/a/+` count as one filter). O(1).
+    pub fn topic_count(&self) -> usize {
+        self.topics.load(Ordering::Relaxed)
+    }
+
+    /// Number of subscriptions: (client, subscription filter) pairs. O(1).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    fn trie_for_filter(&self, filter: &SubscriptionFilter) -> &RwLock<Node<T>> {
+        let f = filter.filter.as_str();
+        let first = f.split('/').next().unwrap_or(f);
+        if first == "+" || first == "#" {
+            &self.wild
+        } else {
+            &self.shards[self.shard_of(first)]
+        }
+    }
+
+    fn shard_of(&self, first_level: &str) -> usize {
+        // The modulo keeps the value below SHARDS, so the cast is lossless.
+        (self.hasher.hash_one(first_level) % SHARDS as u64) as usize
+    }
+}
+
+#[cfg(test)]
+impl<T> Router<T> {
+    /// Trie nodes below the roots (0 once every subscription is gone).
+    fn node_count(&self) -> usize {
+        self.shards.iter().chain(std::iter::once(&self.wild)).map(|r| r.read().descendants()).sum()
+    }
+
+    /// No subscriptions and no nodes left anywhere.
+    fn is_pristine(&self) -> bool {
+        self.shards.iter().chain(std::iter::once(&self.wild)).all(|r| r.read().is_empty())
+    }
+}

@@ -1,0 +1,262 @@
+//! Sessions: subscriptions, the bounded outgoing queue, inflight windows and
+//! QoS 2 state, for a client that may or may not be connected right now.
+//!
+//! A session outlives its connections. Publishers push [`Delivery`]s into
+//! its queue under the session's own mutex (never a global lock) and wake
+//! the connection that owns it; the connection moves queued deliveries into
+//! the inflight window as the client's Receive Maximum allows. While no
+//! connection owns the session, the queue simply holds what arrives, up to
+//! its bounds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::{oneshot, Notify};
+use tracing::warn;
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::Delivery;
+use crate::metrics::{DropReason, Metrics};
+use crate::settings::SessionSettings;
+use crate::topic::SubscriptionFilter;
+
+/// Why the connection owning a session is told to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection with the same client id arrived.
+    TakenOver { clean_start: bool },
+}
+
+/// One subscription as the session remembers it.
+#[derive(Debug, Clone)]
+pub struct SubRecord {
+    pub filter: SubscriptionFilter,
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub delivery: Delivery,
+    pub state: OutState,
+}
+
+/// What the connection must send next.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub delivery: Delivery,
+    /// `Some` for QoS 1/2 (already recorded as inflight).
+    pub packet_id: Option<u16>,
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    pub subscriptions: HashMap<Arc<str>, SubRecord>,
+    queue: VecDeque<Delivery>,
+    queue_bytes: usize,
+    pub inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// Incoming QoS 2 packet ids awaiting PUBREL, with arrival time.
+    pub awaiting_rel: HashMap<u16, Instant>,
+    /// Session expiry after disconnect; `None` = never.
+    pub expiry: Option<Duration>,
+    /// Id of the connection that owns the session, if connected.
+    pub owner: Option<u64>,
+    kick: Option<oneshot::Sender<Kick>>,
+    /// Bumped on every attach; timers compare it to know whether a client
+    /// came back in the meantime.
+    pub generation: u64,
+    dropped: u64,
+    drop_logged: bool,
+    /// Set once the session is discarded; late deliveries are refused.
+    pub ended: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    state: Mutex<SessionState>,
+    /// Wakes the owning connection when something was queued.
+    pub wake: Notify,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, expiry: Option<Duration>) -> Session {
+        Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                queue_bytes: 0,
+                inflight: VecDeque::new(),
+                next_packet_id: 0,
+                awaiting_rel: HashMap::new(),
+                expiry,
+                owner: None,
+                kick: None,
+                generation: 0,
+                dropped: 0,
+                drop_logged: false,
+                ended: false,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock()
+    }
+
+    /// Queues a delivery, or drops and counts it when a bound is hit.
+    /// Returns whether it was queued.
+    pub fn enqueue(&self, d: Delivery, settings: &SessionSettings, metrics: &Metrics) -> bool {
+        let mut st = self.state.lock();
+        if st.ended {
+            return false;
+        }
+        if st.owner.is_none() && d.qos == QoS::AtMostOnce && !settings.queue_qos0 {
+            metrics.dropped(DropReason::Qos0Offline);
+            return false;
+        }
+        let w = d.weight();
+        if st.queue.len() >= settings.max_queue_len || st.queue_bytes + w > settings.max_queue_bytes {
+            st.dropped += 1;
+            metrics.dropped(DropReason::QueueFull);
+            if !st.drop_logged {
+                st.drop_logged = true;
+                warn!(
+                    client_id = %self.client_id,
+                    queue_len = st.queue.len(),
+                    queue_bytes = st.queue_bytes,
+                    max_queue_len = settings.max_queue_len,
+                    max_queue_bytes = settings.max_queue_bytes,
+                    "session queue full; dropping new messages (logged once per session, counted in $SYS metrics/messages/dropped)"
+                );
+            }
+            return false;
+        }
+        st.queue_bytes += w;
+        st.queue.push_back(d);
+        drop(st);
+        self.wake.notify_one();
+        true
+    }
+}
+
+impl SessionState {
+    /// Attaches a connection; returns the previous owner's kick handle.
+    pub fn attach(&mut self, conn_id: u64, kick: oneshot::Sender<Kick>) -> Option<oneshot::Sender<Kick>> {
+        self.owner = Some(conn_id);
+        self.generation += 1;
+        self.kick.replace(kick)
+    }
+
+    /// Takes the current owner's kick handle (for a takeover).
+    pub fn take_kick(&mut self) -> Option<oneshot::Sender<Kick>> {
+        self.kick.take()
+    }
+
+    /// Detaches `conn_id` if it still owns the session. Returns false when
+    /// another connection took over in the meantime.
+    pub fn detach(&mut self, conn_id: u64) -> bool {
+        if self.owner != Some(conn_id) {
+            return false;
+        }
+        self.owner = None;
+        self.kick = None;
+        true
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Messages dropped from this session's queue so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn alloc_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Takes the next delivery to send, if the window allows. QoS 0 is
+    /// never limited by the window; QoS 1/2 are recorded as inflight.
+    /// Expired messages are dropped and counted on the way.
+    pub fn next_outgoing(&mut self, window: usize, now: Instant, metrics: &Metrics) -> Option<Outgoing> {
+        loop {
+            let front = self.queue.front()?;
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                return None;
+            }
+            let d = self.queue.pop_front()?;
+            self.queue_bytes = self.queue_bytes.saturating_sub(d.weight());
+            if d.msg.expired(now) {
+                metrics.dropped(DropReason::Expired);
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                return Some(Outgoing { delivery: d, packet_id: None });
+            }
+            let id = self.alloc_packet_id();
+            self.inflight.push_back(Inflight { packet_id: id, delivery: d.clone(), state: OutState::Published });
+            return Some(Outgoing { delivery: d, packet_id: Some(id) });
+        }
+    }
+
+    /// Removes an inflight entry (PUBACK, PUBCOMP, a failed PUBREC, or a
+    /// message that could not be sent). Returns it if it existed.
+    pub fn complete(&mut self, packet_id: u16) -> Option<Inflight> {
+        let pos = self.inflight.iter().position(|i| i.packet_id == packet_id)?;
+        self.inflight.remove(pos)
+    }
+
+    /// PUBREC arrived: the QoS 2 message moves to the PUBREL stage.
+    /// Returns false if no such QoS 2 message was in flight.
+    pub fn received(&mut self, packet_id: u16) -> bool {
+        match self.inflight.iter_mut().find(|i| i.packet_id == packet_id) {
+            Some(i) if i.delivery.qos == QoS::ExactlyOnce => {
+                i.state = OutState::Released;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets incoming QoS 2 ids whose PUBREL never came.
+    pub fn expire_awaiting_rel(&mut self, now: Instant, timeout: Duration) -> usize {
+        let before = self.awaiting_rel.len();
+        self.awaiting_rel.retain(|_, t| now.duration_since(*t) < timeout);
+        before - self.awaiting_rel.len()
+    }
+
+    /// Drops everything queued (session end).
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.queue_bytes = 0;
+        self.inflight.clear();
+        self.awaiting_rel.clear();
+        self.subscriptions.clear();
+    }
+}

@@ -1,0 +1,175 @@
+//! `$SYS` topics in emqttd's layout, under `$SYS/brokers/<node>/`:
+//! `version`, `sysdescr`, `uptime`, `datetime`, `stats/*`, `metrics/*`
+//! (published every `sys.interval`, retained so a new subscriber sees the
+//! latest values at once) and presence events
+//! `clients/<clientid>/connected|disconnected` (JSON, not retained).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::broker::{Broker, VERSION};
+use crate::gate::ClientInfo;
+use crate::metrics::{DropReason, PACKET_NAMES};
+
+fn base(broker: &Broker) -> String {
+    format!("$SYS/brokers/{}", broker.settings.node_name)
+}
+
+fn unix_millis() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+fn protocol_number(c: &ClientInfo) -> u8 {
+    c.protocol.level()
+}
+
+/// Publishes `clients/<id>/connected`.
+pub fn presence_connected(broker: &Broker, c: &ClientInfo, keep_alive: u16, clean_start: bool) {
+    let payload = serde_json::json!({
+        "clientid": &*c.client_id,
+        "username": c.username.as_deref(),
+        "ipaddress": c.peer.ip().to_string(),
+        "proto_ver": protocol_number(c),
+        "keepalive": keep_alive,
+        "clean_start": clean_start,
+        "listener": &*c.listener,
+        "connected_at": unix_millis(),
+    });
+    let topic = format!("{}/clients/{}/connected", base(broker), c.client_id);
+    broker.publish_sys(&topic, payload.to_string(), false);
+}
+
+/// Publishes `clients/<id>/disconnected`.
+pub fn presence_disconnected(broker: &Broker, c: &ClientInfo, reason: &str) {
+    let payload = serde_json::json!({
+        "clientid": &*c.client_id,
+        "username": c.username.as_deref(),
+        "reason": reason,
+        "disconnected_at": unix_millis(),
+    });
+    let topic = format!("{}/clients/{}/disconnected", base(broker), c.client_id);
+    broker.publish_sys(&topic, payload.to_string(), false);
+}
+
+fn format_uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60);
+    let mut out = String::new();
+    if days > 0 {
+        out.push_str(&format!("{days} days, "));
+    }
+    if days > 0 || h > 0 {
+        out.push_str(&format!("{h} hours, "));
+    }
+    if days > 0 || h > 0 || m > 0 {
+        out.push_str(&format!("{m} minutes, "));
+    }
+    out.push_str(&format!("{sec} seconds"));
+    out
+}
+
+/// Publishes every periodic `$SYS` topic once.
+pub fn publish_all(broker: &Broker) {
+    let b = base(broker);
+    let m = &broker.metrics;
+    let pub_ = |t: &str, v: String| broker.publish_sys(&format!("{b}/{t}"), v, true);
+    pub_("version", VERSION.to_string());
+    pub_("sysdescr", "Portcullis MQTT broker".to_string());
+    pub_("uptime", format_uptime(broker.started.elapsed()));
+    pub_("datetime", humanish_datetime());
+
+    m.retained.set(broker.retained.len() as u64);
+    m.sessions.set(broker.session_count() as u64);
+    for (name, g) in [
+        ("clients", &m.connections),
+        ("sessions", &m.sessions),
+        ("subscriptions", &m.subscriptions),
+        ("topics", &m.topics),
+        ("retained", &m.retained),
+    ] {
+        pub_(&format!("stats/{name}/count"), g.get().to_string());
+        pub_(&format!("stats/{name}/max"), g.max().to_string());
+    }
+
+    pub_("metrics/bytes/received", m.bytes_received.load(Relaxed).to_string());
+    pub_("metrics/bytes/sent", m.bytes_sent.load(Relaxed).to_string());
+    let total = |a: &[std::sync::atomic::AtomicU64]| a.iter().map(|c| c.load(Relaxed)).sum::<u64>();
+    pub_("metrics/packets/received", total(&m.packets_received).to_string());
+    pub_("metrics/packets/sent", total(&m.packets_sent).to_string());
+    for (i, name) in PACKET_NAMES.iter().enumerate().skip(1) {
+        pub_(&format!("metrics/packets/{name}/received"), m.packets_received[i].load(Relaxed).to_string());
+        pub_(&format!("metrics/packets/{name}/sent"), m.packets_sent[i].load(Relaxed).to_string());
+    }
+    pub_("metrics/messages/received", total(&m.messages_received).to_string());
+    pub_("metrics/messages/sent", total(&m.messages_sent).to_string());
+    for q in 0..3 {
+        pub_(&format!("metrics/messages/qos{q}/received"), m.messages_received[q].load(Relaxed).to_string());
+        pub_(&format!("metrics/messages/qos{q}/sent"), m.messages_sent[q].load(Relaxed).to_string());
+    }
+    pub_("metrics/messages/dropped", m.dropped_total().to_string());
+    for r in DropReason::ALL {
+        pub_(&format!("metrics/messages/dropped/{}", r.name()), m.dropped_count(r).to_string());
+    }
+    pub_("metrics/messages/retained", m.messages_retained_stored.load(Relaxed).to_string());
+    pub_("metrics/connects/refused", m.connects_refused.load(Relaxed).to_string());
+    pub_("metrics/packets/malformed", m.protocol_errors.load(Relaxed).to_string());
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date crate.
+fn humanish_datetime() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// Runs the periodic `$SYS` publisher until shutdown.
+pub fn spawn(broker: Arc<Broker>) {
+    let Some(interval) = broker.settings.sys.interval else {
+        publish_all(&broker);
+        return;
+    };
+    tokio::spawn(async move {
+        let mut shutdown = broker.shutdown_signal();
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    publish_all(&broker);
+                    broker.retained.purge_expired(std::time::Instant::now());
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_format() {
+        assert_eq!(format_uptime(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(format_uptime(Duration::from_secs(3725)), "1 hours, 2 minutes, 5 seconds");
+    }
+
+    #[test]
+    fn datetime_shape() {
+        let s = humanish_datetime();
+        assert_eq!(s.len(), 19, "{s}");
+        assert!(s.starts_with("20"), "{s}");
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole Portcullis test suite on a fresh Debian machine:
+# installs what the tests need (Debian packages, as root), checks
+# formatting and lints, builds the binaries, runs every test, and stops
+# whatever it started. Used verbatim by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "==> installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing packages: ${need_pkgs[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo build --bins"
+cargo build --workspace --bins --locked
+echo "==> cargo test"
+# The e2e tests spawn many broker processes; two at a time suits 2 cores.
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

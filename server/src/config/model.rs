@@ -1,0 +1,463 @@
+//! The shape of `portcullis.toml`: one serde struct per table.
+//!
+//! Every struct refuses unknown keys, every field is optional in the file
+//! and names the function that gives its default (the core's
+//! `settings::default_*` wherever the core has one, so the embedded
+//! defaults live in one place). Types here only say what a value must look
+//! like; ranges and relations between keys are checked in
+//! [`super::validate`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portcullis_core::settings;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::units;
+
+/// The whole file as written. [`super::validate::resolve`] turns it into a
+/// [`super::Config`]; it differs only in that listener names are resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    /// This broker node.
+    #[serde(default)]
+    pub(super) node: NodeConfig,
+    /// Sockets the broker accepts MQTT connections on.
+    #[serde(default = "default_listeners")]
+    pub(super) listeners: Vec<ListenerEntry>,
+    /// Per-connection limits.
+    #[serde(default)]
+    pub(super) limits: LimitsConfig,
+    /// Per-session windows, queues and expiry.
+    #[serde(default)]
+    pub(super) session: SessionConfig,
+    /// The retained message store.
+    #[serde(default)]
+    pub(super) retained: RetainedConfig,
+    /// `$SYS` topics.
+    #[serde(default)]
+    pub(super) sys: SysConfig,
+    /// Shared subscriptions (`$share/<group>/<filter>`).
+    #[serde(default)]
+    pub(super) shared_subscription: SharedSubscriptionConfig,
+    /// Logging.
+    #[serde(default)]
+    pub(super) log: LogConfig,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            node: NodeConfig::default(),
+            listeners: default_listeners(),
+            limits: LimitsConfig::default(),
+            session: SessionConfig::default(),
+            retained: RetainedConfig::default(),
+            sys: SysConfig::default(),
+            shared_subscription: SharedSubscriptionConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name, published under `$SYS/brokers/<name>/`.
+    #[serde(default = "settings::default_node_name")]
+    pub name: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { name: settings::default_node_name() }
+    }
+}
+
+/// The listeners used when the file has no `[[listeners]]`: one plain TCP
+/// listener on all interfaces, port 1883.
+pub(super) fn default_listeners() -> Vec<ListenerEntry> {
+    vec![ListenerEntry::default()]
+}
+
+/// One `[[listeners]]` entry as written (its name may be left out when it
+/// is the only one).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenerEntry {
+    /// Unique name, used in logs and metrics. Required when there is more
+    /// than one listener; a single unnamed listener is called `default`.
+    #[serde(default = "default_listener_name")]
+    pub(super) name: Option<String>,
+    /// Transport. Only `"tcp"` for now.
+    #[serde(default = "default_listener_kind", rename = "type")]
+    pub(super) kind: ListenerKind,
+    /// Socket address to bind, `IP:PORT`.
+    #[serde(default = "default_bind", deserialize_with = "socket_addr")]
+    pub(super) bind: SocketAddr,
+    /// Connections open at once on this listener; more are refused.
+    #[serde(default = "default_max_connections")]
+    pub(super) max_connections: usize,
+    /// Length of the kernel's queue of connections not yet accepted.
+    #[serde(default = "default_backlog")]
+    pub(super) backlog: u32,
+}
+
+impl Default for ListenerEntry {
+    fn default() -> Self {
+        ListenerEntry {
+            name: default_listener_name(),
+            kind: default_listener_kind(),
+            bind: default_bind(),
+            max_connections: default_max_connections(),
+            backlog: default_backlog(),
+        }
+    }
+}
+
+/// Unnamed: the name is resolved from the listener's position.
+pub(super) fn default_listener_name() -> Option<String> {
+    None
+}
+/// The name a single unnamed listener gets.
+pub(super) const SOLE_LISTENER_NAME: &str = "default";
+pub fn default_listener_kind() -> ListenerKind {
+    ListenerKind::Tcp
+}
+pub fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 1883))
+}
+pub fn default_max_connections() -> usize {
+    100_000
+}
+pub fn default_backlog() -> u32 {
+    1024
+}
+
+/// The transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Plain MQTT over TCP.
+    Tcp,
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    struct AddrVisitor;
+    impl Visitor<'_> for AddrVisitor {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a socket address such as \"0.0.0.0:1883\" or \"[::1]:1883\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<SocketAddr, E> {
+            v.parse().map_err(|_| {
+                E::custom(format!(
+                    "invalid socket address \"{v}\": expected IP:PORT such as \"0.0.0.0:1883\" or \"[::1]:1883\" (host names are not resolved)"
+                ))
+            })
+        }
+    }
+    deserializer.deserialize_any(AddrVisitor)
+}
+
+/// `[limits]`: per-connection limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest packet accepted from, and sent to, a client (bytes, whole
+    /// packet including its fixed header).
+    #[serde(default = "default_max_packet_size", deserialize_with = "units::size")]
+    pub max_packet_size: u64,
+    /// Longest client identifier accepted (bytes).
+    #[serde(default = "default_max_client_id_len")]
+    pub max_client_id_len: u64,
+    /// A socket that has not completed CONNECT within this time is closed.
+    #[serde(default = "settings::default_connect_timeout", deserialize_with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// Cap on the keep-alive a client may ask for, in whole seconds; `None`
+    /// (`"off"` or `"0s"` in the file) is no cap.
+    #[serde(default = "default_max_keep_alive", deserialize_with = "keep_alive_cap")]
+    pub max_keep_alive: Option<Duration>,
+    /// Per-connection read rate limit; `None` (`"off"`) is unlimited.
+    #[serde(default = "default_rate_limit", deserialize_with = "rate_limit")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Topic Alias Maximum offered to v5 clients (0 disables aliases).
+    #[serde(default = "settings::default_max_topic_alias")]
+    pub max_topic_alias: u16,
+    /// Most subscriptions one session may hold (0 = unlimited).
+    #[serde(default = "settings::default_max_subscriptions")]
+    pub max_subscriptions: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_packet_size: default_max_packet_size(),
+            max_client_id_len: default_max_client_id_len(),
+            connect_timeout: settings::default_connect_timeout(),
+            max_keep_alive: default_max_keep_alive(),
+            rate_limit: default_rate_limit(),
+            max_topic_alias: settings::default_max_topic_alias(),
+            max_subscriptions: settings::default_max_subscriptions(),
+        }
+    }
+}
+
+pub fn default_max_packet_size() -> u64 {
+    u64::from(settings::default_max_packet_size())
+}
+pub fn default_max_client_id_len() -> u64 {
+    settings::default_max_client_id_len() as u64
+}
+pub fn default_max_keep_alive() -> Option<Duration> {
+    match settings::default_max_keep_alive() {
+        0 => None,
+        secs => Some(Duration::from_secs(u64::from(secs))),
+    }
+}
+pub fn default_rate_limit() -> Option<RateLimitConfig> {
+    None
+}
+
+/// A duration or `"off"`; zero also means no cap, as in MQTT.
+fn keep_alive_cap<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    Ok(units::duration_or_off(deserializer)?.filter(|cap| !cap.is_zero()))
+}
+
+/// `limits.rate_limit = { bytes_per_sec = …, burst = … }`: a token bucket
+/// on the read side of each connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate (bytes per second). Required: a rate limit has no
+    /// meaningful default rate, so it has no default function.
+    #[serde(deserialize_with = "units::size")]
+    pub bytes_per_sec: u64,
+    /// Bucket size (bytes): how far a connection may run ahead of the rate.
+    /// `None` = one second's worth, `bytes_per_sec`.
+    #[serde(default = "default_rate_limit_burst", deserialize_with = "burst")]
+    pub burst: Option<u64>,
+}
+
+pub fn default_rate_limit_burst() -> Option<u64> {
+    None
+}
+
+fn burst<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    units::size(deserializer).map(Some)
+}
+
+/// `"off"` or a `{ bytes_per_sec, burst }` table.
+fn rate_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RateLimitConfig>, D::Error> {
+    struct RateLimitVisitor;
+    impl<'de> Visitor<'de> for RateLimitVisitor {
+        type Value = Option<RateLimitConfig>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table { bytes_per_sec = …, burst = … } or \"off\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v {
+                "off" => Ok(None),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            RateLimitConfig::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_any(RateLimitVisitor)
+}
+
+/// `[session]`: per-session windows, queues and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Outgoing QoS 1/2 messages in flight per session (1..=65535).
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u64,
+    /// Incoming QoS 2 messages awaiting PUBREL (1..=65535); offered to v5
+    /// clients as Receive Maximum.
+    #[serde(default = "default_max_awaiting_rel")]
+    pub max_awaiting_rel: u64,
+    /// An incoming QoS 2 packet id whose PUBREL does not come in this time
+    /// is forgotten.
+    #[serde(default = "settings::default_await_rel_timeout", deserialize_with = "units::duration")]
+    pub await_rel_timeout: Duration,
+    /// Messages queued per session beyond the inflight window (at least 1).
+    #[serde(default = "settings::default_max_queue_len")]
+    pub max_queue_len: usize,
+    /// Payload bytes queued per session.
+    #[serde(default = "default_max_queue_bytes", deserialize_with = "units::size")]
+    pub max_queue_bytes: u64,
+    /// Queue QoS 0 messages for offline persistent sessions.
+    #[serde(default = "settings::default_queue_qos0")]
+    pub queue_qos0: bool,
+    /// How long a 3.x persistent session outlives its connection; `None`
+    /// (`"never"`) keeps it forever.
+    #[serde(default = "settings::default_v3_session_expiry", deserialize_with = "units::duration_or_never")]
+    pub v3_session_expiry: Option<Duration>,
+    /// Upper bound on the session expiry a v5 client may ask for.
+    #[serde(default = "settings::default_max_session_expiry", deserialize_with = "units::duration")]
+    pub max_session_expiry: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_inflight: default_max_inflight(),
+            max_awaiting_rel: default_max_awaiting_rel(),
+            await_rel_timeout: settings::default_await_rel_timeout(),
+            max_queue_len: settings::default_max_queue_len(),
+            max_queue_bytes: default_max_queue_bytes(),
+            queue_qos0: settings::default_queue_qos0(),
+            v3_session_expiry: settings::default_v3_session_expiry(),
+            max_session_expiry: settings::default_max_session_expiry(),
+        }
+    }
+}
+
+pub fn default_max_inflight() -> u64 {
+    u64::from(settings::default_max_inflight())
+}
+pub fn default_max_awaiting_rel() -> u64 {
+    u64::from(settings::default_max_awaiting_rel())
+}
+pub fn default_max_queue_bytes() -> u64 {
+    settings::default_max_queue_bytes() as u64
+}
+
+/// `[retained]`: the retained message store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetainedConfig {
+    /// Whether retained messages are stored at all.
+    #[serde(default = "settings::default_retain_enabled")]
+    pub enabled: bool,
+    /// Most retained messages stored (0 = unlimited).
+    #[serde(default = "settings::default_retain_max_count")]
+    pub max_count: usize,
+    /// Largest retained payload stored (bytes).
+    #[serde(default = "default_retain_max_payload_size", deserialize_with = "units::size")]
+    pub max_payload_size: u64,
+}
+
+impl Default for RetainedConfig {
+    fn default() -> Self {
+        RetainedConfig {
+            enabled: settings::default_retain_enabled(),
+            max_count: settings::default_retain_max_count(),
+            max_payload_size: default_retain_max_payload_size(),
+        }
+    }
+}
+
+pub fn default_retain_max_payload_size() -> u64 {
+    settings::default_retain_max_payload_size() as u64
+}
+
+/// `[sys]`: `$SYS` topics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysConfig {
+    /// Interval of the periodic `$SYS` publications (at least 1s); `None`
+    /// (`"off"`) stops them.
+    #[serde(default = "settings::default_sys_interval", deserialize_with = "units::duration_or_off")]
+    pub interval: Option<Duration>,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval: settings::default_sys_interval() }
+    }
+}
+
+/// `[shared_subscription]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSubscriptionConfig {
+    /// How a message to a shared group picks its one receiver.
+    #[serde(default = "default_shared_strategy")]
+    pub strategy: SharedStrategyName,
+}
+
+impl Default for SharedSubscriptionConfig {
+    fn default() -> Self {
+        SharedSubscriptionConfig { strategy: default_shared_strategy() }
+    }
+}
+
+pub fn default_shared_strategy() -> SharedStrategyName {
+    SharedStrategyName::from(settings::SharedStrategy::default())
+}
+
+/// `shared_subscription.strategy` as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategyName {
+    /// `"round_robin"`: each member in turn.
+    RoundRobin,
+    /// `"random"`: a member chosen at random per message.
+    Random,
+    /// `"sticky"`: the same member until it leaves the group.
+    Sticky,
+}
+
+impl From<settings::SharedStrategy> for SharedStrategyName {
+    fn from(strategy: settings::SharedStrategy) -> Self {
+        match strategy {
+            settings::SharedStrategy::RoundRobin => SharedStrategyName::RoundRobin,
+            settings::SharedStrategy::Random => SharedStrategyName::Random,
+            settings::SharedStrategy::Sticky => SharedStrategyName::Sticky,
+        }
+    }
+}
+
+impl From<SharedStrategyName> for settings::SharedStrategy {
+    fn from(name: SharedStrategyName) -> Self {
+        match name {
+            SharedStrategyName::RoundRobin => settings::SharedStrategy::RoundRobin,
+            SharedStrategyName::Random => settings::SharedStrategy::Random,
+            SharedStrategyName::Sticky => settings::SharedStrategy::Sticky,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` EnvFilter directive: `"info"`, `"warn,portcullis=debug"`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Line format.
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: default_log_level(), format: default_log_format() }
+    }
+}
+
+pub fn default_log_level() -> String {
+    "info".to_owned()
+}
+pub fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `"text"`: human-readable lines.
+    Text,
+    /// `"json"`: one JSON object per line.
+    Json,
+}

@@ -1,0 +1,268 @@
+//! Checks on values that have the right type but may be out of range or
+//! contradict each other, and the step from the file model to [`Config`].
+//!
+//! Everything here is pure: no I/O, no sockets bound, no clock read. Each
+//! check names the key it is about; [`super`] adds the file and line.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::model::{FileConfig, LimitsConfig, ListenerEntry, SessionConfig, SOLE_LISTENER_NAME};
+use super::{Config, ListenerConfig, Problem, ProblemKind};
+
+/// Largest MQTT packet: the Remaining Length field tops out at 268 435 455.
+pub(super) const MAX_PACKET_SIZE_LIMIT: u64 = 268_435_455;
+/// Smallest `max_packet_size`: a CONNECT with a one-byte client id and a
+/// few properties does not fit in less.
+pub(super) const MIN_PACKET_SIZE: u64 = 16;
+/// Longest listener name.
+const MAX_LISTENER_NAME_LEN: usize = 64;
+/// Longest node name.
+const MAX_NODE_NAME_LEN: usize = 255;
+
+/// Every problem in `file`, in key order.
+pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
+    let mut checks = Checks::default();
+    check_node_name(&mut checks, &file.node.name);
+    check_listeners(&mut checks, &file.listeners);
+    check_limits(&mut checks, &file.limits);
+    check_session(&mut checks, &file.session);
+    checks.at_most("retained.max_payload_size", file.retained.max_payload_size, usize::MAX as u64, " bytes");
+    if let Some(interval) = file.sys.interval {
+        checks.duration_at_least("sys.interval", interval, Duration::from_secs(1));
+    }
+    check_log_level(&mut checks, &file.log.level);
+    checks.problems
+}
+
+/// The file model as the broker uses it. Meant for a file that
+/// [`validate`] found no problem in; on any other it still returns a value
+/// (listener names are then made up) but the value means nothing.
+pub(super) fn resolve(file: FileConfig) -> Config {
+    let sole = file.listeners.len() == 1;
+    let listeners = file
+        .listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| ListenerConfig {
+            name: entry.name.unwrap_or_else(|| {
+                if sole {
+                    SOLE_LISTENER_NAME.to_owned()
+                } else {
+                    format!("listener-{index}")
+                }
+            }),
+            kind: entry.kind,
+            bind: entry.bind,
+            max_connections: entry.max_connections,
+            backlog: entry.backlog,
+        })
+        .collect();
+    Config {
+        node: file.node,
+        listeners,
+        limits: file.limits,
+        session: file.session,
+        retained: file.retained,
+        sys: file.sys,
+        shared_subscription: file.shared_subscription,
+        log: file.log,
+    }
+}
+
+#[derive(Default)]
+struct Checks {
+    problems: Vec<Problem>,
+}
+
+impl Checks {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), line: None, kind: ProblemKind::Invalid(message.into()) });
+    }
+
+    fn at_least(&mut self, path: &str, value: u64, min: u64, unit: &str) {
+        if value < min {
+            self.fail(path, format!("must be at least {}, got {value}", amount(min, unit)));
+        }
+    }
+
+    fn at_most(&mut self, path: &str, value: u64, max: u64, unit: &str) {
+        if value > max {
+            self.fail(path, format!("must be at most {}, got {value}", amount(max, unit)));
+        }
+    }
+
+    fn between(&mut self, path: &str, value: u64, min: u64, max: u64, unit: &str) {
+        self.at_least(path, value, min, unit);
+        self.at_most(path, value, max, unit);
+    }
+
+    fn duration_at_least(&mut self, path: &str, value: Duration, min: Duration) {
+        if value < min {
+            self.fail(
+                path,
+                format!(
+                    "must be at least {}, got {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(value)
+                ),
+            );
+        }
+    }
+
+    fn duration_at_most(&mut self, path: &str, value: Duration, max: Duration) {
+        if value > max {
+            self.fail(
+                path,
+                format!(
+                    "must be at most {}, got {}",
+                    humantime::format_duration(max),
+                    humantime::format_duration(value)
+                ),
+            );
+        }
+    }
+}
+
+/// `16 bytes`, `1 byte`, `65535`.
+fn amount(n: u64, unit: &str) -> String {
+    match unit {
+        " bytes" if n == 1 => "1 byte".to_owned(),
+        _ => format!("{n}{unit}"),
+    }
+}
+
+fn check_node_name(checks: &mut Checks, name: &str) {
+    const PATH: &str = "node.name";
+    if name.is_empty() {
+        checks.fail(PATH, "must not be empty");
+    } else if name.len() > MAX_NODE_NAME_LEN {
+        checks.fail(PATH, format!("must be at most {MAX_NODE_NAME_LEN} bytes, got {}", name.len()));
+    } else if let Some(bad) = name.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())
+    {
+        checks.fail(PATH, format!("{bad:?} is not allowed: the name is a level of the topic $SYS/brokers/<name>/"));
+    }
+}
+
+fn check_listeners(checks: &mut Checks, listeners: &[ListenerEntry]) {
+    if listeners.is_empty() {
+        checks.fail("listeners", "at least one listener is required (leave out [[listeners]] for the default one)");
+        return;
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut binds = HashMap::new();
+    for (index, listener) in listeners.iter().enumerate() {
+        let at = |key: &str| format!("listeners[{index}].{key}");
+        match &listener.name {
+            None if listeners.len() > 1 => {
+                checks.fail(at("name"), "required when more than one listener is configured");
+            }
+            None => {}
+            Some(name) => {
+                if let Some(message) = listener_name_problem(name) {
+                    checks.fail(at("name"), message);
+                } else {
+                    match names.entry(name) {
+                        Entry::Vacant(slot) => {
+                            slot.insert(index);
+                        }
+                        Entry::Occupied(first) => checks.fail(
+                            at("name"),
+                            format!("duplicate listener name \"{name}\" (also listeners[{}])", first.get()),
+                        ),
+                    }
+                }
+            }
+        }
+        match binds.entry(listener.bind) {
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+            Entry::Occupied(first) => {
+                checks.fail(at("bind"), format!("{} is already bound by listeners[{}]", listener.bind, first.get()))
+            }
+        }
+        checks.at_least(&at("max_connections"), listener.max_connections as u64, 1, "");
+        checks.at_least(&at("backlog"), u64::from(listener.backlog), 1, "");
+    }
+}
+
+fn listener_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".to_owned());
+    }
+    if name.len() > MAX_LISTENER_NAME_LEN {
+        return Some(format!("must be at most {MAX_LISTENER_NAME_LEN} characters, got {}", name.len()));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Some(format!("\"{name}\" may only contain ASCII letters, digits, '-', '_' and '.'"));
+    }
+    None
+}
+
+fn check_limits(checks: &mut Checks, limits: &LimitsConfig) {
+    checks.between("limits.max_packet_size", limits.max_packet_size, MIN_PACKET_SIZE, MAX_PACKET_SIZE_LIMIT, " bytes");
+    checks.between("limits.max_client_id_len", limits.max_client_id_len, 1, 65535, " bytes");
+    checks.duration_at_least("limits.connect_timeout", limits.connect_timeout, Duration::from_nanos(1));
+    if let Some(cap) = limits.max_keep_alive {
+        if cap.subsec_nanos() != 0 {
+            checks.fail(
+                "limits.max_keep_alive",
+                format!(
+                    "must be whole seconds (MQTT keep-alive is in seconds), got {}",
+                    humantime::format_duration(cap)
+                ),
+            );
+        }
+        checks.duration_at_most("limits.max_keep_alive", cap, Duration::from_secs(65535));
+    }
+    if let Some(rate) = &limits.rate_limit {
+        checks.at_least("limits.rate_limit.bytes_per_sec", rate.bytes_per_sec, 1, " bytes");
+        if let Some(burst) = rate.burst {
+            checks.at_least("limits.rate_limit.burst", burst, 1, " bytes");
+        }
+    }
+}
+
+fn check_session(checks: &mut Checks, session: &SessionConfig) {
+    checks.between("session.max_inflight", session.max_inflight, 1, 65535, "");
+    checks.between("session.max_awaiting_rel", session.max_awaiting_rel, 1, 65535, "");
+    checks.duration_at_least("session.await_rel_timeout", session.await_rel_timeout, Duration::from_nanos(1));
+    checks.at_least("session.max_queue_len", session.max_queue_len as u64, 1, "");
+    checks.between("session.max_queue_bytes", session.max_queue_bytes, 1, usize::MAX as u64, " bytes");
+    // The v5 Session Expiry Interval is a four-byte count of seconds.
+    checks.duration_at_most(
+        "session.max_session_expiry",
+        session.max_session_expiry,
+        Duration::from_secs(u64::from(u32::MAX)),
+    );
+}
+
+/// Log levels a bare word may name; any other bare word would be read by
+/// EnvFilter as a target and silently turn off every other log line.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+fn check_log_level(checks: &mut Checks, level: &str) {
+    const PATH: &str = "log.level";
+    if level.trim().is_empty() {
+        checks.fail(PATH, "must not be empty (write e.g. \"info\")");
+        return;
+    }
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(level) {
+        checks.fail(PATH, format!("invalid filter \"{level}\": {err}"));
+        return;
+    }
+    for directive in level.split(',').map(str::trim) {
+        let bare = !directive.is_empty()
+            && directive.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':'));
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            checks.fail(
+                PATH,
+                format!(
+                    "\"{directive}\" is not a level (trace, debug, info, warn, error, off); to filter by target write \"{directive}=<level>\""
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The `portcullis` binary: loads the config, starts the listeners and the
+//! `$SYS` publisher, and shuts down gracefully on SIGINT/SIGTERM.
+//!
+//! * `config` — the TOML file, its validation and the embedded defaults.
+//! * `listener` — TCP accept loops, one per configured listener.
+
+mod config;
+mod listener;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use portcullis_core::broker::Broker;
+use portcullis_core::gate::{Gate, LoopbackOnly};
+use tracing::{info, warn};
+
+use crate::config::{Config, LogFormat};
+
+/// Portcullis MQTT broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). Without it the broker runs on safe embedded
+    /// defaults: one TCP listener on 0.0.0.0:1883 admitting anonymous
+    /// clients from loopback only.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config file, print the problems found, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let cfg = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        None => Config::embedded(),
+    };
+    if cli.check_config {
+        println!("config OK");
+        return std::process::ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, cli.config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = cfg.broker_settings();
+    info!(
+        version = portcullis_core::broker::VERSION,
+        node = %settings.node_name,
+        config = %path.as_ref().map_or("<embedded defaults>".to_string(), |p| p.display().to_string()),
+        "starting portcullis"
+    );
+    warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
+    let broker = Broker::new(settings);
+    let gate: Arc<dyn Gate> = Arc::new(LoopbackOnly);
+
+    let mut tasks = Vec::new();
+    for l in &cfg.listeners {
+        let task = listener::start(l, Arc::clone(&broker), Arc::clone(&gate))
+            .await
+            .with_context(|| format!("listener `{}` on {}", l.name, l.bind))?;
+        tasks.push(task);
+    }
+    portcullis_core::sys::spawn(Arc::clone(&broker));
+
+    wait_for_signal().await;
+    info!("shutting down: closing listeners and connections");
+    broker.shutdown();
+    for t in &tasks {
+        t.abort();
+    }
+    // Give connections a moment to send DISCONNECT 0x8B and flush.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!(remaining = broker.metrics.connections.get(), "stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Cannot install handlers: fall back to ctrl-c only.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}
