@@ -161,6 +161,11 @@ impl Broker {
             }
             (st.expiry, st.generation)
         };
+        self.start_expiry(session, expiry, generation);
+    }
+
+    /// Ends a detached session after `expiry` unless it is resumed first.
+    fn start_expiry(self: &Arc<Self>, session: &Arc<Session>, expiry: Option<Duration>, generation: u64) {
         match expiry {
             Some(d) if d.is_zero() => self.end_session_if(session, generation),
             Some(d) => {
@@ -173,6 +178,31 @@ impl Broker {
             }
             None => {}
         }
+    }
+
+    /// Every session in the registry (for snapshots).
+    pub fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
+    /// Registers a detached session restored from a snapshot and starts its
+    /// expiry. Replaces nothing: an existing session with that id wins.
+    pub fn adopt_session(self: &Arc<Self>, session: Arc<Session>) {
+        let (expiry, generation) = {
+            let st = session.lock();
+            (st.expiry, st.generation)
+        };
+        {
+            let mut map = self.sessions.lock();
+            if map.contains_key(&session.client_id) {
+                drop(map);
+                self.discard(&session);
+                return;
+            }
+            map.insert(session.client_id.clone(), Arc::clone(&session));
+            self.metrics.sessions.set(map.len() as u64);
+        }
+        self.start_expiry(&session, expiry, generation);
     }
 
     /// Publishes `will` after `delay` unless the session was resumed by a

@@ -10,6 +10,7 @@
 //! * [`broker`] — shared state: session registry, routing, wills, expiry.
 //! * [`gate`] — the port through which every auth and ACL decision is asked.
 //! * [`connection`] — the per-connection state machine over any stream.
+//! * [`persist`] — session and retained snapshots across a graceful restart.
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
 //! * [`settings`] — runtime settings and their defaults.
 pub mod broker;
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod gate;
 pub mod message;
 pub mod metrics;
+pub mod persist;
 pub mod retain;
 pub mod router;
 pub mod session;

@@ -86,6 +86,11 @@ impl RetainStore {
         map.values().filter(|m| filter.matches(&m.topic) && !m.expired(now)).cloned().collect()
     }
 
+    /// Every retained message (for snapshots).
+    pub fn all(&self) -> Vec<Arc<Message>> {
+        self.map.read().values().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().len()
     }

@@ -155,7 +155,22 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Puts a delivery back into the queue when restoring a snapshot,
+    /// without the offline-QoS 0 rule (it was queued under the old run's).
+    pub fn restore_queued(&self, d: Delivery) {
+        let mut st = self.state.lock();
+        st.queue_bytes += d.weight();
+        st.queue.push_back(d);
+    }
+}
+
 impl SessionState {
+    /// The queued deliveries, oldest first.
+    pub fn queued(&self) -> impl Iterator<Item = &Delivery> {
+        self.queue.iter()
+    }
+
     /// Attaches a connection; returns the previous owner's kick handle.
     pub fn attach(&mut self, conn_id: u64, kick: oneshot::Sender<Kick>) -> Option<oneshot::Sender<Kick>> {
         self.owner = Some(conn_id);

@@ -88,6 +88,16 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     );
     warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
     let broker = Broker::new(settings);
+    if let Some(file) = &cfg.persistence.snapshot_file {
+        let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
+        info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");
+        // A snapshot is used once: after a crash, restoring it again would
+        // replay state (and QoS 2 messages) that has moved on since.
+        if r != portcullis_core::persist::Restored::default() {
+            let used = file.with_extension("restored");
+            std::fs::rename(file, &used).with_context(|| format!("renaming {} after restoring it", file.display()))?;
+        }
+    }
     let gate: Arc<dyn Gate> = Arc::new(LoopbackOnly);
 
     let mut tasks = Vec::new();
@@ -109,6 +119,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(file) = &cfg.persistence.snapshot_file {
+        match portcullis_core::persist::save(&broker, file) {
+            Ok(n) => info!(file = %file.display(), sessions = n, "snapshot written"),
+            Err(e) => tracing::error!(error = %e, "could not write the session snapshot"),
+        }
     }
     info!(remaining = broker.metrics.connections.get(), "stopped");
     Ok(())

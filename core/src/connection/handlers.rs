@@ -65,7 +65,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 }
                 Err(Close {
                     disconnect: None,
-                    will: d.reason == v5::DISCONNECT_WITH_WILL,
+                    will: d.reason != v5::SUCCESS,
                     why: "client sent DISCONNECT",
                     expiry: d.properties.session_expiry_interval,
                 })

@@ -157,11 +157,33 @@ async fn serve_inner<S>(
     let mut rbuf = BytesMut::new();
     let hs = handshake::handshake(broker, gate, listener, &mut reader, writer, &mut rbuf, peer, over_limit).await;
     let Some((mut conn, kicked)) = hs else {
+        linger(&mut reader).await;
         return;
     };
     tracing::Span::current().record("client_id", &*conn.client.client_id);
     let close = conn.run(&mut reader, &mut rbuf, kicked).await;
     conn.finish(close).await;
+    linger(&mut reader).await;
+}
+
+/// After our side has sent its last packet and shut down writing, reads and
+/// discards what the peer still sends, briefly. Closing a socket with
+/// unread input makes the kernel send RST, which can destroy our final
+/// CONNACK/DISCONNECT before the client reads it.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    const LINGER_TIME: Duration = Duration::from_secs(1);
+    const LINGER_BYTES: usize = 1 << 20;
+    let mut sink = [0u8; 4096];
+    let mut total = 0;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while total < LINGER_BYTES {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {

@@ -31,8 +31,8 @@ use portcullis_core::settings::{BrokerSettings, Limits, RateLimit, RetainSetting
 // The types of `Config`'s fields, for callers to name; not all are named yet.
 #[allow(unused_imports)]
 pub use model::{
-    LimitsConfig, ListenerKind, LogConfig, LogFormat, NodeConfig, RateLimitConfig, RetainedConfig, SessionConfig,
-    SharedStrategyName, SharedSubscriptionConfig, SysConfig,
+    LimitsConfig, ListenerKind, LogConfig, LogFormat, NodeConfig, PersistenceConfig, RateLimitConfig, RetainedConfig,
+    SessionConfig, SharedStrategyName, SharedSubscriptionConfig, SysConfig,
 };
 
 /// A validated configuration.
@@ -52,6 +52,8 @@ pub struct Config {
     pub sys: SysConfig,
     /// `[shared_subscription]`
     pub shared_subscription: SharedSubscriptionConfig,
+    /// `[persistence]`
+    pub persistence: PersistenceConfig,
     /// `[log]`
     pub log: LogConfig,
 }

@@ -44,6 +44,9 @@ pub(super) struct FileConfig {
     /// Shared subscriptions (`$share/<group>/<filter>`).
     #[serde(default)]
     pub(super) shared_subscription: SharedSubscriptionConfig,
+    /// Snapshots of sessions and retained messages across restarts.
+    #[serde(default)]
+    pub(super) persistence: PersistenceConfig,
     /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
@@ -59,6 +62,7 @@ impl Default for FileConfig {
             retained: RetainedConfig::default(),
             sys: SysConfig::default(),
             shared_subscription: SharedSubscriptionConfig::default(),
+            persistence: PersistenceConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -374,6 +378,18 @@ impl Default for SysConfig {
     fn default() -> Self {
         SysConfig { interval: settings::default_sys_interval() }
     }
+}
+
+/// `[persistence]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// File the broker writes persistent sessions (subscriptions, queued
+    /// and unacknowledged messages) and retained messages to on a graceful
+    /// shutdown, and reads back at start. Unset (the default): everything
+    /// lives in memory only and a restart forgets it.
+    #[serde(default)]
+    pub snapshot_file: Option<std::path::PathBuf>,
 }
 
 /// `[shared_subscription]`

@@ -1,0 +1,292 @@
+//! Session and retained-message snapshots, so a graceful restart keeps
+//! persistent sessions (subscriptions, queued and unacknowledged messages,
+//! QoS 2 state) and retained messages.
+//!
+//! The broker writes the snapshot after its connections have closed on
+//! SIGINT/SIGTERM and reads it back at start. The file is written to a
+//! temporary name and renamed, so a crash mid-write leaves the previous
+//! snapshot intact. Sessions that end with their connection (expiry 0) are
+//! not in it. Session expiry restarts when the snapshot is loaded.
+//!
+//! Format: bincode of [`Snapshot`], prefixed with a magic and a version.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::Broker;
+use crate::codec::{Properties, QoS, RetainHandling, SubscriptionOptions};
+use crate::message::{Delivery, Message};
+use crate::session::{Inflight, OutState, Session, SubRecord};
+use crate::topic::{SubscriptionFilter, TopicName};
+
+const MAGIC: &[u8; 8] = b"PCSNAP01";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a portcullis snapshot (bad magic or version)")]
+    BadMagic { path: String },
+    #[error("{path}: corrupt snapshot: {source}")]
+    Corrupt { path: String, source: bincode::Error },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MsgSnap {
+    topic: String,
+    payload: Vec<u8>,
+    qos: u8,
+    retain: bool,
+    payload_format_indicator: Option<u8>,
+    content_type: Option<String>,
+    response_topic: Option<String>,
+    correlation_data: Option<Vec<u8>>,
+    user_properties: Vec<(String, String)>,
+    publisher: Option<String>,
+    /// Remaining lifetime in milliseconds when saved.
+    expires_in_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DeliverySnap {
+    msg: MsgSnap,
+    qos: u8,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SubSnap {
+    filter: String,
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: u8,
+    subscription_id: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct InflightSnap {
+    packet_id: u16,
+    delivery: DeliverySnap,
+    released: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionSnap {
+    client_id: String,
+    /// `None` = never expires.
+    expiry_secs: Option<u64>,
+    subscriptions: Vec<SubSnap>,
+    queue: Vec<DeliverySnap>,
+    inflight: Vec<InflightSnap>,
+    awaiting_rel: Vec<u16>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    saved_at_unix: u64,
+    sessions: Vec<SessionSnap>,
+    retained: Vec<MsgSnap>,
+}
+
+/// What a load restored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub sessions: usize,
+    pub messages: usize,
+    pub retained: usize,
+}
+
+fn msg_snap(m: &Message, now: Instant) -> MsgSnap {
+    MsgSnap {
+        topic: m.topic.as_str().to_string(),
+        payload: m.payload.to_vec(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        payload_format_indicator: m.properties.payload_format_indicator,
+        content_type: m.properties.content_type.clone(),
+        response_topic: m.properties.response_topic.clone(),
+        correlation_data: m.properties.correlation_data.as_ref().map(|b| b.to_vec()),
+        user_properties: m.properties.user_properties.clone(),
+        publisher: m.publisher.as_deref().map(str::to_string),
+        expires_in_ms: m.expires_at.map(|d| d.saturating_duration_since(now).as_millis() as u64),
+    }
+}
+
+fn msg_from(s: MsgSnap, now: Instant) -> Option<Arc<Message>> {
+    Some(Arc::new(Message {
+        topic: TopicName::new(&s.topic).ok()?,
+        payload: Bytes::from(s.payload),
+        qos: QoS::from_u8(s.qos)?,
+        retain: s.retain,
+        properties: Properties {
+            payload_format_indicator: s.payload_format_indicator,
+            content_type: s.content_type,
+            response_topic: s.response_topic,
+            correlation_data: s.correlation_data.map(Bytes::from),
+            user_properties: s.user_properties,
+            ..Properties::default()
+        },
+        publisher: s.publisher.map(Arc::from),
+        expires_at: s.expires_in_ms.map(|ms| now + Duration::from_millis(ms)),
+    }))
+}
+
+fn delivery_snap(d: &Delivery, now: Instant) -> DeliverySnap {
+    DeliverySnap {
+        msg: msg_snap(&d.msg, now),
+        qos: d.qos as u8,
+        retain: d.retain,
+        subscription_ids: d.subscription_ids.clone(),
+    }
+}
+
+fn delivery_from(s: DeliverySnap, now: Instant) -> Option<Delivery> {
+    Some(Delivery {
+        msg: msg_from(s.msg, now)?,
+        qos: QoS::from_u8(s.qos)?,
+        retain: s.retain,
+        subscription_ids: s.subscription_ids,
+    })
+}
+
+/// Writes every persistent session and the retained store to `path`.
+/// Returns the number of sessions written.
+pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
+    let now = Instant::now();
+    let mut sessions = Vec::new();
+    for session in broker.sessions_snapshot() {
+        let st = session.lock();
+        if st.ended || st.expiry.is_some_and(|d| d.is_zero()) {
+            continue;
+        }
+        sessions.push(SessionSnap {
+            client_id: session.client_id.to_string(),
+            expiry_secs: st.expiry.map(|d| d.as_secs()),
+            subscriptions: st
+                .subscriptions
+                .values()
+                .map(|r| SubSnap {
+                    filter: r.filter.raw.to_string(),
+                    qos: r.options.qos as u8,
+                    no_local: r.options.no_local,
+                    retain_as_published: r.options.retain_as_published,
+                    retain_handling: r.options.retain_handling as u8,
+                    subscription_id: r.subscription_id,
+                })
+                .collect(),
+            queue: st.queued().map(|d| delivery_snap(d, now)).collect(),
+            inflight: st
+                .inflight
+                .iter()
+                .map(|i| InflightSnap {
+                    packet_id: i.packet_id,
+                    delivery: delivery_snap(&i.delivery, now),
+                    released: i.state == OutState::Released,
+                })
+                .collect(),
+            awaiting_rel: st.awaiting_rel.keys().copied().collect(),
+        });
+    }
+    // `$SYS` values are republished by the new process; old ones would be stale.
+    let retained = broker
+        .retained
+        .all()
+        .iter()
+        .filter(|m| !m.topic.as_str().starts_with("$SYS/"))
+        .map(|m| msg_snap(m, now))
+        .collect();
+    let snap = Snapshot {
+        saved_at_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        sessions,
+        retained,
+    };
+    let n = snap.sessions.len();
+    let io = |source| PersistError::Io { path: path.display().to_string(), source };
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        f.write_all(MAGIC).map_err(io)?;
+        bincode::serialize_into(&mut f, &snap)
+            .map_err(|source| PersistError::Corrupt { path: tmp.display().to_string(), source })?;
+        let f = f.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(n)
+}
+
+/// Loads a snapshot written by [`save`] into a fresh broker. A missing file
+/// restores nothing.
+pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError> {
+    let p = || path.display().to_string();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Restored::default()),
+        Err(source) => return Err(PersistError::Io { path: p(), source }),
+    };
+    let mut r = std::io::BufReader::new(file);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|_| PersistError::BadMagic { path: p() })?;
+    if &magic != MAGIC {
+        return Err(PersistError::BadMagic { path: p() });
+    }
+    let snap: Snapshot = bincode::deserialize_from(r).map_err(|source| PersistError::Corrupt { path: p(), source })?;
+    let now = Instant::now();
+    let mut out = Restored::default();
+    for m in snap.retained {
+        if let Some(m) = msg_from(m, now) {
+            broker.retained.set(&m);
+            out.retained += 1;
+        }
+    }
+    broker.metrics.retained.set(broker.retained.len() as u64);
+    for s in snap.sessions {
+        let expiry = s.expiry_secs.map(Duration::from_secs);
+        let session = Arc::new(Session::new(Arc::from(s.client_id.as_str()), expiry));
+        for sub in s.subscriptions {
+            let Ok(filter) = SubscriptionFilter::parse(&sub.filter) else { continue };
+            let options = SubscriptionOptions {
+                qos: QoS::from_u8(sub.qos).unwrap_or_default(),
+                no_local: sub.no_local,
+                retain_as_published: sub.retain_as_published,
+                retain_handling: match sub.retain_handling {
+                    1 => RetainHandling::OnNewSubscribe,
+                    2 => RetainHandling::Never,
+                    _ => RetainHandling::OnSubscribe,
+                },
+            };
+            let rec = SubRecord { filter: filter.clone(), options, subscription_id: sub.subscription_id };
+            broker.subscribe(&session, filter, rec);
+        }
+        {
+            let mut st = session.lock();
+            for i in s.inflight {
+                if let Some(d) = delivery_from(i.delivery, now) {
+                    let state = if i.released { OutState::Released } else { OutState::Published };
+                    st.inflight.push_back(Inflight { packet_id: i.packet_id, delivery: d, state });
+                    out.messages += 1;
+                }
+            }
+            for id in s.awaiting_rel {
+                st.awaiting_rel.insert(id, std::time::Instant::now());
+            }
+        }
+        for d in s.queue {
+            if let Some(d) = delivery_from(d, now) {
+                // Bypasses queue_qos0: these were queued under the old rules.
+                session.restore_queued(d);
+                out.messages += 1;
+            }
+        }
+        broker.adopt_session(session);
+        out.sessions += 1;
+    }
+    Ok(out)
+}
