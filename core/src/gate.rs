@@ -135,3 +135,38 @@ impl Gate for LoopbackOnly {
         Box::pin(async { AclOutcome::Allow })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(peer: &str) -> ConnectInfo {
+        ConnectInfo {
+            client_id: Arc::from("c"),
+            username: None,
+            password: Some(Password::new(Bytes::from_static(b"hunter2"))),
+            peer: peer.parse().unwrap(),
+            listener: Arc::from("tcp"),
+            protocol: ProtocolVersion::V311,
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_only_admits_loopback_and_refuses_others() {
+        let g = LoopbackOnly;
+        for ok in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            assert_eq!(g.authenticate(&info(ok)).await, AuthOutcome::Allow { superuser: false }, "{ok}");
+        }
+        for no in ["10.0.0.1:1", "192.168.1.2:1", "[2001:db8::1]:1", "[::ffff:10.0.0.1]:1", "0.0.0.0:1"] {
+            assert_eq!(g.authenticate(&info(no)).await, AuthOutcome::Deny(DenyReason::NotAuthorized), "{no}");
+        }
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let i = info("127.0.0.1:1");
+        let s = format!("{i:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("redacted"), "{s}");
+    }
+}

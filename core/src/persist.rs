@@ -290,3 +290,70 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::BrokerSettings;
+
+    #[tokio::test]
+    async fn snapshot_round_trip() {
+        let b = Broker::new(BrokerSettings::default());
+        let opened = b.open_session(&Arc::from("dev1"), false, Some(Duration::from_secs(60)), 1);
+        let f = SubscriptionFilter::parse("a/+").unwrap();
+        let opts = SubscriptionOptions { qos: QoS::ExactlyOnce, ..Default::default() };
+        b.subscribe(&opened.session, f.clone(), SubRecord { filter: f, options: opts, subscription_id: Some(7) });
+        b.close_session(&opened.session, 1);
+        let msg = Arc::new(Message {
+            topic: TopicName::new("a/b").unwrap(),
+            payload: Bytes::from_static(b"hello"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties { user_properties: vec![("k".into(), "v".into())], ..Default::default() },
+            publisher: Some(Arc::from("p")),
+            expires_at: None,
+        });
+        assert_eq!(b.publish(msg), 1);
+
+        let dir = tempfile_dir();
+        let path = dir.join("snap.bin");
+        assert_eq!(save(&b, &path).unwrap(), 1);
+
+        let b2 = Broker::new(BrokerSettings::default());
+        let r = load(&b2, &path).unwrap();
+        assert_eq!(r, Restored { sessions: 1, messages: 1, retained: 1 });
+        let opened = b2.open_session(&Arc::from("dev1"), false, Some(Duration::from_secs(60)), 2);
+        assert!(opened.session_present);
+        let mut st = opened.session.lock();
+        assert_eq!(st.subscriptions.len(), 1);
+        assert_eq!(st.subscriptions["a/+"].subscription_id, Some(7));
+        let out = st.next_outgoing(10, Instant::now(), &b2.metrics).unwrap();
+        assert_eq!(&out.delivery.msg.payload[..], b"hello");
+        assert_eq!(out.delivery.msg.properties.user_properties, vec![("k".to_string(), "v".to_string())]);
+        drop(st);
+        assert_eq!(b2.retained.len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        let dir = tempfile_dir();
+        let path = dir.join("bad.bin");
+        std::fs::write(&path, b"not a snapshot at all").unwrap();
+        let b = Broker::new(crate::settings::BrokerSettings::default());
+        assert!(matches!(load(&b, &path), Err(PersistError::BadMagic { .. })));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[0xff; 7]);
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(load(&b, &path), Err(PersistError::Corrupt { .. })));
+        assert_eq!(load(&b, &dir.join("missing")).unwrap(), Restored::default());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        use rand::Rng;
+        let d = std::env::temp_dir().join(format!("pc-persist-{:x}", rand::thread_rng().gen::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

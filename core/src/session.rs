@@ -275,3 +275,116 @@ impl SessionState {
         self.subscriptions.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::topic::TopicName;
+    use bytes::Bytes;
+
+    fn delivery(qos: QoS, payload: &'static [u8]) -> Delivery {
+        Delivery {
+            msg: Arc::new(Message {
+                topic: TopicName::new("t").unwrap(),
+                payload: Bytes::from_static(payload),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                publisher: None,
+                expires_at: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+        }
+    }
+
+    fn settings(len: usize, bytes: usize, qos0: bool) -> SessionSettings {
+        SessionSettings { max_queue_len: len, max_queue_bytes: bytes, queue_qos0: qos0, ..Default::default() }
+    }
+
+    #[test]
+    fn queue_bounds_drop_newest_and_count() {
+        let m = Metrics::default();
+        let s = Session::new(Arc::from("c"), None);
+        let st = settings(3, 1 << 20, true);
+        for _ in 0..5 {
+            s.enqueue(delivery(QoS::AtLeastOnce, b"x"), &st, &m);
+        }
+        assert_eq!(s.lock().queue_len(), 3);
+        assert_eq!(s.lock().dropped(), 2);
+        assert_eq!(m.dropped_count(DropReason::QueueFull), 2);
+    }
+
+    #[test]
+    fn byte_bound() {
+        let m = Metrics::default();
+        let s = Session::new(Arc::from("c"), None);
+        let st = settings(100, 10, true);
+        // weight = payload + topic length ("t") = 5
+        assert!(s.enqueue(delivery(QoS::AtLeastOnce, b"abcd"), &st, &m));
+        assert!(s.enqueue(delivery(QoS::AtLeastOnce, b"abcd"), &st, &m));
+        assert!(!s.enqueue(delivery(QoS::AtLeastOnce, b"abcd"), &st, &m));
+    }
+
+    #[test]
+    fn offline_qos0_follows_queue_qos0() {
+        let m = Metrics::default();
+        let s = Session::new(Arc::from("c"), None);
+        assert!(!s.enqueue(delivery(QoS::AtMostOnce, b"x"), &settings(10, 1000, false), &m));
+        assert_eq!(m.dropped_count(DropReason::Qos0Offline), 1);
+        assert!(s.enqueue(delivery(QoS::AtMostOnce, b"x"), &settings(10, 1000, true), &m));
+    }
+
+    #[test]
+    fn window_limits_qos1_but_not_qos0() {
+        let m = Metrics::default();
+        let s = Session::new(Arc::from("c"), None);
+        let st = settings(100, 1 << 20, true);
+        for q in [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::AtLeastOnce] {
+            s.enqueue(delivery(q, b"x"), &st, &m);
+        }
+        let now = Instant::now();
+        let mut g = s.lock();
+        let a = g.next_outgoing(2, now, &m).unwrap();
+        let b = g.next_outgoing(2, now, &m).unwrap();
+        assert!(g.next_outgoing(2, now, &m).is_none(), "window of 2 is full");
+        assert_ne!(a.packet_id, b.packet_id);
+        assert!(g.complete(a.packet_id.unwrap()).is_some());
+        assert!(g.next_outgoing(2, now, &m).is_some());
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_inflight() {
+        let m = Metrics::default();
+        let s = Session::new(Arc::from("c"), None);
+        let st = settings(100_000, 1 << 30, true);
+        let now = Instant::now();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..70_000 {
+            s.enqueue(delivery(QoS::AtLeastOnce, b""), &st, &m);
+            let mut g = s.lock();
+            let o = g.next_outgoing(10, now, &m).unwrap();
+            let id = o.packet_id.unwrap();
+            assert_ne!(id, 0);
+            if g.inflight.len() > 5 {
+                let first = g.inflight.front().unwrap().packet_id;
+                g.complete(first);
+            }
+            ids.insert(id);
+        }
+        assert_eq!(ids.len(), 65_535);
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_at_dequeue() {
+        let m = Metrics::default();
+        let s = Session::new(Arc::from("c"), None);
+        let mut d = delivery(QoS::AtLeastOnce, b"x");
+        Arc::get_mut(&mut d.msg).unwrap().expires_at = Some(Instant::now());
+        s.enqueue(d, &settings(10, 1000, true), &m);
+        assert!(s.lock().next_outgoing(10, Instant::now() + std::time::Duration::from_millis(1), &m).is_none());
+        assert_eq!(m.dropped_count(DropReason::Expired), 1);
+    }
+}
