@@ -34,8 +34,9 @@ pub struct Limits {
     pub max_client_id_len: usize,
     /// A socket that has not completed CONNECT within this time is closed.
     pub connect_timeout: Duration,
-    /// Server cap on keep-alive (seconds). A client asking for more, or for
-    /// 0, is told this value (v5 Server Keep Alive); 0 means no cap.
+    /// Cap on an MQTT 5 client's keep-alive (seconds). A v5 client asking
+    /// for more, or for 0, is told this value (Server Keep Alive) and held
+    /// to it; 3.x clients cannot be told and keep their own. 0 = no cap.
     pub max_keep_alive: u16,
     /// Per-connection read rate limit; `None` = unlimited.
     pub rate_limit: Option<RateLimit>,

@@ -100,6 +100,9 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let gate: Arc<dyn Gate> = Arc::new(LoopbackOnly);
 
+    // Signal handlers go in before any listener accepts, so a SIGTERM right
+    // after startup is a graceful shutdown, not the default action.
+    let signals = Signals::install()?;
     let mut tasks = Vec::new();
     for l in &cfg.listeners {
         let task = listener::start(l, Arc::clone(&broker), Arc::clone(&gate))
@@ -109,7 +112,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     portcullis_core::sys::spawn(Arc::clone(&broker));
 
-    wait_for_signal().await;
+    signals.wait().await;
     info!("shutting down: closing listeners and connections");
     broker.shutdown();
     for t in &tasks {
@@ -130,15 +133,25 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Cannot install handlers: fall back to ctrl-c only.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, registered once at startup.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("SIGINT received"),
+        }
     }
 }

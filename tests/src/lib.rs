@@ -263,3 +263,449 @@ pub fn mqtt5_options(broker: &Broker, client_id: &str) -> rumqttc::v5::MqttOptio
     o.set_keep_alive(Duration::from_secs(30));
     o
 }
+
+impl Broker {
+    /// Sends `signal` (a name `kill` understands: "INT", "TERM", "HUP") to
+    /// the broker and waits up to `timeout` for it to exit. Returns its exit
+    /// status, or `None` if it did not exit in time (it is then killed).
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+/// Resident set size of a process in KiB (`VmRSS` in /proc/PID/status), or
+/// `None` if it cannot be read.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Helpers for the feature tests (`sessions`, `routing`, `v5_features`,
+/// `interop`): raw-client shortcuts built on [`Raw`] and the core codec,
+/// rumqttc clients whose event loop runs in a task, and `$SYS` readers.
+/// Every wait is bounded.
+pub mod kit {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use portcullis_core::codec::{
+        ConnAck, Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS, SubAck,
+        Subscribe, SubscriptionOptions,
+    };
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+
+    use crate::Raw;
+
+    /// A CONNECT value (no will, no credentials, keep-alive 30 s).
+    pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean: bool) -> Connect {
+        Connect {
+            protocol: version,
+            bridge: false,
+            clean_start: clean,
+            keep_alive: 30,
+            client_id: client_id.to_string(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties::default(),
+        }
+    }
+
+    /// A will for a CONNECT.
+    pub fn will(topic: &str, payload: &str, qos: QoS, retain: bool) -> LastWill {
+        LastWill {
+            topic: topic.to_string(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos,
+            retain,
+            properties: Properties::default(),
+        }
+    }
+
+    /// Connects, sends `connect`, and returns the client with its CONNACK
+    /// (panics on anything else).
+    pub async fn open(addr: SocketAddr, connect: Connect) -> (Raw, ConnAck) {
+        let mut raw = Raw::connect(addr).await;
+        raw.version = connect.protocol;
+        raw.send_packet(&Packet::Connect(Box::new(connect))).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(a)) => (raw, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// 3.1.1 client; panics unless the CONNACK accepts it.
+    pub async fn open_v3(addr: SocketAddr, client_id: &str, clean: bool) -> (Raw, bool) {
+        let (raw, ack) = open(addr, connect_packet(ProtocolVersion::V311, client_id, clean)).await;
+        assert_eq!(ack.code, 0, "CONNACK refused {client_id}");
+        (raw, ack.session_present)
+    }
+
+    /// 5.0 client with CONNECT properties; panics unless accepted.
+    pub async fn open_v5(addr: SocketAddr, client_id: &str, clean: bool, props: Properties) -> (Raw, ConnAck) {
+        let mut c = connect_packet(ProtocolVersion::V5, client_id, clean);
+        c.properties = props;
+        let (raw, ack) = open(addr, c).await;
+        assert_eq!(ack.code, 0, "CONNACK refused {client_id}: {ack:?}");
+        (raw, ack)
+    }
+
+    /// Subscription options with only a QoS.
+    pub fn opts(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions { qos, ..SubscriptionOptions::default() }
+    }
+
+    /// SUBSCRIBE with full options and properties; returns the SUBACK.
+    pub async fn subscribe_with(
+        raw: &mut Raw,
+        packet_id: u16,
+        filters: &[(&str, SubscriptionOptions)],
+        properties: Properties,
+    ) -> SubAck {
+        let filters = filters.iter().map(|(f, o)| ((*f).to_string(), *o)).collect();
+        raw.send_packet(&Packet::Subscribe(Subscribe { packet_id, filters, properties })).await;
+        match raw.recv().await {
+            Some(Packet::SubAck(a)) => {
+                assert_eq!(a.packet_id, packet_id, "SUBACK packet id");
+                a
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// SUBSCRIBE to filters at QoS levels; asserts every one was granted.
+    pub async fn subscribe(raw: &mut Raw, packet_id: u16, filters: &[(&str, QoS)]) {
+        let f: Vec<(&str, SubscriptionOptions)> = filters.iter().map(|(t, q)| (*t, opts(*q))).collect();
+        let ack = subscribe_with(raw, packet_id, &f, Properties::default()).await;
+        let want: Vec<u8> = filters.iter().map(|(_, q)| *q as u8).collect();
+        assert_eq!(ack.return_codes, want, "SUBACK codes for {filters:?}");
+    }
+
+    /// A PUBLISH packet value.
+    pub fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: &[u8], retain: bool) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.to_string(),
+            packet_id,
+            payload: Bytes::copy_from_slice(payload),
+            properties: Properties::default(),
+        }
+    }
+
+    /// Sends a PUBLISH and completes its QoS flow (PUBACK, or PUBREC →
+    /// PUBREL → PUBCOMP). QoS 0 is followed by a PINGREQ round trip, so
+    /// the broker has routed it when this returns. Returns the reason
+    /// code of the PUBACK / PUBREC (0 for QoS 0). Panics if another packet
+    /// arrives in between.
+    pub async fn publish_complete(raw: &mut Raw, p: Publish) -> u8 {
+        let qos = p.qos;
+        let id = p.packet_id.unwrap_or(0);
+        raw.send_packet(&Packet::Publish(p)).await;
+        match qos {
+            QoS::AtMostOnce => {
+                sync(raw).await;
+                0
+            }
+            QoS::AtLeastOnce => match raw.recv().await {
+                Some(Packet::PubAck(r)) if r.packet_id == id => r.reason,
+                other => panic!("expected PUBACK {id}, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                let reason = match raw.recv().await {
+                    Some(Packet::PubRec(r)) if r.packet_id == id => r.reason,
+                    other => panic!("expected PUBREC {id}, got {other:?}"),
+                };
+                if reason < 0x80 {
+                    raw.send_packet(&Packet::PubRel(PubResp::ok(id))).await;
+                    match raw.recv().await {
+                        Some(Packet::PubComp(r)) if r.packet_id == id => {}
+                        other => panic!("expected PUBCOMP {id}, got {other:?}"),
+                    }
+                }
+                reason
+            }
+        }
+    }
+
+    /// Publishes (QoS 0, 1 or 2; packet id = `id` when QoS > 0) and waits
+    /// until the broker has handled it.
+    pub async fn pub_simple(raw: &mut Raw, topic: &str, qos: QoS, id: u16, payload: &[u8], retain: bool) -> u8 {
+        let pid = (qos != QoS::AtMostOnce).then_some(id);
+        publish_complete(raw, publish(topic, qos, pid, payload, retain)).await
+    }
+
+    /// PINGREQ → PINGRESP: everything sent before has been handled.
+    /// Panics if another packet arrives first.
+    pub async fn sync(raw: &mut Raw) {
+        raw.send_packet(&Packet::PingReq).await;
+        match raw.recv().await {
+            Some(Packet::PingResp) => {}
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
+
+    /// Sends DISCONNECT (reason 0) and waits until the broker closes.
+    pub async fn disconnect(mut raw: Raw) {
+        raw.send_packet(&Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() })).await;
+        let _ = raw.recv_timeout(Duration::from_secs(5)).await;
+    }
+
+    /// The next packet, which must be a PUBLISH.
+    pub async fn next_publish(raw: &mut Raw) -> Publish {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Every packet that arrives within `window` (stops early on close).
+    pub async fn collect(raw: &mut Raw, window: Duration) -> Vec<Packet> {
+        let end = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return out;
+            }
+            match raw.recv_timeout(left).await {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) | Err(()) => return out,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives within `window`.
+    pub async fn expect_silence(raw: &mut Raw, window: Duration, what: &str) {
+        if let Ok(Some(p)) = raw.recv_timeout(window).await {
+            panic!("{what}: expected nothing, got {p:?}");
+        }
+    }
+
+    /// PUBLISHes received until `idle` passes without one (bounded by
+    /// `max` overall). QoS 1 and 2 are acknowledged (PUBACK / PUBREC and
+    /// PUBCOMP), so the broker keeps sending.
+    pub async fn drain_publishes(raw: &mut Raw, idle: Duration, max: Duration) -> Vec<Publish> {
+        let end = tokio::time::Instant::now() + max;
+        let mut out = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return out;
+            }
+            match raw.recv_timeout(idle.min(left)).await {
+                Ok(Some(Packet::Publish(p))) => {
+                    ack_incoming(raw, &p).await;
+                    out.push(p);
+                }
+                Ok(Some(Packet::PubRel(r))) => raw.send_packet(&Packet::PubComp(PubResp::ok(r.packet_id))).await,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(()) => return out,
+            }
+        }
+    }
+
+    /// Acknowledges an incoming PUBLISH (PUBACK or PUBREC).
+    pub async fn ack_incoming(raw: &mut Raw, p: &Publish) {
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => raw.send_packet(&Packet::PubAck(PubResp::ok(id))).await,
+            (QoS::ExactlyOnce, Some(id)) => raw.send_packet(&Packet::PubRec(PubResp::ok(id))).await,
+            _ => {}
+        }
+    }
+
+    /// Payload as UTF-8 text.
+    pub fn text(p: &[u8]) -> String {
+        String::from_utf8_lossy(p).into_owned()
+    }
+
+    /// Subscribes to `$SYS/brokers/+/<suffix>` and returns the first value
+    /// published after the subscription (skipping the retained copy), so
+    /// the value reflects what happened before this call. Needs a short
+    /// `sys.interval`.
+    pub async fn sys_fresh(addr: SocketAddr, suffix: &str, within: Duration) -> String {
+        let (mut raw, _) = open_v3(addr, &format!("sys-reader-{}", suffix.replace('/', "-")), true).await;
+        let filter = format!("$SYS/brokers/+/{suffix}");
+        subscribe(&mut raw, 1, &[(filter.as_str(), QoS::AtMostOnce)]).await;
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "no fresh {filter} within {within:?}");
+            match raw.recv_timeout(left).await {
+                Ok(Some(Packet::Publish(p))) if !p.retain => return text(&p.payload),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("connection closed while waiting for {filter}"),
+                Err(()) => panic!("no fresh {filter} within {within:?}"),
+            }
+        }
+    }
+
+    /// A rumqttc 3.1.1 client whose event loop runs in a task that
+    /// forwards every incoming packet; it stops at the first error (no
+    /// automatic reconnect). Dropping it aborts the task, which closes
+    /// the socket without DISCONNECT.
+    #[derive(Debug)]
+    pub struct Mqtt3 {
+        pub client: rumqttc::AsyncClient,
+        pub rx: mpsc::UnboundedReceiver<rumqttc::Packet>,
+        task: JoinHandle<()>,
+    }
+
+    impl Mqtt3 {
+        /// Connects and waits for the CONNACK.
+        pub async fn connect(opts: rumqttc::MqttOptions, cap: usize) -> (Mqtt3, rumqttc::ConnAck) {
+            let (client, mut ev) = rumqttc::AsyncClient::new(opts, cap);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                loop {
+                    match ev.poll().await {
+                        Ok(rumqttc::Event::Incoming(p)) => {
+                            if tx.send(p).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(rumqttc::Event::Outgoing(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            let ack = loop {
+                match tokio::time::timeout(crate::READ_TIMEOUT, rx.recv()).await {
+                    Ok(Some(rumqttc::Packet::ConnAck(a))) => break a,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => panic!("rumqttc: no CONNACK"),
+                }
+            };
+            (Mqtt3 { client, rx, task }, ack)
+        }
+
+        /// Subscribes and waits for the SUBACK.
+        pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) -> rumqttc::SubAck {
+            self.client.subscribe(filter, qos).await.expect("subscribe request");
+            loop {
+                match self.next(crate::READ_TIMEOUT).await {
+                    Some(rumqttc::Packet::SubAck(a)) => return a,
+                    Some(_) => {}
+                    None => panic!("rumqttc: no SUBACK for {filter}"),
+                }
+            }
+        }
+
+        /// Next incoming packet within `t`.
+        pub async fn next(&mut self, t: Duration) -> Option<rumqttc::Packet> {
+            tokio::time::timeout(t, self.rx.recv()).await.ok().flatten()
+        }
+
+        /// Next incoming PUBLISH within `t`, skipping other packets.
+        pub async fn next_publish(&mut self, t: Duration) -> Option<rumqttc::Publish> {
+            let end = tokio::time::Instant::now() + t;
+            loop {
+                let left = end.saturating_duration_since(tokio::time::Instant::now());
+                match tokio::time::timeout(left, self.rx.recv()).await {
+                    Ok(Some(rumqttc::Packet::Publish(p))) => return Some(p),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        }
+
+        /// Sends DISCONNECT and waits (bounded) for the event loop to end.
+        pub async fn disconnect(mut self) {
+            let _ = self.client.disconnect().await;
+            let _ = tokio::time::timeout(crate::READ_TIMEOUT, &mut self.task).await;
+        }
+    }
+
+    impl Drop for Mqtt3 {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// The rumqttc 5.0 counterpart of [`Mqtt3`].
+    #[derive(Debug)]
+    pub struct Mqtt5 {
+        pub client: rumqttc::v5::AsyncClient,
+        pub rx: mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+        task: JoinHandle<()>,
+    }
+
+    impl Mqtt5 {
+        /// Connects and waits for the CONNACK.
+        pub async fn connect(
+            opts: rumqttc::v5::MqttOptions,
+            cap: usize,
+        ) -> (Mqtt5, rumqttc::v5::mqttbytes::v5::ConnAck) {
+            use rumqttc::v5::mqttbytes::v5::Packet as P;
+            let (client, mut ev) = rumqttc::v5::AsyncClient::new(opts, cap);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                loop {
+                    match ev.poll().await {
+                        Ok(rumqttc::v5::Event::Incoming(p)) => {
+                            if tx.send(p).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(rumqttc::v5::Event::Outgoing(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            let ack = loop {
+                match tokio::time::timeout(crate::READ_TIMEOUT, rx.recv()).await {
+                    Ok(Some(P::ConnAck(a))) => break a,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => panic!("rumqttc v5: no CONNACK"),
+                }
+            };
+            (Mqtt5 { client, rx, task }, ack)
+        }
+
+        /// Next incoming PUBLISH within `t`, skipping other packets.
+        pub async fn next_publish(&mut self, t: Duration) -> Option<rumqttc::v5::mqttbytes::v5::Publish> {
+            use rumqttc::v5::mqttbytes::v5::Packet as P;
+            let end = tokio::time::Instant::now() + t;
+            loop {
+                let left = end.saturating_duration_since(tokio::time::Instant::now());
+                match tokio::time::timeout(left, self.rx.recv()).await {
+                    Ok(Some(P::Publish(p))) => return Some(p),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        }
+
+        /// Next incoming packet within `t`.
+        pub async fn next(&mut self, t: Duration) -> Option<rumqttc::v5::mqttbytes::v5::Packet> {
+            tokio::time::timeout(t, self.rx.recv()).await.ok().flatten()
+        }
+
+        /// Sends DISCONNECT and waits (bounded) for the event loop to end.
+        pub async fn disconnect(mut self) {
+            let _ = self.client.disconnect().await;
+            let _ = tokio::time::timeout(crate::READ_TIMEOUT, &mut self.task).await;
+        }
+    }
+
+    impl Drop for Mqtt5 {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+}

@@ -201,6 +201,12 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
         for (raw, opts) in &s.filters {
+            let mut opts = *opts;
+            if self.bridge {
+                opts.no_local = true;
+                opts.retain_as_published = true;
+            }
+            let opts = &opts;
             let Ok(filter) = SubscriptionFilter::parse(raw) else {
                 codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
                 continue;

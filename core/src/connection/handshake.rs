@@ -295,6 +295,7 @@ where
         out_aliases: Default::default(),
         in_aliases: Default::default(),
         will,
+        bridge: connect.bridge,
         connect_expiry,
     };
     let session_present = opened.session_present;

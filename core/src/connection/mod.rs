@@ -105,6 +105,10 @@ pub(crate) struct Conn<W> {
     pub out_aliases: HashMap<TopicName, u16>,
     pub in_aliases: HashMap<u16, TopicName>,
     pub will: Option<Will>,
+    /// The client set the bridge bit (Mosquitto `try_private`): its
+    /// subscriptions are no-local and retain-as-published, so bridged
+    /// messages never loop back and keep their retain flag.
+    pub bridge: bool,
     /// Session expiry interval the client connected with (v5), to reject
     /// a DISCONNECT that turns 0 into non-zero.
     pub connect_expiry: u32,
@@ -245,9 +249,6 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                         Ok(0) => return Close::silent("connection closed by peer"),
                         Err(_) => return Close::silent("read error"),
                         Ok(n) => {
-                            if let Some(k) = self.keep_alive {
-                                ka_deadline = Instant::now() + k;
-                            }
                             if let Some(rl) = rate {
                                 let now = Instant::now();
                                 let dt = now.duration_since(refilled).as_secs_f64();
@@ -257,8 +258,17 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                                     read_resume = Some(now + Duration::from_secs_f64(-tokens / rl.bytes_per_sec as f64));
                                 }
                             }
-                            if let Err(c) = self.process(rbuf).await {
-                                return c;
+                            match self.process(rbuf).await {
+                                Err(c) => return c,
+                                // Keep-alive counts complete packets, not bytes:
+                                // a trickle of a never-finished packet does not
+                                // keep a connection open.
+                                Ok(0) => {}
+                                Ok(_) => {
+                                    if let Some(k) = self.keep_alive {
+                                        ka_deadline = Instant::now() + k;
+                                    }
+                                }
                             }
                             if rbuf.is_empty() && rbuf.capacity() > 64 * 1024 {
                                 *rbuf = BytesMut::new();
@@ -273,15 +283,17 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
     }
 
-    /// Decodes and handles every complete packet in `rbuf`.
-    async fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), Close> {
+    /// Decodes and handles every complete packet in `rbuf`; returns how many.
+    async fn process(&mut self, rbuf: &mut BytesMut) -> Result<usize, Close> {
         let max = self.broker.settings.limits.max_packet_size;
+        let mut n = 0;
         loop {
             let before = rbuf.len();
             let ty = rbuf.first().map_or(0, |b| b >> 4);
             match codec::decode(rbuf, Some(self.version), max) {
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(n),
                 Ok(Some(p)) => {
+                    n += 1;
                     self.broker.metrics.packet_received(ty, before - rbuf.len());
                     self.handle(p).await?;
                 }

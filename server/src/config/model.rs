@@ -183,7 +183,8 @@ pub struct LimitsConfig {
     /// A socket that has not completed CONNECT within this time is closed.
     #[serde(default = "settings::default_connect_timeout", deserialize_with = "units::duration")]
     pub connect_timeout: Duration,
-    /// Cap on the keep-alive a client may ask for, in whole seconds; `None`
+    /// Cap on the keep-alive an MQTT 5 client may ask for (told to it as Server
+    /// Keep Alive; 3.x clients keep their own), in whole seconds; `None`
     /// (`"off"` or `"0s"` in the file) is no cap.
     #[serde(default = "default_max_keep_alive", deserialize_with = "keep_alive_cap")]
     pub max_keep_alive: Option<Duration>,
