@@ -238,6 +238,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                             if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
                                 self.wbuf = BytesMut::new();
                             }
+                            if congested && self.wbuf.len() < WRITE_HIGH_WATER {
+                                // The pump stopped at the high-water mark, not
+                                // for want of messages: no wake-up will come.
+                                self.pump();
+                            }
                         }
                     }
                 }
