@@ -33,6 +33,9 @@ pub struct Opened {
     pub session_present: bool,
     /// Kick signal for this connection (takeover).
     pub kicked: oneshot::Receiver<Kick>,
+    /// The session's generation for this connection; a later one means the
+    /// client came back (which cancels a delayed will).
+    pub generation: u64,
 }
 
 #[derive(Debug)]
@@ -102,11 +105,15 @@ impl Broker {
                 debug!(client_id = %client_id, "session taken over by a new connection");
                 let _ = k.send(Kick::TakenOver { clean_start });
             }
-            if !clean_start && !st.ended {
+            // A session that ends with its connection (clean session,
+            // expiry 0) is never resumed, even by a takeover.
+            let ends_with_connection = st.expiry.is_some_and(|d| d.is_zero());
+            if !clean_start && !st.ended && !ends_with_connection {
                 st.attach(conn_id, kick_tx);
                 st.expiry = expiry;
+                let generation = st.generation;
                 drop(st);
-                return Opened { session: existing, session_present: true, kicked: kick_rx };
+                return Opened { session: existing, session_present: true, kicked: kick_rx, generation };
             }
             drop(st);
             map.remove(client_id);
@@ -114,9 +121,10 @@ impl Broker {
         }
         let session = Arc::new(Session::new(client_id.clone(), expiry));
         session.lock().attach(conn_id, kick_tx);
+        let generation = session.lock().generation;
         map.insert(client_id.clone(), session.clone());
         self.metrics.sessions.set(map.len() as u64);
-        Opened { session, session_present: false, kicked: kick_rx }
+        Opened { session, session_present: false, kicked: kick_rx, generation }
     }
 
     /// Ends a session: its subscriptions leave the router, its queue goes.
@@ -206,13 +214,19 @@ impl Broker {
     }
 
     /// Publishes `will` after `delay` unless the session was resumed by a
-    /// new connection in the meantime.
-    pub fn schedule_will(self: &Arc<Self>, session: &Arc<Session>, will: Arc<Message>, delay: Duration) {
+    /// new connection in the meantime (its generation moved past
+    /// `generation`, the one of the connection that left the will).
+    pub fn schedule_will(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        will: Arc<Message>,
+        delay: Duration,
+        generation: u64,
+    ) {
         if delay.is_zero() {
             self.publish(will);
             return;
         }
-        let generation = session.lock().generation;
         let broker = Arc::clone(self);
         let session = Arc::clone(session);
         tokio::spawn(async move {

@@ -555,6 +555,22 @@ pub mod kit {
         }
     }
 
+    /// Waits until the broker has logged `n` disconnections of client `id`.
+    /// It logs them after the session cleanup, which happens just after the
+    /// socket is closed.
+    pub fn wait_disconnects(b: &crate::Broker, id: &str, n: usize) {
+        let needle = format!("client_id=\"{id}\"}}");
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            let log = b.log();
+            if log.lines().filter(|l| l.contains(&needle) && l.contains("client disconnected")).count() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{id} not disconnected {n} times; log:\n{}", b.log());
+    }
+
     /// A rumqttc 3.1.1 client whose event loop runs in a task that
     /// forwards every incoming packet; it stops at the first error (no
     /// automatic reconnect). Dropping it aborts the task, which closes

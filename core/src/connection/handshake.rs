@@ -285,6 +285,7 @@ where
         client,
         session: opened.session,
         conn_id,
+        generation: opened.generation,
         version,
         writer,
         wbuf: BytesMut::new(),

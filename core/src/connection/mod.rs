@@ -92,6 +92,8 @@ pub(crate) struct Conn<W> {
     pub client: ClientInfo,
     pub session: Arc<Session>,
     pub conn_id: u64,
+    /// Session generation at attach (see `Opened::generation`).
+    pub generation: u64,
     pub version: ProtocolVersion,
     pub writer: W,
     pub wbuf: BytesMut,
@@ -316,13 +318,18 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
     }
 
-    /// Sends the last packets, applies will and session expiry, and logs.
+    /// Detaches from the session (applying its expiry), sends the last
+    /// packets, publishes the will, and logs.
     async fn finish(mut self, close: Close) {
         let broker = Arc::clone(&self.broker);
         if let Some(e) = close.expiry {
             let cap = broker.settings.session.max_session_expiry;
             self.session.lock().expiry = Some(Duration::from_secs(u64::from(e)).min(cap));
         }
+        // Detach first: from here on the session is offline (queue_qos0
+        // applies) and a reconnect sees it exactly as expiry leaves it.
+        let expiry = self.session.lock().expiry;
+        broker.close_session(&self.session, self.conn_id);
         if let (true, Some(code)) = (self.version.is_v5(), close.disconnect) {
             self.send(&Packet::Disconnect(Disconnect { reason: code, properties: Properties::default() }));
         }
@@ -336,15 +343,14 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 
         if close.will {
             if let Some(will) = self.will.take() {
-                self.publish_will(will).await;
+                self.publish_will(will, expiry).await;
             }
         }
-        broker.close_session(&self.session, self.conn_id);
         info!(reason = close.why, "client disconnected");
         crate::sys::presence_disconnected(&broker, &self.client, close.why);
     }
 
-    async fn publish_will(&self, will: Will) {
+    async fn publish_will(&self, will: Will, expiry: Option<Duration>) {
         use crate::gate::{Access, AclOutcome};
         let access = Access::Publish { topic: &will.msg.topic, qos: will.msg.qos, retain: will.msg.retain };
         if self.gate.authorize(&self.client, access).await != AclOutcome::Allow {
@@ -352,11 +358,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             debug!(topic = %will.msg.topic, "will message denied by ACL");
             return;
         }
-        let expiry = self.session.lock().expiry;
         let delay = match expiry {
             Some(e) => will.delay.min(e),
             None => will.delay,
         };
-        self.broker.schedule_will(&self.session, will.msg, delay);
+        self.broker.schedule_will(&self.session, will.msg, delay, self.generation);
     }
 }
