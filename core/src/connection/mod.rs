@@ -161,14 +161,18 @@ async fn serve_inner<S>(
 {
     let (mut reader, writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::new();
-    let hs = handshake::handshake(broker, gate, listener, &mut reader, writer, &mut rbuf, peer, over_limit).await;
+    // The handshake, packet handling and closing futures are boxed: they are
+    // short-lived, and inline they would make every idle connection's task
+    // as large as the largest of them (5.2 KB before, measured).
+    let hs =
+        Box::pin(handshake::handshake(broker, gate, listener, &mut reader, writer, &mut rbuf, peer, over_limit)).await;
     let Some((mut conn, kicked)) = hs else {
         linger(&mut reader).await;
         return;
     };
     tracing::Span::current().record("client_id", &*conn.client.client_id);
     let close = conn.run(&mut reader, &mut rbuf, kicked).await;
-    conn.finish(close).await;
+    Box::pin(conn.finish(close)).await;
     linger(&mut reader).await;
 }
 
@@ -179,7 +183,8 @@ async fn serve_inner<S>(
 async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
     const LINGER_TIME: Duration = Duration::from_secs(1);
     const LINGER_BYTES: usize = 1 << 20;
-    let mut sink = [0u8; 4096];
+    // On the heap: a stack array would live in every connection's future.
+    let mut sink = vec![0u8; 4096];
     let mut total = 0;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while total < LINGER_BYTES {
@@ -211,7 +216,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         self.resend_inflight();
         self.pump();
         // Packets that arrived together with CONNECT.
-        if let Err(c) = self.process(rbuf).await {
+        if let Err(c) = Box::pin(self.process(rbuf)).await {
             return c;
         }
 
@@ -265,7 +270,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                                     read_resume = Some(now + Duration::from_secs_f64(-tokens / rl.bytes_per_sec as f64));
                                 }
                             }
-                            match self.process(rbuf).await {
+                            match Box::pin(self.process(rbuf)).await {
                                 Err(c) => return c,
                                 // Keep-alive counts complete packets, not bytes:
                                 // a trickle of a never-finished packet does not
@@ -363,5 +368,20 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             None => will.delay,
         };
         self.broker.schedule_will(&self.session, will.msg, delay, self.generation);
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// Every idle connection holds one of these futures; keep it small.
+    /// (A 4 KiB stack buffer in `linger` once made it 5.2 KB.)
+    #[tokio::test]
+    async fn connection_future_stays_small() {
+        let broker = crate::broker::Broker::new(Default::default());
+        let gate: std::sync::Arc<dyn crate::gate::Gate> = std::sync::Arc::new(crate::gate::LoopbackOnly);
+        let l = super::ListenerContext::new("x", 10);
+        let (a, _b) = tokio::io::duplex(64);
+        let fut = super::serve(broker, gate, l, a, "127.0.0.1:1".parse().unwrap());
+        let size = std::mem::size_of_val(&fut);
+        assert!(size < 2500, "connection future is {size} bytes");
     }
 }
