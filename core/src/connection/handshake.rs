@@ -21,30 +21,6 @@ use crate::message::Message;
 use crate::session::Kick;
 use crate::topic::TopicName;
 
-/// Reads the protocol level of a (possibly invalid) CONNECT in `buf`, so a
-/// refusal can be sent in the client's own protocol version.
-fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
-    if buf.first()? >> 4 != 1 {
-        return None;
-    }
-    let mut i = 1;
-    for _ in 0..4 {
-        let b = *buf.get(i)?;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    let name_len = usize::from(u16::from_be_bytes([*buf.get(i)?, *buf.get(i + 1)?]));
-    let level = *buf.get(i + 2 + name_len)? & 0x7f;
-    match level {
-        3 => Some(ProtocolVersion::V31),
-        4 => Some(ProtocolVersion::V311),
-        5 => Some(ProtocolVersion::V5),
-        _ => None,
-    }
-}
-
 async fn write_packet<W: AsyncWrite + Unpin>(broker: &Broker, writer: &mut W, p: &Packet, version: ProtocolVersion) {
     let mut buf = BytesMut::new();
     if codec::encode(p, version, &mut buf).is_ok() {
@@ -115,7 +91,9 @@ where
             Err(e) => {
                 broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(error = %e, "invalid CONNECT");
-                match sniff_version(rbuf) {
+                // The decoder leaves the buffer untouched on error, so the client's
+                // protocol level can still be read to answer in its version.
+                match codec::peek_connect_version(rbuf) {
                     Some(ProtocolVersion::V5) => {
                         refuse(broker, &mut writer, ProtocolVersion::V5, 0, e.v5_reason()).await;
                     }
