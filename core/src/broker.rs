@@ -26,6 +26,13 @@ use crate::topic::SubscriptionFilter;
 /// The version string published in `$SYS/brokers/<node>/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Something outside the core with values to publish under
+/// `$SYS/brokers/<node>/` (the auth and ACL chains' metrics, for example).
+pub trait SysSource: Send + Sync + 'static {
+    /// Appends `(topic relative to the node, value)` pairs.
+    fn sys_values(&self, out: &mut Vec<(String, String)>);
+}
+
 /// Result of [`Broker::open_session`].
 #[derive(Debug)]
 pub struct Opened {
@@ -49,6 +56,13 @@ pub struct Broker {
     pub started_at: SystemTime,
     next_conn_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    sys_sources: Mutex<Vec<Arc<dyn SysSource>>>,
+}
+
+impl std::fmt::Debug for dyn SysSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SysSource")
+    }
 }
 
 impl Broker {
@@ -64,7 +78,23 @@ impl Broker {
             started_at: SystemTime::now(),
             next_conn_id: AtomicU64::new(1),
             shutdown,
+            sys_sources: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers extra values for the periodic `$SYS` publication.
+    pub fn add_sys_source(&self, source: Arc<dyn SysSource>) {
+        self.sys_sources.lock().push(source);
+    }
+
+    /// Collects the values of every registered [`SysSource`].
+    pub fn extra_sys_values(&self) -> Vec<(String, String)> {
+        let sources = self.sys_sources.lock().clone();
+        let mut out = Vec::new();
+        for s in sources {
+            s.sys_values(&mut out);
+        }
+        out
     }
 
     pub fn next_conn_id(&self) -> u64 {

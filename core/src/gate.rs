@@ -6,6 +6,7 @@
 //! the auth and ACL chains behind this trait. Deny and failure are distinct
 //! outcomes all the way to the reason code the client sees.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,8 +54,13 @@ pub struct ConnectInfo {
     pub protocol: ProtocolVersion,
 }
 
+/// Opaque per-client data the gateway attaches at authentication (for
+/// example ACL rules a backend returned with the user) and reads back on
+/// every ACL check. The core only carries it.
+pub type ClientContext = Arc<dyn Any + Send + Sync>;
+
 /// Identity of an admitted client, for ACL checks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientInfo {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
@@ -63,6 +69,22 @@ pub struct ClientInfo {
     pub protocol: ProtocolVersion,
     /// Set by authentication; the ACL chain bypasses its rules for superusers.
     pub superuser: bool,
+    /// Whatever the gateway attached at authentication.
+    pub context: Option<ClientContext>,
+}
+
+impl fmt::Debug for ClientInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientInfo")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("peer", &self.peer)
+            .field("listener", &self.listener)
+            .field("protocol", &self.protocol)
+            .field("superuser", &self.superuser)
+            .field("context", &self.context.is_some())
+            .finish()
+    }
 }
 
 /// Why a client was refused.
@@ -77,14 +99,53 @@ pub enum DenyReason {
 }
 
 /// Result of authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum AuthOutcome {
     Allow {
         superuser: bool,
+        context: Option<ClientContext>,
     },
     Deny(DenyReason),
     /// A backend failed and the chain fails closed: 3.1.1 0x03, v5 0x88.
     Unavailable,
+}
+
+impl AuthOutcome {
+    /// An allow without context.
+    pub fn allow(superuser: bool) -> AuthOutcome {
+        AuthOutcome::Allow { superuser, context: None }
+    }
+}
+
+impl fmt::Debug for AuthOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthOutcome::Allow { superuser, context } => {
+                f.debug_struct("Allow").field("superuser", superuser).field("context", &context.is_some()).finish()
+            }
+            AuthOutcome::Deny(r) => f.debug_tuple("Deny").field(r).finish(),
+            AuthOutcome::Unavailable => f.write_str("Unavailable"),
+        }
+    }
+}
+
+impl PartialEq for AuthOutcome {
+    /// Compares decisions; contexts are compared by identity.
+    fn eq(&self, other: &AuthOutcome) -> bool {
+        match (self, other) {
+            (AuthOutcome::Allow { superuser: a, context: ca }, AuthOutcome::Allow { superuser: b, context: cb }) => {
+                a == b
+                    && match (ca, cb) {
+                        (None, None) => true,
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        _ => false,
+                    }
+            }
+            (AuthOutcome::Deny(a), AuthOutcome::Deny(b)) => a == b,
+            (AuthOutcome::Unavailable, AuthOutcome::Unavailable) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What a client wants to do.
@@ -108,6 +169,8 @@ pub enum AclOutcome {
 pub trait Gate: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, AuthOutcome>;
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome>;
+    /// The client's connection ended (drop its cached ACL decisions).
+    fn disconnected(&self, _client: &ClientInfo) {}
 }
 
 /// The embedded default: anonymous clients from loopback only, everything
@@ -124,7 +187,7 @@ impl Gate for LoopbackOnly {
             };
         Box::pin(async move {
             if loopback {
-                AuthOutcome::Allow { superuser: false }
+                AuthOutcome::allow(false)
             } else {
                 AuthOutcome::Deny(DenyReason::NotAuthorized)
             }
@@ -155,7 +218,7 @@ mod tests {
     async fn loopback_only_admits_loopback_and_refuses_others() {
         let g = LoopbackOnly;
         for ok in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
-            assert_eq!(g.authenticate(&info(ok)).await, AuthOutcome::Allow { superuser: false }, "{ok}");
+            assert_eq!(g.authenticate(&info(ok)).await, AuthOutcome::allow(false), "{ok}");
         }
         for no in ["10.0.0.1:1", "192.168.1.2:1", "[2001:db8::1]:1", "[::ffff:10.0.0.1]:1", "0.0.0.0:1"] {
             assert_eq!(g.authenticate(&info(no)).await, AuthOutcome::Deny(DenyReason::NotAuthorized), "{no}");

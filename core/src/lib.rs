@@ -8,7 +8,8 @@
 //! * [`session`] — subscriptions, bounded queue, inflight, QoS 2 state.
 //! * [`retain`] — the retained message store.
 //! * [`broker`] — shared state: session registry, routing, wills, expiry.
-//! * [`gate`] — the port through which every auth and ACL decision is asked.
+//! * [`gate`] — the port through which every auth and ACL decision is asked;
+//!   [`provider`] — the error, failure policy and metrics every provider shares.
 //! * [`connection`] — the per-connection state machine over any stream.
 //! * [`persist`] — session and retained snapshots across a graceful restart.
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
@@ -20,6 +21,7 @@ pub mod gate;
 pub mod message;
 pub mod metrics;
 pub mod persist;
+pub mod provider;
 pub mod retain;
 pub mod router;
 pub mod session;

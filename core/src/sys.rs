@@ -114,6 +114,9 @@ pub fn publish_all(broker: &Broker) {
     pub_("metrics/messages/retained", m.messages_retained_stored.load(Relaxed).to_string());
     pub_("metrics/connects/refused", m.connects_refused.load(Relaxed).to_string());
     pub_("metrics/packets/malformed", m.protocol_errors.load(Relaxed).to_string());
+    for (topic, value) in broker.extra_sys_values() {
+        pub_(&topic, value);
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date crate.

@@ -165,8 +165,8 @@ where
         listener: listener.name.clone(),
         protocol: version,
     };
-    let superuser = match gate.authenticate(&info).await {
-        AuthOutcome::Allow { superuser } => superuser,
+    let (superuser, context) = match gate.authenticate(&info).await {
+        AuthOutcome::Allow { superuser, context } => (superuser, context),
         AuthOutcome::Deny(r) => {
             info!(client_id = %client_id, username = ?username.as_deref(), reason = ?r, "connection refused");
             let (c3, c5) = match r {
@@ -255,6 +255,7 @@ where
         listener: listener.name.clone(),
         protocol: version,
         superuser,
+        context,
     };
     let receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
     let mut conn = Conn {

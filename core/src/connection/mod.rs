@@ -351,6 +351,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.publish_will(will, expiry).await;
             }
         }
+        self.gate.disconnected(&self.client);
         info!(reason = close.why, "client disconnected");
         crate::sys::presence_disconnected(&broker, &self.client, close.why);
     }

@@ -1,0 +1,177 @@
+//! The ACL chain: providers in config order; the first Allow or Deny
+//! decides, Ignore moves on. Each call has its own timeout; a failing
+//! provider is treated per its `on_error` (deny = fail closed, the default;
+//! ignore = skip it). When every provider ignores, `no_match` decides.
+//! Superusers bypass the providers entirely. Every verdict records who
+//! decided and the steps taken, for logs, metrics and `acl explain`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_core::gate::{Access, ClientInfo};
+use portcullis_core::provider::{ErrorKind, OnError, ProviderError, ProviderMetrics};
+
+use crate::provider::{AclDecision, DynAclProvider};
+use crate::rule::Permission;
+
+/// What the broker does with a denied action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenyAction {
+    /// Refuse the action (SUBACK/PUBACK failure code) and carry on.
+    #[default]
+    Ignore,
+    /// Refuse and close the connection.
+    Disconnect,
+}
+
+/// One provider in a chain, with its call policy and counters.
+#[derive(Debug)]
+pub struct AclEntry {
+    pub provider: DynAclProvider,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub metrics: ProviderMetrics,
+}
+
+impl AclEntry {
+    pub fn new(provider: DynAclProvider, timeout: Duration, on_error: OnError) -> AclEntry {
+        AclEntry { provider, timeout, on_error, metrics: ProviderMetrics::default() }
+    }
+}
+
+/// What happened at one provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    Decided(AclDecision),
+    /// Failed (including timeout); `skipped` when `on_error = ignore`.
+    Failed {
+        error: ProviderError,
+        skipped: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub provider: String,
+    pub kind: &'static str,
+    pub result: StepResult,
+    pub rule: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Who made the final decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    Superuser,
+    Provider {
+        name: String,
+        rule: Option<String>,
+    },
+    /// A provider failed with `on_error = deny`.
+    Failure {
+        name: String,
+    },
+    NoMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclVerdict {
+    pub allowed: bool,
+    pub decided_by: DecidedBy,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub struct AclChain {
+    pub name: String,
+    pub entries: Vec<AclEntry>,
+    /// Decision when every provider ignores.
+    pub no_match: Permission,
+    pub deny_action: DenyAction,
+}
+
+impl AclChain {
+    pub fn new(name: impl Into<String>, entries: Vec<AclEntry>, no_match: Permission, deny_action: DenyAction) -> Self {
+        AclChain { name: name.into(), entries, no_match, deny_action }
+    }
+
+    pub async fn authorize(&self, client: &ClientInfo, access: Access<'_>) -> AclVerdict {
+        if client.superuser {
+            return AclVerdict { allowed: true, decided_by: DecidedBy::Superuser, steps: Vec::new() };
+        }
+        let mut steps = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let started = Instant::now();
+            e.metrics.calls.fetch_add(1, Relaxed);
+            let r = match tokio::time::timeout(e.timeout, e.provider.authorize(client, access)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::timeout(e.timeout)),
+            };
+            let elapsed = started.elapsed();
+            e.metrics.observe(elapsed);
+            let name = e.provider.name().to_string();
+            let kind = e.provider.kind();
+            match r {
+                Ok(answer) => {
+                    let counter = match answer.decision {
+                        AclDecision::Allow => &e.metrics.allow,
+                        AclDecision::Deny => &e.metrics.deny,
+                        AclDecision::Ignore => &e.metrics.ignore,
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    let rule = answer.rule.clone();
+                    steps.push(Step {
+                        provider: name.clone(),
+                        kind,
+                        result: StepResult::Decided(answer.decision),
+                        rule: rule.clone(),
+                        elapsed,
+                    });
+                    match answer.decision {
+                        AclDecision::Ignore => continue,
+                        d => {
+                            return AclVerdict {
+                                allowed: d == AclDecision::Allow,
+                                decided_by: DecidedBy::Provider { name, rule },
+                                steps,
+                            };
+                        }
+                    }
+                }
+                Err(error) => {
+                    if error.kind == ErrorKind::Timeout {
+                        e.metrics.timeout.fetch_add(1, Relaxed);
+                    } else {
+                        e.metrics.error.fetch_add(1, Relaxed);
+                    }
+                    tracing::warn!(chain = %self.name, provider = %name, error = %error, on_error = ?e.on_error, "ACL provider failed");
+                    let skipped = e.on_error == OnError::Ignore;
+                    steps.push(Step {
+                        provider: name.clone(),
+                        kind,
+                        result: StepResult::Failed { error, skipped },
+                        rule: None,
+                        elapsed,
+                    });
+                    if !skipped {
+                        return AclVerdict { allowed: false, decided_by: DecidedBy::Failure { name }, steps };
+                    }
+                }
+            }
+        }
+        AclVerdict { allowed: self.no_match == Permission::Allow, decided_by: DecidedBy::NoMatch, steps }
+    }
+
+    /// `(topic, value)` pairs for `$SYS/brokers/<node>/acl/<chain>/<provider>/…`.
+    pub fn sys_values(&self, out: &mut Vec<(String, String)>) {
+        for e in &self.entries {
+            for (k, v) in e.metrics.values() {
+                out.push((format!("acl/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
+            }
+        }
+    }
+}
+
+/// A chain shared by listeners.
+pub type SharedAclChain = Arc<AclChain>;

@@ -1,0 +1,182 @@
+//! The auth chain: providers in config order; the first Allow or Deny
+//! decides, Ignore moves on. Each call has its own timeout. A failing
+//! provider is handled per its `on_error`: `deny` (the default) stops the
+//! chain with *unavailable* — never reported as bad credentials — and
+//! `ignore` skips it. When every provider ignores, `no_match` decides
+//! (default deny: not authorized).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use portcullis_acl::rule::Rule;
+use portcullis_core::gate::{ConnectInfo, DenyReason};
+use portcullis_core::provider::{ErrorKind, OnError, ProviderError, ProviderMetrics};
+
+use crate::provider::{AuthDecision, DynAuthProvider};
+
+#[derive(Debug)]
+pub struct AuthEntry {
+    pub provider: DynAuthProvider,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub metrics: ProviderMetrics,
+}
+
+impl AuthEntry {
+    pub fn new(provider: DynAuthProvider, timeout: Duration, on_error: OnError) -> AuthEntry {
+        AuthEntry { provider, timeout, on_error, metrics: ProviderMetrics::default() }
+    }
+}
+
+/// Decision when every provider ignores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoMatch {
+    /// Refuse: 3.1.1 CONNACK 0x05, v5 0x87.
+    #[default]
+    Deny,
+    /// Admit as a normal (non-super) user.
+    Allow,
+}
+
+/// The chain's final outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    Allow {
+        superuser: bool,
+        inline_acl: Option<Arc<Vec<Rule>>>,
+        expires_at: Option<SystemTime>,
+    },
+    Deny(DenyReason),
+    /// A provider failed with `on_error = deny`.
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    Decided(AuthDecision),
+    Failed { error: ProviderError, skipped: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub provider: String,
+    pub kind: &'static str,
+    pub result: StepResult,
+    pub rule: Option<String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    Provider {
+        name: String,
+        rule: Option<String>,
+    },
+    Failure {
+        name: String,
+    },
+    NoMatch,
+    /// Answered from the auth cache (the original decider in brackets).
+    Cache(Box<DecidedBy>),
+    /// Refused by the brute-force guard without asking any provider.
+    Guard,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthVerdict {
+    pub result: AuthResult,
+    pub decided_by: DecidedBy,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub struct AuthChain {
+    pub name: String,
+    pub entries: Vec<AuthEntry>,
+    pub no_match: NoMatch,
+}
+
+impl AuthChain {
+    pub fn new(name: impl Into<String>, entries: Vec<AuthEntry>, no_match: NoMatch) -> AuthChain {
+        AuthChain { name: name.into(), entries, no_match }
+    }
+
+    pub async fn authenticate(&self, info: &ConnectInfo) -> AuthVerdict {
+        let mut steps = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let started = Instant::now();
+            e.metrics.calls.fetch_add(1, Relaxed);
+            let r = match tokio::time::timeout(e.timeout, e.provider.authenticate(info)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::timeout(e.timeout)),
+            };
+            let elapsed = started.elapsed();
+            e.metrics.observe(elapsed);
+            let name = e.provider.name().to_string();
+            let kind = e.provider.kind();
+            match r {
+                Ok(answer) => {
+                    let counter = match &answer.decision {
+                        AuthDecision::Allow { .. } => &e.metrics.allow,
+                        AuthDecision::Deny(_) => &e.metrics.deny,
+                        AuthDecision::Ignore => &e.metrics.ignore,
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    steps.push(Step {
+                        provider: name.clone(),
+                        kind,
+                        result: StepResult::Decided(answer.decision.clone()),
+                        rule: answer.rule.clone(),
+                        elapsed,
+                    });
+                    let result = match answer.decision {
+                        AuthDecision::Ignore => continue,
+                        AuthDecision::Allow { superuser, inline_acl, expires_at } => {
+                            AuthResult::Allow { superuser, inline_acl, expires_at }
+                        }
+                        AuthDecision::Deny(r) => AuthResult::Deny(r),
+                    };
+                    return AuthVerdict { result, decided_by: DecidedBy::Provider { name, rule: answer.rule }, steps };
+                }
+                Err(error) => {
+                    if error.kind == ErrorKind::Timeout {
+                        e.metrics.timeout.fetch_add(1, Relaxed);
+                    } else {
+                        e.metrics.error.fetch_add(1, Relaxed);
+                    }
+                    tracing::warn!(chain = %self.name, provider = %name, error = %error, on_error = ?e.on_error, "auth provider failed");
+                    let skipped = e.on_error == OnError::Ignore;
+                    steps.push(Step {
+                        provider: name.clone(),
+                        kind,
+                        result: StepResult::Failed { error, skipped },
+                        rule: None,
+                        elapsed,
+                    });
+                    if !skipped {
+                        return AuthVerdict {
+                            result: AuthResult::Unavailable,
+                            decided_by: DecidedBy::Failure { name },
+                            steps,
+                        };
+                    }
+                }
+            }
+        }
+        let result = match self.no_match {
+            NoMatch::Deny => AuthResult::Deny(DenyReason::NotAuthorized),
+            NoMatch::Allow => AuthResult::Allow { superuser: false, inline_acl: None, expires_at: None },
+        };
+        AuthVerdict { result, decided_by: DecidedBy::NoMatch, steps }
+    }
+
+    /// `(topic, value)` pairs for `$SYS/brokers/<node>/auth/<chain>/<provider>/…`.
+    pub fn sys_values(&self, out: &mut Vec<(String, String)>) {
+        for e in &self.entries {
+            for (k, v) in e.metrics.values() {
+                out.push((format!("auth/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
+            }
+        }
+    }
+}
