@@ -16,15 +16,9 @@ bin="${PORTCULLIS_BIN:-$here/target/release/portcullis}"
 [ -x "$bin" ] || (cd "$here" && cargo build --release --bin portcullis)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
-cat > "$dir/portcullis.toml" <<TOML
-[[listeners]]
-name = "paho"
-bind = "127.0.0.1:$port"
-
-[limits]
-# test_server_keep_alive expects the server to cap keep-alive at 60 s.
-max_keep_alive = "60s"
-TOML
+# etc/examples/interop.toml with a free port and an absolute ACL path.
+sed -e "s|127.0.0.1:1883|127.0.0.1:$port|" -e "s|etc/examples/|$here/etc/examples/|" \
+  "$here/etc/examples/interop.toml" > "$dir/portcullis.toml"
 "$bin" --config "$dir/portcullis.toml" 2>"$dir/broker.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT

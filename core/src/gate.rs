@@ -71,6 +71,8 @@ pub struct ClientInfo {
     pub superuser: bool,
     /// Whatever the gateway attached at authentication.
     pub context: Option<ClientContext>,
+    /// Unique per connection for the life of the process (cache keys).
+    pub conn_id: u64,
 }
 
 impl fmt::Debug for ClientInfo {
@@ -83,6 +85,7 @@ impl fmt::Debug for ClientInfo {
             .field("protocol", &self.protocol)
             .field("superuser", &self.superuser)
             .field("context", &self.context.is_some())
+            .field("conn_id", &self.conn_id)
             .finish()
     }
 }

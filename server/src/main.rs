@@ -3,9 +3,15 @@
 //!
 //! * `config` — the TOML file, its validation and the embedded defaults.
 //! * `listener` — TCP accept loops, one per configured listener.
+//! * `security` — builds the auth/ACL chains, caches and guard from the
+//!   config; `gateway` — the core's `Gate` over them.
+//! * `cli` — `passwd`, `auth check`, `acl explain`.
 
+mod cli;
 mod config;
+mod gateway;
 mod listener;
+mod security;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use portcullis_core::broker::Broker;
-use portcullis_core::gate::{Gate, LoopbackOnly};
+use portcullis_core::gate::Gate;
 use tracing::{info, warn};
 
 use crate::config::{Config, LogFormat};
@@ -31,6 +37,8 @@ struct Cli {
     /// Validate the config file, print the problems found, and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<cli::Command>,
 }
 
 fn init_logging(cfg: &Config) {
@@ -61,6 +69,15 @@ fn main() -> std::process::ExitCode {
         println!("config OK");
         return std::process::ExitCode::SUCCESS;
     }
+    if let Some(cmd) = cli.command {
+        return match cli::run(cmd, &cfg) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     init_logging(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -86,8 +103,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         config = %path.as_ref().map_or("<embedded defaults>".to_string(), |p| p.display().to_string()),
         "starting portcullis"
     );
-    warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
+    let security = Arc::new(security::Security::build(&cfg).context("building the auth and ACL chains")?);
+    if security.builtin_auth {
+        warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
+    }
     let broker = Broker::new(settings);
+    broker.add_sys_source(Arc::clone(&security) as Arc<dyn portcullis_core::broker::SysSource>);
     if let Some(file) = &cfg.persistence.snapshot_file {
         let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
         info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");
@@ -98,14 +119,15 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             std::fs::rename(file, &used).with_context(|| format!("renaming {} after restoring it", file.display()))?;
         }
     }
-    let gate: Arc<dyn Gate> = Arc::new(LoopbackOnly);
 
     // Signal handlers go in before any listener accepts, so a SIGTERM right
     // after startup is a graceful shutdown, not the default action.
     let signals = Signals::install()?;
     let mut tasks = Vec::new();
     for l in &cfg.listeners {
-        let task = listener::start(l, Arc::clone(&broker), Arc::clone(&gate))
+        let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
+        info!(listener = %l.name, auth_chain = %l.auth_chain, acl_chain = %l.acl_chain, "listener chains");
+        let task = listener::start(l, Arc::clone(&broker), gate)
             .await
             .with_context(|| format!("listener `{}` on {}", l.name, l.bind))?;
         tasks.push(task);

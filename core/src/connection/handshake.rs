@@ -256,6 +256,7 @@ where
         protocol: version,
         superuser,
         context,
+        conn_id,
     };
     let receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
     let mut conn = Conn {

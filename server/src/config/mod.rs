@@ -15,6 +15,7 @@
 mod de;
 mod model;
 mod path;
+pub mod security;
 mod source;
 mod units;
 mod validate;
@@ -36,7 +37,7 @@ pub use model::{
 };
 
 /// A validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `[node]`
     pub node: NodeConfig,
@@ -54,6 +55,10 @@ pub struct Config {
     pub shared_subscription: SharedSubscriptionConfig,
     /// `[persistence]`
     pub persistence: PersistenceConfig,
+    /// `[auth]`
+    pub auth: security::AuthSection,
+    /// `[acl]`
+    pub acl: security::AclSection,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -71,6 +76,10 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Kernel accept queue length.
     pub backlog: u32,
+    /// Name of the auth chain (`default` or one of `[auth.chains]`).
+    pub auth_chain: String,
+    /// Name of the ACL chain (`default` or one of `[acl.chains]`).
+    pub acl_chain: String,
 }
 
 impl Config {

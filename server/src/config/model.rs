@@ -20,7 +20,7 @@ use super::units;
 
 /// The whole file as written. [`super::validate::resolve`] turns it into a
 /// [`super::Config`]; it differs only in that listener names are resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     /// This broker node.
@@ -47,6 +47,12 @@ pub(super) struct FileConfig {
     /// Snapshots of sessions and retained messages across restarts.
     #[serde(default)]
     pub(super) persistence: PersistenceConfig,
+    /// Authentication providers, chains, cache and brute-force guard.
+    #[serde(default)]
+    pub(super) auth: super::security::AuthSection,
+    /// ACL providers, chains and cache.
+    #[serde(default)]
+    pub(super) acl: super::security::AclSection,
     /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
@@ -63,6 +69,8 @@ impl Default for FileConfig {
             sys: SysConfig::default(),
             shared_subscription: SharedSubscriptionConfig::default(),
             persistence: PersistenceConfig::default(),
+            auth: Default::default(),
+            acl: Default::default(),
             log: LogConfig::default(),
         }
     }
@@ -110,6 +118,19 @@ pub(super) struct ListenerEntry {
     /// Length of the kernel's queue of connections not yet accepted.
     #[serde(default = "default_backlog")]
     pub(super) backlog: u32,
+    /// Auth chain for this listener: `default` (`auth.chain`) or a name
+    /// from `[auth.chains]`.
+    #[serde(default = "default_chain_name")]
+    pub(super) auth_chain: String,
+    /// ACL chain for this listener: `default` (`acl.chain`) or a name from
+    /// `[acl.chains]`.
+    #[serde(default = "default_chain_name")]
+    pub(super) acl_chain: String,
+}
+
+/// The chain a listener uses unless it names another.
+pub fn default_chain_name() -> String {
+    "default".to_string()
 }
 
 impl Default for ListenerEntry {
@@ -120,6 +141,8 @@ impl Default for ListenerEntry {
             bind: default_bind(),
             max_connections: default_max_connections(),
             backlog: default_backlog(),
+            auth_chain: default_chain_name(),
+            acl_chain: default_chain_name(),
         }
     }
 }

@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 28, "a key was added or removed: update this count");
+    assert_eq!(keys, 46, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -89,6 +89,8 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             bind: "0.0.0.0:1883".parse().unwrap_or_else(|_| unreachable!()),
             max_connections: 100_000,
             backlog: 1024,
+            auth_chain: "default".to_owned(),
+            acl_chain: "default".to_owned(),
         }]
     );
     assert_eq!(config.log.level, "info");
@@ -511,4 +513,56 @@ fn load_reads_a_file_and_names_it() {
         Err(ConfigError::Io { path, .. }) => assert_eq!(path, missing),
         other => panic!("expected Io, got {other:?}"),
     }
+}
+
+#[test]
+fn security_sections_parse_and_cross_check() {
+    let c = ok(r#"
+[auth]
+chain = ["devices", "office"]
+no_match = "deny"
+[auth.chains]
+certs = ["office"]
+[auth.password_file.devices]
+path = "/etc/portcullis/passwd"
+[auth.ip.office]
+allow = ["10.0.0.0/8"]
+on_error = "ignore"
+[acl]
+chain = ["main", "per_device"]
+deny_action = "disconnect"
+[acl.file.main]
+path = "/etc/portcullis/acl.toml"
+[acl.policy_dir.per_device]
+dir = "/etc/portcullis/devices"
+key = "username"
+[[listeners]]
+bind = "127.0.0.1:1883"
+auth_chain = "certs"
+"#);
+    assert_eq!(c.auth.chain, vec!["devices", "office"]);
+    assert_eq!(c.listeners[0].auth_chain, "certs");
+    assert_eq!(c.listeners[0].acl_chain, "default");
+
+    let errors = errors(
+        r#"
+[auth]
+chain = ["nope", "devices", "devices"]
+[auth.password_file.devices]
+path = "p"
+[auth.ip.devices]
+[acl.file.main]
+path = "a"
+[acl.cache]
+ttl = "5s"
+[[listeners]]
+bind = "127.0.0.1:1883"
+acl_chain = "missing"
+"#,
+    );
+    let all = errors.join("\n");
+    assert!(all.contains("auth.chain: no provider named `nope`"), "{all}");
+    assert!(all.contains("provider `devices` appears twice"), "{all}");
+    assert!(all.contains("also used by"), "{all}");
+    assert!(all.contains("listeners[0].acl_chain: no acl chain named `missing`"), "{all}");
 }

@@ -36,7 +36,84 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
         checks.duration_at_least("sys.interval", interval, Duration::from_secs(1));
     }
     check_log_level(&mut checks, &file.log.level);
+    check_security(&mut checks, file);
     checks.problems
+}
+
+/// Provider names unique per section, chains naming existing providers
+/// (each at most once), listeners naming existing chains, sane numbers.
+fn check_security(checks: &mut Checks, file: &FileConfig) {
+    use std::collections::HashSet;
+    for (section, names, chain, chains) in [
+        ("auth", file.auth.provider_names(), &file.auth.chain, &file.auth.chains),
+        ("acl", file.acl.provider_names(), &file.acl.chain, &file.acl.chains),
+    ] {
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (name, kind) in &names {
+            if let Some(other) = seen.insert(name, kind) {
+                checks.fail(
+                    format!("{section}.{kind}.{name}"),
+                    format!("provider name `{name}` is also used by {section}.{other}.{name}; names must be unique"),
+                );
+            }
+        }
+        let mut all = vec![("default".to_string(), chain)];
+        for (k, v) in chains {
+            if k == "default" {
+                checks.fail(
+                    format!("{section}.chains.default"),
+                    format!("`default` is {section}.chain; pick another name"),
+                );
+            }
+            all.push((k.clone(), v));
+        }
+        for (chain_name, list) in all {
+            let key = if chain_name == "default" {
+                format!("{section}.chain")
+            } else {
+                format!("{section}.chains.{chain_name}")
+            };
+            let mut used = HashSet::new();
+            for p in list {
+                if !seen.contains_key(p.as_str()) {
+                    let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                    checks.fail(
+                        key.clone(),
+                        format!(
+                            "no provider named `{p}` (defined: {})",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                }
+                if !used.insert(p) {
+                    checks.fail(key.clone(), format!("provider `{p}` appears twice"));
+                }
+            }
+        }
+    }
+    for (i, l) in file.listeners.iter().enumerate() {
+        if l.auth_chain != "default" && !file.auth.chains.contains_key(&l.auth_chain) {
+            checks.fail(format!("listeners[{i}].auth_chain"), format!("no auth chain named `{}`", l.auth_chain));
+        }
+        if l.acl_chain != "default" && !file.acl.chains.contains_key(&l.acl_chain) {
+            checks.fail(format!("listeners[{i}].acl_chain"), format!("no acl chain named `{}`", l.acl_chain));
+        }
+    }
+    for (name, c) in &file.auth.client_id {
+        if c.path.is_some() != c.clients.is_empty() {
+            checks.fail(format!("auth.client_id.{name}"), "give exactly one of `path` and `clients`");
+        }
+    }
+    let jitter = file.auth.cache.jitter;
+    if !(0.0..=0.5).contains(&jitter) {
+        checks.fail("auth.cache.jitter", format!("must be between 0.0 and 0.5, got {jitter}"));
+    }
+    if file.auth.guard.max_failures == 0 {
+        checks.fail("auth.guard.max_failures", "must be at least 1 (set enabled = false to turn the guard off)");
+    }
+    for (name, p) in &file.acl.policy_dir {
+        checks.duration_at_least(&format!("acl.policy_dir.{name}.poll"), p.poll, Duration::from_millis(100));
+    }
 }
 
 /// The file model as the broker uses it. Meant for a file that
@@ -60,6 +137,8 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             bind: entry.bind,
             max_connections: entry.max_connections,
             backlog: entry.backlog,
+            auth_chain: entry.auth_chain,
+            acl_chain: entry.acl_chain,
         })
         .collect();
     Config {
@@ -71,6 +150,8 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         sys: file.sys,
         shared_subscription: file.shared_subscription,
         persistence: file.persistence,
+        auth: file.auth,
+        acl: file.acl,
         log: file.log,
     }
 }

@@ -1,0 +1,307 @@
+//! Per-client ACL decision cache, in front of the ACL chain.
+//!
+//! Keyed by client id, connection id (`ClientInfo::conn_id`, unique per
+//! connection, so a reconnecting client never sees its previous
+//! connection's decisions), and the access itself (publish topic, QoS and
+//! retain flag, or subscription filter as sent and QoS). Bounded in entries,
+//! each entry lives at most `ttl`. Concurrent identical misses share one
+//! chain evaluation (single-flight): a reconnect storm does not become a
+//! query storm.
+//!
+//! Cached decisions are dropped:
+//!
+//! * when the client disconnects ([`AclCache::invalidate_client`], from
+//!   `Gate::disconnected`);
+//! * when any policy source reloads ([`AclCache::invalidate_all`]; see
+//!   [`crate::policy_dir::PolicyDir::changes`]);
+//! * after `ttl`, or when the cache is full (least recently used first).
+//!
+//! A verdict decided by a provider failure (`DecidedBy::Failure`) is
+//! returned to every caller waiting on it but never stored: an outage is
+//! not remembered as a deny.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use portcullis_core::codec::QoS;
+use portcullis_core::gate::{Access, ClientInfo};
+use portcullis_core::topic::{SubscriptionFilter, TopicName};
+
+use crate::chain::{AclVerdict, DecidedBy};
+
+/// The access part of a cache key (owned; topic types are `Arc`-backed).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CachedAccess {
+    Publish { topic: TopicName, qos: QoS, retain: bool },
+    Subscribe { filter: SubscriptionFilter, qos: QoS },
+}
+
+impl From<&Access<'_>> for CachedAccess {
+    fn from(a: &Access<'_>) -> CachedAccess {
+        match a {
+            Access::Publish { topic, qos, retain } => {
+                CachedAccess::Publish { topic: (*topic).clone(), qos: *qos, retain: *retain }
+            }
+            Access::Subscribe { filter, qos } => CachedAccess::Subscribe { filter: (*filter).clone(), qos: *qos },
+        }
+    }
+}
+
+/// What a cached decision is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub client_id: Arc<str>,
+    /// `ClientInfo::conn_id`.
+    pub conn_id: u64,
+    pub access: CachedAccess,
+}
+
+impl CacheKey {
+    pub fn new(client: &ClientInfo, access: &Access<'_>) -> CacheKey {
+        CacheKey { client_id: client.client_id.clone(), conn_id: client.conn_id, access: CachedAccess::from(access) }
+    }
+}
+
+/// An [`AclVerdict`] without its steps: what is worth remembering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclVerdictLite {
+    pub allowed: bool,
+    pub decided_by: DecidedBy,
+}
+
+impl AclVerdictLite {
+    /// Decisions made by a failing provider are not cached.
+    pub fn cacheable(&self) -> bool {
+        !matches!(self.decided_by, DecidedBy::Failure { .. })
+    }
+}
+
+impl From<AclVerdict> for AclVerdictLite {
+    fn from(v: AclVerdict) -> AclVerdictLite {
+        AclVerdictLite { allowed: v.allowed, decided_by: v.decided_by }
+    }
+}
+
+impl From<&AclVerdict> for AclVerdictLite {
+    fn from(v: &AclVerdict) -> AclVerdictLite {
+        AclVerdictLite { allowed: v.allowed, decided_by: v.decided_by.clone() }
+    }
+}
+
+/// Lookup counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// The decision cache. Cheap to share behind an `Arc`.
+pub struct AclCache {
+    cache: Cache<CacheKey, AclVerdictLite>,
+    lookups: AtomicU64,
+    /// Evaluations actually run (one per single-flight group).
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for AclCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclCache").field("entries", &self.cache.entry_count()).field("stats", &self.stats()).finish()
+    }
+}
+
+impl AclCache {
+    /// At most `max_entries` decisions, each kept at most `ttl` (non-zero).
+    pub fn new(max_entries: u64, ttl: Duration) -> AclCache {
+        let cache =
+            Cache::builder().max_capacity(max_entries).time_to_live(ttl).support_invalidation_closures().build();
+        AclCache { cache, lookups: AtomicU64::new(0), misses: AtomicU64::new(0) }
+    }
+
+    /// The cached decision for `key`, or the result of `init` (run once
+    /// for all concurrent callers with the same key, and stored unless it
+    /// was decided by a provider failure).
+    pub async fn get_or_insert_with(
+        &self,
+        key: CacheKey,
+        init: impl Future<Output = AclVerdictLite>,
+    ) -> AclVerdictLite {
+        self.lookups.fetch_add(1, Relaxed);
+        let misses = &self.misses;
+        let r = self
+            .cache
+            .try_get_with(key, async move {
+                misses.fetch_add(1, Relaxed);
+                let v = init.await;
+                if v.cacheable() {
+                    Ok(v)
+                } else {
+                    Err(v)
+                }
+            })
+            .await;
+        match r {
+            Ok(v) => v,
+            Err(uncached) => (*uncached).clone(),
+        }
+    }
+
+    /// Drops every decision cached for `client_id` (on disconnect).
+    pub fn invalidate_client(&self, client_id: &str) {
+        let id: Arc<str> = Arc::from(client_id);
+        if let Err(e) = self.cache.invalidate_entries_if(move |k, _| *k.client_id == *id) {
+            // Only possible if invalidation closures were not enabled at build.
+            tracing::warn!(error = %e, "ACL cache: per-client invalidation failed, dropping everything");
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// Drops every cached decision (on policy reload).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let lookups = self.lookups.load(Relaxed);
+        let misses = self.misses.load(Relaxed);
+        CacheStats { hits: lookups.saturating_sub(misses), misses }
+    }
+
+    /// Number of stored decisions (approximate until pending maintenance runs).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn key(id: &str, conn_id: u64, req: &Req) -> CacheKey {
+        let mut c = user(id, "u");
+        c.conn_id = conn_id;
+        CacheKey::new(&c, &req.access())
+    }
+
+    fn verdict(allowed: bool) -> AclVerdictLite {
+        AclVerdictLite { allowed, decided_by: DecidedBy::Provider { name: "p".into(), rule: Some("f:1".into()) } }
+    }
+
+    /// Counts calls; answers `allowed` after a short pause.
+    async fn eval(calls: &AtomicUsize, allowed: bool) -> AclVerdictLite {
+        calls.fetch_add(1, Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        verdict(allowed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_identical_misses_make_one_call() {
+        let cache = Arc::new(AclCache::new(1000, Duration::from_secs(60)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.spawn(async move {
+                let req = publish("a/b");
+                cache.get_or_insert_with(key("c1", 1, &req), eval(&calls, true)).await
+            });
+        }
+        let all = tokio::time::timeout(Duration::from_secs(10), tasks.join_all()).await.unwrap();
+        assert_eq!(all.len(), 200);
+        assert!(all.iter().all(|v| *v == verdict(true)));
+        assert_eq!(calls.load(Relaxed), 1);
+        assert_eq!(cache.stats(), CacheStats { hits: 199, misses: 1 });
+    }
+
+    #[tokio::test]
+    async fn keys_separate_clients_connections_and_accesses() {
+        let cache = AclCache::new(1000, Duration::from_secs(60));
+        let calls = AtomicUsize::new(0);
+        let reqs = [
+            publish("a"),
+            publish_with("a", 1, false),
+            publish_with("a", 0, true),
+            subscribe("a"),
+            subscribe("$share/g/a"),
+        ];
+        for r in &reqs {
+            for (id, conn) in [("c1", 1), ("c1", 2), ("c2", 1)] {
+                cache.get_or_insert_with(key(id, conn, r), eval(&calls, true)).await;
+                cache.get_or_insert_with(key(id, conn, r), eval(&calls, true)).await;
+            }
+        }
+        assert_eq!(calls.load(Relaxed), reqs.len() * 3);
+    }
+
+    #[tokio::test]
+    async fn invalidation() {
+        let cache = AclCache::new(1000, Duration::from_secs(60));
+        let calls = AtomicUsize::new(0);
+        let (a, b) = (publish("a"), subscribe("b/#"));
+        for id in ["c1", "c2"] {
+            cache.get_or_insert_with(key(id, 1, &a), eval(&calls, true)).await;
+            cache.get_or_insert_with(key(id, 1, &b), eval(&calls, false)).await;
+        }
+        assert_eq!(calls.load(Relaxed), 4);
+
+        // disconnect of c1 drops only c1's decisions
+        cache.invalidate_client("c1");
+        assert_eq!(cache.get_or_insert_with(key("c1", 1, &a), eval(&calls, false)).await, verdict(false));
+        assert_eq!(calls.load(Relaxed), 5);
+        assert_eq!(cache.get_or_insert_with(key("c2", 1, &a), eval(&calls, false)).await, verdict(true));
+        assert_eq!(calls.load(Relaxed), 5);
+
+        // a reload drops everything
+        cache.invalidate_all();
+        cache.get_or_insert_with(key("c2", 1, &a), eval(&calls, true)).await;
+        cache.get_or_insert_with(key("c2", 1, &b), eval(&calls, true)).await;
+        assert_eq!(calls.load(Relaxed), 7);
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached() {
+        let cache = AclCache::new(1000, Duration::from_secs(60));
+        let calls = AtomicUsize::new(0);
+        let failed = AclVerdictLite { allowed: false, decided_by: DecidedBy::Failure { name: "ldap".into() } };
+        assert!(!failed.cacheable());
+        let req = publish("a");
+        for _ in 0..2 {
+            let got = cache
+                .get_or_insert_with(key("c", 1, &req), async {
+                    calls.fetch_add(1, Relaxed);
+                    failed.clone()
+                })
+                .await;
+            assert_eq!(got, failed);
+        }
+        assert_eq!(calls.load(Relaxed), 2);
+        // the next good answer is cached
+        cache.get_or_insert_with(key("c", 1, &req), eval(&calls, true)).await;
+        cache.get_or_insert_with(key("c", 1, &req), eval(&calls, false)).await;
+        assert_eq!(calls.load(Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_ttl() {
+        let cache = AclCache::new(1000, Duration::from_millis(50));
+        let calls = AtomicUsize::new(0);
+        let req = publish("a");
+        cache.get_or_insert_with(key("c", 1, &req), eval(&calls, true)).await;
+        cache.get_or_insert_with(key("c", 1, &req), eval(&calls, true)).await;
+        assert_eq!(calls.load(Relaxed), 1);
+        std::thread::sleep(Duration::from_millis(120));
+        cache.get_or_insert_with(key("c", 1, &req), eval(&calls, true)).await;
+        assert_eq!(calls.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn lite_from_verdict() {
+        let v = AclVerdict { allowed: true, decided_by: DecidedBy::NoMatch, steps: Vec::new() };
+        assert_eq!(AclVerdictLite::from(&v), AclVerdictLite { allowed: true, decided_by: DecidedBy::NoMatch });
+        assert!(AclVerdictLite::from(v).cacheable());
+    }
+}

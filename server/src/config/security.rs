@@ -1,0 +1,367 @@
+//! `[auth]` and `[acl]`: providers, chains, caches and the brute-force
+//! guard, as written in the file.
+//!
+//! Providers are tables keyed by type and then by instance name, so several
+//! instances of one type coexist and each table has its own exact set of
+//! keys: `[auth.password_file.devices]`, `[auth.ip.office]`,
+//! `[acl.file.main]`, `[acl.policy_dir.devices]`. A chain is a list of
+//! instance names in the order they are asked: `auth.chain` is the
+//! `default` chain; `[auth.chains]` holds more, for listeners that want a
+//! different one (`[[listeners]] auth_chain = "name"`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::units;
+
+/// Per-call policy every provider table carries.
+pub fn default_provider_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `on_error` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnErrorName {
+    /// Fail closed (auth: CONNACK server unavailable; ACL: deny).
+    #[default]
+    Deny,
+    /// Skip the failing provider as if it had ignored the request.
+    Ignore,
+}
+
+/// `no_match` / permission as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllowDeny {
+    Allow,
+    #[default]
+    Deny,
+}
+
+/// `acl.deny_action` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyActionName {
+    /// Refuse the action (SUBACK 0x80/0x87, PUBACK 0x87 or drop) and carry on.
+    #[default]
+    Ignore,
+    /// Refuse and close the connection.
+    Disconnect,
+}
+
+/// `[auth.anonymous.<name>]`: admits CONNECTs without a username.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// Source networks admitted; an empty list admits every address.
+    #[serde(default = "default_loopback_nets")]
+    pub allow_from: Vec<IpNet>,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+/// 127.0.0.0/8 and ::1.
+pub fn default_loopback_nets() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"].iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// One entry of `[auth.client_id.<name>] clients`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIdEntryConfig {
+    pub client_id: String,
+    /// Admit this client id only from this network.
+    #[serde(default)]
+    pub from: Option<IpNet>,
+}
+
+/// `[auth.client_id.<name>]`: a list of admitted client ids (emqttd's
+/// clients.config), either inline (`clients`) or from a file of
+/// `client_id [cidr]` lines (`path`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIdConfig {
+    #[serde(default)]
+    pub clients: Vec<ClientIdEntryConfig>,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+/// `[auth.password_file.<name>]`: Mosquitto `user:hash` file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordFileConfig {
+    pub path: PathBuf,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+/// `[auth.ip.<name>]`: admit or refuse by source network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpAuthConfig {
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Checked first: a peer in `deny` is refused even if also in `allow`.
+    #[serde(default)]
+    pub deny: Vec<IpNet>,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+/// `[auth.cache]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthCacheSection {
+    /// Cached results at most (0 disables the cache).
+    #[serde(default = "default_auth_cache_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_ttl_allow", deserialize_with = "units::duration")]
+    pub ttl_allow: Duration,
+    #[serde(default = "default_ttl_deny", deserialize_with = "units::duration")]
+    pub ttl_deny: Duration,
+    /// Fraction of a TTL randomly taken off each entry (0.0 to 0.5), so
+    /// entries made together do not expire together.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Serve an expired allow for up to this long when the chain fails.
+    #[serde(default, deserialize_with = "units::duration_or_off")]
+    pub stale_on_error: Option<Duration>,
+}
+
+pub fn default_auth_cache_entries() -> u64 {
+    100_000
+}
+pub fn default_ttl_allow() -> Duration {
+    Duration::from_secs(300)
+}
+pub fn default_ttl_deny() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn default_jitter() -> f64 {
+    0.1
+}
+
+impl Default for AuthCacheSection {
+    fn default() -> Self {
+        AuthCacheSection {
+            max_entries: default_auth_cache_entries(),
+            ttl_allow: default_ttl_allow(),
+            ttl_deny: default_ttl_deny(),
+            jitter: default_jitter(),
+            stale_on_error: None,
+        }
+    }
+}
+
+/// `[auth.guard]`: brute-force protection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Failed authentications from one IP or one client id within `window`
+    /// that start a ban.
+    #[serde(default = "default_guard_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_guard_window", deserialize_with = "units::duration")]
+    pub window: Duration,
+    #[serde(default = "default_guard_ban", deserialize_with = "units::duration")]
+    pub ban: Duration,
+}
+
+pub fn default_true() -> bool {
+    true
+}
+pub fn default_guard_failures() -> u32 {
+    10
+}
+pub fn default_guard_window() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn default_guard_ban() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for GuardSection {
+    fn default() -> Self {
+        GuardSection {
+            enabled: true,
+            max_failures: default_guard_failures(),
+            window: default_guard_window(),
+            ban: default_guard_ban(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// The `default` chain: provider names in the order they are asked.
+    /// Empty (the default): anonymous clients from loopback only.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// More chains by name, for listeners (`auth_chain = "<name>"`).
+    #[serde(default)]
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// When every provider ignores a CONNECT.
+    #[serde(default)]
+    pub no_match: AllowDeny,
+    #[serde(default)]
+    pub cache: AuthCacheSection,
+    #[serde(default)]
+    pub guard: GuardSection,
+    #[serde(default)]
+    pub anonymous: BTreeMap<String, AnonymousConfig>,
+    #[serde(default)]
+    pub client_id: BTreeMap<String, ClientIdConfig>,
+    #[serde(default)]
+    pub password_file: BTreeMap<String, PasswordFileConfig>,
+    #[serde(default)]
+    pub ip: BTreeMap<String, IpAuthConfig>,
+}
+
+/// `[acl.file.<name>]`: an ACL file in TOML.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclFileConfig {
+    pub path: PathBuf,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+/// Which identity names a per-device policy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKeyName {
+    #[default]
+    ClientId,
+    Username,
+}
+
+/// `[acl.policy_dir.<name>]`: one policy file per device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDirConfig {
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub key: PolicyKeyName,
+    /// How often the directory is checked for changes.
+    #[serde(default = "default_poll", deserialize_with = "units::duration")]
+    pub poll: Duration,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+pub fn default_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// `[acl.inline.<name>]` and `[acl.defaults.<name>]`: no settings but the
+/// call policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainAclConfig {
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
+}
+
+/// `[acl.cache]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclCacheSection {
+    /// Cached decisions at most (0 disables the cache).
+    #[serde(default = "default_acl_cache_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_acl_ttl", deserialize_with = "units::duration")]
+    pub ttl: Duration,
+}
+
+pub fn default_acl_cache_entries() -> u64 {
+    1_000_000
+}
+pub fn default_acl_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for AclCacheSection {
+    fn default() -> Self {
+        AclCacheSection { max_entries: default_acl_cache_entries(), ttl: default_acl_ttl() }
+    }
+}
+
+/// `[acl]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AclSection {
+    /// The `default` chain. Empty (the default): emqttd's shipped rules —
+    /// loopback clients may do anything; everyone else may not subscribe
+    /// to `$SYS/#` or `#`, and may do everything else.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    #[serde(default)]
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// When every provider ignores.
+    #[serde(default)]
+    pub no_match: AllowDeny,
+    #[serde(default)]
+    pub deny_action: DenyActionName,
+    #[serde(default)]
+    pub cache: AclCacheSection,
+    #[serde(default)]
+    pub file: BTreeMap<String, AclFileConfig>,
+    #[serde(default)]
+    pub mosquitto: BTreeMap<String, AclFileConfig>,
+    #[serde(default)]
+    pub policy_dir: BTreeMap<String, PolicyDirConfig>,
+    #[serde(default)]
+    pub inline: BTreeMap<String, PlainAclConfig>,
+    #[serde(default)]
+    pub defaults: BTreeMap<String, PlainAclConfig>,
+}
+
+impl AuthSection {
+    /// Every provider name with its type, in file order per type.
+    pub fn provider_names(&self) -> Vec<(&str, &'static str)> {
+        let mut v: Vec<(&str, &'static str)> = Vec::new();
+        v.extend(self.anonymous.keys().map(|k| (k.as_str(), "anonymous")));
+        v.extend(self.client_id.keys().map(|k| (k.as_str(), "client_id")));
+        v.extend(self.password_file.keys().map(|k| (k.as_str(), "password_file")));
+        v.extend(self.ip.keys().map(|k| (k.as_str(), "ip")));
+        v
+    }
+}
+
+impl AclSection {
+    pub fn provider_names(&self) -> Vec<(&str, &'static str)> {
+        let mut v: Vec<(&str, &'static str)> = Vec::new();
+        v.extend(self.file.keys().map(|k| (k.as_str(), "file")));
+        v.extend(self.mosquitto.keys().map(|k| (k.as_str(), "mosquitto")));
+        v.extend(self.policy_dir.keys().map(|k| (k.as_str(), "policy_dir")));
+        v.extend(self.inline.keys().map(|k| (k.as_str(), "inline")));
+        v.extend(self.defaults.keys().map(|k| (k.as_str(), "defaults")));
+        v
+    }
+}

@@ -1,0 +1,233 @@
+//! Builds the auth and ACL chains, caches and guard from the config
+//! (I/O happens here: files are read, policy directories watched).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use portcullis_acl::cache::AclCache;
+use portcullis_acl::chain::{AclChain, AclEntry, DenyAction};
+use portcullis_acl::defaults::{default_rules, StaticRules};
+use portcullis_acl::file::AclFile;
+use portcullis_acl::inline::InlineProvider;
+use portcullis_acl::mosquitto::MosquittoAcl;
+use portcullis_acl::policy_dir::{PolicyDir, PolicyKey};
+use portcullis_acl::provider::DynAclProvider;
+use portcullis_acl::rule::Permission;
+use portcullis_auth::cache::{AuthCache, AuthCacheConfig};
+use portcullis_auth::chain::{AuthChain, AuthEntry, NoMatch};
+use portcullis_auth::guard::{BruteForceGuard, GuardConfig};
+use portcullis_auth::provider::DynAuthProvider;
+use portcullis_auth::providers::anonymous::Anonymous;
+use portcullis_auth::providers::client_id::{ClientIdEntry, ClientIdList};
+use portcullis_auth::providers::ip::IpProvider;
+use portcullis_auth::providers::password_file::PasswordFile;
+use portcullis_core::broker::SysSource;
+use portcullis_core::provider::OnError;
+
+use crate::config::security::{
+    default_loopback_nets, AclSection, AllowDeny, AuthSection, DenyActionName, OnErrorName, PolicyKeyName,
+};
+use crate::config::Config;
+use crate::gateway::{Gateway, Shared};
+
+fn on_error(o: OnErrorName) -> OnError {
+    match o {
+        OnErrorName::Deny => OnError::Deny,
+        OnErrorName::Ignore => OnError::Ignore,
+    }
+}
+
+/// Name of the built-in provider used when `auth.chain` is empty.
+pub const BUILTIN_ANONYMOUS: &str = "builtin_loopback_anonymous";
+/// Name of the built-in provider used when `acl.chain` is empty.
+pub const BUILTIN_DEFAULTS: &str = "builtin_defaults";
+
+/// Every chain by name, plus what they share.
+#[derive(Debug)]
+pub struct Security {
+    pub auth_chains: HashMap<String, Arc<AuthChain>>,
+    pub acl_chains: HashMap<String, Arc<AclChain>>,
+    pub shared: Arc<Shared>,
+    /// True when no auth provider is configured (loopback-only default).
+    pub builtin_auth: bool,
+    /// Keeps policy directory watchers alive.
+    _policy_dirs: Vec<Arc<PolicyDir>>,
+}
+
+impl Security {
+    pub fn build(cfg: &Config) -> anyhow::Result<Security> {
+        let auth_providers = build_auth_providers(&cfg.auth)?;
+        let (acl_providers, policy_dirs) = build_acl_providers(&cfg.acl)?;
+        let builtin_auth = cfg.auth.chain.is_empty();
+
+        let mut auth_chains = HashMap::new();
+        let no_match = match cfg.auth.no_match {
+            AllowDeny::Allow => NoMatch::Allow,
+            AllowDeny::Deny => NoMatch::Deny,
+        };
+        let mut chain_lists: Vec<(String, Vec<String>)> = vec![("default".to_string(), cfg.auth.chain.clone())];
+        chain_lists.extend(cfg.auth.chains.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, list) in chain_lists {
+            let entries = if list.is_empty() {
+                let p: DynAuthProvider =
+                    Arc::new(Anonymous::new(BUILTIN_ANONYMOUS.to_string(), default_loopback_nets()));
+                vec![AuthEntry::new(p, Duration::from_secs(5), OnError::Deny)]
+            } else {
+                list.iter()
+                    .map(|p| {
+                        let (prov, timeout, oe) =
+                            auth_providers.get(p).cloned().context(format!("auth provider `{p}`"))?;
+                        Ok(AuthEntry::new(prov, timeout, oe))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            auth_chains.insert(name.clone(), Arc::new(AuthChain::new(name, entries, no_match)));
+        }
+
+        let mut acl_chains = HashMap::new();
+        let acl_no_match = match cfg.acl.no_match {
+            AllowDeny::Allow => Permission::Allow,
+            AllowDeny::Deny => Permission::Deny,
+        };
+        let deny_action = match cfg.acl.deny_action {
+            DenyActionName::Ignore => DenyAction::Ignore,
+            DenyActionName::Disconnect => DenyAction::Disconnect,
+        };
+        let mut chain_lists: Vec<(String, Vec<String>)> = vec![("default".to_string(), cfg.acl.chain.clone())];
+        chain_lists.extend(cfg.acl.chains.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, list) in chain_lists {
+            let entries = if list.is_empty() {
+                let p: DynAclProvider = Arc::new(StaticRules::new(BUILTIN_DEFAULTS.to_string(), default_rules()));
+                vec![AclEntry::new(p, Duration::from_secs(5), OnError::Deny)]
+            } else {
+                list.iter()
+                    .map(|p| {
+                        let (prov, timeout, oe) =
+                            acl_providers.get(p).cloned().context(format!("acl provider `{p}`"))?;
+                        Ok(AclEntry::new(prov, timeout, oe))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            acl_chains.insert(name.clone(), Arc::new(AclChain::new(name, entries, acl_no_match, deny_action)));
+        }
+
+        let c = &cfg.auth.cache;
+        let auth_cache = AuthCache::new(AuthCacheConfig {
+            max_entries: c.max_entries,
+            ttl_allow: c.ttl_allow,
+            ttl_deny: c.ttl_deny,
+            jitter: c.jitter,
+            stale_on_error: c.stale_on_error,
+        });
+        let g = &cfg.auth.guard;
+        let guard = BruteForceGuard::new(GuardConfig {
+            enabled: g.enabled,
+            max_failures: g.max_failures,
+            window: g.window,
+            ban: g.ban,
+        });
+        let acl_cache = AclCache::new(cfg.acl.cache.max_entries, cfg.acl.cache.ttl);
+        Ok(Security {
+            auth_chains,
+            acl_chains,
+            shared: Arc::new(Shared { auth_cache, acl_cache, guard }),
+            builtin_auth,
+            _policy_dirs: policy_dirs,
+        })
+    }
+
+    /// The gateway for a listener.
+    pub fn gateway(&self, auth_chain: &str, acl_chain: &str) -> anyhow::Result<Gateway> {
+        Ok(Gateway {
+            auth: self.auth_chains.get(auth_chain).cloned().context(format!("no auth chain `{auth_chain}`"))?,
+            acl: self.acl_chains.get(acl_chain).cloned().context(format!("no acl chain `{acl_chain}`"))?,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+}
+
+impl SysSource for Security {
+    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+        let mut names: Vec<&String> = self.auth_chains.keys().collect();
+        names.sort();
+        for n in names {
+            self.auth_chains[n].sys_values(out);
+        }
+        let mut names: Vec<&String> = self.acl_chains.keys().collect();
+        names.sort();
+        for n in names {
+            self.acl_chains[n].sys_values(out);
+        }
+        self.shared.auth_cache.sys_values("auth/cache", out);
+        self.shared.guard.sys_values("auth/guard", out);
+    }
+}
+
+type AuthTable = HashMap<String, (DynAuthProvider, Duration, OnError)>;
+type AclTable = HashMap<String, (DynAclProvider, Duration, OnError)>;
+
+fn build_auth_providers(a: &AuthSection) -> anyhow::Result<AuthTable> {
+    let mut t: AuthTable = HashMap::new();
+    for (name, c) in &a.anonymous {
+        let p: DynAuthProvider = Arc::new(Anonymous::new(name.clone(), c.allow_from.clone()));
+        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.client_id {
+        // Validation allows exactly one of `path` and `clients`.
+        let list = match &c.path {
+            Some(path) => ClientIdList::load(name.clone(), path)
+                .with_context(|| format!("auth.client_id.{name}: loading {}", path.display()))?,
+            None => ClientIdList::new(
+                name.clone(),
+                c.clients.iter().map(|e| ClientIdEntry { client_id: e.client_id.clone(), from: e.from }).collect(),
+            ),
+        };
+        t.insert(name.clone(), (Arc::new(list) as DynAuthProvider, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.password_file {
+        let p = PasswordFile::load(name.clone(), &c.path, None)
+            .with_context(|| format!("auth.password_file.{name}: loading {}", c.path.display()))?;
+        t.insert(name.clone(), (Arc::new(p) as DynAuthProvider, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.ip {
+        let p: DynAuthProvider = Arc::new(IpProvider::new(name.clone(), c.allow.clone(), c.deny.clone()));
+        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
+    }
+    Ok(t)
+}
+
+fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<PolicyDir>>)> {
+    let mut t: AclTable = HashMap::new();
+    let mut dirs = Vec::new();
+    for (name, c) in &a.file {
+        let p = AclFile::load(name.clone(), &c.path)
+            .with_context(|| format!("acl.file.{name}: loading {}", c.path.display()))?;
+        t.insert(name.clone(), (Arc::new(p) as DynAclProvider, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.mosquitto {
+        let p = MosquittoAcl::load(name.clone(), &c.path)
+            .with_context(|| format!("acl.mosquitto.{name}: loading {}", c.path.display()))?;
+        t.insert(name.clone(), (Arc::new(p) as DynAclProvider, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.policy_dir {
+        let key = match c.key {
+            PolicyKeyName::ClientId => PolicyKey::ClientId,
+            PolicyKeyName::Username => PolicyKey::Username,
+        };
+        let p = PolicyDir::start(name.clone(), c.dir.clone(), key, c.poll)
+            .with_context(|| format!("acl.policy_dir.{name}: loading {}", c.dir.display()))?;
+        dirs.push(Arc::clone(&p));
+        t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.inline {
+        let p: DynAclProvider = Arc::new(InlineProvider::new(name.clone()));
+        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
+    }
+    for (name, c) in &a.defaults {
+        let p: DynAclProvider = Arc::new(StaticRules::new(name.clone(), default_rules()));
+        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
+    }
+    Ok((t, dirs))
+}
