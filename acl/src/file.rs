@@ -16,7 +16,7 @@
 //! checked (`deny_unknown_fields`); a [`LoadError`] names the file, the line,
 //! the rule index and the key at fault.
 //!
-//! [`parse_rules`] is also what [`crate::policy_dir`] uses for per-device
+//! `parse_rules` is also what [`crate::policy_dir`] uses for per-device
 //! files, with the subject keys forbidden.
 
 use std::collections::BTreeMap;

@@ -9,13 +9,12 @@
 //! * [`chain`] — [`chain::AclChain`]: providers in order, first Allow/Deny
 //!   wins, per-call timeout, `on_error`, `no_match`, superuser bypass,
 //!   `deny_action`, and a record of who decided.
-//!
 //! * [`cache`] — [`cache::AclCache`]: per-client decision cache in front of
 //!   the chain, single-flight, dropped on disconnect and on policy reload.
 //!
 //! Rule sources build on [`rule`] and implement [`provider::AclProvider`]:
 //!
-//! * [`file`] — an ACL file in TOML (`[[rule]]` tables); also the
+//! * [`file`](mod@file) — an ACL file in TOML (`[[rule]]` tables); also the
 //!   [`file::LoadError`] every loader reports with `file:line`.
 //! * [`mosquitto`] — Mosquitto's `acl_file` format, converted to rules.
 //! * [`policy_dir`] — one policy file per device (client id or username),

@@ -15,8 +15,8 @@
 //!   pattern.
 //! * [`validate_pattern`] — load-time check of a pattern string.
 //!
-//! All functions work on `/`-separated levels and never allocate except for
-//! the level list of a pattern with placeholders.
+//! The algorithms work on slices of `/`-separated levels; the `&str`
+//! entry points split their arguments first.
 
 use portcullis_core::gate::ClientInfo;
 use portcullis_core::topic::{validate_filter, TopicError};

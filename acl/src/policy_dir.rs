@@ -218,8 +218,14 @@ impl PolicyDir {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(source) => {
+                    // Remember the stamp so a file that stays unreadable is
+                    // reported once, not on every poll.
+                    files.insert(id.clone(), FileState { stamp: *stamp, hash: UNREADABLE });
                     let e = LoadError::Io { path: path.clone(), source };
-                    tracing::warn!(provider = %self.name, file = %path.display(), error = %e, "policy file unreadable, keeping the last good policy");
+                    tracing::warn!(
+                        provider = %self.name, file = %path.display(), error = %e,
+                        "policy file unreadable, keeping the last good policy"
+                    );
                     report.rejected.push(e);
                     continue;
                 }
@@ -232,7 +238,10 @@ impl PolicyDir {
             match parse_rules(path, &text, SubjectKeys::Implied, &self.subject(id)) {
                 Ok(rules) => replaced.push((id.clone(), Arc::new(rules))),
                 Err(e) => {
-                    tracing::warn!(provider = %self.name, file = %path.display(), line = e.line().unwrap_or(0), error = %e, "policy file rejected, keeping the last good policy");
+                    tracing::warn!(
+                        provider = %self.name, file = %path.display(), line = e.line().unwrap_or(0), error = %e,
+                        "policy file rejected, keeping the last good policy"
+                    );
                     report.rejected.push(e);
                 }
             }
@@ -258,11 +267,17 @@ impl PolicyDir {
         }
         if report.changed > 0 {
             self.generation.send_modify(|g| *g += 1);
-            tracing::info!(provider = %self.name, changed = report.changed, policies = report.policies, "policy directory reloaded");
+            tracing::info!(
+                provider = %self.name, changed = report.changed, policies = report.policies,
+                "policy directory reloaded"
+            );
         }
         Ok(report)
     }
 }
+
+/// Content hash recorded for a file that could not be read.
+const UNREADABLE: u64 = 0;
 
 fn content_hash(text: &str) -> u64 {
     let mut h = DefaultHasher::new();

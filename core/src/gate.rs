@@ -172,8 +172,13 @@ pub enum AclOutcome {
 pub trait Gate: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, AuthOutcome>;
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome>;
-    /// The client's connection ended (drop its cached ACL decisions).
+    /// The client's connection ended.
     fn disconnected(&self, _client: &ClientInfo) {}
+    /// Reason code an MQTT 5 client gets in SUBACK / PUBACK / PUBREC for a
+    /// denied action: 0x87 (not authorized) unless configured otherwise.
+    fn v5_deny_reason(&self) -> u8 {
+        crate::codec::reason::v5::NOT_AUTHORIZED
+    }
 }
 
 /// The embedded default: anonymous clients from loopback only, everything

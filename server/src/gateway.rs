@@ -33,6 +33,8 @@ pub struct Gateway {
     pub auth: Arc<AuthChain>,
     pub acl: Arc<AclChain>,
     pub shared: Arc<Shared>,
+    /// `acl.v5_deny_reason`.
+    pub v5_deny_reason: u8,
 }
 
 /// The decision for a CONNECT, and the gate outcome it maps to.
@@ -92,6 +94,10 @@ impl Gate for Gateway {
             }
             outcome
         })
+    }
+
+    fn v5_deny_reason(&self) -> u8 {
+        self.v5_deny_reason
     }
 
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome> {

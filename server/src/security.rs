@@ -27,7 +27,7 @@ use portcullis_core::broker::SysSource;
 use portcullis_core::provider::OnError;
 
 use crate::config::security::{
-    default_loopback_nets, AclSection, AllowDeny, AuthSection, DenyActionName, OnErrorName, PolicyKeyName,
+    default_loopback_nets, AclSection, AllowDeny, AuthSection, DenyActionName, OnErrorName, PolicyKeyName, V5DenyReason,
 };
 use crate::config::Config;
 use crate::gateway::{Gateway, Shared};
@@ -52,6 +52,7 @@ pub struct Security {
     pub shared: Arc<Shared>,
     /// True when no auth provider is configured (loopback-only default).
     pub builtin_auth: bool,
+    pub v5_deny_reason: u8,
     /// Keeps policy directory watchers alive.
     _policy_dirs: Vec<Arc<PolicyDir>>,
 }
@@ -129,11 +130,29 @@ impl Security {
             ban: g.ban,
         });
         let acl_cache = AclCache::new(cfg.acl.cache.max_entries, cfg.acl.cache.ttl);
+        let shared = Arc::new(Shared { auth_cache, acl_cache, guard });
+        // A policy file that changed must not be shadowed by cached decisions.
+        for dir in &policy_dirs {
+            let mut changes = dir.changes();
+            let weak = Arc::downgrade(&shared);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        let Some(shared) = weak.upgrade() else { return };
+                        shared.acl_cache.invalidate_all();
+                    }
+                });
+            }
+        }
         Ok(Security {
             auth_chains,
             acl_chains,
-            shared: Arc::new(Shared { auth_cache, acl_cache, guard }),
+            shared,
             builtin_auth,
+            v5_deny_reason: match cfg.acl.v5_deny_reason {
+                V5DenyReason::NotAuthorized => portcullis_core::codec::reason::v5::NOT_AUTHORIZED,
+                V5DenyReason::UnspecifiedError => portcullis_core::codec::reason::v5::UNSPECIFIED_ERROR,
+            },
             _policy_dirs: policy_dirs,
         })
     }
@@ -144,6 +163,7 @@ impl Security {
             auth: self.auth_chains.get(auth_chain).cloned().context(format!("no auth chain `{auth_chain}`"))?,
             acl: self.acl_chains.get(acl_chain).cloned().context(format!("no acl chain `{acl_chain}`"))?,
             shared: Arc::clone(&self.shared),
+            v5_deny_reason: self.v5_deny_reason,
         })
     }
 }

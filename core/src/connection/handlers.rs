@@ -169,7 +169,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
                     self.session.lock().awaiting_rel.remove(&p.packet_id.unwrap_or(0));
                 }
-                self.ack(p.qos, p.packet_id, v5::NOT_AUTHORIZED);
+                self.ack(p.qos, p.packet_id, self.gate.v5_deny_reason());
                 return Ok(());
             }
             AclOutcome::DenyDisconnect => {
@@ -221,7 +221,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 AclOutcome::Allow => {}
                 AclOutcome::Deny => {
                     debug!(filter = %raw, "subscribe denied");
-                    codes.push(if self.version.is_v5() { v5::NOT_AUTHORIZED } else { v3::SUBACK_FAILURE });
+                    codes.push(if self.version.is_v5() { self.gate.v5_deny_reason() } else { v3::SUBACK_FAILURE });
                     continue;
                 }
                 AclOutcome::DenyDisconnect => {

@@ -237,6 +237,17 @@ pub struct AuthSection {
     pub ip: BTreeMap<String, IpAuthConfig>,
 }
 
+/// `acl.v5_deny_reason` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V5DenyReason {
+    /// 0x87 Not authorized.
+    #[default]
+    NotAuthorized,
+    /// 0x80 Unspecified error: tells the client less.
+    UnspecifiedError,
+}
+
 /// `[acl.file.<name>]`: an ACL file in TOML.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +339,10 @@ pub struct AclSection {
     pub no_match: AllowDeny,
     #[serde(default)]
     pub deny_action: DenyActionName,
+    /// Reason code MQTT 5 clients get for a denied SUBSCRIBE filter or
+    /// PUBLISH (3.x clients always get SUBACK 0x80).
+    #[serde(default)]
+    pub v5_deny_reason: V5DenyReason,
     #[serde(default)]
     pub cache: AclCacheSection,
     #[serde(default)]
