@@ -4,12 +4,12 @@
 //!   (MQTT filter semantics, `$` topics never matched by a leading wildcard).
 //! * [`covers`] — is every topic a requested subscription filter could match
 //!   also matched by the pattern? This is what an *allow* rule must show
-//!   before a subscription is granted: `a/#` covers `a/+/b`, `a/+` does not
-//!   cover `a/#`, `#` covers everything except `$` filters.
-//! * [`overlaps`] — is there at least one topic both match? This is what a
-//!   *deny* rule checks: a subscription is refused if it could receive any
-//!   topic the rule denies (deny `secret/#` refuses a subscription to `#`),
-//!   because the broker does not re-check each delivered message.
+//!   before a subscription is granted, and what a deny rule refuses:
+//!   `a/#` covers `a/+/b`, `a/+` does not cover `a/#`, `#` covers
+//!   everything except `$` filters.
+//! * [`overlaps`] — is there at least one topic both match? (Kept for
+//!   tools and future delivery-time checks; rules use [`covers`] for both
+//!   allow and deny, as emqttd did.)
 //! * [`resolve`] — replaces the `${username}` / `${clientid}` placeholder
 //!   levels with the client's values, refusing values that would widen the
 //!   pattern.

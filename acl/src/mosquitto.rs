@@ -64,7 +64,7 @@ use portcullis_core::topic::validate_filter;
 use crate::file::{read, LoadError};
 use crate::matching::{validate_pattern, CLIENTID, USERNAME};
 use crate::provider::{AclAnswer, AclDecision, AclProvider};
-use crate::rule::{first_match, Action, Permission, Rule, Subject, TopicPattern};
+use crate::rule::{first_match_mode, Action, Permission, Rule, Subject, SubscribeDeny, TopicPattern};
 
 /// A Mosquitto `acl_file`, converted.
 #[derive(Debug)]
@@ -253,7 +253,7 @@ impl MosquittoAcl {
         if section.is_none() && self.patterns.is_empty() {
             return AclAnswer::ignore();
         }
-        if let Some(rule) = section.and_then(|rules| first_match(rules, client, access)) {
+        if let Some(rule) = section.and_then(|rules| first_match_mode(rules, client, access, SubscribeDeny::Overlaps)) {
             return rule.answer();
         }
         if !self.patterns.is_empty() {
@@ -261,7 +261,7 @@ impl MosquittoAcl {
             if dangerous(&client.client_id) || client.username.as_deref().is_some_and(dangerous) {
                 return self.deny("client id or username contains + or #");
             }
-            if let Some(rule) = first_match(&self.patterns, client, access) {
+            if let Some(rule) = first_match_mode(&self.patterns, client, access, SubscribeDeny::Overlaps) {
                 return rule.answer();
             }
         }

@@ -154,6 +154,17 @@ impl TopicPattern {
 
     /// Does this pattern apply to the access, for a rule with `permission`?
     pub fn matches(&self, permission: Permission, client: &ClientInfo, access: &Access<'_>) -> bool {
+        self.matches_mode(permission, client, access, SubscribeDeny::Covers)
+    }
+
+    /// [`Self::matches`] with an explicit rule for deny rules on SUBSCRIBE.
+    pub fn matches_mode(
+        &self,
+        permission: Permission,
+        client: &ClientInfo,
+        access: &Access<'_>,
+        mode: SubscribeDeny,
+    ) -> bool {
         match (self, access) {
             (TopicPattern::Eq(lit), Access::Publish { topic, .. }) => topic.as_str() == lit,
             (TopicPattern::Eq(lit), Access::Subscribe { filter, .. }) => filter.filter.as_str() == lit,
@@ -168,9 +179,9 @@ impl TopicPattern {
                     }
                     Access::Subscribe { filter, .. } => {
                         let f: Vec<&str> = filter.filter.levels().collect();
-                        match permission {
-                            Permission::Allow => matching::covers_levels(&levels, &f),
-                            Permission::Deny => matching::overlaps_levels(&levels, &f),
+                        match (permission, mode) {
+                            (Permission::Deny, SubscribeDeny::Overlaps) => matching::overlaps_levels(&levels, &f),
+                            _ => matching::covers_levels(&levels, &f),
                         }
                     }
                 }
@@ -188,10 +199,34 @@ impl std::fmt::Display for TopicPattern {
     }
 }
 
+/// How a deny rule applies to a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubscribeDeny {
+    /// Like allow rules: the rule applies to filters its pattern covers
+    /// (emqttd's and EMQX's semantics). `deny secret/#` refuses
+    /// `secret/x/#` but not the broader `#`, which falls through to later
+    /// rules; keep private topics out of broad subscriptions with allow
+    /// rules and a final deny (default-deny). Used by ACL files, policy
+    /// directories, inline rules and the defaults.
+    #[default]
+    Covers,
+    /// The rule applies to every filter that could receive a topic it
+    /// denies (`deny secret/#` refuses `#` and `+/x`). Used for Mosquitto
+    /// ACL files: Mosquitto re-checks every delivered message, Portcullis
+    /// checks a subscription once, so refusing overlapping filters is the
+    /// faithful conversion.
+    Overlaps,
+}
+
 impl Rule {
     /// Does this rule apply to `client` doing `access`? (See the module
     /// documentation for the exact semantics.)
     pub fn matches(&self, client: &ClientInfo, access: &Access<'_>) -> bool {
+        self.matches_mode(client, access, SubscribeDeny::Covers)
+    }
+
+    /// [`Self::matches`] with an explicit [`SubscribeDeny`] mode.
+    pub fn matches_mode(&self, client: &ClientInfo, access: &Access<'_>, mode: SubscribeDeny) -> bool {
         if !self.action.applies_to(access) || !self.subject.matches(client) {
             return false;
         }
@@ -209,7 +244,7 @@ impl Rule {
                 return false;
             }
         }
-        self.topics.iter().any(|t| t.matches(self.permission, client, access))
+        self.topics.iter().any(|t| t.matches_mode(self.permission, client, access, mode))
     }
 
     /// The provider answer this rule gives when it matches.
@@ -224,7 +259,17 @@ impl Rule {
 
 /// The first rule that applies (first match wins within a source).
 pub fn first_match<'r>(rules: &'r [Rule], client: &ClientInfo, access: &Access<'_>) -> Option<&'r Rule> {
-    rules.iter().find(|r| r.matches(client, access))
+    first_match_mode(rules, client, access, SubscribeDeny::Covers)
+}
+
+/// [`first_match`] with an explicit [`SubscribeDeny`] mode.
+pub fn first_match_mode<'r>(
+    rules: &'r [Rule],
+    client: &ClientInfo,
+    access: &Access<'_>,
+    mode: SubscribeDeny,
+) -> Option<&'r Rule> {
+    rules.iter().find(|r| r.matches_mode(client, access, mode))
 }
 
 /// The answer of a rule list: the first matching rule's permission and
@@ -299,9 +344,20 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_deny_covers_by_default() {
+        let c = user("c1", "alice");
+        let r = deny(&["secret/#"]);
+        assert!(m(&r, &c, subscribe("secret/x")));
+        assert!(m(&r, &c, subscribe("secret/#")));
+        assert!(!m(&r, &c, subscribe("#")));
+        assert!(!m(&r, &c, subscribe("+/x")));
+    }
+
+    #[test]
     fn subscribe_deny_applies_on_overlap() {
         let c = user("c1", "alice");
         let r = deny(&["secret/#"]);
+        let m = |r: &Rule, c: &ClientInfo, req: Req| r.matches_mode(c, &req.access(), SubscribeDeny::Overlaps);
         assert!(m(&r, &c, subscribe("secret/x")));
         assert!(m(&r, &c, subscribe("#")));
         assert!(m(&r, &c, subscribe("+/x")));
@@ -312,8 +368,11 @@ mod tests {
         assert!(!m(&sys, &c, subscribe("#")));
         // first match: the deny shadows the broad allow for overlapping filters
         let rules = [deny(&["secret/#"]), allow(&["#"])];
-        let first = |req: Req| first_match(&rules, &c, &req.access()).map(|r| r.permission);
+        let first =
+            |req: Req| first_match_mode(&rules, &c, &req.access(), SubscribeDeny::Overlaps).map(|r| r.permission);
         assert_eq!(first(subscribe("#")), Some(Permission::Deny));
+        // by default (covers) the broad subscription falls through to the allow
+        assert_eq!(first_match(&rules, &c, &subscribe("#").access()).map(|r| r.permission), Some(Permission::Allow));
         assert_eq!(first(subscribe("a/b")), Some(Permission::Allow));
         assert_eq!(first(publish("secret/k")), Some(Permission::Deny));
         assert_eq!(first(publish("$SYS/k")), None);
