@@ -10,8 +10,9 @@
 //!
 //! Cached decisions are dropped:
 //!
-//! * when the client disconnects ([`AclCache::invalidate_client`], from
-//!   `Gate::disconnected`);
+//! * for a closed connection: never read again (the key holds the
+//!   connection id), evicted by `ttl` or capacity; [`AclCache::invalidate_client`]
+//!   drops them at once where that is wanted;
 //! * when any policy source reloads ([`AclCache::invalidate_all`]; see
 //!   [`crate::policy_dir::PolicyDir::changes`]);
 //! * after `ttl`, or when the cache is full (least recently used first).

@@ -43,7 +43,8 @@ fn filter(s: &str) -> TopicPattern {
 ///
 /// 1. allow everything (`#`, `$SYS/#`) to clients from `127.0.0.0/8`;
 /// 2. the same for `::1` (IPv4-mapped loopback is covered by rule 1);
-/// 3. deny subscribing to `$SYS/#` or to the literal filter `#`;
+/// 3. deny subscribing to `$SYS/#` or to the literal filters `#` and `+/#`
+///    (emqttd denied only `#`; `+/#` asks for the same topics);
 /// 4. allow everything (`#`) else.
 pub fn default_rules() -> Vec<Rule> {
     let v4 = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).unwrap_or_default());
@@ -52,7 +53,13 @@ pub fn default_rules() -> Vec<Rule> {
     vec![
         rule(1, Permission::Allow, Some(v4.trunc()), Action::All, everything()),
         rule(2, Permission::Allow, Some(v6), Action::All, everything()),
-        rule(3, Permission::Deny, None, Action::Subscribe, vec![filter("$SYS/#"), TopicPattern::Eq("#".to_string())]),
+        rule(
+            3,
+            Permission::Deny,
+            None,
+            Action::Subscribe,
+            vec![filter("$SYS/#"), TopicPattern::Eq("#".to_string()), TopicPattern::Eq("+/#".to_string())],
+        ),
         rule(4, Permission::Allow, None, Action::All, vec![filter("#")]),
     ]
 }
@@ -136,7 +143,7 @@ mod tests {
             assert_eq!(ask(&p, peer, subscribe("$share/g/#")).await, deny(3), "{peer}");
             assert_eq!(ask(&p, peer, subscribe("a/b")).await, allow(4), "{peer}");
             assert_eq!(ask(&p, peer, subscribe("a/#")).await, allow(4), "{peer}");
-            assert_eq!(ask(&p, peer, subscribe("+/#")).await, allow(4), "{peer}");
+            assert_eq!(ask(&p, peer, subscribe("+/#")).await, deny(3), "{peer}");
             assert_eq!(ask(&p, peer, publish("a/b")).await, allow(4), "{peer}");
             // `#` never matches `$` topics: not granted here.
             assert_eq!(ask(&p, peer, publish("$SYS/x")).await, AclAnswer::ignore(), "{peer}");

@@ -260,6 +260,10 @@ fn check_listeners(checks: &mut Checks, listeners: &[ListenerEntry]) {
                 }
             }
         }
+        // Port 0 asks the OS for a free port: several such listeners never clash.
+        if listener.bind.port() == 0 {
+            continue;
+        }
         match binds.entry(listener.bind) {
             Entry::Vacant(slot) => {
                 slot.insert(index);
