@@ -174,6 +174,12 @@ pub trait Gate: Send + Sync + 'static {
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome>;
     /// The client's connection ended.
     fn disconnected(&self, _client: &ClientInfo) {}
+    /// Check every message against the ACL again at delivery (as a
+    /// subscription to its topic). Off by default: it costs an ACL lookup
+    /// per delivered message.
+    fn check_on_delivery(&self) -> bool {
+        false
+    }
     /// Reason code an MQTT 5 client gets in SUBACK / PUBACK / PUBREC for a
     /// denied action: 0x87 (not authorized) unless configured otherwise.
     fn v5_deny_reason(&self) -> u8 {

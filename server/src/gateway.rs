@@ -35,6 +35,8 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
     /// `acl.v5_deny_reason`.
     pub v5_deny_reason: u8,
+    /// `acl.check_on_delivery`.
+    pub check_on_delivery: bool,
 }
 
 /// The decision for a CONNECT, and the gate outcome it maps to.
@@ -98,6 +100,10 @@ impl Gate for Gateway {
 
     fn v5_deny_reason(&self) -> u8 {
         self.v5_deny_reason
+    }
+
+    fn check_on_delivery(&self) -> bool {
+        self.check_on_delivery
     }
 
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome> {

@@ -53,6 +53,7 @@ pub struct Security {
     /// True when no auth provider is configured (loopback-only default).
     pub builtin_auth: bool,
     pub v5_deny_reason: u8,
+    pub check_on_delivery: bool,
     /// Keeps policy directory watchers alive.
     _policy_dirs: Vec<Arc<PolicyDir>>,
 }
@@ -153,6 +154,7 @@ impl Security {
                 V5DenyReason::NotAuthorized => portcullis_core::codec::reason::v5::NOT_AUTHORIZED,
                 V5DenyReason::UnspecifiedError => portcullis_core::codec::reason::v5::UNSPECIFIED_ERROR,
             },
+            check_on_delivery: cfg.acl.check_on_delivery,
             _policy_dirs: policy_dirs,
         })
     }
@@ -164,6 +166,7 @@ impl Security {
             acl: self.acl_chains.get(acl_chain).cloned().context(format!("no acl chain `{acl_chain}`"))?,
             shared: Arc::clone(&self.shared),
             v5_deny_reason: self.v5_deny_reason,
+            check_on_delivery: self.check_on_delivery,
         })
     }
 }
@@ -181,6 +184,9 @@ impl SysSource for Security {
             self.acl_chains[n].sys_values(out);
         }
         self.shared.auth_cache.sys_values("auth/cache", out);
+        let acl = self.shared.acl_cache.stats();
+        out.push(("acl/cache/hits".to_string(), acl.hits.to_string()));
+        out.push(("acl/cache/misses".to_string(), acl.misses.to_string()));
         self.shared.guard.sys_values("auth/guard", out);
     }
 }

@@ -406,6 +406,31 @@ async fn subscribe_denied_per_filter() {
     }
 }
 
+/// `acl.check_on_delivery`: a broad subscription the deny rule did not
+/// cover is granted, but the denied topic is dropped at delivery (and
+/// counted), while other topics still arrive.
+#[tokio::test]
+async fn check_on_delivery_drops_denied_topics_from_broad_subscriptions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = acl_file(dir.path(), DENY_SECRET_SUBSCRIBE);
+    let b = Broker::start(&format!(
+        "[acl]\nchain = [\"main\"]\ncheck_on_delivery = true\n[acl.file.main]\npath = {}\n",
+        tp(&acl)
+    ));
+    let mut p = anon(b.addr, V3, "publisher").await;
+    for v in VERSIONS {
+        let mut w = anon(b.addr, v, &format!("wide-{v:?}")).await;
+        assert_eq!(suback(&mut w, 1, &[("#", Q1)]).await, vec![1], "{v:?}");
+        assert_eq!(pub_simple(&mut p, "secret/x", Q1, 1, b"s", false).await, 0);
+        assert_eq!(pub_simple(&mut p, "ok/1", Q1, 2, b"o", false).await, 0);
+        assert_eq!(pub_simple(&mut p, "secret/y", Q0, 0, b"s", false).await, 0);
+        assert_eq!(pub_simple(&mut p, "ok/2", Q0, 0, b"o", false).await, 0);
+        let got = received_topics(&mut w, Duration::from_millis(400)).await;
+        assert_eq!(got, vec!["ok/1".to_string(), "ok/2".to_string()], "{v:?}");
+        disconnect(w).await;
+    }
+}
+
 /// The layout etc/acl.toml recommends for private topics: allow rules and
 /// a default deny. Broad filters are then refused, and secret/x reaches
 /// nobody.

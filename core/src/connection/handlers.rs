@@ -23,11 +23,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(r) => {
                 self.session.lock().complete(r.packet_id);
-                self.pump();
+                self.pump().await;
                 Ok(())
             }
             Packet::PubRec(r) => {
-                self.on_pubrec(r);
+                self.on_pubrec(r).await;
                 Ok(())
             }
             Packet::PubRel(r) => {
@@ -42,7 +42,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             }
             Packet::PubComp(r) => {
                 self.session.lock().complete(r.packet_id);
-                self.pump();
+                self.pump().await;
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s).await,
@@ -78,17 +78,14 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
     }
 
-    fn on_pubrec(&mut self, r: PubResp) {
-        let mut st = self.session.lock();
+    async fn on_pubrec(&mut self, r: PubResp) {
         if r.reason >= 0x80 {
             // The receiver refused it: the exchange ends here.
-            st.complete(r.packet_id);
-            drop(st);
-            self.pump();
+            self.session.lock().complete(r.packet_id);
+            self.pump().await;
             return;
         }
-        let known = st.received(r.packet_id);
-        drop(st);
+        let known = self.session.lock().received(r.packet_id);
         let reason = if known { 0 } else { v5::PACKET_IDENTIFIER_NOT_FOUND };
         self.send(&Packet::PubRel(PubResp { packet_id: r.packet_id, reason, properties: Properties::default() }));
     }
@@ -260,7 +257,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.session.enqueue(d, &self.broker.settings.session, &self.broker.metrics);
             }
         }
-        self.pump();
+        self.pump().await;
         Ok(())
     }
 

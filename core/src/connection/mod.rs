@@ -214,7 +214,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 
         // Anything left from the previous connection goes out first.
         self.resend_inflight();
-        self.pump();
+        self.pump().await;
         // Packets that arrived together with CONNECT.
         if let Err(c) = Box::pin(self.process(rbuf)).await {
             return c;
@@ -248,7 +248,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                             if congested && self.wbuf.len() < WRITE_HIGH_WATER {
                                 // The pump stopped at the high-water mark, not
                                 // for want of messages: no wake-up will come.
-                                self.pump();
+                                self.pump().await;
                             }
                         }
                     }
@@ -289,7 +289,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     }
                 }
                 _ = self.session.wake.notified(), if !congested => {
-                    self.pump();
+                    self.pump().await;
                 }
             }
         }

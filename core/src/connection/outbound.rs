@@ -12,12 +12,17 @@ use crate::codec::{self, Packet, Properties, PubResp, Publish, QoS};
 use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::OutState;
+use crate::topic::SubscriptionFilter;
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     /// Moves as many queued deliveries into the write buffer as the
-    /// window and the write high-water mark allow.
-    pub(super) fn pump(&mut self) {
-        let now = Instant::now();
+    /// window and the write high-water mark allow. With the gate's
+    /// delivery check on, each message is first checked as a subscription
+    /// to its topic, so a subscription granted before a rule changed (or a
+    /// broad one a deny rule did not cover) cannot carry a refused topic.
+    pub(super) async fn pump(&mut self) {
+        let check = self.gate.check_on_delivery();
+        let mut now = Instant::now();
         while self.wbuf.len() < WRITE_HIGH_WATER {
             let next = {
                 let mut st = self.session.lock();
@@ -27,12 +32,34 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 st.next_outgoing(self.window, now, &self.broker.metrics)
             };
             let Some(out) = next else { return };
+            if check && !self.delivery_allowed(&out.delivery).await {
+                self.broker.metrics.dropped(DropReason::Denied);
+                if let Some(id) = out.packet_id {
+                    self.session.lock().complete(id);
+                }
+                now = Instant::now();
+                continue;
+            }
             if !self.send_publish(&out.delivery, out.packet_id, false, now) {
                 if let Some(id) = out.packet_id {
                     self.session.lock().complete(id);
                 }
             }
         }
+    }
+
+    /// The delivery check: may this client receive this topic now?
+    async fn delivery_allowed(&self, d: &Delivery) -> bool {
+        use crate::gate::{Access, AclOutcome};
+        let Ok(filter) = SubscriptionFilter::parse(d.msg.topic.as_str()) else {
+            return false;
+        };
+        let access = Access::Subscribe { filter: &filter, qos: d.qos };
+        let allowed = self.gate.authorize(&self.client, access).await == AclOutcome::Allow;
+        if !allowed {
+            debug!(topic = %d.msg.topic, "delivery refused by the ACL (check_on_delivery)");
+        }
+        allowed
     }
 
     /// After a reconnect: every unacknowledged message again, PUBLISH with

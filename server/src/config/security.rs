@@ -343,6 +343,11 @@ pub struct AclSection {
     /// PUBLISH (3.x clients always get SUBACK 0x80).
     #[serde(default)]
     pub v5_deny_reason: V5DenyReason,
+    /// Check every message again at delivery, as a subscription to its
+    /// topic: a subscription granted before a rule changed, or a broad one
+    /// no deny rule covered, then cannot carry a refused topic.
+    #[serde(default)]
+    pub check_on_delivery: bool,
     #[serde(default)]
     pub cache: AclCacheSection,
     #[serde(default)]
