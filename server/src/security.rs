@@ -213,7 +213,28 @@ fn build_auth_providers(a: &AuthSection) -> anyhow::Result<AuthTable> {
         t.insert(name.clone(), (Arc::new(list) as DynAuthProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.password_file {
-        let p = PasswordFile::load(name.clone(), &c.path, None)
+        let digest = c.hash.map(|h| {
+            use crate::config::security::{DigestName as D, EncodingName as E, SaltPositionName as S};
+            use portcullis_auth::hash::{Encoding, HashAlgo, HashConfig, SaltPosition};
+            HashConfig {
+                algo: match h.algo {
+                    D::Plain => HashAlgo::Plain,
+                    D::Md5 => HashAlgo::Md5,
+                    D::Sha1 => HashAlgo::Sha1,
+                    D::Sha256 => HashAlgo::Sha256,
+                    D::Sha512 => HashAlgo::Sha512,
+                },
+                salt_position: match h.salt_position {
+                    S::Prefix => SaltPosition::Prefix,
+                    S::Suffix => SaltPosition::Suffix,
+                },
+                encoding: match h.encoding {
+                    E::Hex => Encoding::Hex,
+                    E::Base64 => Encoding::Base64,
+                },
+            }
+        });
+        let p = PasswordFile::load(name.clone(), &c.path, digest)
             .with_context(|| format!("auth.password_file.{name}: loading {}", c.path.display()))?;
         t.insert(name.clone(), (Arc::new(p) as DynAuthProvider, c.timeout, on_error(c.on_error)));
     }

@@ -282,6 +282,30 @@ async fn password_file_outcomes() {
 // ---------------------------------------------------------------------------
 // 2. backend failure is never bad credentials
 
+/// Legacy `user:digest:salt` lines with a configured digest.
+#[tokio::test]
+async fn password_file_salted_digest_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("passwd");
+    // sha256("NaCl" + "s3cret"), hex, computed by Debian's sha256sum.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf %s NaCls3cret | sha256sum | cut -d' ' -f1")
+        .output()
+        .expect("sha256sum");
+    let digest = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    assert_eq!(digest.len(), 64, "sha256sum output {digest:?}");
+    std::fs::write(&file, format!("legacy:{digest}:NaCl\n")).expect("write");
+    let b = Broker::start(&format!(
+        "[auth]\nchain = [\"pw\"]\n[auth.password_file.pw]\npath = {}\nhash = {{ algo = \"sha256\", salt_position = \"prefix\" }}\n",
+        tp(&file)
+    ));
+    for v in VERSIONS {
+        assert_eq!(connack(b.addr, v, "l1", Some("legacy"), Some("s3cret")).await, 0, "{v:?}");
+        assert_eq!(connack(b.addr, v, "l2", Some("legacy"), Some("wrong")).await, code(v, 0x04, 0x86), "{v:?}");
+    }
+}
+
 #[tokio::test]
 async fn provider_timeout_is_server_unavailable_not_bad_credentials() {
     const PW: &str = "Tr0ub4dor-unique-password";

@@ -8,7 +8,7 @@
 //!
 //! Any format [`StoredHash::parse`] recognises is accepted; lines that do
 //! not describe their scheme are read per `default_hash` (none: the line is
-//! an error). Hashes are parsed at load, so a bad line fails the load with
+//! an error), as `user:digest` or, salted, `user:digest:salt`. Hashes are parsed at load, so a bad line fails the load with
 //! its line number instead of failing logins later. The table is swapped
 //! whole on [`PasswordFile::reload`]; a failed reload keeps the old one.
 //!
@@ -151,7 +151,13 @@ fn parse_table(path: &Path, bytes: &[u8], default_hash: Option<&HashConfig>) -> 
         if stored.is_empty() {
             return Err(bad(format!("no password hash for user {user:?}")));
         }
-        let hash = StoredHash::parse(stored, None, default_hash).map_err(|e| bad(format!("user {user:?}: {e}")))?;
+        // With a configured digest, `user:digest:salt` carries a salt (hex
+        // and base64 digests never contain ':').
+        let (stored, salt) = match (default_hash, stored.split_once(':')) {
+            (Some(_), Some((digest, salt))) => (digest.trim(), Some(salt.trim())),
+            _ => (stored, None),
+        };
+        let hash = StoredHash::parse(stored, salt, default_hash).map_err(|e| bad(format!("user {user:?}: {e}")))?;
         if let Some(first) = users.get(user) {
             return Err(bad(format!("duplicate user {user:?} (first on line {})", first.line)));
         }
@@ -224,6 +230,26 @@ brenda:$2b$04$mn3miQeKpB2EJNumPKRvQuJ6jfEHTfBAujHEJ6R5p/NCe/EXIaU8a
         assert_eq!(auth(&p, Some("Alice"), Some("correct horse")).await, AuthAnswer::ignore());
         assert_eq!(auth(&p, None, Some("correct horse")).await, AuthAnswer::ignore());
         assert_eq!(auth(&p, None, None).await, AuthAnswer::ignore());
+    }
+
+    #[tokio::test]
+    async fn default_hash_reads_salted_digests() {
+        use crate::hash::{Encoding, HashAlgo, SaltPosition};
+        // Digests of salt+password and password+salt (salt "NaCl").
+        let cfg = HashConfig { algo: HashAlgo::Sha256, salt_position: SaltPosition::Prefix, encoding: Encoding::Hex };
+        let text = format!("ann:{}:NaCl\n", hex_sha256(b"NaClpw"));
+        let t = parse_table(Path::new("p"), text.as_bytes(), Some(&cfg)).unwrap();
+        assert!(t.users["ann"].hash.verify(b"pw").unwrap());
+        assert!(!t.users["ann"].hash.verify(b"px").unwrap());
+        let cfg = HashConfig { salt_position: SaltPosition::Suffix, ..cfg };
+        let text = format!("bo:{}:NaCl\n", hex_sha256(b"pwNaCl"));
+        let t = parse_table(Path::new("p"), text.as_bytes(), Some(&cfg)).unwrap();
+        assert!(t.users["bo"].hash.verify(b"pw").unwrap());
+    }
+
+    fn hex_sha256(b: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[tokio::test]
