@@ -122,7 +122,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     // Signal handlers go in before any listener accepts, so a SIGTERM right
     // after startup is a graceful shutdown, not the default action.
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
     let mut tasks = Vec::new();
     for l in &cfg.listeners {
         let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
@@ -134,7 +134,9 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     portcullis_core::sys::spawn(Arc::clone(&broker));
 
-    signals.wait().await;
+    while let Signal::Hangup = signals.wait().await {
+        security.reload();
+    }
     info!("shutting down: closing listeners and connections");
     broker.shutdown();
     for t in &tasks {
@@ -155,10 +157,16 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, registered once at startup.
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload), registered once at startup.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+enum Signal {
+    Stop,
+    Hangup,
 }
 
 impl Signals {
@@ -167,13 +175,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    async fn wait(mut self) {
+    async fn wait(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => info!("SIGTERM received"),
-            _ = self.int.recv() => info!("SIGINT received"),
+            _ = self.term.recv() => { info!("SIGTERM received"); Signal::Stop }
+            _ = self.int.recv() => { info!("SIGINT received"); Signal::Stop }
+            _ = self.hup.recv() => { info!("SIGHUP received: reloading password files"); Signal::Hangup }
         }
     }
 }

@@ -54,13 +54,15 @@ pub struct Security {
     pub builtin_auth: bool,
     pub v5_deny_reason: u8,
     pub check_on_delivery: bool,
+    /// Password files, reloaded on SIGHUP.
+    password_files: Vec<Arc<PasswordFile>>,
     /// Keeps policy directory watchers alive.
     _policy_dirs: Vec<Arc<PolicyDir>>,
 }
 
 impl Security {
     pub fn build(cfg: &Config) -> anyhow::Result<Security> {
-        let auth_providers = build_auth_providers(&cfg.auth)?;
+        let (auth_providers, password_files) = build_auth_providers(&cfg.auth)?;
         let (acl_providers, policy_dirs) = build_acl_providers(&cfg.acl)?;
         let builtin_auth = cfg.auth.chain.is_empty();
 
@@ -155,8 +157,22 @@ impl Security {
                 V5DenyReason::UnspecifiedError => portcullis_core::codec::reason::v5::UNSPECIFIED_ERROR,
             },
             check_on_delivery: cfg.acl.check_on_delivery,
+            password_files,
             _policy_dirs: policy_dirs,
         })
+    }
+
+    /// Re-reads every password file (SIGHUP). A file that fails to load
+    /// keeps its previous table; the auth cache is dropped either way, so
+    /// changed passwords apply to the next CONNECT.
+    pub fn reload(&self) {
+        for f in &self.password_files {
+            match f.reload() {
+                Ok(()) => tracing::info!(file = %f.path().display(), users = f.len(), "password file reloaded"),
+                Err(e) => tracing::error!(error = %e, "password file not reloaded; keeping the previous one"),
+            }
+        }
+        self.shared.auth_cache.invalidate_all();
     }
 
     /// The gateway for a listener.
@@ -194,8 +210,9 @@ impl SysSource for Security {
 type AuthTable = HashMap<String, (DynAuthProvider, Duration, OnError)>;
 type AclTable = HashMap<String, (DynAclProvider, Duration, OnError)>;
 
-fn build_auth_providers(a: &AuthSection) -> anyhow::Result<AuthTable> {
+fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<PasswordFile>>)> {
     let mut t: AuthTable = HashMap::new();
+    let mut files = Vec::new();
     for (name, c) in &a.anonymous {
         let p: DynAuthProvider = Arc::new(Anonymous::new(name.clone(), c.allow_from.clone()));
         t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
@@ -236,13 +253,15 @@ fn build_auth_providers(a: &AuthSection) -> anyhow::Result<AuthTable> {
         });
         let p = PasswordFile::load(name.clone(), &c.path, digest)
             .with_context(|| format!("auth.password_file.{name}: loading {}", c.path.display()))?;
-        t.insert(name.clone(), (Arc::new(p) as DynAuthProvider, c.timeout, on_error(c.on_error)));
+        let p = Arc::new(p);
+        files.push(Arc::clone(&p));
+        t.insert(name.clone(), (p as DynAuthProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.ip {
         let p: DynAuthProvider = Arc::new(IpProvider::new(name.clone(), c.allow.clone(), c.deny.clone()));
         t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
     }
-    Ok(t)
+    Ok((t, files))
 }
 
 fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<PolicyDir>>)> {

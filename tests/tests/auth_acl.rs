@@ -282,6 +282,25 @@ async fn password_file_outcomes() {
 // ---------------------------------------------------------------------------
 // 2. backend failure is never bad credentials
 
+/// SIGHUP re-reads password files and drops cached results: a changed
+/// password applies to the next CONNECT without a restart.
+#[tokio::test]
+async fn sighup_reloads_password_files() {
+    let (_dir, file) = password_dir(&[("alice", "old-pass", Some("pbkdf2"))]);
+    let b = Broker::start(&format!("[auth]\nchain = [\"pw\"]\n[auth.password_file.pw]\npath = {}\n", tp(&file)));
+    for v in VERSIONS {
+        assert_eq!(connack(b.addr, v, "h1", Some("alice"), Some("old-pass")).await, 0, "{v:?}");
+    }
+    passwd(&file, "alice", "new-pass", Some("pbkdf2"));
+    let st = std::process::Command::new("kill").arg("-HUP").arg(b.pid().to_string()).status().expect("kill");
+    assert!(st.success());
+    assert!(b.wait_log("password file reloaded", Duration::from_secs(5)), "{}", b.log());
+    for v in VERSIONS {
+        assert_eq!(connack(b.addr, v, "h2", Some("alice"), Some("old-pass")).await, code(v, 0x04, 0x86), "{v:?}");
+        assert_eq!(connack(b.addr, v, "h3", Some("alice"), Some("new-pass")).await, 0, "{v:?}");
+    }
+}
+
 /// Legacy `user:digest:salt` lines with a configured digest.
 #[tokio::test]
 async fn password_file_salted_digest_lines() {
