@@ -116,7 +116,9 @@ impl Gate for Gateway {
                 AclDecidedBy::Provider { name, rule } => format!("{name} {}", rule.as_deref().unwrap_or("")),
                 other => format!("{other:?}"),
             };
-            info!(chain = %self.acl.name, client_id = %client.client_id, access = ?access, decided_by = %rule, "access denied");
+            // Debug, not info: one line per refused packet would let a
+            // client flood the log. Refusals are counted per provider.
+            debug!(chain = %self.acl.name, client_id = %client.client_id, access = ?access, decided_by = %rule, "access denied");
             match self.acl.deny_action {
                 DenyAction::Ignore => AclOutcome::Deny,
                 DenyAction::Disconnect => AclOutcome::DenyDisconnect,
