@@ -7,10 +7,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portcullis_core::gate::{Access, ClientInfo};
-use portcullis_core::provider::{ErrorKind, OnError, ProviderError, ProviderMetrics};
+use portcullis_core::provider::{OnError, ProviderError, ProviderMetrics};
 
 use crate::provider::{AclDecision, DynAclProvider};
 use crate::rule::Permission;
@@ -102,14 +102,7 @@ impl AclChain {
         }
         let mut steps = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
-            let started = Instant::now();
-            e.metrics.calls.fetch_add(1, Relaxed);
-            let r = match tokio::time::timeout(e.timeout, e.provider.authorize(client, access)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::timeout(e.timeout)),
-            };
-            let elapsed = started.elapsed();
-            e.metrics.observe(elapsed);
+            let (r, elapsed) = e.metrics.call(e.timeout, e.provider.authorize(client, access)).await;
             let name = e.provider.name().to_string();
             let kind = e.provider.kind();
             match r {
@@ -140,11 +133,6 @@ impl AclChain {
                     }
                 }
                 Err(error) => {
-                    if error.kind == ErrorKind::Timeout {
-                        e.metrics.timeout.fetch_add(1, Relaxed);
-                    } else {
-                        e.metrics.error.fetch_add(1, Relaxed);
-                    }
                     tracing::warn!(chain = %self.name, provider = %name, error = %error, on_error = ?e.on_error, "ACL provider failed");
                     let skipped = e.on_error == OnError::Ignore;
                     steps.push(Step {

@@ -7,11 +7,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use portcullis_acl::rule::Rule;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
-use portcullis_core::provider::{ErrorKind, OnError, ProviderError, ProviderMetrics};
+use portcullis_core::provider::{OnError, ProviderError, ProviderMetrics};
 
 use crate::provider::{AuthDecision, DynAuthProvider};
 
@@ -105,14 +105,7 @@ impl AuthChain {
     pub async fn authenticate(&self, info: &ConnectInfo) -> AuthVerdict {
         let mut steps = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
-            let started = Instant::now();
-            e.metrics.calls.fetch_add(1, Relaxed);
-            let r = match tokio::time::timeout(e.timeout, e.provider.authenticate(info)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::timeout(e.timeout)),
-            };
-            let elapsed = started.elapsed();
-            e.metrics.observe(elapsed);
+            let (r, elapsed) = e.metrics.call(e.timeout, e.provider.authenticate(info)).await;
             let name = e.provider.name().to_string();
             let kind = e.provider.kind();
             match r {
@@ -140,11 +133,6 @@ impl AuthChain {
                     return AuthVerdict { result, decided_by: DecidedBy::Provider { name, rule: answer.rule }, steps };
                 }
                 Err(error) => {
-                    if error.kind == ErrorKind::Timeout {
-                        e.metrics.timeout.fetch_add(1, Relaxed);
-                    } else {
-                        e.metrics.error.fetch_add(1, Relaxed);
-                    }
                     tracing::warn!(chain = %self.name, provider = %name, error = %error, on_error = ?e.on_error, "auth provider failed");
                     let skipped = e.on_error == OnError::Ignore;
                     steps.push(Step {

@@ -79,6 +79,28 @@ pub struct ProviderMetrics {
 }
 
 impl ProviderMetrics {
+    /// Runs one provider call under `timeout`, counting the call, its
+    /// latency, and a timeout or error. The caller counts the decision.
+    pub async fn call<T>(
+        &self,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> (Result<T, ProviderError>, Duration) {
+        let started = std::time::Instant::now();
+        self.calls.fetch_add(1, Relaxed);
+        let r = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::timeout(timeout)),
+        };
+        let elapsed = started.elapsed();
+        self.observe(elapsed);
+        if let Err(e) = &r {
+            let counter = if e.kind == ErrorKind::Timeout { &self.timeout } else { &self.error };
+            counter.fetch_add(1, Relaxed);
+        }
+        (r, elapsed)
+    }
+
     pub fn observe(&self, elapsed: Duration) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let i = LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());

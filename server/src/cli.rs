@@ -118,6 +118,22 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+fn failed(error: &portcullis_core::provider::ProviderError, skipped: bool) -> String {
+    format!("error ({error}){}", if skipped { ", skipped (on_error = ignore)" } else { "" })
+}
+
+/// One provider's line in `auth check` / `acl explain` output.
+fn step_line(
+    out: &mut impl Write,
+    provider: &str,
+    kind: &str,
+    result: &str,
+    rule: Option<&str>,
+    took: Duration,
+) -> std::io::Result<()> {
+    writeln!(out, "  {provider} [{kind}]: {result}  rule: {}  took {}", rule.unwrap_or("-"), ms(took))
+}
+
 /// Runs a subcommand; returns the process exit code.
 pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
     match cmd {
@@ -158,18 +174,9 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
                 for s in &verdict.steps {
                     let r = match &s.result {
                         StepResult::Decided(d) => format!("{d:?}"),
-                        StepResult::Failed { error, skipped } => {
-                            format!("error ({error}){}", if *skipped { ", skipped (on_error = ignore)" } else { "" })
-                        }
+                        StepResult::Failed { error, skipped } => failed(error, *skipped),
                     };
-                    writeln!(
-                        out,
-                        "  {} [{}]: {r}  rule: {}  took {}",
-                        s.provider,
-                        s.kind,
-                        s.rule.as_deref().unwrap_or("-"),
-                        ms(s.elapsed)
-                    )?;
+                    step_line(&mut out, &s.provider, s.kind, &r, s.rule.as_deref(), s.elapsed)?;
                 }
                 let by = match &verdict.decided_by {
                     DecidedBy::Provider { name, rule } => format!("{name} ({})", rule.as_deref().unwrap_or("-")),
@@ -224,18 +231,9 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
                 for s in &verdict.steps {
                     let r = match &s.result {
                         AclStep::Decided(d) => format!("{d:?}"),
-                        AclStep::Failed { error, skipped } => {
-                            format!("error ({error}){}", if *skipped { ", skipped (on_error = ignore)" } else { "" })
-                        }
+                        AclStep::Failed { error, skipped } => failed(error, *skipped),
                     };
-                    writeln!(
-                        out,
-                        "  {} [{}]: {r}  rule: {}  took {}",
-                        s.provider,
-                        s.kind,
-                        s.rule.as_deref().unwrap_or("-"),
-                        ms(s.elapsed)
-                    )?;
+                    step_line(&mut out, &s.provider, s.kind, &r, s.rule.as_deref(), s.elapsed)?;
                 }
                 let by = match &verdict.decided_by {
                     AclDecidedBy::Provider { name, rule } => format!("{name} ({})", rule.as_deref().unwrap_or("-")),
