@@ -1,5 +1,7 @@
 //! Builds the auth and ACL chains, caches and guard from the config
-//! (I/O happens here: files are read, policy directories watched).
+//! (I/O happens here: files are read, policy directories watched). Load
+//! errors already name their file (and line); they are reported once,
+//! prefixed with the provider's config key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -220,8 +222,9 @@ fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<P
     for (name, c) in &a.client_id {
         // Validation allows exactly one of `path` and `clients`.
         let list = match &c.path {
-            Some(path) => ClientIdList::load(name.clone(), path)
-                .with_context(|| format!("auth.client_id.{name}: loading {}", path.display()))?,
+            Some(path) => {
+                ClientIdList::load(name.clone(), path).map_err(|e| anyhow::anyhow!("auth.client_id.{name}: {e}"))?
+            }
             None => ClientIdList::new(
                 name.clone(),
                 c.clients.iter().map(|e| ClientIdEntry { client_id: e.client_id.clone(), from: e.from }).collect(),
@@ -252,7 +255,7 @@ fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<P
             }
         });
         let p = PasswordFile::load(name.clone(), &c.path, digest)
-            .with_context(|| format!("auth.password_file.{name}: loading {}", c.path.display()))?;
+            .map_err(|e| anyhow::anyhow!("auth.password_file.{name}: {e}"))?;
         let p = Arc::new(p);
         files.push(Arc::clone(&p));
         t.insert(name.clone(), (p as DynAuthProvider, c.timeout, on_error(c.on_error)));
@@ -268,13 +271,11 @@ fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<Poli
     let mut t: AclTable = HashMap::new();
     let mut dirs = Vec::new();
     for (name, c) in &a.file {
-        let p = AclFile::load(name.clone(), &c.path)
-            .with_context(|| format!("acl.file.{name}: loading {}", c.path.display()))?;
+        let p = AclFile::load(name.clone(), &c.path).map_err(|e| anyhow::anyhow!("acl.file.{name}: {e}"))?;
         t.insert(name.clone(), (Arc::new(p) as DynAclProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.mosquitto {
-        let p = MosquittoAcl::load(name.clone(), &c.path)
-            .with_context(|| format!("acl.mosquitto.{name}: loading {}", c.path.display()))?;
+        let p = MosquittoAcl::load(name.clone(), &c.path).map_err(|e| anyhow::anyhow!("acl.mosquitto.{name}: {e}"))?;
         t.insert(name.clone(), (Arc::new(p) as DynAclProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.policy_dir {
@@ -283,7 +284,7 @@ fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<Poli
             PolicyKeyName::Username => PolicyKey::Username,
         };
         let p = PolicyDir::start(name.clone(), c.dir.clone(), key, c.poll)
-            .with_context(|| format!("acl.policy_dir.{name}: loading {}", c.dir.display()))?;
+            .map_err(|e| anyhow::anyhow!("acl.policy_dir.{name}: {e}"))?;
         dirs.push(Arc::clone(&p));
         t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
     }
