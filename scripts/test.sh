@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
+# The tests signal broker processes with /usr/bin/kill (not the shell builtin).
+[ -x /usr/bin/kill ] || [ -x /bin/kill ] || need_pkgs+=(procps)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
