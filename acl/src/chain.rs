@@ -7,10 +7,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use portcullis_core::gate::{Access, ClientInfo};
-use portcullis_core::provider::{OnError, ProviderError, ProviderMetrics};
+use portcullis_core::provider::{ChainEntry, OnError};
 
 use crate::provider::{AclDecision, DynAclProvider};
 use crate::rule::Permission;
@@ -26,39 +25,13 @@ pub enum DenyAction {
 }
 
 /// One provider in a chain, with its call policy and counters.
-#[derive(Debug)]
-pub struct AclEntry {
-    pub provider: DynAclProvider,
-    pub timeout: Duration,
-    pub on_error: OnError,
-    pub metrics: ProviderMetrics,
-}
-
-impl AclEntry {
-    pub fn new(provider: DynAclProvider, timeout: Duration, on_error: OnError) -> AclEntry {
-        AclEntry { provider, timeout, on_error, metrics: ProviderMetrics::default() }
-    }
-}
+pub type AclEntry = ChainEntry<DynAclProvider>;
 
 /// What happened at one provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepResult {
-    Decided(AclDecision),
-    /// Failed (including timeout); `skipped` when `on_error = ignore`.
-    Failed {
-        error: ProviderError,
-        skipped: bool,
-    },
-}
+pub type StepResult = portcullis_core::provider::StepResult<AclDecision>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub provider: String,
-    pub kind: &'static str,
-    pub result: StepResult,
-    pub rule: Option<String>,
-    pub elapsed: Duration,
-}
+/// One provider's part in a verdict.
+pub type Step = portcullis_core::provider::Step<AclDecision>;
 
 /// Who made the final decision.
 #[derive(Debug, Clone, PartialEq, Eq)]

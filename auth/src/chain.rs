@@ -7,27 +7,16 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use portcullis_acl::rule::Rule;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
-use portcullis_core::provider::{OnError, ProviderError, ProviderMetrics};
+use portcullis_core::provider::{ChainEntry, OnError};
 
 use crate::provider::{AuthDecision, DynAuthProvider};
 
-#[derive(Debug)]
-pub struct AuthEntry {
-    pub provider: DynAuthProvider,
-    pub timeout: Duration,
-    pub on_error: OnError,
-    pub metrics: ProviderMetrics,
-}
-
-impl AuthEntry {
-    pub fn new(provider: DynAuthProvider, timeout: Duration, on_error: OnError) -> AuthEntry {
-        AuthEntry { provider, timeout, on_error, metrics: ProviderMetrics::default() }
-    }
-}
+/// One provider in a chain, with its call policy and counters.
+pub type AuthEntry = ChainEntry<DynAuthProvider>;
 
 /// Decision when every provider ignores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,20 +41,11 @@ pub enum AuthResult {
     Unavailable,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepResult {
-    Decided(AuthDecision),
-    Failed { error: ProviderError, skipped: bool },
-}
+/// What happened at one provider.
+pub type StepResult = portcullis_core::provider::StepResult<AuthDecision>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub provider: String,
-    pub kind: &'static str,
-    pub result: StepResult,
-    pub rule: Option<String>,
-    pub elapsed: Duration,
-}
+/// One provider's part in a verdict.
+pub type Step = portcullis_core::provider::Step<AuthDecision>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecidedBy {

@@ -126,3 +126,40 @@ impl ProviderMetrics {
         v
     }
 }
+
+/// What happened at one provider of a chain (`D` is the chain's decision type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult<D> {
+    Decided(D),
+    /// Failed (including timeout); `skipped` when `on_error = ignore`.
+    Failed {
+        error: ProviderError,
+        skipped: bool,
+    },
+}
+
+/// One provider's part in a verdict, for logs and the explain commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step<D> {
+    pub provider: String,
+    pub kind: &'static str,
+    pub result: StepResult<D>,
+    pub rule: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// One provider in a chain (`P` is the provider handle), with its call
+/// policy and counters.
+#[derive(Debug)]
+pub struct ChainEntry<P> {
+    pub provider: P,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub metrics: ProviderMetrics,
+}
+
+impl<P> ChainEntry<P> {
+    pub fn new(provider: P, timeout: Duration, on_error: OnError) -> ChainEntry<P> {
+        ChainEntry { provider, timeout, on_error, metrics: ProviderMetrics::default() }
+    }
+}
