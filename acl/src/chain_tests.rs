@@ -108,6 +108,7 @@ fn client(superuser: bool) -> ClientInfo {
         superuser,
         context: None,
         conn_id: 1,
+        cert: None,
     }
 }
 

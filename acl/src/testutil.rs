@@ -17,6 +17,7 @@ pub fn client(id: &str, user: Option<&str>, peer: &str) -> ClientInfo {
         superuser: false,
         context: None,
         conn_id: 1,
+        cert: None,
     }
 }
 

@@ -130,6 +130,7 @@ pub(crate) fn connect(client: &str, user: Option<&str>, password: Option<&[u8]>)
         peer: "192.0.2.1:50000".parse().expect("literal address"),
         listener: Arc::from("tcp"),
         protocol: ProtocolVersion::V311,
+        cert: None,
     }
 }
 

@@ -52,6 +52,20 @@ pub struct ConnectInfo {
     /// Name of the listener the client came in on.
     pub listener: Arc<str>,
     pub protocol: ProtocolVersion,
+    /// The verified client certificate (TLS listeners only).
+    pub cert: Option<Arc<CertIdentity>>,
+}
+
+/// What a verified client certificate says about its holder; providers
+/// see it as `${cert_common_name}` and `${cert_subject}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// The subject's first CN, if any.
+    pub common_name: Option<String>,
+    /// The subject DN in RFC 4514 form (`CN=dev42,O=Acme`).
+    pub subject: String,
+    pub san_dns: Vec<String>,
+    pub san_uri: Vec<String>,
 }
 
 /// Opaque per-client data the gateway attaches at authentication (for
@@ -73,6 +87,8 @@ pub struct ClientInfo {
     pub context: Option<ClientContext>,
     /// Unique per connection for the life of the process (cache keys).
     pub conn_id: u64,
+    /// The verified client certificate (TLS listeners only).
+    pub cert: Option<Arc<CertIdentity>>,
 }
 
 impl fmt::Debug for ClientInfo {
@@ -86,6 +102,7 @@ impl fmt::Debug for ClientInfo {
             .field("superuser", &self.superuser)
             .field("context", &self.context.is_some())
             .field("conn_id", &self.conn_id)
+            .field("cert", &self.cert)
             .finish()
     }
 }
@@ -225,6 +242,7 @@ mod tests {
             peer: peer.parse().unwrap(),
             listener: Arc::from("tcp"),
             protocol: ProtocolVersion::V311,
+            cert: None,
         }
     }
 

@@ -28,3 +28,4 @@ pub mod session;
 pub mod settings;
 pub mod sys;
 pub mod topic;
+pub mod units;

@@ -51,8 +51,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// What a chain does when a provider fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a chain does when a provider fails (`on_error = "deny" | "ignore"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Fail closed: the chain stops with "unavailable" (auth) or deny (ACL).
     #[default]

@@ -167,6 +167,7 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
                     peer: SocketAddr::new(who.peer, 0),
                     listener: Arc::from(who.listener.as_deref().unwrap_or("cli")),
                     protocol: ProtocolVersion::V5,
+                    cert: None,
                 };
                 let (verdict, outcome) = crate::gateway::authenticate(&gw.auth, &gw.shared, &info).await;
                 let mut out = std::io::stdout().lock();
@@ -210,6 +211,7 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
                     superuser: a.superuser,
                     context: None,
                     conn_id: 0,
+                    cert: None,
                 };
                 let qos = QoS::from_u8(a.qos).context("--qos must be 0, 1 or 2")?;
                 let topic;

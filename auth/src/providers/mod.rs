@@ -74,6 +74,7 @@ pub(crate) mod test_support {
             peer: peer.parse().expect("test peer address"),
             listener: Arc::from("tcp"),
             protocol: ProtocolVersion::V311,
+            cert: None,
         }
     }
 }

@@ -164,6 +164,7 @@ where
         peer,
         listener: listener.name.clone(),
         protocol: version,
+        cert: None,
     };
     let (superuser, context) = match gate.authenticate(&info).await {
         AuthOutcome::Allow { superuser, context } => (superuser, context),
@@ -257,6 +258,7 @@ where
         superuser,
         context,
         conn_id,
+        cert: info.cert.clone(),
     };
     let receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
     let mut conn = Conn {

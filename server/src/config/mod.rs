@@ -17,7 +17,7 @@ mod model;
 mod path;
 pub mod security;
 mod source;
-mod units;
+pub(crate) use portcullis_core::units;
 mod validate;
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 /// Parses a size string such as `"64KB"`, `"1MiB"` or `"4096"` into bytes.
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(digits_end);
@@ -57,7 +57,7 @@ pub(super) fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// serde `deserialize_with` for a size in bytes.
-pub(super) fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     deserializer.deserialize_any(SizeVisitor)
 }
 
@@ -105,25 +105,25 @@ impl OffWord {
 }
 
 /// Parses a humantime duration such as `"10s"` or `"2h"`.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|err| format!("invalid duration \"{text}\": {err} (write e.g. \"10s\", \"5m\", \"2h\" or \"7d\")"))
 }
 
 /// serde `deserialize_with` for a duration that is always on.
-pub(super) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     deserializer
         .deserialize_any(DurationVisitor(OffWord::None))?
         .ok_or_else(|| de::Error::custom("this duration cannot be switched off"))
 }
 
 /// serde `deserialize_with` for a duration or `"never"` (`None`).
-pub(super) fn duration_or_never<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+pub fn duration_or_never<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     deserializer.deserialize_any(DurationVisitor(OffWord::Never))
 }
 
 /// serde `deserialize_with` for a duration or `"off"` (`None`).
-pub(super) fn duration_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+pub fn duration_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     deserializer.deserialize_any(DurationVisitor(OffWord::Off))
 }
 
