@@ -27,6 +27,8 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build --bins"
 cargo build --workspace --bins --locked
-echo "==> cargo test"
-# The e2e tests spawn many broker processes; two at a time suits 2 cores.
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+echo "==> cargo test (with private PostgreSQL, MariaDB, Redis, OpenLDAP and MongoDB-wire servers)"
+# The e2e tests spawn many broker processes; four at a time suits 2 cores.
+# scripts/services.sh starts the backend servers the tests need on free
+# loopback ports and stops them (by PID) when the tests end.
+bash scripts/services.sh -- cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -130,6 +130,9 @@ impl AclChain {
             for (k, v) in e.metrics.values() {
                 out.push((format!("acl/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
             }
+            if let Some(up) = e.provider.health() {
+                out.push((format!("acl/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
+            }
         }
     }
 }

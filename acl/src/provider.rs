@@ -35,6 +35,11 @@ pub trait AclProvider: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The provider type (`file`, `mosquitto_acl`, `policy_dir`, `postgres`…).
     fn kind(&self) -> &'static str;
+    /// Whether the provider's backend is reachable (`None`: it has none).
+    /// Shown in `$SYS` as `.../health` (1 up, 0 down).
+    fn health(&self) -> Option<bool> {
+        None
+    }
     fn authorize<'a>(
         &'a self,
         client: &'a ClientInfo,

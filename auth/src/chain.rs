@@ -145,6 +145,9 @@ impl AuthChain {
             for (k, v) in e.metrics.values() {
                 out.push((format!("auth/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
             }
+            if let Some(up) = e.provider.health() {
+                out.push((format!("auth/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
+            }
         }
     }
 }

@@ -52,6 +52,11 @@ pub trait AuthProvider: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The provider type (`password_file`, `ip`, `ldap`…).
     fn kind(&self) -> &'static str;
+    /// Whether the provider's backend is reachable (`None`: it has none).
+    /// Shown in `$SYS` as `.../health` (1 up, 0 down).
+    fn health(&self) -> Option<bool> {
+        None
+    }
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>>;
 }
 

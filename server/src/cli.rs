@@ -157,7 +157,7 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
             let password = read_password()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let security = Security::build(cfg)?;
+                let security = Security::build(cfg).await?;
                 let (auth_chain, _) = chains_for(cfg, who.listener.as_deref())?;
                 let gw = security.gateway(&auth_chain, "default")?;
                 let info = ConnectInfo {
@@ -199,7 +199,7 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
         Command::Acl(AclCommand::Explain(a)) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let security = Security::build(cfg)?;
+                let security = Security::build(cfg).await?;
                 let (_, acl_chain) = chains_for(cfg, a.who.listener.as_deref())?;
                 let gw = security.gateway("default", &acl_chain)?;
                 let client = ClientInfo {

@@ -103,7 +103,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         config = %path.as_ref().map_or("<embedded defaults>".to_string(), |p| p.display().to_string()),
         "starting portcullis"
     );
-    let security = Arc::new(security::Security::build(&cfg).context("building the auth and ACL chains")?);
+    let security = Arc::new(security::Security::build(&cfg).await.context("building the auth and ACL chains")?);
     if security.builtin_auth {
         warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
     }

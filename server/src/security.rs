@@ -22,9 +22,12 @@ use portcullis_auth::chain::{AuthChain, AuthEntry, NoMatch};
 use portcullis_auth::guard::{BruteForceGuard, GuardConfig};
 use portcullis_auth::provider::DynAuthProvider;
 use portcullis_auth::providers::anonymous::Anonymous;
+use portcullis_auth::providers::certificate::Certificate;
 use portcullis_auth::providers::client_id::{ClientIdEntry, ClientIdList};
 use portcullis_auth::providers::ip::IpProvider;
 use portcullis_auth::providers::password_file::PasswordFile;
+use portcullis_backends as backends;
+use portcullis_backends::common::CallPolicy;
 use portcullis_core::broker::SysSource;
 use portcullis_core::provider::OnError;
 
@@ -63,9 +66,9 @@ pub struct Security {
 }
 
 impl Security {
-    pub fn build(cfg: &Config) -> anyhow::Result<Security> {
-        let (auth_providers, password_files) = build_auth_providers(&cfg.auth)?;
-        let (acl_providers, policy_dirs) = build_acl_providers(&cfg.acl)?;
+    pub async fn build(cfg: &Config) -> anyhow::Result<Security> {
+        let (auth_providers, password_files) = build_auth_providers(&cfg.auth).await?;
+        let (acl_providers, policy_dirs) = build_acl_providers(&cfg.acl).await?;
         let builtin_auth = cfg.auth.chain.is_empty();
 
         let mut auth_chains = HashMap::new();
@@ -212,7 +215,7 @@ impl SysSource for Security {
 type AuthTable = HashMap<String, (DynAuthProvider, Duration, OnError)>;
 type AclTable = HashMap<String, (DynAclProvider, Duration, OnError)>;
 
-fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<PasswordFile>>)> {
+async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<PasswordFile>>)> {
     let mut t: AuthTable = HashMap::new();
     let mut files = Vec::new();
     for (name, c) in &a.anonymous {
@@ -264,10 +267,30 @@ fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<P
         let p: DynAuthProvider = Arc::new(IpProvider::new(name.clone(), c.allow.clone(), c.deny.clone()));
         t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
     }
+    for (name, c) in &a.certificate {
+        let p: DynAuthProvider = Arc::new(Certificate::new(name.clone(), c.match_username));
+        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
+    }
+    macro_rules! backend {
+        ($field:ident) => {
+            for (name, c) in &a.$field {
+                let p = backends::$field::auth_provider(name, c)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("auth.{}.{name}: {e}", stringify!($field)))?;
+                t.insert(name.clone(), (p, c.timeout(), c.on_error()));
+            }
+        };
+    }
+    backend!(postgres);
+    backend!(mysql);
+    backend!(redis);
+    backend!(ldap);
+    backend!(mongodb);
+    backend!(http);
     Ok((t, files))
 }
 
-fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<PolicyDir>>)> {
+async fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<PolicyDir>>)> {
     let mut t: AclTable = HashMap::new();
     let mut dirs = Vec::new();
     for (name, c) in &a.file {
@@ -296,5 +319,21 @@ fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<Poli
         let p: DynAclProvider = Arc::new(StaticRules::new(name.clone(), default_rules()));
         t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
     }
+    macro_rules! backend {
+        ($field:ident) => {
+            for (name, c) in &a.$field {
+                let p = backends::$field::acl_provider(name, c)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("acl.{}.{name}: {e}", stringify!($field)))?;
+                t.insert(name.clone(), (p, c.timeout(), c.on_error()));
+            }
+        };
+    }
+    backend!(postgres);
+    backend!(mysql);
+    backend!(redis);
+    backend!(ldap);
+    backend!(mongodb);
+    backend!(http);
     Ok((t, dirs))
 }

@@ -4,6 +4,7 @@
 //! * [`client_id`] — a list of client ids, optionally bound to a network.
 //! * [`password_file`] — a Mosquitto-format `user:hash` file, reloadable.
 //! * [`ip`] — allow and deny networks (deny wins).
+//! * [`certificate`] — a verified TLS client certificate.
 //!
 //! Each answers Allow or Deny only for clients it recognises and Ignore for
 //! the rest, and names the rule that decided (`allow 10.0.0.0/8`,
@@ -12,6 +13,7 @@
 //! written that way.
 
 pub mod anonymous;
+pub mod certificate;
 pub mod client_id;
 pub mod ip;
 pub mod password_file;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use portcullis_backends as backends;
 use serde::Deserialize;
 
 use super::units;
@@ -281,6 +282,33 @@ pub struct AuthSection {
     pub password_file: BTreeMap<String, PasswordFileConfig>,
     #[serde(default)]
     pub ip: BTreeMap<String, IpAuthConfig>,
+    #[serde(default)]
+    pub certificate: BTreeMap<String, CertificateAuthConfig>,
+    #[serde(default)]
+    pub postgres: BTreeMap<String, backends::postgres::AuthConfig>,
+    #[serde(default)]
+    pub mysql: BTreeMap<String, backends::mysql::AuthConfig>,
+    #[serde(default)]
+    pub redis: BTreeMap<String, backends::redis::AuthConfig>,
+    #[serde(default)]
+    pub ldap: BTreeMap<String, backends::ldap::AuthConfig>,
+    #[serde(default)]
+    pub mongodb: BTreeMap<String, backends::mongodb::AuthConfig>,
+    #[serde(default)]
+    pub http: BTreeMap<String, backends::http::AuthConfig>,
+}
+
+/// `[auth.certificate.<name>]`: admit on a verified TLS client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateAuthConfig {
+    /// A username in the CONNECT, if sent, must equal the certificate's CN.
+    #[serde(default = "default_true")]
+    pub match_username: bool,
+    #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_error: OnErrorName,
 }
 
 /// `acl.v5_deny_reason` as written.
@@ -406,6 +434,18 @@ pub struct AclSection {
     pub inline: BTreeMap<String, PlainAclConfig>,
     #[serde(default)]
     pub defaults: BTreeMap<String, PlainAclConfig>,
+    #[serde(default)]
+    pub postgres: BTreeMap<String, backends::postgres::AclConfig>,
+    #[serde(default)]
+    pub mysql: BTreeMap<String, backends::mysql::AclConfig>,
+    #[serde(default)]
+    pub redis: BTreeMap<String, backends::redis::AclConfig>,
+    #[serde(default)]
+    pub ldap: BTreeMap<String, backends::ldap::AclConfig>,
+    #[serde(default)]
+    pub mongodb: BTreeMap<String, backends::mongodb::AclConfig>,
+    #[serde(default)]
+    pub http: BTreeMap<String, backends::http::AclConfig>,
 }
 
 impl AuthSection {
@@ -416,6 +456,13 @@ impl AuthSection {
         v.extend(self.client_id.keys().map(|k| (k.as_str(), "client_id")));
         v.extend(self.password_file.keys().map(|k| (k.as_str(), "password_file")));
         v.extend(self.ip.keys().map(|k| (k.as_str(), "ip")));
+        v.extend(self.certificate.keys().map(|k| (k.as_str(), "certificate")));
+        v.extend(self.postgres.keys().map(|k| (k.as_str(), "postgres")));
+        v.extend(self.mysql.keys().map(|k| (k.as_str(), "mysql")));
+        v.extend(self.redis.keys().map(|k| (k.as_str(), "redis")));
+        v.extend(self.ldap.keys().map(|k| (k.as_str(), "ldap")));
+        v.extend(self.mongodb.keys().map(|k| (k.as_str(), "mongodb")));
+        v.extend(self.http.keys().map(|k| (k.as_str(), "http")));
         v
     }
 }
@@ -428,6 +475,12 @@ impl AclSection {
         v.extend(self.policy_dir.keys().map(|k| (k.as_str(), "policy_dir")));
         v.extend(self.inline.keys().map(|k| (k.as_str(), "inline")));
         v.extend(self.defaults.keys().map(|k| (k.as_str(), "defaults")));
+        v.extend(self.postgres.keys().map(|k| (k.as_str(), "postgres")));
+        v.extend(self.mysql.keys().map(|k| (k.as_str(), "mysql")));
+        v.extend(self.redis.keys().map(|k| (k.as_str(), "redis")));
+        v.extend(self.ldap.keys().map(|k| (k.as_str(), "ldap")));
+        v.extend(self.mongodb.keys().map(|k| (k.as_str(), "mongodb")));
+        v.extend(self.http.keys().map(|k| (k.as_str(), "http")));
         v
     }
 }
