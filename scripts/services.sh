@@ -81,6 +81,34 @@ wait_port() {
 # export_var NAME VALUE: exported to the command (and echoed for the log).
 export_var() { export "$1=$2"; echo "    $1=$2" >&2; }
 
+# make_test_ca: a throwaway CA, a server certificate for 127.0.0.1 and
+# localhost, and a client certificate (CN=portcullis-test), in
+# $SVC_DIR/tls; exported as PORTCULLIS_TEST_TLS_DIR. Services that offer TLS
+# use the server pair; tests trust ca.pem.
+make_test_ca() {
+  local d="$SVC_DIR/tls"
+  [ -f "$d/ca.pem" ] && return 0
+  command -v openssl >/dev/null || need_packages openssl
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Portcullis Test CA" \
+      -keyout ca.key -out ca.pem -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=portcullis-test" -keyout client.key -out client.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile client.ext -out client.pem 2>/dev/null
+    chmod 644 ./*.pem ./*.key
+  )
+  export_var PORTCULLIS_TEST_TLS_DIR "$d"
+}
+
+make_test_ca
 for s in "${services[@]}"; do
   [ -f "$SVC_LIB/$s.sh" ] || { echo "services: unknown service $s" >&2; exit 2; }
   # shellcheck source=/dev/null
