@@ -25,6 +25,8 @@ const MAX_PACKET: u32 = 268_435_460;
 pub struct ClientOpts {
     pub version: ProtocolVersion,
     pub username: Option<String>,
+    /// Client i uses `username` + `i % users`.
+    pub users: Option<u32>,
     pub password: Option<Bytes>,
     pub keep_alive: u16,
     /// Bound on each network step: the whole handshake, a SUBACK, a flush.
@@ -36,6 +38,7 @@ impl std::fmt::Debug for ClientOpts {
         f.debug_struct("ClientOpts")
             .field("version", &self.version)
             .field("username", &self.username)
+            .field("users", &self.users)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("keep_alive", &self.keep_alive)
             .field("timeout", &self.timeout)
@@ -44,6 +47,15 @@ impl std::fmt::Debug for ClientOpts {
 }
 
 impl ClientOpts {
+    /// The username client `idx` sends.
+    pub fn username_for(&self, idx: usize) -> Option<String> {
+        let u = self.username.as_ref()?;
+        Some(match self.users {
+            Some(n) => format!("{u}{}", idx % n as usize),
+            None => u.clone(),
+        })
+    }
+
     /// How often an otherwise idle client sends PINGREQ.
     pub fn ping_every(&self) -> Duration {
         Duration::from_secs(u64::from(self.keep_alive.max(2) / 2))
@@ -122,7 +134,7 @@ async fn handshake(target: &Target, idx: usize, client_id: String, opts: &Client
         keep_alive: opts.keep_alive,
         client_id,
         will: None,
-        username: opts.username.clone(),
+        username: opts.username_for(idx),
         password: opts.password.clone(),
         properties: Properties::default(),
     };

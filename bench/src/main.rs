@@ -70,6 +70,11 @@ struct Common {
     /// Read the password from the first line of standard input.
     #[arg(long, requires = "username")]
     password_stdin: bool,
+    /// Spread clients over N users: client i sends the username
+    /// `<username><i mod N>` (`--username bench --users 1000`: bench0 …
+    /// bench999), all with the same password.
+    #[arg(long, requires = "username", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    users: Option<u32>,
     /// MQTT protocol level: 3 (3.1), 4 (3.1.1) or 5 (5.0).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=5))]
     protocol: u8,
@@ -222,8 +227,14 @@ fn setup(c: &Common) -> anyhow::Result<(Target, ClientOpts, Progress)> {
         4 => ProtocolVersion::V311,
         _ => ProtocolVersion::V5,
     };
-    let opts =
-        ClientOpts { version, username: c.username.clone(), password, keep_alive: c.keep_alive, timeout: c.timeout };
+    let opts = ClientOpts {
+        version,
+        username: c.username.clone(),
+        users: c.users,
+        password,
+        keep_alive: c.keep_alive,
+        timeout: c.timeout,
+    };
     Ok((target, opts, Progress::new(c.quiet)))
 }
 
