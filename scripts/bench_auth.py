@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Auth backend benchmark: CONNECT -> CONNACK rate and latency for a storm of
+10,000 clients over 1,000 distinct users, per backend, with a cold auth cache
+and then a warm one, beside the same storm with auth off. Also counts the
+backend queries each storm made (the provider's `calls` in $SYS).
+
+Run through scripts/bench-auth.sh, which starts the backend servers
+(scripts/services.sh) and builds the release binaries. Not a test: it prints
+figures, it does not judge them (the targets are printed beside them).
+
+Targets (issue 4): a reconnect storm of 10,000 clients over 1,000 users makes
+at most 1,000 backend queries; the warm-cache connect rate is at least 90% of
+the auth-off rate.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BROKER = os.path.join(TARGET, "release", "portcullis")
+BENCH = os.path.join(TARGET, "release", "portcullis-bench")
+PASSWORD = "bench-pass-1"
+USER_PREFIX = "bench"
+
+
+def salted_sha256(salt):
+    return hashlib.sha256((salt + PASSWORD).encode()).hexdigest()
+
+
+def users(n):
+    """(username, salt, sha256(salt + password)) for each bench user."""
+    out = []
+    for i in range(n):
+        salt = "s%04d" % i
+        out.append((f"{USER_PREFIX}{i}", salt, salted_sha256(salt)))
+    return out
+
+
+# --- backends -------------------------------------------------------------
+# Each backend: seed(n, workdir) loads n users and returns the TOML of its
+# auth provider named `b` (the chain is set by the caller), or raises
+# Unavailable when its server is not running.
+
+
+class Unavailable(Exception):
+    pass
+
+
+def env(name):
+    v = os.environ.get(name)
+    if not v:
+        raise Unavailable(f"{name} is not set (run through scripts/bench-auth.sh)")
+    return v
+
+
+def seed_password_file(n, workdir):
+    path = os.path.join(workdir, "passwd")
+    with open(path, "w") as f:
+        for u, salt, h in users(n):
+            f.write(f"{u}:{h}:{salt}\n")
+    return f"""
+[auth.password_file.b]
+path = "{path}"
+hash = {{ algo = "sha256", salt_position = "prefix" }}
+"""
+
+
+BACKENDS = {
+    "password_file": seed_password_file,
+}
+
+
+# --- running --------------------------------------------------------------
+
+
+class Broker:
+    def __init__(self, config_text, workdir):
+        self.path = os.path.join(workdir, "portcullis.toml")
+        with open(self.path, "w") as f:
+            f.write(config_text)
+        self.log = open(os.path.join(workdir, "broker.log"), "w+")
+        self.proc = subprocess.Popen([BROKER, "--config", self.path], stdout=self.log, stderr=subprocess.STDOUT)
+        self.addrs = {}
+        deadline = time.time() + 20
+        while time.time() < deadline and len(self.addrs) < 2:
+            if self.proc.poll() is not None:
+                break
+            self.log.seek(0)
+            for line in self.log.read().splitlines():
+                m = re.search(r"listener=(\S+).*addr=(\S+)", line)
+                if "listening" in line and m:
+                    self.addrs[m.group(1)] = m.group(2)
+            time.sleep(0.05)
+        if len(self.addrs) < 2:
+            self.stop()
+            self.log.seek(0)
+            raise RuntimeError("broker did not start:\n" + self.log.read()[-3000:])
+
+    def port(self, name):
+        return int(self.addrs[name].rsplit(":", 1)[1])
+
+    def sys_values(self, pattern):
+        """Retained $SYS values matching the filter, read on the admin listener."""
+        p = subprocess.run(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port("admin")), "-t", pattern, "-v", "-W", "2"],
+            capture_output=True, text=True, timeout=10)
+        out = {}
+        for line in p.stdout.splitlines():
+            k, _, v = line.partition(" ")
+            out[k] = v
+        return out
+
+    def provider_calls(self):
+        vals = self.sys_values("$SYS/brokers/+/auth/default/b/calls")
+        return sum(int(v) for v in vals.values()) if vals else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def config(provider_toml):
+    chain = '["b"]' if provider_toml else "[]"
+    return f"""
+[[listeners]]
+name = "bench"
+bind = "127.0.0.1:0"
+max_connections = 50000
+
+[[listeners]]
+name = "admin"
+bind = "127.0.0.1:0"
+auth_chain = "local"
+
+[sys]
+interval = "1s"
+
+[log]
+level = "warn,portcullis=info"
+
+[auth]
+chain = {chain}
+[auth.chains]
+local = ["loopback"]
+[auth.anonymous.loopback]
+[auth.guard]
+enabled = false
+{provider_toml or ""}
+"""
+
+
+def storm(port, n, users_n, concurrency, with_auth):
+    cmd = [BENCH, "conn", "--port", str(port), "-n", str(n), "-c", str(concurrency), "--quiet"]
+    if with_auth:
+        cmd += ["--username", USER_PREFIX, "--users", str(users_n), "--password-stdin"]
+    p = subprocess.run(cmd, input=PASSWORD + "\n", capture_output=True, text=True, timeout=600)
+    line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "{}"
+    return json.loads(line)
+
+
+def run_case(name, seed, args):
+    work = tempfile.mkdtemp(prefix=f"bench-auth-{name}-")
+    try:
+        provider = seed(args.users, work) if seed else None
+        b = Broker(config(provider), work)
+        try:
+            rows = []
+            phases = ["cold", "warm"] if seed else ["off"]
+            before = b.provider_calls() or 0 if seed else 0
+            for phase in phases:
+                s = storm(b.port("bench"), args.clients, args.users, args.concurrency, bool(seed))
+                time.sleep(1.5)  # one $SYS interval
+                calls = None
+                if seed:
+                    total = b.provider_calls()
+                    calls = None if total is None else total - before
+                    before = total or before
+                rows.append((name, phase, s, calls))
+            return rows
+        finally:
+            b.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("backends", nargs="*", help="backends to run (default: all available)")
+    ap.add_argument("--clients", type=int, default=10000)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=200)
+    args = ap.parse_args()
+    names = args.backends or list(BACKENDS)
+    for n in names:
+        if n not in BACKENDS:
+            sys.exit(f"unknown backend {n}; known: {', '.join(BACKENDS)}")
+
+    results = run_case("auth off", None, args)
+    off_rate = results[0][2].get("connects_per_s") or 0
+    for n in names:
+        try:
+            results += run_case(n, BACKENDS[n], args)
+        except Unavailable as e:
+            results.append((n, "skipped", {"error": str(e)}, None))
+
+    print()
+    print(f"{args.clients} clients over {args.users} users, concurrency {args.concurrency}")
+    hdr = f"{'backend':<16} {'cache':<6} {'connects/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'queries':>8} {'vs off':>7}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, phase, s, calls in results:
+        if "connects_per_s" not in s:
+            print(f"{name:<16} {phase:<6} {s.get('error', 'failed')}")
+            continue
+        rate = s["connects_per_s"]
+        ratio = f"{100 * rate / off_rate:.0f}%" if off_rate else "-"
+        q = "-" if calls is None else str(calls)
+        print(f"{name:<16} {phase:<6} {rate:>11.0f} {s['connack_p50_us'] / 1000:>8.2f} {s['connack_p99_us'] / 1000:>8.2f}"
+              f" {s['failed']:>7} {q:>8} {ratio:>7}")
+    print()
+    print(f"targets: cold storm <= {args.users} backend queries; warm connects/s >= 90% of auth off")
+
+
+if __name__ == "__main__":
+    main()
