@@ -2,9 +2,12 @@
 //! so a reconnect storm does not become a query storm.
 //!
 //! * **Key** — `blake3::keyed_hash` (a random 32-byte key per process) over
-//!   the chain name, client id, username, password, peer IP and listener,
-//!   each length-prefixed so no two field splits collide. The password is
-//!   never stored, and a key is useless outside this process.
+//!   the chain name and the CONNECT fields the chain's providers say they
+//!   depend on ([`Inputs`]: client id, username, password, peer IP,
+//!   listener, client certificate, protocol), each length-prefixed so no two
+//!   field splits collide. A chain that looks only at username and password
+//!   shares one entry among every client of a user. The password is never
+//!   stored, and a key is useless outside this process.
 //! * **What is cached** — Allow for `ttl_allow` (capped at the decision's
 //!   `expires_at`), Deny for `ttl_deny`, each shortened by up to `jitter` of
 //!   itself so a burst of entries does not expire in one burst. `Unavailable`
@@ -41,6 +44,7 @@ use rand::{Rng, RngCore};
 use tokio::time::Instant;
 
 use crate::chain::{AuthChain, AuthResult, AuthVerdict, DecidedBy};
+use crate::provider::Inputs;
 
 /// Auth cache settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,16 +264,39 @@ impl AuthCache {
     }
 
     fn key(&self, chain: &AuthChain, info: &ConnectInfo) -> Key {
+        let inputs = chain.inputs();
         let mut h = blake3::Hasher::new_keyed(&self.secret);
         field(&mut h, chain.name.as_bytes());
-        field(&mut h, info.client_id.as_bytes());
-        optional(&mut h, info.username.as_deref().map(str::as_bytes));
-        optional(&mut h, info.password.as_ref().map(Password::expose));
-        match info.peer.ip() {
-            IpAddr::V4(ip) => field(&mut h, &ip.octets()),
-            IpAddr::V6(ip) => field(&mut h, &ip.octets()),
+        let has = |i: Inputs| inputs.contains(i);
+        optional(&mut h, has(Inputs::CLIENT_ID).then(|| info.client_id.as_bytes()));
+        optional(&mut h, if has(Inputs::USERNAME) { info.username.as_deref().map(str::as_bytes) } else { None });
+        // Whether a username/password was sent at all matters even when
+        // their values do not (anonymous decides on their absence).
+        field(&mut h, &[u8::from(info.username.is_some()), u8::from(info.password.is_some())]);
+        optional(&mut h, if has(Inputs::PASSWORD) { info.password.as_ref().map(Password::expose) } else { None });
+        if has(Inputs::PEER) {
+            match info.peer.ip() {
+                IpAddr::V4(ip) => field(&mut h, &ip.octets()),
+                IpAddr::V6(ip) => field(&mut h, &ip.octets()),
+            }
         }
-        field(&mut h, info.listener.as_bytes());
+        optional(&mut h, has(Inputs::LISTENER).then(|| info.listener.as_bytes()));
+        if has(Inputs::CERT) {
+            match &info.cert {
+                Some(c) => {
+                    field(&mut h, b"cert");
+                    field(&mut h, c.subject.as_bytes());
+                    optional(&mut h, c.common_name.as_deref().map(str::as_bytes));
+                    for san in c.san_dns.iter().chain(&c.san_uri) {
+                        field(&mut h, san.as_bytes());
+                    }
+                }
+                None => field(&mut h, b"no cert"),
+            }
+        }
+        if has(Inputs::PROTOCOL) {
+            field(&mut h, &[info.protocol.level()]);
+        }
         *h.finalize().as_bytes()
     }
 
@@ -424,6 +451,45 @@ mod tests {
 
     fn from_cache(d: &DecidedBy) -> bool {
         matches!(d, DecidedBy::Cache(_))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_of_one_user_share_an_entry_when_the_chain_reads_only_credentials() {
+        use crate::provider::Inputs;
+        let p = Arc::new(Scripted::new("p", Act::Allow).with_inputs(Inputs::USERNAME | Inputs::PASSWORD));
+        let chain = one(&p);
+        let cache = AuthCache::new(cfg());
+        for i in 0..50 {
+            let mut info = connect(&format!("client-{i}"), Some("alice"), Some(b"secret"));
+            info.peer = format!("10.0.0.{i}:1000").parse().unwrap();
+            assert!(matches!(cache.authenticate(&chain, &info).await.result, AuthResult::Allow { .. }));
+        }
+        assert_eq!(p.calls(), 1, "one backend call for one user");
+        // Another password is another entry.
+        let other = connect("client-1", Some("alice"), Some(b"guess"));
+        cache.authenticate(&chain, &other).await;
+        assert_eq!(p.calls(), 2);
+        // Missing credentials are never served a credentialed verdict.
+        let anon = connect("client-1", None, None);
+        cache.authenticate(&chain, &anon).await;
+        assert_eq!(p.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_declared_input_separates_entries() {
+        use portcullis_core::gate::CertIdentity;
+        let p = Arc::new(Scripted::new("p", Act::Allow)); // Inputs::ALL
+        let chain = one(&p);
+        let cache = AuthCache::new(cfg());
+        cache.authenticate(&chain, &connect("a", Some("alice"), Some(b"secret"))).await;
+        cache.authenticate(&chain, &connect("b", Some("alice"), Some(b"secret"))).await;
+        assert_eq!(p.calls(), 2, "client id is an input");
+        let mut with_cert = connect("a", Some("alice"), Some(b"secret"));
+        with_cert.cert = Some(Arc::new(CertIdentity { subject: "CN=alice".into(), ..Default::default() }));
+        cache.authenticate(&chain, &with_cert).await;
+        assert_eq!(p.calls(), 3, "a certificate is an input");
+        cache.authenticate(&chain, &with_cert).await;
+        assert_eq!(p.calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use portcullis_acl::rule::Rule;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
 use portcullis_core::provider::{ChainEntry, OnError};
 
-use crate::provider::{AuthDecision, DynAuthProvider};
+use crate::provider::{AuthDecision, DynAuthProvider, Inputs};
 
 /// One provider in a chain, with its call policy and counters.
 pub type AuthEntry = ChainEntry<DynAuthProvider>;
@@ -80,6 +80,12 @@ pub struct AuthChain {
 impl AuthChain {
     pub fn new(name: impl Into<String>, entries: Vec<AuthEntry>, no_match: NoMatch) -> AuthChain {
         AuthChain { name: name.into(), entries, no_match }
+    }
+
+    /// What the chain's verdict depends on: the union of its providers'
+    /// [`Inputs`].
+    pub fn inputs(&self) -> Inputs {
+        self.entries.iter().fold(Inputs::NONE, |acc, e| acc | e.provider.inputs())
     }
 
     pub async fn authenticate(&self, info: &ConnectInfo) -> AuthVerdict {

@@ -20,7 +20,7 @@ use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture, Password};
 use portcullis_core::provider::{ErrorKind, OnError, ProviderError};
 
 use crate::chain::{AuthChain, AuthEntry, AuthResult, DecidedBy, NoMatch, StepResult};
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 /// The per-call timeout every test chain uses.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,6 +47,7 @@ pub(crate) struct Scripted {
     then: Act,
     delay: Duration,
     calls: AtomicUsize,
+    inputs: Inputs,
 }
 
 impl Scripted {
@@ -63,12 +64,19 @@ impl Scripted {
             then,
             delay: Duration::ZERO,
             calls: AtomicUsize::new(0),
+            inputs: Inputs::ALL,
         }
     }
 
     /// Answer only after `delay` (to keep a call in flight).
     pub(crate) fn delayed(mut self, delay: Duration) -> Scripted {
         self.delay = delay;
+        self
+    }
+
+    /// Declares what the answers depend on (default: everything).
+    pub(crate) fn with_inputs(mut self, inputs: Inputs) -> Scripted {
+        self.inputs = inputs;
         self
     }
 
@@ -89,6 +97,10 @@ fn rule_of(name: &str, act: &Act) -> Option<String> {
 impl AuthProvider for Scripted {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inputs(&self) -> Inputs {
+        self.inputs
     }
 
     fn kind(&self) -> &'static str {

@@ -46,12 +46,54 @@ impl AuthAnswer {
     }
 }
 
+/// Which parts of a CONNECT a provider's answer depends on. The auth cache
+/// keys a chain's verdicts on the union over its providers, so a provider
+/// that looks only at username and password lets every client of one user
+/// share one cached verdict (a reconnect storm of 10,000 clients over 1,000
+/// users asks the backend 1,000 times, not 10,000). Declaring too little
+/// would let one client's verdict serve another: when in doubt, `ALL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Inputs(u8);
+
+impl Inputs {
+    pub const NONE: Inputs = Inputs(0);
+    pub const CLIENT_ID: Inputs = Inputs(1);
+    pub const USERNAME: Inputs = Inputs(2);
+    pub const PASSWORD: Inputs = Inputs(4);
+    pub const PEER: Inputs = Inputs(8);
+    pub const LISTENER: Inputs = Inputs(16);
+    /// The verified client certificate (its subject and SANs).
+    pub const CERT: Inputs = Inputs(32);
+    pub const PROTOCOL: Inputs = Inputs(64);
+    pub const ALL: Inputs = Inputs(127);
+
+    pub const fn union(self, other: Inputs) -> Inputs {
+        Inputs(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: Inputs) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Inputs {
+    type Output = Inputs;
+    fn bitor(self, rhs: Inputs) -> Inputs {
+        self.union(rhs)
+    }
+}
+
 /// An identity source. Implementations never see their neighbours.
 pub trait AuthProvider: Send + Sync + 'static {
     /// The instance name from the config.
     fn name(&self) -> &str;
     /// The provider type (`password_file`, `ip`, `ldap`…).
     fn kind(&self) -> &'static str;
+    /// What the answer depends on (see [`Inputs`]); the default, every
+    /// field, is always safe.
+    fn inputs(&self) -> Inputs {
+        Inputs::ALL
+    }
     /// Whether the provider's backend is reachable (`None`: it has none).
     /// Shown in `$SYS` as `.../health` (1 up, 0 down).
     fn health(&self) -> Option<bool> {

@@ -8,7 +8,7 @@ use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
 use super::{canonical_ip, canonical_net};
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 #[derive(Debug)]
 pub struct Anonymous {
@@ -48,6 +48,10 @@ impl AuthProvider for Anonymous {
 
     fn kind(&self) -> &'static str {
         "anonymous"
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs::USERNAME.union(Inputs::PASSWORD).union(Inputs::PEER)
     }
 
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>> {

@@ -6,7 +6,7 @@
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 #[derive(Debug)]
 pub struct Certificate {
@@ -42,6 +42,10 @@ impl AuthProvider for Certificate {
 
     fn kind(&self) -> &'static str {
         "certificate"
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs::CERT.union(Inputs::USERNAME)
     }
 
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>> {

@@ -20,7 +20,7 @@ use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
 use super::{canonical_ip, canonical_net, parse_net, LoadError};
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 /// One listed client id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +111,10 @@ impl AuthProvider for ClientIdList {
 
     fn kind(&self) -> &'static str {
         "client_id"
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs::CLIENT_ID.union(Inputs::PEER)
     }
 
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>> {

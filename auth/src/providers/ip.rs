@@ -6,7 +6,7 @@ use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
 use super::{canonical_ip, canonical_net};
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 #[derive(Debug)]
 pub struct IpProvider {
@@ -44,6 +44,10 @@ impl AuthProvider for IpProvider {
 
     fn kind(&self) -> &'static str {
         "ip"
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs::PEER
     }
 
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>> {

@@ -27,7 +27,7 @@ use portcullis_core::provider::ProviderError;
 
 use super::LoadError;
 use crate::hash::{HashConfig, StoredHash};
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 struct User {
     line: usize,
@@ -100,6 +100,10 @@ impl AuthProvider for PasswordFile {
 
     fn kind(&self) -> &'static str {
         "password_file"
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs::USERNAME.union(Inputs::PASSWORD)
     }
 
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>> {

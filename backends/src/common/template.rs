@@ -366,6 +366,31 @@ pub fn verbatim(v: &str, out: &mut String) {
     out.push_str(v);
 }
 
+/// What an auth provider's answer depends on, given the templates it
+/// renders: the username and password always (it checks a password), plus
+/// whatever the templates read. For [`AuthProvider::inputs`].
+///
+/// [`AuthProvider::inputs`]: portcullis_auth::provider::AuthProvider::inputs
+pub fn auth_inputs<'a>(templates: impl IntoIterator<Item = &'a Template>) -> portcullis_auth::provider::Inputs {
+    use portcullis_auth::provider::Inputs;
+    let mut inputs = Inputs::USERNAME | Inputs::PASSWORD;
+    for t in templates {
+        for v in t.vars() {
+            inputs = inputs
+                | match v {
+                    Var::Username => Inputs::USERNAME,
+                    Var::Password => Inputs::PASSWORD,
+                    Var::ClientId => Inputs::CLIENT_ID,
+                    Var::Peerhost => Inputs::PEER,
+                    Var::CertCommonName | Var::CertSubject => Inputs::CERT,
+                    Var::Protocol => Inputs::PROTOCOL,
+                    Var::Action | Var::Topic | Var::Qos | Var::Retain => Inputs::NONE,
+                };
+        }
+    }
+    inputs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
