@@ -19,7 +19,6 @@ use portcullis_core::provider::ProviderError;
 use super::auth::find;
 use super::config::{AclConfig, Lookup};
 use super::conn::{Directory, Entry};
-use crate::common::health::Health;
 use crate::common::rows::topic_pattern;
 use crate::common::template::Values;
 use crate::common::BuildError;
@@ -30,7 +29,6 @@ pub struct LdapAcl {
     lookup: Lookup,
     /// `(attribute, action)` in the order rules are built.
     attributes: Vec<(String, Action)>,
-    health: Health,
 }
 
 impl fmt::Debug for LdapAcl {
@@ -49,14 +47,13 @@ impl LdapAcl {
         cfg.validate()?;
         Ok(LdapAcl {
             name: name.to_string(),
-            dir: Directory::new(&cfg.server_settings())?,
+            dir: Directory::new(name, &cfg.server_settings())?,
             lookup: cfg.lookup()?,
             attributes: vec![
                 (cfg.publish_attribute.clone(), Action::Publish),
                 (cfg.subscribe_attribute.clone(), Action::Subscribe),
                 (cfg.pubsub_attribute.clone(), Action::All),
             ],
-            health: Health::new("ldap", name),
         })
     }
 
@@ -105,7 +102,7 @@ impl AclProvider for LdapAcl {
     }
 
     fn health(&self) -> Option<bool> {
-        Some(self.health.is_up())
+        Some(self.dir.health.is_up())
     }
 
     fn authorize<'a>(
@@ -113,6 +110,6 @@ impl AclProvider for LdapAcl {
         client: &'a ClientInfo,
         access: Access<'a>,
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
-        Box::pin(async move { self.health.track(self.check(client, &access).await) })
+        Box::pin(async move { self.check(client, &access).await })
     }
 }

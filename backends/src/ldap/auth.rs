@@ -17,7 +17,6 @@ use portcullis_core::provider::{ErrorKind, ProviderError};
 use super::config::{AuthConfig, Lookup, Mode, ScopeName, SuperuserConfig};
 use super::conn::{self, rc, Directory, Entry};
 use super::password;
-use crate::common::health::Health;
 use crate::common::template::{Template, Values};
 use crate::common::BuildError;
 use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider};
@@ -33,7 +32,6 @@ pub struct LdapAuth {
     member_of: Vec<String>,
     /// What to read from the user's entry.
     attrs: Vec<String>,
-    health: Health,
 }
 
 impl fmt::Debug for LdapAuth {
@@ -52,13 +50,31 @@ pub fn normalize_dn(dn: &str) -> String {
     dn.split(',').map(|rdn| rdn.trim().to_ascii_lowercase()).collect::<Vec<_>>().join(",")
 }
 
-/// A user DN from a template (values DN-escaped).
+/// Whether every value the template uses can name a directory entry as
+/// written. LDAP matching folds surrounding spaces and control characters
+/// away (RFC 4518), so `"alice\r\n"` or `" alice"` would find alice's
+/// entry: such values name nobody here instead of being another spelling
+/// of a user.
+fn values_are_exact(t: &Template, values: &Values<'_>) -> bool {
+    t.vars()
+        .all(|var| values.get(var).is_none_or(|v| !v.chars().any(char::is_control) && v.trim() == v && !v.is_empty()))
+}
+
+/// A user DN from a template (values DN-escaped); `None` when a value is
+/// missing or not exact.
 pub fn render_dn(t: &Template, values: &Values<'_>) -> Option<String> {
+    if !values_are_exact(t, values) {
+        return None;
+    }
     t.render(values, |v, out| out.push_str(&ldap3::dn_escape(v))).ok()
 }
 
-/// A search filter from a template (values filter-escaped).
+/// A search filter from a template (values filter-escaped); `None` when a
+/// value is missing or not exact.
 pub fn render_filter(t: &Template, values: &Values<'_>) -> Option<String> {
+    if !values_are_exact(t, values) {
+        return None;
+    }
     t.render(values, |v, out| out.push_str(&ldap3::ldap_escape(v))).ok()
 }
 
@@ -93,7 +109,7 @@ pub async fn find(
 impl LdapAuth {
     pub fn new(name: &str, cfg: &AuthConfig) -> Result<LdapAuth, BuildError> {
         cfg.validate()?;
-        let dir = Directory::new(&cfg.server_settings())?;
+        let dir = Directory::new(name, &cfg.server_settings())?;
         let lookup = cfg.lookup()?;
         let su = &cfg.superuser;
         let mut attrs = Vec::new();
@@ -119,7 +135,6 @@ impl LdapAuth {
             superuser: su.clone(),
             member_of: su.member_of.iter().map(|d| normalize_dn(d)).collect(),
             attrs,
-            health: Health::new("ldap", name),
         })
     }
 
@@ -196,7 +211,7 @@ impl LdapAuth {
                 Ok(Bound::Ok(entry))
             }
             rc::INVALID_CREDENTIALS => self.refused_or_unknown(dn, DenyReason::BadCredentials).await,
-            rc::NO_SUCH_OBJECT => Ok(Bound::Unknown),
+            rc::NO_SUCH_OBJECT | rc::INVALID_DN_SYNTAX => Ok(Bound::Unknown),
             rc::INAPPROPRIATE_AUTH | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
                 Ok(Bound::Refused(DenyReason::NotAuthorized))
             }
@@ -272,10 +287,10 @@ impl AuthProvider for LdapAuth {
     }
 
     fn health(&self) -> Option<bool> {
-        Some(self.health.is_up())
+        Some(self.dir.health.is_up())
     }
 
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, Result<AuthAnswer, ProviderError>> {
-        Box::pin(async move { self.health.track(self.check(info).await) })
+        Box::pin(self.check(info))
     }
 }

@@ -25,12 +25,14 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope
 use portcullis_core::provider::{ErrorKind, ProviderError};
 
 use super::config::{ScopeName, ServerSettings};
+use crate::common::health::Health;
 use crate::common::BuildError;
 
 /// LDAP result codes we tell apart.
 pub mod rc {
     pub const SUCCESS: u32 = 0;
     pub const NO_SUCH_OBJECT: u32 = 32;
+    pub const INVALID_DN_SYNTAX: u32 = 34;
     pub const INAPPROPRIATE_AUTH: u32 = 48;
     pub const INVALID_CREDENTIALS: u32 = 49;
     pub const INSUFFICIENT_ACCESS: u32 = 50;
@@ -229,8 +231,8 @@ impl Servers {
         }
     }
 
-    /// Search under the query timeout; noSuchObject (a base DN that does
-    /// not exist) is an empty result.
+    /// Search under the query timeout; noSuchObject and invalidDNSyntax (a
+    /// base DN that does not exist or cannot) are an empty result.
     pub async fn search(
         &self,
         ldap: &mut Ldap,
@@ -247,7 +249,9 @@ impl Servers {
         let (entries, result) = (r.0, r.1);
         match result.rc {
             rc::SUCCESS => {}
-            rc::NO_SUCH_OBJECT => return Ok(Vec::new()),
+            // A DN built from a client's value that the server cannot
+            // parse names no entry.
+            rc::NO_SUCH_OBJECT | rc::INVALID_DN_SYNTAX => return Ok(Vec::new()),
             _ => return Err(OpError::Ldap(LdapError::from(result))),
         }
         entries.into_iter().map(|e| parse_entry(e).map_err(OpError::Ldap)).collect()
@@ -326,6 +330,9 @@ impl bb8::ManageConnection for Manager {
 pub struct Directory {
     pub servers: Arc<Servers>,
     pool: bb8::Pool<Manager>,
+    /// Up or down, from every operation that reached for the server (a
+    /// request answered without asking it says nothing either way).
+    pub health: Health,
 }
 
 impl fmt::Debug for Directory {
@@ -337,7 +344,7 @@ impl fmt::Debug for Directory {
 impl Directory {
     /// Builds the pool without connecting: a directory that is down at
     /// start does not stop the broker.
-    pub fn new(s: &ServerSettings) -> Result<Directory, BuildError> {
+    pub fn new(name: &str, s: &ServerSettings) -> Result<Directory, BuildError> {
         s.validate()?;
         let servers = Arc::new(Servers::new(s)?);
         let account = match (&s.bind_dn, &s.bind_password) {
@@ -357,12 +364,22 @@ impl Directory {
             // pool's timeout hides it.
             .retry_connection(false)
             .build_unchecked(Manager { servers: Arc::clone(&servers), account });
-        Ok(Directory { servers, pool })
+        Ok(Directory { servers, pool, health: Health::new("ldap", name) })
     }
 
     /// A search with the service account; retried once on a new connection
     /// when the pooled one turns out to be closed.
     pub async fn search(
+        &self,
+        base: &str,
+        scope: ScopeName,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Vec<Entry>, ProviderError> {
+        self.health.track(self.search_retrying(base, scope, filter, attrs).await)
+    }
+
+    async fn search_retrying(
         &self,
         base: &str,
         scope: ScopeName,
@@ -408,6 +425,10 @@ impl Directory {
     /// bind that "succeeds").
     pub async fn bind_as(&self, dn: &str, password: &str) -> Result<(u32, Option<Ldap>), ProviderError> {
         debug_assert!(!password.is_empty());
+        self.health.track(self.bind_fresh(dn, password).await)
+    }
+
+    async fn bind_fresh(&self, dn: &str, password: &str) -> Result<(u32, Option<Ldap>), ProviderError> {
         let mut ldap = self.servers.open().await?;
         match self.servers.bind(&mut ldap, dn, password).await {
             Ok(rc::SUCCESS) => Ok((rc::SUCCESS, Some(ldap))),
