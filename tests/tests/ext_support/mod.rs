@@ -192,9 +192,10 @@ impl Spawned {
 
     /// Starts it again on the same port (after [`Spawned::stop`]).
     pub fn restart(&mut self) {
-        let again = Spawned::start(&self.spawn, Some(self.port));
+        let mut again = Spawned::start(&self.spawn, Some(self.port));
         self.pid = again.pid;
-        std::mem::forget(again);
+        // `self` owns the process now; `again` must not stop it.
+        again.pid = 0;
     }
 }
 
@@ -206,8 +207,11 @@ impl Drop for Spawned {
     }
 }
 
-/// Whether the process exists and is not a zombie.
+/// Whether the process exists and is not a zombie (PID 0: no process).
 fn alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
