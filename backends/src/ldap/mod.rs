@@ -1,45 +1,40 @@
-//! LDAP auth and ACL providers. Not implemented yet: building one fails
-//! with a clear error.
+//! LDAP auth and ACL providers (`[auth.ldap.<name>]`, `[acl.ldap.<name>]`).
+//!
+//! * [`config`] — the tables as written and their validation.
+//! * [`conn`] — servers with failover, LDAPS / StartTLS, the pool of
+//!   service connections, user binds on connections of their own.
+//! * [`auth`] — three modes: bind as the user (DN template), search then
+//!   bind, compare the stored password; superuser by attribute, `memberOf`
+//!   or group search.
+//! * [`password`] — `{SSHA}`, `{SHA}`, `{SSHA256}`, `{SSHA512}`, `{MD5}`,
+//!   `{CRYPT}`… values for compare mode.
+//! * [`acl`] — topics from multi-valued attributes of the user's entry.
+//!
+//! Client values reach the directory only escaped: DN-escaped in DN
+//! templates, filter-escaped in search filters (RFC 4514 / RFC 4515).
+
+pub mod acl;
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod password;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use portcullis_acl::provider::DynAclProvider;
 use portcullis_auth::provider::DynAuthProvider;
-use portcullis_core::provider::OnError;
-use portcullis_core::units;
-use serde::Deserialize;
 
-use crate::common::{default_timeout, BuildError};
+pub use config::{AclConfig, AuthConfig};
 
-/// `[auth.ldap.<name>]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub on_error: OnError,
-}
-
-/// `[acl.ldap.<name>]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclConfig {
-    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub on_error: OnError,
-}
-
-crate::call_policy!(AuthConfig, AclConfig);
+use crate::common::BuildError;
 
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {
-    let _ = (name, cfg, Arc::new(()));
-    Err(BuildError("the ldap provider is not implemented yet".into()))
+    Ok(Arc::new(auth::LdapAuth::new(name, cfg)?))
 }
 
 pub async fn acl_provider(name: &str, cfg: &AclConfig) -> Result<DynAclProvider, BuildError> {
-    let _ = (name, cfg);
-    Err(BuildError("the ldap provider is not implemented yet".into()))
+    Ok(Arc::new(acl::LdapAcl::new(name, cfg)?))
 }

@@ -1,0 +1,109 @@
+//! Config validation and value escaping (the directory itself is
+//! exercised end to end in tests/tests/backend_ldap.rs).
+
+use super::auth::{normalize_dn, render_dn, render_filter};
+use super::config::{AclConfig, AuthConfig, Lookup};
+use crate::common::template::Values;
+
+fn auth(text: &str) -> Result<AuthConfig, String> {
+    let cfg: AuthConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+const SEARCH: &str = r#"
+servers = ["ldap://127.0.0.1:389"]
+mode = "search"
+base_dn = "ou=people,dc=example,dc=org"
+filter = "(&(objectClass=inetOrgPerson)(uid=${username}))"
+"#;
+
+#[test]
+fn modes_need_their_keys() {
+    auth(SEARCH).unwrap();
+    auth("servers = [\"ldap://h\"]\nmode = \"bind\"\nuser_dn = \"uid=${username},dc=x\"\n").unwrap();
+    auth("servers = [\"ldap://h\"]\nmode = \"compare\"\nuser_dn = \"uid=%u,dc=x\"\n").unwrap();
+    let e = auth("servers = [\"ldap://h\"]\nmode = \"bind\"\nbase_dn = \"dc=x\"\nfilter = \"(uid=${username})\"\n")
+        .unwrap_err();
+    assert!(e.starts_with("user_dn:"), "{e}");
+    let e = auth("servers = [\"ldap://h\"]\nmode = \"search\"\nuser_dn = \"uid=${username},dc=x\"\n").unwrap_err();
+    assert!(e.contains("base_dn and filter"), "{e}");
+    let e = auth("servers = [\"ldap://h\"]\nmode = \"search\"\nbase_dn = \"dc=x\"\nfilter = \"(uid=${username}\"\n")
+        .unwrap_err();
+    assert!(e.starts_with("filter:"), "{e}");
+    let e = auth("servers = [\"ldap://h\"]\nmode = \"bind\"\nuser_dn = \"uid=${password},dc=x\"\n").unwrap_err();
+    assert!(e.starts_with("user_dn:"), "{e}");
+    assert!(auth("servers = [\"ldap://h\"]\nmode = \"magic\"\nuser_dn = \"uid=%u\"\n").is_err());
+    assert!(auth(&format!("{SEARCH}\nunknown_key = 1\n")).is_err());
+}
+
+#[test]
+fn servers_tls_and_account_are_checked() {
+    let e = auth(&SEARCH.replace("ldap://127.0.0.1:389", "ldaps://127.0.0.1:636")).unwrap_err();
+    assert!(e.starts_with("tls.enable:"), "{e}");
+    let e = auth(&format!("{SEARCH}starttls = true\n")).unwrap_err();
+    assert!(e.starts_with("tls.enable:"), "{e}");
+    let e = auth(&SEARCH.replace("ldap://127.0.0.1:389", "http://x")).unwrap_err();
+    assert!(e.starts_with("servers[0]:"), "{e}");
+    let e = auth(&SEARCH.replace("[\"ldap://127.0.0.1:389\"]", "[]")).unwrap_err();
+    assert!(e.starts_with("servers:"), "{e}");
+    let e = auth(&format!("{SEARCH}bind_dn = \"cn=svc\"\n")).unwrap_err();
+    assert!(e.starts_with("bind_password:"), "{e}");
+    let e = auth(&format!("{SEARCH}bind_dn = \"cn=svc\"\nbind_password = \"\"\n")).unwrap_err();
+    assert!(e.contains("empty simple bind"), "{e}");
+    let e = auth(&format!("{SEARCH}pool = {{ size = 0 }}\n")).unwrap_err();
+    assert_eq!(e, "pool.size: must be at least 1");
+    let cfg = auth(&format!("{SEARCH}bind_dn = \"cn=svc\"\nbind_password = \"hunter2-secret\"\n")).unwrap();
+    assert!(!format!("{cfg:?}").contains("hunter2-secret"));
+}
+
+#[test]
+fn acl_defaults_are_the_shipped_schema() {
+    let cfg: AclConfig = toml::from_str("servers = [\"ldap://h\"]\nuser_dn = \"uid=${username},dc=x\"\n").unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.publish_attribute, "mqttPublishTopic");
+    assert_eq!(cfg.subscribe_attribute, "mqttSubscriptionTopic");
+    assert_eq!(cfg.pubsub_attribute, "mqttPubSubTopic");
+    let e = toml::from_str::<AclConfig>("servers = [\"ldap://h\"]\n").unwrap().validate().unwrap_err();
+    assert!(e.contains("one is required"), "{e}");
+}
+
+#[test]
+fn injection_attempts_stay_values() {
+    let cfg = auth(SEARCH).unwrap();
+    let Lookup::Search { filter, .. } = cfg.lookup().unwrap() else { panic!("search lookup") };
+    for (user, want) in [
+        ("*)(uid=*))(|(uid=*", "(&(objectClass=inetOrgPerson)(uid=\\2a\\29\\28uid=\\2a\\29\\29\\28|\\28uid=\\2a))"),
+        ("admin)(&)", "(&(objectClass=inetOrgPerson)(uid=admin\\29\\28&\\29))"),
+        ("*", "(&(objectClass=inetOrgPerson)(uid=\\2a))"),
+        ("a\\b", "(&(objectClass=inetOrgPerson)(uid=a\\5cb))"),
+    ] {
+        let v = Values { username: Some(user), ..Values::default() };
+        let f = render_filter(&filter, &v).unwrap();
+        assert_eq!(f, want, "{user:?}");
+        ldap3::parse_filter(&f).unwrap();
+    }
+    let cfg =
+        auth("servers = [\"ldap://h\"]\nmode = \"bind\"\nuser_dn = \"uid=${username},ou=people,dc=x\"\n").unwrap();
+    let Lookup::Dn(t) = cfg.lookup().unwrap() else { panic!("dn lookup") };
+    for (user, want) in [
+        ("a,ou=admins", "uid=a\\2cou\\3dadmins,ou=people,dc=x"),
+        ("../", "uid=../,ou=people,dc=x"),
+        ("#x+y", "uid=\\23x\\2by,ou=people,dc=x"),
+    ] {
+        let v = Values { username: Some(user), ..Values::default() };
+        assert_eq!(render_dn(&t, &v).unwrap(), want, "{user:?}");
+    }
+    // LDAP matching would fold these onto `alice`: they name nobody.
+    for user in ["alice\r\n", " alice", "alice ", "al\tice", "a\0", ""] {
+        let v = Values { username: Some(user), ..Values::default() };
+        assert_eq!(render_dn(&t, &v), None, "{user:?}");
+        assert_eq!(render_filter(&filter, &v), None, "{user:?}");
+    }
+    assert_eq!(render_dn(&t, &Values::default()), None, "no username: no DN");
+}
+
+#[test]
+fn group_dns_compare_loosely() {
+    assert_eq!(normalize_dn("CN=Admins, OU=Groups,dc=X"), normalize_dn("cn=admins,ou=groups,DC=x"));
+}

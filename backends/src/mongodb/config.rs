@@ -1,0 +1,301 @@
+//! `[auth.mongodb.<name>]` and `[acl.mongodb.<name>]` as written, and
+//! their validation (pure, errors name the key). Defaults follow EMQX 5.
+
+use std::time::Duration;
+
+use portcullis_core::provider::OnError;
+use portcullis_core::units;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::filter::Filter;
+use crate::common::default_timeout;
+use crate::common::password::PasswordHashConfig;
+use crate::common::pool::PoolConfig;
+use crate::common::secret::Secret;
+use crate::common::template::Var;
+use crate::common::tls::TlsConfig;
+
+/// `[auth.mongodb.<name>]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `mongodb://host:27017`, a replica set
+    /// `mongodb://h1:27017,h2:27017/?replicaSet=rs0`, or `mongodb+srv://…`.
+    /// Put credentials in `username` / `password`, not here.
+    pub uri: String,
+    /// The database holding `collection`.
+    pub database: String,
+    /// Login (SCRAM) as this user; none: no authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The login's password (inline, `{ env = … }` or `{ file = … }`).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The database the login is defined in (MongoDB's default: `database`).
+    #[serde(default)]
+    pub auth_source: Option<String>,
+    /// TLS to the server: `tls = { enable = true, ca_file = "…" }`.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Connections (size, min_idle, connect and query timeouts, idle time).
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// The users' collection.
+    #[serde(default = "default_user_collection")]
+    pub collection: String,
+    /// Finds the user's document; placeholders only as string values.
+    #[serde(default = "default_filter")]
+    pub filter: Map<String, Value>,
+    /// Field holding the password hash.
+    #[serde(default = "default_password_hash_field")]
+    pub password_hash_field: String,
+    /// Field holding the salt (absent or empty: unsalted).
+    #[serde(default = "default_salt_field")]
+    pub salt_field: String,
+    /// Field that makes the user a superuser (true, a non-zero number, or
+    /// `"true"`).
+    #[serde(default = "default_is_superuser_field")]
+    pub is_superuser_field: String,
+    /// How `password_hash_field` is hashed (self-describing values such as
+    /// bcrypt or `$argon2id$` are recognised whatever this says).
+    #[serde(default)]
+    pub password_hash: PasswordHashConfig,
+    /// The chain's limit for one call.
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// What the chain does when the server fails (`deny` or `ignore`).
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+pub fn default_user_collection() -> String {
+    "mqtt_user".to_string()
+}
+pub fn default_filter() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("username".to_string(), Value::String("${username}".to_string()));
+    m
+}
+pub fn default_password_hash_field() -> String {
+    "password_hash".to_string()
+}
+pub fn default_salt_field() -> String {
+    "salt".to_string()
+}
+pub fn default_is_superuser_field() -> String {
+    "is_superuser".to_string()
+}
+
+/// `[acl.mongodb.<name>]`: every document the filter finds is a rule
+/// (EMQX 5: `permission`, `action`, `topics`), tried in the order the
+/// server returns them; the first that matches decides, none: Ignore.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    /// As for auth.
+    pub uri: String,
+    /// The database holding `collection`.
+    pub database: String,
+    /// Login (SCRAM) as this user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The login's password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The database the login is defined in.
+    #[serde(default)]
+    pub auth_source: Option<String>,
+    /// TLS to the server.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Connections.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// The rules' collection.
+    #[serde(default = "default_acl_collection")]
+    pub collection: String,
+    /// Finds the client's rules; placeholders only as string values.
+    #[serde(default = "default_filter")]
+    pub filter: Map<String, Value>,
+    /// `allow` or `deny`.
+    #[serde(default = "default_permission_field")]
+    pub permission_field: String,
+    /// `publish`, `subscribe` or `all`.
+    #[serde(default = "default_action_field")]
+    pub action_field: String,
+    /// A list of topic filters (or one string).
+    #[serde(default = "default_topics_field")]
+    pub topics_field: String,
+    /// Optional: the QoS levels the rule applies to (a number or a list).
+    #[serde(default = "default_qos_field")]
+    pub qos_field: String,
+    /// Optional: the retain flag the rule applies to (publishes).
+    #[serde(default = "default_retain_field")]
+    pub retain_field: String,
+    /// Rules read for one client at most (more: an error, never a partial
+    /// rule set).
+    #[serde(default = "default_max_rules")]
+    pub max_rules: u32,
+    /// The chain's limit for one call.
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// What the chain does when the server fails.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+pub fn default_acl_collection() -> String {
+    "mqtt_acl".to_string()
+}
+pub fn default_permission_field() -> String {
+    "permission".to_string()
+}
+pub fn default_action_field() -> String {
+    "action".to_string()
+}
+pub fn default_topics_field() -> String {
+    "topics".to_string()
+}
+pub fn default_qos_field() -> String {
+    "qos".to_string()
+}
+pub fn default_retain_field() -> String {
+    "retain".to_string()
+}
+pub fn default_max_rules() -> u32 {
+    1000
+}
+
+crate::call_policy!(AuthConfig, AclConfig);
+
+/// What both providers need to reach the server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub uri: String,
+    pub database: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub auth_source: Option<String>,
+    pub tls: TlsConfig,
+    pub pool: PoolConfig,
+}
+
+/// Placeholders a filter may use (never the password).
+const AUTH_VARS: [Var; 6] =
+    [Var::Username, Var::ClientId, Var::Peerhost, Var::CertCommonName, Var::CertSubject, Var::Protocol];
+const ACL_VARS: [Var; 6] =
+    [Var::Username, Var::ClientId, Var::Peerhost, Var::CertCommonName, Var::CertSubject, Var::Protocol];
+
+impl AuthConfig {
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            uri: self.uri.clone(),
+            database: self.database.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            auth_source: self.auth_source.clone(),
+            tls: self.tls.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+
+    pub fn compiled_filter(&self) -> Result<Filter, String> {
+        Filter::compile("filter", &self.filter, &AUTH_VARS)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.server_settings().validate()?;
+        self.compiled_filter()?;
+        self.password_hash.to_hash_config()?;
+        for (key, v) in [
+            ("collection", &self.collection),
+            ("password_hash_field", &self.password_hash_field),
+            ("salt_field", &self.salt_field),
+            ("is_superuser_field", &self.is_superuser_field),
+        ] {
+            field_name(key, v)?;
+        }
+        Ok(())
+    }
+}
+
+impl AclConfig {
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            uri: self.uri.clone(),
+            database: self.database.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            auth_source: self.auth_source.clone(),
+            tls: self.tls.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+
+    pub fn compiled_filter(&self) -> Result<Filter, String> {
+        Filter::compile("filter", &self.filter, &ACL_VARS)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.server_settings().validate()?;
+        self.compiled_filter()?;
+        for (key, v) in [
+            ("collection", &self.collection),
+            ("permission_field", &self.permission_field),
+            ("action_field", &self.action_field),
+            ("topics_field", &self.topics_field),
+            ("qos_field", &self.qos_field),
+            ("retain_field", &self.retain_field),
+        ] {
+            field_name(key, v)?;
+        }
+        if self.max_rules == 0 {
+            return Err("max_rules: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn field_name(key: &str, v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err(format!("{key}: must not be empty"));
+    }
+    if v.starts_with('$') {
+        return Err(format!("{key}: {v:?} is not a field name"));
+    }
+    Ok(())
+}
+
+impl ServerSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.uri.starts_with("mongodb://") || self.uri.starts_with("mongodb+srv://")) {
+            return Err("uri: must start with mongodb:// or mongodb+srv://".into());
+        }
+        if self.database.trim().is_empty() {
+            return Err("database: must not be empty".into());
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => return Err("password: required with username".into()),
+            (None, Some(_)) => return Err("username: required with password".into()),
+            _ => {}
+        }
+        if let Some(p) = &self.password {
+            p.resolve().map_err(|e| format!("password: {e}"))?;
+        }
+        if self.tls.enable {
+            if self.tls.server_name.is_some() {
+                return Err(
+                    "tls.server_name: not supported by the mongodb backend (the host in the uri is verified)".into()
+                );
+            }
+            if self.tls.cert_file != self.tls.key_file {
+                return Err(
+                    "tls.cert_file and tls.key_file: the MongoDB driver reads the client certificate and its key from one PEM file; give the same file for both".into(),
+                );
+            }
+        }
+        self.tls.validate()?;
+        self.pool.validate()
+    }
+}

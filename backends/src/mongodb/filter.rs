@@ -1,0 +1,123 @@
+//! A filter document written as a TOML table, with placeholders allowed
+//! only as string *values*:
+//!
+//! ```toml
+//! filter = { username = "${username}" }
+//! filter = { "$or" = [{ username = "${username}" }, { email = "${username}" }], enabled = true }
+//! ```
+//!
+//! It is compiled once at start; for each request the placeholders are
+//! filled in as BSON strings. A client's value is never parsed: a username
+//! such as `{"$ne": null}` is the string `{"$ne": null}`, which matches only
+//! a user of that name. Keys (field names, operators) come from the config
+//! only.
+
+use mongodb::bson::{Bson, Document};
+use serde_json::{Map, Value};
+
+use crate::common::template::{Template, Values, Var};
+
+/// One compiled node.
+#[derive(Debug, Clone)]
+enum Node {
+    Doc(Vec<(String, Node)>),
+    Array(Vec<Node>),
+    Lit(Bson),
+    /// A string with placeholders, filled in per request.
+    Text(Template),
+}
+
+/// A compiled filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    root: Vec<(String, Node)>,
+}
+
+impl Filter {
+    /// Compiles `table`; `key` names it in errors (`filter`). Needs at least
+    /// one placeholder (a filter without one would match the same
+    /// document for every client).
+    pub fn compile(key: &str, table: &Map<String, Value>, allowed: &[Var]) -> Result<Filter, String> {
+        let root = doc(key, table, allowed)?;
+        let f = Filter { root };
+        if !f.has_vars() {
+            return Err(format!("{key}: needs a placeholder such as \"${{username}}\" in a value"));
+        }
+        Ok(f)
+    }
+
+    fn has_vars(&self) -> bool {
+        fn any(n: &Node) -> bool {
+            match n {
+                Node::Doc(kv) => kv.iter().any(|(_, v)| any(v)),
+                Node::Array(v) => v.iter().any(any),
+                Node::Lit(_) => false,
+                Node::Text(t) => t.has_vars(),
+            }
+        }
+        self.root.iter().any(|(_, v)| any(v))
+    }
+
+    /// The filter for one request; `None` when the client has no value for
+    /// a placeholder (a CONNECT without a username, say).
+    pub fn render(&self, values: &Values<'_>) -> Option<Document> {
+        fn node(n: &Node, values: &Values<'_>) -> Option<Bson> {
+            Some(match n {
+                Node::Doc(kv) => Bson::Document(pairs(kv, values)?),
+                Node::Array(v) => Bson::Array(v.iter().map(|x| node(x, values)).collect::<Option<Vec<_>>>()?),
+                Node::Lit(b) => b.clone(),
+                Node::Text(t) => Bson::String(t.render(values, crate::common::template::verbatim).ok()?),
+            })
+        }
+        fn pairs(kv: &[(String, Node)], values: &Values<'_>) -> Option<Document> {
+            let mut d = Document::new();
+            for (k, v) in kv {
+                d.insert(k.clone(), node(v, values)?);
+            }
+            Some(d)
+        }
+        pairs(&self.root, values)
+    }
+}
+
+fn doc(path: &str, table: &Map<String, Value>, allowed: &[Var]) -> Result<Vec<(String, Node)>, String> {
+    let mut out = Vec::with_capacity(table.len());
+    for (k, v) in table {
+        let p = format!("{path}.{k}");
+        if k.contains("${") || k.is_empty() {
+            return Err(format!("{p}: field names are fixed; placeholders go in values"));
+        }
+        out.push((k.clone(), value(&p, v, allowed)?));
+    }
+    Ok(out)
+}
+
+fn value(path: &str, v: &Value, allowed: &[Var]) -> Result<Node, String> {
+    Ok(match v {
+        Value::Null => Node::Lit(Bson::Null),
+        Value::Bool(b) => Node::Lit(Bson::Boolean(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Node::Lit(Bson::Int64(i)),
+            (None, Some(f)) => Node::Lit(Bson::Double(f)),
+            _ => return Err(format!("{path}: number out of range")),
+        },
+        Value::String(s) => {
+            // Only `${name}` placeholders: emqttd's `%u` forms would turn a
+            // literal `%` in a value into a placeholder.
+            if s.contains("${") {
+                let t = Template::parse(s, allowed).map_err(|e| format!("{path}: {e}"))?;
+                Node::Text(t)
+            } else {
+                Node::Lit(Bson::String(s.clone()))
+            }
+        }
+        Value::Array(items) => Node::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| value(&format!("{path}[{i}]"), x, allowed))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Node::Doc(doc(path, m, allowed)?),
+    })
+}
