@@ -19,7 +19,7 @@ use super::conn::{self, rc, Directory, Entry};
 use super::password;
 use crate::common::template::{Template, Values};
 use crate::common::BuildError;
-use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 pub struct LdapAuth {
     name: String,
@@ -280,6 +280,14 @@ enum Bound {
 impl AuthProvider for LdapAuth {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inputs(&self) -> Inputs {
+        let t = match &self.lookup {
+            Lookup::Dn(t) => t,
+            Lookup::Search { filter, .. } => filter,
+        };
+        crate::common::template::auth_inputs([t])
     }
 
     fn kind(&self) -> &'static str {

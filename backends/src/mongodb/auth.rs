@@ -6,7 +6,7 @@ use std::fmt;
 
 use mongodb::bson::{doc, Bson, Document};
 use portcullis_auth::hash::HashConfig;
-use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, GateFuture};
 use portcullis_core::provider::{ErrorKind, ProviderError};
 
@@ -104,6 +104,10 @@ pub fn truthy(v: Option<&Bson>) -> bool {
 impl AuthProvider for MongoAuth {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inputs(&self) -> Inputs {
+        crate::common::template::auth_inputs(self.filter.templates())
     }
 
     fn kind(&self) -> &'static str {

@@ -46,6 +46,21 @@ impl Filter {
         Ok(f)
     }
 
+    /// Every template in the filter (for the auth cache's inputs).
+    pub fn templates(&self) -> Vec<&Template> {
+        fn walk<'a>(n: &'a Node, out: &mut Vec<&'a Template>) {
+            match n {
+                Node::Doc(kv) => kv.iter().for_each(|(_, v)| walk(v, out)),
+                Node::Array(v) => v.iter().for_each(|x| walk(x, out)),
+                Node::Lit(_) => {}
+                Node::Text(t) => out.push(t),
+            }
+        }
+        let mut out = Vec::new();
+        self.root.iter().for_each(|(_, v)| walk(v, &mut out));
+        out
+    }
+
     fn has_vars(&self) -> bool {
         fn any(n: &Node) -> bool {
             match n {
