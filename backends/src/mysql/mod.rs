@@ -97,6 +97,13 @@ impl Driver for Mysql {
             _ => false,
         }
     }
+
+    fn is_unrepresentable_value(e: &sqlx::Error) -> bool {
+        // Illegal mix of collations (for two, three or more operands).
+        matches!(e, sqlx::Error::Database(d) if d
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|m| matches!(m.number(), 1267 | 1270 | 1271)))
+    }
 }
 
 /// One column as a [`Cell`]: integers (signed, unsigned, `BOOLEAN`), text

@@ -65,7 +65,10 @@ impl Driver for Postgres {
                 o = o.ssl_client_cert(cert).ssl_client_key(key);
             }
         }
-        Ok(o.application_name("portcullis"))
+        if o.get_application_name().is_none() {
+            o = o.application_name("portcullis");
+        }
+        Ok(o)
     }
 
     fn fetch<'a>(
@@ -94,6 +97,11 @@ impl Driver for Postgres {
             }
             _ => false,
         }
+    }
+
+    fn is_unrepresentable_value(e: &sqlx::Error) -> bool {
+        // untranslatable_character, character_not_in_repertoire
+        matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "22P05" || c == "22021"))
     }
 }
 

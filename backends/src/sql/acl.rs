@@ -39,8 +39,8 @@ use crate::common::template::{Values, Var};
 /// The table the default queries read.
 pub const ACL_TABLE: &str = "mqtt_acl";
 
-/// Every column either row shape uses.
-const ACL_COLUMNS: [&str; 11] = [
+/// Every column either row shape uses, and `id` to name the row.
+const ACL_COLUMNS: [&str; 12] = [
     "permission",
     "action",
     "topic",
@@ -52,6 +52,7 @@ const ACL_COLUMNS: [&str; 11] = [
     "access",
     "username",
     "ipaddr",
+    "id",
 ];
 
 /// The schemas a default query exists for.
@@ -64,9 +65,9 @@ pub enum Schema {
 /// The default query for `mqtt_acl` with these columns (lower case).
 pub fn default_acl_query(columns: &[String]) -> Result<(Schema, String), String> {
     let has = |c: &str| columns.iter().any(|x| x == c);
-    let order = if has("id") { " ORDER BY id" } else { "" };
+    let (id, order) = if has("id") { ("id, ", " ORDER BY id") } else { ("", "") };
     if has("permission") && has("action") && has("topic") {
-        let mut select = "permission, action, topic".to_string();
+        let mut select = format!("{id}permission, action, topic");
         for extra in ["qos", "retain"] {
             if has(extra) {
                 select.push_str(", ");
@@ -78,7 +79,7 @@ pub fn default_acl_query(columns: &[String]) -> Result<(Schema, String), String>
         Ok((
             Schema::Emqttd,
             format!(
-                "SELECT allow, ipaddr, username, clientid, access, topic FROM {ACL_TABLE} WHERE ipaddr = ${{peerhost}} \
+                "SELECT {id}allow, ipaddr, username, clientid, access, topic FROM {ACL_TABLE} WHERE ipaddr = ${{peerhost}} \
                  OR username = ${{username}} OR username = '$all' OR clientid = ${{clientid}}{order}"
             ),
         ))
@@ -159,10 +160,21 @@ impl<D: Driver> SqlAcl<D> {
         let rules = rows
             .iter()
             .enumerate()
-            .map(|(i, row)| to_rule(row, format!("{}:{} row {}", D::KIND, self.name, i + 1)))
+            .map(|(i, row)| to_rule(row, self.origin(row, i)))
             .collect::<Result<Vec<Rule>, String>>()
             .map_err(bad)?;
         Ok(decide(&rules, client, access))
+    }
+}
+
+impl<D: Driver> SqlAcl<D> {
+    /// How decisions name a row: by its `id` when the result has one
+    /// (`postgres:acl id 4`), else by its position (`postgres:acl row 2`).
+    fn origin(&self, row: &SqlRow, index: usize) -> String {
+        match row.text("id") {
+            Ok(Some(id)) => format!("{}:{} id {id}", D::KIND, self.name),
+            _ => format!("{}:{} row {}", D::KIND, self.name, index + 1),
+        }
     }
 }
 
@@ -246,7 +258,7 @@ mod tests {
         assert_eq!(s, Schema::Emqx);
         assert_eq!(
             q,
-            "SELECT permission, action, topic, qos, retain FROM mqtt_acl WHERE username = ${username} ORDER BY id"
+            "SELECT id, permission, action, topic, qos, retain FROM mqtt_acl WHERE username = ${username} ORDER BY id"
         );
         let (s, q) = default_acl_query(&cols(&["username", "permission", "action", "topic"])).unwrap();
         assert_eq!(s, Schema::Emqx);
@@ -259,7 +271,7 @@ mod tests {
         let query = Query::parse(&q, &Var::ACL, true).unwrap();
         assert_eq!(
             query.sql(),
-            "SELECT allow, ipaddr, username, clientid, access, topic FROM mqtt_acl WHERE ipaddr = $1 OR username = $2 \
+            "SELECT id, allow, ipaddr, username, clientid, access, topic FROM mqtt_acl WHERE ipaddr = $1 OR username = $2 \
              OR username = '$all' OR clientid = $3 ORDER BY id"
         );
         assert!(default_acl_query(&[]).unwrap_err().contains("not found"));

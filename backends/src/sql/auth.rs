@@ -7,6 +7,12 @@
 //!    `password_hash` (self-describing bcrypt, Argon2, PBKDF2 and
 //!    Mosquitto values are recognised whatever it says). A wrong or missing
 //!    password, or a user whose hash is `NULL`, is bad credentials.
+//!
+//!    When the query binds `${username}` and the row has a `username`
+//!    column, that column must equal the client's username exactly:
+//!    MySQL's default collations compare case- and trailing-space-
+//!    insensitively, and `Alice` or `alice ` must not log in as `alice`.
+//!    Otherwise the row is not this user's (Ignore).
 //! 3. The client is a superuser when the row's `is_superuser` is true, or,
 //!    with `superuser_query`, when that query returns a row whose
 //!    `is_superuser` is true.
@@ -30,7 +36,7 @@ use crate::common::password::check_password;
 use crate::common::template::{Values, Var};
 
 /// The columns the auth query's rows are read for.
-const USER_COLUMNS: [&str; 4] = ["password_hash", "password", "salt", "is_superuser"];
+const USER_COLUMNS: [&str; 5] = ["password_hash", "password", "salt", "is_superuser", "username"];
 const SUPERUSER_COLUMNS: [&str; 1] = ["is_superuser"];
 
 pub struct SqlAuth<D: Driver> {
@@ -39,6 +45,8 @@ pub struct SqlAuth<D: Driver> {
     query: Query,
     superuser_query: Option<Query>,
     hash: HashConfig,
+    /// The query binds `${username}`: a returned `username` must equal it.
+    exact_username: bool,
     rule: String,
 }
 
@@ -65,12 +73,14 @@ impl<D: Driver> SqlAuth<D> {
             .transpose()?;
         let hash = cfg.password_hash.to_hash_config()?;
         let client = Client::<D>::new(name, &cfg.connection())?;
+        let exact_username = query.binds(Var::Username);
         Ok(SqlAuth {
             name: name.to_string(),
             client,
             query,
             superuser_query,
             hash,
+            exact_username,
             rule: format!("{}:{name}", D::KIND),
         })
     }
@@ -86,6 +96,12 @@ impl<D: Driver> SqlAuth<D> {
         let Some(row) = rows.first() else {
             return Ok(AuthAnswer::ignore());
         };
+        if self.exact_username && row.has("username") {
+            let stored = row.text("username").map_err(bad)?;
+            if stored.as_deref() != info.username.as_deref() {
+                return Ok(AuthAnswer::ignore());
+            }
+        }
         let answer = |decision| Ok(AuthAnswer::new(decision, Some(self.rule.clone())));
         let column = if row.has("password_hash") { "password_hash" } else { "password" };
         if !row.has(column) {

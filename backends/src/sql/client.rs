@@ -65,6 +65,50 @@ pub trait Driver: Send + Sync + 'static {
     /// Whether the error means the connection itself is gone (so a retry
     /// on a fresh connection may succeed).
     fn is_connection_error(e: &sqlx::Error) -> bool;
+
+    /// Whether the error means a bound value has characters the column's
+    /// character set lacks (MySQL "illegal mix of collations" against a
+    /// `utf8mb3` or `latin1` column; PostgreSQL "untranslatable character"
+    /// in a non-UTF-8 database). No stored value can equal it.
+    fn is_unrepresentable_value(e: &sqlx::Error) -> bool;
+}
+
+/// Characters a legacy character set may lack, from the narrowest test to
+/// the widest: outside the Basic Multilingual Plane (`utf8mb3`), beyond
+/// Latin-1 (`latin1`), anything but ASCII.
+const UNREPRESENTABLE: [fn(char) -> bool; 3] = [|c| c as u32 > 0xFFFF, |c| c as u32 > 0xFF, |c| !c.is_ascii()];
+
+/// `binds` with every value that has a character `outside` matches as
+/// `NULL`; `None` when that changes nothing.
+fn without(binds: &[Option<String>], outside: fn(char) -> bool) -> Option<Vec<Option<String>>> {
+    let mut changed = false;
+    let out = binds
+        .iter()
+        .map(|b| match b {
+            Some(v) if v.chars().any(outside) => {
+                changed = true;
+                None
+            }
+            other => other.clone(),
+        })
+        .collect();
+    changed.then_some(out)
+}
+
+/// How one attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// A bound value cannot be compared (see [`Driver::is_unrepresentable_value`]).
+    Unrepresentable(ProviderError),
+    Other(ProviderError),
+}
+
+impl Failure {
+    fn into_error(self) -> ProviderError {
+        match self {
+            Failure::Unrepresentable(e) | Failure::Other(e) => e,
+        }
+    }
 }
 
 /// A lazily connected pool with its timeouts and health.
@@ -128,14 +172,30 @@ impl<D: Driver> Client<D> {
     }
 
     /// Runs a query (see the module documentation for the failure rules).
+    /// A value the database cannot compare because its columns' character
+    /// set lacks some of its characters is bound as `NULL` instead, the
+    /// narrowest set first ([`UNREPRESENTABLE`]): no stored value can equal
+    /// it, while rows that do not depend on it (emqttd's `$all`) still come
+    /// back.
     pub async fn fetch(
         &self,
         sql: &str,
         binds: &[Option<String>],
         wanted: &[&'static str],
     ) -> Result<Vec<SqlRow>, ProviderError> {
-        let r = self.fetch_retrying(sql, binds, wanted).await;
-        self.health.track(r)
+        let mut r = self.fetch_retrying(sql, binds, wanted).await;
+        for outside in UNREPRESENTABLE {
+            match &r {
+                Err(Failure::Unrepresentable(_)) => {}
+                _ => break,
+            }
+            if let Some(narrowed) = without(binds, outside) {
+                tracing::debug!(provider = %self.name, kind = D::KIND,
+                    "a value has characters the database cannot compare; bound as NULL");
+                r = self.fetch_retrying(sql, &narrowed, wanted).await;
+            }
+        }
+        self.health.track(r.map_err(Failure::into_error))
     }
 
     async fn fetch_retrying(
@@ -143,15 +203,18 @@ impl<D: Driver> Client<D> {
         sql: &str,
         binds: &[Option<String>],
         wanted: &[&'static str],
-    ) -> Result<Vec<SqlRow>, ProviderError> {
+    ) -> Result<Vec<SqlRow>, Failure> {
         let mut retried = false;
         loop {
-            let mut conn = self.pool.acquire().await.map_err(|e| self.acquire_error(e))?;
+            let mut conn = self.pool.acquire().await.map_err(|e| Failure::Other(self.acquire_error(e)))?;
             let r = tokio::time::timeout(self.query_timeout, D::fetch(&mut conn, sql, binds, wanted)).await;
             match r {
                 Ok(Ok(rows)) => return Ok(rows),
                 Ok(Err(FetchError::Decode(e))) => {
-                    return Err(ProviderError::new(ErrorKind::BadResponse, format!("query result: {e}")));
+                    return Err(Failure::Other(ProviderError::new(
+                        ErrorKind::BadResponse,
+                        format!("query result: {e}"),
+                    )));
                 }
                 Ok(Err(FetchError::Sql(e))) if D::is_connection_error(&e) => {
                     // Never hand this connection out again.
@@ -162,18 +225,26 @@ impl<D: Driver> Client<D> {
                         retried = true;
                         continue;
                     }
-                    return Err(ProviderError::new(ErrorKind::Unavailable, format!("connection lost: {e}")));
+                    return Err(Failure::Other(ProviderError::new(
+                        ErrorKind::Unavailable,
+                        format!("connection lost: {e}"),
+                    )));
                 }
                 Ok(Err(FetchError::Sql(e))) => {
-                    return Err(ProviderError::new(ErrorKind::BadResponse, format!("query failed: {e}")));
+                    let error = ProviderError::new(ErrorKind::BadResponse, format!("query failed: {e}"));
+                    return Err(if D::is_unrepresentable_value(&e) {
+                        Failure::Unrepresentable(error)
+                    } else {
+                        Failure::Other(error)
+                    });
                 }
                 Err(_) => {
                     // The connection may be mid-protocol: drop it.
                     drop(conn.detach());
-                    return Err(ProviderError::new(
+                    return Err(Failure::Other(ProviderError::new(
                         ErrorKind::Timeout,
                         format!("query took longer than pool.query_timeout ({:?})", self.query_timeout),
-                    ));
+                    )));
                 }
             }
         }
@@ -188,5 +259,21 @@ impl<D: Driver> Client<D> {
             sqlx::Error::Configuration(e) => ProviderError::new(ErrorKind::Internal, format!("connect: {e}")),
             e => ProviderError::new(ErrorKind::Unavailable, format!("connect: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrowing_binds_only_what_a_legacy_charset_lacks() {
+        let binds = vec![Some("dave".to_string()), Some("d\u{1F600}".to_string()), Some("m\u{fc}ller".into()), None];
+        let [bmp, latin1, ascii] = UNREPRESENTABLE;
+        assert_eq!(without(&binds, bmp).unwrap(), vec![Some("dave".into()), None, Some("m\u{fc}ller".into()), None]);
+        assert_eq!(without(&binds, latin1).unwrap(), vec![Some("dave".into()), None, Some("m\u{fc}ller".into()), None]);
+        assert_eq!(without(&binds, ascii).unwrap(), vec![Some("dave".into()), None, None, None]);
+        assert_eq!(without(&[Some("\u{65e5}".into())], bmp), None);
+        assert_eq!(without(&[Some("\u{65e5}".into())], latin1), Some(vec![None]));
     }
 }

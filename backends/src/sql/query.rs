@@ -44,6 +44,11 @@ impl Query {
         &self.sql
     }
 
+    /// Whether the query binds this placeholder.
+    pub fn binds(&self, var: Var) -> bool {
+        self.binds.contains(&var)
+    }
+
     /// The query as configured.
     pub fn source(&self) -> &str {
         self.template.source()
