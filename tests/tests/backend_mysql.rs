@@ -69,3 +69,9 @@ async fn database_down_at_start_and_restarted_mid_test() {
     let Some(db) = db() else { return };
     scenarios::outage_and_recovery(&db).await;
 }
+
+#[tokio::test]
+async fn config_errors_name_the_key() {
+    let Some(db) = db() else { return };
+    scenarios::config_errors_name_the_key(&db).await;
+}

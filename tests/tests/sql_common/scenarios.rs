@@ -455,3 +455,48 @@ pub async fn outage_and_recovery(db: &Db) {
     assert_eq!(again, ACCEPTED, "the broker started while down did not recover\n{}", down.log());
     assert!(up.log().contains("backend is reachable again"), "{}", up.log());
 }
+
+/// A broken provider table stops the broker at start with an error that
+/// names the key, and never shows a password.
+pub async fn config_errors_name_the_key(db: &Db) {
+    let kind = db.name();
+    let url = db.url("portcullis", "emqx");
+    let with_password = url.replacen("portcullis@", "portcullis:hunter2@", 1);
+    for (table, want) in [
+        (
+            format!("[auth.{kind}.db]\nurl = \"{url}\"\npool = {{ size = 0 }}\n"),
+            format!("auth.{kind}.db: pool.size: must be at least 1"),
+        ),
+        (format!("[acl.{kind}.db]\nurl = \"{with_password}\"\n"), format!("acl.{kind}.db: url: contains a password")),
+        (
+            format!("[auth.{kind}.db]\nurl = \"{url}\"\nquery = \"SELECT * FROM u WHERE n = ${{usrname}}\"\n"),
+            format!("auth.{kind}.db: query: unknown placeholder ${{usrname}}"),
+        ),
+        (
+            format!("[auth.{kind}.db]\nurl = \"{url}\"\npassword = {{ env = \"PORTCULLIS_TEST_UNSET_PW\" }}\n"),
+            format!("auth.{kind}.db: password: environment variable PORTCULLIS_TEST_UNSET_PW is not set"),
+        ),
+        (
+            format!("[auth.{kind}.db]\nurl = \"{url}\"\npassword_hash = {{ algo = \"pbkdf2\" }}\n"),
+            format!("auth.{kind}.db: password_hash.iterations: required"),
+        ),
+        (
+            format!("[auth.{kind}.db]\nurl = \"{url}\"\ntls = {{ enable = true, cert_file = \"/x\" }}\n"),
+            format!("auth.{kind}.db: tls.ca_file: required"),
+        ),
+    ] {
+        let section = if table.starts_with("[acl") { "acl" } else { "auth" };
+        let config =
+            format!("[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n[{section}]\nchain = [\"db\"]\n{table}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config").arg(&path).env_remove("PORTCULLIS_TEST_UNSET_PW");
+        let out = run_bounded(&mut cmd, Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with:\n{table}");
+        assert!(err.contains(&want), "want {want:?} in:\n{err}");
+        assert!(!err.contains("hunter2"), "the error shows the password:\n{err}");
+    }
+}
