@@ -7,7 +7,8 @@
 //! never spliced into a query.
 //!
 //! What they share (placeholders, hash settings, ACL rows, health, TLS,
-//! secrets, pool settings) is in [`common`].
+//! secrets, pool settings) is in [`common`]; what PostgreSQL and MySQL
+//! share beyond that (config, queries, pool, providers) is in `sql`.
 
 pub mod common;
 
@@ -23,3 +24,5 @@ pub mod mysql;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub mod sql;
