@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use portcullis_auth::hash::HashConfig;
-use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::{ErrorKind, ProviderError};
 
@@ -142,6 +142,12 @@ fn flag(row: &SqlRow) -> Result<bool, ProviderError> {
 impl<D: Driver> AuthProvider for SqlAuth<D> {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inputs(&self) -> Inputs {
+        crate::common::template::auth_inputs(
+            std::iter::once(self.query.template()).chain(self.superuser_query.as_ref().map(Query::template)),
+        )
     }
 
     fn kind(&self) -> &'static str {

@@ -50,6 +50,11 @@ impl Query {
     }
 
     /// The query as configured.
+    /// The parsed template (what it reads, for the auth cache's inputs).
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
     pub fn source(&self) -> &str {
         self.template.source()
     }
