@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod services;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
