@@ -9,7 +9,9 @@
 //! The binary is looked up in the cargo target directory; `.ci/run` builds
 //! it before the tests run (`cargo build --bins`).
 
+pub mod backend;
 pub mod services;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -1,0 +1,256 @@
+//! Reading a webhook's answer.
+//!
+//! `ignore_status` and `deny_status` are checked first; then, per
+//! `response` mode:
+//!
+//! * **emqx** (EMQX 5): 200 with a JSON body `{"result": "allow" | "deny" |
+//!   "ignore", "is_superuser": bool}`; 204 is allow. By default `4xx` is
+//!   ignore.
+//! * **emqttd** (1.x, EMQX 4): 200 is allow, or ignore when the body is
+//!   `ignore`. By default `4xx` is deny.
+//!
+//! Any other status is a failure (`on_error`): 5xx as an outage, the rest
+//! as a bad answer. `Cache-Control: max-age=N` (or `no-store`, `no-cache`:
+//! 0) on an allow bounds how long the auth cache keeps it.
+
+use std::time::Duration;
+
+use portcullis_core::provider::{ErrorKind, ProviderError};
+use serde::Deserialize;
+
+use super::config::{ResponseMode, StatusPattern};
+
+/// What the webhook said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow { superuser: bool, max_age: Option<Duration> },
+    Deny,
+    Ignore,
+}
+
+/// A status code or a class of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusMatch {
+    Code(u16),
+    /// `4xx`: the hundreds digit.
+    Class(u16),
+}
+
+impl StatusMatch {
+    fn parse(p: &StatusPattern) -> Result<StatusMatch, String> {
+        match p {
+            StatusPattern::Code(c) if (100..=599).contains(c) => Ok(StatusMatch::Code(*c)),
+            StatusPattern::Code(c) => Err(format!("{c}: not an HTTP status code")),
+            StatusPattern::Class(s) => {
+                let b = s.as_bytes();
+                if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && b[1..].eq_ignore_ascii_case(b"xx") {
+                    Ok(StatusMatch::Class(u16::from(b[0] - b'0')))
+                } else {
+                    Err(format!("{s:?}: expected a status code (404) or a class (\"4xx\")"))
+                }
+            }
+        }
+    }
+
+    fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(c) => c == status,
+            StatusMatch::Class(h) => status / 100 == h,
+        }
+    }
+}
+
+/// How one provider reads answers.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    mode: ResponseMode,
+    ignore: Vec<StatusMatch>,
+    deny: Vec<StatusMatch>,
+}
+
+impl Reader {
+    pub fn new(
+        mode: ResponseMode,
+        ignore: Option<&[StatusPattern]>,
+        deny: Option<&[StatusPattern]>,
+    ) -> Result<Reader, String> {
+        let parse = |key: &str, v: &[StatusPattern]| {
+            v.iter().map(StatusMatch::parse).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{key}: {e}"))
+        };
+        let four = [StatusMatch::Class(4)];
+        let (ignore_default, deny_default): (&[StatusMatch], &[StatusMatch]) = match mode {
+            ResponseMode::Emqx => (&four, &[]),
+            ResponseMode::Emqttd => (&[], &four),
+        };
+        let ignore = match ignore {
+            Some(v) => parse("ignore_status", v)?,
+            None => ignore_default.to_vec(),
+        };
+        let deny = match deny {
+            Some(v) => parse("deny_status", v)?,
+            None => deny_default.to_vec(),
+        };
+        for s in [200, 204] {
+            if ignore.iter().chain(&deny).any(|m| m.matches(s)) {
+                return Err(format!("ignore_status / deny_status: {s} is an answer, not a status to map"));
+            }
+        }
+        Ok(Reader { mode, ignore, deny })
+    }
+
+    /// The verdict of an answer.
+    pub fn verdict(&self, status: u16, body: &[u8], cache_control: Option<&str>) -> Result<Verdict, ProviderError> {
+        if self.ignore.iter().any(|m| m.matches(status)) {
+            return Ok(Verdict::Ignore);
+        }
+        if self.deny.iter().any(|m| m.matches(status)) {
+            return Ok(Verdict::Deny);
+        }
+        let max_age = cache_control.and_then(max_age);
+        match (self.mode, status) {
+            (_, 204) => Ok(Verdict::Allow { superuser: false, max_age }),
+            (ResponseMode::Emqx, 200) => {
+                let b: Body = serde_json::from_slice(body).map_err(|e| {
+                    ProviderError::new(ErrorKind::BadResponse, format!("webhook answer is not the expected JSON: {e}"))
+                })?;
+                match b.result.as_str() {
+                    "allow" => Ok(Verdict::Allow { superuser: b.is_superuser, max_age }),
+                    "deny" => Ok(Verdict::Deny),
+                    "ignore" => Ok(Verdict::Ignore),
+                    other => Err(ProviderError::new(
+                        ErrorKind::BadResponse,
+                        format!("webhook result {:?}: expected allow, deny or ignore", shorten(other)),
+                    )),
+                }
+            }
+            (ResponseMode::Emqttd, 200) => {
+                if String::from_utf8_lossy(body).trim().eq_ignore_ascii_case("ignore") {
+                    Ok(Verdict::Ignore)
+                } else {
+                    Ok(Verdict::Allow { superuser: false, max_age })
+                }
+            }
+            (_, s) => Err(unexpected(s)),
+        }
+    }
+
+    /// The answer to a superuser request: allow (or `is_superuser: true`)
+    /// is yes; deny, ignore and the mapped statuses are no.
+    pub fn superuser(&self, status: u16, body: &[u8]) -> Result<bool, ProviderError> {
+        if self.mode == ResponseMode::Emqx && status == 200 {
+            if let Ok(b) = serde_json::from_slice::<Body>(body) {
+                return Ok(b.is_superuser || b.result == "allow");
+            }
+        }
+        Ok(matches!(self.verdict(status, body, None)?, Verdict::Allow { .. }))
+    }
+}
+
+/// EMQX 5's answer body.
+#[derive(Debug, Deserialize)]
+struct Body {
+    #[serde(default)]
+    result: String,
+    #[serde(default)]
+    is_superuser: bool,
+}
+
+fn unexpected(status: u16) -> ProviderError {
+    let kind = if status >= 500 { ErrorKind::Unavailable } else { ErrorKind::BadResponse };
+    ProviderError::new(kind, format!("webhook answered HTTP {status}"))
+}
+
+fn shorten(s: &str) -> &str {
+    let mut end = s.len().min(40);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `max-age=N` → N seconds; `no-store` / `no-cache` → 0.
+pub fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut out = None;
+    for d in cache_control.split(',').map(str::trim) {
+        let lower = d.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(n) = lower.strip_prefix("max-age=") {
+            out = n.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emqx() -> Reader {
+        Reader::new(ResponseMode::Emqx, None, None).unwrap()
+    }
+
+    fn emqttd() -> Reader {
+        Reader::new(ResponseMode::Emqttd, None, None).unwrap()
+    }
+
+    #[test]
+    fn emqx_answers() {
+        let r = emqx();
+        let allow = |su| Verdict::Allow { superuser: su, max_age: None };
+        assert_eq!(r.verdict(200, br#"{"result":"allow","is_superuser":true}"#, None).unwrap(), allow(true));
+        assert_eq!(r.verdict(200, br#"{"result":"allow"}"#, None).unwrap(), allow(false));
+        assert_eq!(r.verdict(200, br#"{"result":"deny"}"#, None).unwrap(), Verdict::Deny);
+        assert_eq!(r.verdict(200, br#"{"result":"ignore"}"#, None).unwrap(), Verdict::Ignore);
+        assert_eq!(r.verdict(204, b"", None).unwrap(), allow(false));
+        assert_eq!(r.verdict(404, b"", None).unwrap(), Verdict::Ignore);
+        assert_eq!(r.verdict(403, b"", None).unwrap(), Verdict::Ignore);
+        assert_eq!(r.verdict(503, b"", None).unwrap_err().kind, ErrorKind::Unavailable);
+        assert_eq!(r.verdict(302, b"", None).unwrap_err().kind, ErrorKind::BadResponse);
+        assert_eq!(r.verdict(200, b"allow", None).unwrap_err().kind, ErrorKind::BadResponse);
+        assert_eq!(r.verdict(200, br#"{"result":"maybe"}"#, None).unwrap_err().kind, ErrorKind::BadResponse);
+        assert_eq!(
+            r.verdict(200, br#"{"result":"allow"}"#, Some("private, max-age=7")).unwrap(),
+            Verdict::Allow { superuser: false, max_age: Some(Duration::from_secs(7)) }
+        );
+    }
+
+    #[test]
+    fn emqttd_answers() {
+        let r = emqttd();
+        assert!(matches!(r.verdict(200, b"", None).unwrap(), Verdict::Allow { superuser: false, .. }));
+        assert_eq!(r.verdict(200, b" ignore\n", None).unwrap(), Verdict::Ignore);
+        assert_eq!(r.verdict(401, b"", None).unwrap(), Verdict::Deny);
+        assert!(r.verdict(500, b"", None).is_err());
+        assert!(r.superuser(200, b"").unwrap());
+        assert!(!r.superuser(403, b"").unwrap());
+        assert!(emqx().superuser(200, br#"{"is_superuser": true}"#).unwrap());
+        assert!(!emqx().superuser(200, br#"{"result": "deny"}"#).unwrap());
+    }
+
+    #[test]
+    fn configured_statuses() {
+        let r = Reader::new(
+            ResponseMode::Emqx,
+            Some(&[StatusPattern::Code(404)]),
+            Some(&[StatusPattern::Class("4xx".into()), StatusPattern::Code(503)]),
+        )
+        .unwrap();
+        assert_eq!(r.verdict(404, b"", None).unwrap(), Verdict::Ignore);
+        assert_eq!(r.verdict(401, b"", None).unwrap(), Verdict::Deny);
+        assert_eq!(r.verdict(503, b"", None).unwrap(), Verdict::Deny);
+        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("2xx".into())]), None).is_err());
+        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Code(99)]), None).is_err());
+        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("4x".into())]), None).is_err());
+    }
+
+    #[test]
+    fn cache_control() {
+        assert_eq!(max_age("max-age=60"), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("public, MAX-AGE=5"), Some(Duration::from_secs(5)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("private"), None);
+        assert_eq!(max_age("max-age=x"), None);
+    }
+}
