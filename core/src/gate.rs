@@ -83,14 +83,15 @@ pub enum CertField {
 }
 
 impl CertIdentity {
-    /// The value of `field`, when the certificate has it.
+    /// The value of `field`, when the certificate has it and it is not empty.
     pub fn field(&self, field: CertField) -> Option<&str> {
-        match field {
+        let value = match field {
             CertField::CommonName => self.common_name.as_deref(),
-            CertField::Subject => Some(self.subject.as_str()).filter(|s| !s.is_empty()),
+            CertField::Subject => Some(self.subject.as_str()),
             CertField::SanDns => self.san_dns.first().map(String::as_str),
             CertField::SanUri => self.san_uri.first().map(String::as_str),
-        }
+        };
+        value.filter(|v| !v.is_empty())
     }
 }
 
@@ -296,6 +297,8 @@ mod tests {
         assert_eq!(id.field(CertField::SanDns), Some("dev42.example"));
         assert_eq!(id.field(CertField::SanUri), None);
         assert_eq!(CertIdentity::default().field(CertField::Subject), None);
+        let empty_cn = CertIdentity { common_name: Some(String::new()), ..id };
+        assert_eq!(empty_cn.field(CertField::CommonName), None);
     }
 
     #[test]

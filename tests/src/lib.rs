@@ -9,6 +9,7 @@
 //! The binary is looked up in the cargo target directory; `.ci/run` builds
 //! it before the tests run (`cargo build --bins`).
 
+pub mod net;
 pub mod services;
 
 use std::io::{BufRead, BufReader, Write};
