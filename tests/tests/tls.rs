@@ -24,7 +24,7 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::new("Portcullis Test CA");
         let ca_file = ca.write(dir.path(), "ca.pem");
         let (cert_file, key_file) = ca.server("broker").write(dir.path(), "server");
@@ -46,7 +46,7 @@ impl Pki {
 }
 
 fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
+    std::fs::write(path, text).expect("write test file");
 }
 
 fn tcp_listener() -> &'static str {
