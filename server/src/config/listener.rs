@@ -67,6 +67,17 @@ pub enum ClientCertMode {
     Required,
 }
 
+impl ClientCertMode {
+    /// The name used in the file and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCertMode::None => "none",
+            ClientCertMode::Optional => "optional",
+            ClientCertMode::Required => "required",
+        }
+    }
+}
+
 /// `tls.min_version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum TlsVersionName {

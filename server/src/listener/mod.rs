@@ -163,8 +163,8 @@ impl Listener {
             max_connections = cfg.max_connections,
             max_packet_size = self.ctx.max_packet_size(&broker.settings.limits),
             proxy_protocol = cfg.proxy_protocol,
-            client_cert = ?cfg.tls.as_ref().map(|t| t.client_cert),
-            ws_path = ?self.ws.as_ref().map(|w| w.path.as_str()),
+            client_cert = cfg.tls.as_ref().map_or("-", |t| t.client_cert.name()),
+            ws_path = self.ws.as_ref().map_or("-", |w| w.path.as_str()),
             "listening"
         );
         let me = Arc::clone(self);
