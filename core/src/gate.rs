@@ -68,6 +68,33 @@ pub struct CertIdentity {
     pub san_uri: Vec<String>,
 }
 
+/// A part of a client certificate a listener can take a username or a
+/// client id from (`peer_cert_as_username = "cn"` and friends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// The subject's first CN.
+    CommonName,
+    /// The whole subject DN, RFC 4514 form.
+    Subject,
+    /// The first DNS name among the subject alternative names.
+    SanDns,
+    /// The first URI among the subject alternative names.
+    SanUri,
+}
+
+impl CertIdentity {
+    /// The value of `field`, when the certificate has it and it is not empty.
+    pub fn field(&self, field: CertField) -> Option<&str> {
+        let value = match field {
+            CertField::CommonName => self.common_name.as_deref(),
+            CertField::Subject => Some(self.subject.as_str()),
+            CertField::SanDns => self.san_dns.first().map(String::as_str),
+            CertField::SanUri => self.san_uri.first().map(String::as_str),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+}
+
 /// Opaque per-client data the gateway attaches at authentication (for
 /// example ACL rules a backend returned with the user) and reads back on
 /// every ACL check. The core only carries it.
@@ -255,6 +282,23 @@ mod tests {
         for no in ["10.0.0.1:1", "192.168.1.2:1", "[2001:db8::1]:1", "[::ffff:10.0.0.1]:1", "0.0.0.0:1"] {
             assert_eq!(g.authenticate(&info(no)).await, AuthOutcome::Deny(DenyReason::NotAuthorized), "{no}");
         }
+    }
+
+    #[test]
+    fn cert_fields() {
+        let id = CertIdentity {
+            common_name: Some("dev42".into()),
+            subject: "CN=dev42,O=Acme".into(),
+            san_dns: vec!["dev42.example".into(), "other.example".into()],
+            san_uri: vec![],
+        };
+        assert_eq!(id.field(CertField::CommonName), Some("dev42"));
+        assert_eq!(id.field(CertField::Subject), Some("CN=dev42,O=Acme"));
+        assert_eq!(id.field(CertField::SanDns), Some("dev42.example"));
+        assert_eq!(id.field(CertField::SanUri), None);
+        assert_eq!(CertIdentity::default().field(CertField::Subject), None);
+        let empty_cn = CertIdentity { common_name: Some(String::new()), ..id };
+        assert_eq!(empty_cn.field(CertField::CommonName), None);
     }
 
     #[test]

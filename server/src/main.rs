@@ -2,7 +2,8 @@
 //! `$SYS` publisher, and shuts down gracefully on SIGINT/SIGTERM.
 //!
 //! * `config` — the TOML file, its validation and the embedded defaults.
-//! * `listener` — TCP accept loops, one per configured listener.
+//! * `listener` — accept loops, one per configured listener: TCP, TLS,
+//!   WebSocket, secure WebSocket, PROXY protocol.
 //! * `security` — builds the auth/ACL chains, caches and guard from the
 //!   config; `gateway` — the core's `Gate` over them.
 //! * `cli` — `passwd`, `auth check`, `acl explain`.
@@ -123,25 +124,21 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // Signal handlers go in before any listener accepts, so a SIGTERM right
     // after startup is a graceful shutdown, not the default action.
     let mut signals = Signals::install()?;
-    let mut tasks = Vec::new();
-    for l in &cfg.listeners {
+    let listeners = listener::Listeners::start(&cfg.listeners, &broker, |l| {
         let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
         info!(listener = %l.name, auth_chain = %l.auth_chain, acl_chain = %l.acl_chain, "listener chains");
-        let task = listener::start(l, Arc::clone(&broker), gate)
-            .await
-            .with_context(|| format!("listener `{}` on {}", l.name, l.bind))?;
-        tasks.push(task);
-    }
+        Ok(gate)
+    })
+    .await?;
     portcullis_core::sys::spawn(Arc::clone(&broker));
 
     while let Signal::Hangup = signals.wait().await {
         security.reload();
+        listeners.reload_certificates();
     }
     info!("shutting down: closing listeners and connections");
     broker.shutdown();
-    for t in &tasks {
-        t.abort();
-    }
+    listeners.stop();
     // Give connections a moment to send DISCONNECT 0x8B and flush.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
@@ -183,7 +180,7 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => { info!("SIGTERM received"); Signal::Stop }
             _ = self.int.recv() => { info!("SIGINT received"); Signal::Stop }
-            _ = self.hup.recv() => { info!("SIGHUP received: reloading password files"); Signal::Hangup }
+            _ = self.hup.recv() => { info!("SIGHUP received: reloading password files and TLS certificates"); Signal::Hangup }
         }
     }
 }

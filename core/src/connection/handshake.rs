@@ -16,7 +16,7 @@ use super::{Conn, ListenerContext, Will};
 use crate::broker::Broker;
 use crate::codec::reason::{v3, v5};
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, ProtocolVersion};
-use crate::gate::{AuthOutcome, ClientInfo, ConnectInfo, DenyReason, Gate, Password};
+use crate::gate::{AuthOutcome, CertField, CertIdentity, ClientInfo, ConnectInfo, DenyReason, Gate, Password};
 use crate::message::Message;
 use crate::session::Kick;
 use crate::topic::TopicName;
@@ -63,6 +63,7 @@ pub(super) async fn handshake<R, W>(
     mut writer: W,
     rbuf: &mut BytesMut,
     peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
     over_limit: bool,
 ) -> Option<(Conn<W>, oneshot::Receiver<Kick>)>
 where
@@ -70,10 +71,11 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     let limits = &broker.settings.limits;
+    let max_packet_size = listener.max_packet_size(limits);
     let deadline = Instant::now() + limits.connect_timeout;
     let connect: Box<Connect> = loop {
         let before = rbuf.len();
-        match codec::decode(rbuf, None, limits.max_packet_size) {
+        match codec::decode(rbuf, None, max_packet_size) {
             Ok(Some(Packet::Connect(c))) => {
                 broker.metrics.packet_received(1, before - rbuf.len());
                 break c;
@@ -114,10 +116,35 @@ where
     };
     let version = connect.protocol;
 
+    // Identity taken from the client certificate, when the listener says so.
+    let from_cert = |field: Option<CertField>, what: &str| -> Result<Option<String>, ()> {
+        let Some(field) = field else { return Ok(None) };
+        match cert.as_deref().and_then(|c| c.field(field)) {
+            Some(v) => Ok(Some(v.to_string())),
+            None => {
+                info!(?field, "connection refused: no {what} in the client certificate");
+                Err(())
+            }
+        }
+    };
+    let (Ok(cert_client_id), Ok(cert_username)) = (
+        from_cert(listener.options.cert_as_client_id, "client id"),
+        from_cert(listener.options.cert_as_username, "username"),
+    ) else {
+        refuse(broker, &mut writer, version, v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED).await;
+        return None;
+    };
+
     // Client identifier.
     let mut client_id = connect.client_id.clone();
     let mut assigned = None;
-    if client_id.is_empty() {
+    if let Some(id) = cert_client_id {
+        // A v5 client learns the id it got; a 3.x client cannot be told.
+        if id != client_id {
+            assigned = Some(id.clone());
+        }
+        client_id = id;
+    } else if client_id.is_empty() {
         let allowed = match version {
             ProtocolVersion::V31 => false,
             ProtocolVersion::V311 => connect.clean_start,
@@ -156,7 +183,10 @@ where
     }
 
     let client_id: Arc<str> = Arc::from(client_id);
-    let username: Option<Arc<str>> = connect.username.as_deref().map(Arc::from);
+    let username: Option<Arc<str>> = match cert_username {
+        Some(u) => Some(Arc::from(u)),
+        None => connect.username.as_deref().map(Arc::from),
+    };
     let info = ConnectInfo {
         client_id: client_id.clone(),
         username: username.clone(),
@@ -164,7 +194,7 @@ where
         peer,
         listener: listener.name.clone(),
         protocol: version,
-        cert: None,
+        cert,
     };
     let (superuser, context) = match gate.authenticate(&info).await {
         AuthOutcome::Allow { superuser, context } => (superuser, context),
@@ -213,7 +243,7 @@ where
         props.assigned_client_identifier = assigned;
         props.server_keep_alive = server_keep_alive;
         props.receive_maximum = Some(session_settings.max_awaiting_rel);
-        props.maximum_packet_size = Some(limits.max_packet_size);
+        props.maximum_packet_size = Some(max_packet_size);
         props.topic_alias_maximum = Some(limits.max_topic_alias);
         if !broker.retained.enabled() {
             props.retain_available = Some(0);
@@ -280,6 +310,7 @@ where
         will,
         bridge: connect.bridge,
         connect_expiry,
+        max_packet_size,
     };
     let session_present = opened.session_present;
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: 0, properties: props }));

@@ -31,9 +31,10 @@ use tracing::{debug, info, Instrument};
 
 use crate::broker::Broker;
 use crate::codec::{self, reason, Disconnect, Packet, Properties, ProtocolVersion};
-use crate::gate::{ClientInfo, Gate};
+use crate::gate::{CertField, CertIdentity, ClientInfo, Gate};
 use crate::message::Message;
 use crate::session::{Kick, Session};
+use crate::settings::{Limits, RateLimit};
 use crate::topic::TopicName;
 
 /// Per-listener state shared by its connections.
@@ -41,12 +42,47 @@ use crate::topic::TopicName;
 pub struct ListenerContext {
     pub name: Arc<str>,
     pub max_connections: usize,
+    /// Connections being served on this listener now.
     pub active: AtomicUsize,
+    /// This listener's own settings.
+    pub options: ListenerOptions,
+}
+
+/// What a listener may set for itself; every `None` falls back to the
+/// broker-wide value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerOptions {
+    /// Largest packet accepted (and advertised to v5 clients) on this
+    /// listener; `None` = `limits.max_packet_size`.
+    pub max_packet_size: Option<u32>,
+    /// Read rate limit on this listener: `None` = `limits.rate_limit`,
+    /// `Some(None)` = unlimited here.
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// Take the username from the verified client certificate (the one the
+    /// client sends is ignored). A client without a certificate, or whose
+    /// certificate lacks the field, is refused.
+    pub cert_as_username: Option<CertField>,
+    /// Take the client id from the verified client certificate, likewise.
+    pub cert_as_client_id: Option<CertField>,
 }
 
 impl ListenerContext {
     pub fn new(name: &str, max_connections: usize) -> Arc<ListenerContext> {
-        Arc::new(ListenerContext { name: Arc::from(name), max_connections, active: AtomicUsize::new(0) })
+        ListenerContext::with_options(name, max_connections, ListenerOptions::default())
+    }
+
+    pub fn with_options(name: &str, max_connections: usize, options: ListenerOptions) -> Arc<ListenerContext> {
+        Arc::new(ListenerContext { name: Arc::from(name), max_connections, active: AtomicUsize::new(0), options })
+    }
+
+    /// The packet size cap in force on this listener.
+    pub fn max_packet_size(&self, limits: &Limits) -> u32 {
+        self.options.max_packet_size.unwrap_or(limits.max_packet_size)
+    }
+
+    /// The read rate limit in force on this listener.
+    pub fn rate_limit(&self, limits: &Limits) -> Option<RateLimit> {
+        self.options.rate_limit.unwrap_or(limits.rate_limit)
     }
 }
 
@@ -114,6 +150,8 @@ pub(crate) struct Conn<W> {
     /// Session expiry interval the client connected with (v5), to reject
     /// a DISCONNECT that turns 0 into non-zero.
     pub connect_expiry: u32,
+    /// Largest packet accepted from the client (the listener's cap).
+    pub max_packet_size: u32,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -130,13 +168,17 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     }
 }
 
-/// Serves one client connection to completion.
+/// Serves one client connection to completion. `peer` is the client's
+/// address as the listener established it (after PROXY protocol or a
+/// trusted `X-Forwarded-For`); `cert` is its verified TLS client
+/// certificate, if any.
 pub async fn serve<S>(
     broker: Arc<Broker>,
     gate: Arc<dyn Gate>,
     listener: Arc<ListenerContext>,
     stream: S,
     peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -144,7 +186,7 @@ pub async fn serve<S>(
     let over_limit = active > listener.max_connections;
     broker.metrics.connections.inc();
     let span = tracing::info_span!("conn", %peer, listener = %listener.name, client_id = tracing::field::Empty);
-    serve_inner(&broker, gate, &listener, stream, peer, over_limit).instrument(span).await;
+    serve_inner(&broker, gate, &listener, stream, peer, cert, over_limit).instrument(span).await;
     broker.metrics.connections.dec();
     listener.active.fetch_sub(1, Ordering::AcqRel);
 }
@@ -155,6 +197,7 @@ async fn serve_inner<S>(
     listener: &Arc<ListenerContext>,
     stream: S,
     peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
     over_limit: bool,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -165,15 +208,32 @@ async fn serve_inner<S>(
     // short-lived, and inline they would make every idle connection's task
     // as large as the largest of them (5.2 KB before, measured).
     let hs =
-        Box::pin(handshake::handshake(broker, gate, listener, &mut reader, writer, &mut rbuf, peer, over_limit)).await;
+        Box::pin(handshake::handshake(broker, gate, listener, &mut reader, writer, &mut rbuf, peer, cert, over_limit))
+            .await;
     let Some((mut conn, kicked)) = hs else {
         linger(&mut reader).await;
         return;
     };
     tracing::Span::current().record("client_id", &*conn.client.client_id);
-    let close = conn.run(&mut reader, &mut rbuf, kicked).await;
+    let close = conn.run(&mut reader, &mut rbuf, kicked, listener).await;
     Box::pin(conn.finish(close)).await;
     linger(&mut reader).await;
+}
+
+/// Writes some of `buf`, or flushes the stream when `buf` is empty:
+/// `Some(bytes written)` or `None` for a completed flush. (A poll function
+/// rather than an async fn: it keeps the connection's future small.)
+fn write_or_flush<W: AsyncWrite + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    writer: &mut W,
+    buf: &[u8],
+) -> std::task::Poll<std::io::Result<Option<usize>>> {
+    let writer = std::pin::Pin::new(writer);
+    if buf.is_empty() {
+        writer.poll_flush(cx).map_ok(|()| None)
+    } else {
+        writer.poll_write(cx, buf).map_ok(Some)
+    }
 }
 
 /// After our side has sent its last packet and shut down writing, reads and
@@ -203,14 +263,19 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         reader: &mut R,
         rbuf: &mut BytesMut,
         mut kicked: tokio::sync::oneshot::Receiver<Kick>,
+        listener: &ListenerContext,
     ) -> Close {
         let mut shutdown = self.broker.shutdown_signal();
-        let rate = self.broker.settings.limits.rate_limit;
+        let rate = listener.rate_limit(&self.broker.settings.limits);
         let mut tokens: f64 = rate.map_or(0.0, |r| r.burst as f64);
         let mut refilled = Instant::now();
         let mut read_resume: Option<Instant> = None;
         let far = Instant::now() + Duration::from_secs(86400 * 365);
         let mut ka_deadline = self.keep_alive.map_or(far, |k| Instant::now() + k);
+        // Written bytes a stream may still hold in its own buffer (TLS
+        // records, WebSocket frames) until it is flushed; a plain TCP
+        // stream's flush returns at once.
+        let mut unflushed = false;
 
         // Anything left from the previous connection goes out first.
         self.resend_inflight();
@@ -237,10 +302,12 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 _ = tokio::time::sleep_until(ka_deadline), if self.keep_alive.is_some() => {
                     return Close::error(reason::v5::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
                 }
-                r = self.writer.write(&self.wbuf), if !self.wbuf.is_empty() => {
+                r = std::future::poll_fn(|cx| write_or_flush(cx, &mut self.writer, &self.wbuf)), if !self.wbuf.is_empty() || unflushed => {
                     match r {
-                        Ok(0) | Err(_) => return Close::silent("write failed"),
-                        Ok(n) => {
+                        Ok(Some(0)) | Err(_) => return Close::silent("write failed"),
+                        Ok(None) => unflushed = false,
+                        Ok(Some(n)) => {
+                            unflushed = true;
                             let _ = self.wbuf.split_to(n);
                             if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
                                 self.wbuf = BytesMut::new();
@@ -297,7 +364,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 
     /// Decodes and handles every complete packet in `rbuf`; returns how many.
     async fn process(&mut self, rbuf: &mut BytesMut) -> Result<usize, Close> {
-        let max = self.broker.settings.limits.max_packet_size;
+        let max = self.max_packet_size;
         let mut n = 0;
         loop {
             let before = rbuf.len();
@@ -381,7 +448,7 @@ mod tests {
         let gate: std::sync::Arc<dyn crate::gate::Gate> = std::sync::Arc::new(crate::gate::LoopbackOnly);
         let l = super::ListenerContext::new("x", 10);
         let (a, _b) = tokio::io::duplex(64);
-        let fut = super::serve(broker, gate, l, a, "127.0.0.1:1".parse().unwrap());
+        let fut = super::serve(broker, gate, l, a, "127.0.0.1:1".parse().unwrap(), None);
         let size = std::mem::size_of_val(&fut);
         assert!(size < 2500, "connection future is {size} bytes");
     }

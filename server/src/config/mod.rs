@@ -13,6 +13,7 @@
 //! its default, which [`Config::embedded`] also returns.
 
 mod de;
+pub mod listener;
 mod model;
 mod path;
 pub mod security;
@@ -20,6 +21,8 @@ mod source;
 pub(crate) use portcullis_core::units;
 mod validate;
 
+#[cfg(test)]
+mod listener_tests;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +83,41 @@ pub struct ListenerConfig {
     pub auth_chain: String,
     /// Name of the ACL chain (`default` or one of `[acl.chains]`).
     pub acl_chain: String,
+    /// Own packet size cap; `None` = `limits.max_packet_size`.
+    pub max_packet_size: Option<u64>,
+    /// Own read rate limit: `None` = `limits.rate_limit`, `Some(None)` = off.
+    pub rate_limit: Option<Option<RateLimitConfig>>,
+    /// Time for the PROXY header, TLS handshake and WebSocket upgrade.
+    pub handshake_timeout: std::time::Duration,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// Proxies trusted for PROXY headers and `X-Forwarded-For`/`Forwarded`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Username from the client certificate.
+    pub peer_cert_as_username: Option<listener::CertFieldName>,
+    /// Client id from the client certificate.
+    pub peer_cert_as_client_id: Option<listener::CertFieldName>,
+    /// Certificates; present exactly for `tls` and `wss` listeners.
+    pub tls: Option<listener::ListenerTlsConfig>,
+    /// WebSocket settings; present exactly for `ws` and `wss` listeners.
+    pub websocket: Option<listener::WebSocketConfig>,
+}
+
+impl ListenerConfig {
+    /// The core's view of this listener's own settings, given the
+    /// broker-wide limits they fall back to.
+    pub fn core_options(&self) -> portcullis_core::connection::ListenerOptions {
+        portcullis_core::connection::ListenerOptions {
+            max_packet_size: self.max_packet_size.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            rate_limit: self.rate_limit.as_ref().map(|r| r.as_ref().map(rate_limit)),
+            cert_as_username: self.peer_cert_as_username.map(Into::into),
+            cert_as_client_id: self.peer_cert_as_client_id.map(Into::into),
+        }
+    }
+}
+
+fn rate_limit(rate: &RateLimitConfig) -> RateLimit {
+    RateLimit { bytes_per_sec: rate.bytes_per_sec, burst: rate.burst.unwrap_or(rate.bytes_per_sec) }
 }
 
 impl Config {
@@ -135,10 +173,7 @@ impl Config {
                 max_client_id_len: usize::try_from(limits.max_client_id_len).unwrap_or(usize::MAX),
                 connect_timeout: limits.connect_timeout,
                 max_keep_alive: limits.max_keep_alive.map_or(0, |cap| u16::try_from(cap.as_secs()).unwrap_or(u16::MAX)),
-                rate_limit: limits.rate_limit.as_ref().map(|rate| RateLimit {
-                    bytes_per_sec: rate.bytes_per_sec,
-                    burst: rate.burst.unwrap_or(rate.bytes_per_sec),
-                }),
+                rate_limit: limits.rate_limit.as_ref().map(rate_limit),
                 max_topic_alias: limits.max_topic_alias,
                 max_subscriptions: limits.max_subscriptions,
             },

@@ -16,7 +16,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::units;
+use super::{listener, units};
 
 /// The whole file as written. [`super::validate::resolve`] turns it into a
 /// [`super::Config`]; it differs only in that listener names are resolved.
@@ -106,7 +106,7 @@ pub(super) struct ListenerEntry {
     /// than one listener; a single unnamed listener is called `default`.
     #[serde(default = "default_listener_name")]
     pub(super) name: Option<String>,
-    /// Transport. Only `"tcp"` for now.
+    /// Transport: `"tcp"`, `"tls"`, `"ws"` or `"wss"`.
     #[serde(default = "default_listener_kind", rename = "type")]
     pub(super) kind: ListenerKind,
     /// Socket address to bind, `IP:PORT`.
@@ -126,6 +126,40 @@ pub(super) struct ListenerEntry {
     /// `[acl.chains]`.
     #[serde(default = "default_chain_name")]
     pub(super) acl_chain: String,
+    /// Largest packet on this listener; unset = `limits.max_packet_size`.
+    /// WebSocket frames and messages are capped at the same size.
+    #[serde(default = "default_listener_max_packet_size", deserialize_with = "listener::some_size")]
+    pub(super) max_packet_size: Option<u64>,
+    /// Read rate limit per connection on this listener: unset =
+    /// `limits.rate_limit`; `"off"` = unlimited here; or a table.
+    #[serde(default = "default_listener_rate_limit", deserialize_with = "listener::some_rate_limit")]
+    pub(super) rate_limit: Option<Option<RateLimitConfig>>,
+    /// Time a new socket has for what comes before MQTT: the PROXY header,
+    /// the TLS handshake, the WebSocket upgrade.
+    #[serde(default = "default_handshake_timeout", deserialize_with = "units::duration")]
+    pub(super) handshake_timeout: Duration,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header,
+    /// whose source address becomes the client's; one without is closed.
+    #[serde(default = "default_proxy_protocol")]
+    pub(super) proxy_protocol: bool,
+    /// Proxies (networks) trusted to say who the client is: with
+    /// `proxy_protocol`, only these may connect; on `ws`/`wss`, only their
+    /// `Forwarded` / `X-Forwarded-For` headers are believed.
+    #[serde(default = "default_trusted_proxies")]
+    pub(super) trusted_proxies: Vec<ipnet::IpNet>,
+    /// Take the username from the client certificate (`tls`/`wss` with
+    /// `client_cert = "required"`).
+    #[serde(default = "default_peer_cert_as")]
+    pub(super) peer_cert_as_username: Option<listener::CertFieldName>,
+    /// Take the client id from the client certificate, likewise.
+    #[serde(default = "default_peer_cert_as")]
+    pub(super) peer_cert_as_client_id: Option<listener::CertFieldName>,
+    /// Certificates (`tls` and `wss` listeners, where it is required).
+    #[serde(default = "default_listener_tls")]
+    pub(super) tls: Option<listener::ListenerTlsConfig>,
+    /// WebSocket settings (`ws` and `wss` listeners); unset = defaults.
+    #[serde(default = "default_listener_websocket")]
+    pub(super) websocket: Option<listener::WebSocketConfig>,
 }
 
 /// The chain a listener uses unless it names another.
@@ -143,8 +177,44 @@ impl Default for ListenerEntry {
             backlog: default_backlog(),
             auth_chain: default_chain_name(),
             acl_chain: default_chain_name(),
+            max_packet_size: default_listener_max_packet_size(),
+            rate_limit: default_listener_rate_limit(),
+            handshake_timeout: default_handshake_timeout(),
+            proxy_protocol: default_proxy_protocol(),
+            trusted_proxies: default_trusted_proxies(),
+            peer_cert_as_username: default_peer_cert_as(),
+            peer_cert_as_client_id: default_peer_cert_as(),
+            tls: default_listener_tls(),
+            websocket: default_listener_websocket(),
         }
     }
+}
+
+/// Unset: the listener uses `limits.max_packet_size`.
+pub fn default_listener_max_packet_size() -> Option<u64> {
+    None
+}
+/// Unset: the listener uses `limits.rate_limit`.
+pub fn default_listener_rate_limit() -> Option<Option<RateLimitConfig>> {
+    None
+}
+pub fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub fn default_proxy_protocol() -> bool {
+    false
+}
+pub fn default_trusted_proxies() -> Vec<ipnet::IpNet> {
+    Vec::new()
+}
+pub fn default_peer_cert_as() -> Option<listener::CertFieldName> {
+    None
+}
+pub fn default_listener_tls() -> Option<listener::ListenerTlsConfig> {
+    None
+}
+pub fn default_listener_websocket() -> Option<listener::WebSocketConfig> {
+    None
 }
 
 /// Unnamed: the name is resolved from the listener's position.
@@ -172,6 +242,34 @@ pub fn default_backlog() -> u32 {
 pub enum ListenerKind {
     /// Plain MQTT over TCP.
     Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// The name used in the file and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
+
+    /// True for `tls` and `wss`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    /// True for `ws` and `wss`.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
@@ -281,7 +379,7 @@ fn burst<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::E
 }
 
 /// `"off"` or a `{ bytes_per_sec, burst }` table.
-fn rate_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RateLimitConfig>, D::Error> {
+pub(super) fn rate_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RateLimitConfig>, D::Error> {
     struct RateLimitVisitor;
     impl<'de> Visitor<'de> for RateLimitVisitor {
         type Value = Option<RateLimitConfig>;

@@ -91,6 +91,15 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             backlog: 1024,
             auth_chain: "default".to_owned(),
             acl_chain: "default".to_owned(),
+            max_packet_size: None,
+            rate_limit: None,
+            handshake_timeout: Duration::from_secs(10),
+            proxy_protocol: false,
+            trusted_proxies: vec![],
+            peer_cert_as_username: None,
+            peer_cert_as_client_id: None,
+            tls: None,
+            websocket: None,
         }]
     );
     assert_eq!(config.log.level, "info");
@@ -201,7 +210,10 @@ fn closed_sets_list_their_values() {
         "shared_subscription.strategy: unknown value \"hash\", expected one of \"round_robin\", \"random\", \"sticky\"",
     );
     one_error("[log]\nformat = \"xml\"\n", "log.format: unknown value \"xml\", expected \"text\" or \"json\"");
-    one_error("[[listeners]]\ntype = \"tls\"\n", "listeners[0].type: unknown value \"tls\", expected \"tcp\"");
+    one_error(
+        "[[listeners]]\ntype = \"quic\"\n",
+        "listeners[0].type: unknown value \"quic\", expected one of \"tcp\", \"tls\", \"ws\", \"wss\"",
+    );
     for (name, strategy) in [
         ("round_robin", SharedStrategy::RoundRobin),
         ("random", SharedStrategy::Random),

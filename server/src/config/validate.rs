@@ -139,6 +139,19 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             backlog: entry.backlog,
             auth_chain: entry.auth_chain,
             acl_chain: entry.acl_chain,
+            max_packet_size: entry.max_packet_size,
+            rate_limit: entry.rate_limit,
+            handshake_timeout: entry.handshake_timeout,
+            proxy_protocol: entry.proxy_protocol,
+            trusted_proxies: entry.trusted_proxies,
+            peer_cert_as_username: entry.peer_cert_as_username,
+            peer_cert_as_client_id: entry.peer_cert_as_client_id,
+            tls: entry.tls,
+            // A WebSocket listener without the table runs on its defaults.
+            websocket: match entry.kind.is_websocket() {
+                true => Some(entry.websocket.unwrap_or_default()),
+                false => entry.websocket,
+            },
         })
         .collect();
     Config {
@@ -261,20 +274,105 @@ fn check_listeners(checks: &mut Checks, listeners: &[ListenerEntry]) {
             }
         }
         // Port 0 asks the OS for a free port: several such listeners never clash.
-        if listener.bind.port() == 0 {
-            continue;
-        }
-        match binds.entry(listener.bind) {
-            Entry::Vacant(slot) => {
-                slot.insert(index);
-            }
-            Entry::Occupied(first) => {
-                checks.fail(at("bind"), format!("{} is already bound by listeners[{}]", listener.bind, first.get()))
+        if listener.bind.port() != 0 {
+            match binds.entry(listener.bind) {
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                }
+                Entry::Occupied(first) => {
+                    checks.fail(at("bind"), format!("{} is already bound by listeners[{}]", listener.bind, first.get()))
+                }
             }
         }
         checks.at_least(&at("max_connections"), listener.max_connections as u64, 1, "");
         checks.at_least(&at("backlog"), u64::from(listener.backlog), 1, "");
+        check_listener_transport(checks, index, listener);
     }
+}
+
+/// The keys that depend on the listener's `type`: TLS settings for `tls`
+/// and `wss`, WebSocket settings for `ws` and `wss`, certificate-derived
+/// identities only where a client certificate is required, and the
+/// per-listener limits.
+fn check_listener_transport(checks: &mut Checks, index: usize, listener: &ListenerEntry) {
+    use super::listener::ClientCertMode;
+    let at = |key: &str| format!("listeners[{index}].{key}");
+    let kind = listener.kind;
+    match (&listener.tls, kind.is_tls()) {
+        (None, true) => checks.fail(
+            at("tls"),
+            format!("required for type \"{}\" (tls = {{ cert_file = …, key_file = … }})", kind.name()),
+        ),
+        (Some(_), false) => {
+            checks.fail(at("tls"), format!("only for type \"tls\" or \"wss\", this listener is \"{}\"", kind.name()))
+        }
+        _ => {}
+    }
+    if let Some(tls) = &listener.tls {
+        match (tls.client_cert, &tls.ca_file) {
+            (ClientCertMode::None, Some(_)) => checks.fail(
+                at("tls.ca_file"),
+                "only used to verify client certificates: set tls.client_cert = \"optional\" or \"required\"",
+            ),
+            (ClientCertMode::Optional | ClientCertMode::Required, None) => {
+                checks.fail(at("tls.ca_file"), "required when tls.client_cert is \"optional\" or \"required\"")
+            }
+            _ => {}
+        }
+        for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+            if path.as_os_str().is_empty() {
+                checks.fail(at(&format!("tls.{key}")), "must not be empty");
+            }
+        }
+        if let Some(poll) = tls.reload_poll {
+            checks.duration_at_least(&at("tls.reload_poll"), poll, Duration::from_millis(100));
+        }
+    }
+    if listener.websocket.is_some() && !kind.is_websocket() {
+        checks.fail(at("websocket"), format!("only for type \"ws\" or \"wss\", this listener is \"{}\"", kind.name()));
+    }
+    if let Some(ws) = &listener.websocket {
+        if !ws.path.starts_with('/') || ws.path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+            checks.fail(at("websocket.path"), format!("\"{}\" is not a path such as \"/mqtt\"", ws.path));
+        }
+        for origin in &ws.allowed_origins {
+            if origin.is_empty() || origin.contains(char::is_whitespace) || origin.ends_with('/') {
+                checks.fail(
+                    at("websocket.allowed_origins"),
+                    format!("\"{origin}\" is not an origin such as \"https://app.example.com\" (scheme, host, port; no path)"),
+                );
+            }
+        }
+    }
+    for key in ["peer_cert_as_username", "peer_cert_as_client_id"] {
+        let set = match key {
+            "peer_cert_as_username" => listener.peer_cert_as_username.is_some(),
+            _ => listener.peer_cert_as_client_id.is_some(),
+        };
+        let required = listener.tls.as_ref().is_some_and(|t| t.client_cert == ClientCertMode::Required);
+        if set && !(kind.is_tls() && required) {
+            checks.fail(
+                at(key),
+                "needs a tls or wss listener with tls.client_cert = \"required\" (otherwise a client without a certificate would choose its own)",
+            );
+        }
+    }
+    if !listener.trusted_proxies.is_empty() && !listener.proxy_protocol && !kind.is_websocket() {
+        checks.fail(
+            at("trusted_proxies"),
+            "only used with proxy_protocol = true or on ws/wss listeners (X-Forwarded-For, Forwarded)",
+        );
+    }
+    if let Some(max) = listener.max_packet_size {
+        checks.between(&at("max_packet_size"), max, MIN_PACKET_SIZE, MAX_PACKET_SIZE_LIMIT, " bytes");
+    }
+    if let Some(Some(rate)) = &listener.rate_limit {
+        checks.at_least(&at("rate_limit.bytes_per_sec"), rate.bytes_per_sec, 1, " bytes");
+        if let Some(burst) = rate.burst {
+            checks.at_least(&at("rate_limit.burst"), burst, 1, " bytes");
+        }
+    }
+    checks.duration_at_least(&at("handshake_timeout"), listener.handshake_timeout, Duration::from_millis(1));
 }
 
 fn listener_name_problem(name: &str) -> Option<String> {

@@ -1,0 +1,152 @@
+//! Tests of the transport keys of `[[listeners]]`: which keys go with which
+//! `type`, TLS and WebSocket tables, certificate-derived identities, and
+//! the per-listener limits as the core sees them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portcullis_core::connection::ListenerOptions;
+use portcullis_core::gate::CertField;
+use portcullis_core::settings::RateLimit;
+
+use super::listener::{ClientCertMode, TlsVersionName, WebSocketConfig};
+use super::*;
+
+fn ok(text: &str) -> Config {
+    match Config::from_str(text, "test.toml") {
+        Ok(config) => config,
+        Err(err) => panic!("expected a valid config, got:\n{err}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_str(text, "test.toml") {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(err) => err.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[track_caller]
+fn one_error(text: &str, expected: &str) {
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "for {text:?}: {errors:#?}");
+    assert!(errors[0].contains(expected), "for {text:?}: {:?} does not contain {expected:?}", errors[0]);
+}
+
+const TLS: &str = "tls = { cert_file = \"s.pem\", key_file = \"s.key\" }\n";
+
+#[test]
+fn every_transport_with_its_settings() {
+    let config = ok(&format!(
+        "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"tls\"\ntype = \"tls\"\nbind = \"127.0.0.1:0\"\n{TLS}\
+         [[listeners]]\nname = \"ws\"\ntype = \"ws\"\nbind = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"wss\"\ntype = \"wss\"\nbind = \"127.0.0.1:0\"\n\
+         [listeners.tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nca_file = \"ca.pem\"\nclient_cert = \"required\"\n\
+         min_version = \"1.3\"\nreload_poll = \"off\"\n\
+         [listeners.websocket]\npath = \"/\"\nallowed_origins = [\"https://app.example.com\"]\n"
+    ));
+    let [tcp, tls, ws, wss] = &config.listeners[..] else { panic!("four listeners") };
+    assert_eq!((tcp.tls.as_ref(), tcp.websocket.as_ref()), (None, None));
+    let t = tls.tls.as_ref().unwrap();
+    assert_eq!(t.cert_file, PathBuf::from("s.pem"));
+    assert_eq!(
+        (t.ca_file.as_ref(), t.client_cert, t.min_version, t.reload_poll),
+        (None, ClientCertMode::None, TlsVersionName::V1_2, Some(Duration::from_secs(10)))
+    );
+    assert_eq!(ws.websocket, Some(WebSocketConfig::default()), "a ws listener runs on the defaults");
+    assert_eq!(ws.websocket.as_ref().unwrap().path, "/mqtt");
+    let t = wss.tls.as_ref().unwrap();
+    assert_eq!((t.client_cert, t.min_version, t.reload_poll), (ClientCertMode::Required, TlsVersionName::V1_3, None));
+    assert_eq!(wss.websocket.as_ref().unwrap().allowed_origins, ["https://app.example.com"]);
+    assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn tables_belong_to_their_types() {
+    one_error("[[listeners]]\ntype = \"tls\"\n", "listeners[0].tls: required for type \"tls\"");
+    one_error("[[listeners]]\ntype = \"wss\"\n", "listeners[0].tls: required for type \"wss\"");
+    one_error(&format!("[[listeners]]\n{TLS}"), "listeners[0].tls: only for type \"tls\" or \"wss\"");
+    one_error(
+        "[[listeners]]\ntype = \"tls\"\nwebsocket = {}\ntls = { cert_file = \"a\", key_file = \"b\" }\n",
+        "listeners[0].websocket: only for type \"ws\" or \"wss\"",
+    );
+    one_error(
+        "[[listeners]]\ntype = \"tls\"\ntls = { cert_file = \"a\", key_file = \"b\", ca_fil = \"c\" }\n",
+        "unknown key `listeners[0].tls.ca_fil` (did you mean `ca_file`?)",
+    );
+    one_error("[[listeners]]\ntype = \"tls\"\ntls = { cert_file = \"a\" }\n", "key_file");
+}
+
+#[test]
+fn client_certificates_and_the_identities_taken_from_them() {
+    one_error(
+        "[[listeners]]\ntype = \"tls\"\ntls = { cert_file = \"a\", key_file = \"b\", ca_file = \"c\" }\n",
+        "listeners[0].tls.ca_file: only used to verify client certificates",
+    );
+    one_error(
+        "[[listeners]]\ntype = \"tls\"\ntls = { cert_file = \"a\", key_file = \"b\", client_cert = \"optional\" }\n",
+        "listeners[0].tls.ca_file: required when tls.client_cert",
+    );
+    let optional = "[[listeners]]\ntype = \"tls\"\npeer_cert_as_username = \"cn\"\n\
+        tls = { cert_file = \"a\", key_file = \"b\", ca_file = \"c\", client_cert = \"optional\" }\n";
+    one_error(
+        optional,
+        "listeners[0].peer_cert_as_username: needs a tls or wss listener with tls.client_cert = \"required\"",
+    );
+    one_error("[[listeners]]\npeer_cert_as_client_id = \"dn\"\n", "listeners[0].peer_cert_as_client_id: needs");
+    one_error(
+        "[[listeners]]\ntype = \"tls\"\npeer_cert_as_username = \"email\"\ntls = { cert_file = \"a\", key_file = \"b\" }\n",
+        "expected one of \"cn\", \"dn\", \"san_dns\", \"san_uri\"",
+    );
+    let config =
+        ok("[[listeners]]\ntype = \"wss\"\npeer_cert_as_username = \"san_dns\"\npeer_cert_as_client_id = \"cn\"\n\
+        tls = { cert_file = \"a\", key_file = \"b\", ca_file = \"c\", client_cert = \"required\" }\n");
+    let options = config.listeners[0].core_options();
+    assert_eq!(options.cert_as_username, Some(CertField::SanDns));
+    assert_eq!(options.cert_as_client_id, Some(CertField::CommonName));
+}
+
+#[test]
+fn proxies_websocket_paths_and_origins() {
+    one_error(
+        "[[listeners]]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+        "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss listeners",
+    );
+    ok("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    ok("[[listeners]]\ntype = \"ws\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n");
+    one_error("[[listeners]]\ntype = \"ws\"\nwebsocket = { path = \"mqtt\" }\n", "listeners[0].websocket.path");
+    one_error(
+        "[[listeners]]\ntype = \"ws\"\nwebsocket = { allowed_origins = [\"https://a.example/\"] }\n",
+        "listeners[0].websocket.allowed_origins: \"https://a.example/\" is not an origin",
+    );
+    one_error(
+        "[[listeners]]\ntype = \"tls\"\ntls = { cert_file = \"a\", key_file = \"b\", reload_poll = \"10ms\" }\n",
+        "listeners[0].tls.reload_poll: must be at least 100ms",
+    );
+}
+
+#[test]
+fn per_listener_limits() {
+    let limits = portcullis_core::settings::Limits::default();
+    let config = ok("[limits]\nrate_limit = { bytes_per_sec = 1000 }\n\
+        [[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:0\"\n\
+        [[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\nrate_limit = \"off\"\nmax_packet_size = \"64KiB\"\n\
+        [[listeners]]\nname = \"c\"\nbind = \"127.0.0.1:0\"\nrate_limit = { bytes_per_sec = \"1MB\", burst = 10 }\n");
+    assert_eq!(config.listeners[0].core_options(), ListenerOptions::default(), "inherits");
+    let b = config.listeners[1].core_options();
+    assert_eq!((b.max_packet_size, b.rate_limit), (Some(65536), Some(None)));
+    let c = config.listeners[2].core_options();
+    assert_eq!(c.rate_limit, Some(Some(RateLimit { bytes_per_sec: 1_000_000, burst: 10 })));
+    let ctx = portcullis_core::connection::ListenerContext::with_options("b", 1, b);
+    assert_eq!(ctx.max_packet_size(&limits), 65536);
+    assert_eq!(ctx.rate_limit(&limits), None);
+    one_error("[[listeners]]\nmax_packet_size = 8\n", "listeners[0].max_packet_size: must be at least 16 bytes");
+    one_error(
+        "[[listeners]]\nrate_limit = { bytes_per_sec = 0 }\n",
+        "listeners[0].rate_limit.bytes_per_sec: must be at least 1 byte",
+    );
+    one_error("[[listeners]]\nhandshake_timeout = \"0s\"\n", "listeners[0].handshake_timeout: must be at least 1ms");
+    // The per-listener checks run on port-0 listeners too.
+    one_error("[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_connections = 0\n", "listeners[0].max_connections");
+}

@@ -1,0 +1,341 @@
+//! Listeners: bind each configured socket, accept, establish the transport
+//! (PROXY header, TLS, WebSocket upgrade), and hand the resulting byte
+//! stream, the client's address and its certificate identity to the
+//! core's connection state machine.
+//!
+//! * `proxy` — PROXY protocol v1/v2 headers.
+//! * `tls` — the rustls configuration of a TLS listener and its reload.
+//! * `identity` — a client certificate's CN, subject DN and SANs.
+//! * `ws` — the WebSocket upgrade and the message ⇄ byte stream adapter.
+//! * `forwarded` — `Forwarded` / `X-Forwarded-For` from trusted proxies.
+//!
+//! Everything before MQTT runs under the listener's `handshake_timeout`.
+//! Its failures (no PROXY header, a bad ClientHello, an unknown client
+//! certificate, a refused upgrade) are counted per listener in `$SYS` and
+//! logged at warn level at most once per [`FAILURE_LOG_INTERVAL`] per
+//! listener (each one at debug level), so a flood of junk cannot flood the
+//! log. A plain TCP listener without PROXY protocol hands its sockets to
+//! the core directly, adding nothing to a connection's memory.
+
+mod forwarded;
+mod identity;
+mod proxy;
+mod tls;
+mod ws;
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portcullis_core::broker::{Broker, SysSource};
+use portcullis_core::connection::{serve, ListenerContext};
+use portcullis_core::gate::{CertIdentity, Gate};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ListenerConfig, ListenerKind};
+
+/// At most one warn line about handshake failures per listener per this.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Every running listener.
+#[derive(Debug)]
+pub struct Listeners {
+    listeners: Vec<Arc<Listener>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// One listener's settings and counters, shared by its connections.
+#[derive(Debug)]
+struct Listener {
+    cfg: ListenerConfig,
+    ctx: Arc<ListenerContext>,
+    tls: Option<tls::TlsState>,
+    ws: Option<ws::WsOptions>,
+    /// Sockets accepted and not yet handed to the core.
+    handshaking: AtomicUsize,
+    /// Handshake failures since start.
+    failures: AtomicU64,
+    /// When the last warn line about failures was written, and how many
+    /// failures went unlogged since.
+    failure_log: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Listeners {
+    /// Binds every listener and starts accepting. `gate` gives each
+    /// listener its gateway (its auth and ACL chains).
+    pub async fn start(
+        configs: &[ListenerConfig],
+        broker: &Arc<Broker>,
+        gate: impl Fn(&ListenerConfig) -> anyhow::Result<Arc<dyn Gate>>,
+    ) -> anyhow::Result<Listeners> {
+        let mut out = Listeners { listeners: Vec::new(), tasks: Vec::new() };
+        for cfg in configs {
+            let listener = Arc::new(Listener::new(cfg, &broker.settings.limits)?);
+            let gate = gate(cfg)?;
+            let task = listener
+                .start(Arc::clone(broker), gate)
+                .await
+                .map_err(|e| anyhow::anyhow!("listener `{}` on {}: {e}", cfg.name, cfg.bind))?;
+            out.tasks.push(task);
+            if let Some(poll) = cfg.tls.as_ref().and_then(|t| t.reload_poll) {
+                out.tasks.push(tokio::spawn(watch_certificates(Arc::clone(&listener), poll)));
+            }
+            out.listeners.push(listener);
+        }
+        broker.add_sys_source(Arc::new(ListenerStats(out.listeners.clone())));
+        Ok(out)
+    }
+
+    /// Reloads every TLS listener's certificates (SIGHUP).
+    pub fn reload_certificates(&self) {
+        for l in &self.listeners {
+            l.reload_certificates("SIGHUP");
+        }
+    }
+
+    /// Stops accepting.
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Polls a TLS listener's files and reloads on change.
+async fn watch_certificates(listener: Arc<Listener>, poll: Duration) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if listener.tls.as_ref().is_some_and(|t| t.changed()) {
+            listener.reload_certificates("file change");
+        }
+    }
+}
+
+impl Listener {
+    fn new(cfg: &ListenerConfig, limits: &portcullis_core::settings::Limits) -> anyhow::Result<Listener> {
+        let ctx = ListenerContext::with_options(&cfg.name, cfg.max_connections, cfg.core_options());
+        let tls = match &cfg.tls {
+            Some(t) => {
+                // A browser offers h2 and http/1.1 for wss; MQTT clients offer mqtt.
+                let alpn: &[&str] = if cfg.kind.is_websocket() { &["http/1.1"] } else { &["mqtt"] };
+                Some(
+                    tls::TlsState::load(t, alpn)
+                        .map_err(|e| anyhow::anyhow!("listener `{}` ({}): {e}", cfg.name, cfg.kind.name()))?,
+                )
+            }
+            None => None,
+        };
+        let ws = cfg.websocket.as_ref().map(|w| ws::WsOptions {
+            path: w.path.clone(),
+            allowed_origins: w.allowed_origins.clone(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            max_size: ctx.max_packet_size(limits) as usize,
+        });
+        Ok(Listener {
+            cfg: cfg.clone(),
+            ctx,
+            tls,
+            ws,
+            handshaking: AtomicUsize::new(0),
+            failures: AtomicU64::new(0),
+            failure_log: Mutex::new((None, 0)),
+        })
+    }
+
+    async fn start(self: &Arc<Self>, broker: Arc<Broker>, gate: Arc<dyn Gate>) -> std::io::Result<JoinHandle<()>> {
+        let cfg = &self.cfg;
+        let socket = if cfg.bind.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(cfg.bind)?;
+        let listener = socket.listen(cfg.backlog)?;
+        let local = listener.local_addr()?;
+        info!(
+            listener = %cfg.name,
+            transport = cfg.kind.name(),
+            addr = %local,
+            max_connections = cfg.max_connections,
+            max_packet_size = self.ctx.max_packet_size(&broker.settings.limits),
+            proxy_protocol = cfg.proxy_protocol,
+            client_cert = cfg.tls.as_ref().map_or("-", |t| t.client_cert.name()),
+            ws_path = self.ws.as_ref().map_or("-", |w| w.path.as_str()),
+            "listening"
+        );
+        let me = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = Arc::clone(&broker);
+                        let gate = Arc::clone(&gate);
+                        if me.cfg.kind == ListenerKind::Tcp && !me.cfg.proxy_protocol {
+                            // Straight to the core: nothing else to establish.
+                            tokio::spawn(serve(broker, gate, Arc::clone(&me.ctx), stream, peer, None));
+                        } else if me.handshaking.load(Ordering::Relaxed) >= me.cfg.max_connections {
+                            me.failed(peer, "accept", "too many handshakes in progress");
+                        } else {
+                            me.handshaking.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(Arc::clone(&me).establish(broker, gate, stream, peer));
+                        }
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(listener = %me.cfg.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// PROXY header, TLS, WebSocket upgrade (as configured) under the
+    /// handshake timeout, then the MQTT connection.
+    async fn establish(
+        self: Arc<Self>,
+        broker: Arc<Broker>,
+        gate: Arc<dyn Gate>,
+        stream: TcpStream,
+        remote: SocketAddr,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
+        let established = tokio::time::timeout_at(deadline, Box::pin(self.handshake(stream, remote))).await;
+        self.handshaking.fetch_sub(1, Ordering::Relaxed);
+        let (transport, peer, cert) = match established {
+            Ok(Ok(t)) => t,
+            Ok(Err((stage, e))) => return self.failed(remote, stage, e),
+            Err(_) => return self.failed(remote, "handshake", "timed out"),
+        };
+        let ctx = Arc::clone(&self.ctx);
+        match transport {
+            Transport::Tcp(s) => serve(broker, gate, ctx, s, peer, cert).await,
+            Transport::Tls(s) => serve(broker, gate, ctx, s, peer, cert).await,
+            Transport::Ws(s) => serve(broker, gate, ctx, s, peer, cert).await,
+            Transport::Wss(s) => serve(broker, gate, ctx, s, peer, cert).await,
+        }
+    }
+
+    async fn handshake(
+        &self,
+        mut stream: TcpStream,
+        remote: SocketAddr,
+    ) -> Result<Established, (&'static str, String)> {
+        let mut peer = remote;
+        if self.cfg.proxy_protocol {
+            if !self.cfg.trusted_proxies.is_empty() && !forwarded::is_trusted(remote.ip(), &self.cfg.trusted_proxies) {
+                return Err(("proxy", "not a trusted proxy".to_string()));
+            }
+            if let Some(client) = proxy::read_header(&mut stream).await.map_err(|e| ("proxy", e.to_string()))? {
+                peer = client;
+            }
+        }
+        match (self.cfg.kind, &self.tls, &self.ws) {
+            (ListenerKind::Tcp, _, _) => Ok((Transport::Tcp(stream), peer, None)),
+            (ListenerKind::Tls, Some(tls), _) => {
+                let (s, cert) = accept_tls(tls, stream).await?;
+                Ok((Transport::Tls(Box::new(s)), peer, cert))
+            }
+            (ListenerKind::Ws, _, Some(ws)) => {
+                let (s, peer) = ws::accept(stream, peer, ws).await.map_err(|e| ("websocket", e.to_string()))?;
+                Ok((Transport::Ws(Box::new(s)), peer, None))
+            }
+            (ListenerKind::Wss, Some(tls), Some(ws)) => {
+                let (s, cert) = accept_tls(tls, stream).await?;
+                let (s, peer) = ws::accept(s, peer, ws).await.map_err(|e| ("websocket", e.to_string()))?;
+                Ok((Transport::Wss(Box::new(s)), peer, cert))
+            }
+            // Validation pairs every TLS/WebSocket type with its settings.
+            (kind, _, _) => Err(("setup", format!("{} listener without its settings", kind.name()))),
+        }
+    }
+
+    /// Counts a failed handshake and logs it (rate limited, see module docs).
+    fn failed(&self, peer: SocketAddr, stage: &str, error: impl Display) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        debug!(listener = %self.cfg.name, %peer, stage, error = %error, "handshake failed");
+        let Ok(mut log) = self.failure_log.lock() else { return };
+        let now = Instant::now();
+        if log.0.is_some_and(|last| now.duration_since(last) < FAILURE_LOG_INTERVAL) {
+            log.1 += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut log.1);
+        log.0 = Some(now);
+        drop(log);
+        warn!(
+            listener = %self.cfg.name,
+            %peer,
+            stage,
+            error = %error,
+            suppressed,
+            "handshake failed (further failures within 10s are counted in $SYS, not logged)"
+        );
+    }
+
+    fn reload_certificates(&self, why: &str) {
+        let Some(tls) = &self.tls else { return };
+        match tls.reload() {
+            Ok(()) => {
+                info!(listener = %self.cfg.name, files = %tls.files(), trigger = why, "TLS certificates reloaded")
+            }
+            Err(e) => error!(
+                listener = %self.cfg.name,
+                trigger = why,
+                error = %e,
+                "TLS certificates not reloaded; keeping the previous ones"
+            ),
+        }
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+type Established = (Transport, SocketAddr, Option<Arc<CertIdentity>>);
+
+/// The byte stream a connection runs over.
+enum Transport {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+    Ws(Box<ws::WsIo<TcpStream>>),
+    Wss(Box<ws::WsIo<TlsStream>>),
+}
+
+/// The TLS handshake, and the identity in the client's certificate.
+async fn accept_tls<S>(
+    tls: &tls::TlsState,
+    stream: S,
+) -> Result<(tokio_rustls::server::TlsStream<S>, Option<Arc<CertIdentity>>), (&'static str, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let s = tls.acceptor().accept(stream).await.map_err(|e| ("tls", e.to_string()))?;
+    let cert = match s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        None => None,
+        Some(der) => match identity::from_der(der) {
+            Some(id) => Some(Arc::new(id)),
+            // rustls verified it, so this does not happen; refuse if it does.
+            None => return Err(("tls", "client certificate could not be read".to_string())),
+        },
+    };
+    Ok((s, cert))
+}
+
+/// `$SYS/brokers/<node>/listeners/<name>/connections` (open now) and
+/// `…/handshake_failures` (since start).
+#[derive(Debug)]
+struct ListenerStats(Vec<Arc<Listener>>);
+
+impl SysSource for ListenerStats {
+    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+        for l in &self.0 {
+            let name = &l.cfg.name;
+            out.push((format!("listeners/{name}/connections"), l.ctx.active.load(Ordering::Relaxed).to_string()));
+            out.push((format!("listeners/{name}/handshake_failures"), l.failures.load(Ordering::Relaxed).to_string()));
+        }
+    }
+}
