@@ -1008,12 +1008,14 @@ async fn storm(addr: SocketAddr, n: usize, user: &str, pw: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_cache_single_flight() {
     const PW: &str = "storm-password";
-    let (_dir, file) = password_dir(&[("storm", PW, Some("argon2id"))]);
+    // The reader is another user: the chain reads only username and
+    // password, so a CONNECT as `storm` would already warm the cache.
+    let (_dir, file) = password_dir(&[("storm", PW, Some("argon2id")), ("reader", PW, Some("argon2id"))]);
     let b = Broker::start(&format!(
         "[sys]\ninterval = \"1s\"\n[auth]\nchain = [\"pw\"]\n[auth.password_file.pw]\npath = {}\n",
         tp(&file)
     ));
-    let mut reader = login(b.addr, V3, "sys-reader", Some("storm"), Some(PW)).await;
+    let mut reader = login(b.addr, V3, "sys-reader", Some("reader"), Some(PW)).await;
     subscribe(&mut reader, 1, &[("$SYS/brokers/+/auth/default/pw/calls", Q0)]).await;
     let before: u64 = sys_next(&mut reader, Duration::from_secs(5)).await.parse().expect("calls");
     assert_eq!(before, 1, "the reader's own CONNECT");

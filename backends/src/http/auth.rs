@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
@@ -107,6 +107,12 @@ pub(super) fn rule_name(url: &str) -> String {
 impl AuthProvider for HttpAuth {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inputs(&self) -> Inputs {
+        crate::common::template::auth_inputs(
+            self.request.templates().chain(self.superuser.iter().flat_map(RequestSpec::templates)),
+        )
     }
 
     fn kind(&self) -> &'static str {

@@ -32,6 +32,11 @@ pub struct RequestSpec {
 pub struct Unsendable(pub String);
 
 impl RequestSpec {
+    /// Every template of the request: URL, headers and body.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        std::iter::once(&self.url).chain(self.headers.iter().map(|(_, t)| t)).chain(self.body.iter().map(|(_, t)| t))
+    }
+
     /// `key` prefixes errors (`superuser.`); `https` says whether TLS is on.
     pub fn parse(cfg: &RequestConfig, allowed: &[Var], key: &str, tls: bool) -> Result<RequestSpec, String> {
         let url = Template::parse(&cfg.url, allowed).map_err(|e| format!("{key}url: {e}"))?;

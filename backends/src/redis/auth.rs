@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use portcullis_auth::hash::HashConfig;
-use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider};
+use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, GateFuture};
 use portcullis_core::provider::{ErrorKind, ProviderError};
 use redis::Value;
@@ -150,6 +150,12 @@ impl RedisAuth {
 impl AuthProvider for RedisAuth {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inputs(&self) -> Inputs {
+        crate::common::template::auth_inputs(
+            self.command.templates().chain(self.superuser.iter().flat_map(Command::templates)),
+        )
     }
 
     fn kind(&self) -> &'static str {

@@ -29,6 +29,11 @@ pub struct Rendered {
 }
 
 impl Command {
+    /// The argument templates (what the command reads).
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.args.iter()
+    }
+
     /// Splits `text` on whitespace; `allowed` are the placeholders the
     /// arguments may use.
     pub fn parse(text: &str, allowed: &[Var]) -> Result<Command, String> {
