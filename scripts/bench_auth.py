@@ -76,8 +76,154 @@ hash = {{ algo = "sha256", salt_position = "prefix" }}
 """
 
 
+def tool(*names):
+    """The first of `names` found on PATH or under /usr/lib/postgresql."""
+    import glob
+    for n in names:
+        found = shutil.which(n) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{n}"), reverse=True)), None)
+        if found:
+            return found
+    raise Unavailable(f"none of {names} is installed")
+
+
+def run(cmd, data):
+    p = subprocess.run(cmd, input=data, capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {p.stderr[-2000:]}")
+
+
+def sql_inserts(n):
+    rows = "".join(
+        f"INSERT INTO mqtt_user (username, password_hash, salt, is_superuser) VALUES ('{u}', '{h}', '{salt}', false);\n"
+        for u, salt, h in users(n))
+    return f"DELETE FROM mqtt_user WHERE username LIKE '{USER_PREFIX}%';\n" + rows
+
+
+def seed_postgres(n, workdir):
+    admin = env("PORTCULLIS_TEST_PG_ADMIN_URL").rsplit("/", 1)[0] + "/emqx"
+    run([tool("psql"), admin, "-q", "-v", "ON_ERROR_STOP=1"], sql_inserts(n))
+    return f"""
+[auth.postgres.b]
+url = "{env('PORTCULLIS_TEST_PG_URL')}"
+password = {{ env = "PORTCULLIS_TEST_PG_PASSWORD" }}
+"""
+
+
+def seed_mysql(n, workdir):
+    run([tool("mariadb", "mysql"), f"--defaults-file={env('PORTCULLIS_TEST_MYSQL_ADMIN_CNF')}", "emqx"], sql_inserts(n))
+    return f"""
+[auth.mysql.b]
+url = "{env('PORTCULLIS_TEST_MYSQL_URL')}"
+password = {{ env = "PORTCULLIS_TEST_MYSQL_PASSWORD" }}
+"""
+
+
+def seed_redis(n, workdir):
+    host, port = env("PORTCULLIS_TEST_REDIS_ADDR").rsplit(":", 1)
+    cmds = "".join(f"HSET mqtt_user:{u} password_hash {h} salt {salt} is_superuser 0\n" for u, salt, h in users(n))
+    run([env("PORTCULLIS_TEST_REDIS_CLI"), "-h", host, "-p", port], cmds)
+    return f"""
+[auth.redis.b]
+servers = "{host}:{port}"
+"""
+
+
+def ssha(password, salt):
+    import base64
+    return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
+
+
+def seed_ldap(n, workdir):
+    url, base = env("PORTCULLIS_TEST_LDAP_URL"), env("PORTCULLIS_TEST_LDAP_BASE")
+    ldif = []
+    for u, salt, _ in users(n):
+        ldif.append(f"dn: uid={u},ou=people,{base}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}\n"
+                    f"userPassword: {ssha(PASSWORD, salt.encode())}\n")
+    # -c: entries left from an earlier run are fine.
+    p = subprocess.run([tool("ldapadd"), "-c", "-x", "-H", url, "-D", f"cn=admin,{base}", "-w", "admin-secret"],
+                       input="\n".join(ldif), capture_output=True, text=True, timeout=300)
+    if p.returncode not in (0, 68):  # 68: already exists
+        raise RuntimeError(f"ldapadd failed: {p.stderr[-2000:]}")
+    return f"""
+[auth.ldap.b]
+servers = ["{url}"]
+bind_dn = "{env('PORTCULLIS_TEST_LDAP_BIND_DN')}"
+bind_password = {{ env = "PORTCULLIS_TEST_LDAP_BIND_PASSWORD" }}
+mode = "search"
+base_dn = "ou=people,{base}"
+filter = "(&(objectClass=inetOrgPerson)(uid=${{username}}))"
+"""
+
+
+SPAWNED = []
+
+
+def seed_mongodb(n, workdir):
+    import glob
+    spawn = env("PORTCULLIS_TEST_MONGO_SPAWN")
+    py = next(iter(glob.glob(os.path.expanduser("~/.cache/portcullis/secantus-*/bin/python"))), None)
+    if not py:
+        raise Unavailable("the SecantusDB venv (scripts/services/mongodb.sh) is missing")
+    out = subprocess.run([spawn], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    pid, port = int(out[-2]), int(out[-1])
+    SPAWNED.append(pid)
+    docs = [{"username": u, "password_hash": h, "salt": salt, "is_superuser": False} for u, salt, h in users(n)]
+    path = os.path.join(workdir, "users.json")
+    with open(path, "w") as f:
+        json.dump(docs, f)
+    code = ("import json,sys,pymongo; c=pymongo.MongoClient(sys.argv[1]); "
+            "c.mqtt.mqtt_user.insert_many(json.load(open(sys.argv[2])))")
+    subprocess.run([py, "-c", code, f"mongodb://127.0.0.1:{port}/?directConnection=true", path], check=True, timeout=120)
+    return f"""
+[auth.mongodb.b]
+uri = "mongodb://127.0.0.1:{port}/?directConnection=true"
+database = "mqtt"
+"""
+
+
+def seed_http(n, workdir):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    known = {u for u, _, _ in users(n)}
+
+    class Hook(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if body.get("username") not in known:
+                result = "ignore"
+            else:
+                result = "allow" if body.get("password") == PASSWORD else "deny"
+            data = json.dumps({"result": result}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"""
+[auth.http.b]
+url = "http://127.0.0.1:{server.server_address[1]}/auth"
+body = {{ username = "${{username}}", password = "${{password}}" }}
+max_concurrency = 256
+"""
+
+
 BACKENDS = {
     "password_file": seed_password_file,
+    "postgres": seed_postgres,
+    "mysql": seed_mysql,
+    "redis": seed_redis,
+    "ldap": seed_ldap,
+    "mongodb": seed_mongodb,
+    "http": seed_http,
 }
 
 
@@ -238,4 +384,11 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for pid in SPAWNED:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass

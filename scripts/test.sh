@@ -10,6 +10,8 @@ need_pkgs=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
 # The tests signal broker processes with /usr/bin/kill (not the shell builtin).
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need_pkgs+=(procps)
+# Validates docker-compose.yml without a Docker engine.
+command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
@@ -20,6 +22,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+echo "==> docker-compose config"
+docker-compose -f docker-compose.yml config -q
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -105,7 +105,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         "starting portcullis"
     );
     let security = Arc::new(security::Security::build(&cfg).await.context("building the auth and ACL chains")?);
-    if security.builtin_auth {
+    if security.builtin_auth && cfg.listeners.iter().any(|l| l.auth_chain == "default") {
         warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
     }
     let broker = Broker::new(settings);
