@@ -29,6 +29,9 @@ pub struct ClientOpts {
     pub users: Option<u32>,
     pub password: Option<Bytes>,
     pub keep_alive: u16,
+    /// Start of every client id: conn clients are `<prefix>c<i>`, pubsub
+    /// subscribers `<prefix>s<i>` and publishers `<prefix>p<i>`.
+    pub client_prefix: String,
     /// Bound on each network step: the whole handshake, a SUBACK, a flush.
     pub timeout: Duration,
 }
@@ -41,6 +44,7 @@ impl std::fmt::Debug for ClientOpts {
             .field("users", &self.users)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("keep_alive", &self.keep_alive)
+            .field("client_prefix", &self.client_prefix)
             .field("timeout", &self.timeout)
             .finish()
     }

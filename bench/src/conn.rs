@@ -49,7 +49,6 @@ pub async fn run(target: Target, opts: ClientOpts, plan: ConnPlan, progress: Pro
     let sem = Arc::new(Semaphore::new(plan.concurrency));
     let (release_tx, release_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel(); // at most `n` messages, one per task
-    let run_id = std::process::id();
     let ticker = progress.start({
         let live = Arc::clone(&live);
         move || {
@@ -74,7 +73,7 @@ pub async fn run(target: Target, opts: ClientOpts, plan: ConnPlan, progress: Pro
         let Ok(permit) = Arc::clone(&sem).acquire_owned().await else { break };
         let (opts, tx, release, live) = (opts.clone(), tx.clone(), release_rx.clone(), Arc::clone(&live));
         tasks.push(tokio::spawn(async move {
-            let opened = client::open(&target, idx, format!("pcb-{run_id}-c{idx}"), &opts).await;
+            let opened = client::open(&target, idx, format!("{}c{idx}", opts.client_prefix), &opts).await;
             drop(permit);
             let session = match opened {
                 Ok(s) => {

@@ -75,6 +75,12 @@ struct Common {
     /// bench999), all with the same password.
     #[arg(long, requires = "username", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     users: Option<u32>,
+    /// Client ids start with this [default: pcb-<pid>-]: conn clients are
+    /// `<prefix>c<i>`, pubsub clients `<prefix>s<i>` / `<prefix>p<i>`. A
+    /// fixed prefix makes a second run reconnect with the same client ids
+    /// (and the same source addresses), e.g. to meet a warm auth cache.
+    #[arg(long)]
+    client_id_prefix: Option<String>,
     /// MQTT protocol level: 3 (3.1), 4 (3.1.1) or 5 (5.0).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=5))]
     protocol: u8,
@@ -222,6 +228,11 @@ fn setup(c: &Common) -> anyhow::Result<(Target, ClientOpts, Progress)> {
     } else {
         None
     };
+    let client_prefix = c.client_id_prefix.clone().unwrap_or_else(|| format!("pcb-{}-", std::process::id()));
+    check(
+        client_prefix.len() <= 64 && !client_prefix.contains('\0'),
+        "--client-id-prefix must be at most 64 bytes, without NUL",
+    )?;
     let version = match c.protocol {
         3 => ProtocolVersion::V31,
         4 => ProtocolVersion::V311,
@@ -233,6 +244,7 @@ fn setup(c: &Common) -> anyhow::Result<(Target, ClientOpts, Progress)> {
         users: c.users,
         password,
         keep_alive: c.keep_alive,
+        client_prefix,
         timeout: c.timeout,
     };
     Ok((target, opts, Progress::new(c.quiet)))

@@ -121,3 +121,25 @@ fn refuses_hosts_outside_loopback() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.0/8"), "{host}");
     }
 }
+
+#[test]
+fn client_id_prefix_names_every_client() {
+    // A fixed prefix gives the same client ids on every run (what a warm
+    // auth cache needs); the broker logs each client id it admits.
+    let broker = Broker::start("");
+    let (out, s) = bench(&["conn", "--port", &port(&broker), "-n", "3", "--client-id-prefix", "warm-"]);
+    assert!(out.status.success(), "{s}");
+    let (out, s) = bench(&["pubsub", "--port", &port(&broker), "--count", "5", "--client-id-prefix", "ps-"]);
+    assert!(out.status.success(), "{s}");
+    for id in ["warm-c0", "warm-c1", "warm-c2", "ps-s0", "ps-p0"] {
+        assert!(broker.wait_log(id, std::time::Duration::from_secs(5)), "{id} not seen:\n{}", broker.log());
+    }
+    assert!(!broker.log().contains("pcb-"), "the default prefix was not used");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
+        .args(["conn", "--port", &port(&broker), "-n", "1", "--client-id-prefix", &"x".repeat(65)])
+        .output()
+        .expect("run portcullis-bench");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--client-id-prefix"));
+}

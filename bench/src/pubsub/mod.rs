@@ -55,13 +55,12 @@ pub async fn run(
     progress: Progress,
 ) -> anyhow::Result<serde_json::Value> {
     let epoch = Instant::now();
-    let run_id = std::process::id();
     let topic = plan.publish.topic.clone();
 
     let mut subs = connect_all(plan.subscribers, plan.concurrency, |i| {
         let (opts, topic, sub_qos) = (opts.clone(), topic.clone(), plan.sub_qos);
         async move {
-            let mut s = client::open(&target, i, format!("pcb-{run_id}-s{i}"), &opts).await?;
+            let mut s = client::open(&target, i, format!("{}s{i}", opts.client_prefix), &opts).await?;
             subscriber::subscribe(&mut s, &topic, sub_qos, opts.timeout).await?;
             Ok(s)
         }
@@ -71,7 +70,7 @@ pub async fn run(
     let pubs = connect_all(plan.publishers, plan.concurrency, |i| {
         let opts = opts.clone();
         let idx = plan.subscribers + i; // spread over other source addresses
-        async move { Ok(client::open(&target, idx, format!("pcb-{run_id}-p{i}"), &opts).await?) }
+        async move { Ok(client::open(&target, idx, format!("{}p{i}", opts.client_prefix), &opts).await?) }
     })
     .await
     .context("connecting the publishers")?;

@@ -450,6 +450,20 @@ mod tests {
         let (a, _b) = tokio::io::duplex(64);
         let fut = super::serve(broker, gate, l, a, "127.0.0.1:1".parse().unwrap(), None);
         let size = std::mem::size_of_val(&fut);
+        // Printed for docs/performance.md (`-- --nocapture`); the release
+        // build's future is smaller than this debug build's.
+        eprintln!("connection future: {size} bytes");
         assert!(size < 2500, "connection future is {size} bytes");
+    }
+
+    /// Every session (and so every idle connection) holds one of these on
+    /// the heap, behind an `Arc`; see docs/performance.md.
+    #[test]
+    fn idle_session_stays_small() {
+        let session = std::mem::size_of::<crate::session::Session>();
+        let client = std::mem::size_of::<crate::gate::ClientInfo>();
+        eprintln!("Session: {session} bytes, ClientInfo: {client} bytes");
+        assert!(session <= 320, "Session is {session} bytes");
+        assert!(client <= 128, "ClientInfo is {client} bytes");
     }
 }
