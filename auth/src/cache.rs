@@ -136,6 +136,8 @@ pub struct AuthCache {
     generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Chains not worth caching, answered without a lookup.
+    bypassed: AtomicU64,
     stale_served: AtomicU64,
 }
 
@@ -167,6 +169,7 @@ impl AuthCache {
             generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
         }
     }
@@ -176,6 +179,11 @@ impl AuthCache {
     pub async fn authenticate(&self, chain: &AuthChain, info: &ConnectInfo) -> AuthVerdict {
         if self.cfg.max_entries == 0 {
             self.misses.fetch_add(1, Relaxed);
+            return chain.authenticate(info).await;
+        }
+        if !chain.worth_caching() {
+            // Answered from memory faster than a lookup; no entry per client.
+            self.bypassed.fetch_add(1, Relaxed);
             return chain.authenticate(info).await;
         }
         let key = self.key(chain, info);
@@ -257,6 +265,7 @@ impl AuthCache {
             ("hits", hits),
             ("misses", misses),
             ("entries", self.fresh.entry_count()),
+            ("bypassed", self.bypassed.load(Relaxed)),
             ("stale_served", self.stale_served.load(Relaxed)),
         ] {
             out.push((join(prefix, k), v.to_string()));
@@ -451,6 +460,30 @@ mod tests {
 
     fn from_cache(d: &DecidedBy) -> bool {
         matches!(d, DecidedBy::Cache(_))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chains_answered_from_memory_bypass_the_cache() {
+        use crate::provider::DynAuthProvider;
+        use crate::providers::anonymous::Anonymous;
+        let p: DynAuthProvider = Arc::new(Anonymous::new("anon".into(), Vec::new()));
+        let chain = AuthChain::new(
+            "c",
+            vec![crate::chain::AuthEntry::new(p, Duration::from_secs(1), OnError::Deny)],
+            NoMatch::Deny,
+        );
+        let cache = AuthCache::new(cfg());
+        for i in 0..10 {
+            let v = cache.authenticate(&chain, &connect(&format!("c{i}"), None, None)).await;
+            assert!(matches!(v.result, AuthResult::Allow { .. }));
+            assert!(!from_cache(&v.decided_by));
+        }
+        cache.settle().await;
+        let mut sys = Vec::new();
+        cache.sys_values("", &mut sys);
+        let get = |k: &str| sys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("entries").as_deref(), Some("0"), "no entry per client");
+        assert_eq!(get("bypassed").as_deref(), Some("10"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,6 +88,12 @@ impl AuthChain {
         self.entries.iter().fold(Inputs::NONE, |acc, e| acc | e.provider.inputs())
     }
 
+    /// Whether any provider's answers are worth caching (see
+    /// [`AuthProvider::worth_caching`](crate::provider::AuthProvider::worth_caching)).
+    pub fn worth_caching(&self) -> bool {
+        self.entries.iter().any(|e| e.provider.worth_caching())
+    }
+
     pub async fn authenticate(&self, info: &ConnectInfo) -> AuthVerdict {
         let mut steps = Vec::with_capacity(self.entries.len());
         for e in &self.entries {

@@ -94,6 +94,13 @@ pub trait AuthProvider: Send + Sync + 'static {
     fn inputs(&self) -> Inputs {
         Inputs::ALL
     }
+    /// Whether caching this provider's answers pays: false for providers
+    /// that answer from memory in less time than a cache lookup takes
+    /// (anonymous, IP, client id, certificate). A chain of only such
+    /// providers bypasses the auth cache, so it keeps no entry per client.
+    fn worth_caching(&self) -> bool {
+        true
+    }
     /// Whether the provider's backend is reachable (`None`: it has none).
     /// Shown in `$SYS` as `.../health` (1 up, 0 down).
     fn health(&self) -> Option<bool> {

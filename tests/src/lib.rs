@@ -564,11 +564,12 @@ pub mod kit {
     /// It logs them after the session cleanup, which happens just after the
     /// socket is closed.
     pub fn wait_disconnects(b: &crate::Broker, id: &str, n: usize) {
-        let needle = format!("client_id=\"{id}\"}}");
+        // `client disconnected client_id=<id> peer=…`
+        let needle = format!("client_id={id} ");
         let end = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < end {
             let log = b.log();
-            if log.lines().filter(|l| l.contains(&needle) && l.contains("client disconnected")).count() >= n {
+            if log.lines().filter(|l| l.contains("client disconnected") && l.contains(&needle)).count() >= n {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -50,6 +50,10 @@ impl AuthProvider for Anonymous {
         "anonymous"
     }
 
+    fn worth_caching(&self) -> bool {
+        false
+    }
+
     fn inputs(&self) -> Inputs {
         Inputs::USERNAME.union(Inputs::PASSWORD).union(Inputs::PEER)
     }

@@ -44,6 +44,10 @@ impl AuthProvider for Certificate {
         "certificate"
     }
 
+    fn worth_caching(&self) -> bool {
+        false
+    }
+
     fn inputs(&self) -> Inputs {
         Inputs::CERT.union(Inputs::USERNAME)
     }

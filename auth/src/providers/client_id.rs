@@ -113,6 +113,10 @@ impl AuthProvider for ClientIdList {
         "client_id"
     }
 
+    fn worth_caching(&self) -> bool {
+        false
+    }
+
     fn inputs(&self) -> Inputs {
         Inputs::CLIENT_ID.union(Inputs::PEER)
     }

@@ -46,6 +46,10 @@ impl AuthProvider for IpProvider {
         "ip"
     }
 
+    fn worth_caching(&self) -> bool {
+        false
+    }
+
     fn inputs(&self) -> Inputs {
         Inputs::PEER
     }

@@ -144,7 +144,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     return Err(Close::error(v5::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
                 }
                 metrics.dropped(DropReason::AwaitRelFull);
-                warn!(packet_id = id, "too many QoS 2 messages awaiting PUBREL; message dropped");
+                warn!(
+                    client_id = %self.client.client_id,
+                    packet_id = id,
+                    "too many QoS 2 messages awaiting PUBREL; message dropped"
+                );
                 return Ok(());
             }
             st.awaiting_rel.insert(id, now);

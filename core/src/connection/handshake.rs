@@ -65,7 +65,7 @@ pub(super) async fn handshake<R, W>(
     peer: SocketAddr,
     cert: Option<Arc<CertIdentity>>,
     over_limit: bool,
-) -> Option<(Conn<W>, oneshot::Receiver<Kick>)>
+) -> Option<(Box<Conn<W>>, oneshot::Receiver<Kick>)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send,
@@ -323,5 +323,5 @@ where
         "client connected"
     );
     crate::sys::presence_connected(broker, &conn.client, keep_alive, connect.clean_start);
-    Some((conn, opened.kicked))
+    Some((Box::new(conn), opened.kicked))
 }

@@ -11,7 +11,7 @@ use super::{Conn, WRITE_HIGH_WATER};
 use crate::codec::{self, Packet, Properties, PubResp, Publish, QoS};
 use crate::message::Delivery;
 use crate::metrics::DropReason;
-use crate::session::OutState;
+use crate::session::{OutState, Outgoing};
 use crate::topic::SubscriptionFilter;
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {
@@ -20,30 +20,54 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     /// delivery check on, each message is first checked as a subscription
     /// to its topic, so a subscription granted before a rule changed (or a
     /// broad one a deny rule did not cover) cannot carry a refused topic.
+    ///
+    /// Without the check nothing here waits: the common path is plain
+    /// code, and the checking path is boxed, so neither adds its state to
+    /// every idle connection's future.
     pub(super) async fn pump(&mut self) {
-        let check = self.gate.check_on_delivery();
+        if self.gate.check_on_delivery() {
+            Box::pin(self.pump_checked()).await;
+        } else {
+            let now = Instant::now();
+            while let Some(out) = self.next_out(now) {
+                self.emit(&out, now);
+            }
+        }
+    }
+
+    async fn pump_checked(&mut self) {
         let mut now = Instant::now();
-        while self.wbuf.len() < WRITE_HIGH_WATER {
-            let next = {
-                let mut st = self.session.lock();
-                if st.owner != Some(self.conn_id) {
-                    return;
-                }
-                st.next_outgoing(self.window, now, &self.broker.metrics)
-            };
-            let Some(out) = next else { return };
-            if check && !self.delivery_allowed(&out.delivery).await {
+        while let Some(out) = self.next_out(now) {
+            if self.delivery_allowed(&out.delivery).await {
+                self.emit(&out, now);
+            } else {
                 self.broker.metrics.dropped(DropReason::Denied);
                 if let Some(id) = out.packet_id {
                     self.session.lock().complete(id);
                 }
                 now = Instant::now();
-                continue;
             }
-            if !self.send_publish(&out.delivery, out.packet_id, false, now) {
-                if let Some(id) = out.packet_id {
-                    self.session.lock().complete(id);
-                }
+        }
+    }
+
+    /// The next delivery, while the write buffer has room and this
+    /// connection still owns the session.
+    fn next_out(&mut self, now: Instant) -> Option<Outgoing> {
+        if self.wbuf.len() >= WRITE_HIGH_WATER {
+            return None;
+        }
+        let mut st = self.session.lock();
+        if st.owner != Some(self.conn_id) {
+            return None;
+        }
+        st.next_outgoing(self.window, now, &self.broker.metrics)
+    }
+
+    /// Encodes a delivery; one that cannot be sent leaves the window.
+    fn emit(&mut self, out: &Outgoing, now: Instant) {
+        if !self.send_publish(&out.delivery, out.packet_id, false, now) {
+            if let Some(id) = out.packet_id {
+                self.session.lock().complete(id);
             }
         }
     }
