@@ -345,42 +345,66 @@ def run_case(name, seed, args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("backends", nargs="*", help="backends to run (default: all available)")
     ap.add_argument("--clients", type=int, default=10000)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     args = ap.parse_args()
     names = args.backends or list(BACKENDS)
     for n in names:
         if n not in BACKENDS:
             sys.exit(f"unknown backend {n}; known: {', '.join(BACKENDS)}")
 
-    results = run_case("auth off", None, args)
-    off_rate = results[0][2].get("connects_per_s") or 0
-    for n in names:
-        try:
-            results += run_case(n, BACKENDS[n], args)
-        except Unavailable as e:
-            results.append((n, "skipped", {"error": str(e)}, None))
+    # rows[(name, phase)] = list of (summary, calls), one per round
+    rows = {}
+    order = []
+    for r in range(args.rounds):
+        cases = [("auth off", None)] + [(n, BACKENDS[n]) for n in names]
+        for name, seed in cases:
+            print(f"round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+            try:
+                got = run_case(name, seed, args)
+            except Unavailable as e:
+                got = [(name, "skipped", {"error": str(e)}, None)]
+            for n, phase, summary, calls in got:
+                if (n, phase) not in rows:
+                    order.append((n, phase))
+                rows.setdefault((n, phase), []).append((summary, calls))
 
+    def med(key, field):
+        return median([s[field] for s, _ in rows[key] if field in s])
+
+    off_rate = med(("auth off", "off"), "connects_per_s") or 0
     print()
-    print(f"{args.clients} clients over {args.users} users, concurrency {args.concurrency}")
-    hdr = f"{'backend':<16} {'cache':<6} {'connects/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'queries':>8} {'vs off':>7}"
+    print(f"{args.clients} clients over {args.users} users, concurrency {args.concurrency}, "
+          f"median of {args.rounds} rounds")
+    hdr = (f"{'backend':<16} {'cache':<6} {'connects/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} "
+           f"{'queries':>8} {'vs off':>7}")
     print(hdr)
     print("-" * len(hdr))
-    for name, phase, s, calls in results:
-        if "connects_per_s" not in s:
-            print(f"{name:<16} {phase:<6} {s.get('error', 'failed')}")
+    for key in order:
+        name, phase = key
+        rate = med(key, "connects_per_s")
+        if rate is None:
+            print(f"{name:<16} {phase:<6} {rows[key][0][0].get('error', 'failed')}")
             continue
-        rate = s["connects_per_s"]
+        calls = [c for _, c in rows[key] if c is not None]
+        q = "-" if not calls else "/".join(str(c) for c in calls)
+        failed = sum(s.get("failed", 0) for s, _ in rows[key])
         ratio = f"{100 * rate / off_rate:.0f}%" if off_rate else "-"
-        q = "-" if calls is None else str(calls)
-        print(f"{name:<16} {phase:<6} {rate:>11.0f} {s['connack_p50_us'] / 1000:>8.2f} {s['connack_p99_us'] / 1000:>8.2f}"
-              f" {s['failed']:>7} {q:>8} {ratio:>7}")
+        print(f"{name:<16} {phase:<6} {rate:>11.0f} {med(key, 'connack_p50_us') / 1000:>8.2f} "
+              f"{med(key, 'connack_p99_us') / 1000:>8.2f} {failed:>7} {q:>8} {ratio:>7}")
     print()
-    print(f"targets: cold storm <= {args.users} backend queries; warm connects/s >= 90% of auth off")
+    print(f"queries: backend calls per storm, one figure per round. Targets: cold storm <= {args.users} "
+          "backend queries; warm connects/s >= 90% of auth off")
 
 
 if __name__ == "__main__":
