@@ -376,9 +376,39 @@ impl Broker {
         }
         let mut routes = Vec::new();
         self.router.matches(&msg.topic, &mut routes);
+        self.deliver_sys(&msg, routes);
+    }
+
+    /// A `$SYS` event that is not retained (presence): the payload is made
+    /// only when someone subscribes to the topic, so a connect storm with
+    /// no `$SYS` subscriber does not build and drop a JSON document per
+    /// connect and disconnect (that was 44 % of the CPU of a connect, by
+    /// callgrind).
+    pub fn publish_sys_event(&self, topic: &str, payload: impl FnOnce() -> String) {
+        let Ok(topic) = crate::topic::TopicName::new(topic) else {
+            return;
+        };
+        let mut routes = Vec::new();
+        self.router.matches(&topic, &mut routes);
+        if routes.is_empty() {
+            return;
+        }
+        let msg = Arc::new(Message {
+            topic,
+            payload: payload().into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+            publisher: None,
+            expires_at: None,
+        });
+        self.deliver_sys(&msg, routes);
+    }
+
+    fn deliver_sys(&self, msg: &Arc<Message>, routes: Vec<crate::router::Route<Arc<Session>>>) {
         for d in collapse(routes) {
             let delivery = Delivery {
-                msg: Arc::clone(&msg),
+                msg: Arc::clone(msg),
                 qos: QoS::AtMostOnce,
                 retain: false,
                 subscription_ids: d.subscription_ids,

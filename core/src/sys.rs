@@ -26,30 +26,34 @@ fn protocol_number(c: &ClientInfo) -> u8 {
 
 /// Publishes `clients/<id>/connected`.
 pub fn presence_connected(broker: &Broker, c: &ClientInfo, keep_alive: u16, clean_start: bool) {
-    let payload = serde_json::json!({
-        "clientid": &*c.client_id,
-        "username": c.username.as_deref(),
-        "ipaddress": c.peer.ip().to_string(),
-        "proto_ver": protocol_number(c),
-        "keepalive": keep_alive,
-        "clean_start": clean_start,
-        "listener": &*c.listener,
-        "connected_at": unix_millis(),
-    });
     let topic = format!("{}/clients/{}/connected", base(broker), c.client_id);
-    broker.publish_sys(&topic, payload.to_string(), false);
+    broker.publish_sys_event(&topic, || {
+        serde_json::json!({
+            "clientid": &*c.client_id,
+            "username": c.username.as_deref(),
+            "ipaddress": c.peer.ip().to_string(),
+            "proto_ver": protocol_number(c),
+            "keepalive": keep_alive,
+            "clean_start": clean_start,
+            "listener": &*c.listener,
+            "connected_at": unix_millis(),
+        })
+        .to_string()
+    });
 }
 
 /// Publishes `clients/<id>/disconnected`.
 pub fn presence_disconnected(broker: &Broker, c: &ClientInfo, reason: &str) {
-    let payload = serde_json::json!({
-        "clientid": &*c.client_id,
-        "username": c.username.as_deref(),
-        "reason": reason,
-        "disconnected_at": unix_millis(),
-    });
     let topic = format!("{}/clients/{}/disconnected", base(broker), c.client_id);
-    broker.publish_sys(&topic, payload.to_string(), false);
+    broker.publish_sys_event(&topic, || {
+        serde_json::json!({
+            "clientid": &*c.client_id,
+            "username": c.username.as_deref(),
+            "reason": reason,
+            "disconnected_at": unix_millis(),
+        })
+        .to_string()
+    });
 }
 
 fn format_uptime(d: Duration) -> String {
