@@ -236,27 +236,11 @@ async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec
         t.insert(name.clone(), (Arc::new(list) as DynAuthProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.password_file {
-        let digest = c.hash.map(|h| {
-            use crate::config::security::{DigestName as D, EncodingName as E, SaltPositionName as S};
-            use portcullis_auth::hash::{Encoding, HashAlgo, HashConfig, SaltPosition};
-            HashConfig {
-                algo: match h.algo {
-                    D::Plain => HashAlgo::Plain,
-                    D::Md5 => HashAlgo::Md5,
-                    D::Sha1 => HashAlgo::Sha1,
-                    D::Sha256 => HashAlgo::Sha256,
-                    D::Sha512 => HashAlgo::Sha512,
-                },
-                salt_position: match h.salt_position {
-                    S::Prefix => SaltPosition::Prefix,
-                    S::Suffix => SaltPosition::Suffix,
-                },
-                encoding: match h.encoding {
-                    E::Hex => Encoding::Hex,
-                    E::Base64 => Encoding::Base64,
-                },
-            }
-        });
+        let digest = c
+            .hash
+            .map(|h| h.to_hash_config_at("hash"))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("auth.password_file.{name}: {e}"))?;
         let p = PasswordFile::load(name.clone(), &c.path, digest)
             .map_err(|e| anyhow::anyhow!("auth.password_file.{name}: {e}"))?;
         let p = Arc::new(p);

@@ -82,6 +82,12 @@ pub struct PasswordHashConfig {
 impl PasswordHashConfig {
     /// The verifier's configuration; errors name the offending key.
     pub fn to_hash_config(&self) -> Result<HashConfig, String> {
+        self.to_hash_config_at("password_hash")
+    }
+
+    /// [`Self::to_hash_config`] for a table written under another key
+    /// (`hash` in a password file provider).
+    pub fn to_hash_config_at(&self, key: &str) -> Result<HashConfig, String> {
         let algo = match self.algo {
             AlgoName::Plain => HashAlgo::Plain,
             AlgoName::Md5 => HashAlgo::Md5,
@@ -96,19 +102,19 @@ impl PasswordHashConfig {
                     MacName::Sha256 => Pbkdf2Mac::Sha256,
                     MacName::Sha512 => Pbkdf2Mac::Sha512,
                 };
-                let iterations = self.iterations.ok_or("password_hash.iterations: required when algo = \"pbkdf2\"")?;
+                let iterations = self.iterations.ok_or(format!("{key}.iterations: required when algo = \"pbkdf2\""))?;
                 if iterations == 0 {
-                    return Err("password_hash.iterations: must be at least 1".into());
+                    return Err(format!("{key}.iterations: must be at least 1"));
                 }
                 let key_len = self.key_length.unwrap_or(mac.output_len());
                 if key_len == 0 || key_len > 1024 {
-                    return Err("password_hash.key_length: must be 1 to 1024 bytes".into());
+                    return Err(format!("{key}.key_length: must be 1 to 1024 bytes"));
                 }
                 HashAlgo::Pbkdf2 { mac, iterations, key_len }
             }
         };
         if self.algo != AlgoName::Pbkdf2 && (self.iterations.is_some() || self.key_length.is_some()) {
-            return Err("password_hash.iterations and key_length apply only to algo = \"pbkdf2\"".into());
+            return Err(format!("{key}.iterations and key_length apply only to algo = \"pbkdf2\""));
         }
         Ok(HashConfig {
             algo,

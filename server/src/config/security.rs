@@ -99,57 +99,17 @@ pub struct ClientIdConfig {
     pub on_error: OnErrorName,
 }
 
-/// Digest algorithm for password lines that do not name their scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigestName {
-    Plain,
-    Md5,
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-/// Where the salt goes for salted digests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SaltPositionName {
-    #[default]
-    Prefix,
-    Suffix,
-}
-
-/// How a digest is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EncodingName {
-    #[default]
-    Hex,
-    Base64,
-}
-
-/// `hash = { ... }` of a password file: how to read `user:digest[:salt]`
-/// lines that are not self-describing (`$7$`, bcrypt and argon2 lines always
-/// are).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DigestConfig {
-    pub algo: DigestName,
-    #[serde(default)]
-    pub salt_position: SaltPositionName,
-    #[serde(default)]
-    pub encoding: EncodingName,
-}
-
 /// `[auth.password_file.<name>]`: Mosquitto `user:hash` file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordFileConfig {
     pub path: PathBuf,
-    /// For lines without a self-describing hash: `user:digest` or, salted,
-    /// `user:digest:salt`.
+    /// For lines without a self-describing hash (`$7$`, bcrypt and argon2
+    /// lines always are): `user:digest` or, salted, `user:digest:salt`,
+    /// read with the same `{ algo, salt_position, encoding, … }` settings
+    /// as the backends' `password_hash`.
     #[serde(default)]
-    pub hash: Option<DigestConfig>,
+    pub hash: Option<backends::common::password::PasswordHashConfig>,
     #[serde(default = "default_provider_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
     #[serde(default)]
