@@ -75,23 +75,28 @@ pub struct AuthChain {
     pub name: String,
     pub entries: Vec<AuthEntry>,
     pub no_match: NoMatch,
+    /// Computed once from the entries (read on every CONNECT).
+    inputs: Inputs,
+    worth_caching: bool,
 }
 
 impl AuthChain {
     pub fn new(name: impl Into<String>, entries: Vec<AuthEntry>, no_match: NoMatch) -> AuthChain {
-        AuthChain { name: name.into(), entries, no_match }
+        let inputs = entries.iter().fold(Inputs::NONE, |acc, e| acc | e.provider.inputs());
+        let worth_caching = entries.iter().any(|e| e.provider.worth_caching());
+        AuthChain { name: name.into(), entries, no_match, inputs, worth_caching }
     }
 
     /// What the chain's verdict depends on: the union of its providers'
     /// [`Inputs`].
     pub fn inputs(&self) -> Inputs {
-        self.entries.iter().fold(Inputs::NONE, |acc, e| acc | e.provider.inputs())
+        self.inputs
     }
 
     /// Whether any provider's answers are worth caching (see
     /// [`AuthProvider::worth_caching`](crate::provider::AuthProvider::worth_caching)).
     pub fn worth_caching(&self) -> bool {
-        self.entries.iter().any(|e| e.provider.worth_caching())
+        self.worth_caching
     }
 
     pub async fn authenticate(&self, info: &ConnectInfo) -> AuthVerdict {

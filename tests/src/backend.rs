@@ -27,6 +27,17 @@ pub fn connect_bytes(
     username: Option<&str>,
     password: Option<&str>,
 ) -> Vec<u8> {
+    connect_bytes_raw(version, client_id, username, password.map(str::as_bytes))
+}
+
+/// [`connect_bytes`] with a password of any bytes (clean session,
+/// keep-alive 30 s, no will, no properties).
+pub fn connect_bytes_raw(
+    version: ProtocolVersion,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+) -> Vec<u8> {
     let level = if version == V5 { 5 } else { 4 };
     let mut flags = 0x02u8;
     if username.is_some() {
@@ -37,7 +48,7 @@ pub fn connect_bytes(
     }
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 30];
     if version == V5 {
-        body.push(0);
+        body.push(0); // properties length
     }
     let mut field = |b: &[u8]| {
         body.extend_from_slice(&(b.len() as u16).to_be_bytes());
@@ -48,7 +59,7 @@ pub fn connect_bytes(
         field(u.as_bytes());
     }
     if let Some(p) = password {
-        field(p.as_bytes());
+        field(p);
     }
     frame(0x10, &body)
 }

@@ -16,8 +16,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use portcullis_core::codec::{Packet, Properties, ProtocolVersion, QoS, SubscriptionOptions};
+use portcullis_tests::backend::connect_bytes_raw as connect_bytes;
 use portcullis_tests::kit::*;
-use portcullis_tests::{binary, frame, Broker, Raw};
+use portcullis_tests::{binary, Broker, Raw};
 
 const Q0: QoS = QoS::AtMostOnce;
 const Q1: QoS = QoS::AtLeastOnce;
@@ -29,40 +30,6 @@ const VERSIONS: [ProtocolVersion; 2] = [V3, V5];
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Hand-built CONNECT (clean session, keep-alive 30 s, no will, no
-/// properties) with optional username and password.
-fn connect_bytes(
-    version: ProtocolVersion,
-    client_id: &str,
-    username: Option<&str>,
-    password: Option<&[u8]>,
-) -> Vec<u8> {
-    let level = if version == V5 { 5 } else { 4 };
-    let mut flags = 0x02u8;
-    if username.is_some() {
-        flags |= 0x80;
-    }
-    if password.is_some() {
-        flags |= 0x40;
-    }
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 30];
-    if version == V5 {
-        body.push(0); // properties length
-    }
-    let mut field = |b: &[u8]| {
-        body.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        body.extend_from_slice(b);
-    };
-    field(client_id.as_bytes());
-    if let Some(u) = username {
-        field(u.as_bytes());
-    }
-    if let Some(p) = password {
-        field(p);
-    }
-    frame(0x10, &body)
-}
 
 /// Sends a CONNECT with credentials; returns the client and the CONNACK
 /// code (panics on anything but a CONNACK).

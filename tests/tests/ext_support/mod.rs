@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis_core::codec::{Packet, Properties, ProtocolVersion, QoS};
+pub use portcullis_tests::backend::connect_bytes_raw as connect_bytes;
 use portcullis_tests::kit::*;
-use portcullis_tests::{frame, Raw};
+use portcullis_tests::Raw;
 
 pub const V3: ProtocolVersion = ProtocolVersion::V311;
 pub const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -38,39 +39,6 @@ pub fn not_authorized(v: ProtocolVersion) -> u8 {
 /// Server unavailable (a provider failed, `on_error = deny`).
 pub fn unavailable(v: ProtocolVersion) -> u8 {
     code(v, 0x03, 0x88)
-}
-
-/// Hand-built CONNECT (clean, keep-alive 30 s) with optional credentials.
-pub fn connect_bytes(
-    version: ProtocolVersion,
-    client_id: &str,
-    username: Option<&str>,
-    password: Option<&[u8]>,
-) -> Vec<u8> {
-    let level = if version == V5 { 5 } else { 4 };
-    let mut flags = 0x02u8;
-    if username.is_some() {
-        flags |= 0x80;
-    }
-    if password.is_some() {
-        flags |= 0x40;
-    }
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 30];
-    if version == V5 {
-        body.push(0);
-    }
-    let mut field = |b: &[u8]| {
-        body.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        body.extend_from_slice(b);
-    };
-    field(client_id.as_bytes());
-    if let Some(u) = username {
-        field(u.as_bytes());
-    }
-    if let Some(p) = password {
-        field(p);
-    }
-    frame(0x10, &body)
 }
 
 /// Sends a CONNECT; returns the client and the CONNACK code.
