@@ -35,5 +35,6 @@ cargo build --workspace --bins --locked
 echo "==> cargo test (with private PostgreSQL, MariaDB, Redis, OpenLDAP and MongoDB-wire servers)"
 # The e2e tests spawn many broker processes; four at a time suits 2 cores.
 # scripts/services.sh starts the backend servers the tests need on free
-# loopback ports and stops them (by PID) when the tests end.
-bash scripts/services.sh -- cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+# loopback ports and stops them (by PID) when the tests end. --no-fail-fast:
+# one failing test binary does not hide the results of the others.
+bash scripts/services.sh -- cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"

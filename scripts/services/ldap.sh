@@ -21,7 +21,7 @@ start_ldap() {
   if ! dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q "install ok installed"; then
     echo "slapd slapd/no_configuration boolean true" | debconf-set-selections 2>/dev/null || true
   fi
-  need_packages slapd ldap-utils
+  need_packages slapd ldap-utils iproute2
   local dir="$SVC_DIR/ldap" tls="$PORTCULLIS_TEST_TLS_DIR"
   mkdir -p "$dir"
   cp "$ROOT/etc/ldap/portcullis.schema" "$dir/portcullis.schema"
@@ -73,8 +73,10 @@ urls="ldap://127.0.0.1:$port/"
 slapd -f "$d/slapd.conf" -h "$urls" -d 0 >"$d/slapd.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >> "$here/pids"
+# Ready when this slapd (not whatever else may hold the port: a test may
+# have picked a free port another test picked too) is listening on it.
 for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$pid"; exit 0; fi
+  if ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"; then echo "$pid"; exit 0; fi
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.05
 done

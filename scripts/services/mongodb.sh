@@ -23,6 +23,7 @@ PYMONGO_VERSION=4.10.1
 start_mongodb() {
   local cache="${PORTCULLIS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/portcullis}"
   local venv="$cache/secantus-$SECANTUS_VERSION"
+  need_packages iproute2 # ss: the spawn helper checks who listens
   if ! "$venv/bin/python" -c "import secantus, pymongo" 2>/dev/null; then
     echo "==> services: installing SecantusDB==$SECANTUS_VERSION into $venv" >&2
     mkdir -p "$cache"
@@ -60,8 +61,9 @@ start() {
     >>"\$d/server.log" 2>&1 </dev/null &
   pid=\$!
   echo "\$pid" >> "\$here/pids"
+  # Ready when this server (not whatever else may hold the port) listens.
   for _ in \$(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/\$port") 2>/dev/null; then return 0; fi
+    if ss -Hltnp "sport = :\$port" 2>/dev/null | grep -q "pid=\$pid,"; then return 0; fi
     kill -0 "\$pid" 2>/dev/null || break
     sleep 0.05
   done

@@ -387,7 +387,7 @@ async fn frozen_server_hits_the_timeout() {
     let url = format!("ldap://127.0.0.1:{}", server.port);
     let b = broker(&l.search_auth(&[&url], FAST));
     assert_eq!(connack(b.addr, V5, "f1", Some("alice"), Some("alice-pw")).await, 0);
-    server.signal("STOP");
+    server.freeze();
     for v in VERSIONS {
         let started = Instant::now();
         let got = connack(b.addr, v, "f2", Some("alice"), Some("alice-pw")).await;

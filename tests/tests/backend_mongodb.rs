@@ -316,7 +316,7 @@ async fn frozen_server_hits_the_timeout() {
     let server = Spawned::start(&m.spawn, None);
     let b = broker(&["users"], &format!("[auth.mongodb.users]\n{}", spawned_keys(&m, server.port)), &[]);
     assert_eq!(connack(b.addr, V5, "f1", Some("alice"), Some("alice-pw")).await, 0);
-    server.signal("STOP");
+    server.freeze();
     for v in VERSIONS {
         let started = Instant::now();
         let got = connack(b.addr, v, "f2", Some("alice"), Some("alice-pw")).await;

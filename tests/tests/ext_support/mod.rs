@@ -140,6 +140,19 @@ impl Spawned {
         assert!(st.success(), "kill -{sig} {}", self.pid);
     }
 
+    /// Freezes the server (SIGSTOP) and returns once every one of its
+    /// threads is stopped. `kill` returns before that: the kernel wakes one
+    /// thread to take the stop to the others, and on a loaded machine the
+    /// rest may still answer a request or two in between.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        let end = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(self.pid) {
+            assert!(Instant::now() < end, "PID {} did not stop within 10 s of SIGSTOP", self.pid);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the process (TERM, then KILL after 10 s) and waits until its
     /// port is free.
     pub fn stop(&mut self) {
@@ -165,6 +178,22 @@ impl Spawned {
         // `self` owns the process now; `again` must not stop it.
         again.pid = 0;
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { return false };
+        // `PID (COMM) STATE …`; COMM may itself hold spaces or parentheses.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        if state != Some("T") {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 impl Drop for Spawned {
