@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use portcullis_core::codec::SubscriptionOptions;
-use portcullis_core::router::{Route, Router, Subscriber};
+use portcullis_core::router::{collapse, Clients, Route, Router, Subscriber};
 use portcullis_core::topic::{SubscriptionFilter, TopicName};
 
 const FILTERS: usize = 100_000;
@@ -107,7 +107,7 @@ fn bench_match(c: &mut Criterion) {
         .iter()
         .map(|t| {
             routes.clear();
-            router.matches(t, &mut routes);
+            let _ = router.matches(t, &mut routes);
             routes.len()
         })
         .sum();
@@ -124,7 +124,7 @@ fn bench_match(c: &mut Criterion) {
     g.bench_function("fleet_topic", |b| {
         b.iter(|| {
             routes.clear();
-            router.matches(black_box(&topics[next % topics.len()]), &mut routes);
+            let _ = router.matches(black_box(&topics[next % topics.len()]), &mut routes);
             next = next.wrapping_add(1);
             black_box(routes.len())
         })
@@ -133,7 +133,7 @@ fn bench_match(c: &mut Criterion) {
     g.bench_function("unrelated_topic", |b| {
         b.iter(|| {
             routes.clear();
-            router.matches(black_box(&unrelated), &mut routes);
+            let _ = router.matches(black_box(&unrelated), &mut routes);
             black_box(routes.len())
         })
     });
@@ -174,12 +174,35 @@ fn bench_build(c: &mut Criterion) {
     g.finish();
 }
 
+/// One publish to 100 subscribers of one filter: match and collapse, as
+/// the broker does per message of a 1→100 fan-out.
+fn bench_fan_out(c: &mut Criterion) {
+    let router = Router::default();
+    let filter = SubscriptionFilter::parse("fan/out").expect("valid filter");
+    for i in 0..100 {
+        router.subscribe(&filter, subscriber(i));
+    }
+    let topic = TopicName::new("fan/out").expect("valid topic");
+    let mut g = c.benchmark_group("router/fan_out_100");
+    g.throughput(Throughput::Elements(100));
+    for (name, clients) in [("distinct", None), ("merging", Some(Clients::MayRepeat))] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut routes = Vec::with_capacity(100);
+                let found = router.matches(black_box(&topic), &mut routes);
+                black_box(collapse(routes, clients.unwrap_or(found)).len())
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_match, bench_build
+    targets = bench_match, bench_fan_out, bench_build
 }
 criterion_main!(benches);

@@ -18,7 +18,7 @@ use crate::codec::QoS;
 use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
 use crate::retain::{RetainResult, RetainStore};
-use crate::router::{collapse, remove_no_local, Router, Subscriber};
+use crate::router::{collapse, remove_no_local, Clients, Router, Subscriber};
 use crate::session::{Kick, Session, SubRecord};
 use crate::settings::BrokerSettings;
 use crate::topic::SubscriptionFilter;
@@ -336,14 +336,14 @@ impl Broker {
     /// Routes without touching the retained store.
     pub fn route(&self, msg: &Arc<Message>) -> usize {
         let mut routes = Vec::new();
-        self.router.matches(&msg.topic, &mut routes);
+        let clients = self.router.matches(&msg.topic, &mut routes);
         if routes.is_empty() {
             self.metrics.dropped(DropReason::NoSubscribers);
             return 0;
         }
         remove_no_local(&mut routes, msg.publisher.as_deref());
         let mut n = 0;
-        for d in collapse(routes) {
+        for d in collapse(routes, clients) {
             let delivery = Delivery {
                 msg: Arc::clone(msg),
                 qos: msg.qos.min(d.qos),
@@ -375,8 +375,8 @@ impl Broker {
             let _ = self.retained.set(&msg);
         }
         let mut routes = Vec::new();
-        self.router.matches(&msg.topic, &mut routes);
-        self.deliver_sys(&msg, routes);
+        let clients = self.router.matches(&msg.topic, &mut routes);
+        self.deliver_sys(&msg, routes, clients);
     }
 
     /// A `$SYS` event that is not retained (presence): the payload is made
@@ -389,7 +389,7 @@ impl Broker {
             return;
         };
         let mut routes = Vec::new();
-        self.router.matches(&topic, &mut routes);
+        let clients = self.router.matches(&topic, &mut routes);
         if routes.is_empty() {
             return;
         }
@@ -402,11 +402,11 @@ impl Broker {
             publisher: None,
             expires_at: None,
         });
-        self.deliver_sys(&msg, routes);
+        self.deliver_sys(&msg, routes, clients);
     }
 
-    fn deliver_sys(&self, msg: &Arc<Message>, routes: Vec<crate::router::Route<Arc<Session>>>) {
-        for d in collapse(routes) {
+    fn deliver_sys(&self, msg: &Arc<Message>, routes: Vec<crate::router::Route<Arc<Session>>>, clients: Clients) {
+        for d in collapse(routes, clients) {
             let delivery = Delivery {
                 msg: Arc::clone(msg),
                 qos: QoS::AtMostOnce,

@@ -25,9 +25,9 @@
 //!
 //! ```ignore
 //! let mut routes = Vec::new();           // reused across publishes
-//! router.matches(&topic, &mut routes);
+//! let clients = router.matches(&topic, &mut routes);
 //! remove_no_local(&mut routes, Some(&publisher_id)); // exact MQTT 5 No Local
-//! for d in collapse(std::mem::take(&mut routes)) {
+//! for d in collapse(std::mem::take(&mut routes), clients) {
 //!     // qos = min(d.qos, publish qos); v5: attach d.subscription_ids
 //! }
 //! ```
@@ -69,6 +69,19 @@ pub struct Subscriber<T> {
     /// MQTT 5 Subscription Identifier given with the SUBSCRIBE, if any.
     pub subscription_id: Option<u32>,
     pub handle: T,
+}
+
+/// Whether the non-shared routes of one publish may name a client twice
+/// (see [`Router::matches`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Clients {
+    /// At most one filter contributed non-shared routes: every client in
+    /// them is there once.
+    Distinct,
+    /// Several filters did: one client's overlapping subscriptions may each
+    /// have a route.
+    MayRepeat,
 }
 
 /// One matching subscription of a publish.
@@ -172,15 +185,22 @@ impl<T: Clone + Send + Sync> Router<T> {
     /// No Local is not applied here (see [`remove_no_local`]). Allocates
     /// only to grow `out`, plus one small work list when the topic's path
     /// through the trie branches (a literal and a `+` both match a level).
-    pub fn matches(&self, topic: &TopicName, out: &mut Vec<Route<T>>) {
+    ///
+    /// Returns whether a client may appear more than once among the
+    /// non-shared routes (more than one filter contributed some), which
+    /// [`collapse()`] needs to know.
+    pub fn matches(&self, topic: &TopicName, out: &mut Vec<Route<T>>) -> Clients {
         let name = topic.as_str();
         let first = name.split('/').next().unwrap_or(name);
-        {
+        let plain = {
             let shard = self.shards[self.shard_of(first)].read();
-            shard.collect(name, self.strategy, out);
-        }
+            shard.collect(name, self.strategy, out)
+        };
         let wild = self.wild.read();
-        wild.collect(name, self.strategy, out);
+        match plain + wild.collect(name, self.strategy, out) {
+            0 | 1 => Clients::Distinct,
+            _ => Clients::MayRepeat,
+        }
     }
 
     /// Number of distinct topic filters with at least one subscriber

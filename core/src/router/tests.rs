@@ -16,9 +16,18 @@ fn topic(s: &str) -> TopicName {
     TopicName::new(s).expect("valid topic")
 }
 
+/// One `Arc<str>` per client name, as the broker has one per session
+/// (`collapse` groups a client's routes by that allocation).
+fn client_arc(client: &str) -> Arc<str> {
+    thread_local! {
+        static IDS: std::cell::RefCell<std::collections::HashMap<String, Arc<str>>> = Default::default();
+    }
+    IDS.with(|ids| Arc::clone(ids.borrow_mut().entry(client.to_string()).or_insert_with(|| Arc::from(client))))
+}
+
 fn sub(client: &str) -> Subscriber<u32> {
     Subscriber {
-        client_id: Arc::from(client),
+        client_id: client_arc(client),
         options: SubscriptionOptions::default(),
         subscription_id: None,
         handle: 0,
@@ -34,9 +43,13 @@ fn sub_with(client: &str, qos: QoS, id: Option<u32>, no_local: bool) -> Subscrib
 }
 
 fn routes<T: Clone + Send + Sync>(router: &Router<T>, t: &str) -> Vec<Route<T>> {
+    routes_and_clients(router, t).0
+}
+
+fn routes_and_clients<T: Clone + Send + Sync>(router: &Router<T>, t: &str) -> (Vec<Route<T>>, Clients) {
     let mut out = Vec::new();
-    router.matches(&topic(t), &mut out);
-    out
+    let clients = router.matches(&topic(t), &mut out);
+    (out, clients)
 }
 
 /// Sorted client ids of the non-shared routes.
@@ -451,11 +464,12 @@ fn shared_and_plain_are_separate_copies() {
     let r = Router::new(SharedStrategy::RoundRobin);
     assert!(r.subscribe(&filter("t/+"), sub("a")));
     assert!(r.subscribe(&filter("$share/g/t/+"), sub("a")));
-    let got = routes(&r, "t/1");
+    let (got, clients) = routes_and_clients(&r, "t/1");
+    assert_eq!(clients, Clients::Distinct, "one filter has plain subscribers");
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|r| &*r.subscriber.client_id == "a"));
     assert_eq!(got.iter().filter(|r| r.shared).count(), 1);
-    let deliveries = collapse(got);
+    let deliveries = collapse(got, clients);
     assert_eq!(deliveries.len(), 2);
     assert_eq!(deliveries.iter().filter(|d| d.shared).count(), 1);
 }
@@ -480,14 +494,17 @@ fn route(s: Subscriber<u32>, shared: bool) -> Route<u32> {
 fn collapse_merges_per_client() {
     let mut rap = sub_with("a", QoS::AtMostOnce, Some(7), true);
     rap.options.retain_as_published = true;
-    let deliveries = collapse(vec![
-        route(sub_with("a", QoS::AtLeastOnce, Some(3), true), false),
-        route(sub_with("b", QoS::AtMostOnce, None, true), false),
-        route(rap, false),
-        route(sub_with("a", QoS::ExactlyOnce, None, false), false),
-        route(sub_with("a", QoS::AtMostOnce, Some(3), true), false),
-        route(sub_with("a", QoS::AtMostOnce, Some(1), false), true),
-    ]);
+    let deliveries = collapse(
+        vec![
+            route(sub_with("a", QoS::AtLeastOnce, Some(3), true), false),
+            route(sub_with("b", QoS::AtMostOnce, None, true), false),
+            route(rap, false),
+            route(sub_with("a", QoS::ExactlyOnce, None, false), false),
+            route(sub_with("a", QoS::AtMostOnce, Some(3), true), false),
+            route(sub_with("a", QoS::AtMostOnce, Some(1), false), true),
+        ],
+        Clients::MayRepeat,
+    );
     assert_eq!(deliveries.len(), 3);
     let a: Vec<&Delivery<u32>> = deliveries.iter().filter(|d| &*d.client_id == "a").collect();
     let plain = a.iter().find(|d| !d.shared).expect("merged copy");
@@ -504,13 +521,58 @@ fn collapse_merges_per_client() {
 }
 
 #[test]
+fn matches_tells_whether_a_client_may_repeat() {
+    let r = Router::new(SharedStrategy::RoundRobin);
+    assert_eq!(routes_and_clients(&r, "a/b").1, Clients::Distinct, "nothing matched");
+    for c in ["x", "y", "z"] {
+        assert!(r.subscribe(&filter("a/b"), sub(c)));
+    }
+    assert!(r.subscribe(&filter("$share/g/a/+"), sub("x")));
+    assert!(r.subscribe(&filter("$share/h/#"), sub("y")));
+    let (got, clients) = routes_and_clients(&r, "a/b");
+    assert_eq!((got.len(), clients), (5, Clients::Distinct), "one plain filter, shared ones beside it");
+    // A second filter with plain subscribers, in the other trie (wildcard
+    // first level) and in the same one.
+    assert!(r.subscribe(&filter("+/b"), sub("x")));
+    let (got, clients) = routes_and_clients(&r, "a/b");
+    assert_eq!((got.len(), clients), (6, Clients::MayRepeat));
+    let mut plain: Vec<String> =
+        collapse(got, clients).iter().filter(|d| !d.shared).map(|d| d.client_id.to_string()).collect();
+    plain.sort();
+    assert_eq!(plain, ["x", "y", "z"], "x's two subscriptions give one copy");
+    assert!(r.unsubscribe(&filter("+/b"), "x"));
+    assert!(r.subscribe(&filter("a/#"), sub("w")));
+    assert_eq!(routes_and_clients(&r, "a/b").1, Clients::MayRepeat);
+    assert_eq!(routes_and_clients(&r, "a/c").1, Clients::Distinct, "only a/# matches a/c");
+}
+
+#[test]
+fn collapse_keeps_two_sessions_of_one_client_id_apart() {
+    // An ended session's route beside its successor's: each session gets
+    // its own copy (the successor's must not be folded into the other).
+    let mut old = sub_with("a", QoS::AtLeastOnce, None, false);
+    old.client_id = Arc::from("a");
+    old.handle = 1;
+    let mut new = sub_with("a", QoS::AtMostOnce, None, false);
+    new.handle = 2;
+    let mut deliveries = collapse(vec![route(old, false), route(new, false)], Clients::MayRepeat);
+    deliveries.sort_by_key(|d| d.handle);
+    let got: Vec<(u32, QoS)> = deliveries.iter().map(|d| (d.handle, d.qos)).collect();
+    assert_eq!(got, [(1, QoS::AtLeastOnce), (2, QoS::AtMostOnce)]);
+}
+
+#[test]
 fn collapse_keeps_every_shared_route() {
-    let deliveries = collapse(vec![
-        route(sub_with("a", QoS::AtLeastOnce, None, false), true),
-        route(sub_with("a", QoS::AtMostOnce, None, false), true),
-    ]);
+    let deliveries = collapse(
+        vec![
+            route(sub_with("a", QoS::AtLeastOnce, None, false), true),
+            route(sub_with("a", QoS::AtMostOnce, None, false), true),
+        ],
+        Clients::MayRepeat,
+    );
     assert_eq!(deliveries.len(), 2);
-    assert!(collapse::<u32>(Vec::new()).is_empty());
+    assert!(collapse::<u32>(Vec::new(), Clients::MayRepeat).is_empty());
+    assert!(collapse::<u32>(Vec::new(), Clients::Distinct).is_empty());
 }
 
 #[test]
@@ -526,7 +588,7 @@ fn remove_no_local_drops_only_the_publishers_own() {
     assert_eq!(untouched.len(), 4);
     remove_no_local(&mut got, Some("pub"));
     assert_eq!(got.len(), 3);
-    let deliveries = collapse(got);
+    let deliveries = collapse(got, Clients::MayRepeat);
     let own = deliveries.iter().find(|d| &*d.client_id == "pub" && !d.shared).expect("own copy");
     assert_eq!((own.qos, own.subscription_ids.as_slice(), own.no_local), (QoS::AtMostOnce, &[2][..], false));
     assert_eq!(deliveries.len(), 3);
@@ -558,7 +620,7 @@ fn concurrent_subscribe_and_match() {
                 let mut out = Vec::new();
                 for i in 0..2_000 {
                     out.clear();
-                    r.matches(&topic(&format!("steady/{}", i % 50)), &mut out);
+                    let _ = r.matches(&topic(&format!("steady/{}", i % 50)), &mut out);
                     assert_eq!(out.iter().filter(|r| !r.shared).count(), 1);
                     assert_eq!(out.iter().filter(|r| r.shared).count(), 1);
                 }

@@ -233,18 +233,21 @@ impl<T: Clone> Node<T> {
     }
 
     /// Appends the routes of every subscription below this (root) node that
-    /// matches `topic`.
-    pub(super) fn collect(&self, topic: &str, strategy: SharedStrategy, out: &mut Vec<Route<T>>) {
+    /// matches `topic`. Returns how many filters contributed non-shared
+    /// routes (a client appears at most once per filter).
+    pub(super) fn collect(&self, topic: &str, strategy: SharedStrategy, out: &mut Vec<Route<T>>) -> usize {
+        // Filters that contributed non-shared routes.
+        let mut plain = 0;
         // A leading wildcard never matches a `$` topic: skip the root's `#`
         // and `+` for those.
         let wild_root = !topic.starts_with('$');
         if wild_root {
             if let Some(e) = &self.multi {
-                e.emit(strategy, out);
+                plain += usize::from(e.emit(strategy, out));
             }
         }
         let mut rest = topic.split('/');
-        let Some(first) = rest.next() else { return };
+        let Some(first) = rest.next() else { return plain };
         let plus = if wild_root { self.plus.as_deref() } else { None };
         // Branches not yet walked. Stays unallocated unless a level matches
         // both a literal child and `+`.
@@ -260,11 +263,11 @@ impl<T: Clone> Node<T> {
         while let Some((mut node, mut rest)) = current.take().or_else(|| pending.pop()) {
             loop {
                 if let Some(e) = &node.multi {
-                    e.emit(strategy, out);
+                    plain += usize::from(e.emit(strategy, out));
                 }
                 let Some(level) = rest.next() else {
                     if let Some(e) = &node.exact {
-                        e.emit(strategy, out);
+                        plain += usize::from(e.emit(strategy, out));
                     }
                     break;
                 };
@@ -278,6 +281,7 @@ impl<T: Clone> Node<T> {
                 }
             }
         }
+        plain
     }
 }
 
@@ -326,13 +330,15 @@ impl<T: Clone> Entry<T> {
         self.plain.subs.is_empty() && self.groups.is_empty()
     }
 
-    fn emit(&self, strategy: SharedStrategy, out: &mut Vec<Route<T>>) {
+    /// Appends this filter's routes; returns whether any were non-shared.
+    fn emit(&self, strategy: SharedStrategy, out: &mut Vec<Route<T>>) -> bool {
         out.extend(self.plain.subs.iter().map(|s| Route { subscriber: s.clone(), shared: false }));
         for g in &self.groups {
             if let Some(s) = g.pick(strategy) {
                 out.push(Route { subscriber: s.clone(), shared: true });
             }
         }
+        !self.plain.subs.is_empty()
     }
 }
 
