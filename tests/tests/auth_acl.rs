@@ -570,10 +570,13 @@ async fn deny_action_disconnect() {
         } else {
             assert!(seen.is_empty(), "3.1.1: expected a plain close, saw {seen:?}");
         }
-        // The broker still serves other clients.
+        // The broker still serves other clients. (Disconnected, not just
+        // dropped: the next round expects "ok/a" to have no subscriber,
+        // and a dropped socket's session may still be there.)
         let mut s = anon(b.addr, v, &format!("sd-{v:?}")).await;
         subscribe(&mut s, 1, &[("ok/#", Q0)]).await;
         sync(&mut s).await;
+        disconnect(s).await;
     }
 }
 
