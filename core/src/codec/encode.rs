@@ -48,7 +48,7 @@ fn write(packet: &Packet, v: ProtocolVersion, body: usize, buf: &mut BytesMut) -
     match packet {
         Packet::Connect(c) => write_connect(c, buf),
         Packet::ConnAck(c) => write_connack(c, v, buf),
-        Packet::Publish(p) => write_publish(p, v, buf),
+        Packet::Publish(p) => PublishRef::of(p).write_body(v, buf),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => write_pub_resp(r, v, buf),
         Packet::Subscribe(s) => write_subscribe(s, v, buf),
         Packet::SubAck(s) => write_suback(s, v, buf),
@@ -64,11 +64,7 @@ fn first_byte(packet: &Packet, v: ProtocolVersion) -> u8 {
     match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(p) => {
-            // DUP is meaningless on QoS 0 and forbidden there since 3.1.1.
-            let dup = p.dup && (p.qos != QoS::AtMostOnce || v == ProtocolVersion::V31);
-            0x30 | (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
-        }
+        Packet::Publish(p) => PublishRef::of(p).first_byte(v),
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -88,7 +84,7 @@ fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
     match packet {
         Packet::Connect(c) => connect_len(c),
         Packet::ConnAck(c) => 2 + props_len(&c.properties, PropCtx::ConnAck, v),
-        Packet::Publish(p) => publish_len(p, v),
+        Packet::Publish(p) => PublishRef::of(p).body_len(v),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => pub_resp_len(r, v),
         Packet::Subscribe(s) => {
             2 + props_len(&s.properties, PropCtx::Subscribe, v)
@@ -189,19 +185,78 @@ fn write_connack(c: &ConnAck, v: ProtocolVersion, buf: &mut BytesMut) -> Result<
     write_props(&c.properties, PropCtx::ConnAck, v, buf)
 }
 
-fn publish_len(p: &Publish, v: ProtocolVersion) -> usize {
-    let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-    binary_len(p.topic.as_bytes()) + id + props_len(&p.properties, PropCtx::Publish, v) + p.payload.len()
+/// A PUBLISH made of borrowed parts, so that a broker can encode one copy
+/// of a shared message per subscriber without building an owned
+/// [`Publish`] (topic `String`, `Properties`) for each.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// May be empty on v5 when a topic alias is set.
+    pub topic: &'a str,
+    /// Required for QoS 1 and 2.
+    pub packet_id: Option<u16>,
+    /// Written on v5 only.
+    pub properties: &'a Properties,
+    pub payload: &'a [u8],
 }
 
-fn write_publish(p: &Publish, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    put_str(buf, &p.topic)?;
-    if p.qos != QoS::AtMostOnce {
-        buf.put_u16(p.packet_id.ok_or(EncodeError::MissingPacketId)?);
+impl<'a> PublishRef<'a> {
+    pub fn of(p: &'a Publish) -> PublishRef<'a> {
+        PublishRef {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            properties: &p.properties,
+            payload: &p.payload,
+        }
     }
-    write_props(&p.properties, PropCtx::Publish, v, buf)?;
-    buf.put_slice(&p.payload);
-    Ok(())
+
+    /// Exact size of the encoding (fixed header included).
+    pub fn encoded_len(&self, v: ProtocolVersion) -> usize {
+        let body = self.body_len(v);
+        1 + wire::varint_len(body) + body
+    }
+
+    /// Appends the encoding to `buf`; on error nothing is appended.
+    pub fn encode(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let body = self.body_len(v);
+        if body > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        let start = buf.len();
+        buf.reserve(1 + wire::varint_len(body) + body);
+        buf.put_u8(self.first_byte(v));
+        let res = wire::put_varint(buf, body).and_then(|()| self.write_body(v, buf));
+        if res.is_err() {
+            buf.truncate(start);
+        }
+        res
+    }
+
+    fn first_byte(&self, v: ProtocolVersion) -> u8 {
+        // DUP is meaningless on QoS 0 and forbidden there since 3.1.1.
+        let dup = self.dup && (self.qos != QoS::AtMostOnce || v == ProtocolVersion::V31);
+        0x30 | (u8::from(dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    fn body_len(&self, v: ProtocolVersion) -> usize {
+        let id = if self.qos == QoS::AtMostOnce { 0 } else { 2 };
+        binary_len(self.topic.as_bytes()) + id + props_len(self.properties, PropCtx::Publish, v) + self.payload.len()
+    }
+
+    fn write_body(&self, v: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_str(buf, self.topic)?;
+        if self.qos != QoS::AtMostOnce {
+            buf.put_u16(self.packet_id.ok_or(EncodeError::MissingPacketId)?);
+        }
+        write_props(self.properties, PropCtx::Publish, v, buf)?;
+        buf.put_slice(self.payload);
+        Ok(())
+    }
 }
 
 /// Which v5 short form a PUBACK-like packet takes: 2, 3 or more bytes.

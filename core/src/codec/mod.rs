@@ -33,7 +33,7 @@ mod wire;
 mod tests;
 
 pub use decode::{decode, peek_connect_version};
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encoded_len, PublishRef};
 pub use error::{DecodeError, EncodeError};
 pub use properties::PropCtx;
 pub use types::*;

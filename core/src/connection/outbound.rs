@@ -8,7 +8,7 @@ use tokio::io::AsyncWrite;
 use tracing::debug;
 
 use super::{Conn, WRITE_HIGH_WATER};
-use crate::codec::{self, Packet, Properties, PubResp, Publish, QoS};
+use crate::codec::{Packet, Properties, PubResp, PublishRef, QoS};
 use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::{OutState, Outgoing};
@@ -108,47 +108,62 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
     }
 
-    /// Encodes one PUBLISH. Returns false if it could not be sent (too
-    /// large for the client), after counting the drop.
+    /// Encodes one PUBLISH straight from the shared message into the write
+    /// buffer (no per-subscriber `Packet`; on v5 the properties are copied
+    /// only when this hop adds some: expiry, subscription identifiers, a
+    /// topic alias). Returns false if it could not be sent (too large for
+    /// the client), after counting the drop.
     fn send_publish(&mut self, d: &Delivery, packet_id: Option<u16>, dup: bool, now: Instant) -> bool {
         let msg = &d.msg;
-        let v5 = self.version.is_v5();
-        let mut properties = if v5 { msg.properties.clone() } else { Properties::default() };
-        let mut topic = msg.topic.as_str().to_string();
+        let mut topic = msg.topic.as_str();
         let mut new_alias = None;
-        if v5 {
-            properties.message_expiry_interval = msg.remaining_expiry(now);
-            properties.subscription_identifiers = d.subscription_ids.clone();
+        let mut hop: Option<Properties> = None;
+        if self.version.is_v5() {
+            let mut alias = None;
             if self.client_alias_max > 0 {
                 if let Some(a) = self.out_aliases.get(&msg.topic) {
-                    properties.topic_alias = Some(*a);
-                    topic.clear();
+                    alias = Some(*a);
+                    topic = "";
                 } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
                     let a = self.out_aliases.len() as u16 + 1;
                     new_alias = Some(a);
-                    properties.topic_alias = Some(a);
+                    alias = Some(a);
                 }
             }
+            let expiry = msg.remaining_expiry(now);
+            if expiry.is_some() || alias.is_some() || !d.subscription_ids.is_empty() {
+                let mut p = msg.properties.clone();
+                p.message_expiry_interval = expiry;
+                p.subscription_identifiers = d.subscription_ids.clone();
+                p.topic_alias = alias;
+                hop = Some(p);
+            }
         }
-        let packet = Packet::Publish(Publish {
+        let publish = PublishRef {
             dup: dup && d.qos != QoS::AtMostOnce,
             qos: d.qos,
             retain: d.retain,
             topic,
             packet_id,
-            payload: msg.payload.clone(),
-            properties,
-        });
-        if codec::encoded_len(&packet, self.version) > self.client_max_packet as usize {
+            // Not written on 3.x.
+            properties: hop.as_ref().unwrap_or(&msg.properties),
+            payload: &msg.payload,
+        };
+        if publish.encoded_len(self.version) > self.client_max_packet as usize {
             self.broker.metrics.dropped(DropReason::TooLarge);
             debug!(topic = %msg.topic, max = self.client_max_packet, "message larger than the client's maximum packet size; dropped");
             return false;
         }
+        let before = self.wbuf.len();
+        if let Err(e) = publish.encode(self.version, &mut self.wbuf) {
+            debug!(error = %e, topic = %msg.topic, "could not encode PUBLISH; dropped");
+            return false;
+        }
+        self.broker.metrics.packet_sent(3, self.wbuf.len() - before);
         if let Some(a) = new_alias {
             // Only once the client will actually see the full topic.
             self.out_aliases.insert(msg.topic.clone(), a);
         }
-        self.send(&packet);
         self.broker.metrics.message_sent(d.qos);
         true
     }
