@@ -101,9 +101,28 @@ impl Broker {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Tells every connection to close (v5 clients get DISCONNECT 0x8B).
+    /// Tells every connection to close (v5 clients get DISCONNECT 0x8B):
+    /// each attached session's connection gets [`Kick::Shutdown`], and so
+    /// does any connection that opens a session from now on.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+        // After the flag: `open_session` checks it under the same lock.
+        let map = self.sessions.lock();
+        for session in map.values() {
+            if let Some(k) = session.lock().take_kick() {
+                let _ = k.send(Kick::Shutdown);
+            }
+        }
+    }
+
+    /// A session attached while the broker shuts down is told at once
+    /// (called under the session map's lock, like [`Broker::shutdown`]).
+    fn kick_if_shutting_down(&self, st: &mut crate::session::SessionState) {
+        if self.is_shutting_down() {
+            if let Some(k) = st.take_kick() {
+                let _ = k.send(Kick::Shutdown);
+            }
+        }
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -140,6 +159,7 @@ impl Broker {
             let ends_with_connection = st.expiry.is_some_and(|d| d.is_zero());
             if !clean_start && !st.ended && !ends_with_connection {
                 st.attach(conn_id, kick_tx);
+                self.kick_if_shutting_down(&mut st);
                 st.expiry = expiry;
                 let generation = st.generation;
                 drop(st);
@@ -150,8 +170,12 @@ impl Broker {
             self.discard(&existing);
         }
         let session = Arc::new(Session::new(client_id.clone(), expiry));
-        session.lock().attach(conn_id, kick_tx);
-        let generation = session.lock().generation;
+        let generation = {
+            let mut st = session.lock();
+            st.attach(conn_id, kick_tx);
+            self.kick_if_shutting_down(&mut st);
+            st.generation
+        };
         map.insert(client_id.clone(), session.clone());
         self.metrics.sessions.set(map.len() as u64);
         Opened { session, session_present: false, kicked: kick_rx, generation }
