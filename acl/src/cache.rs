@@ -22,7 +22,7 @@
 //! not remembered as a deny.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,7 +105,16 @@ pub struct AclCache {
     lookups: AtomicU64,
     /// Evaluations actually run (one per single-flight group).
     misses: AtomicU64,
+    /// Moves on every invalidation (see [`AclCache::epoch`]).
+    epoch: AtomicU64,
+    /// See [`AclCache::allow_reuse`].
+    reuse: Option<Duration>,
 }
+
+/// Longest a connection reuses an allowed publish on its own (see
+/// [`AclCache::allow_reuse`]): what that reuse can add to a decision's
+/// age beyond the cache's `ttl`.
+pub const MAX_ALLOW_REUSE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for AclCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,7 +127,27 @@ impl AclCache {
     pub fn new(max_entries: u64, ttl: Duration) -> AclCache {
         let cache =
             Cache::builder().max_capacity(max_entries).time_to_live(ttl).support_invalidation_closures().build();
-        AclCache { cache, lookups: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        let reuse = (max_entries > 0).then(|| ttl.min(MAX_ALLOW_REUSE));
+        AclCache { cache, lookups: AtomicU64::new(0), misses: AtomicU64::new(0), epoch: AtomicU64::new(0), reuse }
+    }
+
+    /// How long a connection may reuse an allowed publish decision for the
+    /// same topic, QoS and retain flag without a lookup here:
+    /// `min(ttl, 1 s)`, or `None` when the cache is off (`max_entries = 0`:
+    /// every action goes to the chain). A stream of messages to one topic
+    /// then costs one lookup a second, not one per message.
+    pub fn allow_reuse(&self) -> Option<Duration> {
+        self.reuse
+    }
+
+    /// A counter that moves on every invalidation: decisions reused by
+    /// connections ([`AclCache::allow_reuse`]) end with it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The cached decision for `key`, or the result of `init` (run once
@@ -151,6 +180,7 @@ impl AclCache {
 
     /// Drops every decision cached for `client_id` (on disconnect).
     pub fn invalidate_client(&self, client_id: &str) {
+        self.bump_epoch();
         let id: Arc<str> = Arc::from(client_id);
         if let Err(e) = self.cache.invalidate_entries_if(move |k, _| *k.client_id == *id) {
             // Only possible if invalidation closures were not enabled at build.
@@ -161,6 +191,9 @@ impl AclCache {
 
     /// Drops every cached decision (on policy reload).
     pub fn invalidate_all(&self) {
+        // Before dropping: a connection that reads the old epoch after
+        // this point may still reuse, but only until its next check.
+        self.bump_epoch();
         self.cache.invalidate_all();
     }
 
@@ -181,6 +214,19 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn allow_reuse_and_epoch() {
+        let c = AclCache::new(10, Duration::from_secs(60));
+        assert_eq!(c.allow_reuse(), Some(MAX_ALLOW_REUSE), "capped at 1 s");
+        assert_eq!(AclCache::new(10, Duration::from_millis(300)).allow_reuse(), Some(Duration::from_millis(300)));
+        assert_eq!(AclCache::new(0, Duration::from_secs(60)).allow_reuse(), None, "cache off: never reused");
+        let e = c.epoch();
+        c.invalidate_all();
+        assert_eq!(c.epoch(), e + 1, "a reload ends reuse");
+        c.invalidate_client("x");
+        assert_eq!(c.epoch(), e + 2);
+    }
 
     fn key(id: &str, conn_id: u64, req: &Req) -> CacheKey {
         let mut c = user(id, "u");

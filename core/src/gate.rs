@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -228,6 +229,47 @@ pub trait Gate: Send + Sync + 'static {
     /// denied action: 0x87 (not authorized) unless configured otherwise.
     fn v5_deny_reason(&self) -> u8 {
         crate::codec::reason::v5::NOT_AUTHORIZED
+    }
+    /// How long a connection may reuse an *allowed* publish decision for
+    /// the same topic, QoS and retain flag without asking
+    /// [`Gate::authorize`] again. `None` (the default): ask every time.
+    /// Reuse also ends as soon as [`Gate::acl_epoch`] moves.
+    fn publish_allow_reuse(&self) -> Option<Duration> {
+        None
+    }
+    /// A counter that moves whenever decisions the gate handed out may no
+    /// longer hold (a policy reload dropped its cached decisions).
+    fn acl_epoch(&self) -> u64 {
+        0
+    }
+}
+
+/// The last publish a connection was allowed (see
+/// [`Gate::publish_allow_reuse`]): a stream of messages to one topic asks
+/// the gate once per reuse window, not once per message.
+#[derive(Debug, Clone)]
+pub struct PublishMemo {
+    pub topic: TopicName,
+    pub qos: QoS,
+    pub retain: bool,
+    /// [`Gate::acl_epoch`] read before the decision was asked for.
+    pub epoch: u64,
+    pub until: Instant,
+}
+
+impl PublishMemo {
+    /// Whether this remembered allow still answers for `access` now.
+    pub fn permits(&self, access: &Access<'_>, epoch: u64, now: Instant) -> bool {
+        match access {
+            Access::Publish { topic, qos, retain } => {
+                self.epoch == epoch
+                    && now < self.until
+                    && self.qos == *qos
+                    && self.retain == *retain
+                    && self.topic == **topic
+            }
+            Access::Subscribe { .. } => false,
+        }
     }
 }
 

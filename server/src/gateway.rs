@@ -106,6 +106,14 @@ impl Gate for Gateway {
         self.check_on_delivery
     }
 
+    fn publish_allow_reuse(&self) -> Option<std::time::Duration> {
+        self.shared.acl_cache.allow_reuse()
+    }
+
+    fn acl_epoch(&self) -> u64 {
+        self.shared.acl_cache.epoch()
+    }
+
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome> {
         Box::pin(async move {
             let verdict = authorize(&self.acl, &self.shared, client, access).await;

@@ -11,7 +11,7 @@ use crate::codec::reason::{v3, v5};
 use crate::codec::{
     Packet, Properties, PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::gate::{Access, AclOutcome};
+use crate::gate::{Access, AclOutcome, PublishMemo};
 use crate::message::{Delivery, Message};
 use crate::metrics::DropReason;
 use crate::session::SubRecord;
@@ -159,7 +159,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             AclOutcome::Deny
         } else {
             let access = Access::Publish { topic: &topic, qos: p.qos, retain: p.retain };
-            self.gate.authorize(&self.client, access).await
+            self.authorize_publish(access).await
         };
         match allowed {
             AclOutcome::Allow => {}
@@ -194,6 +194,28 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
         self.ack(p.qos, p.packet_id, reason);
         Ok(())
+    }
+
+    /// The gate's decision on a publish, or the connection's remembered
+    /// allow for the same topic, QoS and retain flag while the gate lets
+    /// it be reused ([`crate::gate::Gate::publish_allow_reuse`]).
+    async fn authorize_publish(&mut self, access: Access<'_>) -> AclOutcome {
+        let now = std::time::Instant::now();
+        let epoch = self.gate.acl_epoch();
+        if self.publish_memo.as_ref().is_some_and(|m| m.permits(&access, epoch, now)) {
+            return AclOutcome::Allow;
+        }
+        let outcome = self.gate.authorize(&self.client, access).await;
+        if let (AclOutcome::Allow, Some(reuse), Access::Publish { topic, qos, retain }) =
+            (outcome, self.gate.publish_allow_reuse(), access)
+        {
+            let memo = PublishMemo { topic: topic.clone(), qos, retain, epoch, until: now + reuse };
+            match &mut self.publish_memo {
+                Some(m) => **m = memo,
+                None => self.publish_memo = Some(Box::new(memo)),
+            }
+        }
+        outcome
     }
 
     async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {

@@ -311,6 +311,7 @@ where
         bridge: connect.bridge,
         connect_expiry,
         max_packet_size,
+        publish_memo: None,
     };
     let session_present = opened.session_present;
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: 0, properties: props }));

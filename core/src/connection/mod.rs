@@ -152,6 +152,9 @@ pub(crate) struct Conn<W> {
     pub connect_expiry: u32,
     /// Largest packet accepted from the client (the listener's cap).
     pub max_packet_size: u32,
+    /// The last allowed publish, reused while the gate allows (boxed: most
+    /// idle connections never publish).
+    pub publish_memo: Option<Box<crate::gate::PublishMemo>>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -478,6 +481,110 @@ mod tests {
         // build's future is smaller than this debug build's.
         eprintln!("connection future: {size} bytes");
         assert!(size < 1300, "connection future is {size} bytes");
+    }
+
+    /// Counts `authorize` calls; reuse and epoch as the test sets them.
+    struct CountingGate {
+        calls: std::sync::atomic::AtomicUsize,
+        epoch: std::sync::atomic::AtomicU64,
+        reuse: Option<std::time::Duration>,
+    }
+
+    impl crate::gate::Gate for CountingGate {
+        fn authenticate<'a>(
+            &'a self,
+            info: &'a crate::gate::ConnectInfo,
+        ) -> crate::gate::GateFuture<'a, crate::gate::AuthOutcome> {
+            crate::gate::LoopbackOnly.authenticate(info)
+        }
+        fn authorize<'a>(
+            &'a self,
+            _client: &'a crate::gate::ClientInfo,
+            _access: crate::gate::Access<'a>,
+        ) -> crate::gate::GateFuture<'a, crate::gate::AclOutcome> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { crate::gate::AclOutcome::Allow })
+        }
+        fn publish_allow_reuse(&self) -> Option<std::time::Duration> {
+            self.reuse
+        }
+        fn acl_epoch(&self) -> u64 {
+            self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Publishes QoS 1 `topics` in order over one connection through a
+    /// gate with `reuse`, bumping the gate's epoch before the publishes
+    /// whose index is in `bump_before`; returns the gate's call count.
+    async fn authorize_calls(reuse: Option<std::time::Duration>, topics: &[&str], bump_before: &[usize]) -> usize {
+        use crate::codec::{self, Connect, Packet, ProtocolVersion, Publish, QoS};
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gate = std::sync::Arc::new(CountingGate { calls: 0.into(), epoch: 0.into(), reuse });
+        let broker = crate::broker::Broker::new(Default::default());
+        let l = super::ListenerContext::new("x", 10);
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(super::serve(broker, gate.clone(), l, a, "127.0.0.1:1".parse().unwrap(), None));
+        let v = ProtocolVersion::V311;
+        let mut out = bytes::BytesMut::new();
+        let connect = Connect {
+            protocol: v,
+            bridge: false,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: "memo".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        };
+        codec::encode(&Packet::Connect(Box::new(connect)), v, &mut out).unwrap();
+        b.write_all(&out).await.unwrap();
+        let mut inbuf = bytes::BytesMut::new();
+        let mut next = async |b: &mut tokio::io::DuplexStream| loop {
+            if let Some(p) = codec::decode(&mut inbuf, Some(v), 1 << 20).unwrap() {
+                return p;
+            }
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(5), b.read_buf(&mut inbuf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed");
+        };
+        assert!(matches!(next(&mut b).await, Packet::ConnAck(c) if c.code == 0));
+        for (i, t) in topics.iter().enumerate() {
+            if bump_before.contains(&i) {
+                gate.epoch.fetch_add(1, SeqCst);
+            }
+            let id = u16::try_from(i + 1).unwrap();
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: t.to_string(),
+                packet_id: Some(id),
+                payload: bytes::Bytes::from_static(b"x"),
+                properties: Default::default(),
+            };
+            out.clear();
+            codec::encode(&Packet::Publish(publish), v, &mut out).unwrap();
+            b.write_all(&out).await.unwrap();
+            assert!(matches!(next(&mut b).await, Packet::PubAck(r) if r.packet_id == id));
+        }
+        drop(b);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+        gate.calls.load(SeqCst)
+    }
+
+    /// A stream of publishes to one topic asks the gate once while it lets
+    /// the allow be reused; another topic, or a moved epoch, asks again;
+    /// without reuse every publish asks.
+    #[tokio::test]
+    async fn publish_allow_is_reused_until_the_topic_or_the_epoch_changes() {
+        let s = Some(std::time::Duration::from_secs(60));
+        assert_eq!(authorize_calls(s, &["a", "a", "a"], &[]).await, 1);
+        assert_eq!(authorize_calls(s, &["a", "a", "b", "b", "a"], &[]).await, 3);
+        assert_eq!(authorize_calls(s, &["a", "a", "a", "a"], &[2]).await, 2, "epoch moved");
+        assert_eq!(authorize_calls(None, &["a", "a", "a"], &[]).await, 3, "no reuse");
+        assert_eq!(authorize_calls(Some(std::time::Duration::ZERO), &["a", "a"], &[]).await, 2, "expired at once");
     }
 
     /// Every session (and so every idle connection) holds one of these on
