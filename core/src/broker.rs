@@ -18,7 +18,7 @@ use crate::codec::QoS;
 use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
 use crate::retain::{RetainResult, RetainStore};
-use crate::router::{collapse, remove_no_local, Clients, Router, Subscriber};
+use crate::router::{for_each_delivery, remove_no_local, Clients, Route, Router, Subscriber};
 use crate::session::{Kick, Session, SubRecord};
 use crate::settings::BrokerSettings;
 use crate::topic::SubscriptionFilter;
@@ -359,15 +359,35 @@ impl Broker {
 
     /// Routes without touching the retained store.
     pub fn route(&self, msg: &Arc<Message>) -> usize {
-        let mut routes = Vec::new();
-        let clients = self.router.matches(&msg.topic, &mut routes);
+        // One route list per worker thread, reused: a publish allocates
+        // neither it nor the list of copies. Nothing below routes again
+        // (enqueueing only queues and wakes), so the borrow cannot nest.
+        thread_local! {
+            static ROUTES: std::cell::RefCell<Vec<Route<Arc<Session>>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ROUTES.with(|cell| {
+            let Ok(mut routes) = cell.try_borrow_mut() else {
+                return self.route_into(msg, &mut Vec::new());
+            };
+            let n = self.route_into(msg, &mut routes);
+            // A huge fan-out does not pin its list to the thread.
+            if routes.capacity() > 1024 {
+                *routes = Vec::new();
+            }
+            n
+        })
+    }
+
+    fn route_into(&self, msg: &Arc<Message>, routes: &mut Vec<Route<Arc<Session>>>) -> usize {
+        routes.clear();
+        let clients = self.router.matches(&msg.topic, routes);
         if routes.is_empty() {
             self.metrics.dropped(DropReason::NoSubscribers);
             return 0;
         }
-        remove_no_local(&mut routes, msg.publisher.as_deref());
+        remove_no_local(routes, msg.publisher.as_deref());
         let mut n = 0;
-        for d in collapse(routes, clients) {
+        for_each_delivery(routes, clients, |d| {
             let delivery = Delivery {
                 msg: Arc::clone(msg),
                 qos: msg.qos.min(d.qos),
@@ -377,7 +397,7 @@ impl Broker {
             if d.handle.enqueue(delivery, &self.settings.session, &self.metrics) {
                 n += 1;
             }
-        }
+        });
         n
     }
 
@@ -429,8 +449,8 @@ impl Broker {
         self.deliver_sys(&msg, routes, clients);
     }
 
-    fn deliver_sys(&self, msg: &Arc<Message>, routes: Vec<crate::router::Route<Arc<Session>>>, clients: Clients) {
-        for d in collapse(routes, clients) {
+    fn deliver_sys(&self, msg: &Arc<Message>, mut routes: Vec<Route<Arc<Session>>>, clients: Clients) {
+        for_each_delivery(&mut routes, clients, |d| {
             let delivery = Delivery {
                 msg: Arc::clone(msg),
                 qos: QoS::AtMostOnce,
@@ -438,6 +458,6 @@ impl Broker {
                 subscription_ids: d.subscription_ids,
             };
             d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
-        }
+        });
     }
 }

@@ -59,23 +59,35 @@ pub fn remove_no_local<T>(routes: &mut Vec<Route<T>>, publisher: Option<&str>) {
 
 /// Folds the routes of one publish into one [`Delivery`] per client (per
 /// client-id allocation, see the module docs) for its non-shared
-/// subscriptions, plus one per shared route. Sorts `routes` in
-/// place and moves out of it; allocates the result and, per merged copy
-/// with identifiers, its identifier list.
+/// subscriptions, plus one per shared route, and collects them. See
+/// [`for_each_delivery`], which this wraps.
+pub fn collapse<T>(mut routes: Vec<Route<T>>, clients: Clients) -> Vec<Delivery<T>> {
+    let mut out = Vec::with_capacity(routes.len());
+    for_each_delivery(&mut routes, clients, |d| out.push(d));
+    out
+}
+
+/// Hands `deliver` one [`Delivery`] per client for its non-shared routes
+/// (merged: highest QoS, every identifier) plus one per shared route,
+/// draining `routes` (its allocation stays, for reuse). Allocates nothing
+/// itself but, per merged copy with several identifiers, their list.
 ///
 /// With [`Clients::Distinct`] (the routes came from one filter, the common
 /// case of a fan-out) there is nothing to merge: no sort, one copy per
 /// route in the router's order.
-pub fn collapse<T>(mut routes: Vec<Route<T>>, clients: Clients) -> Vec<Delivery<T>> {
+pub fn for_each_delivery<T>(routes: &mut Vec<Route<T>>, clients: Clients, mut deliver: impl FnMut(Delivery<T>)) {
     if clients == Clients::Distinct {
-        return routes.into_iter().map(|Route { subscriber, shared }| Delivery::of(subscriber, shared)).collect();
+        for Route { subscriber, shared } in routes.drain(..) {
+            deliver(Delivery::of(subscriber, shared));
+        }
+        return;
     }
     // Non-shared first, grouped by client, identifiers ascending within one.
     routes.sort_unstable_by_key(|r| (r.shared, client_key(&r.subscriber.client_id), r.subscriber.subscription_id));
-    let mut out: Vec<Delivery<T>> = Vec::with_capacity(routes.len());
-    for Route { subscriber: s, shared } in routes {
+    let mut current: Option<Delivery<T>> = None;
+    for Route { subscriber: s, shared } in routes.drain(..) {
         if !shared {
-            if let Some(d) = out.last_mut().filter(|d| !d.shared && Arc::ptr_eq(&d.client_id, &s.client_id)) {
+            if let Some(d) = current.as_mut().filter(|d| !d.shared && Arc::ptr_eq(&d.client_id, &s.client_id)) {
                 d.qos = d.qos.max(s.options.qos);
                 d.retain_as_published |= s.options.retain_as_published;
                 d.no_local &= s.options.no_local;
@@ -87,9 +99,13 @@ pub fn collapse<T>(mut routes: Vec<Route<T>>, clients: Clients) -> Vec<Delivery<
                 continue;
             }
         }
-        out.push(Delivery::of(s, shared));
+        if let Some(done) = current.replace(Delivery::of(s, shared)) {
+            deliver(done);
+        }
     }
-    out
+    if let Some(done) = current {
+        deliver(done);
+    }
 }
 
 impl<T> Delivery<T> {

@@ -51,7 +51,7 @@ use crate::codec::types::SubscriptionOptions;
 use crate::settings::SharedStrategy;
 use crate::topic::{SubscriptionFilter, TopicName};
 
-pub use collapse::{collapse, remove_no_local, Delivery};
+pub use collapse::{collapse, for_each_delivery, remove_no_local, Delivery};
 
 use trie::{Node, Slot};
 
