@@ -261,7 +261,7 @@ where
                     .properties
                     .message_expiry_interval
                     .map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
-                Some(Will {
+                Some(Box::new(Will {
                     msg: Arc::new(Message {
                         topic,
                         payload: w.payload.clone(),
@@ -272,7 +272,7 @@ where
                         expires_at,
                     }),
                     delay: Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0))),
-                })
+                }))
             }
             Err(_) => None,
         },
