@@ -102,8 +102,20 @@ impl Broker {
     }
 
     /// Tells every connection to close (v5 clients get DISCONNECT 0x8B).
+    ///
+    /// Through each session's kick handle rather than a watch channel that
+    /// every connection listens to: a receiver and its `changed()` future
+    /// were 136 B of every idle connection's task. A connection attaching
+    /// concurrently either is kicked here (its attach came first under the
+    /// registry lock) or sees the flag when it starts running.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+        let map = self.sessions.lock();
+        for session in map.values() {
+            if let Some(k) = session.lock().take_kick() {
+                let _ = k.send(Kick::Shutdown);
+            }
+        }
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

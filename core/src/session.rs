@@ -27,6 +27,8 @@ use crate::topic::SubscriptionFilter;
 pub enum Kick {
     /// Another connection with the same client id arrived.
     TakenOver { clean_start: bool },
+    /// The broker is shutting down.
+    Shutdown,
 }
 
 /// One subscription as the session remembers it.
