@@ -188,7 +188,7 @@ impl Broker {
             return;
         }
         st.ended = true;
-        for rec in st.subscriptions.values() {
+        for rec in st.subscriptions().values() {
             self.router.unsubscribe(&rec.filter, &session.client_id);
         }
         st.clear();
@@ -307,7 +307,7 @@ impl Broker {
             subscription_id: rec.subscription_id,
             handle: Arc::clone(session),
         };
-        let existed = st.subscriptions.insert(filter.raw.clone(), rec).is_some();
+        let existed = st.insert_subscription(filter.raw.clone(), rec);
         self.router.subscribe(&filter, sub);
         drop(st);
         self.refresh_router_gauges();
@@ -317,7 +317,7 @@ impl Broker {
     /// Removes a subscription by the filter string the client used.
     pub fn unsubscribe(&self, session: &Arc<Session>, raw: &str) -> bool {
         let mut st = session.lock();
-        let Some(rec) = st.subscriptions.remove(raw) else {
+        let Some(rec) = st.remove_subscription(raw) else {
             return false;
         };
         self.router.unsubscribe(&rec.filter, &session.client_id);

@@ -170,7 +170,7 @@ pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
             client_id: session.client_id.to_string(),
             expiry_secs: st.expiry.map(|d| d.as_secs()),
             subscriptions: st
-                .subscriptions
+                .subscriptions()
                 .values()
                 .map(|r| SubSnap {
                     filter: r.filter.raw.to_string(),
@@ -183,7 +183,7 @@ pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
                 .collect(),
             queue: st.queued().map(|d| delivery_snap(d, now)).collect(),
             inflight: st
-                .inflight
+                .inflight()
                 .iter()
                 .map(|i| InflightSnap {
                     packet_id: i.packet_id,
@@ -191,7 +191,7 @@ pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
                     released: i.state == OutState::Released,
                 })
                 .collect(),
-            awaiting_rel: st.awaiting_rel.keys().copied().collect(),
+            awaiting_rel: st.awaiting_rel().keys().copied().collect(),
         });
     }
     // `$SYS` values are republished by the new process; old ones would be stale.
@@ -270,12 +270,12 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
             for i in s.inflight {
                 if let Some(d) = delivery_from(i.delivery, now) {
                     let state = if i.released { OutState::Released } else { OutState::Published };
-                    st.inflight.push_back(Inflight { packet_id: i.packet_id, delivery: d, state });
+                    st.push_inflight(Inflight { packet_id: i.packet_id, delivery: d, state });
                     out.messages += 1;
                 }
             }
             for id in s.awaiting_rel {
-                st.awaiting_rel.insert(id, std::time::Instant::now());
+                st.await_rel(id, std::time::Instant::now());
             }
         }
         for d in s.queue {
@@ -325,8 +325,8 @@ mod tests {
         let opened = b2.open_session(&Arc::from("dev1"), false, Some(Duration::from_secs(60)), 2);
         assert!(opened.session_present);
         let mut st = opened.session.lock();
-        assert_eq!(st.subscriptions.len(), 1);
-        assert_eq!(st.subscriptions["a/+"].subscription_id, Some(7));
+        assert_eq!(st.subscriptions().len(), 1);
+        assert_eq!(st.subscriptions()["a/+"].subscription_id, Some(7));
         let out = st.next_outgoing(10, Instant::now(), &b2.metrics).unwrap();
         assert_eq!(&out.delivery.msg.payload[..], b"hello");
         assert_eq!(out.delivery.msg.properties.user_properties, vec![("k".to_string(), "v".to_string())]);

@@ -9,7 +9,7 @@
 //! its bounds.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -63,15 +63,33 @@ pub struct Outgoing {
     pub packet_id: Option<u16>,
 }
 
-#[derive(Debug)]
-pub struct SessionState {
-    pub subscriptions: HashMap<Arc<str>, SubRecord>,
+/// What a session holds once it subscribes or carries QoS 1/2 traffic:
+/// empty for most idle clients, so it is allocated on first use and an
+/// idle session carries one pointer instead of two maps and two queues
+/// (see docs/performance.md, "The memory of an idle connection").
+#[derive(Debug, Default)]
+struct Activity {
+    subscriptions: HashMap<Arc<str>, SubRecord>,
     queue: VecDeque<Delivery>,
     queue_bytes: usize,
-    pub inflight: VecDeque<Inflight>,
-    next_packet_id: u16,
+    inflight: VecDeque<Inflight>,
     /// Incoming QoS 2 packet ids awaiting PUBREL, with arrival time.
-    pub awaiting_rel: HashMap<u16, Instant>,
+    awaiting_rel: HashMap<u16, Instant>,
+    dropped: u64,
+    drop_logged: bool,
+}
+
+/// What [`SessionState`]'s read accessors see while nothing is allocated.
+static NO_ACTIVITY: LazyLock<Activity> = LazyLock::new(Activity::default);
+
+#[derive(Debug)]
+pub struct SessionState {
+    /// `None` until the session first subscribes, queues or holds QoS 1/2
+    /// state; dropped again when the session ends.
+    activity: Option<Box<Activity>>,
+    next_packet_id: u16,
+    /// Set once the session is discarded; late deliveries are refused.
+    pub ended: bool,
     /// Session expiry after disconnect; `None` = never.
     pub expiry: Option<Duration>,
     /// Id of the connection that owns the session, if connected.
@@ -80,10 +98,6 @@ pub struct SessionState {
     /// Bumped on every attach; timers compare it to know whether a client
     /// came back in the meantime.
     pub generation: u64,
-    dropped: u64,
-    drop_logged: bool,
-    /// Set once the session is discarded; late deliveries are refused.
-    pub ended: bool,
 }
 
 #[derive(Debug)]
@@ -99,19 +113,13 @@ impl Session {
         Session {
             client_id,
             state: Mutex::new(SessionState {
-                subscriptions: HashMap::new(),
-                queue: VecDeque::new(),
-                queue_bytes: 0,
-                inflight: VecDeque::new(),
+                activity: None,
                 next_packet_id: 0,
-                awaiting_rel: HashMap::new(),
+                ended: false,
                 expiry,
                 owner: None,
                 kick: None,
                 generation: 0,
-                dropped: 0,
-                drop_logged: false,
-                ended: false,
             }),
             wake: Notify::new(),
         }
@@ -133,15 +141,16 @@ impl Session {
             return false;
         }
         let w = d.weight();
-        if st.queue.len() >= settings.max_queue_len || st.queue_bytes + w > settings.max_queue_bytes {
-            st.dropped += 1;
+        let a = st.activity_mut();
+        if a.queue.len() >= settings.max_queue_len || a.queue_bytes + w > settings.max_queue_bytes {
+            a.dropped += 1;
             metrics.dropped(DropReason::QueueFull);
-            if !st.drop_logged {
-                st.drop_logged = true;
+            if !a.drop_logged {
+                a.drop_logged = true;
                 warn!(
                     client_id = %self.client_id,
-                    queue_len = st.queue.len(),
-                    queue_bytes = st.queue_bytes,
+                    queue_len = a.queue.len(),
+                    queue_bytes = a.queue_bytes,
                     max_queue_len = settings.max_queue_len,
                     max_queue_bytes = settings.max_queue_bytes,
                     "session queue full; dropping new messages (logged once per session, counted in $SYS metrics/messages/dropped)"
@@ -149,8 +158,8 @@ impl Session {
             }
             return false;
         }
-        st.queue_bytes += w;
-        st.queue.push_back(d);
+        a.queue_bytes += w;
+        a.queue.push_back(d);
         drop(st);
         self.wake.notify_one();
         true
@@ -162,15 +171,64 @@ impl Session {
     /// without the offline-QoS 0 rule (it was queued under the old run's).
     pub fn restore_queued(&self, d: Delivery) {
         let mut st = self.state.lock();
-        st.queue_bytes += d.weight();
-        st.queue.push_back(d);
+        let a = st.activity_mut();
+        a.queue_bytes += d.weight();
+        a.queue.push_back(d);
     }
 }
 
 impl SessionState {
+    fn activity(&self) -> &Activity {
+        self.activity.as_deref().unwrap_or(&NO_ACTIVITY)
+    }
+
+    fn activity_mut(&mut self) -> &mut Activity {
+        self.activity.get_or_insert_with(Box::default)
+    }
+
+    /// Subscriptions by the filter string the client used.
+    pub fn subscriptions(&self) -> &HashMap<Arc<str>, SubRecord> {
+        &self.activity().subscriptions
+    }
+
+    /// Adds or replaces a subscription; returns whether it existed.
+    pub fn insert_subscription(&mut self, raw: Arc<str>, rec: SubRecord) -> bool {
+        self.activity_mut().subscriptions.insert(raw, rec).is_some()
+    }
+
+    pub fn remove_subscription(&mut self, raw: &str) -> Option<SubRecord> {
+        self.activity.as_mut()?.subscriptions.remove(raw)
+    }
+
+    /// The outgoing QoS 1/2 window, oldest first.
+    pub fn inflight(&self) -> &VecDeque<Inflight> {
+        &self.activity().inflight
+    }
+
+    /// Appends to the inflight window (restoring a snapshot).
+    pub fn push_inflight(&mut self, i: Inflight) {
+        self.activity_mut().inflight.push_back(i);
+    }
+
+    /// Incoming QoS 2 packet ids awaiting PUBREL, with arrival time.
+    pub fn awaiting_rel(&self) -> &HashMap<u16, Instant> {
+        &self.activity().awaiting_rel
+    }
+
+    /// Records an incoming QoS 2 packet id (PUBREC sent, PUBREL awaited).
+    pub fn await_rel(&mut self, packet_id: u16, at: Instant) {
+        self.activity_mut().awaiting_rel.insert(packet_id, at);
+    }
+
+    /// PUBREL arrived (or the exchange ended): forgets the id. Returns
+    /// whether it was awaited.
+    pub fn release(&mut self, packet_id: u16) -> bool {
+        self.activity.as_mut().is_some_and(|a| a.awaiting_rel.remove(&packet_id).is_some())
+    }
+
     /// The queued deliveries, oldest first.
     pub fn queued(&self) -> impl Iterator<Item = &Delivery> {
-        self.queue.iter()
+        self.activity().queue.iter()
     }
 
     /// Attaches a connection; returns the previous owner's kick handle.
@@ -197,12 +255,12 @@ impl SessionState {
     }
 
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.activity().queue.len()
     }
 
     /// Messages dropped from this session's queue so far.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.activity().dropped
     }
 
     fn alloc_packet_id(&mut self) -> u16 {
@@ -212,7 +270,7 @@ impl SessionState {
                 self.next_packet_id = 1;
             }
             let id = self.next_packet_id;
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
+            if !self.inflight().iter().any(|i| i.packet_id == id) {
                 return id;
             }
         }
@@ -223,12 +281,13 @@ impl SessionState {
     /// Expired messages are dropped and counted on the way.
     pub fn next_outgoing(&mut self, window: usize, now: Instant, metrics: &Metrics) -> Option<Outgoing> {
         loop {
-            let front = self.queue.front()?;
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+            let a = self.activity.as_mut()?;
+            let front = a.queue.front()?;
+            if front.qos != QoS::AtMostOnce && a.inflight.len() >= window {
                 return None;
             }
-            let d = self.queue.pop_front()?;
-            self.queue_bytes = self.queue_bytes.saturating_sub(d.weight());
+            let d = a.queue.pop_front()?;
+            a.queue_bytes = a.queue_bytes.saturating_sub(d.weight());
             if d.msg.expired(now) {
                 metrics.dropped(DropReason::Expired);
                 continue;
@@ -237,7 +296,11 @@ impl SessionState {
                 return Some(Outgoing { delivery: d, packet_id: None });
             }
             let id = self.alloc_packet_id();
-            self.inflight.push_back(Inflight { packet_id: id, delivery: d.clone(), state: OutState::Published });
+            self.activity_mut().inflight.push_back(Inflight {
+                packet_id: id,
+                delivery: d.clone(),
+                state: OutState::Published,
+            });
             return Some(Outgoing { delivery: d, packet_id: Some(id) });
         }
     }
@@ -245,14 +308,16 @@ impl SessionState {
     /// Removes an inflight entry (PUBACK, PUBCOMP, a failed PUBREC, or a
     /// message that could not be sent). Returns it if it existed.
     pub fn complete(&mut self, packet_id: u16) -> Option<Inflight> {
-        let pos = self.inflight.iter().position(|i| i.packet_id == packet_id)?;
-        self.inflight.remove(pos)
+        let inflight = &mut self.activity.as_mut()?.inflight;
+        let pos = inflight.iter().position(|i| i.packet_id == packet_id)?;
+        inflight.remove(pos)
     }
 
     /// PUBREC arrived: the QoS 2 message moves to the PUBREL stage.
     /// Returns false if no such QoS 2 message was in flight.
     pub fn received(&mut self, packet_id: u16) -> bool {
-        match self.inflight.iter_mut().find(|i| i.packet_id == packet_id) {
+        let Some(a) = self.activity.as_mut() else { return false };
+        match a.inflight.iter_mut().find(|i| i.packet_id == packet_id) {
             Some(i) if i.delivery.qos == QoS::ExactlyOnce => {
                 i.state = OutState::Released;
                 true
@@ -263,18 +328,15 @@ impl SessionState {
 
     /// Forgets incoming QoS 2 ids whose PUBREL never came.
     pub fn expire_awaiting_rel(&mut self, now: Instant, timeout: Duration) -> usize {
-        let before = self.awaiting_rel.len();
-        self.awaiting_rel.retain(|_, t| now.duration_since(*t) < timeout);
-        before - self.awaiting_rel.len()
+        let Some(a) = self.activity.as_mut() else { return 0 };
+        let before = a.awaiting_rel.len();
+        a.awaiting_rel.retain(|_, t| now.duration_since(*t) < timeout);
+        before - a.awaiting_rel.len()
     }
 
-    /// Drops everything queued (session end).
+    /// Drops everything queued, inflight and subscribed (session end).
     pub fn clear(&mut self) {
-        self.queue.clear();
-        self.queue_bytes = 0;
-        self.inflight.clear();
-        self.awaiting_rel.clear();
-        self.subscriptions.clear();
+        self.activity = None;
     }
 }
 
@@ -370,8 +432,8 @@ mod tests {
             let o = g.next_outgoing(10, now, &m).unwrap();
             let id = o.packet_id.unwrap();
             assert_ne!(id, 0);
-            if g.inflight.len() > 5 {
-                let first = g.inflight.front().unwrap().packet_id;
+            if g.inflight().len() > 5 {
+                let first = g.inflight().front().unwrap().packet_id;
                 g.complete(first);
             }
             ids.insert(id);

@@ -31,7 +31,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 Ok(())
             }
             Packet::PubRel(r) => {
-                let found = self.session.lock().awaiting_rel.remove(&r.packet_id).is_some();
+                let found = self.session.lock().release(r.packet_id);
                 let reason = if found { 0 } else { v5::PACKET_IDENTIFIER_NOT_FOUND };
                 self.send(&Packet::PubComp(PubResp {
                     packet_id: r.packet_id,
@@ -131,14 +131,14 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         if p.qos == QoS::ExactlyOnce {
             let id = p.packet_id.unwrap_or(0);
             let mut st = self.session.lock();
-            if st.awaiting_rel.contains_key(&id) {
+            if st.awaiting_rel().contains_key(&id) {
                 drop(st);
                 self.ack(p.qos, p.packet_id, 0);
                 return Ok(());
             }
             let now = std::time::Instant::now();
             st.expire_awaiting_rel(now, self.broker.settings.session.await_rel_timeout);
-            if st.awaiting_rel.len() >= usize::from(self.broker.settings.session.max_awaiting_rel) {
+            if st.awaiting_rel().len() >= usize::from(self.broker.settings.session.max_awaiting_rel) {
                 drop(st);
                 if self.version.is_v5() {
                     return Err(Close::error(v5::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
@@ -151,7 +151,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 );
                 return Ok(());
             }
-            st.awaiting_rel.insert(id, now);
+            st.await_rel(id, now);
         }
 
         // Only the broker publishes under $SYS.
@@ -168,7 +168,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 debug!(topic = %topic, "publish denied");
                 if p.qos == QoS::ExactlyOnce && self.version.is_v5() {
                     // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
-                    self.session.lock().awaiting_rel.remove(&p.packet_id.unwrap_or(0));
+                    self.session.lock().release(p.packet_id.unwrap_or(0));
                 }
                 self.ack(p.qos, p.packet_id, self.gate.v5_deny_reason());
                 return Ok(());
@@ -234,8 +234,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
                 continue;
             };
-            let exists = self.session.lock().subscriptions.contains_key(raw.as_str());
-            if !exists && max_subs != 0 && self.session.lock().subscriptions.len() >= max_subs {
+            let exists = self.session.lock().subscriptions().contains_key(raw.as_str());
+            if !exists && max_subs != 0 && self.session.lock().subscriptions().len() >= max_subs {
                 codes.push(if self.version.is_v5() { v5::QUOTA_EXCEEDED } else { v3::SUBACK_FAILURE });
                 continue;
             }

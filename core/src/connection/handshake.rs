@@ -261,7 +261,7 @@ where
                     .properties
                     .message_expiry_interval
                     .map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
-                Some(Will {
+                Some(Box::new(Will {
                     msg: Arc::new(Message {
                         topic,
                         payload: w.payload.clone(),
@@ -272,7 +272,7 @@ where
                         expires_at,
                     }),
                     delay: Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0))),
-                })
+                }))
             }
             Err(_) => None,
         },
@@ -301,7 +301,7 @@ where
         version,
         writer,
         wbuf: BytesMut::new(),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        keep_alive_secs: keep_alive,
         client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         window: usize::from(session_settings.max_inflight).min(receive_max).max(1),
         client_alias_max: if version.is_v5() { connect.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },

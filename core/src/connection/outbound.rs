@@ -92,7 +92,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let now = Instant::now();
         let pending: Vec<(u16, Delivery, OutState)> = {
             let st = self.session.lock();
-            st.inflight.iter().map(|i| (i.packet_id, i.delivery.clone(), i.state)).collect()
+            st.inflight().iter().map(|i| (i.packet_id, i.delivery.clone(), i.state)).collect()
         };
         for (id, d, state) in pending {
             match state {
