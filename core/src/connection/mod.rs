@@ -92,6 +92,11 @@ impl ListenerContext {
 /// Above this many unsent bytes the connection stops reading and stops
 /// pulling deliveries, until the socket drains.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// Reads a connection makes while it has unsent (or unflushed) bytes
+/// before it writes them (reading first batches the answers to a burst
+/// into one write).
+const MAX_READS_UNWRITTEN: u8 = 64;
 /// How long a closing connection tries to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -394,9 +399,20 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             tokio::pin!(timer);
             let mut armed = far;
 
+            // Reads since the write buffer last went out (see below).
+            let mut reads_unwritten: u8 = 0;
             loop {
                 let congested = self.wbuf.len() >= WRITE_HIGH_WATER;
-                let can_read = !congested && read_resume.is_none();
+                if self.wbuf.is_empty() && !unflushed {
+                    reads_unwritten = 0;
+                }
+                // Reading comes before writing (the branch order below), so
+                // that a burst of packets is read and answered with one
+                // write, not a write per packet: a QoS 1 stream took 10.4 µs
+                // of CPU per message, 7.5 of them in the kernel, with
+                // writes first. A client that never stops sending still
+                // gets its answers after this many reads.
+                let can_read = !congested && read_resume.is_none() && reads_unwritten < MAX_READS_UNWRITTEN;
                 {
                     let ka = if self.keep_alive_secs > 0 { ka_deadline } else { far };
                     let next = read_resume.map_or(ka, |r| r.min(ka));
@@ -426,36 +442,12 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                         armed = far;
                         timer.as_mut().reset(far);
                     }
-                    r = std::future::poll_fn(|cx| write_or_flush(cx, &mut self.writer, &self.wbuf)), if !self.wbuf.is_empty() || unflushed => {
-                        match r {
-                            Ok(Some(0)) | Err(_) => return Close::silent("write failed"),
-                            Ok(None) => unflushed = false,
-                            Ok(Some(n)) => {
-                                unflushed = true;
-                                // `advance`, not `split_to`: no shared header for
-                                // a buffer that has a single owner.
-                                self.wbuf.advance(n);
-                                // Drained: give back a large allocation, or a tiny
-                                // remainder (after CONNACK, a ping's response) that
-                                // an idle connection would hold for nothing.
-                                if self.wbuf.is_empty()
-                                    && (self.wbuf.capacity() < 64 || self.wbuf.capacity() > 4 * WRITE_HIGH_WATER)
-                                {
-                                    self.wbuf = BytesMut::new();
-                                }
-                                if congested && self.wbuf.len() < WRITE_HIGH_WATER {
-                                    // The pump stopped at the high-water mark, not
-                                    // for want of messages: no wake-up will come.
-                                    self.pump().await;
-                                }
-                            }
-                        }
-                    }
                     r = reader.read_buf(rbuf), if can_read => {
                         match r {
                             Ok(0) => return Close::silent("connection closed by peer"),
                             Err(_) => return Close::silent("read error"),
                             Ok(n) => {
+                                reads_unwritten = reads_unwritten.saturating_add(1);
                                 if let Some(rl) = listener.rate_limit(&self.broker.settings.limits) {
                                     let now = Instant::now();
                                     let dt = now.duration_since(refilled).as_secs_f64();
@@ -487,6 +479,38 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                             }
                         }
                     }
+                    r = std::future::poll_fn(|cx| write_or_flush(cx, &mut self.writer, &self.wbuf)), if !self.wbuf.is_empty() || unflushed => {
+                        match r {
+                            Ok(Some(0)) | Err(_) => return Close::silent("write failed"),
+                            Ok(None) => {
+                                unflushed = false;
+                                reads_unwritten = 0;
+                            }
+                            Ok(Some(n)) => {
+                                unflushed = true;
+                                reads_unwritten = 0;
+                                // `advance`, not `split_to`: no shared header for
+                                // a buffer that has a single owner.
+                                self.wbuf.advance(n);
+                                // Drained: give back a large allocation, or a tiny
+                                // remainder (after CONNACK, a ping's response) that
+                                // an idle connection would hold for nothing.
+                                if self.wbuf.is_empty()
+                                    && (self.wbuf.capacity() < 64 || self.wbuf.capacity() > 4 * WRITE_HIGH_WATER)
+                                {
+                                    self.wbuf = BytesMut::new();
+                                }
+                                if congested && self.wbuf.len() < WRITE_HIGH_WATER {
+                                    // The pump stopped at the high-water mark, not
+                                    // for want of messages: no wake-up will come.
+                                    self.pump().await;
+                                }
+                            }
+                        }
+                    }
+                    // After the write: a batch pulled from the session goes
+                    // out before the next is pulled (the session's window
+                    // refills only as the client acknowledges what it got).
                     // Made afresh each turn (a pinned one would live beside
                     // everything else in every idle connection's future).
                     _ = self.session.wake.notified(), if !congested => {
