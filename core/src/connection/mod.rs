@@ -93,6 +93,9 @@ impl ListenerContext {
 /// pulling deliveries, until the socket drains.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// The most a connection reads at a time (see [`read_some`]).
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Reads a connection makes while it has unsent (or unflushed) bytes
 /// before it writes them (reading first batches the answers to a burst
 /// into one write).
@@ -305,6 +308,28 @@ where
     }
 }
 
+/// Reads what the socket has, up to [`READ_CHUNK`], through a buffer on
+/// the stack, and appends it to `rbuf`: `Ready(Ok(0))` at end of stream.
+///
+/// Reading straight into `rbuf` would need its spare capacity reserved
+/// before the wait: either every idle connection holds a read buffer, or
+/// (an empty `BytesMut`) each read gets the 64 bytes `read_buf` reserves,
+/// and a fan-in of 64-byte messages made 1.2 `recvfrom` per message. The
+/// stack buffer exists only while the read is polled, never across an
+/// await. (A poll function, not an async fn, to keep the connection's
+/// future small.)
+fn read_some<R: AsyncRead + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+) -> std::task::Poll<std::io::Result<usize>> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut buf = tokio::io::ReadBuf::new(&mut chunk);
+    std::task::ready!(std::pin::Pin::new(reader).poll_read(cx, &mut buf))?;
+    rbuf.extend_from_slice(buf.filled());
+    std::task::Poll::Ready(Ok(buf.filled().len()))
+}
+
 /// Writes some of `buf`, or flushes the stream when `buf` is empty:
 /// `Some(bytes written)` or `None` for a completed flush. (A poll function
 /// rather than an async fn: it keeps the connection's future small.)
@@ -442,7 +467,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                         armed = far;
                         timer.as_mut().reset(far);
                     }
-                    r = reader.read_buf(rbuf), if can_read => {
+                    r = std::future::poll_fn(|cx| read_some(cx, reader, rbuf)), if can_read => {
                         match r {
                             Ok(0) => return Close::silent("connection closed by peer"),
                             Err(_) => return Close::silent("read error"),
@@ -469,11 +494,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                                         }
                                     }
                                 }
-                                // Empty: give back a large allocation, or the small
-                                // one that a short read (a ping, a lone small
-                                // packet) came in, which a quiet connection would
-                                // hold until its next packet.
-                                if rbuf.is_empty() && (n < 64 || rbuf.capacity() > 64 * 1024) {
+                                // Every complete packet handled: give the
+                                // allocation back (the next read makes one the
+                                // size of what it got), which a quiet connection
+                                // would otherwise hold until its next packet.
+                                if rbuf.is_empty() {
                                     *rbuf = BytesMut::new();
                                 }
                             }
