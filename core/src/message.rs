@@ -22,7 +22,10 @@ pub struct Message {
     /// content type, response topic, correlation data, user properties.
     /// Message expiry is carried by `expires_at`; topic alias and
     /// subscription identifiers are per hop and never stored here.
-    pub properties: Properties,
+    /// `None` when there are none (most messages): boxed, because inline
+    /// they made every message 432 bytes, and a broker holds many (see
+    /// [`Message::properties`]).
+    pub properties: Option<Box<Properties>>,
     /// Client id of the publisher (for no-local); `None` for the broker.
     pub publisher: Option<Arc<str>>,
     /// Deadline from the v5 Message Expiry Interval.
@@ -44,16 +47,28 @@ impl Message {
         })
     }
 
-    /// Keeps only the properties a broker forwards with a message.
-    pub fn forwarded_properties(p: &Properties) -> Properties {
-        Properties {
+    /// The forwarded properties (empty ones when there are none).
+    pub fn properties(&self) -> &Properties {
+        static NONE: std::sync::LazyLock<Properties> = std::sync::LazyLock::new(Properties::default);
+        self.properties.as_deref().unwrap_or(&NONE)
+    }
+
+    /// Keeps only the properties a broker forwards with a message; `None`
+    /// when none of them is set.
+    pub fn forwarded_properties(p: &Properties) -> Option<Box<Properties>> {
+        Message::boxed_properties(Properties {
             payload_format_indicator: p.payload_format_indicator,
             content_type: p.content_type.clone(),
             response_topic: p.response_topic.clone(),
             correlation_data: p.correlation_data.clone(),
             user_properties: p.user_properties.clone(),
             ..Properties::default()
-        }
+        })
+    }
+
+    /// `p` boxed, or `None` when it holds nothing.
+    pub fn boxed_properties(p: Properties) -> Option<Box<Properties>> {
+        (p != Properties::default()).then(|| Box::new(p))
     }
 }
 
@@ -73,5 +88,29 @@ impl Delivery {
     /// Approximate bytes this delivery holds in a queue (for byte bounds).
     pub fn weight(&self) -> usize {
         self.msg.payload.len() + self.msg.topic.as_str().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker holds one of these per message in flight or queued; keep
+    /// it small (inline properties made it 432 B).
+    #[test]
+    fn message_stays_small() {
+        let size = std::mem::size_of::<Message>();
+        eprintln!("Message: {size} bytes");
+        assert!(size <= 104, "Message is {size} bytes");
+    }
+
+    #[test]
+    fn forwarded_properties_are_boxed_only_when_set() {
+        let none = Properties { topic_alias: Some(3), message_expiry_interval: Some(9), ..Properties::default() };
+        assert!(Message::forwarded_properties(&none).is_none(), "per-hop properties are not forwarded");
+        let some =
+            Properties { content_type: Some("text/plain".into()), topic_alias: Some(3), ..Properties::default() };
+        let kept = Message::forwarded_properties(&some).expect("content type is forwarded");
+        assert_eq!((kept.content_type.as_deref(), kept.topic_alias), (Some("text/plain"), None));
     }
 }

@@ -109,11 +109,11 @@ fn msg_snap(m: &Message, now: Instant) -> MsgSnap {
         payload: m.payload.to_vec(),
         qos: m.qos as u8,
         retain: m.retain,
-        payload_format_indicator: m.properties.payload_format_indicator,
-        content_type: m.properties.content_type.clone(),
-        response_topic: m.properties.response_topic.clone(),
-        correlation_data: m.properties.correlation_data.as_ref().map(|b| b.to_vec()),
-        user_properties: m.properties.user_properties.clone(),
+        payload_format_indicator: m.properties().payload_format_indicator,
+        content_type: m.properties().content_type.clone(),
+        response_topic: m.properties().response_topic.clone(),
+        correlation_data: m.properties().correlation_data.as_ref().map(|b| b.to_vec()),
+        user_properties: m.properties().user_properties.clone(),
         publisher: m.publisher.as_deref().map(str::to_string),
         expires_in_ms: m.expires_at.map(|d| d.saturating_duration_since(now).as_millis() as u64),
     }
@@ -125,14 +125,14 @@ fn msg_from(s: MsgSnap, now: Instant) -> Option<Arc<Message>> {
         payload: Bytes::from(s.payload),
         qos: QoS::from_u8(s.qos)?,
         retain: s.retain,
-        properties: Properties {
+        properties: Message::boxed_properties(Properties {
             payload_format_indicator: s.payload_format_indicator,
             content_type: s.content_type,
             response_topic: s.response_topic,
             correlation_data: s.correlation_data.map(Bytes::from),
             user_properties: s.user_properties,
             ..Properties::default()
-        },
+        }),
         publisher: s.publisher.map(Arc::from),
         expires_at: s.expires_in_ms.map(|ms| now + Duration::from_millis(ms)),
     }))
@@ -309,7 +309,10 @@ mod tests {
             payload: Bytes::from_static(b"hello"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties { user_properties: vec![("k".into(), "v".into())], ..Default::default() },
+            properties: Message::boxed_properties(Properties {
+                user_properties: vec![("k".into(), "v".into())],
+                ..Default::default()
+            }),
             publisher: Some(Arc::from("p")),
             expires_at: None,
         });
@@ -329,7 +332,7 @@ mod tests {
         assert_eq!(st.subscriptions()["a/+"].subscription_id, Some(7));
         let out = st.next_outgoing(10, Instant::now(), &b2.metrics).unwrap();
         assert_eq!(&out.delivery.msg.payload[..], b"hello");
-        assert_eq!(out.delivery.msg.properties.user_properties, vec![("k".to_string(), "v".to_string())]);
+        assert_eq!(out.delivery.msg.properties().user_properties, vec![("k".to_string(), "v".to_string())]);
         drop(st);
         assert_eq!(b2.retained.len(), 1);
         let _ = std::fs::remove_dir_all(dir);

@@ -132,7 +132,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             }
             let expiry = msg.remaining_expiry(now);
             if expiry.is_some() || alias.is_some() || !d.subscription_ids.is_empty() {
-                let mut p = msg.properties.clone();
+                let mut p = msg.properties().clone();
                 p.message_expiry_interval = expiry;
                 p.subscription_identifiers = d.subscription_ids.clone();
                 p.topic_alias = alias;
@@ -146,7 +146,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             topic,
             packet_id,
             // Not written on 3.x.
-            properties: hop.as_ref().unwrap_or(&msg.properties),
+            properties: hop.as_ref().unwrap_or(msg.properties()),
             payload: &msg.payload,
         };
         if publish.encoded_len(self.version) > self.client_max_packet as usize {
