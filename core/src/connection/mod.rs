@@ -517,12 +517,13 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                                 // `advance`, not `split_to`: no shared header for
                                 // a buffer that has a single owner.
                                 self.wbuf.advance(n);
-                                // Drained: give back a large allocation, or a tiny
-                                // remainder (after CONNACK, a ping's response) that
-                                // an idle connection would hold for nothing.
-                                if self.wbuf.is_empty()
-                                    && (self.wbuf.capacity() < 64 || self.wbuf.capacity() > 4 * WRITE_HIGH_WATER)
-                                {
+                                // Drained: give the allocation back, as the read
+                                // side does. Kept, it stayed with every connection
+                                // that was ever sent anything (a device that got
+                                // one message held a few hundred bytes for good);
+                                // writes come in bursts now, so this is one
+                                // allocation per burst, not per packet.
+                                if self.wbuf.is_empty() {
                                     self.wbuf = BytesMut::new();
                                 }
                                 if congested && self.wbuf.len() < WRITE_HIGH_WATER {
