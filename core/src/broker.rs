@@ -102,24 +102,19 @@ impl Broker {
     }
 
     /// Tells every connection to close (v5 clients get DISCONNECT 0x8B):
-    /// each attached session's connection gets [`Kick::Shutdown`], and so
-    /// does any connection that opens a session from now on.
+    /// each attached session's connection gets [`Kick::Shutdown`].
+    ///
+    /// Through each session's kick handle rather than a watch channel that
+    /// every connection listens to (a receiver and its `changed()` future
+    /// in every idle connection's task). A connection that attaches
+    /// concurrently either is kicked here (its attach came first, under
+    /// the registry lock) or, the flag being set before that lock is
+    /// taken, sees the flag when its event loop starts.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        // After the flag: `open_session` checks it under the same lock.
         let map = self.sessions.lock();
         for session in map.values() {
             if let Some(k) = session.lock().take_kick() {
-                let _ = k.send(Kick::Shutdown);
-            }
-        }
-    }
-
-    /// A session attached while the broker shuts down is told at once
-    /// (called under the session map's lock, like [`Broker::shutdown`]).
-    fn kick_if_shutting_down(&self, st: &mut crate::session::SessionState) {
-        if self.is_shutting_down() {
-            if let Some(k) = st.take_kick() {
                 let _ = k.send(Kick::Shutdown);
             }
         }
@@ -159,7 +154,6 @@ impl Broker {
             let ends_with_connection = st.expiry.is_some_and(|d| d.is_zero());
             if !clean_start && !st.ended && !ends_with_connection {
                 st.attach(conn_id, kick_tx);
-                self.kick_if_shutting_down(&mut st);
                 st.expiry = expiry;
                 let generation = st.generation;
                 drop(st);
@@ -173,7 +167,6 @@ impl Broker {
         let generation = {
             let mut st = session.lock();
             st.attach(conn_id, kick_tx);
-            self.kick_if_shutting_down(&mut st);
             st.generation
         };
         map.insert(client_id.clone(), session.clone());
