@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
@@ -323,10 +323,21 @@ fn read_some<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
 ) -> std::task::Poll<std::io::Result<usize>> {
+    poll_read_chunk(cx, reader, |got| rbuf.extend_from_slice(got))
+}
+
+/// Polls `reader` once into a [`READ_CHUNK`] buffer on the stack and hands
+/// what came to `take`: `Ready(Ok(n))` with the byte count, 0 at end of
+/// stream.
+fn poll_read_chunk<R: AsyncRead + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    reader: &mut R,
+    take: impl FnOnce(&[u8]),
+) -> std::task::Poll<std::io::Result<usize>> {
     let mut chunk = [0u8; READ_CHUNK];
     let mut buf = tokio::io::ReadBuf::new(&mut chunk);
     std::task::ready!(std::pin::Pin::new(reader).poll_read(cx, &mut buf))?;
-    rbuf.extend_from_slice(buf.filled());
+    take(buf.filled());
     std::task::Poll::Ready(Ok(buf.filled().len()))
 }
 
@@ -353,12 +364,12 @@ fn write_or_flush<W: AsyncWrite + Unpin>(
 async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
     const LINGER_TIME: Duration = Duration::from_secs(1);
     const LINGER_BYTES: usize = 1 << 20;
-    // On the heap: a stack array would live in every connection's future.
-    let mut sink = vec![0u8; 4096];
     let mut total = 0;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while total < LINGER_BYTES {
-            match reader.read(&mut sink).await {
+            // Read through the stack buffer of `poll_read_chunk` and drop
+            // it: no buffer of its own, on the heap or in the future.
+            match std::future::poll_fn(|cx| poll_read_chunk(cx, reader, |_| ())).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
