@@ -232,7 +232,7 @@ impl AuthCache {
                 self.stale_served.fetch_add(1, Relaxed);
                 tracing::warn!(
                     chain = %chain.name,
-                    client_id = %info.client_id,
+                    client_id = %portcullis_core::logsafe::Peer(&info.client_id),
                     decided_by = ?stale.decided_by,
                     "auth chain unavailable; serving a stale cached allow"
                 );

@@ -5,7 +5,6 @@
 //! publish path takes the router's read lock, releases it, then locks each
 //! target session on its own; it never holds two of them at once.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,13 +14,21 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info};
 
 use crate::codec::QoS;
+use crate::connection::PreAuth;
+use crate::logsafe::{LogLimiter, Peer};
 use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
+use crate::owner::{OwnerMismatch, SessionOwner};
+use crate::registry::Registry;
 use crate::retain::{RetainResult, RetainStore};
 use crate::router::{for_each_delivery, remove_no_local, Clients, Route, Router, Subscriber};
 use crate::session::{Kick, Session, SubRecord};
 use crate::settings::BrokerSettings;
 use crate::topic::SubscriptionFilter;
+
+/// Refused-CONNECT log lines per second at most; the rest are counted in
+/// the next line's `suppressed` field.
+const REFUSAL_LINES_PER_SEC: u32 = 20;
 
 /// The version string published in `$SYS/brokers/<node>/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,6 +38,33 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub trait SysSource: Send + Sync + 'static {
     /// Appends `(topic relative to the node, value)` pairs.
     fn sys_values(&self, out: &mut Vec<(String, String)>);
+}
+
+/// What [`Broker::open_session`] is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenRequest<'a> {
+    pub client_id: &'a Arc<str>,
+    /// The identity of the connecting client.
+    pub owner: &'a SessionOwner,
+    pub clean_start: bool,
+    /// Session expiry after disconnect; `None` = never.
+    pub expiry: Option<Duration>,
+    pub conn_id: u64,
+}
+
+/// Why [`Broker::open_session`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The client id belongs to a session of another identity
+    /// (`session.owner_mismatch = "refuse"`).
+    #[error("client identifier in use by another identity")]
+    OwnerMismatch,
+    /// `session.max_sessions` reached.
+    #[error("too many sessions on this broker")]
+    TooManySessions,
+    /// `session.max_sessions_per_identity` reached for this identity.
+    #[error("too many sessions for this identity")]
+    TooManyForIdentity,
 }
 
 /// Result of [`Broker::open_session`].
@@ -49,12 +83,17 @@ pub struct Opened {
 pub struct Broker {
     pub settings: BrokerSettings,
     pub router: Router<Arc<Session>>,
-    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    sessions: Mutex<Registry>,
     pub retained: RetainStore,
     pub metrics: Metrics,
     pub started: Instant,
     pub started_at: SystemTime,
     next_conn_id: AtomicU64,
+    /// Connections still in their CONNECT: per-address count and buffer
+    /// budget.
+    pub preauth: PreAuth,
+    /// Paces the log lines of refused CONNECTs.
+    pub refusal_log: LogLimiter,
     shutdown: watch::Sender<bool>,
     sys_sources: Mutex<Vec<Arc<dyn SysSource>>>,
 }
@@ -68,15 +107,18 @@ impl std::fmt::Debug for dyn SysSource {
 impl Broker {
     pub fn new(settings: BrokerSettings) -> Arc<Broker> {
         let (shutdown, _) = watch::channel(false);
+        let preauth = PreAuth::new(&settings.limits);
         Arc::new(Broker {
+            sessions: Mutex::new(Registry::new(settings.session.max_sessions_per_identity != 0)),
             router: Router::new(settings.shared_strategy),
             retained: RetainStore::new(settings.retained.clone()),
             settings,
-            sessions: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             next_conn_id: AtomicU64::new(1),
+            preauth,
+            refusal_log: LogLimiter::new(REFUSAL_LINES_PER_SEC),
             shutdown,
             sys_sources: Mutex::new(Vec::new()),
         })
@@ -132,46 +174,75 @@ impl Broker {
         self.sessions.lock().len()
     }
 
-    /// Attaches connection `conn_id` to the session for `client_id`,
-    /// taking it over from another connection if needed.
-    pub fn open_session(
-        self: &Arc<Self>,
-        client_id: &Arc<str>,
-        clean_start: bool,
-        expiry: Option<Duration>,
-        conn_id: u64,
-    ) -> Opened {
-        let (kick_tx, kick_rx) = oneshot::channel();
+    /// Attaches connection `req.conn_id` to the session for its client id:
+    /// resumes it or takes it over when it belongs to the same identity,
+    /// and starts a fresh one otherwise. A session of another identity is
+    /// never resumed nor taken over: the CONNECT is refused, or (with
+    /// `session.owner_mismatch = "discard"`) the old session ends first.
+    pub fn open_session(self: &Arc<Self>, req: OpenRequest<'_>) -> Result<Opened, OpenError> {
+        let OpenRequest { client_id, owner, clean_start, expiry, conn_id } = req;
+        let limits = &self.settings.session;
         let mut map = self.sessions.lock();
+        let mut replaces = false;
         if let Some(existing) = map.get(client_id).cloned() {
-            let mut st = existing.lock();
-            if let Some(k) = st.take_kick() {
-                debug!(client_id = %client_id, "session taken over by a new connection");
-                let _ = k.send(Kick::TakenOver { clean_start });
-            }
-            // A session that ends with its connection (clean session,
-            // expiry 0) is never resumed, even by a takeover.
-            let ends_with_connection = st.expiry.is_some_and(|d| d.is_zero());
-            if !clean_start && !st.ended && !ends_with_connection {
-                st.attach(conn_id, kick_tx);
-                st.expiry = expiry;
-                let generation = st.generation;
+            if !existing.owner.admits(owner) {
+                if limits.owner_mismatch == OwnerMismatch::Refuse {
+                    return Err(OpenError::OwnerMismatch);
+                }
+                info!(
+                    client_id = %Peer(client_id),
+                    owner = %existing.owner,
+                    newcomer = %owner,
+                    "session of another identity discarded (session.owner_mismatch = discard)"
+                );
+                if let Some(k) = existing.lock().take_kick() {
+                    let _ = k.send(Kick::TakenOver { clean_start: true });
+                }
+                map.remove_if(&existing);
+                self.discard(&existing);
+                replaces = true;
+            } else {
+                let mut st = existing.lock();
+                if let Some(k) = st.take_kick() {
+                    debug!(client_id = %Peer(client_id), "session taken over by a new connection");
+                    let _ = k.send(Kick::TakenOver { clean_start });
+                }
+                // A session that ends with its connection (clean session,
+                // expiry 0) is never resumed, even by a takeover.
+                let ends_with_connection = st.expiry.is_some_and(|d| d.is_zero());
+                if !clean_start && !st.ended && !ends_with_connection {
+                    let (kick_tx, kick_rx) = oneshot::channel();
+                    st.attach(conn_id, kick_tx);
+                    st.expiry = expiry;
+                    let generation = st.generation;
+                    drop(st);
+                    return Ok(Opened { session: existing, session_present: true, kicked: kick_rx, generation });
+                }
                 drop(st);
-                return Opened { session: existing, session_present: true, kicked: kick_rx, generation };
+                map.remove_if(&existing);
+                self.discard(&existing);
+                replaces = true;
             }
-            drop(st);
-            map.remove(client_id);
-            self.discard(&existing);
         }
-        let session = Arc::new(Session::new(client_id.clone(), expiry));
+        // Limits count sessions other than the one being replaced.
+        if !replaces {
+            if limits.max_sessions != 0 && map.len() >= limits.max_sessions {
+                return Err(OpenError::TooManySessions);
+            }
+            if limits.max_sessions_per_identity != 0 && map.owned_by(owner) >= limits.max_sessions_per_identity {
+                return Err(OpenError::TooManyForIdentity);
+            }
+        }
+        let session = Arc::new(Session::new(client_id.clone(), owner.clone(), expiry));
+        let (kick_tx, kick_rx) = oneshot::channel();
         let generation = {
             let mut st = session.lock();
             st.attach(conn_id, kick_tx);
             st.generation
         };
-        map.insert(client_id.clone(), session.clone());
+        map.insert(session.clone());
         self.metrics.sessions.set(map.len() as u64);
-        Opened { session, session_present: false, kicked: kick_rx, generation }
+        Ok(Opened { session, session_present: false, kicked: kick_rx, generation })
     }
 
     /// Ends a session: its subscriptions leave the router, its queue goes.
@@ -197,13 +268,11 @@ impl Broker {
                 return;
             }
         }
-        if map.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
-            map.remove(&session.client_id);
-        }
+        map.remove_if(session);
         self.metrics.sessions.set(map.len() as u64);
         drop(map);
         self.discard(session);
-        debug!(client_id = %session.client_id, "session ended");
+        debug!(client_id = %Peer(&session.client_id), "session ended");
     }
 
     /// Called when connection `conn_id` ends. Applies the session expiry
@@ -249,12 +318,12 @@ impl Broker {
         };
         {
             let mut map = self.sessions.lock();
-            if map.contains_key(&session.client_id) {
+            if map.contains(&session.client_id) {
                 drop(map);
                 self.discard(&session);
                 return;
             }
-            map.insert(session.client_id.clone(), Arc::clone(&session));
+            map.insert(Arc::clone(&session));
             self.metrics.sessions.set(map.len() as u64);
         }
         self.start_expiry(&session, expiry, generation);
@@ -333,7 +402,7 @@ impl Broker {
             }
             RetainResult::Full | RetainResult::TooLarge => {
                 self.metrics.dropped(DropReason::RetainedRefused);
-                info!(topic = %msg.topic, result = ?r, "retained message refused");
+                info!(topic = %Peer(msg.topic.as_str()), result = ?r, "retained message refused");
             }
             _ => {}
         }
@@ -342,7 +411,8 @@ impl Broker {
     }
 
     /// Routes a message to every matching session (retaining it first if
-    /// its retain flag is set). Returns the number of sessions it went to.
+    /// its retain flag is set). Returns the number of sessions it matched
+    /// (after no-local), including any whose full queue dropped it.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
         if msg.retain {
             self.retain(&msg);
@@ -387,9 +457,11 @@ impl Broker {
                 retain: d.retain_as_published && msg.retain,
                 subscription_ids: d.subscription_ids,
             };
-            if d.handle.enqueue(delivery, &self.settings.session, &self.metrics) {
-                n += 1;
-            }
+            // Counted whether or not the queue took it: a subscriber whose
+            // queue was full still matched (its drop is counted there), and
+            // a v5 publisher must not hear "no matching subscribers".
+            d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
+            n += 1;
         });
         n
     }

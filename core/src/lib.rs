@@ -5,7 +5,8 @@
 //! * [`topic`] — validated [`topic::TopicName`] / [`topic::TopicFilter`].
 //! * [`router`] — the subscription trie, shared subscriptions.
 //! * [`message`] — a message shared by every subscriber, and one delivery.
-//! * [`session`] — subscriptions, bounded queue, inflight, QoS 2 state.
+//! * [`session`] — subscriptions, bounded queue, inflight, QoS 2 state;
+//!   [`owner`] — the identity a session belongs to.
 //! * [`retain`] — the retained message store.
 //! * [`broker`] — shared state: session registry, routing, wills, expiry.
 //! * [`gate`] — the port through which every auth and ACL decision is asked;
@@ -14,14 +15,19 @@
 //! * [`persist`] — session and retained snapshots across a graceful restart.
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
 //! * [`settings`] — runtime settings and their defaults.
+//! * [`logsafe`] — peer-supplied strings escaped and truncated for logs.
+pub mod binding;
 pub mod broker;
 pub mod codec;
 pub mod connection;
 pub mod gate;
+pub mod logsafe;
 pub mod message;
 pub mod metrics;
+pub mod owner;
 pub mod persist;
 pub mod provider;
+mod registry;
 pub mod retain;
 pub mod router;
 pub mod session;

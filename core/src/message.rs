@@ -66,6 +66,17 @@ impl Message {
         })
     }
 
+    /// What the message costs where it is held (a queue, the retained
+    /// store): topic and payload bytes plus the encoded size of its
+    /// properties, so that many small user properties weigh what they are.
+    pub fn weight(&self) -> usize {
+        let props = self
+            .properties
+            .as_deref()
+            .map_or(0, |p| crate::codec::properties::encoded_len(p, crate::codec::PropCtx::Publish));
+        self.payload.len() + self.topic.as_str().len() + props
+    }
+
     /// `p` boxed, or `None` when it holds nothing.
     pub fn boxed_properties(p: Properties) -> Option<Box<Properties>> {
         (p != Properties::default()).then(|| Box::new(p))
@@ -85,9 +96,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Approximate bytes this delivery holds in a queue (for byte bounds).
+    /// Bytes this delivery holds in a queue (for byte bounds): its
+    /// message's [`Message::weight`].
     pub fn weight(&self) -> usize {
-        self.msg.payload.len() + self.msg.topic.as_str().len()
+        self.msg.weight()
     }
 }
 

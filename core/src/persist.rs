@@ -8,7 +8,11 @@
 //! snapshot intact. Sessions that end with their connection (expiry 0) are
 //! not in it. Session expiry restarts when the snapshot is loaded.
 //!
-//! Format: bincode of [`Snapshot`], prefixed with a magic and a version.
+//! Format: a magic with the version, then bincode of [`Snapshot`], then
+//! (version 2) bincode of the sessions' owners, one per session in order.
+//! A version 1 file (no owners) still loads; its sessions get
+//! [`SessionOwner::Unknown`], which nobody can resume. The file is created
+//! readable by its owner only (0600).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -21,10 +25,13 @@ use serde::{Deserialize, Serialize};
 use crate::broker::Broker;
 use crate::codec::{Properties, QoS, RetainHandling, SubscriptionOptions};
 use crate::message::{Delivery, Message};
+use crate::owner::SessionOwner;
 use crate::session::{Inflight, OutState, Session, SubRecord};
 use crate::topic::{SubscriptionFilter, TopicName};
 
-const MAGIC: &[u8; 8] = b"PCSNAP01";
+const MAGIC: &[u8; 8] = b"PCSNAP02";
+/// The version 1 magic: sessions without owners.
+const MAGIC_V1: &[u8; 8] = b"PCSNAP01";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -86,6 +93,35 @@ struct SessionSnap {
     queue: Vec<DeliverySnap>,
     inflight: Vec<InflightSnap>,
     awaiting_rel: Vec<u16>,
+}
+
+/// A session's owner as written (see [`SessionOwner`]).
+#[derive(Debug, Serialize, Deserialize)]
+enum OwnerSnap {
+    User(String),
+    Cert(String),
+    Anonymous(String),
+    Unknown,
+}
+
+impl OwnerSnap {
+    fn of(o: &SessionOwner) -> OwnerSnap {
+        match o {
+            SessionOwner::User(u) => OwnerSnap::User(u.to_string()),
+            SessionOwner::Cert(c) => OwnerSnap::Cert(c.to_string()),
+            SessionOwner::Anonymous(l) => OwnerSnap::Anonymous(l.to_string()),
+            SessionOwner::Unknown => OwnerSnap::Unknown,
+        }
+    }
+
+    fn owner(self) -> SessionOwner {
+        match self {
+            OwnerSnap::User(u) => SessionOwner::User(Arc::from(u)),
+            OwnerSnap::Cert(c) => SessionOwner::Cert(Arc::from(c)),
+            OwnerSnap::Anonymous(l) => SessionOwner::Anonymous(Arc::from(l)),
+            OwnerSnap::Unknown => SessionOwner::Unknown,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -161,6 +197,7 @@ fn delivery_from(s: DeliverySnap, now: Instant) -> Option<Delivery> {
 pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
     let now = Instant::now();
     let mut sessions = Vec::new();
+    let mut owners = Vec::new();
     for session in broker.sessions_snapshot() {
         let st = session.lock();
         if st.ended || st.expiry.is_some_and(|d| d.is_zero()) {
@@ -193,6 +230,7 @@ pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
                 .collect(),
             awaiting_rel: st.awaiting_rel().keys().copied().collect(),
         });
+        owners.push(OwnerSnap::of(&session.owner));
     }
     // `$SYS` values are republished by the new process; old ones would be stale.
     let retained = broker
@@ -211,10 +249,15 @@ pub fn save(broker: &Broker, path: &Path) -> Result<usize, PersistError> {
     let io = |source| PersistError::Io { path: path.display().to_string(), source };
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let mut f = std::io::BufWriter::new(open.open(&tmp).map_err(io)?);
         f.write_all(MAGIC).map_err(io)?;
-        bincode::serialize_into(&mut f, &snap)
-            .map_err(|source| PersistError::Corrupt { path: tmp.display().to_string(), source })?;
+        let corrupt = |source| PersistError::Corrupt { path: tmp.display().to_string(), source };
+        bincode::serialize_into(&mut f, &snap).map_err(corrupt)?;
+        bincode::serialize_into(&mut f, &owners).map_err(corrupt)?;
         let f = f.into_inner().map_err(|e| io(e.into_error()))?;
         f.sync_all().map_err(io)?;
     }
@@ -234,10 +277,14 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
     let mut r = std::io::BufReader::new(file);
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).map_err(|_| PersistError::BadMagic { path: p() })?;
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_V1 {
         return Err(PersistError::BadMagic { path: p() });
     }
-    let snap: Snapshot = bincode::deserialize_from(r).map_err(|source| PersistError::Corrupt { path: p(), source })?;
+    let corrupt = |source| PersistError::Corrupt { path: p(), source };
+    let snap: Snapshot = bincode::deserialize_from(&mut r).map_err(corrupt)?;
+    let owners: Vec<OwnerSnap> =
+        if &magic == MAGIC { bincode::deserialize_from(&mut r).map_err(corrupt)? } else { Vec::new() };
+    let mut owners = owners.into_iter();
     let now = Instant::now();
     let mut out = Restored::default();
     for m in snap.retained {
@@ -249,7 +296,8 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
     broker.metrics.retained.set(broker.retained.len() as u64);
     for s in snap.sessions {
         let expiry = s.expiry_secs.map(Duration::from_secs);
-        let session = Arc::new(Session::new(Arc::from(s.client_id.as_str()), expiry));
+        let owner = owners.next().map_or(SessionOwner::Unknown, OwnerSnap::owner);
+        let session = Arc::new(Session::new(Arc::from(s.client_id.as_str()), owner, expiry));
         for sub in s.subscriptions {
             let Ok(filter) = SubscriptionFilter::parse(&sub.filter) else { continue };
             let options = SubscriptionOptions {
@@ -294,12 +342,22 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{OpenError, OpenRequest};
     use crate::settings::BrokerSettings;
 
     #[tokio::test]
     async fn snapshot_round_trip() {
         let b = Broker::new(BrokerSettings::default());
-        let opened = b.open_session(&Arc::from("dev1"), false, Some(Duration::from_secs(60)), 1);
+        let alice = SessionOwner::User(Arc::from("alice"));
+        let dev1: Arc<str> = Arc::from("dev1");
+        let req = |conn_id, owner| OpenRequest {
+            client_id: &dev1,
+            owner,
+            clean_start: false,
+            expiry: Some(Duration::from_secs(60)),
+            conn_id,
+        };
+        let opened = b.open_session(req(1, &alice)).unwrap();
         let f = SubscriptionFilter::parse("a/+").unwrap();
         let opts = SubscriptionOptions { qos: QoS::ExactlyOnce, ..Default::default() };
         b.subscribe(&opened.session, f.clone(), SubRecord { filter: f, options: opts, subscription_id: Some(7) });
@@ -325,8 +383,15 @@ mod tests {
         let b2 = Broker::new(BrokerSettings::default());
         let r = load(&b2, &path).unwrap();
         assert_eq!(r, Restored { sessions: 1, messages: 1, retained: 1 });
-        let opened = b2.open_session(&Arc::from("dev1"), false, Some(Duration::from_secs(60)), 2);
+        let bob = SessionOwner::User(Arc::from("bob"));
+        assert_eq!(b2.open_session(req(2, &bob)).unwrap_err(), OpenError::OwnerMismatch, "the owner came back");
+        let opened = b2.open_session(req(3, &alice)).unwrap();
         assert!(opened.session_present);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
         let mut st = opened.session.lock();
         assert_eq!(st.subscriptions().len(), 1);
         assert_eq!(st.subscriptions()["a/+"].subscription_id, Some(7));

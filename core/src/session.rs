@@ -9,6 +9,7 @@
 //! its bounds.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,10 @@ use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::logsafe::Peer;
 use crate::message::Delivery;
 use crate::metrics::{DropReason, Metrics};
+use crate::owner::SessionOwner;
 use crate::settings::SessionSettings;
 use crate::topic::SubscriptionFilter;
 
@@ -63,6 +66,22 @@ pub struct Outgoing {
     pub packet_id: Option<u16>,
 }
 
+/// A session whose queue keeps overflowing logs a line at most this often.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a subscription to `filter` may cost the broker, for the
+/// per-session budget (`limits.max_subscription_bytes`): the filter's bytes
+/// (kept by the session and by the trie), the session's record, and a trie
+/// node for each level in the worst case that no other subscription shares
+/// them (a node with its map entry is about 400 bytes, measured: one
+/// 256 KB SUBSCRIBE of deep filters added 51.6 MB before this budget).
+pub fn subscription_cost(filter: &str) -> usize {
+    const PER_LEVEL: usize = 400;
+    const PER_SUBSCRIPTION: usize = 200;
+    let levels = filter.bytes().filter(|&b| b == b'/').count() + 1;
+    2 * filter.len() + levels * PER_LEVEL + PER_SUBSCRIPTION
+}
+
 /// What a session holds once it subscribes or carries QoS 1/2 traffic:
 /// empty for most idle clients, so it is allocated on first use and an
 /// idle session carries one pointer instead of two maps and two queues
@@ -70,13 +89,20 @@ pub struct Outgoing {
 #[derive(Debug, Default)]
 struct Activity {
     subscriptions: HashMap<Arc<str>, SubRecord>,
+    /// [`subscription_cost`] of every subscription, summed.
+    subscription_bytes: usize,
+    /// Shared subscriptions among them.
+    shared_subscriptions: usize,
     queue: VecDeque<Delivery>,
     queue_bytes: usize,
     inflight: VecDeque<Inflight>,
     /// Incoming QoS 2 packet ids awaiting PUBREL, with arrival time.
     awaiting_rel: HashMap<u16, Instant>,
+    /// Messages this session's full queue dropped, ever.
     dropped: u64,
-    drop_logged: bool,
+    /// When the last "queue full" line was logged, and `dropped` then.
+    drop_logged_at: Option<Instant>,
+    dropped_logged: u64,
 }
 
 /// What [`SessionState`]'s read accessors see while nothing is allocated.
@@ -92,8 +118,9 @@ pub struct SessionState {
     pub ended: bool,
     /// Session expiry after disconnect; `None` = never.
     pub expiry: Option<Duration>,
-    /// Id of the connection that owns the session, if connected.
-    pub owner: Option<u64>,
+    /// Id of the connection attached to the session, if connected
+    /// (connection ids start at 1: the niche keeps this 8 bytes).
+    pub owner: Option<NonZeroU64>,
     kick: Option<oneshot::Sender<Kick>>,
     /// Bumped on every attach; timers compare it to know whether a client
     /// came back in the meantime.
@@ -103,15 +130,19 @@ pub struct SessionState {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// The identity that created the session; only it may resume or take
+    /// it over.
+    pub owner: SessionOwner,
     state: Mutex<SessionState>,
     /// Wakes the owning connection when something was queued.
     pub wake: Notify,
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, expiry: Option<Duration>) -> Session {
+    pub fn new(client_id: Arc<str>, owner: SessionOwner, expiry: Option<Duration>) -> Session {
         Session {
             client_id,
+            owner,
             state: Mutex::new(SessionState {
                 activity: None,
                 next_packet_id: 0,
@@ -145,16 +176,20 @@ impl Session {
         if a.queue.len() >= settings.max_queue_len || a.queue_bytes + w > settings.max_queue_bytes {
             a.dropped += 1;
             metrics.dropped(DropReason::QueueFull);
-            if !a.drop_logged {
-                a.drop_logged = true;
+            let now = Instant::now();
+            if a.drop_logged_at.is_none_or(|t| now.duration_since(t) >= DROP_LOG_INTERVAL) {
                 warn!(
-                    client_id = %self.client_id,
+                    client_id = %Peer(&self.client_id),
+                    dropped = a.dropped,
+                    since_last_line = a.dropped - a.dropped_logged,
                     queue_len = a.queue.len(),
                     queue_bytes = a.queue_bytes,
                     max_queue_len = settings.max_queue_len,
                     max_queue_bytes = settings.max_queue_bytes,
-                    "session queue full; dropping new messages (logged once per session, counted in $SYS metrics/messages/dropped)"
+                    "session queue full; dropping new messages (logged at most once a minute per session; counted in $SYS metrics/messages/dropped)"
                 );
+                a.drop_logged_at = Some(now);
+                a.dropped_logged = a.dropped;
             }
             return false;
         }
@@ -193,11 +228,36 @@ impl SessionState {
 
     /// Adds or replaces a subscription; returns whether it existed.
     pub fn insert_subscription(&mut self, raw: Arc<str>, rec: SubRecord) -> bool {
-        self.activity_mut().subscriptions.insert(raw, rec).is_some()
+        let a = self.activity_mut();
+        let shared = rec.filter.is_shared();
+        let cost = subscription_cost(&raw);
+        match a.subscriptions.insert(raw, rec) {
+            Some(_) => true,
+            None => {
+                a.subscription_bytes += cost;
+                a.shared_subscriptions += usize::from(shared);
+                false
+            }
+        }
     }
 
     pub fn remove_subscription(&mut self, raw: &str) -> Option<SubRecord> {
-        self.activity.as_mut()?.subscriptions.remove(raw)
+        let a = self.activity.as_mut()?;
+        let rec = a.subscriptions.remove(raw)?;
+        a.subscription_bytes -= subscription_cost(raw);
+        a.shared_subscriptions -= usize::from(rec.filter.is_shared());
+        Some(rec)
+    }
+
+    /// What the session's subscriptions cost, as [`subscription_cost`]
+    /// weighs them.
+    pub fn subscription_bytes(&self) -> usize {
+        self.activity().subscription_bytes
+    }
+
+    /// How many of the session's subscriptions are shared (`$share/…`).
+    pub fn shared_subscriptions(&self) -> usize {
+        self.activity().shared_subscriptions
     }
 
     /// The outgoing QoS 1/2 window, oldest first.
@@ -233,9 +293,14 @@ impl SessionState {
 
     /// Attaches a connection; returns the previous owner's kick handle.
     pub fn attach(&mut self, conn_id: u64, kick: oneshot::Sender<Kick>) -> Option<oneshot::Sender<Kick>> {
-        self.owner = Some(conn_id);
+        self.owner = NonZeroU64::new(conn_id);
         self.generation += 1;
         self.kick.replace(kick)
+    }
+
+    /// Whether connection `conn_id` is the one attached.
+    pub fn attached_to(&self, conn_id: u64) -> bool {
+        self.owner.is_some_and(|c| c.get() == conn_id)
     }
 
     /// Takes the current owner's kick handle (for a takeover).
@@ -246,7 +311,7 @@ impl SessionState {
     /// Detaches `conn_id` if it still owns the session. Returns false when
     /// another connection took over in the meantime.
     pub fn detach(&mut self, conn_id: u64) -> bool {
-        if self.owner != Some(conn_id) {
+        if !self.attached_to(conn_id) {
             return false;
         }
         self.owner = None;
@@ -371,7 +436,7 @@ mod tests {
     #[test]
     fn queue_bounds_drop_newest_and_count() {
         let m = Metrics::default();
-        let s = Session::new(Arc::from("c"), None);
+        let s = Session::new(Arc::from("c"), SessionOwner::Unknown, None);
         let st = settings(3, 1 << 20, true);
         for _ in 0..5 {
             s.enqueue(delivery(QoS::AtLeastOnce, b"x"), &st, &m);
@@ -384,7 +449,7 @@ mod tests {
     #[test]
     fn byte_bound() {
         let m = Metrics::default();
-        let s = Session::new(Arc::from("c"), None);
+        let s = Session::new(Arc::from("c"), SessionOwner::Unknown, None);
         let st = settings(100, 10, true);
         // weight = payload + topic length ("t") = 5
         assert!(s.enqueue(delivery(QoS::AtLeastOnce, b"abcd"), &st, &m));
@@ -395,7 +460,7 @@ mod tests {
     #[test]
     fn offline_qos0_follows_queue_qos0() {
         let m = Metrics::default();
-        let s = Session::new(Arc::from("c"), None);
+        let s = Session::new(Arc::from("c"), SessionOwner::Unknown, None);
         assert!(!s.enqueue(delivery(QoS::AtMostOnce, b"x"), &settings(10, 1000, false), &m));
         assert_eq!(m.dropped_count(DropReason::Qos0Offline), 1);
         assert!(s.enqueue(delivery(QoS::AtMostOnce, b"x"), &settings(10, 1000, true), &m));
@@ -404,7 +469,7 @@ mod tests {
     #[test]
     fn window_limits_qos1_but_not_qos0() {
         let m = Metrics::default();
-        let s = Session::new(Arc::from("c"), None);
+        let s = Session::new(Arc::from("c"), SessionOwner::Unknown, None);
         let st = settings(100, 1 << 20, true);
         for q in [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::AtLeastOnce] {
             s.enqueue(delivery(q, b"x"), &st, &m);
@@ -422,7 +487,7 @@ mod tests {
     #[test]
     fn packet_ids_skip_zero_and_inflight() {
         let m = Metrics::default();
-        let s = Session::new(Arc::from("c"), None);
+        let s = Session::new(Arc::from("c"), SessionOwner::Unknown, None);
         let st = settings(100_000, 1 << 30, true);
         let now = Instant::now();
         let mut ids = std::collections::HashSet::new();
@@ -444,7 +509,7 @@ mod tests {
     #[test]
     fn expired_messages_are_dropped_at_dequeue() {
         let m = Metrics::default();
-        let s = Session::new(Arc::from("c"), None);
+        let s = Session::new(Arc::from("c"), SessionOwner::Unknown, None);
         let mut d = delivery(QoS::AtLeastOnce, b"x");
         Arc::get_mut(&mut d.msg).unwrap().expires_at = Some(Instant::now());
         s.enqueue(d, &settings(10, 1000, true), &m);

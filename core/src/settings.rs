@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+pub use crate::owner::OwnerMismatch;
+
 /// How a message published to a shared group picks its one receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SharedStrategy {
@@ -44,6 +46,38 @@ pub struct Limits {
     pub max_topic_alias: u16,
     /// Most subscriptions one session may hold (0 = unlimited).
     pub max_subscriptions: usize,
+    /// Most shared subscriptions (`$share/…`) one session may hold
+    /// (0 = unlimited).
+    pub max_shared_subscriptions: usize,
+    /// Levels a topic name or filter may have at most (EMQX: 128).
+    pub max_topic_levels: usize,
+    /// Longest topic filter accepted in a SUBSCRIBE (bytes).
+    pub max_topic_filter_len: usize,
+    /// What one session's subscriptions may cost at most (bytes, as
+    /// [`crate::session::subscription_cost`] weighs them: filter bytes plus
+    /// a trie node per level); beyond it SUBSCRIBE is refused (v5 0x97).
+    pub max_subscription_bytes: usize,
+    /// Largest CONNECT accepted (bytes, whole packet): far smaller than
+    /// `max_packet_size`, since it is buffered before the client is known.
+    pub max_connect_size: u32,
+    /// CONNECTs in progress (socket accepted, CONNACK not yet sent) from
+    /// one address (IPv6: one /64) at most; more sockets are closed at once
+    /// (0 = unlimited).
+    pub max_handshakes_per_ip: u32,
+    /// Bytes every connection still in its CONNECT may buffer together,
+    /// beyond the first [`crate::connection::PREAUTH_FREE_BYTES`] each; a
+    /// socket that would pass it is closed.
+    pub handshake_memory: usize,
+    /// Longest username accepted (bytes); longer ones are refused as bad
+    /// credentials without asking any provider.
+    pub max_username_len: usize,
+    /// A client that connected with keep-alive 0 (none) is closed after
+    /// this long without a packet; `None` keeps it forever (MQTT's rule).
+    pub idle_timeout: Option<Duration>,
+    /// MQTT 5 user properties one packet may carry (count).
+    pub max_user_properties: u32,
+    /// Key and value bytes of one packet's user properties together.
+    pub max_user_property_bytes: u32,
 }
 
 pub fn default_max_packet_size() -> u32 {
@@ -62,7 +96,51 @@ pub fn default_max_topic_alias() -> u16 {
     64
 }
 pub fn default_max_subscriptions() -> usize {
-    0
+    1_000
+}
+pub fn default_max_shared_subscriptions() -> usize {
+    100
+}
+pub fn default_max_topic_levels() -> usize {
+    128
+}
+pub fn default_max_topic_filter_len() -> usize {
+    4096
+}
+pub fn default_max_subscription_bytes() -> usize {
+    2 * 1024 * 1024
+}
+pub fn default_max_connect_size() -> u32 {
+    64 * 1024
+}
+pub fn default_max_handshakes_per_ip() -> u32 {
+    256
+}
+pub fn default_handshake_memory() -> usize {
+    32 * 1024 * 1024
+}
+pub fn default_max_username_len() -> usize {
+    1024
+}
+pub fn default_idle_timeout() -> Option<Duration> {
+    None
+}
+pub fn default_max_user_properties() -> u32 {
+    64
+}
+pub fn default_max_user_property_bytes() -> u32 {
+    16 * 1024
+}
+
+impl Limits {
+    /// What the codec may let one packet of a connected client cost.
+    pub fn decode_limits(&self, max_packet_size: u32) -> crate::codec::DecodeLimits {
+        crate::codec::DecodeLimits {
+            max_packet_size,
+            max_user_properties: self.max_user_properties,
+            max_user_property_bytes: self.max_user_property_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -75,6 +153,17 @@ impl Default for Limits {
             rate_limit: None,
             max_topic_alias: default_max_topic_alias(),
             max_subscriptions: default_max_subscriptions(),
+            max_shared_subscriptions: default_max_shared_subscriptions(),
+            max_topic_levels: default_max_topic_levels(),
+            max_topic_filter_len: default_max_topic_filter_len(),
+            max_subscription_bytes: default_max_subscription_bytes(),
+            max_connect_size: default_max_connect_size(),
+            max_handshakes_per_ip: default_max_handshakes_per_ip(),
+            handshake_memory: default_handshake_memory(),
+            max_username_len: default_max_username_len(),
+            idle_timeout: default_idle_timeout(),
+            max_user_properties: default_max_user_properties(),
+            max_user_property_bytes: default_max_user_property_bytes(),
         }
     }
 }
@@ -102,6 +191,15 @@ pub struct SessionSettings {
     pub v3_session_expiry: Option<Duration>,
     /// Upper bound on the session expiry interval a v5 client may ask for.
     pub max_session_expiry: Duration,
+    /// What a CONNECT gets when its client id belongs to another
+    /// identity's session.
+    pub owner_mismatch: OwnerMismatch,
+    /// Sessions the broker holds at most, connected or not (0 = no limit).
+    /// A CONNECT that would open one more is refused (3.1.1 0x03, v5 0x97).
+    pub max_sessions: usize,
+    /// Sessions one identity (username, certificate, or the anonymous
+    /// clients of one listener) may hold at most (0 = no limit).
+    pub max_sessions_per_identity: usize,
 }
 
 pub fn default_max_inflight() -> u16 {
@@ -128,6 +226,15 @@ pub fn default_v3_session_expiry() -> Option<Duration> {
 pub fn default_max_session_expiry() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
+pub fn default_owner_mismatch() -> OwnerMismatch {
+    OwnerMismatch::Refuse
+}
+pub fn default_max_sessions() -> usize {
+    2_000_000
+}
+pub fn default_max_sessions_per_identity() -> usize {
+    0
+}
 
 impl Default for SessionSettings {
     fn default() -> Self {
@@ -140,6 +247,9 @@ impl Default for SessionSettings {
             queue_qos0: default_queue_qos0(),
             v3_session_expiry: default_v3_session_expiry(),
             max_session_expiry: default_max_session_expiry(),
+            owner_mismatch: default_owner_mismatch(),
+            max_sessions: default_max_sessions(),
+            max_sessions_per_identity: default_max_sessions_per_identity(),
         }
     }
 }

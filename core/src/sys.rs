@@ -24,9 +24,29 @@ fn protocol_number(c: &ClientInfo) -> u8 {
     c.protocol.level()
 }
 
+/// A client id as one topic level: `%`, `/`, `+` and `#` percent-encoded
+/// (`a/b` becomes `a%2Fb`), so that no client id adds levels to, or
+/// wildcards into, the presence topics; other ids are used as they are.
+pub fn topic_level(id: &str) -> std::borrow::Cow<'_, str> {
+    if !id.contains(['%', '/', '+', '#']) {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '+' => out.push_str("%2B"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Publishes `clients/<id>/connected`.
 pub fn presence_connected(broker: &Broker, c: &ClientInfo, keep_alive: u16, clean_start: bool) {
-    let topic = format!("{}/clients/{}/connected", base(broker), c.client_id);
+    let topic = format!("{}/clients/{}/connected", base(broker), topic_level(&c.client_id));
     broker.publish_sys_event(&topic, || {
         serde_json::json!({
             "clientid": &*c.client_id,
@@ -44,7 +64,7 @@ pub fn presence_connected(broker: &Broker, c: &ClientInfo, keep_alive: u16, clea
 
 /// Publishes `clients/<id>/disconnected`.
 pub fn presence_disconnected(broker: &Broker, c: &ClientInfo, reason: &str) {
-    let topic = format!("{}/clients/{}/disconnected", base(broker), c.client_id);
+    let topic = format!("{}/clients/{}/disconnected", base(broker), topic_level(&c.client_id));
     broker.publish_sys_event(&topic, || {
         serde_json::json!({
             "clientid": &*c.client_id,
@@ -117,6 +137,10 @@ pub fn publish_all(broker: &Broker) {
     }
     pub_("metrics/messages/retained", m.messages_retained_stored.load(Relaxed).to_string());
     pub_("metrics/connects/refused", m.connects_refused.load(Relaxed).to_string());
+    let pre = &broker.preauth;
+    pub_("metrics/connects/refused_per_ip", pre.refused_per_ip().to_string());
+    pub_("metrics/connects/refused_handshake_memory", pre.refused_memory().to_string());
+    pub_("stats/handshakes/bytes", pre.held_bytes().to_string());
     pub_("metrics/packets/malformed", m.protocol_errors.load(Relaxed).to_string());
     for (topic, value) in broker.extra_sys_values() {
         pub_(&topic, value);
@@ -166,6 +190,13 @@ pub fn spawn(broker: Arc<Broker>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_stay_one_level() {
+        assert_eq!(super::topic_level("dev-1"), "dev-1");
+        assert_eq!(super::topic_level("a/b"), "a%2Fb");
+        assert_eq!(super::topic_level("x/+/#%"), "x%2F%2B%2F%23%25");
+    }
 
     #[test]
     fn uptime_format() {

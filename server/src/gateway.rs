@@ -18,6 +18,7 @@ use portcullis_auth::guard::BruteForceGuard;
 use portcullis_core::gate::{
     Access, AclOutcome, AuthOutcome, ClientContext, ClientInfo, ConnectInfo, DenyReason, Gate, GateFuture,
 };
+use portcullis_core::logsafe::{LogLimiter, Peer, PeerOpt};
 use tracing::{debug, info};
 
 /// What every listener's gateway shares.
@@ -26,6 +27,8 @@ pub struct Shared {
     pub auth_cache: AuthCache,
     pub acl_cache: AclCache,
     pub guard: BruteForceGuard,
+    /// Paces "authentication refused" lines (anyone can cause them).
+    pub refusal_log: LogLimiter,
 }
 
 #[derive(Debug)]
@@ -75,24 +78,31 @@ impl Gate for Gateway {
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, AuthOutcome> {
         Box::pin(async move {
             let (verdict, outcome) = authenticate(&self.auth, &self.shared, info).await;
+            // Peer-supplied values escaped and cut (`Peer`); refusals, which
+            // anyone can cause, paced.
             match &outcome {
                 AuthOutcome::Allow { superuser, .. } => debug!(
                     chain = %self.auth.name,
-                    client_id = %info.client_id,
-                    username = ?info.username.as_deref(),
+                    client_id = %Peer(&info.client_id),
+                    username = %PeerOpt(info.username.as_deref()),
                     superuser,
                     decided_by = ?verdict.decided_by,
                     "authenticated"
                 ),
-                other => info!(
-                    chain = %self.auth.name,
-                    client_id = %info.client_id,
-                    username = ?info.username.as_deref(),
-                    peer = %info.peer,
-                    outcome = ?other,
-                    decided_by = ?verdict.decided_by,
-                    "authentication refused"
-                ),
+                other => {
+                    if let Some(suppressed) = self.shared.refusal_log.allow() {
+                        info!(
+                            chain = %self.auth.name,
+                            client_id = %Peer(&info.client_id),
+                            username = %PeerOpt(info.username.as_deref()),
+                            peer = %info.peer,
+                            outcome = ?other,
+                            decided_by = ?verdict.decided_by,
+                            suppressed,
+                            "authentication refused"
+                        )
+                    }
+                }
             }
             outcome
         })
@@ -126,7 +136,7 @@ impl Gate for Gateway {
             };
             // Debug, not info: one line per refused packet would let a
             // client flood the log. Refusals are counted per provider.
-            debug!(chain = %self.acl.name, client_id = %client.client_id, access = ?access, decided_by = %rule, "access denied");
+            debug!(chain = %self.acl.name, client_id = %Peer(&client.client_id), access = ?access, decided_by = %rule, "access denied");
             match self.acl.deny_action {
                 DenyAction::Ignore => AclOutcome::Deny,
                 DenyAction::Disconnect => AclOutcome::DenyDisconnect,

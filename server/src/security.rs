@@ -138,7 +138,12 @@ impl Security {
             ban: g.ban,
         });
         let acl_cache = AclCache::new(cfg.acl.cache.max_entries, cfg.acl.cache.ttl);
-        let shared = Arc::new(Shared { auth_cache, acl_cache, guard });
+        let shared = Arc::new(Shared {
+            auth_cache,
+            acl_cache,
+            guard,
+            refusal_log: portcullis_core::logsafe::LogLimiter::new(20),
+        });
         // A policy file that changed must not be shadowed by cached decisions.
         for dir in &policy_dirs {
             let mut changes = dir.changes();

@@ -260,7 +260,9 @@ async fn invalid_utf8_and_nul_in_topic_are_malformed() {
 
 #[tokio::test]
 async fn client_id_of_65535_bytes_is_rejected() {
-    let broker = Broker::start("");
+    // Above the default max_connect_size (64 KiB) the CONNECT would be
+    // refused from its header; this checks the client id rule itself.
+    let broker = Broker::start("[limits]\nmax_connect_size = \"1MiB\"\n");
     let id = "x".repeat(65_535);
     let mut r = Raw::connect(broker.addr).await;
     r.send(&connect_v311(&id, true, 0)).await;
@@ -342,7 +344,8 @@ async fn protocol_violations_after_connect_are_closed() {
 
 #[tokio::test]
 async fn ten_thousand_subscriptions_from_one_client() {
-    let broker = Broker::start("");
+    // The default limits (1,000 subscriptions, 2 MiB) would refuse most.
+    let broker = Broker::start("[limits]\nmax_subscriptions = 0\nmax_subscription_bytes = 0\n");
     let mut sub = connected(broker.addr, false, "many-subs").await;
     let opts = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
     let t = Instant::now();

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use super::error::DecodeError;
 use super::properties::{self, PropCtx};
 use super::types::*;
-use super::wire::Reader;
+use super::wire::{Reader, UserPropBudget};
 use crate::topic::{self, SubscriptionFilter};
 
 pub(crate) mod kind {
@@ -51,13 +51,35 @@ mod allowed {
     pub const AUTH: &[u8] = &[0x00, 0x18, 0x19];
 }
 
+/// What one decoded packet may cost at most. `From<u32>` gives the packet
+/// size limit alone (no cap on user properties), which is what a client
+/// decoding a server's packets wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The whole packet, fixed header included.
+    pub max_packet_size: u32,
+    /// MQTT 5 user properties per packet (every property block of it).
+    pub max_user_properties: u32,
+    /// Key and value bytes of those user properties together. Each pair
+    /// decoded costs about 48 bytes more than its 5 bytes on the wire, so
+    /// the count cap is what bounds the amplification.
+    pub max_user_property_bytes: u32,
+}
+
+impl From<u32> for DecodeLimits {
+    fn from(max_packet_size: u32) -> DecodeLimits {
+        DecodeLimits { max_packet_size, max_user_properties: u32::MAX, max_user_property_bytes: u32::MAX }
+    }
+}
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// * `version` is `None` until CONNECT has been decoded on the connection;
 ///   then only CONNECT is accepted, anything else is
 ///   [`DecodeError::FirstPacketNotConnect`]. A CONNECT is always decoded by
 ///   its own protocol level.
-/// * `max_packet_size` bounds the whole packet (fixed header included). It
+/// * `limits` ([`DecodeLimits`], or just a `u32` maximum packet size):
+///   `max_packet_size` bounds the whole packet (fixed header included). It
 ///   is checked as soon as the fixed header is readable, before the body is
 ///   waited for.
 ///
@@ -71,8 +93,10 @@ mod allowed {
 pub fn decode(
     buf: &mut BytesMut,
     version: Option<ProtocolVersion>,
-    max_packet_size: u32,
+    limits: impl Into<DecodeLimits>,
 ) -> Result<Option<Packet>, DecodeError> {
+    let limits = limits.into();
+    let max_packet_size = limits.max_packet_size;
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -92,7 +116,8 @@ pub fn decode(
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();
-    let body = Reader::new(frame.slice(1 + len_bytes..));
+    let mut body = Reader::new(frame.slice(1 + len_bytes..));
+    body.user_props = UserPropBudget { count: limits.max_user_properties, bytes: limits.max_user_property_bytes };
     match decode_body(ty, flags, body, version) {
         Ok(p) => Ok(Some(p)),
         Err(e) => {

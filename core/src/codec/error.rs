@@ -80,6 +80,9 @@ pub enum DecodeError {
     /// password without a user name on MQTT 3.x.
     #[error("invalid CONNECT flags")]
     ConnectFlagsInvalid,
+    /// More MQTT 5 user properties (count or bytes) than the limits allow.
+    #[error("too many user properties")]
+    TooManyUserProperties,
 }
 
 impl DecodeError {
@@ -89,6 +92,7 @@ impl DecodeError {
         use DecodeError::*;
         match self {
             PacketTooLarge => v5::PACKET_TOO_LARGE,
+            TooManyUserProperties => v5::QUOTA_EXCEEDED,
             InvalidProtocolName | UnsupportedProtocolLevel(_) => v5::UNSUPPORTED_PROTOCOL_VERSION,
             InvalidTopic(_) => v5::TOPIC_NAME_INVALID,
             InvalidTopicFilter(_) => v5::TOPIC_FILTER_INVALID,

@@ -32,7 +32,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode, peek_connect_version};
+pub use decode::{decode, peek_connect_version, DecodeLimits};
 pub use encode::{encode, encoded_len, PublishRef};
 pub use error::{DecodeError, EncodeError};
 pub use properties::PropCtx;

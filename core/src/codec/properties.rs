@@ -179,9 +179,16 @@ impl PropCtx {
 
 /// Reads a property block: its length, then exactly that many bytes of
 /// properties.
-pub(crate) fn decode(r: &mut Reader, ctx: PropCtx) -> Result<Properties, DecodeError> {
-    let len = r.varint()? as usize;
-    let mut r = Reader::new(r.take(len)?);
+pub(crate) fn decode(outer: &mut Reader, ctx: PropCtx) -> Result<Properties, DecodeError> {
+    let len = outer.varint()? as usize;
+    let mut r = Reader::new(outer.take(len)?);
+    r.user_props = outer.user_props;
+    let p = decode_block(&mut r, ctx)?;
+    outer.user_props = r.user_props;
+    Ok(p)
+}
+
+fn decode_block(r: &mut Reader, ctx: PropCtx) -> Result<Properties, DecodeError> {
     let mut p = Properties::default();
     let mut seen = 0u64;
     while !r.is_empty() {
@@ -199,7 +206,7 @@ pub(crate) fn decode(r: &mut Reader, ctx: PropCtx) -> Result<Properties, DecodeE
             }
             seen |= 1 << id;
         }
-        read_one(&mut r, id, &mut p)?;
+        read_one(r, id, &mut p)?;
     }
     Ok(p)
 }
@@ -252,6 +259,9 @@ fn read_one(r: &mut Reader, id: u8, p: &mut Properties) -> Result<(), DecodeErro
         USER_PROPERTY => {
             let k = r.string()?;
             let v = r.string()?;
+            if !r.user_props.spend(k.len() + v.len()) {
+                return Err(DecodeError::TooManyUserProperties);
+            }
             p.user_properties.push((k, v));
         }
         MAXIMUM_PACKET_SIZE => match r.u32()? {
@@ -365,7 +375,7 @@ fn content_len(p: &Properties, ctx: PropCtx) -> usize {
 }
 
 /// Size of the whole property block, length prefix included.
-pub(crate) fn encoded_len(p: &Properties, ctx: PropCtx) -> usize {
+pub fn encoded_len(p: &Properties, ctx: PropCtx) -> usize {
     let n = content_len(p, ctx);
     wire::varint_len(n) + n
 }

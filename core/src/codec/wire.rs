@@ -17,11 +17,39 @@ pub const MAX_VARINT: u32 = 268_435_455;
 #[derive(Debug)]
 pub(crate) struct Reader {
     buf: Bytes,
+    /// What the rest of the packet may still spend on MQTT 5 user
+    /// properties (see [`super::DecodeLimits`]).
+    pub(crate) user_props: UserPropBudget,
+}
+
+/// User properties a packet may still carry: each decoded pair costs a
+/// count and its key and value bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserPropBudget {
+    pub count: u32,
+    pub bytes: u32,
+}
+
+impl UserPropBudget {
+    pub(crate) const UNLIMITED: UserPropBudget = UserPropBudget { count: u32::MAX, bytes: u32::MAX };
+
+    /// Spends one pair of `len` bytes; false when the budget is exceeded.
+    pub(crate) fn spend(&mut self, len: usize) -> bool {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        match (self.count.checked_sub(1), self.bytes.checked_sub(len)) {
+            (Some(c), Some(b)) => {
+                self.count = c;
+                self.bytes = b;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Reader {
     pub(crate) fn new(buf: Bytes) -> Reader {
-        Reader { buf }
+        Reader { buf, user_props: UserPropBudget::UNLIMITED }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -12,9 +12,10 @@ use crate::codec::{
     Packet, Properties, PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::gate::{Access, AclOutcome, PublishMemo};
+use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
 use crate::metrics::DropReason;
-use crate::session::SubRecord;
+use crate::session::{subscription_cost, SubRecord};
 use crate::topic::{SubscriptionFilter, TopicName};
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {
@@ -123,6 +124,14 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             None => TopicName::new(&p.topic).map_err(|_| Close::error(v5::TOPIC_NAME_INVALID, "invalid topic"))?,
         };
 
+        if topic.levels().count() > self.broker.settings.limits.max_topic_levels {
+            // Acknowledged (v5: 0x97) and dropped, as a denied publish is.
+            self.broker.metrics.dropped(DropReason::Denied);
+            debug!(levels = topic.levels().count(), "publish refused: limits.max_topic_levels");
+            self.ack(p.qos, p.packet_id, v5::QUOTA_EXCEEDED);
+            return Ok(());
+        }
+
         if p.retain && !self.broker.retained.enabled() {
             return Err(Close::error(v5::RETAIN_NOT_SUPPORTED, "retain not available"));
         }
@@ -145,7 +154,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 }
                 metrics.dropped(DropReason::AwaitRelFull);
                 warn!(
-                    client_id = %self.client.client_id,
+                    client_id = %Peer(&self.client.client_id),
                     packet_id = id,
                     "too many QoS 2 messages awaiting PUBREL; message dropped"
                 );
@@ -165,7 +174,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             AclOutcome::Allow => {}
             AclOutcome::Deny => {
                 self.broker.metrics.dropped(DropReason::Denied);
-                debug!(topic = %topic, "publish denied");
+                debug!(topic = %Peer(topic.as_str()), "publish denied");
                 if p.qos == QoS::ExactlyOnce && self.version.is_v5() {
                     // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
                     self.session.lock().release(p.packet_id.unwrap_or(0));
@@ -220,7 +229,6 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 
     async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
         let sub_id = s.properties.subscription_identifiers.first().copied();
-        let max_subs = self.broker.settings.limits.max_subscriptions;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
         for (raw, opts) in &s.filters {
@@ -234,8 +242,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
                 continue;
             };
-            let exists = self.session.lock().subscriptions().contains_key(raw.as_str());
-            if !exists && max_subs != 0 && self.session.lock().subscriptions().len() >= max_subs {
+            if let Some(why) = self.over_subscription_limits(raw, &filter) {
+                debug!(filter = %Peer(raw), why, "subscription refused: limit");
                 codes.push(if self.version.is_v5() { v5::QUOTA_EXCEEDED } else { v3::SUBACK_FAILURE });
                 continue;
             }
@@ -243,7 +251,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             match self.gate.authorize(&self.client, access).await {
                 AclOutcome::Allow => {}
                 AclOutcome::Deny => {
-                    debug!(filter = %raw, "subscribe denied");
+                    debug!(filter = %Peer(raw), "subscribe denied");
                     codes.push(if self.version.is_v5() { self.gate.v5_deny_reason() } else { v3::SUBACK_FAILURE });
                     continue;
                 }
@@ -285,6 +293,34 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
         self.pump().await;
         Ok(())
+    }
+
+    /// Which subscription limit a new subscription to `filter` would pass,
+    /// if any (replacing an existing subscription costs nothing new).
+    fn over_subscription_limits(&self, raw: &str, filter: &SubscriptionFilter) -> Option<&'static str> {
+        let limits = &self.broker.settings.limits;
+        if raw.len() > limits.max_topic_filter_len {
+            return Some("limits.max_topic_filter_len");
+        }
+        if filter.filter.levels().count() > limits.max_topic_levels {
+            return Some("limits.max_topic_levels");
+        }
+        let st = self.session.lock();
+        if st.subscriptions().contains_key(raw) {
+            return None;
+        }
+        let over = |n: usize, max: usize| max != 0 && n >= max;
+        if over(st.subscriptions().len(), limits.max_subscriptions) {
+            Some("limits.max_subscriptions")
+        } else if filter.is_shared() && over(st.shared_subscriptions(), limits.max_shared_subscriptions) {
+            Some("limits.max_shared_subscriptions")
+        } else if limits.max_subscription_bytes != 0
+            && st.subscription_bytes() + subscription_cost(raw) > limits.max_subscription_bytes
+        {
+            Some("limits.max_subscription_bytes")
+        } else {
+            None
+        }
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {

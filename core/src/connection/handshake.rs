@@ -1,5 +1,16 @@
-//! CONNECT → CONNACK: read under the connect timeout, validate, authenticate,
-//! open or resume the session.
+//! CONNECT → CONNACK, in four steps:
+//!
+//! 1. [`read_connect`] — the CONNECT, under the connect timeout, the
+//!    CONNECT size limit and the pre-auth memory budget ([`super::preauth`]);
+//! 2. [`identify`] — client id and username (from the CONNECT or the
+//!    client certificate) and the checks that need no provider: lengths,
+//!    the listener's client id pattern;
+//! 3. the gate's authentication, then the session, opened for the client's
+//!    identity ([`Broker::open_session`]);
+//! 4. [`establish`] — the connection's state and the CONNACK.
+//!
+//! Every refusal is a [`Refusal`]: one CONNACK code per protocol version,
+//! a v5 Reason String, one (rate-limited) log line.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -7,17 +18,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Conn, ListenerContext, Will};
-use crate::broker::Broker;
-use crate::codec::reason::{v3, v5};
+use super::{poll_read_chunk, Conn, ListenerContext, Refusal, Ticket, Will};
+use crate::broker::{Broker, OpenError, OpenRequest, Opened};
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, ProtocolVersion};
-use crate::gate::{AuthOutcome, CertField, CertIdentity, ClientInfo, ConnectInfo, DenyReason, Gate, Password};
+use crate::gate::{AuthOutcome, CertField, CertIdentity, ClientContext, ClientInfo, ConnectInfo, Gate, Password};
+use crate::logsafe::{Peer, PeerOpt};
 use crate::message::Message;
+use crate::owner::SessionOwner;
 use crate::session::Kick;
 use crate::topic::TopicName;
 
@@ -34,18 +46,40 @@ async fn write_packet<W: AsyncWrite + Unpin>(broker: &Broker, writer: &mut W, p:
     }
 }
 
-/// Sends a refusing CONNACK (v3 return code or v5 reason) and counts it.
-async fn refuse<W: AsyncWrite + Unpin>(
+/// Sends a refusing CONNACK with a raw code and counts it.
+async fn refuse_code<W: AsyncWrite + Unpin>(
     broker: &Broker,
     writer: &mut W,
     version: ProtocolVersion,
-    v3code: u8,
-    v5code: u8,
+    code: u8,
+    reason: Option<&str>,
 ) {
     broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
-    let code = if version.is_v5() { v5code } else { v3code };
-    let ack = Packet::ConnAck(ConnAck { session_present: false, code, properties: Properties::default() });
+    let mut properties = Properties::default();
+    if version.is_v5() {
+        properties.reason_string = reason.map(str::to_string);
+    }
+    let ack = Packet::ConnAck(ConnAck { session_present: false, code, properties });
     write_packet(broker, writer, &ack, version).await;
+}
+
+/// The client's CONNECT, as far as a refusal needs it.
+#[derive(Clone, Copy)]
+struct Asker {
+    version: ProtocolVersion,
+    /// v5 Request Problem Information: 0 = no Reason String.
+    problem_info: bool,
+}
+
+impl Asker {
+    fn of(c: &Connect) -> Asker {
+        Asker { version: c.protocol, problem_info: c.properties.request_problem_information != Some(0) }
+    }
+
+    async fn refuse<W: AsyncWrite + Unpin>(self, broker: &Broker, writer: &mut W, r: Refusal) {
+        let reason = self.problem_info.then(|| r.reason());
+        refuse_code(broker, writer, self.version, r.code(self.version.is_v5()), reason).await;
+    }
 }
 
 fn assigned_id() -> String {
@@ -54,90 +88,128 @@ fn assigned_id() -> String {
     format!("auto-{n:032x}")
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn handshake<R, W>(
-    broker: &Arc<Broker>,
-    gate: Arc<dyn Gate>,
-    listener: &Arc<ListenerContext>,
+/// Reads the CONNECT. `None`: the socket is to be closed (timeout, EOF, a
+/// bad or oversized CONNECT — answered where MQTT says so — or the
+/// pre-auth budget spent).
+async fn read_connect<R, W>(
+    broker: &Broker,
+    listener: &ListenerContext,
     reader: &mut R,
-    mut writer: W,
+    writer: &mut W,
     rbuf: &mut BytesMut,
-    peer: SocketAddr,
-    cert: Option<Arc<CertIdentity>>,
-    over_limit: bool,
-) -> Option<(Box<Conn<W>>, oneshot::Receiver<Kick>)>
+    ticket: &mut Ticket<'_>,
+) -> Option<Box<Connect>>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send,
+    W: AsyncWrite + Unpin,
 {
     let limits = &broker.settings.limits;
-    let max_packet_size = listener.max_packet_size(limits);
+    let max = listener.max_packet_size(limits).min(limits.max_connect_size);
+    let decode_limits = limits.decode_limits(max);
     let deadline = Instant::now() + limits.connect_timeout;
-    let connect: Box<Connect> = loop {
+    loop {
         let before = rbuf.len();
-        match codec::decode(rbuf, None, max_packet_size) {
+        match codec::decode(rbuf, None, decode_limits) {
             Ok(Some(Packet::Connect(c))) => {
                 broker.metrics.packet_received(1, before - rbuf.len());
-                break c;
+                return Some(c);
             }
             Ok(Some(_)) => return None,
-            Ok(None) => match tokio::time::timeout_at(deadline, reader.read_buf(rbuf)).await {
-                Err(_) => {
-                    debug!("no CONNECT within the connect timeout; closing");
-                    broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-                Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(_)) => continue,
-            },
+            Ok(None) => {}
             Err(e) => {
                 broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(error = %e, "invalid CONNECT");
                 // The decoder leaves the buffer untouched on error, so the client's
                 // protocol level can still be read to answer in its version.
+                let reason = e.to_string();
                 match codec::peek_connect_version(rbuf) {
                     Some(ProtocolVersion::V5) => {
-                        refuse(broker, &mut writer, ProtocolVersion::V5, 0, e.v5_reason()).await;
+                        refuse_code(broker, writer, ProtocolVersion::V5, e.v5_reason(), Some(&reason)).await;
                     }
-                    Some(v) => {
+                    v => {
                         if let Some(code) = e.v3_connack() {
-                            refuse(broker, &mut writer, v, code, 0).await;
-                        }
-                    }
-                    None => {
-                        if let Some(code) = e.v3_connack() {
-                            refuse(broker, &mut writer, ProtocolVersion::V311, code, 0).await;
+                            refuse_code(broker, writer, v.unwrap_or(ProtocolVersion::V311), code, None).await;
                         }
                     }
                 }
                 return None;
             }
         }
-    };
-    let version = connect.protocol;
+        // One read through the stack buffer, appended only if the budget
+        // covers the buffer it grows into.
+        let mut over_budget = false;
+        let read = std::future::poll_fn(|cx| {
+            poll_read_chunk(cx, reader, |got| {
+                // What the buffer will hold: its capacity, which grows as a
+                // Vec's does (at least doubling) when it must grow.
+                let needed = rbuf.len() + got.len();
+                let capacity = if needed > rbuf.capacity() { needed.max(2 * rbuf.capacity()) } else { rbuf.capacity() };
+                if ticket.hold(capacity) {
+                    rbuf.reserve(got.len());
+                    rbuf.extend_from_slice(got);
+                } else {
+                    over_budget = true;
+                }
+            })
+        });
+        match tokio::time::timeout_at(deadline, read).await {
+            Err(_) => {
+                debug!("no CONNECT within the connect timeout; closing");
+                broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(_)) if over_budget => {
+                debug!(buffered = rbuf.len(), "pre-auth memory budget spent; closing");
+                broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
 
-    // Identity taken from the client certificate, when the listener says so.
-    let from_cert = |field: Option<CertField>, what: &str| -> Result<Option<String>, ()> {
+/// Who the CONNECT says it is, after the listener's certificate rules.
+struct Identity {
+    client_id: Arc<str>,
+    /// The id the broker chose or took from the certificate, to tell a v5
+    /// client.
+    assigned: Option<String>,
+    username: Option<Arc<str>>,
+}
+
+/// Client id and username, and every check that needs no provider.
+fn identify(
+    connect: &Connect,
+    listener: &ListenerContext,
+    broker: &Broker,
+    cert: Option<&CertIdentity>,
+) -> Result<Identity, Refusal> {
+    let limits = &broker.settings.limits;
+    let from_cert = |field: Option<CertField>, what: &str| -> Result<Option<String>, Refusal> {
         let Some(field) = field else { return Ok(None) };
-        match cert.as_deref().and_then(|c| c.field(field)) {
+        match cert.and_then(|c| c.field(field)) {
             Some(v) => Ok(Some(v.to_string())),
             None => {
-                info!(?field, "connection refused: no {what} in the client certificate");
-                Err(())
+                debug!(?field, "no {what} in the client certificate");
+                Err(Refusal::CertFieldMissing)
             }
         }
     };
-    let (Ok(cert_client_id), Ok(cert_username)) = (
-        from_cert(listener.options.cert_as_client_id, "client id"),
-        from_cert(listener.options.cert_as_username, "username"),
-    ) else {
-        refuse(broker, &mut writer, version, v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED).await;
-        return None;
-    };
+    let cert_client_id = from_cert(listener.options.cert_as_client_id, "client id")?;
+    let cert_username = from_cert(listener.options.cert_as_username, "username")?;
 
-    // Client identifier.
+    let username: Option<Arc<str>> = match cert_username {
+        Some(u) => Some(Arc::from(u)),
+        None => connect.username.as_deref().map(Arc::from),
+    };
+    if username.as_ref().is_some_and(|u| u.len() > limits.max_username_len) {
+        return Err(Refusal::UsernameTooLong);
+    }
+
     let mut client_id = connect.client_id.clone();
     let mut assigned = None;
+    let mut chosen_by_broker = false;
     if let Some(id) = cert_client_id {
         // A v5 client learns the id it got; a 3.x client cannot be told.
         if id != client_id {
@@ -145,72 +217,114 @@ where
         }
         client_id = id;
     } else if client_id.is_empty() {
-        let allowed = match version {
+        let allowed = match connect.protocol {
             ProtocolVersion::V31 => false,
             ProtocolVersion::V311 => connect.clean_start,
             ProtocolVersion::V5 => true,
         };
         if !allowed {
-            refuse(broker, &mut writer, version, v3::IDENTIFIER_REJECTED, v5::CLIENT_IDENTIFIER_NOT_VALID).await;
-            return None;
+            return Err(Refusal::EmptyClientId);
         }
         client_id = assigned_id();
         assigned = Some(client_id.clone());
+        chosen_by_broker = true;
     }
     if client_id.len() > limits.max_client_id_len {
-        debug!(len = client_id.len(), max = limits.max_client_id_len, "client id too long");
-        refuse(broker, &mut writer, version, v3::IDENTIFIER_REJECTED, v5::CLIENT_IDENTIFIER_NOT_VALID).await;
-        return None;
+        return Err(Refusal::ClientIdTooLong);
     }
-    if connect.properties.authentication_method.is_some() {
-        refuse(broker, &mut writer, version, v3::NOT_AUTHORIZED, v5::BAD_AUTHENTICATION_METHOD).await;
-        return None;
-    }
-    if over_limit {
-        warn!(listener = %listener.name, max = listener.max_connections, "connection limit reached; refusing");
-        refuse(broker, &mut writer, version, v3::SERVER_UNAVAILABLE, v5::QUOTA_EXCEEDED).await;
-        return None;
-    }
-    if broker.is_shutting_down() {
-        refuse(broker, &mut writer, version, v3::SERVER_UNAVAILABLE, v5::SERVER_SHUTTING_DOWN).await;
-        return None;
-    }
-    if let Some(w) = &connect.will {
-        if w.retain && !broker.retained.enabled() {
-            refuse(broker, &mut writer, version, v3::NOT_AUTHORIZED, v5::RETAIN_NOT_SUPPORTED).await;
-            return None;
+    if let (Some(p), false) = (&listener.options.client_id_pattern, chosen_by_broker) {
+        let cn = cert.and_then(|c| c.common_name.as_deref());
+        if !p.matches(&client_id, username.as_deref(), cn) {
+            return Err(Refusal::ClientIdPattern);
         }
     }
+    Ok(Identity { client_id: Arc::from(client_id), assigned, username })
+}
 
-    let client_id: Arc<str> = Arc::from(client_id);
-    let username: Option<Arc<str>> = match cert_username {
-        Some(u) => Some(Arc::from(u)),
-        None => connect.username.as_deref().map(Arc::from),
+/// Logs a refused CONNECT: peer-supplied values escaped and cut, at most a
+/// few lines a second (the rest are counted).
+fn log_refusal(broker: &Broker, r: Refusal, client_id: &str, username: Option<&str>) {
+    if let Some(suppressed) = broker.refusal_log.allow() {
+        info!(
+            client_id = %Peer(client_id),
+            username = %PeerOpt(username),
+            reason = r.reason(),
+            suppressed,
+            "connection refused"
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn handshake<R, W>(
+    broker: &Arc<Broker>,
+    gate: Arc<dyn Gate>,
+    listener: &ListenerContext,
+    reader: &mut R,
+    mut writer: W,
+    rbuf: &mut BytesMut,
+    peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
+) -> Option<(Box<Conn<W>>, oneshot::Receiver<Kick>)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send,
+{
+    // The ticket (a place among the handshakes in progress from this
+    // address, and the buffer budget) is held until CONNACK.
+    let Some(mut ticket) = broker.preauth.enter(peer.ip()) else {
+        debug!("too many CONNECTs in progress from this address; closing");
+        broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
+        return None;
     };
+    let connect = read_connect(broker, listener, reader, &mut writer, rbuf, &mut ticket).await?;
+    let asker = Asker::of(&connect);
+
+    let id = match identify(&connect, listener, broker, cert.as_deref()) {
+        Ok(id) => id,
+        Err(r) => {
+            log_refusal(broker, r, &connect.client_id, connect.username.as_deref());
+            asker.refuse(broker, &mut writer, r).await;
+            return None;
+        }
+    };
+    let pre_auth = if connect.properties.authentication_method.is_some() {
+        Some(Refusal::AuthMethod)
+    } else if broker.is_shutting_down() {
+        Some(Refusal::ShuttingDown)
+    } else if connect.will.as_ref().is_some_and(|w| w.retain) && !broker.retained.enabled() {
+        Some(Refusal::RetainUnavailable)
+    } else {
+        None
+    };
+    if let Some(r) = pre_auth {
+        log_refusal(broker, r, &id.client_id, id.username.as_deref());
+        asker.refuse(broker, &mut writer, r).await;
+        return None;
+    }
+
     let info = ConnectInfo {
-        client_id: client_id.clone(),
-        username: username.clone(),
+        client_id: id.client_id.clone(),
+        username: id.username.clone(),
         password: connect.password.clone().map(Password::new),
         peer,
         listener: listener.name.clone(),
-        protocol: version,
+        protocol: connect.protocol,
         cert,
     };
     let (superuser, context) = match gate.authenticate(&info).await {
         AuthOutcome::Allow { superuser, context } => (superuser, context),
-        AuthOutcome::Deny(r) => {
-            info!(client_id = %client_id, username = ?username.as_deref(), reason = ?r, "connection refused");
-            let (c3, c5) = match r {
-                DenyReason::BadCredentials => (v3::BAD_USER_NAME_OR_PASSWORD, v5::BAD_USER_NAME_OR_PASSWORD),
-                DenyReason::NotAuthorized => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED),
-                DenyReason::Banned => (v3::NOT_AUTHORIZED, v5::BANNED),
-            };
-            refuse(broker, &mut writer, version, c3, c5).await;
+        AuthOutcome::Deny(d) => {
+            let r = Refusal::Denied(d);
+            log_refusal(broker, r, &id.client_id, id.username.as_deref());
+            asker.refuse(broker, &mut writer, r).await;
             return None;
         }
         AuthOutcome::Unavailable => {
-            warn!(client_id = %client_id, "authentication backend unavailable; connection refused");
-            refuse(broker, &mut writer, version, v3::SERVER_UNAVAILABLE, v5::SERVER_UNAVAILABLE).await;
+            if let Some(suppressed) = broker.refusal_log.allow() {
+                warn!(client_id = %Peer(&id.client_id), suppressed, "authentication backend unavailable; connection refused");
+            }
+            asker.refuse(broker, &mut writer, Refusal::AuthUnavailable).await;
             return None;
         }
     };
@@ -218,13 +332,68 @@ where
     // Session expiry.
     let session_settings = &broker.settings.session;
     let connect_expiry = connect.properties.session_expiry_interval.unwrap_or(0);
-    let expiry = match version {
+    let expiry = match connect.protocol {
         ProtocolVersion::V5 => {
             Some(Duration::from_secs(u64::from(connect_expiry)).min(session_settings.max_session_expiry))
         }
         _ if connect.clean_start => Some(Duration::ZERO),
         _ => session_settings.v3_session_expiry,
     };
+
+    let owner =
+        SessionOwner::of(id.username.as_ref(), info.cert.as_deref().map(|c| c.subject.as_str()), &listener.name);
+    let conn_id = broker.next_conn_id();
+    let opened = broker.open_session(OpenRequest {
+        client_id: &id.client_id,
+        owner: &owner,
+        clean_start: connect.clean_start,
+        expiry,
+        conn_id,
+    });
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let r = match e {
+                OpenError::OwnerMismatch => Refusal::ClientIdInUse,
+                OpenError::TooManySessions => Refusal::TooManySessions,
+                OpenError::TooManyForIdentity => Refusal::TooManySessionsForIdentity,
+            };
+            log_refusal(broker, r, &id.client_id, id.username.as_deref());
+            asker.refuse(broker, &mut writer, r).await;
+            return None;
+        }
+    };
+    drop(ticket);
+    let admitted = Admitted { id, info, superuser, context, conn_id, expiry, connect_expiry };
+    let (conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, opened);
+    Some((conn, kicked))
+}
+
+/// A client the gate admitted, with its session's terms.
+struct Admitted {
+    id: Identity,
+    info: ConnectInfo,
+    superuser: bool,
+    context: Option<ClientContext>,
+    conn_id: u64,
+    expiry: Option<Duration>,
+    connect_expiry: u32,
+}
+
+/// Builds the connection and queues its CONNACK.
+fn establish<W: AsyncWrite + Unpin + Send>(
+    broker: &Arc<Broker>,
+    gate: Arc<dyn Gate>,
+    listener: &ListenerContext,
+    writer: W,
+    connect: &Connect,
+    a: Admitted,
+    opened: Opened,
+) -> (Box<Conn<W>>, oneshot::Receiver<Kick>) {
+    let limits = &broker.settings.limits;
+    let session_settings = &broker.settings.session;
+    let version = connect.protocol;
+    let max_packet_size = listener.max_packet_size(limits);
 
     // Keep-alive, capped for v5 clients (who are told the value).
     let max_ka = limits.max_keep_alive;
@@ -235,12 +404,9 @@ where
         server_keep_alive = Some(max_ka);
     }
 
-    let conn_id = broker.next_conn_id();
-    let opened = broker.open_session(&client_id, connect.clean_start, expiry, conn_id);
-
     let mut props = Properties::default();
     if version.is_v5() {
-        props.assigned_client_identifier = assigned;
+        props.assigned_client_identifier = a.id.assigned;
         props.server_keep_alive = server_keep_alive;
         props.receive_maximum = Some(session_settings.max_awaiting_rel);
         props.maximum_packet_size = Some(max_packet_size);
@@ -248,47 +414,41 @@ where
         if !broker.retained.enabled() {
             props.retain_available = Some(0);
         }
-        if Some(Duration::from_secs(u64::from(connect_expiry))) != expiry && connect_expiry != 0 {
+        if Some(Duration::from_secs(u64::from(a.connect_expiry))) != a.expiry && a.connect_expiry != 0 {
             // The cap applied: tell the client what it got.
-            props.session_expiry_interval = expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+            props.session_expiry_interval = a.expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         }
     }
 
-    let will = match &connect.will {
-        Some(w) => match TopicName::new(&w.topic) {
-            Ok(topic) => {
-                let expires_at = w
-                    .properties
-                    .message_expiry_interval
-                    .map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
-                Some(Box::new(Will {
-                    msg: Arc::new(Message {
-                        topic,
-                        payload: w.payload.clone(),
-                        qos: w.qos,
-                        retain: w.retain,
-                        properties: Message::forwarded_properties(&w.properties),
-                        publisher: Some(client_id.clone()),
-                        expires_at,
-                    }),
-                    delay: Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0))),
-                }))
-            }
-            Err(_) => None,
-        },
-        None => None,
-    };
+    let client_id = a.id.client_id;
+    let will = connect.will.as_ref().and_then(|w| {
+        let topic = TopicName::new(&w.topic).ok()?;
+        let expires_at =
+            w.properties.message_expiry_interval.map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
+        Some(Box::new(Will {
+            msg: Arc::new(Message {
+                topic,
+                payload: w.payload.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                properties: Message::forwarded_properties(&w.properties),
+                publisher: Some(client_id.clone()),
+                expires_at,
+            }),
+            delay: Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0))),
+        }))
+    });
 
     let client = ClientInfo {
         client_id: client_id.clone(),
-        username,
-        peer,
+        username: a.id.username,
+        peer: a.info.peer,
         listener: listener.name.clone(),
         protocol: version,
-        superuser,
-        context,
-        conn_id,
-        cert: info.cert.clone(),
+        superuser: a.superuser,
+        context: a.context,
+        conn_id: a.conn_id,
+        cert: a.info.cert,
     };
     let receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
     let mut conn = Conn {
@@ -296,7 +456,7 @@ where
         gate,
         client,
         session: opened.session,
-        conn_id,
+        conn_id: a.conn_id,
         generation: opened.generation,
         version,
         writer,
@@ -309,14 +469,14 @@ where
         in_aliases: Default::default(),
         will,
         bridge: connect.bridge,
-        connect_expiry,
+        connect_expiry: a.connect_expiry,
         max_packet_size,
         publish_memo: None,
     };
     let session_present = opened.session_present;
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: 0, properties: props }));
     info!(
-        client_id = %client_id,
+        client_id = %Peer(&client_id),
         protocol = ?version,
         clean_start = connect.clean_start,
         session_present,
@@ -324,5 +484,5 @@ where
         "client connected"
     );
     crate::sys::presence_connected(broker, &conn.client, keep_alive, connect.clean_start);
-    Some((Box::new(conn), opened.kicked))
+    (Box::new(conn), opened.kicked)
 }

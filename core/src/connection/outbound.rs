@@ -57,7 +57,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             return None;
         }
         let mut st = self.session.lock();
-        if st.owner != Some(self.conn_id) {
+        if !st.attached_to(self.conn_id) {
             return None;
         }
         st.next_outgoing(self.window, now, &self.broker.metrics)
@@ -81,7 +81,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let access = Access::Subscribe { filter: &filter, qos: d.qos };
         let allowed = self.gate.authorize(&self.client, access).await == AclOutcome::Allow;
         if !allowed {
-            debug!(topic = %d.msg.topic, "delivery refused by the ACL (check_on_delivery)");
+            debug!(topic = %crate::logsafe::Peer(d.msg.topic.as_str()), "delivery refused by the ACL (check_on_delivery)");
         }
         allowed
     }
@@ -151,12 +151,12 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         };
         if publish.encoded_len(self.version) > self.client_max_packet as usize {
             self.broker.metrics.dropped(DropReason::TooLarge);
-            debug!(topic = %msg.topic, max = self.client_max_packet, "message larger than the client's maximum packet size; dropped");
+            debug!(topic = %crate::logsafe::Peer(msg.topic.as_str()), max = self.client_max_packet, "message larger than the client's maximum packet size; dropped");
             return false;
         }
         let before = self.wbuf.len();
         if let Err(e) = publish.encode(self.version, &mut self.wbuf) {
-            debug!(error = %e, topic = %msg.topic, "could not encode PUBLISH; dropped");
+            debug!(error = %e, topic = %crate::logsafe::Peer(msg.topic.as_str()), "could not encode PUBLISH; dropped");
             return false;
         }
         self.broker.metrics.packet_sent(3, self.wbuf.len() - before);

@@ -97,6 +97,8 @@ pub struct ListenerConfig {
     pub peer_cert_as_username: Option<listener::CertFieldName>,
     /// Client id from the client certificate.
     pub peer_cert_as_client_id: Option<listener::CertFieldName>,
+    /// Which client ids an identity may use (validated regex template).
+    pub client_id_pattern: Option<String>,
     /// Certificates; present exactly for `tls` and `wss` listeners.
     pub tls: Option<listener::ListenerTlsConfig>,
     /// WebSocket settings; present exactly for `ws` and `wss` listeners.
@@ -112,6 +114,11 @@ impl ListenerConfig {
             rate_limit: self.rate_limit.as_ref().map(|r| r.as_ref().map(rate_limit)),
             cert_as_username: self.peer_cert_as_username.map(Into::into),
             cert_as_client_id: self.peer_cert_as_client_id.map(Into::into),
+            // Validated with the file: a pattern that does not compile never gets here.
+            client_id_pattern: self
+                .client_id_pattern
+                .as_deref()
+                .and_then(|p| portcullis_core::binding::ClientIdPattern::new(p).ok()),
         }
     }
 }
@@ -176,6 +183,17 @@ impl Config {
                 rate_limit: limits.rate_limit.as_ref().map(rate_limit),
                 max_topic_alias: limits.max_topic_alias,
                 max_subscriptions: limits.max_subscriptions,
+                max_shared_subscriptions: limits.max_shared_subscriptions,
+                max_topic_levels: limits.max_topic_levels,
+                max_topic_filter_len: limits.max_topic_filter_len,
+                max_subscription_bytes: usize::try_from(limits.max_subscription_bytes).unwrap_or(usize::MAX),
+                max_connect_size: u32::try_from(limits.max_connect_size).unwrap_or(u32::MAX),
+                max_handshakes_per_ip: limits.max_handshakes_per_ip,
+                handshake_memory: usize::try_from(limits.handshake_memory).unwrap_or(usize::MAX),
+                max_username_len: limits.max_username_len,
+                idle_timeout: limits.idle_timeout,
+                max_user_properties: limits.max_user_properties,
+                max_user_property_bytes: u32::try_from(limits.max_user_property_bytes).unwrap_or(u32::MAX),
             },
             session: SessionSettings {
                 max_inflight: u16::try_from(session.max_inflight).unwrap_or(u16::MAX),
@@ -186,6 +204,9 @@ impl Config {
                 queue_qos0: session.queue_qos0,
                 v3_session_expiry: session.v3_session_expiry,
                 max_session_expiry: session.max_session_expiry,
+                owner_mismatch: session.owner_mismatch.into(),
+                max_sessions: session.max_sessions,
+                max_sessions_per_identity: session.max_sessions_per_identity,
             },
             retained: RetainSettings {
                 enabled: self.retained.enabled,

@@ -154,6 +154,12 @@ pub(super) struct ListenerEntry {
     /// Take the client id from the client certificate, likewise.
     #[serde(default = "default_peer_cert_as")]
     pub(super) peer_cert_as_client_id: Option<listener::CertFieldName>,
+    /// Which client ids an identity may use: a regular expression in which
+    /// `${username}` and `${cert_common_name}` stand for the client's
+    /// (escaped) values, e.g. `"^${username}(-.*)?$"`. A client id that
+    /// does not match is refused (3.1.1 0x02, v5 0x85). Unset: any.
+    #[serde(default = "default_client_id_pattern")]
+    pub(super) client_id_pattern: Option<String>,
     /// Certificates (`tls` and `wss` listeners, where it is required).
     #[serde(default = "default_listener_tls")]
     pub(super) tls: Option<listener::ListenerTlsConfig>,
@@ -184,6 +190,7 @@ impl Default for ListenerEntry {
             trusted_proxies: default_trusted_proxies(),
             peer_cert_as_username: default_peer_cert_as(),
             peer_cert_as_client_id: default_peer_cert_as(),
+            client_id_pattern: default_client_id_pattern(),
             tls: default_listener_tls(),
             websocket: default_listener_websocket(),
         }
@@ -208,6 +215,9 @@ pub fn default_trusted_proxies() -> Vec<ipnet::IpNet> {
     Vec::new()
 }
 pub fn default_peer_cert_as() -> Option<listener::CertFieldName> {
+    None
+}
+pub fn default_client_id_pattern() -> Option<String> {
     None
 }
 pub fn default_listener_tls() -> Option<listener::ListenerTlsConfig> {
@@ -315,9 +325,53 @@ pub struct LimitsConfig {
     /// Topic Alias Maximum offered to v5 clients (0 disables aliases).
     #[serde(default = "settings::default_max_topic_alias")]
     pub max_topic_alias: u16,
-    /// Most subscriptions one session may hold (0 = unlimited).
+    /// Most subscriptions one session may hold (0 = unlimited); more are
+    /// refused (SUBACK 0x80, v5 0x97).
     #[serde(default = "settings::default_max_subscriptions")]
     pub max_subscriptions: usize,
+    /// Most shared subscriptions (`$share/…`) one session may hold (0 =
+    /// unlimited).
+    #[serde(default = "settings::default_max_shared_subscriptions")]
+    pub max_shared_subscriptions: usize,
+    /// Levels a topic name or filter may have at most: deeper filters are
+    /// refused in SUBACK, deeper topics acknowledged (v5 0x97) and dropped.
+    #[serde(default = "settings::default_max_topic_levels")]
+    pub max_topic_levels: usize,
+    /// Longest topic filter a SUBSCRIBE may carry (bytes).
+    #[serde(default = "settings::default_max_topic_filter_len")]
+    pub max_topic_filter_len: usize,
+    /// What one session's subscriptions may cost (bytes: each filter twice,
+    /// plus 400 per level and 200 per subscription, the worst case in the
+    /// topic trie); 0 = unlimited.
+    #[serde(default = "default_max_subscription_bytes", deserialize_with = "units::size")]
+    pub max_subscription_bytes: u64,
+    /// Largest CONNECT accepted (bytes): it is buffered before the client
+    /// is known, so it is far smaller than `max_packet_size`.
+    #[serde(default = "default_max_connect_size", deserialize_with = "units::size")]
+    pub max_connect_size: u64,
+    /// CONNECTs in progress from one address (IPv6: one /64) at most;
+    /// further sockets are closed at once (0 = unlimited).
+    #[serde(default = "settings::default_max_handshakes_per_ip")]
+    pub max_handshakes_per_ip: u32,
+    /// Bytes every connection still in its CONNECT may buffer together
+    /// beyond the first 2 KiB each; a socket that would pass it is closed.
+    #[serde(default = "default_handshake_memory", deserialize_with = "units::size")]
+    pub handshake_memory: u64,
+    /// Longest username accepted (bytes); a longer one is refused as bad
+    /// credentials without asking any provider.
+    #[serde(default = "settings::default_max_username_len")]
+    pub max_username_len: usize,
+    /// Close a client that connected with keep-alive 0 after this long
+    /// without a packet; `"off"` (the default, MQTT's rule) never does.
+    #[serde(default = "settings::default_idle_timeout", deserialize_with = "units::duration_or_off")]
+    pub idle_timeout: Option<Duration>,
+    /// MQTT 5 user properties one packet may carry; a packet with more is a
+    /// protocol violation (DISCONNECT 0x97).
+    #[serde(default = "settings::default_max_user_properties")]
+    pub max_user_properties: u32,
+    /// Key and value bytes of one packet's user properties together.
+    #[serde(default = "default_max_user_property_bytes", deserialize_with = "units::size")]
+    pub max_user_property_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -330,8 +384,32 @@ impl Default for LimitsConfig {
             rate_limit: default_rate_limit(),
             max_topic_alias: settings::default_max_topic_alias(),
             max_subscriptions: settings::default_max_subscriptions(),
+            max_shared_subscriptions: settings::default_max_shared_subscriptions(),
+            max_topic_levels: settings::default_max_topic_levels(),
+            max_topic_filter_len: settings::default_max_topic_filter_len(),
+            max_subscription_bytes: default_max_subscription_bytes(),
+            max_connect_size: default_max_connect_size(),
+            max_handshakes_per_ip: settings::default_max_handshakes_per_ip(),
+            handshake_memory: default_handshake_memory(),
+            max_username_len: settings::default_max_username_len(),
+            idle_timeout: settings::default_idle_timeout(),
+            max_user_properties: settings::default_max_user_properties(),
+            max_user_property_bytes: default_max_user_property_bytes(),
         }
     }
+}
+
+pub fn default_max_subscription_bytes() -> u64 {
+    settings::default_max_subscription_bytes() as u64
+}
+pub fn default_max_connect_size() -> u64 {
+    u64::from(settings::default_max_connect_size())
+}
+pub fn default_handshake_memory() -> u64 {
+    settings::default_handshake_memory() as u64
+}
+pub fn default_max_user_property_bytes() -> u64 {
+    u64::from(settings::default_max_user_property_bytes())
 }
 
 pub fn default_max_packet_size() -> u64 {
@@ -430,6 +508,42 @@ pub struct SessionConfig {
     /// Upper bound on the session expiry a v5 client may ask for.
     #[serde(default = "settings::default_max_session_expiry", deserialize_with = "units::duration")]
     pub max_session_expiry: Duration,
+    /// A CONNECT whose client id belongs to a session of another identity
+    /// (username, else certificate subject, else anonymous on a listener):
+    /// `"refuse"` it (3.1.1 0x05, v5 0x85), or `"discard"` the old session
+    /// and start a fresh one (nothing of the old one reaches the newcomer).
+    #[serde(default = "default_owner_mismatch")]
+    pub owner_mismatch: OwnerMismatchName,
+    /// Sessions the broker holds at most, connected or not (0 = no limit);
+    /// one more is refused (3.1.1 0x03, v5 0x97).
+    #[serde(default = "settings::default_max_sessions")]
+    pub max_sessions: usize,
+    /// Sessions one identity may hold at most (0 = no limit).
+    #[serde(default = "settings::default_max_sessions_per_identity")]
+    pub max_sessions_per_identity: usize,
+}
+
+pub fn default_owner_mismatch() -> OwnerMismatchName {
+    OwnerMismatchName::Refuse
+}
+
+/// `session.owner_mismatch` as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerMismatchName {
+    /// `"refuse"`: the CONNECT is refused; the session is untouched.
+    Refuse,
+    /// `"discard"`: the old session ends; the newcomer starts afresh.
+    Discard,
+}
+
+impl From<OwnerMismatchName> for settings::OwnerMismatch {
+    fn from(name: OwnerMismatchName) -> Self {
+        match name {
+            OwnerMismatchName::Refuse => settings::OwnerMismatch::Refuse,
+            OwnerMismatchName::Discard => settings::OwnerMismatch::Discard,
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -443,6 +557,9 @@ impl Default for SessionConfig {
             queue_qos0: settings::default_queue_qos0(),
             v3_session_expiry: settings::default_v3_session_expiry(),
             max_session_expiry: settings::default_max_session_expiry(),
+            owner_mismatch: default_owner_mismatch(),
+            max_sessions: settings::default_max_sessions(),
+            max_sessions_per_identity: settings::default_max_sessions_per_identity(),
         }
     }
 }

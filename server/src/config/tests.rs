@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 48, "a key was added or removed: update this count");
+    assert_eq!(keys, 62, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -98,6 +98,7 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             trusted_proxies: vec![],
             peer_cert_as_username: None,
             peer_cert_as_client_id: None,
+            client_id_pattern: None,
             tls: None,
             websocket: None,
         }]

@@ -146,6 +146,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             trusted_proxies: entry.trusted_proxies,
             peer_cert_as_username: entry.peer_cert_as_username,
             peer_cert_as_client_id: entry.peer_cert_as_client_id,
+            client_id_pattern: entry.client_id_pattern,
             tls: entry.tls,
             // A WebSocket listener without the table runs on its defaults.
             websocket: match entry.kind.is_websocket() {
@@ -366,6 +367,11 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
     if let Some(max) = listener.max_packet_size {
         checks.between(&at("max_packet_size"), max, MIN_PACKET_SIZE, MAX_PACKET_SIZE_LIMIT, " bytes");
     }
+    if let Some(pattern) = &listener.client_id_pattern {
+        if let Err(e) = portcullis_core::binding::ClientIdPattern::new(pattern) {
+            checks.fail(at("client_id_pattern"), e);
+        }
+    }
     if let Some(Some(rate)) = &listener.rate_limit {
         checks.at_least(&at("rate_limit.bytes_per_sec"), rate.bytes_per_sec, 1, " bytes");
         if let Some(burst) = rate.burst {
@@ -409,6 +415,21 @@ fn check_limits(checks: &mut Checks, limits: &LimitsConfig) {
         if let Some(burst) = rate.burst {
             checks.at_least("limits.rate_limit.burst", burst, 1, " bytes");
         }
+    }
+    checks.between("limits.max_topic_levels", limits.max_topic_levels as u64, 1, 65535, "");
+    checks.between("limits.max_topic_filter_len", limits.max_topic_filter_len as u64, 1, 65535, " bytes");
+    checks.between(
+        "limits.max_connect_size",
+        limits.max_connect_size,
+        MIN_PACKET_SIZE,
+        MAX_PACKET_SIZE_LIMIT,
+        " bytes",
+    );
+    checks.between("limits.max_username_len", limits.max_username_len as u64, 1, 65535, " bytes");
+    checks.at_least("limits.max_user_property_bytes", limits.max_user_property_bytes, 1, " bytes");
+    checks.at_most("limits.max_user_property_bytes", limits.max_user_property_bytes, u64::from(u32::MAX), " bytes");
+    if let Some(idle) = limits.idle_timeout {
+        checks.duration_at_least("limits.idle_timeout", idle, Duration::from_secs(1));
     }
 }
 

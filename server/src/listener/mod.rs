@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portcullis_core::broker::{Broker, SysSource};
-use portcullis_core::connection::{serve, ListenerContext};
+use portcullis_core::connection::{serve, Admitted, ListenerContext};
 use portcullis_core::gate::{CertIdentity, Gate};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
@@ -172,17 +172,22 @@ impl Listener {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        // The connection limit holds from accept: a socket
+                        // over it is closed before anything is read from it.
+                        let Some(slot) = me.ctx.admit() else {
+                            drop(stream);
+                            me.over_limit(peer);
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let broker = Arc::clone(&broker);
                         let gate = Arc::clone(&gate);
                         if me.cfg.kind == ListenerKind::Tcp && !me.cfg.proxy_protocol {
                             // Straight to the core: nothing else to establish.
-                            tokio::spawn(serve(broker, gate, Arc::clone(&me.ctx), stream, peer, None));
-                        } else if me.handshaking.load(Ordering::Relaxed) >= me.cfg.max_connections {
-                            me.failed(peer, "accept", "too many handshakes in progress");
+                            tokio::spawn(serve(broker, gate, slot, stream, peer, None));
                         } else {
                             me.handshaking.fetch_add(1, Ordering::Relaxed);
-                            tokio::spawn(Arc::clone(&me).establish(broker, gate, stream, peer));
+                            tokio::spawn(Arc::clone(&me).establish(broker, gate, slot, stream, peer));
                         }
                     }
                     Err(e) => {
@@ -201,6 +206,7 @@ impl Listener {
         self: Arc<Self>,
         broker: Arc<Broker>,
         gate: Arc<dyn Gate>,
+        slot: Admitted,
         stream: TcpStream,
         remote: SocketAddr,
     ) {
@@ -212,12 +218,11 @@ impl Listener {
             Ok(Err((stage, e))) => return self.failed(remote, stage, e),
             Err(_) => return self.failed(remote, "handshake", "timed out"),
         };
-        let ctx = Arc::clone(&self.ctx);
         match transport {
-            Transport::Tcp(s) => serve(broker, gate, ctx, s, peer, cert).await,
-            Transport::Tls(s) => serve(broker, gate, ctx, s, peer, cert).await,
-            Transport::Ws(s) => serve(broker, gate, ctx, s, peer, cert).await,
-            Transport::Wss(s) => serve(broker, gate, ctx, s, peer, cert).await,
+            Transport::Tcp(s) => serve(broker, gate, slot, s, peer, cert).await,
+            Transport::Tls(s) => serve(broker, gate, slot, s, peer, cert).await,
+            Transport::Ws(s) => serve(broker, gate, slot, s, peer, cert).await,
+            Transport::Wss(s) => serve(broker, gate, slot, s, peer, cert).await,
         }
     }
 
@@ -253,6 +258,28 @@ impl Listener {
             // Validation pairs every TLS/WebSocket type with its settings.
             (kind, _, _) => Err(("setup", format!("{} listener without its settings", kind.name()))),
         }
+    }
+
+    /// A socket closed at accept because `max_connections` are open:
+    /// counted in `$SYS .../listeners/<name>/refused` and logged like a
+    /// failed handshake (at most one warn line per interval).
+    fn over_limit(&self, peer: SocketAddr) {
+        debug!(listener = %self.cfg.name, %peer, max = self.cfg.max_connections, "connection limit reached; socket closed");
+        let Ok(mut log) = self.failure_log.lock() else { return };
+        let now = Instant::now();
+        if log.0.is_some_and(|last| now.duration_since(last) < FAILURE_LOG_INTERVAL) {
+            log.1 += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut log.1);
+        log.0 = Some(now);
+        drop(log);
+        warn!(
+            listener = %self.cfg.name,
+            max_connections = self.cfg.max_connections,
+            suppressed,
+            "connection limit reached; new sockets are closed at accept (counted in $SYS listeners/<name>/refused)"
+        );
     }
 
     /// Counts a failed handshake and logs it (rate limited, see module docs).
@@ -336,6 +363,7 @@ impl SysSource for ListenerStats {
             let name = &l.cfg.name;
             out.push((format!("listeners/{name}/connections"), l.ctx.active.load(Ordering::Relaxed).to_string()));
             out.push((format!("listeners/{name}/handshake_failures"), l.failures.load(Ordering::Relaxed).to_string()));
+            out.push((format!("listeners/{name}/refused"), l.ctx.refused.load(Ordering::Relaxed).to_string()));
         }
     }
 }

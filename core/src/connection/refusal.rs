@@ -1,0 +1,141 @@
+//! Why a CONNECT is refused, and what each client version is told.
+//!
+//! Every refusal is one [`Refusal`]: its MQTT 3.x return code, its MQTT 5
+//! reason code and the Reason String a v5 client gets (unless it asked for
+//! no problem information). The strings name the rule, never a secret,
+//! and never tell an unknown user from a wrong password.
+
+use crate::codec::reason::{v3, v5};
+use crate::gate::DenyReason;
+
+/// A refused CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An empty client id where the protocol version does not allow one.
+    EmptyClientId,
+    /// Longer than `limits.max_client_id_len`.
+    ClientIdTooLong,
+    /// Does not match the listener's `client_id_pattern`.
+    ClientIdPattern,
+    /// The client id belongs to another identity's session.
+    ClientIdInUse,
+    /// The listener takes a field from the client certificate, which lacks it.
+    CertFieldMissing,
+    /// Longer than `limits.max_username_len`.
+    UsernameTooLong,
+    /// MQTT 5 enhanced authentication was asked for.
+    AuthMethod,
+    /// The broker is shutting down.
+    ShuttingDown,
+    /// A retained will while retained messages are off.
+    RetainUnavailable,
+    /// The gate refused the credentials.
+    Denied(DenyReason),
+    /// A provider failed and the chain fails closed.
+    AuthUnavailable,
+    /// `session.max_sessions` reached.
+    TooManySessions,
+    /// `session.max_sessions_per_identity` reached.
+    TooManySessionsForIdentity,
+}
+
+impl Refusal {
+    /// The MQTT 3.1 / 3.1.1 CONNACK return code.
+    pub fn v3_code(self) -> u8 {
+        match self {
+            Refusal::EmptyClientId | Refusal::ClientIdTooLong | Refusal::ClientIdPattern => v3::IDENTIFIER_REJECTED,
+            Refusal::ClientIdInUse
+            | Refusal::CertFieldMissing
+            | Refusal::AuthMethod
+            | Refusal::RetainUnavailable
+            | Refusal::Denied(DenyReason::NotAuthorized | DenyReason::Banned) => v3::NOT_AUTHORIZED,
+            Refusal::UsernameTooLong | Refusal::Denied(DenyReason::BadCredentials) => v3::BAD_USER_NAME_OR_PASSWORD,
+            Refusal::ShuttingDown
+            | Refusal::AuthUnavailable
+            | Refusal::TooManySessions
+            | Refusal::TooManySessionsForIdentity => v3::SERVER_UNAVAILABLE,
+        }
+    }
+
+    /// The MQTT 5 CONNACK reason code.
+    pub fn v5_code(self) -> u8 {
+        match self {
+            Refusal::EmptyClientId | Refusal::ClientIdTooLong | Refusal::ClientIdPattern | Refusal::ClientIdInUse => {
+                v5::CLIENT_IDENTIFIER_NOT_VALID
+            }
+            Refusal::CertFieldMissing | Refusal::Denied(DenyReason::NotAuthorized) => v5::NOT_AUTHORIZED,
+            Refusal::UsernameTooLong | Refusal::Denied(DenyReason::BadCredentials) => v5::BAD_USER_NAME_OR_PASSWORD,
+            Refusal::Denied(DenyReason::Banned) => v5::BANNED,
+            Refusal::AuthMethod => v5::BAD_AUTHENTICATION_METHOD,
+            Refusal::ShuttingDown => v5::SERVER_SHUTTING_DOWN,
+            Refusal::RetainUnavailable => v5::RETAIN_NOT_SUPPORTED,
+            Refusal::AuthUnavailable => v5::SERVER_UNAVAILABLE,
+            Refusal::TooManySessions | Refusal::TooManySessionsForIdentity => v5::QUOTA_EXCEEDED,
+        }
+    }
+
+    /// The code for `version`'s CONNACK.
+    pub fn code(self, v5: bool) -> u8 {
+        if v5 {
+            self.v5_code()
+        } else {
+            self.v3_code()
+        }
+    }
+
+    /// The v5 Reason String.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::EmptyClientId => "an empty client identifier needs clean session",
+            Refusal::ClientIdTooLong => "client identifier too long",
+            Refusal::ClientIdPattern => "client identifier not allowed for this identity",
+            Refusal::ClientIdInUse => "client identifier in use by another identity",
+            Refusal::CertFieldMissing => "the client certificate lacks the field this listener needs",
+            Refusal::UsernameTooLong => "bad user name or password",
+            Refusal::AuthMethod => "authentication method not supported",
+            Refusal::ShuttingDown => "server shutting down",
+            Refusal::RetainUnavailable => "retained messages are not available",
+            Refusal::Denied(DenyReason::BadCredentials) => "bad user name or password",
+            Refusal::Denied(DenyReason::NotAuthorized) => "not authorized",
+            Refusal::Denied(DenyReason::Banned) => "banned after too many failed logins; try again later",
+            Refusal::AuthUnavailable => "authentication service unavailable; try again later",
+            Refusal::TooManySessions => "the broker holds as many sessions as it may",
+            Refusal::TooManySessionsForIdentity => "this identity holds as many sessions as it may",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_refuses() {
+        let all = [
+            Refusal::EmptyClientId,
+            Refusal::ClientIdTooLong,
+            Refusal::ClientIdPattern,
+            Refusal::ClientIdInUse,
+            Refusal::CertFieldMissing,
+            Refusal::UsernameTooLong,
+            Refusal::AuthMethod,
+            Refusal::ShuttingDown,
+            Refusal::RetainUnavailable,
+            Refusal::Denied(DenyReason::BadCredentials),
+            Refusal::Denied(DenyReason::NotAuthorized),
+            Refusal::Denied(DenyReason::Banned),
+            Refusal::AuthUnavailable,
+            Refusal::TooManySessions,
+            Refusal::TooManySessionsForIdentity,
+        ];
+        for r in all {
+            assert!((1..=5).contains(&r.v3_code()), "{r:?}");
+            assert!(r.v5_code() >= 0x80, "{r:?}");
+            assert!(!r.reason().is_empty());
+        }
+        // The codes for a client id of another identity.
+        assert_eq!((Refusal::ClientIdInUse.v3_code(), Refusal::ClientIdInUse.v5_code()), (0x05, 0x85));
+        // A too-long username reads exactly like bad credentials.
+        assert_eq!(Refusal::UsernameTooLong.reason(), Refusal::Denied(DenyReason::BadCredentials).reason());
+    }
+}
