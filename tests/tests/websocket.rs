@@ -207,3 +207,43 @@ async fn clean_refusals_and_the_broker_keeps_serving() {
     let failures = kit::sys_fresh(addrs["tcp"], "listeners/ws/handshake_failures", Duration::from_secs(5)).await;
     assert_eq!(failures, "5", "four refused upgrades and one plain GET");
 }
+
+/// Before its CONNECT is answered, a WebSocket client may send at most
+/// `limits.max_connect_size` + 16 KiB (80 KiB by default): 600 KB of a
+/// 900 KB message (under the listener's 1 MiB frame limit) closes the
+/// socket once the cap is passed, so the broker never buffers it; after
+/// CONNACK a 900 KB message is fine.
+#[tokio::test]
+async fn a_websocket_client_cannot_buffer_a_large_message_before_connack() {
+    let (b, addrs) = net::start("[[listeners]]\nname = \"ws\"\ntype = \"ws\"\nbind = \"127.0.0.1:0\"\n");
+    let addr = addrs["ws"];
+    let before = portcullis_tests::rss_kib(b.pid()).expect("rss");
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let (resp, ws) = net::ws_upgrade(net::tcp_connect(addr).await, "/mqtt", Some("mqtt"), &[]).await;
+        assert_eq!(resp.status, 101);
+        let mut ws = ws.expect("upgraded");
+        // A frame header declaring 900 KB, then 600 KB of it.
+        let _ = ws.send_raw(&net::frame_header(true, op::BINARY, 900_000, [1, 2, 3, 4])).await;
+        for _ in 0..150 {
+            if ws.send_raw(&[0u8; 4096]).await.is_err() {
+                break;
+            }
+        }
+        held.push(ws);
+    }
+    for ws in &mut held {
+        assert!(matches!(ws.recv_frame(T).await, Ok(None) | Ok(Some((8, _)))), "closed before CONNACK");
+    }
+    let grown = portcullis_tests::rss_kib(b.pid()).expect("rss").saturating_sub(before);
+    eprintln!("40 WebSocket sockets sending 600 KB before CONNECT: RSS +{grown} KiB");
+    // An idle WebSocket connection costs about 75 KiB (tungstenite's
+    // buffers); buffering the messages would be 24 MB.
+    assert!(grown < 10 * 1024, "RSS grew {grown} KiB");
+    // After CONNACK the listener's own limit applies.
+    let mut ws = ws_mqtt(addr, "big-after-connack").await;
+    let p = kit::publish("big", QoS::AtMostOnce, None, &vec![7u8; 900_000], false);
+    ws.send_packet(&Packet::Publish(p)).await.expect("send");
+    ws.send_packet(&Packet::PingReq).await.expect("ping");
+    assert!(matches!(ws.recv_packet(T).await, Ok(Some(Packet::PingResp))), "a 900 KB PUBLISH after CONNACK is fine");
+}

@@ -137,6 +137,8 @@ impl Listener {
             allowed_origins: w.allowed_origins.clone(),
             trusted_proxies: cfg.trusted_proxies.clone(),
             max_size: ctx.max_packet_size(limits) as usize,
+            // A CONNECT, and room for the upgrade request and framing.
+            pre_auth_bytes: limits.max_connect_size as usize + 16 * 1024,
         });
         Ok(Listener {
             cfg: cfg.clone(),

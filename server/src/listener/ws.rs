@@ -8,10 +8,17 @@
 //! only; a text message closes the connection with 1003. Frames and
 //! messages are capped at the listener's maximum packet size (larger ones
 //! close with 1009). Pings are answered by tungstenite.
+//!
+//! Before the broker has answered the CONNECT, a client may send at most
+//! [`WsOptions::pre_auth_bytes`] (the upgrade request included): tungstenite
+//! buffers a message whole, so without this cap an unauthenticated socket
+//! could make the broker hold a whole `max_packet_size` message
+//! ([`PreAuthCap`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{ready, Context, Poll};
 
 use futures_util::{Sink, Stream};
@@ -40,6 +47,9 @@ pub struct WsOptions {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest frame and message (the listener's maximum packet size).
     pub max_size: usize,
+    /// Bytes a client may send before the broker's first MQTT packet to it
+    /// (`limits.max_connect_size` and room for the upgrade request).
+    pub pre_auth_bytes: usize,
 }
 
 /// Why an upgrade did not happen.
@@ -82,6 +92,7 @@ where
         write_buffer_size: 0,
         ..WebSocketConfig::default()
     };
+    let stream = PreAuthCap { inner: stream, left: AtomicUsize::new(opts.pre_auth_bytes) };
     let result = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await;
     match result {
         Ok(ws) => Ok((WsIo::new(ws), client)),
@@ -145,7 +156,7 @@ fn error_response(status: StatusCode, reason: String) -> ErrorResponse {
 /// binary messages in order; each write is sent as one binary message.
 #[derive(Debug)]
 pub struct WsIo<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<PreAuthCap<S>>,
     /// The message being read and how far.
     message: Vec<u8>,
     pos: usize,
@@ -155,7 +166,7 @@ pub struct WsIo<S> {
 }
 
 impl<S> WsIo<S> {
-    fn new(ws: WebSocketStream<S>) -> WsIo<S> {
+    fn new(ws: WebSocketStream<PreAuthCap<S>>) -> WsIo<S> {
         WsIo { ws, message: Vec::new(), pos: 0, close: None }
     }
 }
@@ -207,6 +218,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
     }
 }
 
+/// The stream under tungstenite: lets through at most `left` bytes until
+/// [`PreAuthCap::lift`] (then everything); one more byte before that is an
+/// error, which closes the connection.
+#[derive(Debug)]
+pub struct PreAuthCap<S> {
+    inner: S,
+    /// Bytes the peer may still send; `usize::MAX` once lifted.
+    left: AtomicUsize,
+}
+
+impl<S> PreAuthCap<S> {
+    fn lift(&self) {
+        self.left.store(usize::MAX, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PreAuthCap<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let left = this.left.load(Ordering::Relaxed);
+        if left == usize::MAX {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if left == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more than limits.max_connect_size sent before CONNACK",
+            )));
+        }
+        // Read no more than is left, through a small buffer (only before
+        // the CONNECT is answered).
+        let mut chunk = [0u8; 4096];
+        let n = chunk.len().min(left).min(buf.remaining());
+        let mut sub = ReadBuf::new(&mut chunk[..n]);
+        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
+        let got = sub.filled();
+        buf.put_slice(got);
+        this.left.store(left - got.len(), Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PreAuthCap<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame<'static> {
     CloseFrame { code, reason: reason.into() }
 }
@@ -214,6 +281,9 @@ fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame<'static> {
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // The broker's first packet (CONNACK) answers the CONNECT: the
+        // client is known from here on.
+        this.ws.get_ref().lift();
         let mut ws = Pin::new(&mut this.ws);
         ready!(ws.as_mut().poll_ready(cx)).map_err(io_error)?;
         ws.start_send(Message::Binary(buf.to_vec())).map_err(io_error)?;
