@@ -114,6 +114,10 @@ fn proxies_websocket_paths_and_origins() {
         "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss listeners",
     );
     ok("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    one_error(
+        "[[listeners]]\nproxy_protocol = true\n",
+        "listeners[0].proxy_protocol: needs trusted_proxies",
+    );
     ok("[[listeners]]\ntype = \"ws\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n");
     one_error("[[listeners]]\ntype = \"ws\"\nwebsocket = { path = \"mqtt\" }\n", "listeners[0].websocket.path");
     one_error(

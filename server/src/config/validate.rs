@@ -357,6 +357,14 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
             );
         }
     }
+    // Without a list, whoever reaches the port would write the header and
+    // so choose the address every `ip` rule and the guard see.
+    if listener.proxy_protocol && listener.trusted_proxies.is_empty() {
+        checks.fail(
+            at("proxy_protocol"),
+            "needs trusted_proxies (the networks of the load balancers): otherwise any client could send a PROXY header and claim any source address",
+        );
+    }
     if !listener.trusted_proxies.is_empty() && !listener.proxy_protocol && !kind.is_websocket() {
         checks.fail(
             at("trusted_proxies"),

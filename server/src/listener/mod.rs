@@ -228,7 +228,8 @@ impl Listener {
     ) -> Result<Established, (&'static str, String)> {
         let mut peer = remote;
         if self.cfg.proxy_protocol {
-            if !self.cfg.trusted_proxies.is_empty() && !forwarded::is_trusted(remote.ip(), &self.cfg.trusted_proxies) {
+            // Validation requires trusted_proxies with proxy_protocol.
+            if !forwarded::is_trusted(remote.ip(), &self.cfg.trusted_proxies) {
                 return Err(("proxy", "not a trusted proxy".to_string()));
             }
             if let Some(client) = proxy::read_header(&mut stream).await.map_err(|e| ("proxy", e.to_string()))? {
