@@ -122,18 +122,41 @@ async fn watch_certificates(listener: Arc<Listener>, poll: Duration) {
     }
 }
 
+/// What `--check-config` verifies of the listeners without binding: every
+/// TLS listener's certificate chain, key and CA bundle load and fit
+/// together. One line per listener that fails, naming its key.
+pub fn check(configs: &[ListenerConfig]) -> Result<(), String> {
+    let problems: Vec<String> = configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cfg)| {
+            let t = cfg.tls.as_ref()?;
+            tls::TlsState::load(t, alpn(cfg.kind)).err().map(|e| format!("listeners[{i}] (`{}`): {e}", cfg.name))
+        })
+        .collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("\n")),
+    }
+}
+
+/// A browser offers h2 and http/1.1 for wss; MQTT clients offer mqtt.
+fn alpn(kind: ListenerKind) -> &'static [&'static str] {
+    if kind.is_websocket() {
+        &["http/1.1"]
+    } else {
+        &["mqtt"]
+    }
+}
+
 impl Listener {
     fn new(cfg: &ListenerConfig, limits: &portcullis_core::settings::Limits) -> anyhow::Result<Listener> {
         let ctx = ListenerContext::with_options(&cfg.name, cfg.max_connections, cfg.core_options());
         let tls = match &cfg.tls {
-            Some(t) => {
-                // A browser offers h2 and http/1.1 for wss; MQTT clients offer mqtt.
-                let alpn: &[&str] = if cfg.kind.is_websocket() { &["http/1.1"] } else { &["mqtt"] };
-                Some(
-                    tls::TlsState::load(t, alpn)
-                        .map_err(|e| anyhow::anyhow!("listener `{}` ({}): {e}", cfg.name, cfg.kind.name()))?,
-                )
-            }
+            Some(t) => Some(
+                tls::TlsState::load(t, alpn(cfg.kind))
+                    .map_err(|e| anyhow::anyhow!("listener `{}` ({}): {e}", cfg.name, cfg.kind.name()))?,
+            ),
             None => None,
         };
         let ws = cfg.websocket.as_ref().map(|w| ws::WsOptions {
