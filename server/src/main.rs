@@ -241,7 +241,7 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => { info!("SIGTERM received"); Signal::Stop }
             _ = self.int.recv() => { info!("SIGINT received"); Signal::Stop }
-            _ = self.hup.recv() => { info!("SIGHUP received: reloading password files and TLS certificates"); Signal::Hangup }
+            _ = self.hup.recv() => { info!("SIGHUP received: reloading password, client id and ACL files, policy directories and TLS certificates"); Signal::Hangup }
         }
     }
 }
