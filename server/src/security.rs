@@ -85,6 +85,7 @@ impl FileSource {
                 f.path().display().to_string(),
                 f.reload().map(|()| f.len()).map_err(|e| e.to_string()),
             ),
+            // Only lists read from a file are kept here.
             FileSource::ClientIds(f) => (
                 "client id file",
                 f.path().map_or_else(String::new, |p| p.display().to_string()),
@@ -211,7 +212,6 @@ impl Security {
         let (mut reloaded, mut failed) = (0usize, 0usize);
         for source in &self.files {
             match source.reload() {
-                (_, file, _) if file.is_empty() => {} // an inline client id list
                 (what, file, Ok(entries)) => {
                     reloaded += 1;
                     tracing::info!(%file, entries, "{what} reloaded");
