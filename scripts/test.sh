@@ -24,7 +24,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 echo "==> docker-compose config"
-docker-compose -f docker-compose.yml config -q
+# Every password comes from the environment: without them the file must be
+# refused, with them (throwaway values here) it must be valid.
+compose_vars=(MQTT_DEMO_PASSWORD MQTT_ADMIN_PASSWORD PG_ADMIN_PASSWORD PG_PASSWORD MYSQL_PASSWORD
+  REDIS_ADMIN_PASSWORD REDIS_PASSWORD LDAP_ADMIN_PASSWORD LDAP_PASSWORD MONGO_ADMIN_PASSWORD MONGO_PASSWORD)
+if env -i PATH="$PATH" docker-compose -f docker-compose.yml config -q 2>/dev/null; then
+  echo "docker-compose.yml is valid without its passwords set: it must refuse to start" >&2
+  exit 1
+fi
+compose_env=()
+for v in "${compose_vars[@]}"; do compose_env+=("$v=check-$v"); done
+env -i PATH="$PATH" "${compose_env[@]}" docker-compose -f docker-compose.yml config -q
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

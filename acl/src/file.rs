@@ -22,8 +22,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ipnet::IpNet;
+use parking_lot::RwLock;
 use portcullis_core::gate::{Access, ClientInfo, GateFuture};
 use portcullis_core::provider::ProviderError;
 use serde::de::IgnoredAny;
@@ -272,26 +274,35 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
     outer.start <= inner.start && inner.end <= outer.end
 }
 
-/// An ACL file loaded at startup. Reloading means loading a new one and
-/// swapping it into the chain.
+/// An ACL file. [`AclFile::reload`] reads it again and swaps the new rules
+/// in whole; a file that fails to load keeps the current rules in service.
 #[derive(Debug)]
 pub struct AclFile {
     name: String,
     path: PathBuf,
-    rules: Vec<Rule>,
+    /// Held only to read or swap the pointer.
+    rules: RwLock<Arc<Vec<Rule>>>,
 }
 
 impl AclFile {
     /// Reads and validates the file.
     pub fn load(name: String, path: &Path) -> Result<AclFile, LoadError> {
-        let text = read(path)?;
-        let rules = parse_rules(path, &text, SubjectKeys::Allowed, &Subject::default())?;
-        Ok(AclFile { name, path: path.to_path_buf(), rules })
+        let rules = load_rules(path)?;
+        Ok(AclFile { name, path: path.to_path_buf(), rules: RwLock::new(Arc::new(rules)) })
     }
 
-    /// The rules in file order.
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
+    /// Reads and validates the file again and swaps its rules in. Returns
+    /// the number of rules.
+    pub fn reload(&self) -> Result<usize, LoadError> {
+        let rules = load_rules(&self.path)?;
+        let n = rules.len();
+        *self.rules.write() = Arc::new(rules);
+        Ok(n)
+    }
+
+    /// The rules in service, in file order.
+    pub fn rules(&self) -> Arc<Vec<Rule>> {
+        Arc::clone(&self.rules.read())
     }
 
     pub fn path(&self) -> &Path {
@@ -313,9 +324,13 @@ impl AclProvider for AclFile {
         client: &'a ClientInfo,
         access: Access<'a>,
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
-        let answer = decide(&self.rules, client, &access);
+        let answer = decide(&self.rules.read(), client, &access);
         Box::pin(std::future::ready(Ok(answer)))
     }
+}
+
+fn load_rules(path: &Path) -> Result<Vec<Rule>, LoadError> {
+    parse_rules(path, &read(path)?, SubjectKeys::Allowed, &Subject::default())
 }
 
 #[cfg(test)]
@@ -513,5 +528,21 @@ topics = ["sensors/#"]
         assert!(matches!(e, LoadError::Io { .. }));
         assert!(e.to_string().contains("nope.toml"), "{e}");
         assert_eq!(e.line(), None);
+    }
+
+    #[test]
+    fn reload_swaps_rules_and_keeps_them_when_the_file_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule =
+            |topic: &str| format!("[[rule]]\npermission = \"allow\"\naction = \"all\"\ntopics = [\"{topic}\"]\n");
+        let p = write(&dir, "acl.toml", &rule("a/#"));
+        let f = AclFile::load("main".into(), &p).unwrap();
+        write(&dir, "acl.toml", &format!("{}{}", rule("b/#"), rule("c/#")));
+        assert_eq!(f.reload().unwrap(), 2);
+        assert_eq!(f.rules()[0].topics[0].to_string(), "b/#");
+        write(&dir, "acl.toml", &rule("d/#/e"));
+        let e = f.reload().unwrap_err();
+        assert_eq!(e.line(), Some(4), "{e}");
+        assert_eq!(f.rules().len(), 2, "a broken file replaced the rules in service");
     }
 }

@@ -56,6 +56,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use portcullis_core::gate::{Access, ClientInfo, GateFuture};
 use portcullis_core::provider::ProviderError;
@@ -66,10 +69,19 @@ use crate::matching::{validate_pattern, CLIENTID, USERNAME};
 use crate::provider::{AclAnswer, AclDecision, AclProvider};
 use crate::rule::{first_match_mode, Action, Permission, Rule, Subject, SubscribeDeny, TopicPattern};
 
-/// A Mosquitto `acl_file`, converted.
+/// A Mosquitto `acl_file`, converted; [`MosquittoAcl::reload`] swaps in a
+/// new conversion of the file, or keeps the current one if it fails.
 #[derive(Debug)]
 pub struct MosquittoAcl {
     name: String,
+    path: PathBuf,
+    /// Held only to read or swap the pointer.
+    table: RwLock<Arc<MosquittoTable>>,
+}
+
+/// One conversion of the file.
+#[derive(Debug)]
+pub struct MosquittoTable {
     path: PathBuf,
     /// Rules for clients without a username; `None` if the file has no
     /// `topic` line before its first `user` line.
@@ -148,6 +160,36 @@ impl MosquittoAcl {
     /// Converts the text of an `acl_file` (`path` is used for origins and
     /// errors).
     pub fn parse(name: String, path: &Path, text: &str) -> Result<MosquittoAcl, LoadError> {
+        let table = MosquittoTable::parse(path, text)?;
+        Ok(MosquittoAcl { name, path: path.to_path_buf(), table: RwLock::new(Arc::new(table)) })
+    }
+
+    /// Reads and converts the file again and swaps the result in; on error
+    /// the current rules stay in service. Returns the number of rules.
+    pub fn reload(&self) -> Result<usize, LoadError> {
+        let table = MosquittoTable::parse(&self.path, &read(&self.path)?)?;
+        let rules = table.len();
+        *self.table.write() = Arc::new(table);
+        Ok(rules)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The conversion in service.
+    pub fn table(&self) -> Arc<MosquittoTable> {
+        Arc::clone(&self.table.read())
+    }
+
+    /// The decision for one access (see the module documentation).
+    pub fn decide(&self, client: &ClientInfo, access: &Access<'_>) -> AclAnswer {
+        self.table.read().decide(client, access)
+    }
+}
+
+impl MosquittoTable {
+    fn parse(path: &Path, text: &str) -> Result<MosquittoTable, LoadError> {
         let mut anonymous: Option<Vec<Rule>> = None;
         let mut users: HashMap<String, Vec<Rule>> = HashMap::new();
         let mut patterns = Vec::new();
@@ -230,7 +272,18 @@ impl MosquittoAcl {
             deny_first(rules);
         }
         deny_first(&mut patterns);
-        Ok(MosquittoAcl { name, path: path.to_path_buf(), anonymous, users, patterns })
+        Ok(MosquittoTable { path: path.to_path_buf(), anonymous, users, patterns })
+    }
+
+    /// Rules in all sections and patterns.
+    pub fn len(&self) -> usize {
+        self.anonymous.as_ref().map_or(0, Vec::len)
+            + self.users.values().map(Vec::len).sum::<usize>()
+            + self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The converted section for a username (`None`: anonymous), if the
@@ -338,11 +391,12 @@ pattern deny devices/%c/status/locked
     fn conversion() {
         let (acl, p, _d) = load(SAMPLE);
         let at = |line: usize| format!("{}:{line}", p.display());
-        let anon = acl.section(None).unwrap();
+        let table = acl.table();
+        let anon = table.section(None).unwrap();
         assert_eq!(anon.len(), 1);
         assert_eq!((anon[0].permission, anon[0].action), (Permission::Allow, Action::Subscribe));
         assert_eq!(anon[0].origin, at(2));
-        let alice = acl.section(Some("alice")).unwrap();
+        let alice = table.section(Some("alice")).unwrap();
         // deny first, then grants in file order
         let got: Vec<_> = alice.iter().map(|r| (r.permission, r.action, r.topics[0].to_string())).collect();
         assert_eq!(
@@ -355,9 +409,10 @@ pattern deny devices/%c/status/locked
         );
         assert_eq!(alice[0].origin, at(6));
         assert_eq!(alice[0].subject.username.as_deref(), Some("alice"));
-        assert!(acl.section(Some("bob has spaces")).is_some());
-        assert!(acl.section(Some("carol")).is_none());
-        let pats: Vec<_> = acl.patterns().iter().map(|r| (r.permission, r.action, r.topics[0].to_string())).collect();
+        assert!(acl.table().section(Some("bob has spaces")).is_some());
+        assert!(acl.table().section(Some("carol")).is_none());
+        let pats: Vec<_> =
+            acl.table().patterns().iter().map(|r| (r.permission, r.action, r.topics[0].to_string())).collect();
         assert_eq!(
             pats,
             vec![
@@ -441,7 +496,8 @@ pattern deny devices/%c/status/locked
     #[test]
     fn access_words_and_whitespace() {
         let (acl, _p, _d) = load("  topic   read   a b/c  \n\ttopic write\tx/y\ntopic readwrite z\n");
-        let anon = acl.section(None).unwrap();
+        let table = acl.table();
+        let anon = table.section(None).unwrap();
         let got: Vec<_> = anon.iter().map(|r| (r.action, r.topics[0].to_string())).collect();
         assert_eq!(
             got,

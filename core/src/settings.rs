@@ -80,8 +80,10 @@ pub struct Limits {
     pub max_user_property_bytes: u32,
 }
 
+/// 1152 KiB: a PUBLISH of 1 MiB of payload still fits with the longest
+/// topic (64 KiB), its headers and up to ~64 KiB of v5 properties.
 pub fn default_max_packet_size() -> u32 {
-    1024 * 1024
+    1024 * 1024 + 128 * 1024
 }
 pub fn default_max_client_id_len() -> usize {
     1024

@@ -1,8 +1,25 @@
-// Demo users for docker-compose (EMQX 5 collections), run by the mongo
-// image's docker-entrypoint-initdb.d. demo / demo-pass, admin / admin-pass.
+// MongoDB for docker-compose (EMQX 5 collections), run by the mongo image's
+// docker-entrypoint-initdb.d as the root user it created from
+// MONGO_INITDB_ROOT_*: the broker's read-only user and the demo users,
+// passwords from the environment docker-compose.yml passes in.
+const crypto = require('crypto');
+function need(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(name + ' is not set');
+  return value;
+}
 db = db.getSiblingDB('mqtt');
-db.mqtt_user.insertOne({ username: 'demo', password_hash: '059fc6889204a66eb24c4a9579b0ab54b5f03faee6837fbc9532cfeb4ce0f7b5', salt: 'salt-demo', is_superuser: false });
-db.mqtt_user.insertOne({ username: 'admin', password_hash: 'b9a4350050781abbf08e271df3b522301f50e198f1c5ea8626e844ea5f7defc2', salt: 'salt-admin', is_superuser: true });
+// The broker's login: read-only on the mqtt database, defined in it (the
+// broker's auth_source defaults to its database).
+db.createUser({ user: 'portcullis', pwd: need('MONGO_PASSWORD'), roles: [{ role: 'read', db: 'mqtt' }] });
+// Salted SHA-256, salt first, hex (the default password_hash); random salts.
+function user(username, password, isSuperuser) {
+  const salt = crypto.randomBytes(8).toString('hex');
+  const hash = crypto.createHash('sha256').update(salt + password).digest('hex');
+  return { username: username, password_hash: hash, salt: salt, is_superuser: isSuperuser };
+}
+db.mqtt_user.insertOne(user('demo', need('MQTT_DEMO_PASSWORD'), false));
+db.mqtt_user.insertOne(user('admin', need('MQTT_ADMIN_PASSWORD'), true));
 db.mqtt_acl.insertOne({ username: 'demo', permission: 'allow', action: 'all', topics: ['devices/${username}/#'] });
 db.mqtt_acl.insertOne({ username: 'demo', permission: 'allow', action: 'subscribe', topics: ['public/#'] });
 db.mqtt_user.createIndex({ username: 1 }, { unique: true });

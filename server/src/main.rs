@@ -35,7 +35,11 @@ struct Cli {
     /// clients from loopback only.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate the config file, print the problems found, and exit.
+    /// Validate the config file and load what it points to (password,
+    /// ACL and client id files, policy directories, TLS certificates and
+    /// keys, backend settings; no network connection is made), print the
+    /// problems found, and exit: 0 when the broker would start on it, 2
+    /// when not.
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -67,8 +71,16 @@ fn main() -> std::process::ExitCode {
         None => Config::embedded(),
     };
     if cli.check_config {
-        println!("config OK");
-        return std::process::ExitCode::SUCCESS;
+        return match check(&cfg) {
+            Ok(()) => {
+                println!("config OK");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(rejected) => {
+                rejected.print(cli.config.as_deref());
+                std::process::ExitCode::from(2)
+            }
+        };
     }
     if let Some(cmd) = cli.command {
         return match cli::run(cmd, &cfg) {
@@ -87,12 +99,60 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let config_path = cli.config.clone();
     match rt.block_on(run(cfg, cli.config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+        Err(e) => match e.downcast_ref::<Rejected>() {
+            Some(rejected) => {
+                rejected.print(config_path.as_deref());
+                std::process::ExitCode::from(2)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The config is valid TOML with valid values, but what it points to is
+/// not usable (a missing password file, a bad ACL line, a certificate that
+/// does not load, a backend setting its provider refuses): exit status 2,
+/// as for any other rejected config.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Rejected(String);
+
+impl Rejected {
+    /// One line per problem on stderr, each starting with the config file.
+    fn print(&self, config: Option<&std::path::Path>) {
+        let origin = config.map_or("<embedded defaults>".to_string(), |p| p.display().to_string());
+        for line in self.0.lines() {
+            eprintln!("{origin}: {line}");
         }
+    }
+}
+
+/// `--check-config`: loads what the broker would load at start, short of
+/// binding sockets and connecting to backends. Providers are built on a
+/// runtime of their own that is dropped as soon as they are: connection
+/// pools are lazy, and the reachability probes they spawn never run.
+fn check(cfg: &Config) -> Result<(), Rejected> {
+    let mut problems = Vec::new();
+    if let Err(e) = listener::check(&cfg.listeners) {
+        problems.push(e);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Rejected(format!("cannot start the runtime: {e}")))?;
+    // Built and dropped inside the runtime: some clients clean up on drop.
+    if let Err(e) = rt.block_on(async { security::Security::build(cfg).await.map(drop) }) {
+        problems.push(format!("{e:#}"));
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(Rejected(problems.join("\n"))),
     }
 }
 
@@ -104,7 +164,8 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         config = %path.as_ref().map_or("<embedded defaults>".to_string(), |p| p.display().to_string()),
         "starting portcullis"
     );
-    let security = Arc::new(security::Security::build(&cfg).await.context("building the auth and ACL chains")?);
+    listener::check(&cfg.listeners).map_err(Rejected)?;
+    let security = Arc::new(security::Security::build(&cfg).await.map_err(|e| Rejected(format!("{e:#}")))?);
     if security.builtin_auth && cfg.listeners.iter().any(|l| l.auth_chain == "default") {
         warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
     }
@@ -180,7 +241,7 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => { info!("SIGTERM received"); Signal::Stop }
             _ = self.int.recv() => { info!("SIGINT received"); Signal::Stop }
-            _ = self.hup.recv() => { info!("SIGHUP received: reloading password files and TLS certificates"); Signal::Hangup }
+            _ = self.hup.recv() => { info!("SIGHUP received: reloading password, client id and ACL files, policy directories and TLS certificates"); Signal::Hangup }
         }
     }
 }

@@ -59,16 +59,51 @@ pub struct Security {
     pub builtin_auth: bool,
     pub v5_deny_reason: u8,
     pub check_on_delivery: bool,
-    /// Password files, reloaded on SIGHUP.
-    password_files: Vec<Arc<PasswordFile>>,
-    /// Keeps policy directory watchers alive.
-    _policy_dirs: Vec<Arc<PolicyDir>>,
+    /// Password, client id and ACL files, reloaded on SIGHUP.
+    files: Vec<FileSource>,
+    /// Policy directories: watched, and rescanned on SIGHUP; holding them
+    /// keeps their watchers alive.
+    policy_dirs: Vec<Arc<PolicyDir>>,
+}
+
+/// A provider that reads a file and re-reads it on SIGHUP.
+#[derive(Debug)]
+enum FileSource {
+    Passwords(Arc<PasswordFile>),
+    ClientIds(Arc<ClientIdList>),
+    Acl(Arc<AclFile>),
+    Mosquitto(Arc<MosquittoAcl>),
+}
+
+impl FileSource {
+    /// Re-reads the file: what it is (for the log), the file, and how many
+    /// entries it has now, or why it was not reloaded.
+    fn reload(&self) -> (&'static str, String, Result<usize, String>) {
+        match self {
+            FileSource::Passwords(f) => (
+                "password file",
+                f.path().display().to_string(),
+                f.reload().map(|()| f.len()).map_err(|e| e.to_string()),
+            ),
+            // Only lists read from a file are kept here.
+            FileSource::ClientIds(f) => (
+                "client id file",
+                f.path().map_or_else(String::new, |p| p.display().to_string()),
+                f.reload().map_err(|e| e.to_string()),
+            ),
+            FileSource::Acl(f) => ("ACL file", f.path().display().to_string(), f.reload().map_err(|e| e.to_string())),
+            FileSource::Mosquitto(f) => {
+                ("Mosquitto acl_file", f.path().display().to_string(), f.reload().map_err(|e| e.to_string()))
+            }
+        }
+    }
 }
 
 impl Security {
     pub async fn build(cfg: &Config) -> anyhow::Result<Security> {
-        let (auth_providers, password_files) = build_auth_providers(&cfg.auth).await?;
-        let (acl_providers, policy_dirs) = build_acl_providers(&cfg.acl).await?;
+        let (auth_providers, mut files) = build_auth_providers(&cfg.auth).await?;
+        let (acl_providers, policy_dirs, acl_files) = build_acl_providers(&cfg.acl).await?;
+        files.extend(acl_files);
         let builtin_auth = cfg.auth.chain.is_empty();
 
         let mut auth_chains = HashMap::new();
@@ -167,22 +202,40 @@ impl Security {
                 V5DenyReason::UnspecifiedError => portcullis_core::codec::reason::v5::UNSPECIFIED_ERROR,
             },
             check_on_delivery: cfg.acl.check_on_delivery,
-            password_files,
-            _policy_dirs: policy_dirs,
+            files,
+            policy_dirs,
         })
     }
 
-    /// Re-reads every password file (SIGHUP). A file that fails to load
-    /// keeps its previous table; the auth cache is dropped either way, so
-    /// changed passwords apply to the next CONNECT.
+    /// Re-reads every password, client id, ACL and Mosquitto acl_file and
+    /// rescans policy directories (SIGHUP). A file that fails to load keeps
+    /// what it had, and the error names the file and line; the auth and
+    /// ACL caches are dropped either way, so the files as they are now
+    /// decide the next CONNECT and the next action. Reads synchronously:
+    /// the files are small, and a reload is rare.
     pub fn reload(&self) {
-        for f in &self.password_files {
-            match f.reload() {
-                Ok(()) => tracing::info!(file = %f.path().display(), users = f.len(), "password file reloaded"),
-                Err(e) => tracing::error!(error = %e, "password file not reloaded; keeping the previous one"),
+        let (mut reloaded, mut failed) = (0usize, 0usize);
+        for source in &self.files {
+            match source.reload() {
+                (what, file, Ok(entries)) => {
+                    reloaded += 1;
+                    tracing::info!(%file, entries, "{what} reloaded");
+                }
+                (what, file, Err(error)) => {
+                    failed += 1;
+                    tracing::error!(%file, %error, "{what} not reloaded; keeping the previous one");
+                }
+            }
+        }
+        for dir in &self.policy_dirs {
+            if let Err(error) = dir.reload_now() {
+                failed += 1;
+                tracing::error!(%error, "policy directory not rescanned; keeping the policies it had");
             }
         }
         self.shared.auth_cache.invalidate_all();
+        self.shared.acl_cache.invalidate_all();
+        tracing::info!(reloaded, failed, "files reloaded");
     }
 
     /// The gateway for a listener.
@@ -220,7 +273,7 @@ impl SysSource for Security {
 type AuthTable = HashMap<String, (DynAuthProvider, Duration, OnError)>;
 type AclTable = HashMap<String, (DynAclProvider, Duration, OnError)>;
 
-async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<Arc<PasswordFile>>)> {
+async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<FileSource>)> {
     let mut t: AuthTable = HashMap::new();
     let mut files = Vec::new();
     for (name, c) in &a.anonymous {
@@ -229,7 +282,7 @@ async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec
     }
     for (name, c) in &a.client_id {
         // Validation allows exactly one of `path` and `clients`.
-        let list = match &c.path {
+        let list = Arc::new(match &c.path {
             Some(path) => {
                 ClientIdList::load(name.clone(), path).map_err(|e| anyhow::anyhow!("auth.client_id.{name}: {e}"))?
             }
@@ -237,8 +290,11 @@ async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec
                 name.clone(),
                 c.clients.iter().map(|e| ClientIdEntry { client_id: e.client_id.clone(), from: e.from }).collect(),
             ),
-        };
-        t.insert(name.clone(), (Arc::new(list) as DynAuthProvider, c.timeout, on_error(c.on_error)));
+        });
+        if c.path.is_some() {
+            files.push(FileSource::ClientIds(Arc::clone(&list)));
+        }
+        t.insert(name.clone(), (list as DynAuthProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.password_file {
         let digest = c
@@ -249,7 +305,7 @@ async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec
         let p = PasswordFile::load(name.clone(), &c.path, digest)
             .map_err(|e| anyhow::anyhow!("auth.password_file.{name}: {e}"))?;
         let p = Arc::new(p);
-        files.push(Arc::clone(&p));
+        files.push(FileSource::Passwords(Arc::clone(&p)));
         t.insert(name.clone(), (p as DynAuthProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.ip {
@@ -279,16 +335,23 @@ async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec
     Ok((t, files))
 }
 
-async fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Arc<PolicyDir>>)> {
+type AclBuilt = (AclTable, Vec<Arc<PolicyDir>>, Vec<FileSource>);
+
+async fn build_acl_providers(a: &AclSection) -> anyhow::Result<AclBuilt> {
     let mut t: AclTable = HashMap::new();
     let mut dirs = Vec::new();
+    let mut files = Vec::new();
     for (name, c) in &a.file {
         let p = AclFile::load(name.clone(), &c.path).map_err(|e| anyhow::anyhow!("acl.file.{name}: {e}"))?;
-        t.insert(name.clone(), (Arc::new(p) as DynAclProvider, c.timeout, on_error(c.on_error)));
+        let p = Arc::new(p);
+        files.push(FileSource::Acl(Arc::clone(&p)));
+        t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.mosquitto {
         let p = MosquittoAcl::load(name.clone(), &c.path).map_err(|e| anyhow::anyhow!("acl.mosquitto.{name}: {e}"))?;
-        t.insert(name.clone(), (Arc::new(p) as DynAclProvider, c.timeout, on_error(c.on_error)));
+        let p = Arc::new(p);
+        files.push(FileSource::Mosquitto(Arc::clone(&p)));
+        t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
     }
     for (name, c) in &a.policy_dir {
         let key = match c.key {
@@ -324,5 +387,5 @@ async fn build_acl_providers(a: &AclSection) -> anyhow::Result<(AclTable, Vec<Ar
     backend!(ldap);
     backend!(mongodb);
     backend!(http);
-    Ok((t, dirs))
+    Ok((t, dirs, files))
 }

@@ -39,6 +39,31 @@ pub fn binary() -> PathBuf {
     p
 }
 
+/// Runs the binary with `args` (stdin empty) and waits for it to exit;
+/// `None` when it still ran after `timeout` (it is then killed): a config
+/// that should have been refused was accepted and the broker started.
+pub fn run_bounded<S: AsRef<std::ffi::OsStr>>(args: &[S], timeout: Duration) -> Option<std::process::Output> {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis");
+    let end = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A running broker process.
 #[derive(Debug)]
 pub struct Broker {

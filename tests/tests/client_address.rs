@@ -56,7 +56,7 @@ async fn connect_after(addr: SocketAddr, header: &[u8], client_id: &str) -> Opti
 async fn proxy_protocol_v1_and_v2_give_the_ip_provider_the_client_address() {
     let cfg = format!(
         "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\n{}{}{AUTH}\n[sys]\ninterval = \"1s\"\n",
-        listener("proxied", "proxy_protocol = true"),
+        listener("proxied", "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.0/8\"]"),
         listener("strict", "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]"),
     );
     let (_b, addrs) = net::start(&cfg);
@@ -87,6 +87,31 @@ async fn proxy_protocol_v1_and_v2_give_the_ip_provider_the_client_address() {
 
     let failures = kit::sys_fresh(addrs["tcp"], "listeners/proxied/handshake_failures", Duration::from_secs(5)).await;
     assert_eq!(failures, "2");
+}
+
+/// `proxy_protocol = true` without `trusted_proxies` would let anyone who
+/// reaches the port write the header and pick the address the `ip`
+/// provider judges: the broker refuses such a config (exit 2), naming the
+/// file and the key, at start and under `--check-config`.
+#[test]
+fn proxy_protocol_without_trusted_proxies_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lb.toml");
+    let cfg = format!(
+        "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\n{}{AUTH}",
+        listener("proxied", "proxy_protocol = true")
+    );
+    std::fs::write(&path, cfg).expect("write config");
+    let path_arg = path.to_str().expect("path");
+    for args in [vec!["--config", path_arg], vec!["--check-config", "--config", path_arg]] {
+        let out = portcullis_tests::run_bounded(&args, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{args:?}: accepted and running: any client could claim any source address"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let line = stderr.lines().find(|l| l.contains("listeners[1].proxy_protocol"));
+        let line = line.unwrap_or_else(|| panic!("{args:?}: the key is not named: {stderr}"));
+        assert!(line.starts_with(&format!("{}:", path.display())) && line.contains("trusted_proxies"), "{line}");
+    }
 }
 
 /// PROXY v2 in front of TLS: the header, then the handshake, then MQTT.

@@ -75,3 +75,78 @@ async fn each_listener_has_its_own_limits_chains_and_counts() {
         assert!(Instant::now() < end, "listeners/small/connections = {small}, secure = {secure}");
     }
 }
+
+/// The server side of the TCP connection from `client` to `listener`, as
+/// the kernel shows it in /proc/net/tcp: its timer (`0` none, `1`
+/// retransmit, `2` keepalive for an established socket) and the time left
+/// on it in 1/100 s.
+fn server_socket_timer(listener: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let (local, remote) = (format!(":{:04X}", listener.port()), format!(":{:04X}", client.port()));
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || !f[1].ends_with(&local) || !f[2].ends_with(&remote) {
+            return None;
+        }
+        let (active, when) = f[5].split_once(':')?;
+        Some((u8::from_str_radix(active, 16).ok()?, u64::from_str_radix(when, 16).ok()?))
+    })
+}
+
+/// Waits (bounded) until the accepted socket has no data in flight and
+/// returns its timer: keepalive (2) with keepalive on, none (0) with it off.
+async fn settled_timer(listener: std::net::SocketAddr, client: std::net::SocketAddr) -> (u8, u64) {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match server_socket_timer(listener, client) {
+            Some((1, _)) | None if Instant::now() < end => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(timer) => return timer,
+            None => panic!("no socket {listener} <- {client} in /proc/net/tcp"),
+        }
+    }
+}
+
+/// Every accepted socket carries TCP keepalive (on by default: 120 s idle),
+/// whatever the listener's type, so a peer that vanished is found even when
+/// it asked for MQTT keep-alive 0; `tcp_keepalive` sets the idle time, and
+/// `"off"` turns it off. Checked on the broker's own sockets, through the
+/// kernel's table.
+#[tokio::test]
+async fn accepted_sockets_have_tcp_keepalive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = net::Ca::new("Keepalive CA");
+    let (cert, key) = ca.server("broker").write(dir.path(), "server");
+    let cfg = format!(
+        "[[listeners]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"quick\"\ntype = \"ws\"\nbind = \"127.0.0.1:0\"\n\
+         tcp_keepalive = {{ idle = \"7s\", interval = \"2s\", count = 2 }}\n\n\
+         [[listeners]]\nname = \"secure\"\ntype = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert_file = {cert:?}, key_file = {key:?} }}\n\n\
+         [[listeners]]\nname = \"none\"\nbind = \"127.0.0.1:0\"\ntcp_keepalive = \"off\"\n"
+    );
+    let (_b, addrs) = net::start(&cfg);
+
+    // An MQTT client with keep-alive 0 on the plain listener: the default.
+    let (mut plain, _) = kit::open_v3(addrs["plain"], "ka-zero", true).await;
+    kit::sync(&mut plain).await;
+    let local = plain.stream.local_addr().expect("local address");
+    let (timer, left) = settled_timer(addrs["plain"], local).await;
+    assert_eq!(timer, 2, "no keepalive timer on the accepted socket (plain listener)");
+    assert!(left > 700 && left <= 12_000, "default idle is 120 s, timer shows {left}/100 s");
+
+    // The other kinds: the socket is accepted (and keepalive set) before any
+    // TLS or WebSocket handshake.
+    for name in ["quick", "secure", "none"] {
+        let stream = net::tcp_connect(addrs[name]).await;
+        let local = stream.local_addr().expect("local address");
+        let (timer, left) = settled_timer(addrs[name], local).await;
+        match name {
+            "quick" => {
+                assert_eq!(timer, 2, "{name}: no keepalive timer");
+                assert!(left <= 700, "{name}: idle is 7 s, timer shows {left}/100 s");
+            }
+            "secure" => assert_eq!(timer, 2, "{name}: no keepalive timer"),
+            _ => assert_eq!(timer, 0, "{name}: tcp_keepalive = \"off\" but a timer runs"),
+        }
+    }
+}

@@ -13,9 +13,11 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ipnet::IpNet;
+use parking_lot::RwLock;
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
@@ -40,13 +42,18 @@ struct Binding {
 #[derive(Debug)]
 pub struct ClientIdList {
     name: String,
-    ids: HashMap<String, Vec<Binding>>,
+    /// The file the list came from; `None` for a list from the config.
+    path: Option<PathBuf>,
+    /// Swapped whole by [`ClientIdList::reload`]; held only to read or swap.
+    ids: RwLock<Arc<Table>>,
 }
+
+type Table = HashMap<String, Vec<Binding>>;
 
 impl ClientIdList {
     /// Entries from the config; rules read `client_id <id> [from <net>]`.
     pub fn new(name: String, entries: Vec<ClientIdEntry>) -> ClientIdList {
-        let mut ids: HashMap<String, Vec<Binding>> = HashMap::new();
+        let mut ids: Table = HashMap::new();
         for e in entries {
             let from = e.from.map(canonical_net);
             let rule = match from {
@@ -55,41 +62,41 @@ impl ClientIdList {
             };
             ids.entry(e.client_id).or_default().push(Binding { from, rule });
         }
-        ClientIdList { name, ids }
+        ClientIdList { name, path: None, ids: RwLock::new(Arc::new(ids)) }
     }
 
     /// Entries from a file (see the module docs); rules read `path:line`.
     pub fn load(name: String, path: &Path) -> Result<ClientIdList, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-        Self::parse(name, path, &bytes)
+        let ids = read_table(path)?;
+        Ok(ClientIdList { name, path: Some(path.to_path_buf()), ids: RwLock::new(Arc::new(ids)) })
     }
 
+    /// Reads the file again and swaps the new list in; on error the current
+    /// list stays in service. A list from the config has nothing to reload.
+    /// Returns the number of client ids listed.
+    pub fn reload(&self) -> Result<usize, LoadError> {
+        let Some(path) = &self.path else { return Ok(self.ids.read().len()) };
+        let ids = read_table(path)?;
+        let n = ids.len();
+        *self.ids.write() = Arc::new(ids);
+        Ok(n)
+    }
+
+    /// The file the list comes from, if it does.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    #[cfg(test)]
     fn parse(name: String, path: &Path, bytes: &[u8]) -> Result<ClientIdList, LoadError> {
-        let mut ids: HashMap<String, Vec<Binding>> = HashMap::new();
-        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-            let line = i + 1;
-            let bad = |problem: String| LoadError::Line { path: path.to_path_buf(), line, problem };
-            let text = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8".to_string()))?.trim();
-            if text.is_empty() || text.starts_with('#') {
-                continue;
-            }
-            let mut words = text.split_whitespace();
-            let (Some(id), net, None) = (words.next(), words.next(), words.next()) else {
-                return Err(bad("expected `client_id [network]`".to_string()));
-            };
-            let from = match net {
-                Some(n) => Some(parse_net(n).ok_or_else(|| bad(format!("invalid network {n:?}")))?),
-                None => None,
-            };
-            let rule = format!("{}:{line}", path.display());
-            ids.entry(id.to_string()).or_default().push(Binding { from, rule });
-        }
-        Ok(ClientIdList { name, ids })
+        let ids = parse_table(path, bytes)?;
+        Ok(ClientIdList { name, path: Some(path.to_path_buf()), ids: RwLock::new(Arc::new(ids)) })
     }
 
     /// The decision, synchronously.
     pub fn decide(&self, info: &ConnectInfo) -> AuthAnswer {
-        let Some(bindings) = self.ids.get(&*info.client_id) else {
+        let ids = self.ids.read();
+        let Some(bindings) = ids.get(&*info.client_id) else {
             return AuthAnswer::ignore();
         };
         let peer = canonical_ip(info.peer.ip());
@@ -102,6 +109,34 @@ impl ClientIdList {
         });
         AuthAnswer::new(AuthDecision::Deny(DenyReason::NotAuthorized), rule)
     }
+}
+
+fn read_table(path: &Path) -> Result<Table, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    parse_table(path, &bytes)
+}
+
+fn parse_table(path: &Path, bytes: &[u8]) -> Result<Table, LoadError> {
+    let mut ids: Table = HashMap::new();
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = i + 1;
+        let bad = |problem: String| LoadError::Line { path: path.to_path_buf(), line, problem };
+        let text = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8".to_string()))?.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let mut words = text.split_whitespace();
+        let (Some(id), net, None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad("expected `client_id [network]`".to_string()));
+        };
+        let from = match net {
+            Some(n) => Some(parse_net(n).ok_or_else(|| bad(format!("invalid network {n:?}")))?),
+            None => None,
+        };
+        let rule = format!("{}:{line}", path.display());
+        ids.entry(id.to_string()).or_default().push(Binding { from, rule });
+    }
+    Ok(ids)
 }
 
 impl AuthProvider for ClientIdList {

@@ -13,12 +13,23 @@ POST /acl   {"username": ..., "topic": ..., "action": "publish"|"subscribe"}
 
 import hmac
 import json
+import os
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# The same demo users as the other backends in docker-compose.yml.
+
+def _password(name):
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"webhook: {name} is not set")
+    return value
+
+
+# The same demo users as the other backends in docker-compose.yml, their
+# passwords from the environment.
 USERS = {
-    "demo": ("demo-pass", False),
-    "admin": ("admin-pass", True),
+    "demo": (_password("MQTT_DEMO_PASSWORD"), False),
+    "admin": (_password("MQTT_ADMIN_PASSWORD"), True),
 }
 
 

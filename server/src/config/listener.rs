@@ -1,6 +1,7 @@
 //! The transport parts of a `[[listeners]]` entry: `tls = { … }`,
-//! `websocket = { … }`, the certificate fields a username or client id can
-//! come from, and the per-listener overrides of `[limits]`.
+//! `websocket = { … }`, `tcp_keepalive = { … }`, the certificate fields a
+//! username or client id can come from, and the per-listener overrides of
+//! `[limits]`.
 //!
 //! Only shapes live here; [`super::validate`] checks which keys go with
 //! which listener `type`, and the listener module reads the files.
@@ -8,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::model::RateLimitConfig;
@@ -153,4 +156,70 @@ pub(super) fn some_rate_limit<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<RateLimitConfig>>, D::Error> {
     super::model::rate_limit(deserializer).map(Some)
+}
+
+/// `tcp_keepalive = { … }`: the kernel's keepalive probes on every socket
+/// the listener accepts, so a peer that vanished without a FIN or RST (a
+/// dead NAT entry, a pulled cable, a half-open flood) is noticed and its
+/// connection closed even when the client asked for MQTT keep-alive 0 or
+/// nothing is being sent to it. Probes are answered by the peer's kernel,
+/// not by the MQTT client, and cost one small packet each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepaliveConfig {
+    /// Quiet time before the first probe (whole seconds, 1s to 32767s).
+    #[serde(default = "default_keepalive_idle", deserialize_with = "units::duration")]
+    pub idle: Duration,
+    /// Time between unanswered probes (whole seconds, 1s to 32767s).
+    #[serde(default = "default_keepalive_interval", deserialize_with = "units::duration")]
+    pub interval: Duration,
+    /// Unanswered probes after which the connection is closed (1 to 127).
+    #[serde(default = "default_keepalive_count")]
+    pub count: u32,
+}
+
+impl Default for TcpKeepaliveConfig {
+    fn default() -> Self {
+        TcpKeepaliveConfig {
+            idle: default_keepalive_idle(),
+            interval: default_keepalive_interval(),
+            count: default_keepalive_count(),
+        }
+    }
+}
+
+/// Two minutes of silence before probing: well above MQTT keep-alives of a
+/// minute, whose PINGREQs keep the probes from ever being sent.
+pub fn default_keepalive_idle() -> Duration {
+    Duration::from_secs(120)
+}
+pub fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(20)
+}
+/// With the defaults a dead peer is dropped 120 + 3 × 20 = 180 s after it
+/// last sent anything.
+pub fn default_keepalive_count() -> u32 {
+    3
+}
+
+/// A listener's `tcp_keepalive`: `"off"` or a table (keys left out take
+/// their defaults).
+pub(super) fn keepalive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<TcpKeepaliveConfig>, D::Error> {
+    struct KeepaliveVisitor;
+    impl<'de> Visitor<'de> for KeepaliveVisitor {
+        type Value = Option<TcpKeepaliveConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table { idle = …, interval = …, count = … } or \"off\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v {
+                "off" => Ok(None),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            TcpKeepaliveConfig::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_any(KeepaliveVisitor)
 }

@@ -108,12 +108,39 @@ fn client_certificates_and_the_identities_taken_from_them() {
 }
 
 #[test]
+fn tcp_keepalive() {
+    use super::listener::TcpKeepaliveConfig;
+    let config = ok("[[listeners]]\n");
+    assert_eq!(config.listeners[0].tcp_keepalive, Some(TcpKeepaliveConfig::default()));
+    let config = ok("[[listeners]]\ntcp_keepalive = \"off\"\n");
+    assert_eq!(config.listeners[0].tcp_keepalive, None);
+    let config = ok("[[listeners]]\ntcp_keepalive = { idle = \"30s\" }\n");
+    let keepalive = config.listeners[0].tcp_keepalive.expect("on");
+    assert_eq!(
+        (keepalive.idle, keepalive.interval, keepalive.count),
+        (Duration::from_secs(30), Duration::from_secs(20), 3)
+    );
+    one_error(
+        "[[listeners]]\ntcp_keepalive = { idle = \"1500ms\" }\n",
+        "listeners[0].tcp_keepalive.idle: must be whole seconds",
+    );
+    one_error(
+        "[[listeners]]\ntcp_keepalive = { interval = \"10h\" }\n",
+        "listeners[0].tcp_keepalive.interval: must be at most",
+    );
+    one_error("[[listeners]]\ntcp_keepalive = { count = 0 }\n", "listeners[0].tcp_keepalive.count: must be at least 1");
+    one_error("[[listeners]]\ntcp_keepalive = { idle = \"1m\", probes = 3 }\n", "unknown key");
+    one_error("[[listeners]]\ntcp_keepalive = \"on\"\n", "\"off\"");
+}
+
+#[test]
 fn proxies_websocket_paths_and_origins() {
     one_error(
         "[[listeners]]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
         "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss listeners",
     );
     ok("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    one_error("[[listeners]]\nproxy_protocol = true\n", "listeners[0].proxy_protocol: needs trusted_proxies");
     ok("[[listeners]]\ntype = \"ws\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n");
     one_error("[[listeners]]\ntype = \"ws\"\nwebsocket = { path = \"mqtt\" }\n", "listeners[0].websocket.path");
     one_error(

@@ -93,6 +93,8 @@ pub struct ListenerConfig {
     pub proxy_protocol: bool,
     /// Proxies trusted for PROXY headers and `X-Forwarded-For`/`Forwarded`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TCP keepalive on accepted sockets; `None`: off.
+    pub tcp_keepalive: Option<listener::TcpKeepaliveConfig>,
     /// Username from the client certificate.
     pub peer_cert_as_username: Option<listener::CertFieldName>,
     /// Client id from the client certificate.

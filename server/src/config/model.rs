@@ -147,6 +147,10 @@ pub(super) struct ListenerEntry {
     /// `Forwarded` / `X-Forwarded-For` headers are believed.
     #[serde(default = "default_trusted_proxies")]
     pub(super) trusted_proxies: Vec<ipnet::IpNet>,
+    /// TCP keepalive on accepted sockets: `"off"` or `{ idle, interval,
+    /// count }`; on by default (see [`listener::TcpKeepaliveConfig`]).
+    #[serde(default = "default_tcp_keepalive", deserialize_with = "listener::keepalive")]
+    pub(super) tcp_keepalive: Option<listener::TcpKeepaliveConfig>,
     /// Take the username from the client certificate (`tls`/`wss` with
     /// `client_cert = "required"`).
     #[serde(default = "default_peer_cert_as")]
@@ -188,6 +192,7 @@ impl Default for ListenerEntry {
             handshake_timeout: default_handshake_timeout(),
             proxy_protocol: default_proxy_protocol(),
             trusted_proxies: default_trusted_proxies(),
+            tcp_keepalive: default_tcp_keepalive(),
             peer_cert_as_username: default_peer_cert_as(),
             peer_cert_as_client_id: default_peer_cert_as(),
             client_id_pattern: default_client_id_pattern(),
@@ -213,6 +218,10 @@ pub fn default_proxy_protocol() -> bool {
 }
 pub fn default_trusted_proxies() -> Vec<ipnet::IpNet> {
     Vec::new()
+}
+/// On, with [`listener::TcpKeepaliveConfig`]'s defaults.
+pub fn default_tcp_keepalive() -> Option<listener::TcpKeepaliveConfig> {
+    Some(listener::TcpKeepaliveConfig::default())
 }
 pub fn default_peer_cert_as() -> Option<listener::CertFieldName> {
     None

@@ -96,6 +96,11 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             handshake_timeout: Duration::from_secs(10),
             proxy_protocol: false,
             trusted_proxies: vec![],
+            tcp_keepalive: Some(super::listener::TcpKeepaliveConfig {
+                idle: Duration::from_secs(120),
+                interval: Duration::from_secs(20),
+                count: 3,
+            }),
             peer_cert_as_username: None,
             peer_cert_as_client_id: None,
             client_id_pattern: None,

@@ -144,6 +144,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             handshake_timeout: entry.handshake_timeout,
             proxy_protocol: entry.proxy_protocol,
             trusted_proxies: entry.trusted_proxies,
+            tcp_keepalive: entry.tcp_keepalive,
             peer_cert_as_username: entry.peer_cert_as_username,
             peer_cert_as_client_id: entry.peer_cert_as_client_id,
             client_id_pattern: entry.client_id_pattern,
@@ -358,11 +359,31 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
             );
         }
     }
+    // Without a list, whoever reaches the port would write the header and
+    // so choose the address every `ip` rule and the guard see.
+    if listener.proxy_protocol && listener.trusted_proxies.is_empty() {
+        checks.fail(
+            at("proxy_protocol"),
+            "needs trusted_proxies (the networks of the load balancers): otherwise any client could send a PROXY header and claim any source address",
+        );
+    }
     if !listener.trusted_proxies.is_empty() && !listener.proxy_protocol && !kind.is_websocket() {
         checks.fail(
             at("trusted_proxies"),
             "only used with proxy_protocol = true or on ws/wss listeners (X-Forwarded-For, Forwarded)",
         );
+    }
+    if let Some(keepalive) = &listener.tcp_keepalive {
+        // Linux's limits (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT).
+        for (key, value) in [("idle", keepalive.idle), ("interval", keepalive.interval)] {
+            let path = at(&format!("tcp_keepalive.{key}"));
+            if value.subsec_nanos() != 0 {
+                checks.fail(&path, format!("must be whole seconds, got {}", humantime::format_duration(value)));
+            }
+            checks.duration_at_least(&path, value, Duration::from_secs(1));
+            checks.duration_at_most(&path, value, Duration::from_secs(32767));
+        }
+        checks.between(&at("tcp_keepalive.count"), u64::from(keepalive.count), 1, 127, "");
     }
     if let Some(max) = listener.max_packet_size {
         checks.between(&at("max_packet_size"), max, MIN_PACKET_SIZE, MAX_PACKET_SIZE_LIMIT, " bytes");
