@@ -242,6 +242,23 @@ impl AuthCache {
         verdict
     }
 
+    /// A fresh cached verdict for `info`, without calling the chain and
+    /// without joining a call in flight; `None` on a miss (or when the
+    /// cache is off or bypassed for this chain). The gateway asks this
+    /// first, so that answers which ask no provider take no slot of the
+    /// brute-force guard. A hit counts as one.
+    pub async fn peek(&self, chain: &AuthChain, info: &ConnectInfo) -> Option<AuthVerdict> {
+        if self.cfg.max_entries == 0 || !chain.worth_caching() {
+            return None;
+        }
+        let hit = self.fresh.get(&self.key(chain, info)).await?;
+        if !self.usable(&hit) {
+            return None;
+        }
+        self.hits.fetch_add(1, Relaxed);
+        Some(hit.served())
+    }
+
     /// Forgets every cached verdict (after a provider reload).
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Relaxed);
@@ -538,6 +555,24 @@ mod tests {
         assert!(second.steps.is_empty(), "no provider was asked");
         assert_eq!(p.calls(), 1);
         assert_eq!(cache.stats(), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peek_serves_fresh_hits_and_never_calls_the_chain() {
+        let p = scripted(Act::Allow);
+        let (cache, chain) = (AuthCache::new(cfg()), one(&p));
+        assert_eq!(cache.peek(&chain, &alice()).await, None, "a miss");
+        assert_eq!(p.calls(), 0);
+        cache.authenticate(&chain, &alice()).await;
+        let hit = cache.peek(&chain, &alice()).await.expect("a hit");
+        assert!(from_cache(&hit.decided_by));
+        assert_eq!(cache.stats(), (1, 1));
+        advance(Duration::from_secs(301)).await;
+        assert_eq!(cache.peek(&chain, &alice()).await, None, "expired on tokio's clock");
+        let off = AuthCache::new(AuthCacheConfig { max_entries: 0, ..cfg() });
+        off.authenticate(&chain, &alice()).await;
+        assert_eq!(off.peek(&chain, &alice()).await, None, "cache off");
+        assert_eq!(p.calls(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,7 +3,8 @@
 //! guard in front.
 //!
 //! Order for a CONNECT: guard (banned → CONNACK banned, no provider asked)
-//! → auth cache (single flight) → auth chain. For an action: superuser
+//! → auth cache hit (no provider asked) → guard slot (none free → CONNACK
+//! banned) → auth cache (single flight) → auth chain. For an action: superuser
 //! bypass and providers live in the ACL chain; the ACL cache sits in front
 //! of it, keyed by connection.
 
@@ -14,7 +15,7 @@ use portcullis_acl::chain::{AclChain, DecidedBy as AclDecidedBy, DenyAction};
 use portcullis_acl::inline::InlineAcl;
 use portcullis_auth::cache::AuthCache;
 use portcullis_auth::chain::{AuthChain, AuthResult, AuthVerdict};
-use portcullis_auth::guard::BruteForceGuard;
+use portcullis_auth::guard::{Admission, BruteForceGuard};
 use portcullis_core::gate::{
     Access, AclOutcome, AuthOutcome, ClientContext, ClientInfo, ConnectInfo, DenyReason, Gate, GateFuture,
 };
@@ -40,17 +41,30 @@ pub struct Gateway {
 }
 
 /// The decision for a CONNECT, and the gate outcome it maps to.
+///
+/// 1. A banned subject is refused at once.
+/// 2. A fresh answer from the auth cache asks no provider: it is recorded
+///    with the guard (a cached deny still counts as a failure) and served.
+/// 3. Otherwise the guard must give the attempt a slot before the chain is
+///    asked (see `portcullis_auth::guard`); without one the CONNECT is
+///    refused like a banned one. The slot is given back with the result.
 pub async fn authenticate(auth: &AuthChain, shared: &Shared, info: &ConnectInfo) -> (AuthVerdict, AuthOutcome) {
-    if shared.guard.is_banned(info) {
-        let verdict = AuthVerdict {
-            result: AuthResult::Deny(DenyReason::Banned),
-            decided_by: portcullis_auth::chain::DecidedBy::Guard,
-            steps: Vec::new(),
-        };
-        return (verdict, AuthOutcome::Deny(DenyReason::Banned));
-    }
-    let verdict = shared.auth_cache.authenticate(auth, info).await;
-    shared.guard.record_result(info, &verdict.result);
+    let guard = &shared.guard;
+    let verdict = if guard.is_banned(info) {
+        refused()
+    } else if let Some(hit) = shared.auth_cache.peek(auth, info).await {
+        guard.record_result(info, &hit.result);
+        hit
+    } else {
+        match guard.admit(info) {
+            Admission::Go(attempt) => {
+                let verdict = shared.auth_cache.authenticate(auth, info).await;
+                attempt.finish(&verdict.result);
+                verdict
+            }
+            Admission::Banned | Admission::Busy => refused(),
+        }
+    };
     let outcome = match &verdict.result {
         AuthResult::Allow { superuser, inline_acl, .. } => AuthOutcome::Allow {
             superuser: *superuser,
@@ -60,6 +74,15 @@ pub async fn authenticate(auth: &AuthChain, shared: &Shared, info: &ConnectInfo)
         AuthResult::Unavailable => AuthOutcome::Unavailable,
     };
     (verdict, outcome)
+}
+
+/// The guard's refusal: no provider was asked.
+fn refused() -> AuthVerdict {
+    AuthVerdict {
+        result: AuthResult::Deny(DenyReason::Banned),
+        decided_by: portcullis_auth::chain::DecidedBy::Guard,
+        steps: Vec::new(),
+    }
 }
 
 /// The decision for one action, from the cache when possible. Entries are
