@@ -582,7 +582,7 @@ mod tests {
         cache.authenticate(&chain, &alice()).await;
         let v = cache.authenticate(&chain, &alice()).await;
         assert_eq!(v.decided_by, DecidedBy::Cache(Box::new(DecidedBy::NoMatch)));
-        assert_eq!(v.result, AuthResult::Deny(DenyReason::NotAuthorized));
+        assert_eq!(v.result, AuthResult::Deny(DenyReason::BadCredentials));
         assert_eq!(p.calls(), 1);
     }
 

@@ -105,7 +105,8 @@ async fn slots_come_back_on_success_and_on_drop() {
     let g = BruteForceGuard::new(cfg());
     let alice = user("alice", "192.0.2.1:1000");
     for _ in 0..10 {
-        let (Admission::Go(a), Admission::Go(b), Admission::Go(c)) = (g.admit(&alice), g.admit(&alice), g.admit(&alice))
+        let (Admission::Go(a), Admission::Go(b), Admission::Go(c)) =
+            (g.admit(&alice), g.admit(&alice), g.admit(&alice))
         else {
             panic!("three slots free");
         };
@@ -279,7 +280,8 @@ async fn memory_is_bounded() {
 
 #[tokio::test(start_paused = true)]
 async fn churn_does_not_grow_the_queue() {
-    let g = BruteForceGuard::with_capacity(GuardConfig { max_failures: 100_000, max_failures_per_ip: 100_000, ..cfg() }, 4);
+    let g =
+        BruteForceGuard::with_capacity(GuardConfig { max_failures: 100_000, max_failures_per_ip: 100_000, ..cfg() }, 4);
     let info = user("alice", "192.0.2.1:1");
     for _ in 0..10_000 {
         g.record(&info, true);
