@@ -375,6 +375,20 @@ fn probe_values() -> crate::common::template::Values<'static> {
 }
 
 impl ServerSettings {
+    /// Each server: verified when `ldaps://` or StartTLS (validation makes
+    /// both require `tls` with a CA).
+    pub fn endpoints(&self) -> Vec<crate::common::transport::Endpoint> {
+        self.servers
+            .iter()
+            .map(|s| {
+                let (scheme, rest) = s.split_once("://").unwrap_or(("ldap", s));
+                let authority = rest.split('/').next().unwrap_or("");
+                let host = crate::common::transport::host_of(authority);
+                crate::common::transport::Endpoint::new(host, scheme == "ldaps" || self.starttls)
+            })
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.servers.is_empty() {
             return Err("servers: at least one URL (ldap://host:389 or ldaps://host:636)".into());

@@ -90,6 +90,11 @@ impl<D: Driver> SqlAuth<D> {
         })
     }
 
+    /// Where the provider connects.
+    pub fn endpoint(&self) -> &crate::common::transport::Endpoint {
+        self.client.endpoint()
+    }
+
     /// Starts the background connection probe (see [`Client::probe`]).
     pub fn probe(&self) {
         self.client.probe();
