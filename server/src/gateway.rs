@@ -3,8 +3,8 @@
 //! guard in front.
 //!
 //! Order for a CONNECT: guard (banned → CONNACK banned, no provider asked)
-//! → auth cache hit (no provider asked) → guard slot (none free → CONNACK
-//! banned) → auth cache (single flight) → auth chain. For an action: superuser
+//! → auth cache (hit, or joining an identical call in flight: no provider
+//! asked) → guard slot (none free → CONNACK banned) → auth chain. For an action: superuser
 //! bypass and providers live in the ACL chain; the ACL cache sits in front
 //! of it, keyed by connection.
 
@@ -43,26 +43,30 @@ pub struct Gateway {
 /// The decision for a CONNECT, and the gate outcome it maps to.
 ///
 /// 1. A banned subject is refused at once.
-/// 2. A fresh answer from the auth cache asks no provider: it is recorded
-///    with the guard (a cached deny still counts as a failure) and served.
-/// 3. Otherwise the guard must give the attempt a slot before the chain is
-///    asked (see `portcullis_auth::guard`); without one the CONNECT is
+/// 2. The auth cache answers hits, and callers that join an identical call
+///    in flight, without asking a provider; those results are recorded
+///    with the guard (a cached deny still counts as a failure).
+/// 3. Right before the chain is called, the guard must give the attempt a
+///    slot (see `portcullis_auth::guard`); without one the CONNECT is
 ///    refused like a banned one. The slot is given back with the result.
 pub async fn authenticate(auth: &AuthChain, shared: &Shared, info: &ConnectInfo) -> (AuthVerdict, AuthOutcome) {
     let guard = &shared.guard;
     let verdict = if guard.is_banned(info) {
         refused()
-    } else if let Some(hit) = shared.auth_cache.peek(auth, info).await {
-        guard.record_result(info, &hit.result);
-        hit
     } else {
-        match guard.admit(info) {
-            Admission::Go(attempt) => {
-                let verdict = shared.auth_cache.authenticate(auth, info).await;
+        let admit = || match guard.admit(info) {
+            Admission::Go(attempt) => Ok(attempt),
+            Admission::Banned | Admission::Busy => Err(refused()),
+        };
+        match shared.auth_cache.authenticate_admitted(auth, info, admit).await {
+            (verdict, Some(attempt)) => {
                 attempt.finish(&verdict.result);
                 verdict
             }
-            Admission::Banned | Admission::Busy => refused(),
+            (verdict, None) => {
+                guard.record_result(info, &verdict.result);
+                verdict
+            }
         }
     };
     let outcome = match &verdict.result {

@@ -174,7 +174,7 @@ async fn emqx_layout_auth_and_acl() {
     expect(a, "argon", "argon-pw ", BAD_CREDENTIALS).await;
     // Unknown to Redis: ignored, so the next provider decides.
     expect(a, "fileuser", "file-pw", OK).await;
-    expect(a, "nobody", "x", NOT_AUTHORIZED).await;
+    expect(a, "nobody", "x", BAD_CREDENTIALS).await; // no_match: like a wrong password
     let (_, c) = try_login(a, V5, "no-username", None, None).await;
     assert_eq!(c, Some(0x87), "no username: every provider ignores");
 
@@ -233,7 +233,7 @@ async fn emqttd_layout_auth_and_acl() {
 
     expect(a, "dave", "dave-pw", OK).await;
     expect(a, "dave", "dave", BAD_CREDENTIALS).await;
-    expect(a, "alice", "alice-pw", NOT_AUTHORIZED).await; // database 0's user is not here
+    expect(a, "alice", "alice-pw", BAD_CREDENTIALS).await; // database 0's user is not here
     expect(a, "admin", "admin-pw", OK).await;
 
     let mut dave = login(a, V5, "dave-1", "dave", "dave-pw").await;
@@ -354,7 +354,7 @@ async fn cluster() {
     expect(a, "carol", "carol-pw", OK).await;
     expect(a, "root", "root-pw", OK).await;
     expect(a, "alice", "bob-pw", BAD_CREDENTIALS).await;
-    expect(a, "nobody", "x", NOT_AUTHORIZED).await;
+    expect(a, "nobody", "x", BAD_CREDENTIALS).await;
     let mut alice = login(a, V5, "cl-a", "alice", "alice-pw").await;
     assert!(published(&mut alice, "sensors/alice/t", QoS::AtLeastOnce, 1, false).await);
     assert!(!published(&mut alice, "sensors/bob/t", QoS::AtLeastOnce, 2, false).await);
@@ -487,7 +487,7 @@ async fn down_at_start_then_stopped_and_restarted() {
     expect(strict, "alice", "wrong", UNAVAILABLE).await;
     assert!(t.elapsed() < Duration::from_secs(12), "four CONNECTs took {:?}", t.elapsed());
     expect(lenient, "fileuser", "file-pw", OK).await;
-    expect(lenient, "alice", "alice-pw", NOT_AUTHORIZED).await;
+    expect(lenient, "alice", "alice-pw", BAD_CREDENTIALS).await; // skipped, then no_match
     assert_eq!(sys_fresh(status, "auth/default/strict/health", Duration::from_secs(5)).await, "0");
     assert!(b.alive(), "the broker runs without Redis");
 

@@ -22,8 +22,10 @@
 //!   of 10: at most 10 reach the providers. The slot is given back when
 //!   the attempt ends ([`Attempt::finish`]); a success counts nothing, a
 //!   failure is counted, an attempt dropped unfinished (the client went
-//!   away) counts nothing. Answers from the auth cache ask no provider and
-//!   take no slot ([`BruteForceGuard::record_result`]).
+//!   away) counts nothing. Answers from the auth cache, and callers that
+//!   join an identical call in flight (its single flight), ask no provider
+//!   and take no slot; their results are recorded
+//!   ([`BruteForceGuard::record_result`]).
 //! * **Failures** — `Deny(BadCredentials)` and `Deny(NotAuthorized)` only.
 //!   `Unavailable` never counts (an outage must not ban users) and neither
 //!   does `Deny(Banned)` (already refused).
