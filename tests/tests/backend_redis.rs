@@ -644,3 +644,36 @@ async fn readme_and_shipped_examples_work() {
     assert_eq!(sub_code(&mut bob, 1, "bob/only", QoS::AtMostOnce).await, 0);
     assert_eq!(sub_code(&mut bob, 2, "bob/other", QoS::AtMostOnce).await, 0x87);
 }
+
+/// An unknown user costs a hash verification like a wrong password, and
+/// gets the same CONNACK. `slowpoke` has an argon2id hash at the defaults
+/// `portcullis passwd` writes (hundreds of milliseconds in a debug build).
+/// Before, an unknown user cost one HMGET and nothing else.
+#[tokio::test]
+async fn unknown_users_cost_a_hash_like_wrong_passwords() {
+    if var("PORTCULLIS_TEST_REDIS_SERVER").is_none() {
+        return;
+    }
+    let redis = PrivateRedis::start(free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("passwd");
+    let mut child = Command::new(portcullis_tests::binary())
+        .arg("passwd")
+        .arg(&file)
+        .arg("slowpoke")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn portcullis passwd");
+    child.stdin.take().expect("stdin").write_all(b"slowpoke-pw\n").expect("write");
+    assert!(child.wait().expect("passwd").success());
+    let line = std::fs::read_to_string(&file).expect("read passwd");
+    let hash = line.trim().split_once(':').expect("user:hash").1.to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    redis.cli(&["HSET", "mqtt_user:slowpoke", "password_hash", &hash]);
+    let servers = format!("\"127.0.0.1:{}\"", redis.port);
+    let b = broker(&["users"], &[], &redis_table("auth", "users", &servers, ""));
+    let (wrong, unknown) = portcullis_tests::backend::latency_wrong_vs_unknown(b.addr, "slowpoke", 5, 0x86).await;
+    portcullis_tests::backend::assert_unknown_users_cost_a_hash(wrong, unknown);
+}

@@ -501,3 +501,13 @@ pub async fn config_errors_name_the_key(db: &Db) {
         assert!(!err.contains("hunter2"), "the error shows the password:\n{err}");
     }
 }
+
+/// An unknown user costs a hash verification like a wrong password
+/// (argon2-1's argon2id, m=8192 t=1), and gets the same CONNACK. Before,
+/// an unknown user cost one query and nothing else.
+pub async fn unknown_users_cost_a_hash(db: &Db) {
+    let _shared = LOCK.read().await;
+    let b = start(&format!("[auth]\nchain = [\"db\"]\n{}", db.table("auth", "db", "emqx", "")));
+    let (wrong, unknown) = portcullis_tests::backend::latency_wrong_vs_unknown(b.addr, "argon2-1", 7, 0x86).await;
+    portcullis_tests::backend::assert_unknown_users_cost_a_hash(wrong, unknown);
+}
