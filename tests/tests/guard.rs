@@ -142,7 +142,8 @@ async fn a_strangers_failures_never_lock_out_a_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_over_several_usernames_do_not_lock_out_the_address() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let users = [("alice", "alice-pw"), ("bob", "bob-pw"), ("u0", "x"), ("u1", "x"), ("u2", "x"), ("u3", "x"), ("u4", "x")];
+    let users =
+        [("alice", "alice-pw"), ("bob", "bob-pw"), ("u0", "x"), ("u1", "x"), ("u2", "x"), ("u3", "x"), ("u4", "x")];
     let b = Broker::start(&format!("[auth]\nchain = [\"pw\"]\n{}", password_file(dir.path(), &users)));
     for i in 0..10 {
         let user = format!("u{}", i % 5);
