@@ -177,20 +177,38 @@ impl AuthCache {
     /// The chain's verdict for `info`, from the cache when possible; see the
     /// module docs for what is cached and for how long.
     pub async fn authenticate(&self, chain: &AuthChain, info: &ConnectInfo) -> AuthVerdict {
-        if self.cfg.max_entries == 0 {
-            self.misses.fetch_add(1, Relaxed);
-            return chain.authenticate(info).await;
-        }
-        if !chain.worth_caching() {
-            // Answered from memory faster than a lookup; no entry per client.
-            self.bypassed.fetch_add(1, Relaxed);
-            return chain.authenticate(info).await;
+        self.authenticate_admitted(chain, info, || Ok(())).await.0
+    }
+
+    /// [`AuthCache::authenticate`], asking `admit` right before the chain
+    /// is called — only then: a cache hit, or a caller that joins another's
+    /// call in flight, asks no provider and is not asked about. `admit`
+    /// returns a ticket (the brute-force guard's slot), handed back with
+    /// the verdict for the caller to settle, or the verdict to answer
+    /// instead (never cached; callers that joined this flight get it too).
+    pub async fn authenticate_admitted<T>(
+        &self,
+        chain: &AuthChain,
+        info: &ConnectInfo,
+        admit: impl FnOnce() -> Result<T, AuthVerdict>,
+    ) -> (AuthVerdict, Option<T>) {
+        if self.cfg.max_entries == 0 || !chain.worth_caching() {
+            if self.cfg.max_entries == 0 {
+                self.misses.fetch_add(1, Relaxed);
+            } else {
+                // Answered from memory faster than a lookup; no entry per client.
+                self.bypassed.fetch_add(1, Relaxed);
+            }
+            return match admit() {
+                Ok(ticket) => (chain.authenticate(info).await, Some(ticket)),
+                Err(refused) => (refused, None),
+            };
         }
         let key = self.key(chain, info);
         if let Some(hit) = self.fresh.get(&key).await {
             if self.usable(&hit) {
                 self.hits.fetch_add(1, Relaxed);
-                return hit.served();
+                return (hit.served(), None);
             }
             // Past its deadline on tokio's clock (or from before a reload)
             // but not yet gone from moka: make room for a fresh call.
@@ -199,9 +217,13 @@ impl AuthCache {
 
         // Set only in the caller whose call ran (the flight's leader).
         let mut led: Option<(AuthVerdict, Option<Duration>, u64)> = None;
+        let mut ticket: Option<T> = None;
+        let (led_slot, ticket_slot) = (&mut led, &mut ticket);
         let looked_up = self
             .fresh
-            .try_get_with(key, async {
+            .try_get_with(key, async move {
+                let t = admit().map_err(NotCached)?;
+                *ticket_slot = Some(t);
                 self.misses.fetch_add(1, Relaxed);
                 let generation = self.generation.load(Relaxed);
                 let verdict = chain.authenticate(info).await;
@@ -211,7 +233,7 @@ impl AuthCache {
                     Some(entry) => Ok(Arc::new(entry)),
                     None => Err(NotCached(verdict.clone())),
                 };
-                led = Some((verdict, ttl, generation));
+                *led_slot = Some((verdict, ttl, generation));
                 shared
             })
             .await;
@@ -236,10 +258,10 @@ impl AuthCache {
                     decided_by = ?stale.decided_by,
                     "auth chain unavailable; serving a stale cached allow"
                 );
-                return stale.served();
+                return (stale.served(), ticket);
             }
         }
-        verdict
+        (verdict, ticket)
     }
 
     /// Forgets every cached verdict (after a provider reload).
@@ -433,7 +455,7 @@ mod tests {
     use tokio::time::advance;
 
     use super::{AuthCache, AuthCacheConfig};
-    use crate::chain::{AuthChain, AuthResult, DecidedBy, NoMatch};
+    use crate::chain::{AuthChain, AuthResult, AuthVerdict, DecidedBy, NoMatch};
     use crate::chain_tests::{chain_of, connect, named_chain, Act, Scripted};
 
     fn cfg() -> AuthCacheConfig {
@@ -541,13 +563,57 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn admit_is_asked_only_before_a_chain_call() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let p = Arc::new(Scripted::new("p", Act::Allow).delayed(Duration::from_millis(100)));
+        let (cache, chain) = (Arc::new(AuthCache::new(cfg())), Arc::new(one(&p)));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, chain, asked) = (Arc::clone(&cache), Arc::clone(&chain), Arc::clone(&asked));
+                tokio::spawn(async move {
+                    let (v, t) = cache
+                        .authenticate_admitted(&chain, &alice(), || {
+                            asked.fetch_add(1, SeqCst);
+                            Ok("ticket")
+                        })
+                        .await;
+                    (matches!(v.result, AuthResult::Allow { .. }), t)
+                })
+            })
+            .collect();
+        let mut tickets = 0;
+        for c in calls {
+            let (allowed, t) = c.await.unwrap();
+            assert!(allowed);
+            tickets += usize::from(t.is_some());
+        }
+        assert_eq!((asked.load(SeqCst), tickets, p.calls()), (1, 1, 1), "the flight's leader only");
+        let (_, t) = cache.authenticate_admitted(&chain, &alice(), || -> Result<(), _> { panic!("a hit") }).await;
+        assert!(t.is_none());
+        // A refusal is answered, never cached, and asks no provider.
+        let bob = connect("c2", Some("bob"), Some(b"pw"));
+        let refusal =
+            AuthVerdict { result: AuthResult::Deny(DenyReason::Banned), decided_by: DecidedBy::Guard, steps: vec![] };
+        let (v, t) = cache.authenticate_admitted(&chain, &bob, || Err::<(), _>(refusal.clone())).await;
+        assert_eq!((v, t), (refusal, None));
+        assert_eq!(p.calls(), 1);
+        let (v, t) = cache.authenticate_admitted(&chain, &bob, || Ok(())).await;
+        assert!(matches!(v.result, AuthResult::Allow { .. }) && t.is_some(), "the refusal was not cached");
+        // Cache off: asked for every call.
+        let off = AuthCache::new(AuthCacheConfig { max_entries: 0, ..cfg() });
+        let (_, t) = off.authenticate_admitted(&chain, &alice(), || Ok(1)).await;
+        assert_eq!(t, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_match_verdicts_are_cached_too() {
         let p = scripted(Act::Ignore);
         let (cache, chain) = (AuthCache::new(cfg()), one(&p));
         cache.authenticate(&chain, &alice()).await;
         let v = cache.authenticate(&chain, &alice()).await;
         assert_eq!(v.decided_by, DecidedBy::Cache(Box::new(DecidedBy::NoMatch)));
-        assert_eq!(v.result, AuthResult::Deny(DenyReason::NotAuthorized));
+        assert_eq!(v.result, AuthResult::Deny(DenyReason::BadCredentials));
         assert_eq!(p.calls(), 1);
     }
 

@@ -3,7 +3,9 @@
 //! provider is handled per its `on_error`: `deny` (the default) stops the
 //! chain with *unavailable* — never reported as bad credentials — and
 //! `ignore` skips it. When every provider ignores, `no_match` decides
-//! (default deny: not authorized).
+//! (default deny: bad credentials when the CONNECT carried a username or
+//! password, so an unknown user looks like a wrong password; not
+//! authorized otherwise).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,7 +23,9 @@ pub type AuthEntry = ChainEntry<DynAuthProvider>;
 /// Decision when every provider ignores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NoMatch {
-    /// Refuse: 3.1.1 CONNACK 0x05, v5 0x87.
+    /// Refuse: with a username or password, as bad credentials (3.1.1
+    /// CONNACK 0x04, v5 0x86: an unknown user is not told apart from a
+    /// wrong password); without, not authorized (0x05, 0x87).
     #[default]
     Deny,
     /// Admit as a normal (non-super) user.
@@ -150,7 +154,7 @@ impl AuthChain {
             }
         }
         let result = match self.no_match {
-            NoMatch::Deny => AuthResult::Deny(DenyReason::NotAuthorized),
+            NoMatch::Deny => AuthResult::Deny(no_match_reason(info)),
             NoMatch::Allow => AuthResult::Allow { superuser: false, inline_acl: None, expires_at: None },
         };
         AuthVerdict { result, decided_by: DecidedBy::NoMatch, steps }
@@ -166,5 +170,17 @@ impl AuthChain {
                 out.push((format!("auth/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
             }
         }
+    }
+}
+
+/// Why `no_match = deny` refuses a CONNECT. With credentials, bad
+/// credentials: providers ignore users they do not know, and answering
+/// "not authorized" there but "bad credentials" for a wrong password would
+/// tell an attacker which usernames exist. Without any, not authorized.
+pub fn no_match_reason(info: &ConnectInfo) -> DenyReason {
+    if info.username.is_some() || info.password.is_some() {
+        DenyReason::BadCredentials
+    } else {
+        DenyReason::NotAuthorized
     }
 }

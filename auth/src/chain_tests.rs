@@ -215,7 +215,8 @@ fn model(spec: &[(Act, OnError)], no_match: NoMatch) -> Expected {
         }
     }
     let result = match no_match {
-        NoMatch::Deny => AuthResult::Deny(DenyReason::NotAuthorized),
+        // `check` sends a username and password.
+        NoMatch::Deny => AuthResult::Deny(DenyReason::BadCredentials),
         NoMatch::Allow => AuthResult::Allow { superuser: false, inline_acl: None, expires_at: None },
     };
     Expected { result, decided_by: DecidedBy::NoMatch, steps }
@@ -332,6 +333,21 @@ async fn empty_chain_is_no_match() {
         assert_eq!(v.decided_by, DecidedBy::NoMatch);
         assert!(v.steps.is_empty());
         assert_eq!(matches!(v.result, AuthResult::Allow { .. }), no_match == NoMatch::Allow);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_match_does_not_tell_unknown_users_from_wrong_passwords() {
+    let chain = chain_of(&[(Arc::new(Scripted::new("p", Act::Ignore)), OnError::Deny)], NoMatch::Deny);
+    for (info, want) in [
+        (connect("c", Some("nobody"), Some(b"pw")), DenyReason::BadCredentials),
+        (connect("c", Some("nobody"), None), DenyReason::BadCredentials),
+        (connect("c", None, Some(b"token")), DenyReason::BadCredentials),
+        (connect("c", None, None), DenyReason::NotAuthorized),
+    ] {
+        let v = chain.authenticate(&info).await;
+        assert_eq!(v.result, AuthResult::Deny(want), "{:?} {:?}", info.username, info.password.is_some());
+        assert_eq!(v.decided_by, DecidedBy::NoMatch);
     }
 }
 

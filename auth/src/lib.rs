@@ -12,8 +12,9 @@
 //! * [`cache`] — [`cache::AuthCache`]: chain verdicts keyed by a keyed hash
 //!   of the credentials, per-entry TTL (allow, deny, `expires_at`), single
 //!   flight, optional stale-on-error; outages are never cached.
-//! * [`guard`] — [`guard::BruteForceGuard`]: bans an IP or client id after
-//!   repeated failed logins; outages never count.
+//! * [`guard`] — [`guard::BruteForceGuard`]: bans an address, or one
+//!   username from an address, after repeated failed logins, and bounds
+//!   the attempts in flight; outages never count.
 //!
 //! This crate depends on `portcullis-acl` only for the rule type that an
 //! auth provider may return with a user (`inline_acl`).

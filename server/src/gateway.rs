@@ -3,7 +3,8 @@
 //! guard in front.
 //!
 //! Order for a CONNECT: guard (banned → CONNACK banned, no provider asked)
-//! → auth cache (single flight) → auth chain. For an action: superuser
+//! → auth cache (hit, or joining an identical call in flight: no provider
+//! asked) → guard slot (none free → CONNACK banned) → auth chain. For an action: superuser
 //! bypass and providers live in the ACL chain; the ACL cache sits in front
 //! of it, keyed by connection.
 
@@ -14,7 +15,7 @@ use portcullis_acl::chain::{AclChain, DecidedBy as AclDecidedBy, DenyAction};
 use portcullis_acl::inline::InlineAcl;
 use portcullis_auth::cache::AuthCache;
 use portcullis_auth::chain::{AuthChain, AuthResult, AuthVerdict};
-use portcullis_auth::guard::BruteForceGuard;
+use portcullis_auth::guard::{Admission, BruteForceGuard};
 use portcullis_core::gate::{
     Access, AclOutcome, AuthOutcome, ClientContext, ClientInfo, ConnectInfo, DenyReason, Gate, GateFuture,
 };
@@ -43,17 +44,34 @@ pub struct Gateway {
 }
 
 /// The decision for a CONNECT, and the gate outcome it maps to.
+///
+/// 1. A banned subject is refused at once.
+/// 2. The auth cache answers hits, and callers that join an identical call
+///    in flight, without asking a provider; those results are recorded
+///    with the guard (a cached deny still counts as a failure).
+/// 3. Right before the chain is called, the guard must give the attempt a
+///    slot (see `portcullis_auth::guard`); without one the CONNECT is
+///    refused like a banned one. The slot is given back with the result.
 pub async fn authenticate(auth: &AuthChain, shared: &Shared, info: &ConnectInfo) -> (AuthVerdict, AuthOutcome) {
-    if shared.guard.is_banned(info) {
-        let verdict = AuthVerdict {
-            result: AuthResult::Deny(DenyReason::Banned),
-            decided_by: portcullis_auth::chain::DecidedBy::Guard,
-            steps: Vec::new(),
+    let guard = &shared.guard;
+    let verdict = if guard.is_banned(info) {
+        refused()
+    } else {
+        let admit = || match guard.admit(info) {
+            Admission::Go(attempt) => Ok(attempt),
+            Admission::Banned | Admission::Busy => Err(refused()),
         };
-        return (verdict, AuthOutcome::Deny(DenyReason::Banned));
-    }
-    let verdict = shared.auth_cache.authenticate(auth, info).await;
-    shared.guard.record_result(info, &verdict.result);
+        match shared.auth_cache.authenticate_admitted(auth, info, admit).await {
+            (verdict, Some(attempt)) => {
+                attempt.finish(&verdict.result);
+                verdict
+            }
+            (verdict, None) => {
+                guard.record_result(info, &verdict.result);
+                verdict
+            }
+        }
+    };
     let outcome = match &verdict.result {
         AuthResult::Allow { superuser, inline_acl, .. } => AuthOutcome::Allow {
             superuser: *superuser,
@@ -63,6 +81,15 @@ pub async fn authenticate(auth: &AuthChain, shared: &Shared, info: &ConnectInfo)
         AuthResult::Unavailable => AuthOutcome::Unavailable,
     };
     (verdict, outcome)
+}
+
+/// The guard's refusal: no provider was asked.
+fn refused() -> AuthVerdict {
+    AuthVerdict {
+        result: AuthResult::Deny(DenyReason::Banned),
+        decided_by: portcullis_auth::chain::DecidedBy::Guard,
+        steps: Vec::new(),
+    }
 }
 
 /// The decision for one action, from the cache when possible. Entries are

@@ -169,8 +169,10 @@ impl Security {
         let guard = BruteForceGuard::new(GuardConfig {
             enabled: g.enabled,
             max_failures: g.max_failures,
+            max_failures_per_ip: g.max_failures_per_ip,
             window: g.window,
             ban: g.ban,
+            exempt: g.exempt.clone(),
         });
         let acl_cache = AclCache::new(cfg.acl.cache.max_entries, cfg.acl.cache.ttl);
         let shared = Arc::new(Shared {

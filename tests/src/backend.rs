@@ -173,3 +173,37 @@ pub fn run_bounded(cmd: &mut Command) -> (bool, String) {
     let out = child.wait_with_output().expect("output");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Median 5.0 CONNACK latencies of wrong passwords for `user` and of
+/// unknown users, interleaved `tries` times (wrong first, so a provider's
+/// decoy model is `user`'s hash); every answer must be `want` (bad
+/// credentials, for both). For the unknown-user timing tests.
+pub async fn latency_wrong_vs_unknown(addr: SocketAddr, user: &str, tries: usize, want: u8) -> (Duration, Duration) {
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..tries {
+        for (who, out) in [(user.to_string(), &mut wrong), (format!("nobody-{i}"), &mut unknown)] {
+            let t = Instant::now();
+            let (_, c) = try_login(addr, V5, &format!("t-{who}-{i}"), Some(&who), Some(&format!("guess-{i}"))).await;
+            out.push(t.elapsed());
+            assert_eq!(c, Some(want), "{who}: the CONNACK code");
+        }
+    }
+    (median(wrong), median(unknown))
+}
+
+/// Asserts that unknown users take at least a third of a wrong password's
+/// time: with a decoy verification both cost one hash; without one the
+/// unknown user costs a small fraction of it. The slack of 3 keeps a loaded
+/// machine (both kinds slow down together) from failing it.
+#[track_caller]
+pub fn assert_unknown_users_cost_a_hash(wrong: Duration, unknown: Duration) {
+    eprintln!("median CONNACK latency: wrong password {wrong:?}, unknown user {unknown:?}");
+    assert!(
+        unknown * 3 >= wrong,
+        "an unknown user answers in {unknown:?}, a wrong password in {wrong:?}: the latency tells them apart"
+    );
+}

@@ -197,6 +197,17 @@ impl Raw {
         Raw { stream, buf: BytesMut::new(), version: ProtocolVersion::V311 }
     }
 
+    /// Connects from `source` (any 127.0.0.0/8 address works on Linux), so
+    /// one test can play clients at several addresses.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Raw {
+        let socket = if source.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .expect("socket");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind the source address");
+        let stream =
+            tokio::time::timeout(READ_TIMEOUT, socket.connect(addr)).await.expect("connect timeout").expect("connect");
+        Raw { stream, buf: BytesMut::new(), version: ProtocolVersion::V311 }
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }

@@ -14,6 +14,7 @@
 //! | `/emqttd/superuser` | 200 for root, 403 for others |
 //! | `/mqtt/acl` | EMQX 5 `result`: allow `<username>/…`, deny `secret/…`, `pub-only/…` allow publish only, `lowqos/…` deny QoS 2, else ignore |
 //! | `/emqttd/acl` | the same rules as 200 (allow) or 403 (anything else) |
+//! | `/unrelated` | 200 with an HTML page, whatever is asked (a wrong URL: a health page, a catch-all route) |
 //!
 //! Every wait is bounded by the caller's timeouts; the server stops (all
 //! its tasks aborted) when dropped.
@@ -300,6 +301,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             (Some(_), true) => reply(200, "", None),
         },
         "/emqttd/superuser" => reply(if superuser { 200 } else { 403 }, "", None),
+        "/unrelated" => reply(200, "<html><body><h1>It works!</h1></body></html>", None),
         "/mqtt/acl" => reply(200, result(acl(f("username"), f("action"), f("topic"), f("qos"))), None),
         "/emqttd/acl" => {
             reply(if acl(f("username"), f("action"), f("topic"), f("qos")) == "allow" { 200 } else { 403 }, "", None)

@@ -235,8 +235,8 @@ async fn password_file_outcomes() {
         );
         assert_eq!(
             connack(b.addr, v, &c("unknown"), Some("mallory"), Some("s3cret")).await,
-            code(v, 0x05, 0x87),
-            "{v:?}: unknown user, no_match deny"
+            code(v, 0x04, 0x86),
+            "{v:?}: unknown user, no_match deny: told apart from a wrong password by nothing"
         );
         assert_eq!(connack(b.addr, v, &c("anon"), None, None).await, code(v, 0x05, 0x87), "{v:?}: no username");
         // The admitted client still works after its neighbours were refused.
@@ -244,6 +244,48 @@ async fn password_file_outcomes() {
         disconnect(ok).await;
     }
     assert!(!b.log().contains("s3cret"), "a password reached the log:\n{}", b.log());
+}
+
+/// CONNACK code and latency of one CONNECT.
+async fn timed_connack(addr: SocketAddr, client_id: &str, user: &str, password: &str) -> (u8, Duration) {
+    let t = Instant::now();
+    let code = connack(addr, V5, client_id, Some(user), Some(password)).await;
+    (code, t.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// An unknown user is told apart from a wrong password neither by the
+/// CONNACK code nor by the time it takes: the password file verifies a
+/// decoy hash (its first user's, argon2id here: hundreds of milliseconds
+/// in a debug build) before ignoring the unknown user. Before, it answered
+/// not authorized at once. Medians of interleaved tries, and a factor of 3
+/// of slack: on a loaded machine both kinds slow down together, while
+/// without the decoy the unknown user costs a small fraction of the hash.
+#[tokio::test]
+async fn unknown_users_cost_a_hash_like_wrong_passwords() {
+    let (_dir, file) = password_dir(&[("alice", "s3cret", Some("argon2id"))]);
+    let b = Broker::start(&format!(
+        "[auth]\nchain = [\"pw\"]\n[auth.cache]\nmax_entries = 0\n[auth.guard]\nenabled = false\n\
+         [auth.password_file.pw]\npath = {}\ntimeout = \"30s\"\n",
+        tp(&file)
+    ));
+    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let (c, t) = timed_connack(b.addr, &format!("w{i}"), "alice", &format!("guess-{i}")).await;
+        assert_eq!(c, 0x86, "wrong password");
+        wrong.push(t);
+        let (c, t) = timed_connack(b.addr, &format!("u{i}"), &format!("mallory-{i}"), &format!("guess-{i}")).await;
+        assert_eq!(c, 0x86, "unknown user: the same code as a wrong password");
+        unknown.push(t);
+    }
+    let (w, u) = (median(wrong), median(unknown));
+    eprintln!("median CONNACK latency: wrong password {w:?}, unknown user {u:?}");
+    assert!(u * 3 >= w, "an unknown user answers in {u:?}, a wrong password in {w:?}: the latency tells them apart");
+    assert_eq!(connack(b.addr, V3, "u3", Some("mallory"), Some("x")).await, 0x04, "3.1.1: bad credentials too");
 }
 
 // ---------------------------------------------------------------------------

@@ -81,8 +81,9 @@ async fn emqx_json_auth_and_acl() {
     expect(a, "alice", "bob-pw", BAD_CREDENTIALS).await;
     // 404 and {"result": "ignore"} pass the client on.
     expect(a, "fileuser", "file-pw", OK).await;
-    expect(a, "nobody", "x", NOT_AUTHORIZED).await;
-    expect(a, "ignore-me", "x", NOT_AUTHORIZED).await;
+    // Unknown users end in no_match, answered like a wrong password.
+    expect(a, "nobody", "x", BAD_CREDENTIALS).await;
+    expect(a, "ignore-me", "x", BAD_CREDENTIALS).await;
 
     // The request: a JSON object of strings with the default fields.
     let seen = w.seen();
@@ -121,13 +122,15 @@ async fn emqx_json_auth_and_acl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emqttd_status_mode_get_and_form() {
     let w = Webhook::start(None).await;
-    let emqttd =
-        "response = \"emqttd\"\nmethod = \"get\"\nbody = { clientid = \"%c\", username = \"%u\", password = \"%P\" }";
+    // The webhook answers allow with an empty 200, as emqttd's did.
+    let emqttd = "response = \"emqttd\"\nallow_body = \"\"\nmethod = \"get\"\n\
+                  body = { clientid = \"%c\", username = \"%u\", password = \"%P\" }";
     let su = format!(
         "[auth.http.legacy.superuser]\nurl = \"{}/emqttd/superuser\"\nbody_format = \"form\"\nbody = {{ clientid = \"%c\", username = \"%u\" }}\n",
         w.base()
     );
-    let acl = "response = \"emqttd\"\nmethod = \"get\"\nbody = { access = \"%A\", username = \"%u\", clientid = \"%c\", ipaddr = \"%a\", topic = \"%t\" }";
+    let acl = "response = \"emqttd\"\nallow_body = \"\"\nmethod = \"get\"\n\
+               body = { access = \"%A\", username = \"%u\", clientid = \"%c\", ipaddr = \"%a\", topic = \"%t\" }";
     let cfg = head(&["legacy"], &["legacy_acl"])
         + &hook("auth", "legacy", &format!("{}/emqttd/auth", w.base()), emqttd)
         + &su
@@ -137,7 +140,7 @@ async fn emqttd_status_mode_get_and_form() {
 
     expect(a, "alice", "alice-pw", OK).await;
     expect(a, "alice", "nope", BAD_CREDENTIALS).await; // 401
-    expect(a, "nobody", "x", NOT_AUTHORIZED).await; // 200 "ignore"
+    expect(a, "nobody", "x", BAD_CREDENTIALS).await; // 200 "ignore", then no_match
 
     let seen = w.seen();
     let r = seen.iter().find(|s| s.path == "/emqttd/auth").expect("auth request");
@@ -232,7 +235,7 @@ async fn down_at_start_then_stopped_and_restarted() {
     expect(strict, "alice", "wrong", UNAVAILABLE).await;
     assert!(t.elapsed() < Duration::from_secs(8), "four CONNECTs took {:?}", t.elapsed());
     expect(lenient, "fileuser", "file-pw", OK).await;
-    expect(lenient, "alice", "alice-pw", NOT_AUTHORIZED).await;
+    expect(lenient, "alice", "alice-pw", BAD_CREDENTIALS).await; // skipped, then no_match
     assert_eq!(
         portcullis_tests::kit::sys_fresh(status, "auth/default/strict/health", Duration::from_secs(5)).await,
         "0"
@@ -265,6 +268,39 @@ async fn down_at_start_then_stopped_and_restarted() {
     let log = b.log();
     assert!(!log.contains("alice-pw"), "passwords are never logged");
     let _ = b.terminate();
+}
+
+/// emqttd mode against a wrong URL that answers 200 with an unrelated
+/// body: nobody is admitted (the answer is unreadable: server unavailable,
+/// per on_error), neither as a user nor as a superuser nor by the ACL.
+/// Before, any 200 was an allow. With allow_body = "" only an empty 200 is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emqttd_mode_needs_an_explicit_result() {
+    let w = Webhook::start(None).await;
+    let wrong = format!("{}/unrelated", w.base());
+    for extra in ["", "allow_body = \"\""] {
+        let cfg = head(&["legacy"], &[]) + &hook("auth", "legacy", &wrong, &format!("response = \"emqttd\"\n{extra}"));
+        let b = Broker::start(&cfg);
+        expect(b.addr, "alice", "alice-pw", UNAVAILABLE).await;
+        expect(b.addr, "mallory", "anything", UNAVAILABLE).await;
+        assert!(b.wait_log("without a result", Duration::from_secs(2)), "{extra}: {}", b.log());
+    }
+    // A superuser request sent to the wrong URL makes nobody a superuser;
+    // an ACL request there allows nothing.
+    let (_d, file) = file_provider();
+    let cfg = head(&["legacy", "file"], &["legacy_acl"])
+        + &hook(
+            "auth",
+            "legacy",
+            &format!("{}/emqttd/auth", w.base()),
+            &format!("response = \"emqttd\"\nallow_body = \"\"\nsuperuser = {{ url = \"{wrong}\" }}"),
+        )
+        + &file
+        + &hook("acl", "legacy_acl", &wrong, "response = \"emqttd\"\non_error = \"ignore\"");
+    let b = Broker::start(&cfg);
+    expect(b.addr, "root", "root-pw", UNAVAILABLE).await; // the superuser answer is unreadable
+    let mut c = login(b.addr, V5, "f1", "fileuser", "file-pw").await;
+    assert!(!published(&mut c, "any/topic", QoS::AtLeastOnce, 1, false).await, "the ACL webhook allowed");
 }
 
 // ---------------------------------------------------------------------------

@@ -124,7 +124,7 @@ async fn every_hash_type_and_superuser() {
             );
             assert_eq!(connack(b.addr, v, &cid, Some(&user), None).await, bad_credentials(v), "{cid} no password");
         }
-        assert_eq!(connack(b.addr, v, "u", Some("mallory"), Some("x")).await, not_authorized(v), "{v:?} unknown");
+        assert_eq!(connack(b.addr, v, "u", Some("mallory"), Some("x")).await, bad_credentials(v), "{v:?} unknown");
         assert_eq!(connack(b.addr, v, "n", None, None).await, not_authorized(v), "{v:?} no username");
         // is_superuser true (bool) and 1 (number); alice false.
         assert!(is_superuser(&b, v, "su1", "admin", "admin-pw").await, "{v:?} admin");
@@ -208,7 +208,7 @@ async fn injection_attempts_are_denied() {
         {
             assert_eq!(
                 connack(b.addr, v, &format!("inj{i}"), Some(user), Some(pw)).await,
-                not_authorized(v),
+                bad_credentials(v),
                 "{v:?} {user:?} found a user"
             );
         }
@@ -329,4 +329,41 @@ async fn frozen_server_hits_the_timeout() {
         eventually(Duration::from_secs(15), 0, || connack(b.addr, V5, "f3", Some("alice"), Some("alice-pw"))).await;
     assert_eq!(got, 0, "no recovery after SIGCONT:\n{}", b.log());
     assert!(!b.log().contains("alice-pw"), "a password reached the log");
+}
+
+/// ACL documents are tried in `_id` order by default, not in the server's
+/// natural order: `order`'s deny (_id 1) was inserted after its allow
+/// (_id 2), so in natural order the allow came first and `order/locked`
+/// was allowed. `sort` chooses the key and direction.
+#[tokio::test]
+async fn acl_documents_are_tried_in_a_defined_order() {
+    let Some(m) = mongo() else { return };
+    for (sort, locked) in [("", 0x87), ("sort = [\"-_id\"]\n", 0x10)] {
+        let b = Broker::start(&format!(
+            "[auth]\nchain = [\"lo\"]\n[auth.ip.lo]\nallow = [\"127.0.0.0/8\"]\n\
+             [acl]\nno_match = \"deny\"\nchain = [\"rules\"]\n[acl.mongodb.rules]\n{}{sort}",
+            m.login_keys()
+        ));
+        let mut c = login(b.addr, V5, "o1", "order", "any").await;
+        assert_eq!(pub_simple(&mut c, "order/locked", Q1, 1, b"x", false).await, locked, "{sort:?}");
+        assert_eq!(pub_simple(&mut c, "order/open", Q1, 2, b"x", false).await, 0x10, "{sort:?}");
+    }
+}
+
+/// An unknown user costs a hash verification like a wrong password
+/// (argon2id_user's argon2id, m=19456 t=2), and gets the same CONNACK.
+/// Before, the unknown user cost one query and nothing else.
+#[tokio::test]
+async fn unknown_users_cost_a_hash_like_wrong_passwords() {
+    let Some(m) = mongo() else { return };
+    let b = broker(
+        &["argon"],
+        &format!(
+            "[auth.mongodb.argon]\n{}filter = {{ username = \"${{username}}\" }}\npassword_hash = {{ algo = \"argon2id\" }}\n",
+            m.login_keys()
+        ),
+        &[],
+    );
+    let (wrong, unknown) = portcullis_tests::backend::latency_wrong_vs_unknown(b.addr, "argon2id_user", 5, 0x86).await;
+    portcullis_tests::backend::assert_unknown_users_cost_a_hash(wrong, unknown);
 }

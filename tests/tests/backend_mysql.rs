@@ -75,3 +75,9 @@ async fn config_errors_name_the_key() {
     let Some(db) = db() else { return };
     scenarios::config_errors_name_the_key(&db).await;
 }
+
+#[tokio::test]
+async fn unknown_users_cost_a_hash_like_wrong_passwords() {
+    let Some(db) = db() else { return };
+    scenarios::unknown_users_cost_a_hash(&db).await;
+}

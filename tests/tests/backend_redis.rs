@@ -174,7 +174,7 @@ async fn emqx_layout_auth_and_acl() {
     expect(a, "argon", "argon-pw ", BAD_CREDENTIALS).await;
     // Unknown to Redis: ignored, so the next provider decides.
     expect(a, "fileuser", "file-pw", OK).await;
-    expect(a, "nobody", "x", NOT_AUTHORIZED).await;
+    expect(a, "nobody", "x", BAD_CREDENTIALS).await; // no_match: like a wrong password
     let (_, c) = try_login(a, V5, "no-username", None, None).await;
     assert_eq!(c, Some(0x87), "no username: every provider ignores");
 
@@ -233,7 +233,7 @@ async fn emqttd_layout_auth_and_acl() {
 
     expect(a, "dave", "dave-pw", OK).await;
     expect(a, "dave", "dave", BAD_CREDENTIALS).await;
-    expect(a, "alice", "alice-pw", NOT_AUTHORIZED).await; // database 0's user is not here
+    expect(a, "alice", "alice-pw", BAD_CREDENTIALS).await; // database 0's user is not here
     expect(a, "admin", "admin-pw", OK).await;
 
     let mut dave = login(a, V5, "dave-1", "dave", "dave-pw").await;
@@ -354,7 +354,7 @@ async fn cluster() {
     expect(a, "carol", "carol-pw", OK).await;
     expect(a, "root", "root-pw", OK).await;
     expect(a, "alice", "bob-pw", BAD_CREDENTIALS).await;
-    expect(a, "nobody", "x", NOT_AUTHORIZED).await;
+    expect(a, "nobody", "x", BAD_CREDENTIALS).await;
     let mut alice = login(a, V5, "cl-a", "alice", "alice-pw").await;
     assert!(published(&mut alice, "sensors/alice/t", QoS::AtLeastOnce, 1, false).await);
     assert!(!published(&mut alice, "sensors/bob/t", QoS::AtLeastOnce, 2, false).await);
@@ -487,7 +487,7 @@ async fn down_at_start_then_stopped_and_restarted() {
     expect(strict, "alice", "wrong", UNAVAILABLE).await;
     assert!(t.elapsed() < Duration::from_secs(12), "four CONNECTs took {:?}", t.elapsed());
     expect(lenient, "fileuser", "file-pw", OK).await;
-    expect(lenient, "alice", "alice-pw", NOT_AUTHORIZED).await;
+    expect(lenient, "alice", "alice-pw", BAD_CREDENTIALS).await; // skipped, then no_match
     assert_eq!(sys_fresh(status, "auth/default/strict/health", Duration::from_secs(5)).await, "0");
     assert!(b.alive(), "the broker runs without Redis");
 
@@ -643,4 +643,37 @@ async fn readme_and_shipped_examples_work() {
     let mut bob = login(b.addr, V5, "etc-b", "bob", "bob-pw").await;
     assert_eq!(sub_code(&mut bob, 1, "bob/only", QoS::AtMostOnce).await, 0);
     assert_eq!(sub_code(&mut bob, 2, "bob/other", QoS::AtMostOnce).await, 0x87);
+}
+
+/// An unknown user costs a hash verification like a wrong password, and
+/// gets the same CONNACK. `slowpoke` has an argon2id hash at the defaults
+/// `portcullis passwd` writes (hundreds of milliseconds in a debug build).
+/// Before, an unknown user cost one HMGET and nothing else.
+#[tokio::test]
+async fn unknown_users_cost_a_hash_like_wrong_passwords() {
+    if var("PORTCULLIS_TEST_REDIS_SERVER").is_none() {
+        return;
+    }
+    let redis = PrivateRedis::start(free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("passwd");
+    let mut child = Command::new(portcullis_tests::binary())
+        .arg("passwd")
+        .arg(&file)
+        .arg("slowpoke")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn portcullis passwd");
+    child.stdin.take().expect("stdin").write_all(b"slowpoke-pw\n").expect("write");
+    assert!(child.wait().expect("passwd").success());
+    let line = std::fs::read_to_string(&file).expect("read passwd");
+    let hash = line.trim().split_once(':').expect("user:hash").1.to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    redis.cli(&["HSET", "mqtt_user:slowpoke", "password_hash", &hash]);
+    let servers = format!("\"127.0.0.1:{}\"", redis.port);
+    let b = broker(&["users"], &[], &redis_table("auth", "users", &servers, ""));
+    let (wrong, unknown) = portcullis_tests::backend::latency_wrong_vs_unknown(b.addr, "slowpoke", 5, 0x86).await;
+    portcullis_tests::backend::assert_unknown_users_cost_a_hash(wrong, unknown);
 }

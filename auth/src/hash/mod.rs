@@ -7,6 +7,8 @@
 //!   `$7$`/`$6$`, sha-crypt, bcrypt, Argon2, PBKDF2 PHC/passlib, or per
 //!   config) and verified in constant time.
 //! * [`new`] — [`hash_password`] for new passwords ([`NewHash`]).
+//! * [`decoy`] — [`Decoy`]: a verification of comparable cost for users
+//!   that do not exist, so latency does not tell them apart.
 //!
 //! [`verify`] is the one-call form. Slow schemes (bcrypt, Argon2,
 //! sha-crypt, PBKDF2 with many iterations) must not run on the async
@@ -16,6 +18,7 @@
 //! holding Argon2's memory.
 
 pub mod config;
+pub mod decoy;
 pub mod new;
 pub mod stored;
 
@@ -29,6 +32,7 @@ use portcullis_core::provider::{ErrorKind, ProviderError};
 use tokio::sync::Semaphore;
 
 pub use config::{Encoding, HashAlgo, HashConfig, Pbkdf2Mac, SaltPosition};
+pub use decoy::Decoy;
 pub use new::{hash_password, NewHash};
 pub use stored::StoredHash;
 

@@ -12,9 +12,12 @@
 //! its line number instead of failing logins later. The table is swapped
 //! whole on [`PasswordFile::reload`]; a failed reload keeps the old one.
 //!
-//! Unknown users are ignored (another provider may know them); a known user
-//! with a wrong or missing password is refused as bad credentials; the rule
-//! is always `path:line` of the user's entry.
+//! Unknown users are ignored (another provider may know them), after a
+//! decoy verification against the first user's hash when they sent a
+//! password, so that they take as long as a wrong password
+//! ([`crate::hash::decoy`]); a known user with a wrong or missing password
+//! is refused as bad credentials; the rule is always `path:line` of the
+//! user's entry.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,7 +29,7 @@ use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
 use super::LoadError;
-use crate::hash::{HashConfig, StoredHash};
+use crate::hash::{Decoy, HashConfig, StoredHash};
 use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 
 struct User {
@@ -37,6 +40,9 @@ struct User {
 /// One loaded file; replaced whole on reload.
 struct Table {
     users: HashMap<String, User>,
+    /// The first user's hash, verified (and the result thrown away) for
+    /// unknown users so that they cost what a known user costs.
+    decoy: Option<Arc<StoredHash>>,
 }
 
 pub struct PasswordFile {
@@ -111,11 +117,15 @@ impl AuthProvider for PasswordFile {
             let Some(username) = info.username.as_deref() else {
                 return Ok(AuthAnswer::ignore());
             };
-            let (line, hash) = {
+            let found = {
                 let table = self.table.read();
-                match table.users.get(username) {
-                    Some(user) => (user.line, user.hash.clone()),
-                    None => return Ok(AuthAnswer::ignore()),
+                table.users.get(username).map(|u| (u.line, u.hash.clone())).ok_or_else(|| table.decoy.clone())
+            };
+            let (line, hash) = match found {
+                Ok(user) => user,
+                Err(model) => {
+                    Decoy::new(model).verify(info.password.as_ref()).await;
+                    return Ok(AuthAnswer::ignore());
                 }
             };
             let Some(password) = info.password.clone() else {
@@ -167,7 +177,8 @@ fn parse_table(path: &Path, bytes: &[u8], default_hash: Option<&HashConfig>) -> 
         }
         users.insert(user.to_string(), User { line, hash: Arc::new(hash) });
     }
-    Ok(Table { users })
+    let decoy = users.values().min_by_key(|u| u.line).map(|u| Arc::clone(&u.hash));
+    Ok(Table { users, decoy })
 }
 
 #[cfg(test)]

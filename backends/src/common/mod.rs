@@ -1,5 +1,5 @@
 //! What every backend shares: placeholders, password hashes, ACL rows,
-//! health, TLS, secrets and pool settings.
+//! health, TLS, secrets, pool settings and the start-up transport check.
 
 pub mod health;
 pub mod password;
@@ -8,6 +8,7 @@ pub mod rows;
 pub mod secret;
 pub mod template;
 pub mod tls;
+pub mod transport;
 
 use std::time::Duration;
 

@@ -11,7 +11,9 @@
 //! password_hash = { algo = "bcrypt" }
 //! ```
 
-use portcullis_auth::hash::{Encoding, HashAlgo, HashConfig, Pbkdf2Mac, SaltPosition};
+use std::sync::Arc;
+
+use portcullis_auth::hash::{Decoy, Encoding, HashAlgo, HashConfig, HashError, Pbkdf2Mac, SaltPosition, StoredHash};
 use portcullis_core::gate::{ConnectInfo, DenyReason};
 use portcullis_core::provider::{ErrorKind, ProviderError};
 use serde::Deserialize;
@@ -133,20 +135,31 @@ impl PasswordHashConfig {
 /// Checks the CONNECT's password against a stored hash (and salt) that a
 /// backend returned. `Ok(None)` means the password is right; `Ok(Some(_))`
 /// is the deny to return. A stored value we cannot parse is a backend
-/// error, not a deny. Slow hashes run off the async threads.
+/// error, not a deny. Slow hashes run off the async threads. The hash
+/// becomes `decoy`'s model for unknown users ([`unknown_user`]).
 pub async fn check_password(
     info: &ConnectInfo,
     stored: &str,
     salt: Option<&str>,
     cfg: &HashConfig,
+    decoy: &Decoy,
 ) -> Result<Option<DenyReason>, ProviderError> {
     let Some(password) = info.password.clone() else {
         return Ok(Some(DenyReason::BadCredentials));
     };
-    let ok = portcullis_auth::hash::verify_blocking(password, stored.to_string(), salt.map(str::to_string), Some(*cfg))
-        .await
-        .map_err(|e| ProviderError::new(ErrorKind::BadResponse, format!("stored password hash: {e}")))?;
+    let bad = |e: HashError| ProviderError::new(ErrorKind::BadResponse, format!("stored password hash: {e}"));
+    let hash = Arc::new(StoredHash::parse(stored, salt, Some(cfg)).map_err(bad)?);
+    decoy.remember(&hash);
+    let ok = hash.verify_off_thread(password).await.map_err(bad)?;
     Ok(if ok { None } else { Some(DenyReason::BadCredentials) })
+}
+
+/// What a provider does before it ignores a user its backend does not
+/// know: a decoy verification of the CONNECT's password, so the answer
+/// takes as long as a wrong password would (see
+/// `portcullis_auth::hash::decoy`).
+pub async fn unknown_user(info: &ConnectInfo, decoy: &Decoy) {
+    decoy.verify(info.password.as_ref()).await;
 }
 
 #[cfg(test)]

@@ -35,7 +35,12 @@ impl HttpAcl {
         let client_settings = cfg.client();
         let client = HttpClient::build(&client_settings)?;
         let request = RequestSpec::parse(&cfg.request(), &Var::ACL, "", client_settings.tls.enable)?;
-        let reader = Reader::new(cfg.response, cfg.ignore_status.as_deref(), cfg.deny_status.as_deref())?;
+        let reader = Reader::new(
+            cfg.response,
+            cfg.ignore_status.as_deref(),
+            cfg.deny_status.as_deref(),
+            cfg.allow_body.as_deref(),
+        )?;
         Ok(HttpAcl {
             name: name.to_string(),
             client,
@@ -93,5 +98,7 @@ impl AclProvider for HttpAcl {
 }
 
 pub fn provider(name: &str, cfg: &AclConfig) -> Result<Arc<HttpAcl>, BuildError> {
-    Ok(Arc::new(HttpAcl::new(name, cfg)?))
+    let p = HttpAcl::new(name, cfg)?;
+    crate::common::transport::warn_if_exposed(&format!("acl.http.{name}"), &[p.request.endpoint()], super::FIX);
+    Ok(Arc::new(p))
 }

@@ -46,7 +46,12 @@ impl HttpAuth {
         let request = RequestSpec::parse(&cfg.request(), &AUTH_VARS, "", tls)?;
         let superuser =
             cfg.superuser.as_ref().map(|s| RequestSpec::parse(s, &AUTH_VARS, "superuser.", tls)).transpose()?;
-        let reader = Reader::new(cfg.response, cfg.ignore_status.as_deref(), cfg.deny_status.as_deref())?;
+        let reader = Reader::new(
+            cfg.response,
+            cfg.ignore_status.as_deref(),
+            cfg.deny_status.as_deref(),
+            cfg.allow_body.as_deref(),
+        )?;
         Ok(HttpAuth {
             name: name.to_string(),
             client,
@@ -129,5 +134,8 @@ impl AuthProvider for HttpAuth {
 }
 
 pub fn provider(name: &str, cfg: &AuthConfig) -> Result<Arc<HttpAuth>, BuildError> {
-    Ok(Arc::new(HttpAuth::new(name, cfg)?))
+    let p = HttpAuth::new(name, cfg)?;
+    let endpoints: Vec<_> = std::iter::once(&p.request).chain(&p.superuser).map(RequestSpec::endpoint).collect();
+    crate::common::transport::warn_if_exposed(&format!("auth.http.{name}"), &endpoints, super::FIX);
+    Ok(Arc::new(p))
 }

@@ -46,8 +46,11 @@ pub enum ResponseMode {
     /// "is_superuser": bool}`, 204 allow; `4xx` ignore by default.
     #[default]
     Emqx,
-    /// emqttd 1.x / EMQX 4: the status says it: 200 allow (a body of
-    /// `ignore` ignores), `4xx` deny by default.
+    /// emqttd 1.x / EMQX 4: the status says it, `4xx` deny by default; a
+    /// 200 must also say what it means, by its body: `allow_body`, or an
+    /// explicit `allow` / `deny` / `ignore` (plain or `{"result": …}`).
+    /// Anything else is a bad answer (`on_error`), so a wrong URL that
+    /// answers 200 is never an allow.
     Emqttd,
 }
 
@@ -159,6 +162,12 @@ pub struct AuthConfig {
     /// `emqx` (JSON result) or `emqttd` (status code).
     #[serde(default)]
     pub response: ResponseMode,
+    /// emqttd mode: the body (trimmed) of a 200 that means allow, for a
+    /// webhook that answers allow with a fixed text (`""`: an empty body,
+    /// emqttd's own convention). Without it a 200 must carry an explicit
+    /// result (`allow`, `deny`, `ignore`, or `{"result": "allow"}`).
+    #[serde(default)]
+    pub allow_body: Option<String>,
     /// Status codes that mean "not mine" (default: `4xx` for emqx, none
     /// for emqttd).
     #[serde(default)]
@@ -224,6 +233,12 @@ pub struct AclConfig {
     /// `emqx` (JSON result) or `emqttd` (status code).
     #[serde(default)]
     pub response: ResponseMode,
+    /// emqttd mode: the body (trimmed) of a 200 that means allow, for a
+    /// webhook that answers allow with a fixed text (`""`: an empty body,
+    /// emqttd's own convention). Without it a 200 must carry an explicit
+    /// result (`allow`, `deny`, `ignore`, or `{"result": "allow"}`).
+    #[serde(default)]
+    pub allow_body: Option<String>,
     /// Status codes that mean "not mine" (default: `4xx` for emqx, none
     /// for emqttd).
     #[serde(default)]

@@ -23,6 +23,9 @@ pub use config::{AclConfig, AuthConfig};
 
 use crate::common::BuildError;
 
+/// How to stop the start-up warning for an `http://` webhook off this host.
+const FIX: &str = "use an https URL with tls = { enable = true, ca_file = \"…\" }";
+
 /// The auth provider for `[auth.http.<name>]` (no request is made here: a
 /// webhook that is down at start is used once it is up).
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {

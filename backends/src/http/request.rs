@@ -37,6 +37,16 @@ impl RequestSpec {
         std::iter::once(&self.url).chain(self.headers.iter().map(|(_, t)| t)).chain(self.body.iter().map(|(_, t)| t))
     }
 
+    /// The webhook's host, and whether it is reached over (verified) HTTPS:
+    /// an `https` URL needs `tls` with a CA, which is always checked.
+    pub fn endpoint(&self) -> crate::common::transport::Endpoint {
+        let sample = fill(&self.url, &Values::default(), |v| Cow::Borrowed(v));
+        let parsed = Url::parse(&sample).ok();
+        let host = parsed.as_ref().and_then(|u| u.host_str()).unwrap_or("").to_string();
+        let https = parsed.as_ref().is_some_and(|u| u.scheme() == "https");
+        crate::common::transport::Endpoint::new(host, https)
+    }
+
     /// `key` prefixes errors (`superuser.`); `https` says whether TLS is on.
     pub fn parse(cfg: &RequestConfig, allowed: &[Var], key: &str, tls: bool) -> Result<RequestSpec, String> {
         let url = Template::parse(&cfg.url, allowed).map_err(|e| format!("{key}url: {e}"))?;

@@ -6,8 +6,12 @@
 //! * **emqx** (EMQX 5): 200 with a JSON body `{"result": "allow" | "deny" |
 //!   "ignore", "is_superuser": bool}`; 204 is allow. By default `4xx` is
 //!   ignore.
-//! * **emqttd** (1.x, EMQX 4): 200 is allow, or ignore when the body is
-//!   `ignore`. By default `4xx` is deny.
+//! * **emqttd** (1.x, EMQX 4): the status decides, by default `4xx` is
+//!   deny; a 200 must also say what it means: a body equal to
+//!   `allow_body` (when set) is allow, and an explicit `allow`, `deny` or
+//!   `ignore` (plain text or `{"result": …}`) is that. Any other 200 is a
+//!   bad answer: a wrong URL (a health page, a catch-all route) that
+//!   answers 200 must not admit everyone.
 //!
 //! Any other status is a failure (`on_error`): 5xx as an outage, the rest
 //! as a bad answer. `Cache-Control: max-age=N` (or `no-store`, `no-cache`:
@@ -66,6 +70,8 @@ pub struct Reader {
     mode: ResponseMode,
     ignore: Vec<StatusMatch>,
     deny: Vec<StatusMatch>,
+    /// emqttd mode: the (trimmed) body of a 200 that means allow.
+    allow_body: Option<String>,
 }
 
 impl Reader {
@@ -73,7 +79,11 @@ impl Reader {
         mode: ResponseMode,
         ignore: Option<&[StatusPattern]>,
         deny: Option<&[StatusPattern]>,
+        allow_body: Option<&str>,
     ) -> Result<Reader, String> {
+        if allow_body.is_some() && mode != ResponseMode::Emqttd {
+            return Err("allow_body: only for response = \"emqttd\" (emqx answers carry their result)".into());
+        }
         let parse = |key: &str, v: &[StatusPattern]| {
             v.iter().map(StatusMatch::parse).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{key}: {e}"))
         };
@@ -95,7 +105,7 @@ impl Reader {
                 return Err(format!("ignore_status / deny_status: {s} is an answer, not a status to map"));
             }
         }
-        Ok(Reader { mode, ignore, deny })
+        Ok(Reader { mode, ignore, deny, allow_body: allow_body.map(|b| b.trim().to_string()) })
     }
 
     /// The verdict of an answer.
@@ -124,10 +134,23 @@ impl Reader {
                 }
             }
             (ResponseMode::Emqttd, 200) => {
-                if String::from_utf8_lossy(body).trim().eq_ignore_ascii_case("ignore") {
-                    Ok(Verdict::Ignore)
-                } else {
-                    Ok(Verdict::Allow { superuser: false, max_age })
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                if self.allow_body.as_deref() == Some(text) {
+                    return Ok(Verdict::Allow { superuser: false, max_age });
+                }
+                match explicit(text) {
+                    Some(Explicit::Allow { superuser }) => Ok(Verdict::Allow { superuser, max_age }),
+                    Some(Explicit::Deny) => Ok(Verdict::Deny),
+                    Some(Explicit::Ignore) => Ok(Verdict::Ignore),
+                    None => Err(ProviderError::new(
+                        ErrorKind::BadResponse,
+                        format!(
+                            "webhook answered 200 without a result (body {:?}); expected allow, deny, ignore or \
+                             {{\"result\": …}}, or set allow_body to the body it answers allow with",
+                            shorten(text)
+                        ),
+                    )),
                 }
             }
             (_, s) => Err(unexpected(s)),
@@ -144,6 +167,33 @@ impl Reader {
         }
         Ok(matches!(self.verdict(status, body, None)?, Verdict::Allow { .. }))
     }
+}
+
+/// A result a 200 states in emqttd mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Explicit {
+    Allow { superuser: bool },
+    Deny,
+    Ignore,
+}
+
+/// `allow` / `deny` / `ignore` as the whole body (any case), or a JSON
+/// object whose `result` is one of them.
+fn explicit(text: &str) -> Option<Explicit> {
+    let word = |w: &str| match w.to_ascii_lowercase().as_str() {
+        "allow" => Some(Explicit::Allow { superuser: false }),
+        "deny" => Some(Explicit::Deny),
+        "ignore" => Some(Explicit::Ignore),
+        _ => None,
+    };
+    if text.starts_with('{') {
+        let b: Body = serde_json::from_str(text).ok()?;
+        return match word(&b.result)? {
+            Explicit::Allow { .. } => Some(Explicit::Allow { superuser: b.is_superuser }),
+            other => Some(other),
+        };
+    }
+    word(text)
 }
 
 /// EMQX 5's answer body.
@@ -188,11 +238,11 @@ mod tests {
     use super::*;
 
     fn emqx() -> Reader {
-        Reader::new(ResponseMode::Emqx, None, None).unwrap()
+        Reader::new(ResponseMode::Emqx, None, None, None).unwrap()
     }
 
     fn emqttd() -> Reader {
-        Reader::new(ResponseMode::Emqttd, None, None).unwrap()
+        Reader::new(ResponseMode::Emqttd, None, None, None).unwrap()
     }
 
     #[test]
@@ -219,12 +269,33 @@ mod tests {
     #[test]
     fn emqttd_answers() {
         let r = emqttd();
-        assert!(matches!(r.verdict(200, b"", None).unwrap(), Verdict::Allow { superuser: false, .. }));
+        assert!(matches!(r.verdict(200, b"allow", None).unwrap(), Verdict::Allow { superuser: false, .. }));
+        assert!(matches!(
+            r.verdict(200, br#"{"result": "allow", "is_superuser": true}"#, None).unwrap(),
+            Verdict::Allow { superuser: true, .. }
+        ));
         assert_eq!(r.verdict(200, b" ignore\n", None).unwrap(), Verdict::Ignore);
+        assert_eq!(r.verdict(200, b"DENY", None).unwrap(), Verdict::Deny);
+        assert_eq!(r.verdict(200, br#"{"result":"deny"}"#, None).unwrap(), Verdict::Deny);
         assert_eq!(r.verdict(401, b"", None).unwrap(), Verdict::Deny);
         assert!(r.verdict(500, b"", None).is_err());
-        assert!(r.superuser(200, b"").unwrap());
+        assert!(r.superuser(200, b"allow").unwrap());
         assert!(!r.superuser(403, b"").unwrap());
+        // A 200 that says nothing is never an allow: a wrong URL answers so.
+        for body in [&b""[..], b"<html><body>It works!</body></html>", b"OK", br#"{"status": "up"}"#, b"allowed"] {
+            let e = r.verdict(200, body, None).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadResponse, "{body:?}");
+            assert!(r.superuser(200, body).is_err(), "{body:?}");
+        }
+        // allow_body names the webhook's own convention.
+        let r = Reader::new(ResponseMode::Emqttd, None, None, Some("")).unwrap();
+        assert!(matches!(r.verdict(200, b"  \n", None).unwrap(), Verdict::Allow { .. }));
+        assert_eq!(r.verdict(200, b"ignore", None).unwrap(), Verdict::Ignore);
+        assert!(r.verdict(200, b"<html></html>", None).is_err());
+        let r = Reader::new(ResponseMode::Emqttd, None, None, Some("ok")).unwrap();
+        assert!(matches!(r.verdict(200, b"ok\n", None).unwrap(), Verdict::Allow { .. }));
+        assert!(r.verdict(200, b"", None).is_err());
+        assert!(Reader::new(ResponseMode::Emqx, None, None, Some("")).unwrap_err().starts_with("allow_body:"));
         assert!(emqx().superuser(200, br#"{"is_superuser": true}"#).unwrap());
         assert!(!emqx().superuser(200, br#"{"result": "deny"}"#).unwrap());
     }
@@ -235,14 +306,15 @@ mod tests {
             ResponseMode::Emqx,
             Some(&[StatusPattern::Code(404)]),
             Some(&[StatusPattern::Class("4xx".into()), StatusPattern::Code(503)]),
+            None,
         )
         .unwrap();
         assert_eq!(r.verdict(404, b"", None).unwrap(), Verdict::Ignore);
         assert_eq!(r.verdict(401, b"", None).unwrap(), Verdict::Deny);
         assert_eq!(r.verdict(503, b"", None).unwrap(), Verdict::Deny);
-        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("2xx".into())]), None).is_err());
-        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Code(99)]), None).is_err());
-        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("4x".into())]), None).is_err());
+        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("2xx".into())]), None, None).is_err());
+        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Code(99)]), None, None).is_err());
+        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("4x".into())]), None, None).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! ACL files (`${username}` / `${clientid}` levels, emqttd's `%u` / `%c`,
 //! `eq <topic>`). A listed topic allows; anything else, and a client the
 //! directory does not know, is Ignore: the next provider or `no_match`
-//! decides. A value that is not a valid filter grants nothing (logged).
+//! decides. As for auth, an entry found by `${username}` must hold the
+//! username in `username_attribute` exactly, or it is not this client's. A value that is not a valid filter grants nothing (logged).
 
 use std::fmt;
 
@@ -16,7 +17,7 @@ use portcullis_acl::rule::{decide, Action, Permission, Rule, Subject};
 use portcullis_core::gate::{Access, ClientInfo, GateFuture};
 use portcullis_core::provider::ProviderError;
 
-use super::auth::find;
+use super::auth::{find, names_user};
 use super::config::{AclConfig, Lookup};
 use super::conn::{Directory, Entry};
 use crate::common::rows::topic_pattern;
@@ -27,6 +28,9 @@ pub struct LdapAcl {
     name: String,
     dir: Directory,
     lookup: Lookup,
+    /// `username_attribute` when the lookup uses `${username}`: the entry
+    /// must hold the client's username exactly ([`names_user`]).
+    username_attribute: Option<String>,
     /// `(attribute, action)` in the order rules are built.
     attributes: Vec<(String, Action)>,
 }
@@ -45,10 +49,12 @@ impl fmt::Debug for LdapAcl {
 impl LdapAcl {
     pub fn new(name: &str, cfg: &AclConfig) -> Result<LdapAcl, BuildError> {
         cfg.validate()?;
+        let lookup = cfg.lookup()?;
         Ok(LdapAcl {
             name: name.to_string(),
             dir: Directory::new(name, &cfg.server_settings())?,
-            lookup: cfg.lookup()?,
+            username_attribute: lookup.uses_username().then(|| cfg.username_attribute.clone()),
+            lookup,
             attributes: vec![
                 (cfg.publish_attribute.clone(), Action::Publish),
                 (cfg.subscribe_attribute.clone(), Action::Subscribe),
@@ -59,10 +65,16 @@ impl LdapAcl {
 
     async fn check(&self, client: &ClientInfo, access: &Access<'_>) -> Result<AclAnswer, ProviderError> {
         let values = Values::from_access(client, access);
-        let attrs: Vec<&str> = self.attributes.iter().map(|(a, _)| a.as_str()).collect();
+        let mut attrs: Vec<&str> = self.attributes.iter().map(|(a, _)| a.as_str()).collect();
+        attrs.extend(self.username_attribute.as_deref());
         let Some(entry) = find(&self.dir, &self.lookup, &values, &attrs).await? else {
             return Ok(AclAnswer::ignore());
         };
+        if let Some(a) = &self.username_attribute {
+            if !names_user(&entry, a, client.username.as_deref().unwrap_or_default())? {
+                return Ok(AclAnswer::ignore());
+            }
+        }
         let rules = self.rules(&entry);
         Ok(decide(&rules, client, access))
     }

@@ -2,7 +2,13 @@
 //! the user, or compare the stored value), then decides superuser.
 //!
 //! * Unknown user (no entry, or a bind DN the directory does not have):
-//!   Ignore, so the next provider may know them.
+//!   Ignore, so the next provider may know them. In compare mode, after a
+//!   decoy verification against the last stored value checked, so the
+//!   answer takes as long as a wrong password.
+//! * When the lookup uses `${username}`, the entry must hold the username
+//!   in `username_attribute` exactly ([`names_user`]): directory matching
+//!   ignores case, and `ALICE` must not log in as `alice`. An entry that
+//!   does not is not this client's (Ignore).
 //! * A missing or empty password is never sent: an empty simple bind is
 //!   an anonymous bind that succeeds. A known user without a password is
 //!   refused as bad credentials.
@@ -10,6 +16,8 @@
 //!   we cannot read: errors (the chain's `on_error`), never a deny.
 
 use std::fmt;
+
+use parking_lot::Mutex;
 
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture, Password};
 use portcullis_core::provider::{ErrorKind, ProviderError};
@@ -26,7 +34,14 @@ pub struct LdapAuth {
     dir: Directory,
     mode: Mode,
     lookup: Lookup,
+    /// `username_attribute` when the lookup uses `${username}` (the entry
+    /// must then hold the username exactly; see [`names_user`]).
+    username_attribute: Option<String>,
     password_attribute: String,
+    /// Compare mode: the last stored password value checked, verified (and
+    /// the result thrown away) for unknown users so they cost what a known
+    /// user costs.
+    decoy: Mutex<Option<Vec<u8>>>,
     superuser: SuperuserConfig,
     /// Lower-cased, space-normalised `superuser.member_of` DNs.
     member_of: Vec<String>,
@@ -78,6 +93,25 @@ pub fn render_filter(t: &Template, values: &Values<'_>) -> Option<String> {
     t.render(values, |v, out| out.push_str(&ldap3::ldap_escape(v))).ok()
 }
 
+/// Whether `entry` is the user the client named: one of its `attribute`
+/// values must equal `username` byte for byte. Directory matching ignores
+/// case (and, in DNs, much else), so the entry found for `ALICE` may be
+/// alice's; it is not `ALICE`'s. An entry without a readable `attribute`
+/// is a configuration error (`username_attribute`), never a match.
+pub fn names_user(entry: &Entry, attribute: &str, username: &str) -> Result<bool, ProviderError> {
+    let values = entry.values(attribute);
+    if values.is_empty() {
+        return Err(ProviderError::new(
+            ErrorKind::BadResponse,
+            format!(
+                "{} has no readable {attribute} (set username_attribute to the attribute that holds usernames)",
+                entry.dn
+            ),
+        ));
+    }
+    Ok(values.iter().any(|v| v.as_slice() == username.as_bytes()))
+}
+
 /// Finds the one entry a lookup names. `Ok(None)`: no such user (or a
 /// placeholder the client has no value for).
 pub async fn find(
@@ -111,8 +145,12 @@ impl LdapAuth {
         cfg.validate()?;
         let dir = Directory::new(name, &cfg.server_settings())?;
         let lookup = cfg.lookup()?;
+        let username_attribute = lookup.uses_username().then(|| cfg.username_attribute.clone());
         let su = &cfg.superuser;
         let mut attrs = Vec::new();
+        if let Some(a) = &username_attribute {
+            attrs.push(a.clone());
+        }
         if cfg.mode == Mode::Compare {
             attrs.push(cfg.password_attribute.clone());
         }
@@ -131,7 +169,9 @@ impl LdapAuth {
             dir,
             mode: cfg.mode,
             lookup,
+            username_attribute,
             password_attribute: cfg.password_attribute.clone(),
+            decoy: Mutex::new(None),
             superuser: su.clone(),
             member_of: su.member_of.iter().map(|d| normalize_dn(d)).collect(),
             attrs,
@@ -140,6 +180,22 @@ impl LdapAuth {
 
     fn attrs(&self) -> Vec<&str> {
         self.attrs.iter().map(String::as_str).collect()
+    }
+
+    /// Whether the entry found is the client's (see [`names_user`]).
+    fn is_named(&self, entry: &Entry, info: &ConnectInfo) -> Result<bool, ProviderError> {
+        match &self.username_attribute {
+            Some(a) => names_user(entry, a, info.username.as_deref().unwrap_or_default()),
+            None => Ok(true),
+        }
+    }
+
+    /// What search mode reads while finding the user.
+    fn search_attrs(&self) -> Vec<&str> {
+        match &self.username_attribute {
+            Some(a) => vec![a.as_str()],
+            None => vec!["1.1"],
+        }
     }
 
     async fn check(&self, info: &ConnectInfo) -> Result<AuthAnswer, ProviderError> {
@@ -151,13 +207,17 @@ impl LdapAuth {
                 match self.bind_user(&dn, password).await? {
                     Bound::Unknown => return Ok(AuthAnswer::ignore()),
                     Bound::Refused(reason) => (Entry::bare(dn), Err(reason)),
+                    Bound::Ok(entry) if !self.is_named(&entry, info)? => return Ok(AuthAnswer::ignore()),
                     Bound::Ok(entry) => (entry, Ok(())),
                 }
             }
             (Mode::Search, _) => {
-                let Some(entry) = find(&self.dir, &self.lookup, &values, &["1.1"]).await? else {
+                let Some(entry) = find(&self.dir, &self.lookup, &values, &self.search_attrs()).await? else {
                     return Ok(AuthAnswer::ignore());
                 };
+                if !self.is_named(&entry, info)? {
+                    return Ok(AuthAnswer::ignore());
+                }
                 match self.bind_user(&entry.dn, password).await? {
                     // Found a moment ago: it is there, the bind refused.
                     Bound::Unknown => (entry, Err(DenyReason::BadCredentials)),
@@ -166,8 +226,13 @@ impl LdapAuth {
                 }
             }
             (Mode::Compare, _) => {
-                let Some(entry) = find(&self.dir, &self.lookup, &values, &self.attrs()).await? else {
-                    return Ok(AuthAnswer::ignore());
+                let found = find(&self.dir, &self.lookup, &values, &self.attrs()).await?;
+                let entry = match found {
+                    Some(entry) if self.is_named(&entry, info)? => entry,
+                    _ => {
+                        self.decoy_compare(password).await;
+                        return Ok(AuthAnswer::ignore());
+                    }
                 };
                 let ok = match password {
                     Some(p) => self.compare(&entry, p).await?,
@@ -186,6 +251,14 @@ impl LdapAuth {
         }
         let superuser = self.is_superuser(&entry).await?;
         Ok(AuthAnswer::new(AuthDecision::Allow { superuser, inline_acl: None, expires_at: None }, rule))
+    }
+
+    /// Compare mode, unknown user: verifies the password against the last
+    /// stored value checked and forgets the result.
+    async fn decoy_compare(&self, password: Option<&Password>) {
+        let Some(p) = password else { return };
+        let Some(model) = self.decoy.lock().clone() else { return };
+        let _ = password::verify(&model, p).await;
     }
 
     /// Binds as `dn` on a connection of its own and, on success, reads the
@@ -235,6 +308,9 @@ impl LdapAuth {
                 ErrorKind::BadResponse,
                 format!("{} has no readable {} (may the service account read it?)", entry.dn, self.password_attribute),
             ));
+        }
+        if let Some(first) = stored.first() {
+            *self.decoy.lock() = Some(first.clone());
         }
         for s in stored {
             if password::verify(s, password).await? {

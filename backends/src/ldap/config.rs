@@ -116,6 +116,14 @@ pub struct AuthConfig {
     /// How deep `filter` searches below `base_dn`.
     #[serde(default)]
     pub scope: ScopeName,
+    /// The attribute that holds the username (`uid`; `sAMAccountName` on
+    /// Active Directory). When the lookup uses `${username}`, the entry found
+    /// must hold the client's username there exactly, byte for byte:
+    /// directory matching ignores case and spaces, and `ALICE` must not
+    /// become a second name for `alice`. Otherwise the entry is not this
+    /// client's (Ignore).
+    #[serde(default = "default_username_attribute")]
+    pub username_attribute: String,
     /// The attribute `compare` mode reads the stored password from.
     #[serde(default = "default_password_attribute")]
     pub password_attribute: String,
@@ -132,6 +140,9 @@ pub struct AuthConfig {
 
 pub fn default_password_attribute() -> String {
     "userPassword".to_string()
+}
+pub fn default_username_attribute() -> String {
+    "uid".to_string()
 }
 
 /// `[acl.ldap.<name>]`: topics from multi-valued attributes of the user's
@@ -170,6 +181,14 @@ pub struct AclConfig {
     /// How deep `filter` searches below `base_dn`.
     #[serde(default)]
     pub scope: ScopeName,
+    /// The attribute that holds the username (`uid`; `sAMAccountName` on
+    /// Active Directory). When the lookup uses `${username}`, the entry found
+    /// must hold the client's username there exactly, byte for byte:
+    /// directory matching ignores case and spaces, and `ALICE` must not
+    /// become a second name for `alice`. Otherwise the entry is not this
+    /// client's (Ignore).
+    #[serde(default = "default_username_attribute")]
+    pub username_attribute: String,
     /// Topic filters the user may publish to.
     #[serde(default = "default_publish_attribute")]
     pub publish_attribute: String,
@@ -219,6 +238,17 @@ pub enum Lookup {
     Search { base: String, filter: Template, scope: ScopeName },
 }
 
+impl Lookup {
+    /// Whether the lookup finds the user by `${username}`.
+    pub fn uses_username(&self) -> bool {
+        let t = match self {
+            Lookup::Dn(t) => t,
+            Lookup::Search { filter, .. } => filter,
+        };
+        t.vars().any(|v| v == Var::Username)
+    }
+}
+
 impl AuthConfig {
     pub fn server_settings(&self) -> ServerSettings {
         ServerSettings {
@@ -248,6 +278,9 @@ impl AuthConfig {
         self.lookup()?;
         if self.password_attribute.trim().is_empty() {
             return Err("password_attribute: must not be empty".into());
+        }
+        if self.username_attribute.trim().is_empty() {
+            return Err("username_attribute: must not be empty".into());
         }
         let su = &self.superuser;
         if su.attribute.as_deref().is_some_and(|a| a.trim().is_empty()) {
@@ -283,6 +316,7 @@ impl AclConfig {
             ("publish_attribute", &self.publish_attribute),
             ("subscribe_attribute", &self.subscribe_attribute),
             ("pubsub_attribute", &self.pubsub_attribute),
+            ("username_attribute", &self.username_attribute),
         ] {
             if v.trim().is_empty() {
                 return Err(format!("{key}: must not be empty"));
@@ -341,6 +375,20 @@ fn probe_values() -> crate::common::template::Values<'static> {
 }
 
 impl ServerSettings {
+    /// Each server: verified when `ldaps://` or StartTLS (validation makes
+    /// both require `tls` with a CA).
+    pub fn endpoints(&self) -> Vec<crate::common::transport::Endpoint> {
+        self.servers
+            .iter()
+            .map(|s| {
+                let (scheme, rest) = s.split_once("://").unwrap_or(("ldap", s));
+                let authority = rest.split('/').next().unwrap_or("");
+                let host = crate::common::transport::host_of(authority);
+                crate::common::transport::Endpoint::new(host, scheme == "ldaps" || self.starttls)
+            })
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.servers.is_empty() {
             return Err("servers: at least one URL (ldap://host:389 or ldaps://host:636)".into());

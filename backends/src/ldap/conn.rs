@@ -8,6 +8,10 @@
 //!   own bind always happens on a fresh connection that is closed
 //!   afterwards ([`Directory::bind_as`]), so a pooled connection never takes
 //!   a user's identity.
+//! * Waiting for a service connection ends as soon as an attempt to open
+//!   one fails ([`ConnectFailures`]): a stopped server (connection refused)
+//!   fails a CONNECT at once, and the failure reaches the health state and
+//!   the log, instead of the pool's wait outlasting the chain's timeout.
 //! * Every operation runs under `pool.query_timeout`. A connection that
 //!   failed at the transport level (closed by the server, timed out) is
 //!   thrown away; a search that failed because its pooled connection had
@@ -279,11 +283,39 @@ impl fmt::Debug for ServiceConn {
     }
 }
 
+/// Failed attempts to open a service connection, told to the callers
+/// waiting for one. bb8 (without connection retries) drops a failed
+/// attempt's error and lets its waiters sleep until the pool's whole wait
+/// (`connect_timeout` per server + `query_timeout`) is over: with the
+/// defaults that is longer than the chain's timeout, so a stopped server
+/// made every CONNECT wait 5 s and report nothing. Waiters now fail with
+/// the attempt's own error the moment it fails.
+#[derive(Debug, Default)]
+struct ConnectFailures {
+    notify: tokio::sync::Notify,
+    last: parking_lot::Mutex<Option<ProviderError>>,
+}
+
+impl ConnectFailures {
+    fn failed(&self, e: &ProviderError) {
+        *self.last.lock() = Some(e.clone());
+        self.notify.notify_waiters();
+    }
+
+    fn last(&self) -> ProviderError {
+        self.last
+            .lock()
+            .clone()
+            .unwrap_or_else(|| ProviderError::new(ErrorKind::Unavailable, "cannot open an LDAP connection"))
+    }
+}
+
 /// bb8's view of the service connections.
 pub struct Manager {
     servers: Arc<Servers>,
     /// `(bind_dn, password)`; `None`: anonymous.
     account: Option<(String, String)>,
+    failures: Arc<ConnectFailures>,
 }
 
 impl fmt::Debug for Manager {
@@ -295,11 +327,8 @@ impl fmt::Debug for Manager {
     }
 }
 
-impl bb8::ManageConnection for Manager {
-    type Connection = ServiceConn;
-    type Error = ProviderError;
-
-    async fn connect(&self) -> Result<ServiceConn, ProviderError> {
+impl Manager {
+    async fn open_service(&self) -> Result<ServiceConn, ProviderError> {
         let mut ldap = self.servers.open().await?;
         if let Some((dn, pw)) = &self.account {
             let rc = self.servers.bind(&mut ldap, dn, pw).await.map_err(|e| e.into_provider("service account bind"))?;
@@ -312,6 +341,19 @@ impl bb8::ManageConnection for Manager {
             }
         }
         Ok(ServiceConn { ldap, broken: false })
+    }
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = ServiceConn;
+    type Error = ProviderError;
+
+    async fn connect(&self) -> Result<ServiceConn, ProviderError> {
+        let r = self.open_service().await;
+        if let Err(e) = &r {
+            self.failures.failed(e);
+        }
+        r
     }
 
     async fn is_valid(&self, conn: &mut ServiceConn) -> Result<(), ProviderError> {
@@ -330,6 +372,7 @@ impl bb8::ManageConnection for Manager {
 pub struct Directory {
     pub servers: Arc<Servers>,
     pool: bb8::Pool<Manager>,
+    failures: Arc<ConnectFailures>,
     /// Up or down, from every operation that reached for the server (a
     /// request answered without asking it says nothing either way).
     pub health: Health,
@@ -352,6 +395,7 @@ impl Directory {
             _ => None,
         };
         let n = u32::try_from(s.servers.len()).unwrap_or(u32::MAX).max(1);
+        let failures = Arc::new(ConnectFailures::default());
         let pool = bb8::Pool::builder()
             .max_size(s.pool.size)
             .min_idle(if s.pool.min_idle == 0 { None } else { Some(s.pool.min_idle) })
@@ -363,8 +407,8 @@ impl Directory {
             // Surface the real connect error instead of retrying until the
             // pool's timeout hides it.
             .retry_connection(false)
-            .build_unchecked(Manager { servers: Arc::clone(&servers), account });
-        Ok(Directory { servers, pool, health: Health::new("ldap", name) })
+            .build_unchecked(Manager { servers: Arc::clone(&servers), account, failures: Arc::clone(&failures) });
+        Ok(Directory { servers, pool, failures, health: Health::new("ldap", name) })
     }
 
     /// A search with the service account; retried once on a new connection
@@ -389,12 +433,7 @@ impl Directory {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut conn = self.pool.get().await.map_err(|e| match e {
-                bb8::RunError::User(e) => e,
-                bb8::RunError::TimedOut => {
-                    ProviderError::new(ErrorKind::Timeout, "no LDAP service connection available in time")
-                }
-            })?;
+            let mut conn = self.checkout().await?;
             match self.servers.search(&mut conn.ldap, base, scope, filter, attrs).await {
                 Ok(entries) => return Ok(entries),
                 Err(e) => {
@@ -408,6 +447,26 @@ impl Directory {
                     return Err(e.into_provider("search"));
                 }
             }
+        }
+    }
+
+    /// A service connection from the pool. Fails as soon as an attempt to
+    /// open one fails (a refused connection fails at once), not after the
+    /// pool's whole wait; see [`ConnectFailures`].
+    async fn checkout(&self) -> Result<bb8::PooledConnection<'_, Manager>, ProviderError> {
+        let failed = self.failures.notify.notified();
+        tokio::pin!(failed);
+        // Registered before the pool starts an attempt, so none is missed.
+        failed.as_mut().enable();
+        tokio::select! {
+            biased;
+            got = self.pool.get() => got.map_err(|e| match e {
+                bb8::RunError::User(e) => e,
+                bb8::RunError::TimedOut => {
+                    ProviderError::new(ErrorKind::Timeout, "no LDAP service connection available in time")
+                }
+            }),
+            () = &mut failed => Err(self.failures.last()),
         }
     }
 

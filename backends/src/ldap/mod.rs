@@ -29,12 +29,20 @@ use portcullis_auth::provider::DynAuthProvider;
 
 pub use config::{AclConfig, AuthConfig};
 
+use crate::common::transport::warn_if_exposed;
 use crate::common::BuildError;
 
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {
-    Ok(Arc::new(auth::LdapAuth::new(name, cfg)?))
+    let p = auth::LdapAuth::new(name, cfg)?;
+    warn_if_exposed(&format!("auth.ldap.{name}"), &cfg.server_settings().endpoints(), FIX);
+    Ok(Arc::new(p))
 }
 
 pub async fn acl_provider(name: &str, cfg: &AclConfig) -> Result<DynAclProvider, BuildError> {
-    Ok(Arc::new(acl::LdapAcl::new(name, cfg)?))
+    let p = acl::LdapAcl::new(name, cfg)?;
+    warn_if_exposed(&format!("acl.ldap.{name}"), &cfg.server_settings().endpoints(), FIX);
+    Ok(Arc::new(p))
 }
+
+/// How to stop the start-up warning for an `ldap://` server off this host.
+const FIX: &str = "use ldaps:// URLs or starttls = true, with tls = { enable = true, ca_file = \"…\" }";

@@ -58,6 +58,23 @@ fn servers_tls_and_account_are_checked() {
 }
 
 #[test]
+fn endpoints_and_their_tls() {
+    use crate::common::transport::Endpoint;
+    let cfg: AuthConfig = toml::from_str(
+        &SEARCH.replace("[\"ldap://127.0.0.1:389\"]", "[\"ldap://dir.internal\", \"ldaps://[2001:db8::1]:636\"]"),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.server_settings().endpoints(),
+        vec![Endpoint::new("dir.internal", false), Endpoint::new("2001:db8::1", true)]
+    );
+    assert_eq!(cfg.username_attribute, "uid");
+    let e = auth(&format!("{SEARCH}username_attribute = \" \"\n")).unwrap_err();
+    assert!(e.starts_with("username_attribute:"), "{e}");
+    assert!(cfg.lookup().unwrap().uses_username());
+}
+
+#[test]
 fn acl_defaults_are_the_shipped_schema() {
     let cfg: AclConfig = toml::from_str("servers = [\"ldap://h\"]\nuser_dn = \"uid=${username},dc=x\"\n").unwrap();
     cfg.validate().unwrap();

@@ -1,7 +1,8 @@
 //! The MongoDB ACL provider: the documents the filter finds (EMQX 5's
 //! `mqtt_acl`: `permission`, `action`, `topics`, optional `qos`, `retain`)
-//! become ordinary [`Rule`]s, one per topic, in the server's order; the
-//! first that applies decides, none: Ignore. A document we cannot read is
+//! become ordinary [`Rule`]s, one per topic, in `sort` order (default
+//! `_id`, never the server's natural order); the first that applies
+//! decides, none: Ignore. A document we cannot read is
 //! an error (the chain's `on_error`), never a silently dropped rule.
 
 use std::fmt;
@@ -24,6 +25,8 @@ pub struct MongoAcl {
     name: String,
     db: Mongo,
     filter: Filter,
+    /// `sort` as a document.
+    sort: Document,
     cfg: AclConfig,
 }
 
@@ -40,6 +43,7 @@ impl MongoAcl {
             name: name.to_string(),
             db: Mongo::new(name, &cfg.server_settings(), &cfg.collection).await?,
             filter: cfg.compiled_filter()?,
+            sort: cfg.sort_document()?,
             cfg: cfg.clone(),
         })
     }
@@ -47,7 +51,7 @@ impl MongoAcl {
     async fn check(&self, client: &ClientInfo, access: &Access<'_>) -> Result<AclAnswer, ProviderError> {
         let values = Values::from_access(client, access);
         let Some(filter) = self.filter.render(&values) else { return Ok(AclAnswer::ignore()) };
-        let docs = self.db.find_all(filter, self.cfg.max_rules).await?;
+        let docs = self.db.find_all(filter, self.sort.clone(), self.cfg.max_rules).await?;
         let mut rules = Vec::new();
         for d in &docs {
             rules.extend(self.rules(d).map_err(|e| ProviderError::new(ErrorKind::BadResponse, e))?);

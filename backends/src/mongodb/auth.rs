@@ -1,11 +1,13 @@
 //! The MongoDB auth provider: one document per user (EMQX 5's `mqtt_user`:
 //! `password_hash`, `salt`, `is_superuser`), found by the filter.
-//! No document: Ignore. A document without a usable hash: an error.
+//! No document: Ignore (after a decoy verification, so an unknown user
+//! takes as long as a wrong password). A document without a usable hash:
+//! an error.
 
 use std::fmt;
 
 use mongodb::bson::{doc, Bson, Document};
-use portcullis_auth::hash::HashConfig;
+use portcullis_auth::hash::{Decoy, HashConfig};
 use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, GateFuture};
 use portcullis_core::provider::{ErrorKind, ProviderError};
@@ -13,7 +15,7 @@ use portcullis_core::provider::{ErrorKind, ProviderError};
 use super::client::Mongo;
 use super::config::AuthConfig;
 use super::filter::Filter;
-use crate::common::password::check_password;
+use crate::common::password::{check_password, unknown_user};
 use crate::common::template::Values;
 use crate::common::BuildError;
 
@@ -22,6 +24,8 @@ pub struct MongoAuth {
     db: Mongo,
     filter: Filter,
     hash: HashConfig,
+    /// Verified for unknown users (see `check_password`).
+    decoy: Decoy,
     password_hash_field: String,
     salt_field: String,
     is_superuser_field: String,
@@ -41,6 +45,7 @@ impl MongoAuth {
             db: Mongo::new(name, &cfg.server_settings(), &cfg.collection).await?,
             filter: cfg.compiled_filter()?,
             hash: cfg.password_hash.to_hash_config()?,
+            decoy: Decoy::for_config(&cfg.password_hash.to_hash_config()?),
             password_hash_field: cfg.password_hash_field.clone(),
             salt_field: cfg.salt_field.clone(),
             is_superuser_field: cfg.is_superuser_field.clone(),
@@ -56,6 +61,7 @@ impl MongoAuth {
             self.is_superuser_field.as_str(): 1,
         };
         let Some(user) = self.db.find_one(filter, projection).await? else {
+            unknown_user(info, &self.decoy).await;
             return Ok(AuthAnswer::ignore());
         };
         let rule = Some(format!("mongodb {}", id(&user)));
@@ -72,7 +78,7 @@ impl MongoAuth {
             Some(Bson::String(s)) if !s.is_empty() => Some(s.as_str()),
             _ => None,
         };
-        if let Some(reason) = check_password(info, stored, salt, &self.hash).await? {
+        if let Some(reason) = check_password(info, stored, salt, &self.hash, &self.decoy).await? {
             return Ok(AuthAnswer::new(AuthDecision::Deny(reason), rule));
         }
         let superuser = truthy(user.get(&self.is_superuser_field));

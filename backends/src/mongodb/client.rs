@@ -42,11 +42,6 @@ impl Mongo {
                     .source(s.auth_source.clone().or_else(|| Some(s.database.clone())))
                     .build(),
             );
-        } else if let Some(source) = &s.auth_source {
-            match opts.credential.as_mut() {
-                Some(c) => c.source = Some(source.clone()),
-                None => return Err("auth_source: needs username (or credentials in the uri)".into()),
-            }
         }
         if s.tls.enable {
             opts.tls = Some(Tls::Enabled(
@@ -79,13 +74,14 @@ impl Mongo {
         })
     }
 
-    /// Up to `limit` documents in the server's order, under the query
-    /// timeout; more than `limit` is an error (never a partial list).
-    pub async fn find_all(&self, filter: Document, limit: u32) -> Result<Vec<Document>, ProviderError> {
+    /// Up to `limit` documents in `sort` order, under the query timeout;
+    /// more than `limit` is an error (never a partial list).
+    pub async fn find_all(&self, filter: Document, sort: Document, limit: u32) -> Result<Vec<Document>, ProviderError> {
         let fetch = async {
             let cursor = self
                 .collection
                 .find(filter)
+                .sort(sort)
                 .limit(i64::from(limit) + 1)
                 .max_time(self.query_timeout)
                 .await

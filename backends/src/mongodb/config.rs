@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use mongodb::bson::Document;
 use portcullis_core::provider::OnError;
 use portcullis_core::units;
 use serde::Deserialize;
@@ -22,7 +23,10 @@ use crate::common::tls::TlsConfig;
 pub struct AuthConfig {
     /// `mongodb://host:27017`, a replica set
     /// `mongodb://h1:27017,h2:27017/?replicaSet=rs0`, or `mongodb+srv://…`.
-    /// Put credentials in `username` / `password`, not here.
+    /// Credentials (`user:pass@`) and options that turn certificate checks
+    /// off (`tlsInsecure`, `tlsAllowInvalidCertificates`,
+    /// `tlsAllowInvalidHostnames`) are refused: use `username` / `password`
+    /// and `tls`.
     pub uri: String,
     /// The database holding `collection`.
     pub database: String,
@@ -88,8 +92,8 @@ pub fn default_is_superuser_field() -> String {
 }
 
 /// `[acl.mongodb.<name>]`: every document the filter finds is a rule
-/// (EMQX 5: `permission`, `action`, `topics`), tried in the order the
-/// server returns them; the first that matches decides, none: Ignore.
+/// (EMQX 5: `permission`, `action`, `topics`), tried in `sort` order
+/// (default `_id`); the first that matches decides, none: Ignore.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
@@ -137,6 +141,13 @@ pub struct AclConfig {
     /// rule set).
     #[serde(default = "default_max_rules")]
     pub max_rules: u32,
+    /// The order rules are read and tried in: field names, ascending, or
+    /// descending with a leading `-` (`["-priority", "_id"]`). The server's
+    /// natural order is not an order (it changes with updates and
+    /// compaction), so the default sorts by `_id`: insertion order for
+    /// ObjectIds.
+    #[serde(default = "default_sort")]
+    pub sort: Vec<String>,
     /// The chain's limit for one call.
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,
@@ -165,6 +176,9 @@ pub fn default_retain_field() -> String {
 }
 pub fn default_max_rules() -> u32 {
     1000
+}
+pub fn default_sort() -> Vec<String> {
+    vec!["_id".to_string()]
 }
 
 crate::call_policy!(AuthConfig, AclConfig);
@@ -253,7 +267,27 @@ impl AclConfig {
         if self.max_rules == 0 {
             return Err("max_rules: must be at least 1".into());
         }
+        self.sort_document()?;
         Ok(())
+    }
+
+    /// `sort` as a sort document (`{ priority: -1, _id: 1 }`).
+    pub fn sort_document(&self) -> Result<Document, String> {
+        if self.sort.is_empty() {
+            return Err("sort: name at least one field (the default is [\"_id\"])".into());
+        }
+        let mut d = Document::new();
+        for (i, f) in self.sort.iter().enumerate() {
+            let (name, dir) = match f.strip_prefix('-') {
+                Some(name) => (name, -1),
+                None => (f.as_str(), 1),
+            };
+            field_name(&format!("sort[{i}]"), name)?;
+            if d.insert(name, dir).is_some() {
+                return Err(format!("sort[{i}]: {name:?} is listed twice"));
+            }
+        }
+        Ok(d)
     }
 }
 
@@ -268,10 +302,26 @@ fn field_name(key: &str, v: &str) -> Result<(), String> {
 }
 
 impl ServerSettings {
+    /// Each host of the URI (the SRV name for `mongodb+srv://`); verified
+    /// with `tls` or the URI's `tls=true` / `ssl=true` (the options that
+    /// would turn checks off are refused by [`ServerSettings::validate`]).
+    pub fn endpoints(&self) -> Vec<crate::common::transport::Endpoint> {
+        let rest = self.uri.split_once("://").map_or(self.uri.as_str(), |(_, r)| r);
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        let uri_tls = query.split(['&', ';']).any(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            matches!(k.to_ascii_lowercase().as_str(), "tls" | "ssl") && v.eq_ignore_ascii_case("true")
+        });
+        let verified = self.tls.enable || uri_tls;
+        rest[..end]
+            .split(',')
+            .map(|a| crate::common::transport::Endpoint::new(crate::common::transport::host_of(a), verified))
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.uri.starts_with("mongodb://") || self.uri.starts_with("mongodb+srv://")) {
-            return Err("uri: must start with mongodb:// or mongodb+srv://".into());
-        }
+        check_uri(&self.uri)?;
         if self.database.trim().is_empty() {
             return Err("database: must not be empty".into());
         }
@@ -282,6 +332,9 @@ impl ServerSettings {
         }
         if let Some(p) = &self.password {
             p.resolve().map_err(|e| format!("password: {e}"))?;
+        }
+        if self.auth_source.is_some() && self.username.is_none() {
+            return Err("auth_source: needs username".into());
         }
         if self.tls.enable {
             if self.tls.server_name.is_some() {
@@ -298,4 +351,31 @@ impl ServerSettings {
         self.tls.validate()?;
         self.pool.validate()
     }
+}
+
+/// The URI names servers and options, never secrets nor weakened TLS:
+/// credentials in it end up wherever the URI is shown (logs, `ps`, config
+/// dumps) and bypass the secret keys; `tlsInsecure` and
+/// `tlsAllowInvalid*` let anyone on the path answer the auth query.
+fn check_uri(uri: &str) -> Result<(), String> {
+    let Some(rest) = uri.strip_prefix("mongodb://").or_else(|| uri.strip_prefix("mongodb+srv://")) else {
+        return Err("uri: must start with mongodb:// or mongodb+srv://".into());
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if rest[..end].contains('@') {
+        return Err("uri: contains credentials; put the user in `username` and the password in `password` \
+                    (inline, { env = \"VAR\" } or { file = \"/path\" })"
+            .into());
+    }
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split(['&', ';']) {
+        let key = pair.split('=').next().unwrap_or("").trim();
+        let lower = key.to_ascii_lowercase();
+        if lower == "tlsinsecure" || lower.starts_with("tlsallowinvalid") || lower.starts_with("sslallowinvalid") {
+            return Err(format!(
+                "uri: {key} turns off the server's certificate checks; remove it and use tls = {{ enable = true, ca_file = \"…\" }}"
+            ));
+        }
+    }
+    Ok(())
 }

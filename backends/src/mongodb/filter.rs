@@ -10,7 +10,9 @@
 //! filled in as BSON strings. A client's value is never parsed: a username
 //! such as `{"$ne": null}` is the string `{"$ne": null}`, which matches only
 //! a user of that name. Keys (field names, operators) come from the config
-//! only.
+//! only, and no placeholder may sit under an operator that would read its
+//! value as something else than a value (`$regex`, `$where`, `$expr`,
+//! `$function`, `$accumulator`, `$text`, `$jsonSchema`).
 
 use mongodb::bson::{Bson, Document};
 use serde_json::{Map, Value};
@@ -38,7 +40,7 @@ impl Filter {
     /// one placeholder (a filter without one would match the same
     /// document for every client).
     pub fn compile(key: &str, table: &Map<String, Value>, allowed: &[Var]) -> Result<Filter, String> {
-        let root = doc(key, table, allowed)?;
+        let root = doc(key, table, allowed, None)?;
         let f = Filter { root };
         if !f.has_vars() {
             return Err(format!("{key}: needs a placeholder such as \"${{username}}\" in a value"));
@@ -95,19 +97,35 @@ impl Filter {
     }
 }
 
-fn doc(path: &str, table: &Map<String, Value>, allowed: &[Var]) -> Result<Vec<(String, Node)>, String> {
+/// Operators under which a client's value would not be a plain value: a
+/// pattern (`$regex`: `.*` matches every user), code (`$where`,
+/// `$function`, `$accumulator`), an expression whose `$`-strings are field
+/// paths (`$expr`: a username `$password_hash` compares two fields), a
+/// text search (`$text`: case- and stem-insensitive) or a schema
+/// (`$jsonSchema`: `pattern`). Placeholders below them are refused.
+const NO_PLACEHOLDERS_UNDER: [&str; 7] =
+    ["$regex", "$where", "$expr", "$function", "$accumulator", "$text", "$jsonSchema"];
+
+/// `under`: the refused operator this table is inside of, if any.
+fn doc(
+    path: &str,
+    table: &Map<String, Value>,
+    allowed: &[Var],
+    under: Option<&str>,
+) -> Result<Vec<(String, Node)>, String> {
     let mut out = Vec::with_capacity(table.len());
     for (k, v) in table {
         let p = format!("{path}.{k}");
         if k.contains("${") || k.is_empty() {
             return Err(format!("{p}: field names are fixed; placeholders go in values"));
         }
-        out.push((k.clone(), value(&p, v, allowed)?));
+        let under = under.or_else(|| NO_PLACEHOLDERS_UNDER.iter().copied().find(|op| *op == k));
+        out.push((k.clone(), value(&p, v, allowed, under)?));
     }
     Ok(out)
 }
 
-fn value(path: &str, v: &Value, allowed: &[Var]) -> Result<Node, String> {
+fn value(path: &str, v: &Value, allowed: &[Var], under: Option<&str>) -> Result<Node, String> {
     Ok(match v {
         Value::Null => Node::Lit(Bson::Null),
         Value::Bool(b) => Node::Lit(Bson::Boolean(*b)),
@@ -120,6 +138,12 @@ fn value(path: &str, v: &Value, allowed: &[Var]) -> Result<Node, String> {
             // Only `${name}` placeholders: emqttd's `%u` forms would turn a
             // literal `%` in a value into a placeholder.
             if s.contains("${") {
+                if let Some(op) = under {
+                    return Err(format!(
+                        "{path}: no placeholders under {op}: a client's value would be read as a pattern, code or \
+                         field path, not as a value"
+                    ));
+                }
                 let t = Template::parse(s, allowed).map_err(|e| format!("{path}: {e}"))?;
                 Node::Text(t)
             } else {
@@ -130,9 +154,9 @@ fn value(path: &str, v: &Value, allowed: &[Var]) -> Result<Node, String> {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, x)| value(&format!("{path}[{i}]"), x, allowed))
+                .map(|(i, x)| value(&format!("{path}[{i}]"), x, allowed, under))
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Object(m) => Node::Doc(doc(path, m, allowed)?),
+        Value::Object(m) => Node::Doc(doc(path, m, allowed, under)?),
     })
 }

@@ -26,12 +26,20 @@ use portcullis_auth::provider::DynAuthProvider;
 
 pub use config::{AclConfig, AuthConfig};
 
+use crate::common::transport::warn_if_exposed;
 use crate::common::BuildError;
 
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {
-    Ok(Arc::new(auth::MongoAuth::new(name, cfg).await?))
+    let p = auth::MongoAuth::new(name, cfg).await?;
+    warn_if_exposed(&format!("auth.mongodb.{name}"), &cfg.server_settings().endpoints(), FIX);
+    Ok(Arc::new(p))
 }
 
 pub async fn acl_provider(name: &str, cfg: &AclConfig) -> Result<DynAclProvider, BuildError> {
-    Ok(Arc::new(acl::MongoAcl::new(name, cfg).await?))
+    let p = acl::MongoAcl::new(name, cfg).await?;
+    warn_if_exposed(&format!("acl.mongodb.{name}"), &cfg.server_settings().endpoints(), FIX);
+    Ok(Arc::new(p))
 }
+
+/// How to stop the start-up warning for a MongoDB server off this host.
+const FIX: &str = "set tls = { enable = true, ca_file = \"…\" }";

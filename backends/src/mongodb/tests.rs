@@ -24,6 +24,13 @@ fn defaults_are_emqx_5() {
     let a: AclConfig = toml::from_str(BASE).unwrap();
     a.validate().unwrap();
     assert_eq!((a.collection.as_str(), a.topics_field.as_str()), ("mqtt_acl", "topics"));
+    assert_eq!(a.sort_document().unwrap(), doc! { "_id": 1 }, "rules in a defined order by default");
+    let a: AclConfig = toml::from_str(&format!("{BASE}sort = [\"-priority\", \"_id\"]\n")).unwrap();
+    assert_eq!(a.sort_document().unwrap(), doc! { "priority": -1, "_id": 1 });
+    for (sort, key) in [("[]", "sort:"), ("[\"$natural\"]", "sort[0]:"), ("[\"a\", \"-a\"]", "sort[1]:")] {
+        let a: AclConfig = toml::from_str(&format!("{BASE}sort = {sort}\n")).unwrap();
+        assert!(a.validate().unwrap_err().starts_with(key), "{sort}");
+    }
 }
 
 #[test]
@@ -37,11 +44,31 @@ fn bad_configs_name_the_key() {
         ("pool = { size = 0 }\n", "pool.size:"),
         ("password_hash = { algo = \"pbkdf2\" }\n", "password_hash.iterations:"),
         ("tls = { enable = true }\n", "tls.ca_file:"),
+        ("filter = { username = { \"$regex\" = \"^${username}$\" } }\n", "filter.username.$regex:"),
+        ("filter = { \"$where\" = \"this.username == '${username}'\" }\n", "filter.$where:"),
+        ("filter = { \"$expr\" = { \"$eq\" = [\"$username\", \"${username}\"] } }\n", "filter.$expr.$eq[1]:"),
+        ("filter = { \"$text\" = { \"$search\" = \"${username}\" } }\n", "filter.$text.$search:"),
+        ("auth_source = \"admin\"\n", "auth_source:"),
     ] {
         let e = auth(&format!("{BASE}{extra}")).unwrap_err();
         assert!(e.starts_with(key), "{extra}: {e}");
     }
     assert!(auth("uri = \"http://x\"\ndatabase = \"d\"\n").unwrap_err().starts_with("uri:"));
+    for uri in [
+        "mongodb://portcullis:hunter2-secret@db.internal:27017/mqtt",
+        "mongodb+srv://u@cluster0.example.net/?retryWrites=true",
+        "mongodb://db:27017/?tls=true&tlsInsecure=true",
+        "mongodb://db:27017/?tls=true&tlsAllowInvalidCertificates=true",
+        "mongodb://db:27017/?ssl=true&TLSALLOWINVALIDHOSTNAMES=true",
+    ] {
+        let e = auth(&format!("uri = \"{uri}\"\ndatabase = \"d\"\n")).unwrap_err();
+        assert!(e.starts_with("uri:") && !e.contains("hunter2"), "{uri}: {e}");
+    }
+    // An @ in the path or the query is not a credential; a placeholder
+    // outside the refused operators is fine.
+    auth("uri = \"mongodb://db:27017/mqtt?appName=a@b\"\ndatabase = \"d\"\n").unwrap();
+    auth(&format!("{BASE}filter = {{ username = {{ \"$eq\" = \"${{username}}\" }}, \"$comment\" = \"x\" }}\n"))
+        .unwrap();
     assert!(auth(&format!("{BASE}bogus = 1\n")).is_err());
     let c = auth(&format!("{BASE}username = \"u\"\npassword = \"hunter2-secret\"\n")).unwrap();
     assert!(!format!("{c:?}").contains("hunter2-secret"));
@@ -60,6 +87,24 @@ fn placeholders_become_string_values() {
     assert_eq!(d, doc! { "$or": [{ "username": evil }, { "email": evil }], "enabled": true, "n": 2_i64, "tag": "c-x" });
     assert!(matches!(d.get_array("$or").unwrap()[0].as_document().unwrap().get("username"), Some(Bson::String(_))));
     assert_eq!(f.render(&Values { client_id: Some("x"), ..Values::default() }), None, "no username");
+}
+
+#[test]
+fn endpoints_and_their_tls() {
+    use crate::common::transport::Endpoint;
+    for (uri, extra, want) in [
+        ("mongodb://127.0.0.1:27017", "", vec![Endpoint::new("127.0.0.1", false)]),
+        (
+            "mongodb://h1:27017,[::1]:27018/?replicaSet=rs0",
+            "",
+            vec![Endpoint::new("h1", false), Endpoint::new("::1", false)],
+        ),
+        ("mongodb://h1/?tls=true", "", vec![Endpoint::new("h1", true)]),
+        ("mongodb+srv://cluster0.example.net/", "", vec![Endpoint::new("cluster0.example.net", false)]),
+    ] {
+        let c = auth(&format!("uri = \"{uri}\"\ndatabase = \"d\"\n{extra}")).unwrap();
+        assert_eq!(c.server_settings().endpoints(), want, "{uri}");
+    }
 }
 
 #[test]

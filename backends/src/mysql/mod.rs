@@ -17,6 +17,7 @@ use portcullis_auth::provider::DynAuthProvider;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlRow, MySqlSslMode};
 use sqlx::{Row, TypeInfo, ValueRef};
 
+use crate::common::transport::Endpoint;
 use crate::common::BuildError;
 use crate::sql::client::{Driver, FetchError};
 use crate::sql::config::Connection;
@@ -70,6 +71,14 @@ impl Driver for Mysql {
             }
         }
         Ok(o)
+    }
+
+    fn endpoint(o: &MySqlConnectOptions) -> Endpoint {
+        let host = match o.get_socket() {
+            Some(path) => path.display().to_string(),
+            None => o.get_host().to_string(),
+        };
+        Endpoint::new(host, matches!(o.get_ssl_mode(), MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity))
     }
 
     fn fetch<'a>(
@@ -163,5 +172,9 @@ mod tests {
         let o = Mysql::connect_options(&c).unwrap();
         assert_eq!((o.get_host(), o.get_port(), o.get_username(), o.get_database()), ("db", 3307, "u", Some("mqtt")));
         assert!(matches!(o.get_ssl_mode(), MySqlSslMode::VerifyIdentity));
+        assert_eq!(Mysql::endpoint(&o), Endpoint::new("db", true));
+        let plain = TlsConfig::default();
+        let o = Mysql::connect_options(&Connection { tls: &plain, ..c }).unwrap();
+        assert_eq!(Mysql::endpoint(&o), Endpoint::new("db", false), "sqlx's default ssl-mode is PREFERRED");
     }
 }

@@ -17,6 +17,7 @@ use portcullis_auth::provider::DynAuthProvider;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgSslMode, PgTypeKind, Postgres as Pg};
 use sqlx::{Row, TypeInfo, ValueRef};
 
+use crate::common::transport::Endpoint;
 use crate::common::BuildError;
 use crate::sql::client::{Driver, FetchError};
 use crate::sql::config::Connection;
@@ -69,6 +70,14 @@ impl Driver for Postgres {
             o = o.application_name("portcullis");
         }
         Ok(o)
+    }
+
+    fn endpoint(o: &PgConnectOptions) -> Endpoint {
+        let host = match o.get_socket() {
+            Some(path) => path.display().to_string(),
+            None => o.get_host().to_string(),
+        };
+        Endpoint::new(host, matches!(o.get_ssl_mode(), PgSslMode::VerifyCa | PgSslMode::VerifyFull))
     }
 
     fn fetch<'a>(
@@ -174,5 +183,20 @@ mod tests {
         let tls = TlsConfig { enable: true, ca_file: Some("/nonexistent/ca.pem".into()), ..TlsConfig::default() };
         let o = Postgres::connect_options(&conn(Some("postgres://u@h/db"), &pool, &tls)).unwrap();
         assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert_eq!(Postgres::endpoint(&o), Endpoint::new("h", true));
+    }
+
+    #[test]
+    fn only_verify_modes_count_as_verified() {
+        let (pool, tls) = (PoolConfig::default(), TlsConfig::default());
+        for (url, verified) in [
+            ("postgres://u@db.internal/mqtt", false),
+            ("postgres://u@db.internal/mqtt?sslmode=require", false),
+            ("postgres://u@db.internal/mqtt?sslmode=verify-ca", true),
+            ("postgres://u@db.internal/mqtt?sslmode=verify-full", true),
+        ] {
+            let o = Postgres::connect_options(&conn(Some(url), &pool, &tls)).unwrap();
+            assert_eq!(Postgres::endpoint(&o), Endpoint::new("db.internal", verified), "{url}");
+        }
     }
 }

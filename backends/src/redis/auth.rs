@@ -5,7 +5,8 @@
 //! `HGETALL` of the user's hash. Fields are recognised by name:
 //! `password_hash` (or emqttd's `password`), `salt`, `is_superuser`; others
 //! are ignored. A missing key or an empty password field is an unknown user
-//! (Ignore); a wrong password is a deny; anything Redis fails at is an
+//! (Ignore, after a decoy verification so it takes as long as a wrong
+//! password); a wrong password is a deny; anything Redis fails at is an
 //! error for the chain's `on_error`, never a deny.
 //!
 //! When the first reply does not make the client a superuser and a
@@ -15,7 +16,7 @@
 
 use std::sync::Arc;
 
-use portcullis_auth::hash::HashConfig;
+use portcullis_auth::hash::{Decoy, HashConfig};
 use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, GateFuture};
 use portcullis_core::provider::{ErrorKind, ProviderError};
@@ -25,7 +26,7 @@ use super::client::RedisClient;
 use super::command::{self, Command};
 use super::config::AuthConfig;
 use crate::common::health::Health;
-use crate::common::password::check_password;
+use crate::common::password::{check_password, unknown_user};
 use crate::common::template::Var;
 use crate::common::BuildError;
 
@@ -77,6 +78,8 @@ pub struct RedisAuth {
     shape: Shape,
     superuser: Option<Command>,
     hash: HashConfig,
+    /// Verified for unknown users (see `check_password`).
+    decoy: Decoy,
     health: Health,
 }
 
@@ -109,6 +112,7 @@ impl RedisAuth {
             command,
             shape,
             superuser,
+            decoy: Decoy::for_config(&hash),
             hash,
             health: Health::new("redis", name),
         })
@@ -130,10 +134,11 @@ impl RedisAuth {
         let reply = self.health.track(self.client.query(&rendered.cmd).await)?;
         let record = read_record(&self.shape, &reply).map_err(|e| bad_reply(&rendered.key, &e))?;
         let Some(stored) = record.password.as_deref().filter(|p| !p.is_empty()) else {
+            unknown_user(info, &self.decoy).await;
             return Ok(AuthAnswer::ignore());
         };
         let rule = Some(rule_name(&rendered.key));
-        if let Some(deny) = check_password(info, stored, record.salt.as_deref(), &self.hash).await? {
+        if let Some(deny) = check_password(info, stored, record.salt.as_deref(), &self.hash, &self.decoy).await? {
             return Ok(AuthAnswer::new(AuthDecision::Deny(deny), rule));
         }
         let mut superuser = record.superuser;

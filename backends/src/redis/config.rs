@@ -174,6 +174,13 @@ pub struct Connection {
     pub tls: TlsConfig,
 }
 
+impl Connection {
+    /// Each server; verified with `tls` (the CA is always checked).
+    pub fn endpoints(&self) -> Vec<crate::common::transport::Endpoint> {
+        self.servers.iter().map(|a| crate::common::transport::Endpoint::new(a.host.clone(), self.tls.enable)).collect()
+    }
+}
+
 impl std::fmt::Debug for Connection {
     /// Never shows the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -21,16 +21,24 @@ use portcullis_auth::provider::DynAuthProvider;
 
 pub use config::{AclConfig, AuthConfig};
 
+use crate::common::transport::warn_if_exposed;
 use crate::common::BuildError;
 
 /// The auth provider for `[auth.redis.<name>]`. Does not wait for Redis:
 /// a server that is down at start is reported (log, health) and used once
 /// it is back.
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {
-    Ok(auth::provider(name, cfg)?)
+    let p = auth::provider(name, cfg)?;
+    warn_if_exposed(&format!("auth.redis.{name}"), &cfg.connection()?.endpoints(), FIX);
+    Ok(p)
 }
 
 /// The ACL provider for `[acl.redis.<name>]`.
 pub async fn acl_provider(name: &str, cfg: &AclConfig) -> Result<DynAclProvider, BuildError> {
-    Ok(acl::provider(name, cfg)?)
+    let p = acl::provider(name, cfg)?;
+    warn_if_exposed(&format!("acl.redis.{name}"), &cfg.connection()?.endpoints(), FIX);
+    Ok(p)
 }
+
+/// How to stop the start-up warning for a Redis server off this host.
+const FIX: &str = "set tls = { enable = true, ca_file = \"…\" }";

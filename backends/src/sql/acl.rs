@@ -127,6 +127,11 @@ impl<D: Driver> SqlAcl<D> {
         Ok(SqlAcl { name: name.to_string(), client, source })
     }
 
+    /// Where the provider connects.
+    pub fn endpoint(&self) -> &crate::common::transport::Endpoint {
+        self.client.endpoint()
+    }
+
     /// Starts the background connection probe (see [`Client::probe`]).
     pub fn probe(&self) {
         self.client.probe();

@@ -1,7 +1,9 @@
 //! The SQL auth provider.
 //!
 //! 1. The query runs with the client's values bound. No row: the user is
-//!    not ours, answer Ignore (the next provider is asked).
+//!    not ours, answer Ignore (the next provider is asked) after a decoy
+//!    verification of the password, so an unknown user takes as long as a
+//!    wrong password (`common::password::unknown_user`).
 //! 2. The first row's `password_hash` (or, emqttd, `password`) column is
 //!    checked against the CONNECT's password with `salt` per
 //!    `password_hash` (self-describing bcrypt, Argon2, PBKDF2 and
@@ -23,7 +25,7 @@
 
 use std::sync::Arc;
 
-use portcullis_auth::hash::HashConfig;
+use portcullis_auth::hash::{Decoy, HashConfig};
 use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::{ErrorKind, ProviderError};
@@ -32,7 +34,7 @@ use super::client::{Client, Driver};
 use super::config::AuthConfig;
 use super::query::Query;
 use super::row::SqlRow;
-use crate::common::password::check_password;
+use crate::common::password::{check_password, unknown_user};
 use crate::common::template::{Values, Var};
 
 /// The columns the auth query's rows are read for.
@@ -45,6 +47,8 @@ pub struct SqlAuth<D: Driver> {
     query: Query,
     superuser_query: Option<Query>,
     hash: HashConfig,
+    /// Verified for unknown users (see `check_password`).
+    decoy: Decoy,
     /// The query binds `${username}`: a returned `username` must equal it.
     exact_username: bool,
     rule: String,
@@ -79,10 +83,16 @@ impl<D: Driver> SqlAuth<D> {
             client,
             query,
             superuser_query,
+            decoy: Decoy::for_config(&hash),
             hash,
             exact_username,
             rule: format!("{}:{name}", D::KIND),
         })
+    }
+
+    /// Where the provider connects.
+    pub fn endpoint(&self) -> &crate::common::transport::Endpoint {
+        self.client.endpoint()
     }
 
     /// Starts the background connection probe (see [`Client::probe`]).
@@ -94,11 +104,13 @@ impl<D: Driver> SqlAuth<D> {
         let values = Values::from_connect(info);
         let rows = self.client.fetch(self.query.sql(), &self.query.values(&values), &USER_COLUMNS).await?;
         let Some(row) = rows.first() else {
+            unknown_user(info, &self.decoy).await;
             return Ok(AuthAnswer::ignore());
         };
         if self.exact_username && row.has("username") {
             let stored = row.text("username").map_err(bad)?;
             if stored.as_deref() != info.username.as_deref() {
+                unknown_user(info, &self.decoy).await;
                 return Ok(AuthAnswer::ignore());
             }
         }
@@ -112,7 +124,7 @@ impl<D: Driver> SqlAuth<D> {
             return answer(AuthDecision::Deny(DenyReason::BadCredentials));
         };
         let salt = row.text("salt").map_err(bad)?;
-        if let Some(deny) = check_password(info, &stored, salt.as_deref(), &self.hash).await? {
+        if let Some(deny) = check_password(info, &stored, salt.as_deref(), &self.hash, &self.decoy).await? {
             return answer(AuthDecision::Deny(deny));
         }
         let mut superuser = flag(row)?;

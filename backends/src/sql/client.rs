@@ -62,6 +62,13 @@ pub trait Driver: Send + Sync + 'static {
         wanted: &'a [&'static str],
     ) -> BoxFuture<'a, Result<Vec<SqlRow>, FetchError>>;
 
+    /// Where the options connect, and whether the server's certificate is
+    /// verified (`verify-ca` / `verify-full`, MySQL `VERIFY_CA` /
+    /// `VERIFY_IDENTITY`; `prefer` encrypts without checking anyone).
+    fn endpoint(
+        o: &<<Self::Db as Database>::Connection as sqlx::Connection>::Options,
+    ) -> crate::common::transport::Endpoint;
+
     /// Whether the error means the connection itself is gone (so a retry
     /// on a fresh connection may succeed).
     fn is_connection_error(e: &sqlx::Error) -> bool;
@@ -118,6 +125,8 @@ pub struct Client<D: Driver> {
     connect_timeout: Duration,
     query_timeout: Duration,
     health: Health,
+    /// Where it connects (for the start-up transport warning).
+    endpoint: crate::common::transport::Endpoint,
 }
 
 impl<D: Driver> std::fmt::Debug for Client<D> {
@@ -136,6 +145,7 @@ impl<D: Driver> Client<D> {
     pub fn new(name: &str, c: &Connection<'_>) -> Result<Arc<Client<D>>, String> {
         c.validate(D::KIND)?;
         let options = D::connect_options(c)?;
+        let endpoint = D::endpoint(&options);
         let p = c.pool;
         let pool = PoolOptions::<D::Db>::new()
             .max_connections(p.size)
@@ -151,7 +161,13 @@ impl<D: Driver> Client<D> {
             connect_timeout: p.connect_timeout,
             query_timeout: p.query_timeout,
             health: Health::new(D::KIND, name),
+            endpoint,
         }))
+    }
+
+    /// Where the pool connects.
+    pub fn endpoint(&self) -> &crate::common::transport::Endpoint {
+        &self.endpoint
     }
 
     pub fn is_up(&self) -> bool {

@@ -25,12 +25,14 @@ use portcullis_auth::provider::DynAuthProvider;
 
 pub use config::{AclConfig, AuthConfig};
 
+use crate::common::transport::warn_if_exposed;
 use crate::common::BuildError;
 
 /// Builds an auth provider for driver `D` (no connection is opened yet;
 /// a background probe logs whether the database is reachable).
 pub fn auth_provider<D: client::Driver>(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {
     let p = auth::SqlAuth::<D>::new(name, cfg)?;
+    warn_if_exposed(&format!("auth.{}.{name}", D::KIND), std::slice::from_ref(p.endpoint()), FIX);
     p.probe();
     Ok(Arc::new(p))
 }
@@ -38,6 +40,11 @@ pub fn auth_provider<D: client::Driver>(name: &str, cfg: &AuthConfig) -> Result<
 /// Builds an ACL provider for driver `D`.
 pub fn acl_provider<D: client::Driver>(name: &str, cfg: &AclConfig) -> Result<DynAclProvider, BuildError> {
     let p = acl::SqlAcl::<D>::new(name, cfg)?;
+    warn_if_exposed(&format!("acl.{}.{name}", D::KIND), std::slice::from_ref(p.endpoint()), FIX);
     p.probe();
     Ok(Arc::new(p))
 }
+
+/// How to stop the start-up warning for a database off this host.
+const FIX: &str = "set tls = { enable = true, ca_file = \"…\" } (verify-full); without it sslmode prefer encrypts \
+                   without checking the server's certificate";

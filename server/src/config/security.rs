@@ -176,20 +176,33 @@ impl Default for AuthCacheSection {
     }
 }
 
-/// `[auth.guard]`: brute-force protection.
+/// `[auth.guard]`: brute-force protection (see `portcullis_auth::guard`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardSection {
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Failed authentications from one IP or one client id within `window`
-    /// that start a ban.
+    /// Failed authentications of one username from one address within
+    /// `window` that ban that username from that address. Also the most
+    /// attempts of one username from one address checked at once.
     #[serde(default = "default_guard_failures")]
     pub max_failures: u32,
+    /// Failed authentications from one address, over every username, within
+    /// `window` that ban the address; also the most attempts from one
+    /// address checked at once. Higher than `max_failures` so that a few
+    /// users' typos behind one address (a NAT, a test rig) do not lock out
+    /// everyone behind it, while a spray of guesses over many usernames
+    /// from one address stays bounded.
+    #[serde(default = "default_guard_failures_per_ip")]
+    pub max_failures_per_ip: u32,
     #[serde(default = "default_guard_window", deserialize_with = "units::duration")]
     pub window: Duration,
     #[serde(default = "default_guard_ban", deserialize_with = "units::duration")]
     pub ban: Duration,
+    /// Networks never counted, throttled nor banned (trusted NATs, test
+    /// rigs, health checkers). Empty by default: loopback is counted too.
+    #[serde(default)]
+    pub exempt: Vec<IpNet>,
 }
 
 pub fn default_true() -> bool {
@@ -197,6 +210,12 @@ pub fn default_true() -> bool {
 }
 pub fn default_guard_failures() -> u32 {
     10
+}
+/// Ten users' worth of `max_failures`: a NAT whose devices mostly log in
+/// keeps working while a few retry with a stale password, and one address
+/// still gets at most 100 guesses per window and ban.
+pub fn default_guard_failures_per_ip() -> u32 {
+    100
 }
 pub fn default_guard_window() -> Duration {
     Duration::from_secs(60)
@@ -210,8 +229,10 @@ impl Default for GuardSection {
         GuardSection {
             enabled: true,
             max_failures: default_guard_failures(),
+            max_failures_per_ip: default_guard_failures_per_ip(),
             window: default_guard_window(),
             ban: default_guard_ban(),
+            exempt: Vec::new(),
         }
     }
 }

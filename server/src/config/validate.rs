@@ -111,6 +111,9 @@ fn check_security(checks: &mut Checks, file: &FileConfig) {
     if file.auth.guard.max_failures == 0 {
         checks.fail("auth.guard.max_failures", "must be at least 1 (set enabled = false to turn the guard off)");
     }
+    if file.auth.guard.max_failures_per_ip == 0 {
+        checks.fail("auth.guard.max_failures_per_ip", "must be at least 1 (set enabled = false to turn the guard off)");
+    }
     for (name, p) in &file.acl.policy_dir {
         checks.duration_at_least(&format!("acl.policy_dir.{name}.poll"), p.poll, Duration::from_millis(100));
     }

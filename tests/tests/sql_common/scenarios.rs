@@ -85,14 +85,15 @@ pub async fn auth_emqx(db: &Db) {
     assert_eq!(connack(a, "c6", "nopass", "x").await, BAD_CREDENTIALS);
     // Not in the database: the next provider decides, or no_match.
     assert_eq!(connack(a, "c7", "carol", "pw-carol").await, ACCEPTED, "carol is the password file's");
-    assert_eq!(connack(a, "c8", "mallory", "pw-alice").await, NOT_AUTHORIZED);
+    // no_match answers an unknown user like a wrong password.
+    assert_eq!(connack(a, "c8", "mallory", "pw-alice").await, BAD_CREDENTIALS);
     // Usernames are exact, whatever the database's collation says.
-    assert_eq!(connack(a, "c8", "Alice", "pw-alice").await, NOT_AUTHORIZED, "usernames are exact");
-    assert_eq!(connack(a, "c8", "alice ", "pw-alice").await, NOT_AUTHORIZED, "usernames are exact");
+    assert_eq!(connack(a, "c8", "Alice", "pw-alice").await, BAD_CREDENTIALS, "usernames are exact");
+    assert_eq!(connack(a, "c8", "alice ", "pw-alice").await, BAD_CREDENTIALS, "usernames are exact");
 
     // Values bound, never spliced: every one of these finds nothing, so
-    // the chain ends in no_match (not an allow, not a wrong password, not
-    // a database error).
+    // the chain ends in no_match (not an allow, not a database error;
+    // answered, like any unknown user, as bad credentials).
     let long = "a".repeat(65_535);
     for evil in [
         "' OR 1=1 --",
@@ -108,7 +109,7 @@ pub async fn auth_emqx(db: &Db) {
         long.as_str(),
     ] {
         let shown: String = evil.chars().take(40).collect();
-        assert_eq!(connack(a, "inj", evil, "pw-alice").await, NOT_AUTHORIZED, "username {shown:?}");
+        assert_eq!(connack(a, "inj", evil, "pw-alice").await, BAD_CREDENTIALS, "username {shown:?}");
     }
     // A NUL byte never reaches the database: MQTT forbids it and the
     // broker closes the connection; the broker and the pool are fine.
@@ -137,9 +138,9 @@ pub async fn auth_emqttd(db: &Db) {
     assert_eq!(connack(a, "d1", "dave", "pw-dave").await, ACCEPTED, "{}", b.log());
     assert_eq!(connack(a, "e1", "erin", "pw-erin").await, ACCEPTED, "salted");
     assert_eq!(connack(a, "d2", "dave", "pw-erin").await, BAD_CREDENTIALS);
-    assert_eq!(connack(a, "x1", "alice", "pw-alice").await, NOT_AUTHORIZED, "alice is in the other database");
+    assert_eq!(connack(a, "x1", "alice", "pw-alice").await, BAD_CREDENTIALS, "alice is in the other database");
     // emqttd's MySQL tables are utf8mb3: a character outside it finds nothing.
-    assert_eq!(connack(a, "x2", "d\u{1F600}ve", "pw-dave").await, NOT_AUTHORIZED);
+    assert_eq!(connack(a, "x2", "d\u{1F600}ve", "pw-dave").await, BAD_CREDENTIALS);
     assert!(auth_check(&b, "admin", "pw-admin").contains("ALLOW (superuser)"));
     let d = auth_check(&b, "dave", "pw-dave");
     assert!(d.contains("ALLOW") && !d.contains("superuser"), "{d}");
@@ -444,7 +445,7 @@ pub async fn outage_and_recovery(db: &Db) {
     assert!(down.wait_log("backend is unreachable", Duration::from_secs(5)), "no unreachable warning:\n{}", down.log());
     // `lenient` fails and is skipped (on_error = ignore): carol passes.
     assert_eq!(connack(down.addr, "o4", "carol", "pw-carol").await, ACCEPTED, "{}", down.log());
-    assert_eq!(connack(down.addr, "o5", "bob", "pw-bob").await, NOT_AUTHORIZED, "lenient skipped: no_match");
+    assert_eq!(connack(down.addr, "o5", "bob", "pw-bob").await, BAD_CREDENTIALS, "lenient skipped: no_match");
 
     db.start();
     let again = eventually(Duration::from_secs(10), ACCEPTED, || connack(up.addr, "o6", "alice", "pw-alice")).await;
@@ -499,4 +500,14 @@ pub async fn config_errors_name_the_key(db: &Db) {
         assert!(err.contains(&want), "want {want:?} in:\n{err}");
         assert!(!err.contains("hunter2"), "the error shows the password:\n{err}");
     }
+}
+
+/// An unknown user costs a hash verification like a wrong password
+/// (argon2-1's argon2id, m=8192 t=1), and gets the same CONNACK. Before,
+/// an unknown user cost one query and nothing else.
+pub async fn unknown_users_cost_a_hash(db: &Db) {
+    let _shared = LOCK.read().await;
+    let b = start(&format!("[auth]\nchain = [\"db\"]\n{}", db.table("auth", "db", "emqx", "")));
+    let (wrong, unknown) = portcullis_tests::backend::latency_wrong_vs_unknown(b.addr, "argon2-1", 7, 0x86).await;
+    portcullis_tests::backend::assert_unknown_users_cost_a_hash(wrong, unknown);
 }

@@ -1,0 +1,575 @@
+//! The brute-force guard: it counts failed authentications per source and
+//! bans a source that fails too often; the gateway then refuses its
+//! CONNECTs with `Deny(Banned)` without asking any provider.
+//!
+//! * **Subjects** — the peer address, and the pair (address, username).
+//!   A client id is never a subject: anyone may send any client id, so
+//!   counting it would let a stranger lock a device out by failing with
+//!   its id. IPv4-mapped IPv6 addresses count as their IPv4 address; other
+//!   IPv6 addresses count per /64 (one subscriber's usual allocation, so an
+//!   attacker cannot walk its own prefix). Loopback is not exempt unless
+//!   listed in `exempt`: a local attacker is an attacker.
+//! * **Thresholds** — a pair is banned after `max_failures` failures within
+//!   `window`; an address after `max_failures_per_ip`, which is higher:
+//!   many users may share one address (a NAT, a test rig) and a few users'
+//!   typos must not lock out everyone behind it, while a spray of guesses
+//!   over many user names from one address is still bounded.
+//! * **Attempts in flight** — an attempt takes a slot on each of its
+//!   subjects *before* any provider is asked ([`BruteForceGuard::admit`]):
+//!   failures plus attempts in flight must stay below the subject's
+//!   threshold. A CONNECT that finds no free slot is refused like a banned
+//!   one. So 40 concurrent guesses cannot all be checked against a limit
+//!   of 10: at most 10 reach the providers. The slot is given back when
+//!   the attempt ends ([`Attempt::finish`]); a success counts nothing, a
+//!   failure is counted, an attempt dropped unfinished (the client went
+//!   away) counts nothing. Answers from the auth cache, and callers that
+//!   join an identical call in flight (its single flight), ask no provider
+//!   and take no slot; their results are recorded
+//!   ([`BruteForceGuard::record_result`]).
+//! * **Failures** — `Deny(BadCredentials)` and `Deny(NotAuthorized)` only.
+//!   `Unavailable` never counts (an outage must not ban users) and neither
+//!   does `Deny(Banned)` (already refused).
+//! * **Success** resets the pair's count but not the address's: one
+//!   address may be a NAT shared by an attacker and a legitimate user.
+//! * **Exempt networks** (`exempt`) are never counted, throttled or banned.
+//! * **Window** — fixed, starting at a subject's first failure.
+//! * **Memory** — failure counts and bans: at most [`MAX_TRACKED`] subjects
+//!   each, expiring at their deadlines ([`ttl`]); when full, the entry
+//!   closest to expiry goes first. A username is kept as a keyed 64-bit
+//!   hash (a ban also keeps its first [`LABEL_MAX`] bytes to show), so a
+//!   long username costs nothing. Attempts in flight: one entry per subject
+//!   with an attempt running, removed when the last one ends. Time is
+//!   tokio's clock, so tests drive it with the paused clock.
+//! * **Introspection** — [`BruteForceGuard::bans`], [`BruteForceGuard::ban`]
+//!   and [`BruteForceGuard::unban`] list, add and lift bans by [`Subject`].
+//! * **Logs** — a ban is logged once when it starts, with its subject,
+//!   never a password.
+
+mod ttl;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use portcullis_core::gate::{ConnectInfo, DenyReason};
+use tokio::time::Instant;
+
+use self::ttl::TtlMap;
+use crate::chain::AuthResult;
+
+/// Subjects tracked per map (failure counts, bans) at most.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// Bytes of a banned username kept to show in [`BruteForceGuard::bans`].
+pub const LABEL_MAX: usize = 256;
+
+/// Brute-force guard settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// Off: nothing is counted and nobody is banned.
+    pub enabled: bool,
+    /// Failures of one username from one address within `window` that ban
+    /// that pair (0 counts as 1).
+    pub max_failures: u32,
+    /// Failures from one address, over all usernames, within `window` that
+    /// ban the address (0 counts as 1).
+    pub max_failures_per_ip: u32,
+    /// How long failures are counted, from a subject's first failure.
+    pub window: Duration,
+    /// How long a ban lasts.
+    pub ban: Duration,
+    /// Networks never counted nor banned.
+    pub exempt: Vec<IpNet>,
+}
+
+impl Default for GuardConfig {
+    /// On: 10 failures of one username from one address, or 100 from one
+    /// address, within a minute ban for 5 minutes; nothing exempt.
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            max_failures: 10,
+            max_failures_per_ip: 100,
+            window: Duration::from_secs(60),
+            ban: Duration::from_secs(300),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+/// Who is counted and banned, as the guard shows it and as an operator
+/// names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// An address: IPv4, IPv6 loopback, or an IPv6 /64 (named by any
+    /// address in it; shown as its network address).
+    Ip(IpAddr),
+    /// One username tried from one address (grouped as for `Ip`).
+    User { ip: IpAddr, username: String },
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip = |f: &mut fmt::Formatter<'_>, ip: &IpAddr| match ip {
+            IpAddr::V6(v6) if !v6.is_loopback() => write!(f, "ip {v6}/64"),
+            other => write!(f, "ip {other}"),
+        };
+        match self {
+            Subject::Ip(a) => ip(f, a),
+            Subject::User { ip: a, username } => {
+                ip(f, a)?;
+                // Debug quoting escapes control characters.
+                write!(f, " username {username:?}")
+            }
+        }
+    }
+}
+
+/// One active ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanInfo {
+    pub subject: Subject,
+    /// The username was longer than [`LABEL_MAX`] bytes and is cut short
+    /// in `subject` (so `unban` with it would not find the ban).
+    pub truncated: bool,
+    /// Time left.
+    pub remaining: Duration,
+}
+
+/// What [`BruteForceGuard::admit`] decided.
+#[derive(Debug)]
+pub enum Admission<'a> {
+    /// Ask the providers, then [`Attempt::finish`].
+    Go(Attempt<'a>),
+    /// A subject is banned.
+    Banned,
+    /// A subject has no free slot: its failures and attempts in flight
+    /// already reach its threshold.
+    Busy,
+}
+
+/// A subject in the maps: usernames are hashed (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Ip(IpAddr),
+    User(IpAddr, u64),
+}
+
+/// What a ban keeps to show its subject: the username's first bytes and
+/// whether it was longer.
+#[derive(Debug)]
+struct Label {
+    username: Option<Box<str>>,
+    truncated: bool,
+}
+
+impl Label {
+    fn of(key: Key, username: Option<&str>) -> Label {
+        match (key, username) {
+            (Key::User(..), Some(u)) => {
+                let mut end = u.len().min(LABEL_MAX);
+                while !u.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Label { username: Some(u[..end].into()), truncated: end < u.len() }
+            }
+            _ => Label { username: None, truncated: false },
+        }
+    }
+
+    fn subject(&self, key: Key) -> Subject {
+        match key {
+            Key::Ip(ip) => Subject::Ip(ip),
+            Key::User(ip, _) => Subject::User { ip, username: self.username.as_deref().unwrap_or("").to_string() },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    failures: TtlMap<Key, u32>,
+    bans: TtlMap<Key, Label>,
+    /// Attempts admitted and not yet ended, per subject.
+    in_flight: HashMap<Key, u32>,
+}
+
+/// The brute-force guard; see the module docs.
+pub struct BruteForceGuard {
+    cfg: GuardConfig,
+    /// Keys the username hashes (random per process).
+    hasher: RandomState,
+    /// One short critical section per CONNECT (no await inside); CONNECTs
+    /// are far rarer than publishes.
+    state: Mutex<State>,
+    /// CONNECTs refused because of a ban.
+    refused: AtomicU64,
+    /// CONNECTs refused for want of a free slot.
+    throttled: AtomicU64,
+    bans_started: AtomicU64,
+}
+
+impl fmt::Debug for BruteForceGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BruteForceGuard")
+            .field("cfg", &self.cfg)
+            .field("refused", &self.refused.load(Relaxed))
+            .field("throttled", &self.throttled.load(Relaxed))
+            .field("bans_started", &self.bans_started.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address as counted: IPv4-mapped as IPv4, IPv6 loopback as is,
+/// other IPv6 as its /64.
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None if v6.is_loopback() => ip,
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// `Some(true)`: a failure; `Some(false)`: a success; `None`: neither.
+fn failed(result: &AuthResult) -> Option<bool> {
+    match result {
+        AuthResult::Deny(DenyReason::BadCredentials | DenyReason::NotAuthorized) => Some(true),
+        AuthResult::Allow { .. } => Some(false),
+        AuthResult::Deny(DenyReason::Banned) | AuthResult::Unavailable => None,
+    }
+}
+
+impl BruteForceGuard {
+    pub fn new(cfg: GuardConfig) -> Self {
+        BruteForceGuard::with_capacity(cfg, MAX_TRACKED)
+    }
+
+    fn with_capacity(cfg: GuardConfig, cap: usize) -> Self {
+        let state = State { failures: TtlMap::new(cap), bans: TtlMap::new(cap), in_flight: HashMap::new() };
+        BruteForceGuard {
+            cfg,
+            hasher: RandomState::new(),
+            state: Mutex::new(state),
+            refused: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            bans_started: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &GuardConfig {
+        &self.cfg
+    }
+
+    /// Whether an address is in `exempt` (IPv4-mapped addresses as IPv4).
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.cfg.exempt.iter().any(|n| n.contains(&ip))
+    }
+
+    fn user_key(&self, ip: IpAddr, username: &str) -> Key {
+        Key::User(ip, self.hasher.hash_one(username.as_bytes()))
+    }
+
+    /// The subjects of a CONNECT: none when the guard is off or the peer
+    /// exempt; the address, and the pair when a username was sent.
+    fn keys(&self, info: &ConnectInfo) -> [Option<Key>; 2] {
+        if !self.cfg.enabled || self.is_exempt(info.peer.ip()) {
+            return [None, None];
+        }
+        let ip = group(info.peer.ip());
+        [Some(Key::Ip(ip)), info.username.as_deref().map(|u| self.user_key(ip, u))]
+    }
+
+    fn key_of(&self, s: &Subject) -> Key {
+        match s {
+            Subject::Ip(ip) => Key::Ip(group(*ip)),
+            Subject::User { ip, username } => self.user_key(group(*ip), username),
+        }
+    }
+
+    fn limit(&self, k: Key) -> u32 {
+        match k {
+            Key::Ip(_) => self.cfg.max_failures_per_ip.max(1),
+            Key::User(..) => self.cfg.max_failures.max(1),
+        }
+    }
+
+    /// True if a subject of the CONNECT is banned; the gateway then
+    /// answers `Deny(Banned)` without asking providers. Each `true` counts
+    /// in [`BruteForceGuard::banned_count`].
+    pub fn is_banned(&self, info: &ConnectInfo) -> bool {
+        let keys = self.keys(info);
+        if keys.iter().all(Option::is_none) {
+            return false;
+        }
+        let now = Instant::now();
+        let banned = {
+            let mut st = self.state.lock();
+            st.bans.purge(now);
+            keys.iter().flatten().any(|k| st.bans.contains(k, now))
+        };
+        if banned {
+            self.refused.fetch_add(1, Relaxed);
+        }
+        banned
+    }
+
+    /// Takes a slot on each subject of the CONNECT before providers are
+    /// asked; refuses when a subject is banned or has no free slot. The
+    /// slot is given back by [`Attempt::finish`] (or when the attempt is
+    /// dropped).
+    pub fn admit<'a>(&'a self, info: &'a ConnectInfo) -> Admission<'a> {
+        let keys = self.keys(info);
+        if keys.iter().all(Option::is_none) {
+            return Admission::Go(Attempt { guard: self, info, keys, open: false });
+        }
+        let now = Instant::now();
+        {
+            let mut st = self.state.lock();
+            st.bans.purge(now);
+            st.failures.purge(now);
+            if keys.iter().flatten().any(|k| st.bans.contains(k, now)) {
+                drop(st);
+                self.refused.fetch_add(1, Relaxed);
+                return Admission::Banned;
+            }
+            for k in keys.iter().flatten() {
+                let failures = st.failures.get(k).map_or(0, |(_, n)| *n);
+                let running = st.in_flight.get(k).copied().unwrap_or(0);
+                if failures.saturating_add(running) >= self.limit(*k) {
+                    drop(st);
+                    self.throttled.fetch_add(1, Relaxed);
+                    return Admission::Busy;
+                }
+            }
+            for k in keys.iter().flatten() {
+                *st.in_flight.entry(*k).or_insert(0) += 1;
+            }
+        }
+        Admission::Go(Attempt { guard: self, info, keys, open: true })
+    }
+
+    /// Records an outcome that took no slot (an answer from the auth
+    /// cache): `failed` counts a failure against each subject (and may
+    /// start a ban); a success resets the pair's count only. Callers
+    /// holding a chain result should use [`BruteForceGuard::record_result`],
+    /// which knows what counts.
+    pub fn record(&self, info: &ConnectInfo, failed: bool) {
+        self.settle(info, self.keys(info), Some(failed), false);
+    }
+
+    /// [`BruteForceGuard::record`] for a chain result:
+    /// `Deny(BadCredentials | NotAuthorized)` is a failure, `Allow` a
+    /// success; `Unavailable` and `Deny(Banned)` are not recorded at all.
+    pub fn record_result(&self, info: &ConnectInfo, result: &AuthResult) {
+        if let Some(f) = failed(result) {
+            self.record(info, f);
+        }
+    }
+
+    /// Gives back the slots of `keys` (when `release`) and records the
+    /// outcome, in one critical section.
+    fn settle(&self, info: &ConnectInfo, keys: [Option<Key>; 2], outcome: Option<bool>, release: bool) {
+        if keys.iter().all(Option::is_none) {
+            return;
+        }
+        let now = Instant::now();
+        let mut started = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if release {
+                for k in keys.iter().flatten() {
+                    if let Entry::Occupied(mut e) = st.in_flight.entry(*k) {
+                        if *e.get() <= 1 {
+                            e.remove();
+                        } else {
+                            *e.get_mut() -= 1;
+                        }
+                    }
+                }
+            }
+            st.failures.purge(now);
+            st.bans.purge(now);
+            match outcome {
+                None => {}
+                Some(false) => {
+                    if let Some(k) = keys[1] {
+                        st.failures.remove(&k);
+                    }
+                }
+                Some(true) => {
+                    for k in keys.into_iter().flatten() {
+                        if st.bans.contains(&k, now) {
+                            continue;
+                        }
+                        let n = match st.failures.get_mut(&k) {
+                            Some(n) => {
+                                *n = n.saturating_add(1);
+                                *n
+                            }
+                            None => {
+                                st.failures.insert(k, 1, now + self.cfg.window);
+                                1
+                            }
+                        };
+                        if n >= self.limit(k) {
+                            st.failures.remove(&k);
+                            let label = Label::of(k, info.username.as_deref());
+                            started.push((label.subject(k), self.limit(k)));
+                            st.bans.insert(k, label, now + self.cfg.ban);
+                        }
+                    }
+                }
+            }
+        }
+        for (subject, failures) in started {
+            self.bans_started.fetch_add(1, Relaxed);
+            tracing::warn!(
+                subject = %subject,
+                failures,
+                window = ?self.cfg.window,
+                ban = ?self.cfg.ban,
+                "brute-force guard: ban started"
+            );
+        }
+    }
+
+    /// How many CONNECTs were refused because of a ban.
+    pub fn banned_count(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+
+    /// How many CONNECTs were refused for want of a free slot.
+    pub fn throttled_count(&self) -> u64 {
+        self.throttled.load(Relaxed)
+    }
+
+    /// Every active ban, in subject order.
+    pub fn bans(&self) -> Vec<BanInfo> {
+        let now = Instant::now();
+        let mut out: Vec<BanInfo> = {
+            let mut st = self.state.lock();
+            st.bans.purge(now);
+            st.bans
+                .iter()
+                .map(|(k, (until, label))| BanInfo {
+                    subject: label.subject(*k),
+                    truncated: label.truncated,
+                    remaining: until.saturating_duration_since(now),
+                })
+                .collect()
+        };
+        out.sort_by_key(|b| b.subject.to_string());
+        out
+    }
+
+    /// Bans `subject` for `duration` (default: the configured `ban`),
+    /// replacing a ban it may have. Takes effect only while the guard is
+    /// enabled and for addresses outside `exempt`.
+    pub fn ban(&self, subject: &Subject, duration: Option<Duration>) {
+        let key = self.key_of(subject);
+        let username = match subject {
+            Subject::User { username, .. } => Some(username.as_str()),
+            Subject::Ip(_) => None,
+        };
+        let label = Label::of(key, username);
+        let shown = label.subject(key);
+        let ban = duration.unwrap_or(self.cfg.ban);
+        {
+            let mut st = self.state.lock();
+            st.failures.remove(&key);
+            st.bans.insert(key, label, Instant::now() + ban);
+        }
+        self.bans_started.fetch_add(1, Relaxed);
+        tracing::warn!(subject = %shown, ban = ?ban, "brute-force guard: ban added");
+    }
+
+    /// Lifts the ban on `subject` and forgets its failures; false when it
+    /// was not banned.
+    pub fn unban(&self, subject: &Subject) -> bool {
+        let key = self.key_of(subject);
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.bans.purge(now);
+        st.failures.remove(&key);
+        st.bans.remove(&key).is_some()
+    }
+
+    /// `(topic, value)` pairs under `prefix` (e.g. `auth/guard`): `refused`
+    /// (banned), `throttled` (no free slot), `bans_started`, `active_bans`,
+    /// `tracked` (subjects with failures), `in_flight` (subjects with an
+    /// attempt running).
+    pub fn sys_values(&self, prefix: &str, out: &mut Vec<(String, String)>) {
+        let (active, tracked, in_flight) = {
+            let now = Instant::now();
+            let mut st = self.state.lock();
+            st.failures.purge(now);
+            st.bans.purge(now);
+            (st.bans.len() as u64, st.failures.len() as u64, st.in_flight.len() as u64)
+        };
+        let prefix = prefix.trim_end_matches('/');
+        for (k, v) in [
+            ("refused", self.banned_count()),
+            ("throttled", self.throttled_count()),
+            ("bans_started", self.bans_started.load(Relaxed)),
+            ("active_bans", active),
+            ("tracked", tracked),
+            ("in_flight", in_flight),
+        ] {
+            let topic = if prefix.is_empty() { k.to_string() } else { format!("{prefix}/{k}") };
+            out.push((topic, v.to_string()));
+        }
+    }
+}
+
+/// One admitted attempt: holds a slot on each of its subjects until it is
+/// finished or dropped.
+pub struct Attempt<'a> {
+    guard: &'a BruteForceGuard,
+    info: &'a ConnectInfo,
+    keys: [Option<Key>; 2],
+    /// Slots still held.
+    open: bool,
+}
+
+impl fmt::Debug for Attempt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt").field("open", &self.open).finish_non_exhaustive()
+    }
+}
+
+impl Attempt<'_> {
+    /// Gives the slots back and records the chain's result (see
+    /// [`BruteForceGuard::record_result`] for what counts).
+    pub fn finish(mut self, result: &AuthResult) {
+        let release = std::mem::replace(&mut self.open, false);
+        self.guard.settle(self.info, self.keys, failed(result), release);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    /// An attempt abandoned before its result (the client went away, the
+    /// future was dropped) gives its slots back and counts nothing.
+    fn drop(&mut self) {
+        if self.open {
+            self.guard.settle(self.info, self.keys, None, true);
+        }
+    }
+}
