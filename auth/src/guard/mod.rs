@@ -127,8 +127,8 @@ impl fmt::Display for Subject {
             Subject::Ip(a) => ip(f, a),
             Subject::User { ip: a, username } => {
                 ip(f, a)?;
-                // Debug quoting escapes control characters.
-                write!(f, " username {username:?}")
+                // Escaped and cut like every peer string in a log line.
+                write!(f, " username {}", portcullis_core::logsafe::Peer(username))
             }
         }
     }

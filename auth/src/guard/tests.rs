@@ -245,7 +245,9 @@ async fn bans_can_be_listed_added_and_lifted() {
     let alice = Subject::User { ip: "192.0.2.1".parse().unwrap(), username: "alice".into() };
     assert!(bans.iter().any(|b| b.subject == alice && !b.truncated && b.remaining == Duration::from_secs(300)));
     let cut = bans.iter().find(|b| b.truncated).expect("the long name");
-    assert_eq!(cut.subject.to_string(), format!("ip 2001:db8::/64 username {:?}", "x".repeat(LABEL_MAX)));
+    // Kept to LABEL_MAX bytes; a log line shows at most 128 of them.
+    assert!(matches!(&cut.subject, Subject::User { username, .. } if username.len() == LABEL_MAX));
+    assert!(cut.subject.to_string().starts_with("ip 2001:db8::/64 username xxx"));
     assert!(g.is_banned(&from("c", None, "198.51.100.1:5")));
     advance(Duration::from_secs(11)).await;
     assert!(!g.is_banned(&from("c", None, "198.51.100.1:5")), "an added ban keeps its own duration");
