@@ -107,7 +107,7 @@ pub fn default_max_topic_levels() -> usize {
     128
 }
 pub fn default_max_topic_filter_len() -> usize {
-    4096
+    65535
 }
 pub fn default_max_subscription_bytes() -> usize {
     2 * 1024 * 1024
