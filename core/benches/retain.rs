@@ -15,6 +15,10 @@
 //! | `nothing` | `other/#` | 0 |
 //! | `everything` | `#` | 100,000 |
 //!
+//! and `retain/set_100k/replace`: one [`RetainStore::set`] replacing the
+//! message of an existing topic (the retained publish path), cycling
+//! through 4,096 topics.
+//!
 //! Run quickly with `cargo bench -p portcullis-core --bench retain -- --quick`.
 
 use std::hint::black_box;
@@ -29,21 +33,24 @@ use portcullis_core::retain::RetainStore;
 use portcullis_core::settings::RetainSettings;
 use portcullis_core::topic::{TopicFilter, TopicName};
 
+fn message(site: u32, dev: u32, m: u32) -> Arc<Message> {
+    Arc::new(Message {
+        topic: TopicName::new(&format!("site/{site}/dev/{dev}/m{m}")).expect("topic"),
+        payload: Bytes::from_static(b"21.5"),
+        qos: QoS::AtMostOnce,
+        retain: true,
+        properties: None,
+        publisher: None,
+        expires_at: None,
+    })
+}
+
 fn store() -> RetainStore {
     let s = RetainStore::new(RetainSettings::default());
     for site in 0..100 {
         for dev in 0..100 {
             for m in 0..10 {
-                let msg = Arc::new(Message {
-                    topic: TopicName::new(&format!("site/{site}/dev/{dev}/m{m}")).expect("topic"),
-                    payload: Bytes::from_static(b"21.5"),
-                    qos: QoS::AtMostOnce,
-                    retain: true,
-                    properties: None,
-                    publisher: None,
-                    expires_at: None,
-                });
-                s.set(&msg);
+                s.set(&message(site, dev, m));
             }
         }
     }
@@ -68,6 +75,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| black_box(s.matching(black_box(&f), now))));
     }
     g.finish();
+    let again: Vec<Arc<Message>> = (0..4096).map(|i| message(i % 100, (i / 100) % 100, i % 10)).collect();
+    let mut i = 0;
+    c.bench_function("retain/set_100k/replace", |b| {
+        b.iter(|| {
+            i = (i + 1) % again.len();
+            black_box(s.set(&again[i]))
+        })
+    });
 }
 
 criterion_group!(benches, bench);

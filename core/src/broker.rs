@@ -331,7 +331,7 @@ impl Broker {
             RetainResult::Stored | RetainResult::Replaced => {
                 self.metrics.messages_retained_stored.fetch_add(1, Ordering::Relaxed);
             }
-            RetainResult::Full | RetainResult::TooLarge => {
+            RetainResult::Full | RetainResult::OverMaxBytes | RetainResult::TooLarge => {
                 self.metrics.dropped(DropReason::RetainedRefused);
                 info!(topic = %msg.topic, result = ?r, "retained message refused");
             }

@@ -478,6 +478,7 @@ max_session_expiry = \"1d\"
 enabled = false
 max_count = 8
 max_payload_size = 9
+max_bytes = \"10KiB\"
 [sys]
 interval = \"off\"
 [shared_subscription]
@@ -503,6 +504,7 @@ strategy = \"sticky\"
     assert!(!s.retained.enabled);
     assert_eq!(s.retained.max_count, 8);
     assert_eq!(s.retained.max_payload_size, 9);
+    assert_eq!(s.retained.max_bytes, 10_240);
     assert_eq!(s.sys.interval, None);
     assert_eq!(s.shared_strategy, SharedStrategy::Sticky);
 
