@@ -137,7 +137,8 @@ impl Security {
             window: g.window,
             ban: g.ban,
         });
-        let acl_cache = AclCache::new(cfg.acl.cache.max_entries, cfg.acl.cache.ttl);
+        let c = &cfg.acl.cache;
+        let acl_cache = AclCache::new(c.max_entries, c.max_bytes, c.ttl);
         let shared = Arc::new(Shared { auth_cache, acl_cache, guard });
         // A policy file that changed must not be shadowed by cached decisions.
         for dir in &policy_dirs {
