@@ -298,6 +298,7 @@ impl Broker {
             client_id: session.client_id.clone(),
             options: rec.options,
             subscription_id: rec.subscription_id,
+            check: rec.check,
             handle: Arc::clone(session),
         };
         let existed = st.insert_subscription(filter.raw.clone(), rec);
@@ -386,6 +387,7 @@ impl Broker {
                 qos: msg.qos.min(d.qos),
                 retain: d.retain_as_published && msg.retain,
                 subscription_ids: d.subscription_ids,
+                check: d.check,
             };
             if d.handle.enqueue(delivery, &self.settings.session, &self.metrics) {
                 n += 1;
@@ -449,6 +451,7 @@ impl Broker {
                 qos: QoS::AtMostOnce,
                 retain: false,
                 subscription_ids: d.subscription_ids,
+                check: d.check,
             };
             d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
         });
