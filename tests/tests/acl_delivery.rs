@@ -229,3 +229,51 @@ async fn mosquitto_deny_is_kept_out_of_broad_subscriptions() {
         disconnect(s).await;
     }
 }
+
+/// A provider asked per action (HTTP here; SQL, Redis and MongoDB alike)
+/// cannot list its deny rules in advance: while it is in the chain, every
+/// granted subscription with a wildcard has its deliveries checked, and a
+/// literal one (a single topic, decided at SUBSCRIBE) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_action_backend_denies_inside_broad_subscriptions() {
+    use portcullis_tests::backend::login as login_pw;
+    use portcullis_tests::webhook::Webhook;
+
+    // The webhook's ACL denies `secret/…`, allows `<username>/…`, ignores
+    // the rest; the file after it allows everything. `root` is a
+    // superuser (no ACL) and publishes.
+    let w = Webhook::start(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, "[[rule]]\npermission = \"allow\"\naction = \"all\"\ntopics = [\"#\"]\n").expect("write");
+    let b = Broker::start(&format!(
+        "[auth]\nchain = [\"hook\"]\n[auth.guard]\nenabled = false\n[auth.http.hook]\nurl = \"{base}/mqtt/auth\"\n\
+         [acl]\nchain = [\"hook_acl\", \"rest\"]\n[acl.http.hook_acl]\nurl = \"{base}/mqtt/acl\"\n\
+         [acl.file.rest]\npath = {}\n",
+        tp(&acl),
+        base = w.base()
+    ));
+    let mut root = login_pw(b.addr, V3, "root-pub", "root", "root-pw").await;
+    for v in VERSIONS {
+        let mut alice = login_pw(b.addr, v, &format!("alice-{v:?}"), "alice", "alice-pw").await;
+        let literal = format!("public/{v:?}");
+        assert_eq!(suback(&mut alice, 1, &[("#", Q1), (literal.as_str(), Q1)]).await, vec![1, 1], "{v:?}");
+        let secret = format!("secret/{v:?}");
+        publish_all(&mut root, &[secret.as_str(), "alice/x"], false).await;
+        // QoS 0, so that a check would not find the SUBSCRIBE's (QoS 1)
+        // decision in the cache.
+        assert_eq!(pub_simple(&mut root, &literal, Q0, 0, b"m", false).await, 0);
+        assert_eq!(received(&mut alice).await, sorted(&["alice/x", &literal]), "{v:?}");
+        let asked = |topic: &str| {
+            w.seen()
+                .iter()
+                .filter(|s| s.path == "/mqtt/acl" && s.fields.get("topic").map(String::as_str) == Some(topic))
+                .count()
+        };
+        assert_eq!(asked(&secret), 1, "{v:?}: the delivery through # was checked");
+        // Through `#` (marked) and the literal filter (not): one copy, not
+        // checked; the webhook saw only the SUBSCRIBE.
+        assert_eq!(asked(&literal), 1, "{v:?}: a copy an unmarked subscription carries was checked");
+        disconnect(alice).await;
+    }
+}
