@@ -3,8 +3,9 @@
 //! Keyed by client id, connection id (`ClientInfo::conn_id`, unique per
 //! connection, so a reconnecting client never sees its previous
 //! connection's decisions), and the access itself (publish topic, QoS and
-//! retain flag, or subscription filter as sent and QoS). Bounded in entries,
-//! each entry lives at most `ttl`. Concurrent identical misses share one
+//! retain flag, or subscription filter as sent and QoS). Bounded in entries
+//! and in bytes ([`entry_weight`]: a client choosing long topics fills the
+//! byte bound, not the memory), each entry lives at most `ttl`. Concurrent identical misses share one
 //! chain evaluation (single-flight): a reconnect storm does not become a
 //! query storm.
 //!
@@ -80,6 +81,31 @@ impl AclVerdictLite {
     }
 }
 
+/// What the cache itself keeps per entry beyond the key and value structs
+/// (moka's entry, its access-order and timer links, the hash table slot):
+/// an estimate, so that tiny keys are not counted as nearly free.
+pub const ENTRY_OVERHEAD: u64 = 160;
+
+/// The bytes one cached decision holds, as counted against the cache's
+/// byte bound: the key's strings (client id, topic or filter as sent and
+/// its inner filter), the strings of the decision (provider name, rule),
+/// both structs, and [`ENTRY_OVERHEAD`].
+pub fn entry_weight(key: &CacheKey, value: &AclVerdictLite) -> u64 {
+    let access = match &key.access {
+        CachedAccess::Publish { topic, .. } => topic.as_str().len(),
+        CachedAccess::Subscribe { filter, .. } => {
+            filter.raw.len() + filter.filter.as_str().len() + filter.share_group.as_deref().map_or(0, str::len)
+        }
+    };
+    let decided_by = match &value.decided_by {
+        DecidedBy::Provider { name, rule } => name.len() + rule.as_deref().map_or(0, str::len),
+        DecidedBy::Failure { name } => name.len(),
+        DecidedBy::Superuser | DecidedBy::NoMatch => 0,
+    };
+    let structs = std::mem::size_of::<CacheKey>() + std::mem::size_of::<AclVerdictLite>();
+    (key.client_id.len() + access + decided_by + structs) as u64 + ENTRY_OVERHEAD
+}
+
 impl From<AclVerdict> for AclVerdictLite {
     fn from(v: AclVerdict) -> AclVerdictLite {
         AclVerdictLite { allowed: v.allowed, decided_by: v.decided_by }
@@ -123,11 +149,26 @@ impl std::fmt::Debug for AclCache {
 }
 
 impl AclCache {
-    /// At most `max_entries` decisions, each kept at most `ttl` (non-zero).
-    pub fn new(max_entries: u64, ttl: Duration) -> AclCache {
-        let cache =
-            Cache::builder().max_capacity(max_entries).time_to_live(ttl).support_invalidation_closures().build();
-        let reuse = (max_entries > 0).then(|| ttl.min(MAX_ALLOW_REUSE));
+    /// At most `max_entries` decisions holding at most `max_bytes` (by
+    /// [`entry_weight`]) together, each kept at most `ttl` (non-zero).
+    /// Either bound at 0 turns the cache off.
+    ///
+    /// Both bounds with one weigher: every entry is counted as at least
+    /// `max_bytes / max_entries` bytes, so a cache full by count is also
+    /// full by weight, and the weights of real entries never add up to
+    /// more than `max_bytes`.
+    pub fn new(max_entries: u64, max_bytes: u64, ttl: Duration) -> AclCache {
+        let on = max_entries > 0 && max_bytes > 0;
+        let floor = if on { max_bytes.div_ceil(max_entries) } else { 0 };
+        let cache = Cache::builder()
+            .max_capacity(if on { max_bytes } else { 0 })
+            .weigher(move |k: &CacheKey, v: &AclVerdictLite| {
+                u32::try_from(entry_weight(k, v).max(floor)).unwrap_or(u32::MAX)
+            })
+            .time_to_live(ttl)
+            .support_invalidation_closures()
+            .build();
+        let reuse = on.then(|| ttl.min(MAX_ALLOW_REUSE));
         AclCache { cache, lookups: AtomicU64::new(0), misses: AtomicU64::new(0), epoch: AtomicU64::new(0), reuse }
     }
 
@@ -207,6 +248,18 @@ impl AclCache {
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
+
+    /// What the stored decisions weigh together, in bytes (see
+    /// [`AclCache::new`]; approximate until pending maintenance runs).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Runs the cache's pending maintenance (evictions), for tests and
+    /// figures that read the counts.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
 }
 
 #[cfg(test)]
@@ -217,10 +270,13 @@ mod tests {
 
     #[test]
     fn allow_reuse_and_epoch() {
-        let c = AclCache::new(10, Duration::from_secs(60));
+        let c = AclCache::new(10, 1 << 20, Duration::from_secs(60));
         assert_eq!(c.allow_reuse(), Some(MAX_ALLOW_REUSE), "capped at 1 s");
-        assert_eq!(AclCache::new(10, Duration::from_millis(300)).allow_reuse(), Some(Duration::from_millis(300)));
-        assert_eq!(AclCache::new(0, Duration::from_secs(60)).allow_reuse(), None, "cache off: never reused");
+        assert_eq!(
+            AclCache::new(10, 1 << 20, Duration::from_millis(300)).allow_reuse(),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(AclCache::new(0, 1 << 20, Duration::from_secs(60)).allow_reuse(), None, "cache off: never reused");
         let e = c.epoch();
         c.invalidate_all();
         assert_eq!(c.epoch(), e + 1, "a reload ends reuse");
@@ -247,7 +303,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_identical_misses_make_one_call() {
-        let cache = Arc::new(AclCache::new(1000, Duration::from_secs(60)));
+        let cache = Arc::new(AclCache::new(1000, 1 << 20, Duration::from_secs(60)));
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..200 {
@@ -266,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_separate_clients_connections_and_accesses() {
-        let cache = AclCache::new(1000, Duration::from_secs(60));
+        let cache = AclCache::new(1000, 1 << 20, Duration::from_secs(60));
         let calls = AtomicUsize::new(0);
         let reqs = [
             publish("a"),
@@ -286,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalidation() {
-        let cache = AclCache::new(1000, Duration::from_secs(60));
+        let cache = AclCache::new(1000, 1 << 20, Duration::from_secs(60));
         let calls = AtomicUsize::new(0);
         let (a, b) = (publish("a"), subscribe("b/#"));
         for id in ["c1", "c2"] {
@@ -311,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached() {
-        let cache = AclCache::new(1000, Duration::from_secs(60));
+        let cache = AclCache::new(1000, 1 << 20, Duration::from_secs(60));
         let calls = AtomicUsize::new(0);
         let failed = AclVerdictLite { allowed: false, decided_by: DecidedBy::Failure { name: "ldap".into() } };
         assert!(!failed.cacheable());
@@ -334,7 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_after_ttl() {
-        let cache = AclCache::new(1000, Duration::from_millis(50));
+        let cache = AclCache::new(1000, 1 << 20, Duration::from_millis(50));
         let calls = AtomicUsize::new(0);
         let req = publish("a");
         cache.get_or_insert_with(key("c", 1, &req), eval(&calls, true)).await;
@@ -343,6 +399,52 @@ mod tests {
         std::thread::sleep(Duration::from_millis(120));
         cache.get_or_insert_with(key("c", 1, &req), eval(&calls, true)).await;
         assert_eq!(calls.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn long_keys_fill_the_byte_bound_not_the_memory() {
+        // 64 KiB of key bytes at most, 1,000 entries at most.
+        let cache = AclCache::new(1000, 64 * 1024, Duration::from_secs(60));
+        let long = "t/".repeat(2000);
+        for i in 0..100 {
+            let req = publish(&format!("{long}{i}"));
+            cache.get_or_insert_with(key("c1", 1, &req), async { verdict(true) }).await;
+        }
+        cache.run_pending_tasks().await;
+        let one = entry_weight(&key("c1", 1, &publish(&format!("{long}0"))), &verdict(true));
+        assert!(one > 4000, "a 4 KB topic weighs its bytes: {one}");
+        assert!(cache.weighted_size() <= 64 * 1024, "{}", cache.weighted_size());
+        assert!(cache.entry_count() <= 64 * 1024 / one, "{} entries of {one} bytes", cache.entry_count());
+
+        // Short keys: the entry bound holds, each counted as 64 KiB / 1,000.
+        let cache = AclCache::new(10, 1 << 30, Duration::from_secs(60));
+        for i in 0..100 {
+            let req = publish(&format!("a/{i}"));
+            cache.get_or_insert_with(key("c1", 1, &req), async { verdict(true) }).await;
+        }
+        cache.run_pending_tasks().await;
+        assert!(cache.entry_count() <= 10, "{}", cache.entry_count());
+
+        // Either bound at 0: off.
+        let off = AclCache::new(1000, 0, Duration::from_secs(60));
+        assert_eq!(off.allow_reuse(), None);
+        let calls = AtomicUsize::new(0);
+        for _ in 0..2 {
+            off.get_or_insert_with(key("c1", 1, &publish("a")), eval(&calls, true)).await;
+        }
+        off.run_pending_tasks().await;
+        assert_eq!(off.entry_count(), 0);
+    }
+
+    #[test]
+    fn weight_counts_the_strings() {
+        let short = entry_weight(&key("c", 1, &publish("a")), &verdict(true));
+        let long = entry_weight(&key("c", 1, &publish(&"a".repeat(1001))), &verdict(true));
+        assert_eq!(long - short, 1000);
+        let sub = entry_weight(&key("c", 1, &subscribe("$share/grp/a/+")), &verdict(true));
+        let plain = entry_weight(&key("c", 1, &subscribe("a/+")), &verdict(true));
+        assert_eq!(sub - plain, ("$share/grp/".len() + "grp".len()) as u64);
+        assert!(short >= ENTRY_OVERHEAD);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use portcullis_core::gate::{Access, ClientInfo};
 use portcullis_core::provider::{ChainEntry, OnError};
+use portcullis_core::topic::SubscriptionFilter;
 
 use crate::provider::{AclDecision, DynAclProvider};
 use crate::rule::Permission;
@@ -122,6 +123,20 @@ impl AclChain {
             }
         }
         AclVerdict { allowed: self.no_match == Permission::Allow, decided_by: DecidedBy::NoMatch, steps }
+    }
+
+    /// Must each message delivered through this granted subscription be
+    /// checked again? Yes when any provider could deny the client a topic
+    /// the (inner) filter matches ([`crate::provider::AclProvider::may_deny_within`]);
+    /// never for a superuser. Every provider is asked, not only those
+    /// before the one that granted the filter: a conservative answer costs
+    /// lookups, never a leak.
+    pub fn delivery_check(&self, client: &ClientInfo, filter: &SubscriptionFilter) -> bool {
+        if client.superuser {
+            return false;
+        }
+        let levels: Vec<&str> = filter.filter.levels().collect();
+        self.entries.iter().any(|e| e.provider.may_deny_within(client, &levels))
     }
 
     /// `(topic, value)` pairs for `$SYS/brokers/<node>/acl/<chain>/<provider>/…`.

@@ -344,3 +344,49 @@ async fn metrics_accumulate_and_reach_sys() {
     assert!(sys.contains(&("acl/main/file/calls".to_string(), "3".to_string())), "{sys:?}");
     assert!(sys.contains(&("acl/main/file/deny".to_string(), "3".to_string())), "{sys:?}");
 }
+
+/// Which granted subscriptions get their deliveries checked: a rule
+/// source's overlapping deny rules, a per-action provider's wildcard
+/// filters (it cannot list its rules), never a superuser's.
+#[test]
+fn delivery_check_marks() {
+    use crate::defaults::{default_rules, StaticRules};
+    use crate::rule::{Action, Rule, Subject, TopicPattern};
+
+    let rule = |permission, topic: &str| Rule {
+        permission,
+        subject: Subject::default(),
+        action: Action::All,
+        topics: vec![TopicPattern::parse(topic).expect("pattern")],
+        qos: None,
+        retain: None,
+        origin: "t:1".into(),
+    };
+    let rules = StaticRules::new("rules", vec![rule(Permission::Deny, "secret/#"), rule(Permission::Allow, "#")]);
+    let entry = |p: Arc<dyn AclProvider>| AclEntry::new(p, TIMEOUT, OnError::Deny);
+    let files = AclChain::new("c", vec![entry(Arc::new(rules))], Permission::Deny, DenyAction::Ignore);
+    let f = |s: &str| SubscriptionFilter::parse(s).expect("filter");
+    let c = client(false);
+    for yes in ["#", "+/x", "secret/+", "$share/g/#"] {
+        assert!(files.delivery_check(&c, &f(yes)), "{yes}");
+    }
+    for no in ["public/#", "public/x", "$SYS/#", "$share/g/public/+"] {
+        assert!(!files.delivery_check(&c, &f(no)), "{no}");
+    }
+    assert!(!files.delivery_check(&client(true), &f("#")), "superusers bypass the ACL");
+
+    // emqttd's defaults deny only `$SYS/#` and the literals `#` / `+/#`:
+    // no subscription they grant needs a check.
+    let defaults = StaticRules::new("defaults", default_rules());
+    let builtin = AclChain::new("d", vec![entry(Arc::new(defaults))], Permission::Deny, DenyAction::Ignore);
+    for no in ["#", "+/#", "a/#", "+/x"] {
+        assert!(!builtin.delivery_check(&c, &f(no)), "{no}");
+    }
+
+    // A provider asked per action: every wildcard filter, no literal one.
+    let backend =
+        AclChain::new("b", vec![entry(Scripted::new("sql", Act::Allow))], Permission::Deny, DenyAction::Ignore);
+    assert!(backend.delivery_check(&c, &f("a/+")));
+    assert!(backend.delivery_check(&c, &f("#")));
+    assert!(!backend.delivery_check(&c, &f("a/b")));
+}

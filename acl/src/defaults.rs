@@ -21,7 +21,7 @@ use portcullis_core::gate::{Access, ClientInfo, GateFuture};
 use portcullis_core::provider::ProviderError;
 
 use crate::provider::{AclAnswer, AclProvider};
-use crate::rule::{decide, Action, Permission, Rule, Subject, TopicPattern};
+use crate::rule::{decide, may_deny_within, Action, Permission, Rule, Subject, TopicPattern};
 
 fn rule(n: usize, permission: Permission, ip: Option<IpNet>, action: Action, topics: Vec<TopicPattern>) -> Rule {
     Rule {
@@ -98,6 +98,10 @@ impl AclProvider for StaticRules {
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
         let answer = decide(&self.rules, client, &access);
         Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        may_deny_within(&self.rules, client, filter)
     }
 }
 

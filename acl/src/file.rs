@@ -33,7 +33,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::provider::{AclAnswer, AclProvider};
-use crate::rule::{decide, Action, Permission, Rule, Subject, TopicPattern};
+use crate::rule::{decide, may_deny_within, Action, Permission, Rule, Subject, TopicPattern};
 
 /// A rule source could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +326,10 @@ impl AclProvider for AclFile {
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
         let answer = decide(&self.rules.read(), client, &access);
         Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        may_deny_within(&self.rules.read(), client, filter)
     }
 }
 

@@ -13,7 +13,7 @@ use portcullis_core::gate::{Access, ClientInfo, GateFuture};
 use portcullis_core::provider::ProviderError;
 
 use crate::provider::{AclAnswer, AclProvider};
-use crate::rule::{decide, Rule};
+use crate::rule::{decide, may_deny_within, Rule};
 
 /// The context type holding a client's inline rules.
 #[derive(Debug, Clone)]
@@ -55,6 +55,13 @@ impl AclProvider for InlineProvider {
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
         let answer = InlineProvider::decide(client, &access);
         Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        match client.context.as_deref().and_then(|c| c.downcast_ref::<InlineAcl>()) {
+            Some(InlineAcl(rules)) => may_deny_within(rules, client, filter),
+            None => false,
+        }
     }
 }
 

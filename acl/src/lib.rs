@@ -5,10 +5,14 @@
 //!   [`matching`] — the topic algorithms under it (filter match, `covers`,
 //!   `overlaps`, placeholder substitution, pattern validation).
 //! * [`provider`] — the [`provider::AclProvider`] contract: Allow, Deny or
-//!   Ignore, with the rule that decided; an `Err` is a failure, never a deny.
+//!   Ignore, with the rule that decided; an `Err` is a failure, never a deny;
+//!   and whether a deny could hide inside a granted filter (then the
+//!   subscription's deliveries are checked).
 //! * [`chain`] — [`chain::AclChain`]: providers in order, first Allow/Deny
 //!   wins, per-call timeout, `on_error`, `no_match`, superuser bypass,
-//!   `deny_action`, and a record of who decided.
+//!   `deny_action`, and a record of who decided;
+//!   [`chain::AclChain::delivery_check`] marks granted subscriptions a deny
+//!   rule overlaps.
 //! * [`cache`] — [`cache::AclCache`]: per-client decision cache in front of
 //!   the chain, single-flight, dropped on disconnect and on policy reload.
 //!

@@ -7,9 +7,10 @@
 //!   before a subscription is granted, and what a deny rule refuses:
 //!   `a/#` covers `a/+/b`, `a/+` does not cover `a/#`, `#` covers
 //!   everything except `$` filters.
-//! * [`overlaps`] — is there at least one topic both match? (Kept for
-//!   tools and future delivery-time checks; rules use [`covers`] for both
-//!   allow and deny, as emqttd did.)
+//! * [`overlaps`] — is there at least one topic both match? Rules use
+//!   [`covers`] for both allow and deny, as emqttd did; a granted
+//!   subscription that overlaps a deny rule has its deliveries checked
+//!   ([`crate::rule::Rule::may_deny_within`]).
 //! * [`resolve`] — replaces the `${username}` / `${clientid}` placeholder
 //!   levels with the client's values, refusing values that would widen the
 //!   pattern.

@@ -24,12 +24,16 @@
 //! read` alone is an error, not a grant on a topic called `read`).
 //!
 //! Conversion: `write` → an allow rule for publish, `readwrite` → for both,
-//! `deny` → a deny rule for both. `read` → an allow rule for subscribe:
-//! Mosquitto checks `read` on every message it delivers, Portcullis checks
-//! a subscription once, so a `read a/#` grant admits subscriptions the
-//! pattern covers (`a/+`, `a/b/#`) and refuses wider ones (`#`), and a
-//! `deny` refuses any subscription that overlaps it. Within a section
-//! Mosquitto tries the deny lines first, then the grants in file order; the
+//! `deny` → a deny rule for both. `read` → an allow rule for subscribe.
+//! Mosquitto grants every SUBSCRIBE and checks `read` on each message it
+//! delivers; Portcullis checks a SUBSCRIBE as EMQX does, so a `read a/#`
+//! grant admits subscriptions the pattern covers (`a/+`, `a/b/#`) and
+//! refuses wider ones (`#`). A `deny` line refuses the subscriptions it
+//! covers, and any granted subscription it overlaps (`topic deny secret/#`
+//! with `topic readwrite #`: the subscription `#`) has each delivered
+//! message checked, as Mosquitto would: `secret/x` never arrives through
+//! it ([`crate::rule::Rule::may_deny_within`]). Within a section Mosquitto
+//! tries the deny lines first, then the grants in file order; the
 //! converted lists keep that order, so first match gives the same answer.
 //!
 //! Evaluation, following Mosquitto's `acl_file` check:
@@ -67,7 +71,7 @@ use portcullis_core::topic::validate_filter;
 use crate::file::{read, LoadError};
 use crate::matching::{validate_pattern, CLIENTID, USERNAME};
 use crate::provider::{AclAnswer, AclDecision, AclProvider};
-use crate::rule::{first_match_mode, Action, Permission, Rule, Subject, SubscribeDeny, TopicPattern};
+use crate::rule::{first_match, may_deny_within, Action, Permission, Rule, Subject, TopicPattern};
 
 /// A Mosquitto `acl_file`, converted; [`MosquittoAcl::reload`] swaps in a
 /// new conversion of the file, or keeps the current one if it fails.
@@ -306,7 +310,7 @@ impl MosquittoTable {
         if section.is_none() && self.patterns.is_empty() {
             return AclAnswer::ignore();
         }
-        if let Some(rule) = section.and_then(|rules| first_match_mode(rules, client, access, SubscribeDeny::Overlaps)) {
+        if let Some(rule) = section.and_then(|rules| first_match(rules, client, access)) {
             return rule.answer();
         }
         if !self.patterns.is_empty() {
@@ -314,11 +318,21 @@ impl MosquittoTable {
             if dangerous(&client.client_id) || client.username.as_deref().is_some_and(dangerous) {
                 return self.deny("client id or username contains + or #");
             }
-            if let Some(rule) = first_match_mode(&self.patterns, client, access, SubscribeDeny::Overlaps) {
+            if let Some(rule) = first_match(&self.patterns, client, access) {
                 return rule.answer();
             }
         }
         self.deny("not granted")
+    }
+
+    /// Could a `deny` line deny this client a topic `filter` matches? Its
+    /// section's and the patterns' deny lines are asked. The file's other
+    /// denials ("not granted", a `+`/`#` in the id) need no such check: a
+    /// subscription this file granted is covered by one of its grants,
+    /// which then grants every topic in it.
+    pub fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        self.section(client.username.as_deref()).is_some_and(|rules| may_deny_within(rules, client, filter))
+            || may_deny_within(&self.patterns, client, filter)
     }
 
     fn deny(&self, why: &str) -> AclAnswer {
@@ -342,6 +356,10 @@ impl AclProvider for MosquittoAcl {
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
         let answer = self.decide(client, &access);
         Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        self.table.read().may_deny_within(client, filter)
     }
 }
 
@@ -431,11 +449,23 @@ pattern deny devices/%c/status/locked
         let a = acl.authorize(&alice, publish("alice/x").access()).await.unwrap();
         assert_eq!(a, AclAnswer { decision: AclDecision::Allow, rule: Some(format!("{}:5", p.display())) });
         assert_eq!(decision(&acl, &alice, subscribe("alice/x/+")), AclDecision::Allow);
-        // `alice/+` could receive `alice/secret`, which `alice/secret/#` denies
-        assert_eq!(decision(&acl, &alice, subscribe("alice/+")), AclDecision::Deny);
+        // `alice/+` could receive `alice/secret`, which `alice/secret/#`
+        // denies: granted (the deny does not cover it), its deliveries checked
+        let levels = |f: &'static str| f.split('/').collect::<Vec<_>>();
+        assert_eq!(decision(&acl, &alice, subscribe("alice/+")), AclDecision::Allow);
+        assert!(acl.may_deny_within(&alice, &levels("alice/+")));
+        assert_eq!(decision(&acl, &alice, subscribe("alice/secret")), AclDecision::Deny);
+        assert_eq!(decision(&acl, &alice, subscribe("alice/secret/+")), AclDecision::Deny);
         assert_eq!(decision(&acl, &alice, publish("alice/secret/k")), AclDecision::Deny);
-        // `alice/#` overlaps the denied `alice/secret/#`
-        assert_eq!(decision(&acl, &alice, subscribe("alice/#")), AclDecision::Deny);
+        // `alice/#` overlaps the denied `alice/secret/#` the same way
+        assert_eq!(decision(&acl, &alice, subscribe("alice/#")), AclDecision::Allow);
+        assert!(acl.may_deny_within(&alice, &levels("alice/#")));
+        assert!(!acl.may_deny_within(&alice, &levels("alice/public/#")));
+        // the pattern deny, with alice's client id
+        assert!(acl.may_deny_within(&alice, &levels("devices/a1/#")));
+        assert!(!acl.may_deny_within(&alice, &levels("devices/a2/#")));
+        // bob's section has no deny line; the pattern one is not his device's
+        assert!(!acl.may_deny_within(&user("b1", "bob has spaces"), &levels("bob/#")));
         assert_eq!(decision(&acl, &alice, publish("shared/in")), AclDecision::Allow);
         assert_eq!(decision(&acl, &alice, subscribe("shared/in")), AclDecision::Deny);
         // patterns apply to alice too

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::file::{parse_rules, LoadError, SubjectKeys};
 use crate::provider::{AclAnswer, AclProvider};
-use crate::rule::{decide, Rule, Subject};
+use crate::rule::{decide, may_deny_within, Rule, Subject};
 
 /// Which client value names its policy file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -167,6 +167,18 @@ impl PolicyDir {
             Some(rules) => decide(&rules, client, access),
             None => AclAnswer::ignore(),
         }
+    }
+
+    /// Could the client's policy deny it a topic `filter` matches (a deny
+    /// rule overlapping the filter)? Read from the policy loaded now; a
+    /// later reload does not revisit existing subscriptions (see
+    /// `acl.check_on_delivery`).
+    pub fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        let id = match self.key {
+            PolicyKey::ClientId => Some(&*client.client_id),
+            PolicyKey::Username => client.username.as_deref(),
+        };
+        id.and_then(|id| self.policy(id)).is_some_and(|rules| may_deny_within(&rules, client, filter))
     }
 
     fn subject(&self, id: &str) -> Subject {
@@ -329,6 +341,10 @@ impl AclProvider for PolicyDir {
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
         let answer = self.decide(client, &access);
         Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        PolicyDir::may_deny_within(self, client, filter)
     }
 }
 

@@ -45,6 +45,24 @@ pub trait AclProvider: Send + Sync + 'static {
         client: &'a ClientInfo,
         access: Access<'a>,
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>>;
+
+    /// Could this provider deny `client`, at delivery, a topic that
+    /// `filter` (a granted subscription's plain filter, as levels)
+    /// matches? Asked once per granted SUBSCRIBE filter; when any provider
+    /// of the chain says yes, each message delivered through that
+    /// subscription is checked again as a subscription to its topic, and
+    /// the others cost nothing per message.
+    ///
+    /// Rule sources answer from their rules (a deny rule for this client
+    /// overlapping the filter: [`crate::rule::Rule::may_deny_within`]).
+    /// The default is for providers that cannot list their rules in
+    /// advance (SQL, Redis, MongoDB, HTTP: they are asked per action, and
+    /// any answer may be a deny): yes for every filter with a wildcard. A
+    /// filter without one names a single topic, whose decision the
+    /// SUBSCRIBE already got.
+    fn may_deny_within(&self, _client: &ClientInfo, filter: &[&str]) -> bool {
+        filter.iter().any(|l| *l == "+" || *l == "#")
+    }
 }
 
 impl std::fmt::Debug for dyn AclProvider {

@@ -13,12 +13,18 @@
 //!   `retain` set still applies to subscribes).
 //! * Topics, for a PUBLISH: the topic name matches the pattern as a filter.
 //! * Topics, for a SUBSCRIBE (shared forms are checked on their inner
-//!   filter): an *allow* rule applies when the pattern covers the requested
-//!   filter (every topic the filter can match is matched by the pattern); a
-//!   *deny* rule applies when they overlap (some topic is matched by both).
-//!   Both are the safe reading: a subscription is granted only if all it
-//!   could receive is granted, and refused if it could receive anything
-//!   denied; the broker does not re-check each delivered message.
+//!   filter): a rule applies when its pattern covers the requested filter
+//!   (every topic the filter can match is matched by the pattern), for
+//!   allow and deny alike (emqttd's and EMQX's semantics): `deny secret/#`
+//!   refuses `secret/x/#` but not the broader `#`, which falls through to
+//!   later rules.
+//! * Deliveries: a granted subscription whose filter *overlaps* a deny
+//!   rule that could apply to the client ([`Rule::may_deny_within`]: some
+//!   topic is matched by both, placeholders resolved for this client) is
+//!   marked, and each message delivered through it is checked again as a
+//!   subscription to its topic. So `deny secret/#` + `allow #` grants `#`
+//!   but never delivers `secret/x` through it, and subscriptions no deny
+//!   rule overlaps cost nothing per message.
 //! * `eq <literal>` compares the topic name or the (inner) filter string.
 //! * `${username}` / `${clientid}` levels take the client's value; an
 //!   absent, empty or unsafe value (containing `+`, `#`, `/`, or a first
@@ -152,19 +158,8 @@ impl TopicPattern {
         Ok(TopicPattern::Filter(s.to_string()))
     }
 
-    /// Does this pattern apply to the access, for a rule with `permission`?
-    pub fn matches(&self, permission: Permission, client: &ClientInfo, access: &Access<'_>) -> bool {
-        self.matches_mode(permission, client, access, SubscribeDeny::Covers)
-    }
-
-    /// [`Self::matches`] with an explicit rule for deny rules on SUBSCRIBE.
-    pub fn matches_mode(
-        &self,
-        permission: Permission,
-        client: &ClientInfo,
-        access: &Access<'_>,
-        mode: SubscribeDeny,
-    ) -> bool {
+    /// Does this pattern apply to the access?
+    pub fn matches(&self, client: &ClientInfo, access: &Access<'_>) -> bool {
         match (self, access) {
             (TopicPattern::Eq(lit), Access::Publish { topic, .. }) => topic.as_str() == lit,
             (TopicPattern::Eq(lit), Access::Subscribe { filter, .. }) => filter.filter.as_str() == lit,
@@ -179,12 +174,24 @@ impl TopicPattern {
                     }
                     Access::Subscribe { filter, .. } => {
                         let f: Vec<&str> = filter.filter.levels().collect();
-                        match (permission, mode) {
-                            (Permission::Deny, SubscribeDeny::Overlaps) => matching::overlaps_levels(&levels, &f),
-                            _ => matching::covers_levels(&levels, &f),
-                        }
+                        matching::covers_levels(&levels, &f)
                     }
                 }
+            }
+        }
+    }
+
+    /// Could this pattern match a topic that `filter` (given as levels, a
+    /// plain filter) matches, for this client? An `eq` literal can match
+    /// only a topic name equal to it, so one with a wildcard never does.
+    pub fn overlaps(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        match self {
+            TopicPattern::Eq(lit) => {
+                let lit: Vec<&str> = lit.split('/').collect();
+                !lit.iter().any(|l| *l == "+" || *l == "#") && matching::topic_matches_levels(filter, &lit)
+            }
+            TopicPattern::Filter(p) => {
+                matching::resolve(p, client).is_some_and(|levels| matching::overlaps_levels(&levels, filter))
             }
         }
     }
@@ -199,34 +206,10 @@ impl std::fmt::Display for TopicPattern {
     }
 }
 
-/// How a deny rule applies to a SUBSCRIBE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SubscribeDeny {
-    /// Like allow rules: the rule applies to filters its pattern covers
-    /// (emqttd's and EMQX's semantics). `deny secret/#` refuses
-    /// `secret/x/#` but not the broader `#`, which falls through to later
-    /// rules; keep private topics out of broad subscriptions with allow
-    /// rules and a final deny (default-deny). Used by ACL files, policy
-    /// directories, inline rules and the defaults.
-    #[default]
-    Covers,
-    /// The rule applies to every filter that could receive a topic it
-    /// denies (`deny secret/#` refuses `#` and `+/x`). Used for Mosquitto
-    /// ACL files: Mosquitto re-checks every delivered message, Portcullis
-    /// checks a subscription once, so refusing overlapping filters is the
-    /// faithful conversion.
-    Overlaps,
-}
-
 impl Rule {
     /// Does this rule apply to `client` doing `access`? (See the module
     /// documentation for the exact semantics.)
     pub fn matches(&self, client: &ClientInfo, access: &Access<'_>) -> bool {
-        self.matches_mode(client, access, SubscribeDeny::Covers)
-    }
-
-    /// [`Self::matches`] with an explicit [`SubscribeDeny`] mode.
-    pub fn matches_mode(&self, client: &ClientInfo, access: &Access<'_>, mode: SubscribeDeny) -> bool {
         if !self.action.applies_to(access) || !self.subject.matches(client) {
             return false;
         }
@@ -244,7 +227,20 @@ impl Rule {
                 return false;
             }
         }
-        self.topics.iter().any(|t| t.matches_mode(self.permission, client, access, mode))
+        self.topics.iter().any(|t| t.matches(client, access))
+    }
+
+    /// Could this rule deny `client`, at delivery, a topic that `filter`
+    /// (given as levels; the inner filter of a shared subscription)
+    /// matches? True for a deny rule that applies to subscribing and to
+    /// this client, one of whose patterns overlaps the filter. QoS limits
+    /// are not looked at (a limited rule counts as one that could apply).
+    /// A subscription this holds for gets its deliveries checked.
+    pub fn may_deny_within(&self, client: &ClientInfo, filter: &[&str]) -> bool {
+        self.permission == Permission::Deny
+            && matches!(self.action, Action::Subscribe | Action::All)
+            && self.subject.matches(client)
+            && self.topics.iter().any(|t| t.overlaps(client, filter))
     }
 
     /// The provider answer this rule gives when it matches.
@@ -259,17 +255,13 @@ impl Rule {
 
 /// The first rule that applies (first match wins within a source).
 pub fn first_match<'r>(rules: &'r [Rule], client: &ClientInfo, access: &Access<'_>) -> Option<&'r Rule> {
-    first_match_mode(rules, client, access, SubscribeDeny::Covers)
+    rules.iter().find(|r| r.matches(client, access))
 }
 
-/// [`first_match`] with an explicit [`SubscribeDeny`] mode.
-pub fn first_match_mode<'r>(
-    rules: &'r [Rule],
-    client: &ClientInfo,
-    access: &Access<'_>,
-    mode: SubscribeDeny,
-) -> Option<&'r Rule> {
-    rules.iter().find(|r| r.matches_mode(client, access, mode))
+/// Could any of `rules` deny `client` a topic `filter` matches (see
+/// [`Rule::may_deny_within`])?
+pub fn may_deny_within(rules: &[Rule], client: &ClientInfo, filter: &[&str]) -> bool {
+    rules.iter().any(|r| r.may_deny_within(client, filter))
 }
 
 /// The answer of a rule list: the first matching rule's permission and
@@ -353,26 +345,75 @@ mod tests {
         assert!(!m(&r, &c, subscribe("+/x")));
     }
 
+    fn overlap(r: &Rule, c: &ClientInfo, filter: &str) -> bool {
+        let f: Vec<&str> = filter.split('/').collect();
+        r.may_deny_within(c, &f)
+    }
+
     #[test]
-    fn subscribe_deny_applies_on_overlap() {
+    fn deny_rules_overlapping_a_filter_mark_it() {
         let c = user("c1", "alice");
         let r = deny(&["secret/#"]);
-        let m = |r: &Rule, c: &ClientInfo, req: Req| r.matches_mode(c, &req.access(), SubscribeDeny::Overlaps);
-        assert!(m(&r, &c, subscribe("secret/x")));
-        assert!(m(&r, &c, subscribe("#")));
-        assert!(m(&r, &c, subscribe("+/x")));
-        assert!(!m(&r, &c, subscribe("public/#")));
-        assert!(!m(&r, &c, subscribe("$SYS/#")));
+        for yes in ["#", "+/x", "secret/+", "secret/#", "secret", "secret/x/y", "+/+/+", "+/#"] {
+            assert!(overlap(&r, &c, yes), "deny secret/# overlaps {yes}");
+        }
+        for no in ["public/#", "public/x", "$SYS/#", "a/+/c", "secretly/#"] {
+            assert!(!overlap(&r, &c, no), "deny secret/# does not overlap {no}");
+        }
+        // `+` matches `secret` (the parent level `secret/#` matches too).
+        assert!(overlap(&r, &c, "+"));
         let sys = deny(&["$SYS/#"]);
-        assert!(m(&sys, &c, subscribe("$SYS/brokers/+")));
-        assert!(!m(&sys, &c, subscribe("#")));
-        // first match: the deny shadows the broad allow for overlapping filters
+        assert!(overlap(&sys, &c, "$SYS/brokers/+"));
+        assert!(!overlap(&sys, &c, "#"), "wildcard-first filters never see $ topics");
+        // Allow rules and publish-only deny rules never mark.
+        assert!(!overlap(&allow(&["secret/#"]), &c, "#"));
+        assert!(!overlap(&rule(Permission::Deny, Action::Publish, &["secret/#"]), &c, "#"));
+        assert!(overlap(&rule(Permission::Deny, Action::Subscribe, &["secret/#"]), &c, "#"));
+        // Subjects: a deny for bob does not mark alice's subscriptions.
+        let mut bob = deny(&["secret/#"]);
+        bob.subject.username = Some("bob".into());
+        assert!(!overlap(&bob, &c, "#"));
+        assert!(overlap(&bob, &user("c2", "bob"), "#"));
+        // QoS limits are not looked at: the rule could apply.
+        let mut q = deny(&["secret/#"]);
+        q.qos = Some(vec![2]);
+        assert!(overlap(&q, &c, "#"));
+        // `eq` literals: only a topic name equal to them.
+        assert!(overlap(&deny(&["eq secret/x"]), &c, "secret/+"));
+        assert!(!overlap(&deny(&["eq secret/x"]), &c, "public/+"));
+        assert!(!overlap(&deny(&["eq #"]), &c, "#"), "no topic is named `#`");
+        assert!(!overlap(&deny(&["eq +/#"]), &c, "#"));
+        // The list form.
+        assert!(may_deny_within(&[allow(&["#"]), deny(&["secret/#"])], &c, &["#"]));
+        assert!(!may_deny_within(&[allow(&["#"])], &c, &["#"]));
+    }
+
+    #[test]
+    fn placeholders_resolve_per_client_for_overlap() {
+        let r = deny(&["users/${username}/private/#", "devices/${clientid}/keys"]);
+        let alice = user("dev1", "alice");
+        let bob = user("dev2", "bob");
+        assert!(overlap(&r, &alice, "users/alice/#"));
+        assert!(overlap(&r, &alice, "users/+/private/x"));
+        assert!(!overlap(&r, &bob, "users/alice/#"), "bob's rule is about users/bob");
+        assert!(overlap(&r, &bob, "users/bob/+/+"));
+        assert!(overlap(&r, &alice, "devices/dev1/+"));
+        assert!(!overlap(&r, &alice, "devices/dev2/+"));
+        assert!(overlap(&r, &alice, "devices/#"));
+        // No username: the `${username}` pattern matches nothing.
+        let anon = client("dev3", None, "192.0.2.1:1");
+        assert!(!overlap(&r, &anon, "users/#"));
+        assert!(overlap(&r, &anon, "devices/+/keys"));
+    }
+
+    #[test]
+    fn broad_filters_fall_through_a_covering_deny() {
+        let c = user("c1", "alice");
+        // first match: the deny does not cover `#`, which the allow grants
         let rules = [deny(&["secret/#"]), allow(&["#"])];
-        let first =
-            |req: Req| first_match_mode(&rules, &c, &req.access(), SubscribeDeny::Overlaps).map(|r| r.permission);
-        assert_eq!(first(subscribe("#")), Some(Permission::Deny));
-        // by default (covers) the broad subscription falls through to the allow
-        assert_eq!(first_match(&rules, &c, &subscribe("#").access()).map(|r| r.permission), Some(Permission::Allow));
+        let first = |req: Req| first_match(&rules, &c, &req.access()).map(|r| r.permission);
+        assert_eq!(first(subscribe("#")), Some(Permission::Allow));
+        assert_eq!(first(subscribe("secret/x")), Some(Permission::Deny));
         assert_eq!(first(subscribe("a/b")), Some(Permission::Allow));
         assert_eq!(first(publish("secret/k")), Some(Permission::Deny));
         assert_eq!(first(publish("$SYS/k")), None);

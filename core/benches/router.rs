@@ -86,6 +86,7 @@ fn subscriber(i: usize) -> Subscriber<u32> {
         client_id: Arc::from(format!("client-{i}")),
         options: SubscriptionOptions::default(),
         subscription_id: None,
+        check: false,
         handle: i as u32,
     }
 }

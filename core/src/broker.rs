@@ -367,6 +367,7 @@ impl Broker {
             client_id: session.client_id.clone(),
             options: rec.options,
             subscription_id: rec.subscription_id,
+            check: rec.check,
             handle: Arc::clone(session),
         };
         let existed = st.insert_subscription(filter.raw.clone(), rec);
@@ -400,7 +401,7 @@ impl Broker {
             RetainResult::Stored | RetainResult::Replaced => {
                 self.metrics.messages_retained_stored.fetch_add(1, Ordering::Relaxed);
             }
-            RetainResult::Full | RetainResult::TooLarge => {
+            RetainResult::Full | RetainResult::OverMaxBytes | RetainResult::TooLarge => {
                 self.metrics.dropped(DropReason::RetainedRefused);
                 info!(topic = %Peer(msg.topic.as_str()), result = ?r, "retained message refused");
             }
@@ -456,6 +457,7 @@ impl Broker {
                 qos: msg.qos.min(d.qos),
                 retain: d.retain_as_published && msg.retain,
                 subscription_ids: d.subscription_ids,
+                check: d.check,
             };
             // Counted whether or not the queue took it: a subscriber whose
             // queue was full still matched (its drop is counted there), and
@@ -521,6 +523,7 @@ impl Broker {
                 qos: QoS::AtMostOnce,
                 retain: false,
                 subscription_ids: d.subscription_ids,
+                check: d.check,
             };
             d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
         });

@@ -225,6 +225,16 @@ pub trait Gate: Send + Sync + 'static {
     fn check_on_delivery(&self) -> bool {
         false
     }
+    /// Asked once [`Gate::authorize`] granted a SUBSCRIBE filter: must each
+    /// message delivered through this subscription be checked again, as a
+    /// subscription to its topic (what [`Gate::check_on_delivery`] does for
+    /// every message)? Yes when a deny rule that could apply to the client
+    /// overlaps the filter (`deny secret/#` and a granted `#`). The answer
+    /// is kept with the subscription; deliveries through unmarked ones
+    /// cost no lookup. Default: no.
+    fn needs_delivery_check(&self, _client: &ClientInfo, _filter: &SubscriptionFilter) -> bool {
+        false
+    }
     /// Reason code an MQTT 5 client gets in SUBACK / PUBACK / PUBREC for a
     /// denied action: 0x87 (not authorized) unless configured otherwise.
     fn v5_deny_reason(&self) -> u8 {

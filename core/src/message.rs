@@ -93,6 +93,9 @@ pub struct Delivery {
     pub retain: bool,
     /// v5 subscription identifiers of every matching subscription.
     pub subscription_ids: Vec<u32>,
+    /// Check against the ACL before sending (the subscriptions it came
+    /// through are marked: [`crate::session::SubRecord::check`]).
+    pub check: bool,
 }
 
 impl Delivery {
@@ -114,6 +117,16 @@ mod tests {
         let size = std::mem::size_of::<Message>();
         eprintln!("Message: {size} bytes");
         assert!(size <= 104, "Message is {size} bytes");
+    }
+
+    /// One per queued or inflight message per subscriber, and one per
+    /// subscription in the router: the ACL delivery mark lives in padding.
+    #[test]
+    fn delivery_and_subscriber_stay_small() {
+        let delivery = std::mem::size_of::<Delivery>();
+        let subscriber = std::mem::size_of::<crate::router::Subscriber<Arc<crate::session::Session>>>();
+        assert!(delivery <= 40, "Delivery is {delivery} bytes");
+        assert!(subscriber <= 40, "Subscriber is {subscriber} bytes");
     }
 
     #[test]

@@ -189,6 +189,9 @@ fn delivery_from(s: DeliverySnap, now: Instant) -> Option<Delivery> {
         qos: QoS::from_u8(s.qos)?,
         retain: s.retain,
         subscription_ids: s.subscription_ids,
+        // Checked again: the marks of the subscriptions it came through
+        // are not in the snapshot.
+        check: true,
     })
 }
 
@@ -310,7 +313,12 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
                     _ => RetainHandling::OnSubscribe,
                 },
             };
-            let rec = SubRecord { filter: filter.clone(), options, subscription_id: sub.subscription_id };
+            // The ACL mark is not in the snapshot, and no client is there to
+            // ask about: a restored subscription with a wildcard has its
+            // deliveries checked (a literal one names a single topic, which
+            // its SUBSCRIBE was granted).
+            let check = filter.filter.has_wildcards();
+            let rec = SubRecord { filter: filter.clone(), options, subscription_id: sub.subscription_id, check };
             broker.subscribe(&session, filter, rec);
         }
         {
@@ -360,7 +368,11 @@ mod tests {
         let opened = b.open_session(req(1, &alice)).unwrap();
         let f = SubscriptionFilter::parse("a/+").unwrap();
         let opts = SubscriptionOptions { qos: QoS::ExactlyOnce, ..Default::default() };
-        b.subscribe(&opened.session, f.clone(), SubRecord { filter: f, options: opts, subscription_id: Some(7) });
+        b.subscribe(
+            &opened.session,
+            f.clone(),
+            SubRecord { filter: f, options: opts, subscription_id: Some(7), check: false },
+        );
         b.close_session(&opened.session, 1);
         let msg = Arc::new(Message {
             topic: TopicName::new("a/b").unwrap(),

@@ -40,6 +40,9 @@ pub struct SubRecord {
     pub filter: SubscriptionFilter,
     pub options: SubscriptionOptions,
     pub subscription_id: Option<u32>,
+    /// Deliveries through this subscription are checked against the ACL
+    /// ([`crate::gate::Gate::needs_delivery_check`]).
+    pub check: bool,
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -426,6 +429,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: vec![],
+            check: false,
         }
     }
 

@@ -265,6 +265,11 @@ pub struct RetainSettings {
     pub max_count: usize,
     /// Largest retained payload stored (bytes).
     pub max_payload_size: usize,
+    /// Most bytes the retained messages of clients may take together
+    /// (0 = unlimited), each counted by its encoded size (topic, payload,
+    /// properties: [`crate::retain::weight`]). A message that would pass
+    /// it is refused (counted as dropped), new topic or replacement.
+    pub max_bytes: usize,
 }
 
 pub fn default_retain_enabled() -> bool {
@@ -276,6 +281,9 @@ pub fn default_retain_max_count() -> usize {
 pub fn default_retain_max_payload_size() -> usize {
     1024 * 1024
 }
+pub fn default_retain_max_bytes() -> usize {
+    256 * 1024 * 1024
+}
 
 impl Default for RetainSettings {
     fn default() -> Self {
@@ -283,6 +291,7 @@ impl Default for RetainSettings {
             enabled: default_retain_enabled(),
             max_count: default_retain_max_count(),
             max_payload_size: default_retain_max_payload_size(),
+            max_bytes: default_retain_max_bytes(),
         }
     }
 }

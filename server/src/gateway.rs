@@ -20,6 +20,7 @@ use portcullis_core::gate::{
     Access, AclOutcome, AuthOutcome, ClientContext, ClientInfo, ConnectInfo, DenyReason, Gate, GateFuture,
 };
 use portcullis_core::logsafe::{LogLimiter, Peer, PeerOpt};
+use portcullis_core::topic::SubscriptionFilter;
 use tracing::{debug, info};
 
 /// What every listener's gateway shares.
@@ -141,6 +142,14 @@ impl Gate for Gateway {
 
     fn check_on_delivery(&self) -> bool {
         self.check_on_delivery
+    }
+
+    fn needs_delivery_check(&self, client: &ClientInfo, filter: &SubscriptionFilter) -> bool {
+        let check = self.acl.delivery_check(client, filter);
+        if check {
+            debug!(chain = %self.acl.name, client_id = %client.client_id, filter = %filter.raw, "deliveries through this subscription are checked: a deny rule overlaps it");
+        }
+        check
     }
 
     fn publish_allow_reuse(&self) -> Option<std::time::Duration> {

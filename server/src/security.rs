@@ -174,7 +174,8 @@ impl Security {
             ban: g.ban,
             exempt: g.exempt.clone(),
         });
-        let acl_cache = AclCache::new(cfg.acl.cache.max_entries, cfg.acl.cache.ttl);
+        let c = &cfg.acl.cache;
+        let acl_cache = AclCache::new(c.max_entries, c.max_bytes, c.ttl);
         let shared = Arc::new(Shared {
             auth_cache,
             acl_cache,

@@ -124,4 +124,12 @@ impl AclProvider for LdapAcl {
     ) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
         Box::pin(async move { self.check(client, &access).await })
     }
+
+    /// Never: the directory's values become allow rules only, and a
+    /// subscription granted by one of them is covered by it, topic by
+    /// topic. (Checking deliveries would also make them wait for, and
+    /// fail with, the directory.)
+    fn may_deny_within(&self, _client: &ClientInfo, _filter: &[&str]) -> bool {
+        false
+    }
 }

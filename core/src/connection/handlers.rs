@@ -260,7 +260,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 }
             }
             let shared = filter.is_shared();
-            let rec = SubRecord { filter: filter.clone(), options: *opts, subscription_id: sub_id };
+            let check = self.gate.needs_delivery_check(&self.client, &filter);
+            let rec = SubRecord { filter: filter.clone(), options: *opts, subscription_id: sub_id, check };
             let is_new = self.broker.subscribe(&self.session, filter.clone(), rec);
             codes.push(opts.qos as u8);
             let send_retained = !shared
@@ -270,7 +271,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     RetainHandling::Never => false,
                 };
             if send_retained {
-                retained_for.push((filter, *opts));
+                retained_for.push((filter, *opts, check));
             }
         }
         self.send(&Packet::SubAck(SubAck {
@@ -280,13 +281,14 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }));
 
         let now = std::time::Instant::now();
-        for (filter, opts) in retained_for {
+        for (filter, opts, check) in retained_for {
             for msg in self.broker.retained.matching(&filter.filter, now) {
                 let d = Delivery {
                     qos: msg.qos.min(opts.qos),
                     msg,
                     retain: true,
                     subscription_ids: sub_id.into_iter().collect(),
+                    check,
                 };
                 self.session.enqueue(d, &self.broker.settings.session, &self.broker.metrics);
             }

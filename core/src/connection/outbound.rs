@@ -16,36 +16,52 @@ use crate::topic::SubscriptionFilter;
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     /// Moves as many queued deliveries into the write buffer as the
-    /// window and the write high-water mark allow. With the gate's
-    /// delivery check on, each message is first checked as a subscription
-    /// to its topic, so a subscription granted before a rule changed (or a
-    /// broad one a deny rule did not cover) cannot carry a refused topic.
+    /// window and the write high-water mark allow. A delivery is first
+    /// checked as a subscription to its topic when it came through a
+    /// marked subscription (one a deny rule overlaps: `#` beside
+    /// `deny secret/#`, see [`crate::gate::Gate::needs_delivery_check`]),
+    /// or always with the gate's `check_on_delivery` (then a subscription
+    /// granted before a rule changed cannot carry a refused topic either).
     ///
-    /// Without the check nothing here waits: the common path is plain
-    /// code, and the checking path is boxed, so neither adds its state to
-    /// every idle connection's future.
+    /// Until a delivery needs a check nothing here waits: the common path
+    /// is plain code, and the checking path is boxed, so neither adds its
+    /// state to every idle connection's future.
     pub(super) async fn pump(&mut self) {
-        if self.gate.check_on_delivery() {
-            Box::pin(self.pump_checked()).await;
-        } else {
-            let now = Instant::now();
-            while let Some(out) = self.next_out(now) {
-                self.emit(&out, now);
+        let all = self.gate.check_on_delivery();
+        if all {
+            Box::pin(self.pump_checked(None, true)).await;
+            return;
+        }
+        let now = Instant::now();
+        while let Some(out) = self.next_out(now) {
+            if out.delivery.check {
+                // The rest of this round goes through the checking path,
+                // which still checks only marked deliveries.
+                Box::pin(self.pump_checked(Some(out), false)).await;
+                return;
             }
+            self.emit(&out, now);
         }
     }
 
-    async fn pump_checked(&mut self) {
+    /// [`Self::pump`] from `first` on, checking marked deliveries (`all`:
+    /// every delivery).
+    async fn pump_checked(&mut self, mut first: Option<Outgoing>, all: bool) {
         let mut now = Instant::now();
-        while let Some(out) = self.next_out(now) {
-            if self.delivery_allowed(&out.delivery).await {
+        while let Some(out) = first.take().or_else(|| self.next_out(now)) {
+            if !(all || out.delivery.check) {
+                self.emit(&out, now);
+                continue;
+            }
+            let allowed = self.delivery_allowed(&out.delivery).await;
+            now = Instant::now();
+            if allowed {
                 self.emit(&out, now);
             } else {
                 self.broker.metrics.dropped(DropReason::Denied);
                 if let Some(id) = out.packet_id {
                     self.session.lock().complete(id);
                 }
-                now = Instant::now();
             }
         }
     }
@@ -81,7 +97,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let access = Access::Subscribe { filter: &filter, qos: d.qos };
         let allowed = self.gate.authorize(&self.client, access).await == AclOutcome::Allow;
         if !allowed {
-            debug!(topic = %crate::logsafe::Peer(d.msg.topic.as_str()), "delivery refused by the ACL (check_on_delivery)");
+            debug!(topic = %crate::logsafe::Peer(d.msg.topic.as_str()), "delivery refused by the ACL");
         }
         allowed
     }

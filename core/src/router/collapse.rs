@@ -2,7 +2,9 @@
 //!
 //! A client whose several non-shared subscriptions match a topic gets one
 //! copy: MQTT 3.1.1 at the highest matching QoS, MQTT 5 also carrying every
-//! matching subscription identifier. A shared route is always its own copy,
+//! matching subscription identifier; it is checked against the ACL at
+//! delivery only if every one of them asked for that (see
+//! [`Delivery::check`]). A shared route is always its own copy,
 //! even for a client that also matches without a group (MQTT 5 §4.8.2).
 //!
 //! "One client" is one client-id allocation: the broker gives every
@@ -44,6 +46,11 @@ pub struct Delivery<T> {
     pub subscription_ids: Vec<u32>,
     /// The copy comes from a shared group (never merged with others).
     pub shared: bool,
+    /// Check the copy against the ACL before sending it: every merged
+    /// subscription is marked. One unmarked subscription matching the
+    /// topic is enough to skip the check: no deny rule overlaps its
+    /// filter, so none can deny this topic, which it matches.
+    pub check: bool,
 }
 
 /// Drops the publisher's own non-shared routes that asked for No Local, so
@@ -91,6 +98,7 @@ pub fn for_each_delivery<T>(routes: &mut Vec<Route<T>>, clients: Clients, mut de
                 d.qos = d.qos.max(s.options.qos);
                 d.retain_as_published |= s.options.retain_as_published;
                 d.no_local &= s.options.no_local;
+                d.check &= s.check;
                 if let Some(id) = s.subscription_id {
                     if d.subscription_ids.last() != Some(&id) {
                         d.subscription_ids.push(id);
@@ -119,6 +127,7 @@ impl<T> Delivery<T> {
             no_local: s.options.no_local,
             subscription_ids: s.subscription_id.into_iter().collect(),
             shared,
+            check: s.check,
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct Subscriber<T> {
     pub options: SubscriptionOptions,
     /// MQTT 5 Subscription Identifier given with the SUBSCRIBE, if any.
     pub subscription_id: Option<u32>,
+    /// Messages delivered through this subscription are checked against
+    /// the ACL first (see [`crate::session::SubRecord::check`]).
+    pub check: bool,
     pub handle: T,
 }
 

@@ -30,6 +30,7 @@ fn sub(client: &str) -> Subscriber<u32> {
         client_id: client_arc(client),
         options: SubscriptionOptions::default(),
         subscription_id: None,
+        check: false,
         handle: 0,
     }
 }
@@ -518,6 +519,39 @@ fn collapse_merges_per_client() {
     assert!(b.no_local);
     assert!(b.subscription_ids.is_empty());
     assert!(!b.retain_as_published);
+}
+
+/// The ACL delivery mark: a merged copy is checked only when every merged
+/// subscription is marked (an unmarked one matching the topic means no
+/// deny rule overlaps it, so none can deny this topic); shared and
+/// single-route copies keep their own mark.
+#[test]
+fn collapse_checks_a_copy_only_when_every_merged_subscription_is_marked() {
+    let marked = |client: &str| {
+        let mut s = sub(client);
+        s.check = true;
+        s
+    };
+    let deliveries = collapse(
+        vec![
+            route(marked("a"), false),
+            route(sub("a"), false),
+            route(marked("b"), false),
+            route(marked("b"), false),
+            route(sub("c"), false),
+            route(marked("c"), true),
+        ],
+        Clients::MayRepeat,
+    );
+    let check = |client: &str, shared: bool| {
+        deliveries.iter().find(|d| &*d.client_id == client && d.shared == shared).expect("copy").check
+    };
+    assert!(!check("a", false), "one unmarked subscription: no check");
+    assert!(check("b", false), "every subscription marked");
+    assert!(!check("c", false));
+    assert!(check("c", true), "the shared copy keeps its own mark");
+    let one = collapse(vec![route(marked("d"), false)], Clients::Distinct);
+    assert!(one[0].check);
 }
 
 #[test]

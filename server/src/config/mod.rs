@@ -214,6 +214,7 @@ impl Config {
                 enabled: self.retained.enabled,
                 max_count: self.retained.max_count,
                 max_payload_size: usize::try_from(self.retained.max_payload_size).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(self.retained.max_bytes).unwrap_or(usize::MAX),
             },
             sys: SysSettings { interval: self.sys.interval },
             shared_strategy: self.shared_subscription.strategy.into(),

@@ -596,6 +596,10 @@ pub struct RetainedConfig {
     /// Largest retained payload stored (bytes).
     #[serde(default = "default_retain_max_payload_size", deserialize_with = "units::size")]
     pub max_payload_size: u64,
+    /// Most bytes the retained messages of clients take together (topic,
+    /// payload and properties of each, as encoded); 0 = unlimited.
+    #[serde(default = "default_retain_max_bytes", deserialize_with = "units::size")]
+    pub max_bytes: u64,
 }
 
 impl Default for RetainedConfig {
@@ -604,12 +608,16 @@ impl Default for RetainedConfig {
             enabled: settings::default_retain_enabled(),
             max_count: settings::default_retain_max_count(),
             max_payload_size: default_retain_max_payload_size(),
+            max_bytes: default_retain_max_bytes(),
         }
     }
 }
 
 pub fn default_retain_max_payload_size() -> u64 {
     settings::default_retain_max_payload_size() as u64
+}
+pub fn default_retain_max_bytes() -> u64 {
+    settings::default_retain_max_bytes() as u64
 }
 
 /// `[sys]`: `$SYS` topics.

@@ -361,6 +361,11 @@ pub struct AclCacheSection {
     /// Cached decisions at most (0 disables the cache).
     #[serde(default = "default_acl_cache_entries")]
     pub max_entries: u64,
+    /// Bytes the cached decisions hold together at most, each counted by
+    /// its key and value strings plus a fixed overhead
+    /// (`portcullis_acl::cache::entry_weight`); 0 disables the cache.
+    #[serde(default = "default_acl_cache_bytes", deserialize_with = "units::size")]
+    pub max_bytes: u64,
     #[serde(default = "default_acl_ttl", deserialize_with = "units::duration")]
     pub ttl: Duration,
 }
@@ -368,13 +373,20 @@ pub struct AclCacheSection {
 pub fn default_acl_cache_entries() -> u64 {
     1_000_000
 }
+pub fn default_acl_cache_bytes() -> u64 {
+    64 * 1024 * 1024
+}
 pub fn default_acl_ttl() -> Duration {
     Duration::from_secs(60)
 }
 
 impl Default for AclCacheSection {
     fn default() -> Self {
-        AclCacheSection { max_entries: default_acl_cache_entries(), ttl: default_acl_ttl() }
+        AclCacheSection {
+            max_entries: default_acl_cache_entries(),
+            max_bytes: default_acl_cache_bytes(),
+            ttl: default_acl_ttl(),
+        }
     }
 }
 

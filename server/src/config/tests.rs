@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 64, "a key was added or removed: update this count");
+    assert_eq!(keys, 66, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -484,6 +484,7 @@ max_session_expiry = \"1d\"
 enabled = false
 max_count = 8
 max_payload_size = 9
+max_bytes = \"10KiB\"
 [sys]
 interval = \"off\"
 [shared_subscription]
@@ -509,6 +510,7 @@ strategy = \"sticky\"
     assert!(!s.retained.enabled);
     assert_eq!(s.retained.max_count, 8);
     assert_eq!(s.retained.max_payload_size, 9);
+    assert_eq!(s.retained.max_bytes, 10_240);
     assert_eq!(s.sys.interval, None);
     assert_eq!(s.shared_strategy, SharedStrategy::Sticky);
 

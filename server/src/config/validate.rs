@@ -29,6 +29,7 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     check_limits(&mut checks, &file.limits);
     check_session(&mut checks, &file.session);
     checks.at_most("retained.max_payload_size", file.retained.max_payload_size, usize::MAX as u64, " bytes");
+    checks.at_most("retained.max_bytes", file.retained.max_bytes, usize::MAX as u64, " bytes");
     if file.persistence.snapshot_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         checks.fail("persistence.snapshot_file", "must not be empty (remove the key to disable snapshots)");
     }
