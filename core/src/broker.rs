@@ -458,6 +458,7 @@ impl Broker {
                 retain: d.retain_as_published && msg.retain,
                 subscription_ids: d.subscription_ids,
                 check: d.check,
+                queued_weight: 0,
             };
             // Counted whether or not the queue took it: a subscriber whose
             // queue was full still matched (its drop is counted there), and
@@ -524,6 +525,7 @@ impl Broker {
                 retain: false,
                 subscription_ids: d.subscription_ids,
                 check: d.check,
+                queued_weight: 0,
             };
             d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
         });

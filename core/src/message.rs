@@ -96,6 +96,10 @@ pub struct Delivery {
     /// Check against the ACL before sending (the subscriptions it came
     /// through are marked: [`crate::session::SubRecord::check`]).
     pub check: bool,
+    /// What the session's queue counted for it ([`Delivery::weight`], set
+    /// when queued): taken back when it leaves the queue without touching
+    /// the message again under the session lock (it sits in padding).
+    pub(crate) queued_weight: u32,
 }
 
 impl Delivery {

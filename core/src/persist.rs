@@ -192,6 +192,7 @@ fn delivery_from(s: DeliverySnap, now: Instant) -> Option<Delivery> {
         // Checked again: the marks of the subscriptions it came through
         // are not in the snapshot.
         check: true,
+        queued_weight: 0,
     })
 }
 

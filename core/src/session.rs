@@ -165,7 +165,10 @@ impl Session {
 
     /// Queues a delivery, or drops and counts it when a bound is hit.
     /// Returns whether it was queued.
-    pub fn enqueue(&self, d: Delivery, settings: &SessionSettings, metrics: &Metrics) -> bool {
+    pub fn enqueue(&self, mut d: Delivery, settings: &SessionSettings, metrics: &Metrics) -> bool {
+        // Weighed before the lock: the message is hot in this thread's cache.
+        let w = d.weight();
+        d.queued_weight = u32::try_from(w).unwrap_or(u32::MAX);
         let mut st = self.state.lock();
         if st.ended {
             return false;
@@ -174,7 +177,6 @@ impl Session {
             metrics.dropped(DropReason::Qos0Offline);
             return false;
         }
-        let w = d.weight();
         let a = st.activity_mut();
         if a.queue.len() >= settings.max_queue_len || a.queue_bytes + w > settings.max_queue_bytes {
             a.dropped += 1;
@@ -207,10 +209,11 @@ impl Session {
 impl Session {
     /// Puts a delivery back into the queue when restoring a snapshot,
     /// without the offline-QoS 0 rule (it was queued under the old run's).
-    pub fn restore_queued(&self, d: Delivery) {
+    pub fn restore_queued(&self, mut d: Delivery) {
+        d.queued_weight = u32::try_from(d.weight()).unwrap_or(u32::MAX);
         let mut st = self.state.lock();
         let a = st.activity_mut();
-        a.queue_bytes += d.weight();
+        a.queue_bytes += d.queued_weight as usize;
         a.queue.push_back(d);
     }
 }
@@ -355,7 +358,7 @@ impl SessionState {
                 return None;
             }
             let d = a.queue.pop_front()?;
-            a.queue_bytes = a.queue_bytes.saturating_sub(d.weight());
+            a.queue_bytes = a.queue_bytes.saturating_sub(d.queued_weight as usize);
             if d.msg.expired(now) {
                 metrics.dropped(DropReason::Expired);
                 continue;
@@ -430,6 +433,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             check: false,
+            queued_weight: 0,
         }
     }
 

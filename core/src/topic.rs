@@ -33,6 +33,13 @@ pub enum TopicError {
 
 const MAX_TOPIC_LEN: usize = 65_535;
 
+/// Whether `s` has more than `max` levels (`/`-separated parts). Levels
+/// number the slashes plus one, so a string of fewer than `max` bytes is
+/// answered without a scan.
+pub fn more_levels_than(s: &str, max: usize) -> bool {
+    s.len() >= max && s.bytes().filter(|&b| b == b'/').count() >= max
+}
+
 /// Checks a PUBLISH topic name.
 pub fn validate_name(s: &str) -> Result<(), TopicError> {
     if s.is_empty() {
@@ -102,6 +109,12 @@ impl TopicName {
     }
     pub fn levels(&self) -> std::str::Split<'_, char> {
         self.0.split('/')
+    }
+
+    /// Whether the topic has more than `max` levels (O(1) for topics
+    /// shorter than `max` bytes, which cannot have more).
+    pub fn has_more_levels_than(&self, max: usize) -> bool {
+        more_levels_than(&self.0, max)
     }
 }
 
@@ -213,6 +226,17 @@ mod tests {
 
     fn m(f: &str, t: &str) -> bool {
         TopicFilter::new(f).unwrap().matches(&TopicName::new(t).unwrap())
+    }
+
+    #[test]
+    fn level_counts() {
+        assert!(!more_levels_than("a/b", 2));
+        assert!(more_levels_than("a/b/c", 2));
+        assert!(!more_levels_than("a/b/c", 3));
+        assert!(more_levels_than("//", 2), "empty levels count");
+        assert!(!more_levels_than("", 1));
+        let deep = "a/".repeat(200);
+        assert!(more_levels_than(&deep, 128) && !more_levels_than(&deep, 201));
     }
 
     #[test]

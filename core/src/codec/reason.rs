@@ -58,3 +58,142 @@ pub mod v3 {
     /// SUBACK failure return code (3.1.1).
     pub const SUBACK_FAILURE: u8 = 0x80;
 }
+
+/// An MQTT 5 reason code as a value (spec section 2.4): what the broker
+/// stores and passes around; the wire types carry its `u8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReasonCode {
+    Success = 0x00,
+    GrantedQos1 = 0x01,
+    GrantedQos2 = 0x02,
+    DisconnectWithWill = 0x04,
+    NoMatchingSubscribers = 0x10,
+    NoSubscriptionExisted = 0x11,
+    ContinueAuthentication = 0x18,
+    Reauthenticate = 0x19,
+    UnspecifiedError = 0x80,
+    MalformedPacket = 0x81,
+    ProtocolError = 0x82,
+    ImplementationSpecificError = 0x83,
+    UnsupportedProtocolVersion = 0x84,
+    ClientIdentifierNotValid = 0x85,
+    BadUserNameOrPassword = 0x86,
+    NotAuthorized = 0x87,
+    ServerUnavailable = 0x88,
+    ServerBusy = 0x89,
+    Banned = 0x8A,
+    ServerShuttingDown = 0x8B,
+    BadAuthenticationMethod = 0x8C,
+    KeepAliveTimeout = 0x8D,
+    SessionTakenOver = 0x8E,
+    TopicFilterInvalid = 0x8F,
+    TopicNameInvalid = 0x90,
+    PacketIdentifierInUse = 0x91,
+    PacketIdentifierNotFound = 0x92,
+    ReceiveMaximumExceeded = 0x93,
+    TopicAliasInvalid = 0x94,
+    PacketTooLarge = 0x95,
+    MessageRateTooHigh = 0x96,
+    QuotaExceeded = 0x97,
+    AdministrativeAction = 0x98,
+    PayloadFormatInvalid = 0x99,
+    RetainNotSupported = 0x9A,
+    QosNotSupported = 0x9B,
+    UseAnotherServer = 0x9C,
+    ServerMoved = 0x9D,
+    SharedSubscriptionsNotSupported = 0x9E,
+    ConnectionRateExceeded = 0x9F,
+    MaximumConnectTime = 0xA0,
+    SubscriptionIdentifiersNotSupported = 0xA1,
+    WildcardSubscriptionsNotSupported = 0xA2,
+}
+
+impl ReasonCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ReasonCode; 43] = [
+        ReasonCode::Success,
+        ReasonCode::GrantedQos1,
+        ReasonCode::GrantedQos2,
+        ReasonCode::DisconnectWithWill,
+        ReasonCode::NoMatchingSubscribers,
+        ReasonCode::NoSubscriptionExisted,
+        ReasonCode::ContinueAuthentication,
+        ReasonCode::Reauthenticate,
+        ReasonCode::UnspecifiedError,
+        ReasonCode::MalformedPacket,
+        ReasonCode::ProtocolError,
+        ReasonCode::ImplementationSpecificError,
+        ReasonCode::UnsupportedProtocolVersion,
+        ReasonCode::ClientIdentifierNotValid,
+        ReasonCode::BadUserNameOrPassword,
+        ReasonCode::NotAuthorized,
+        ReasonCode::ServerUnavailable,
+        ReasonCode::ServerBusy,
+        ReasonCode::Banned,
+        ReasonCode::ServerShuttingDown,
+        ReasonCode::BadAuthenticationMethod,
+        ReasonCode::KeepAliveTimeout,
+        ReasonCode::SessionTakenOver,
+        ReasonCode::TopicFilterInvalid,
+        ReasonCode::TopicNameInvalid,
+        ReasonCode::PacketIdentifierInUse,
+        ReasonCode::PacketIdentifierNotFound,
+        ReasonCode::ReceiveMaximumExceeded,
+        ReasonCode::TopicAliasInvalid,
+        ReasonCode::PacketTooLarge,
+        ReasonCode::MessageRateTooHigh,
+        ReasonCode::QuotaExceeded,
+        ReasonCode::AdministrativeAction,
+        ReasonCode::PayloadFormatInvalid,
+        ReasonCode::RetainNotSupported,
+        ReasonCode::QosNotSupported,
+        ReasonCode::UseAnotherServer,
+        ReasonCode::ServerMoved,
+        ReasonCode::SharedSubscriptionsNotSupported,
+        ReasonCode::ConnectionRateExceeded,
+        ReasonCode::MaximumConnectTime,
+        ReasonCode::SubscriptionIdentifiersNotSupported,
+        ReasonCode::WildcardSubscriptionsNotSupported,
+    ];
+
+    /// The code on the wire.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The code for a byte, if MQTT 5 defines one.
+    pub fn from_u8(b: u8) -> Option<ReasonCode> {
+        ReasonCode::ALL.iter().copied().find(|c| c.code() == b)
+    }
+
+    /// 0x80 and above: the operation failed.
+    pub fn is_error(self) -> bool {
+        self.code() >= 0x80
+    }
+}
+
+impl From<ReasonCode> for u8 {
+    fn from(c: ReasonCode) -> u8 {
+        c.code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReasonCode;
+
+    #[test]
+    fn codes_round_trip_and_match_the_constants() {
+        for c in ReasonCode::ALL {
+            assert_eq!(ReasonCode::from_u8(c.code()), Some(c));
+        }
+        assert_eq!(ReasonCode::from_u8(0x03), None);
+        assert_eq!(ReasonCode::SessionTakenOver.code(), super::v5::SESSION_TAKEN_OVER);
+        assert_eq!(
+            ReasonCode::WildcardSubscriptionsNotSupported.code(),
+            super::v5::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+        );
+        assert!(ReasonCode::UnspecifiedError.is_error() && !ReasonCode::NoMatchingSubscribers.is_error());
+    }
+}

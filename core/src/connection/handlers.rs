@@ -46,7 +46,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.pump().await;
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            // Boxed: SUBSCRIBE is rare, and its future (ACL checks, the
+            // retained messages to send) would otherwise set the size of
+            // the future boxed for every read burst (`Conn::process`).
+            Packet::Subscribe(s) => Box::pin(self.on_subscribe(s)).await,
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
@@ -124,10 +127,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             None => TopicName::new(&p.topic).map_err(|_| Close::error(v5::TOPIC_NAME_INVALID, "invalid topic"))?,
         };
 
-        if topic.levels().count() > self.broker.settings.limits.max_topic_levels {
+        if topic.has_more_levels_than(self.broker.settings.limits.max_topic_levels) {
             // Acknowledged (v5: 0x97) and dropped, as a denied publish is.
             self.broker.metrics.dropped(DropReason::Denied);
-            debug!(levels = topic.levels().count(), "publish refused: limits.max_topic_levels");
+            debug!("publish refused: limits.max_topic_levels");
             self.ack(p.qos, p.packet_id, v5::QUOTA_EXCEEDED);
             return Ok(());
         }
@@ -289,6 +292,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     retain: true,
                     subscription_ids: sub_id.into_iter().collect(),
                     check,
+                    queued_weight: 0,
                 };
                 self.session.enqueue(d, &self.broker.settings.session, &self.broker.metrics);
             }
@@ -304,7 +308,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         if raw.len() > limits.max_topic_filter_len {
             return Some("limits.max_topic_filter_len");
         }
-        if filter.filter.levels().count() > limits.max_topic_levels {
+        if crate::topic::more_levels_than(filter.filter.as_str(), limits.max_topic_levels) {
             return Some("limits.max_topic_levels");
         }
         let st = self.session.lock();

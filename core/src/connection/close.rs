@@ -1,0 +1,176 @@
+//! Why a connection ends: [`DisconnectReason`], what the client is told
+//! (the v5 DISCONNECT reason code, if any), and how it reads in a log line
+//! and in the `client disconnected` hook.
+
+use std::fmt;
+
+use crate::codec::reason::ReasonCode;
+
+/// A rule of MQTT the client broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    SecondConnect,
+    AuthWithoutMethod,
+    ServerOnlyPacket,
+    UnknownTopicAlias,
+    TopicAliasOutOfRange,
+    InvalidTopic,
+    RetainNotAvailable,
+    ReceiveMaximumExceeded,
+    /// A DISCONNECT set a session expiry after connecting with 0.
+    SessionExpiryAfterZero,
+}
+
+impl Violation {
+    fn code(self) -> ReasonCode {
+        match self {
+            Violation::SecondConnect
+            | Violation::AuthWithoutMethod
+            | Violation::ServerOnlyPacket
+            | Violation::UnknownTopicAlias
+            | Violation::SessionExpiryAfterZero => ReasonCode::ProtocolError,
+            Violation::TopicAliasOutOfRange => ReasonCode::TopicAliasInvalid,
+            Violation::InvalidTopic => ReasonCode::TopicNameInvalid,
+            Violation::RetainNotAvailable => ReasonCode::RetainNotSupported,
+            Violation::ReceiveMaximumExceeded => ReasonCode::ReceiveMaximumExceeded,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Violation::SecondConnect => "second CONNECT",
+            Violation::AuthWithoutMethod => "AUTH without an authentication method",
+            Violation::ServerOnlyPacket => "server-only packet sent by a client",
+            Violation::UnknownTopicAlias => "unknown topic alias",
+            Violation::TopicAliasOutOfRange => "topic alias out of range",
+            Violation::InvalidTopic => "invalid topic",
+            Violation::RetainNotAvailable => "retain not available",
+            Violation::ReceiveMaximumExceeded => "receive maximum exceeded",
+            Violation::SessionExpiryAfterZero => "DISCONNECT set a session expiry after connecting with 0",
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT; `with_will` for reason 0x04 (or any
+    /// non-zero reason), which publishes the will.
+    ClientDisconnect { with_will: bool },
+    /// The peer closed the connection without DISCONNECT.
+    PeerClosed,
+    /// Reading from the socket failed.
+    ReadError,
+    /// Writing to the socket failed.
+    WriteFailed,
+    /// Nothing within 1.5 × the keep-alive.
+    KeepAliveTimeout,
+    /// A keep-alive 0 client was silent for `limits.idle_timeout`.
+    IdleTimeout,
+    /// Another connection of the same identity took the session over.
+    TakenOver,
+    /// The session ended under the connection (another identity's CONNECT
+    /// with `owner_mismatch = "discard"`).
+    SessionDiscarded,
+    /// The broker is shutting down.
+    ServerShutdown,
+    /// An operator closed the connection.
+    AdministrativeAction,
+    /// A packet the codec refused; the v5 code it maps to.
+    Malformed(ReasonCode),
+    /// A rule of the protocol broken.
+    Protocol(Violation),
+    /// An ACL refusal with `acl.deny_action = "disconnect"`.
+    NotAuthorized,
+}
+
+impl DisconnectReason {
+    /// The DISCONNECT reason an MQTT 5 client is sent, if any.
+    pub fn v5_code(self) -> Option<ReasonCode> {
+        match self {
+            DisconnectReason::ClientDisconnect { .. }
+            | DisconnectReason::PeerClosed
+            | DisconnectReason::ReadError
+            | DisconnectReason::WriteFailed => None,
+            DisconnectReason::KeepAliveTimeout | DisconnectReason::IdleTimeout => Some(ReasonCode::KeepAliveTimeout),
+            DisconnectReason::TakenOver | DisconnectReason::SessionDiscarded => Some(ReasonCode::SessionTakenOver),
+            DisconnectReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
+            DisconnectReason::AdministrativeAction => Some(ReasonCode::AdministrativeAction),
+            DisconnectReason::Malformed(c) => Some(c),
+            DisconnectReason::Protocol(v) => Some(v.code()),
+            DisconnectReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
+        }
+    }
+
+    /// A short, stable name: the log line's `reason` and the presence
+    /// event's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ClientDisconnect { with_will: false } => "client sent DISCONNECT",
+            DisconnectReason::ClientDisconnect { with_will: true } => "client sent DISCONNECT with will",
+            DisconnectReason::PeerClosed => "connection closed by peer",
+            DisconnectReason::ReadError => "read error",
+            DisconnectReason::WriteFailed => "write failed",
+            DisconnectReason::KeepAliveTimeout => "keep-alive timeout",
+            DisconnectReason::IdleTimeout => "idle timeout (limits.idle_timeout)",
+            DisconnectReason::TakenOver => "session taken over",
+            DisconnectReason::SessionDiscarded => "session discarded",
+            DisconnectReason::ServerShutdown => "server shutting down",
+            DisconnectReason::AdministrativeAction => "closed by an administrator",
+            DisconnectReason::Malformed(_) => "malformed packet",
+            DisconnectReason::Protocol(v) => v.text(),
+            DisconnectReason::NotAuthorized => "not authorized (deny_action = disconnect)",
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a connection ends: why, whether its will is published, and the
+/// session expiry its DISCONNECT set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Close {
+    pub reason: DisconnectReason,
+    /// Publish the will (everything but a normal DISCONNECT and a broker
+    /// shutdown).
+    pub will: bool,
+    /// Session expiry override from the client's DISCONNECT.
+    pub expiry: Option<u32>,
+}
+
+impl Close {
+    /// An ending with the will published.
+    pub fn new(reason: DisconnectReason) -> Close {
+        Close { reason, will: true, expiry: None }
+    }
+
+    pub fn protocol(v: Violation) -> Close {
+        Close::new(DisconnectReason::Protocol(v))
+    }
+
+    pub fn shutdown() -> Close {
+        Close { reason: DisconnectReason::ServerShutdown, will: false, expiry: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_names() {
+        assert_eq!(DisconnectReason::PeerClosed.v5_code(), None);
+        assert_eq!(DisconnectReason::TakenOver.v5_code(), Some(ReasonCode::SessionTakenOver));
+        assert_eq!(
+            DisconnectReason::Protocol(Violation::TopicAliasOutOfRange).v5_code(),
+            Some(ReasonCode::TopicAliasInvalid)
+        );
+        assert_eq!(DisconnectReason::Malformed(ReasonCode::PacketTooLarge).to_string(), "malformed packet");
+        assert_eq!(DisconnectReason::KeepAliveTimeout.as_str(), "keep-alive timeout");
+        assert!(!Close::shutdown().will && Close::new(DisconnectReason::ReadError).will);
+    }
+}
