@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use crate::codec::QoS;
 use crate::connection::PreAuth;
+use crate::hooks::{Hooks, SessionEndReason, SessionEvent};
 use crate::logsafe::{LogLimiter, Peer};
 use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
@@ -95,6 +96,8 @@ pub struct Broker {
     /// Paces the log lines of refused CONNECTs.
     pub refusal_log: LogLimiter,
     shutdown: watch::Sender<bool>,
+    /// The hooks modules registered (see [`crate::hooks`]).
+    pub hooks: Hooks,
     sys_sources: Mutex<Vec<Arc<dyn SysSource>>>,
 }
 
@@ -120,6 +123,7 @@ impl Broker {
             preauth,
             refusal_log: LogLimiter::new(REFUSAL_LINES_PER_SEC),
             shutdown,
+            hooks: Hooks::default(),
             sys_sources: Mutex::new(Vec::new()),
         })
     }
@@ -199,7 +203,7 @@ impl Broker {
                     let _ = k.send(Kick::TakenOver { clean_start: true });
                 }
                 map.remove_if(&existing);
-                self.discard(&existing);
+                self.discard(&existing, Some(SessionEndReason::Discarded));
                 replaces = true;
             } else {
                 let mut st = existing.lock();
@@ -220,7 +224,7 @@ impl Broker {
                 }
                 drop(st);
                 map.remove_if(&existing);
-                self.discard(&existing);
+                self.discard(&existing, Some(SessionEndReason::Replaced));
                 replaces = true;
             }
         }
@@ -246,7 +250,7 @@ impl Broker {
     }
 
     /// Ends a session: its subscriptions leave the router, its queue goes.
-    fn discard(&self, session: &Arc<Session>) {
+    fn discard(&self, session: &Arc<Session>, reason: Option<SessionEndReason>) {
         let mut st = session.lock();
         if st.ended {
             return;
@@ -258,9 +262,13 @@ impl Broker {
         st.clear();
         drop(st);
         self.refresh_router_gauges();
+        if let Some(reason) = reason {
+            let ev = SessionEvent { client_id: &session.client_id, owner: &session.owner };
+            self.hooks.session_ended(&ev, reason);
+        }
     }
 
-    fn end_session_if(&self, session: &Arc<Session>, generation: u64) {
+    fn end_session_if(&self, session: &Arc<Session>, generation: u64, reason: SessionEndReason) {
         let mut map = self.sessions.lock();
         {
             let st = session.lock();
@@ -271,8 +279,8 @@ impl Broker {
         map.remove_if(session);
         self.metrics.sessions.set(map.len() as u64);
         drop(map);
-        self.discard(session);
-        debug!(client_id = %Peer(&session.client_id), "session ended");
+        self.discard(session, Some(reason));
+        debug!(client_id = %Peer(&session.client_id), reason = reason.as_str(), "session ended");
     }
 
     /// Called when connection `conn_id` ends. Applies the session expiry
@@ -291,13 +299,13 @@ impl Broker {
     /// Ends a detached session after `expiry` unless it is resumed first.
     fn start_expiry(self: &Arc<Self>, session: &Arc<Session>, expiry: Option<Duration>, generation: u64) {
         match expiry {
-            Some(d) if d.is_zero() => self.end_session_if(session, generation),
+            Some(d) if d.is_zero() => self.end_session_if(session, generation, SessionEndReason::ConnectionClosed),
             Some(d) => {
                 let broker = Arc::clone(self);
                 let session = Arc::clone(session);
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
-                    broker.end_session_if(&session, generation);
+                    broker.end_session_if(&session, generation, SessionEndReason::Expired);
                 });
             }
             None => {}
@@ -320,7 +328,7 @@ impl Broker {
             let mut map = self.sessions.lock();
             if map.contains(&session.client_id) {
                 drop(map);
-                self.discard(&session);
+                self.discard(&session, None);
                 return;
             }
             map.insert(Arc::clone(&session));
@@ -403,7 +411,11 @@ impl Broker {
             }
             RetainResult::Full | RetainResult::OverMaxBytes | RetainResult::TooLarge => {
                 self.metrics.dropped(DropReason::RetainedRefused);
-                info!(topic = %Peer(msg.topic.as_str()), result = ?r, "retained message refused");
+                self.hooks.message_dropped(msg, DropReason::RetainedRefused, None);
+                // Any client can cause this line: paced like refusals.
+                if let Some(suppressed) = self.refusal_log.allow() {
+                    info!(topic = %Peer(msg.topic.as_str()), result = ?r, suppressed, "retained message refused");
+                }
             }
             _ => {}
         }
@@ -447,6 +459,7 @@ impl Broker {
         let clients = self.router.matches(&msg.topic, routes);
         if routes.is_empty() {
             self.metrics.dropped(DropReason::NoSubscribers);
+            self.hooks.message_dropped(msg, DropReason::NoSubscribers, None);
             return 0;
         }
         remove_no_local(routes, msg.publisher.as_deref());
@@ -463,7 +476,9 @@ impl Broker {
             // Counted whether or not the queue took it: a subscriber whose
             // queue was full still matched (its drop is counted there), and
             // a v5 publisher must not hear "no matching subscribers".
-            d.handle.enqueue(delivery, &self.settings.session, &self.metrics);
+            if let Err(Some(reason)) = d.handle.offer(delivery, &self.settings.session, &self.metrics) {
+                self.hooks.message_dropped(msg, reason, Some(&d.handle.client_id));
+            }
             n += 1;
         });
         n
@@ -495,8 +510,9 @@ impl Broker {
     /// only when someone subscribes to the topic, so a connect storm with
     /// no `$SYS` subscriber does not build and drop a JSON document per
     /// connect and disconnect (that was 44 % of the CPU of a connect, by
-    /// callgrind).
-    pub fn publish_sys_event(&self, topic: &str, payload: impl FnOnce() -> String) {
+    /// callgrind). Delivered at `qos` at most (each subscriber's granted
+    /// QoS caps it).
+    pub fn publish_sys_event(&self, topic: &str, qos: QoS, payload: impl FnOnce() -> String) {
         let Ok(topic) = crate::topic::TopicName::new(topic) else {
             return;
         };
@@ -508,7 +524,7 @@ impl Broker {
         let msg = Arc::new(Message {
             topic,
             payload: payload().into(),
-            qos: QoS::AtMostOnce,
+            qos,
             retain: false,
             properties: Default::default(),
             publisher: None,
@@ -521,7 +537,7 @@ impl Broker {
         for_each_delivery(&mut routes, clients, |d| {
             let delivery = Delivery {
                 msg: Arc::clone(msg),
-                qos: QoS::AtMostOnce,
+                qos: msg.qos.min(d.qos),
                 retain: false,
                 subscription_ids: d.subscription_ids,
                 check: d.check,

@@ -217,8 +217,6 @@ pub enum AclOutcome {
 pub trait Gate: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, AuthOutcome>;
     fn authorize<'a>(&'a self, client: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome>;
-    /// The client's connection ended.
-    fn disconnected(&self, _client: &ClientInfo) {}
     /// Check every message against the ACL again at delivery (as a
     /// subscription to its topic). Off by default: it costs an ACL lookup
     /// per delivered message.

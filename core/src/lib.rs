@@ -21,6 +21,7 @@ pub mod broker;
 pub mod codec;
 pub mod connection;
 pub mod gate;
+pub mod hooks;
 pub mod logsafe;
 pub mod message;
 pub mod metrics;

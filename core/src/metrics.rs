@@ -74,10 +74,12 @@ pub enum DropReason {
     AwaitRelFull,
     /// Retained store full or payload too large.
     RetainedRefused,
+    /// A module's publish hook dropped it.
+    Module,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::QueueFull,
         DropReason::Qos0Offline,
         DropReason::Expired,
@@ -86,6 +88,7 @@ impl DropReason {
         DropReason::Denied,
         DropReason::AwaitRelFull,
         DropReason::RetainedRefused,
+        DropReason::Module,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -97,6 +100,7 @@ impl DropReason {
             DropReason::Denied => "denied",
             DropReason::AwaitRelFull => "await_rel_full",
             DropReason::RetainedRefused => "retained_refused",
+            DropReason::Module => "module",
         }
     }
 }
@@ -111,7 +115,7 @@ pub struct Metrics {
     pub messages_received: [AtomicU64; 3],
     /// Application messages sent to clients, per QoS.
     pub messages_sent: [AtomicU64; 3],
-    pub messages_dropped: [AtomicU64; 8],
+    pub messages_dropped: [AtomicU64; 9],
     pub messages_retained_stored: AtomicU64,
     pub connections: Gauge,
     pub sessions: Gauge,

@@ -408,7 +408,7 @@ mod tests {
         let mut st = opened.session.lock();
         assert_eq!(st.subscriptions().len(), 1);
         assert_eq!(st.subscriptions()["a/+"].subscription_id, Some(7));
-        let out = st.next_outgoing(10, Instant::now(), &b2.metrics).unwrap();
+        let out = st.next_outgoing(10, Instant::now(), &b2.metrics, None).unwrap();
         assert_eq!(&out.delivery.msg.payload[..], b"hello");
         assert_eq!(out.delivery.msg.properties().user_properties, vec![("k".to_string(), "v".to_string())]);
         drop(st);

@@ -19,7 +19,7 @@ use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::logsafe::Peer;
-use crate::message::Delivery;
+use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
 use crate::owner::SessionOwner;
 use crate::settings::SessionSettings;
@@ -165,17 +165,29 @@ impl Session {
 
     /// Queues a delivery, or drops and counts it when a bound is hit.
     /// Returns whether it was queued.
-    pub fn enqueue(&self, mut d: Delivery, settings: &SessionSettings, metrics: &Metrics) -> bool {
+    pub fn enqueue(&self, d: Delivery, settings: &SessionSettings, metrics: &Metrics) -> bool {
+        self.offer(d, settings, metrics).is_ok()
+    }
+
+    /// [`Session::enqueue`], saying why a delivery was not queued:
+    /// `Err(None)` when the session has ended (nothing counted), else the
+    /// counted drop reason.
+    pub fn offer(
+        &self,
+        mut d: Delivery,
+        settings: &SessionSettings,
+        metrics: &Metrics,
+    ) -> Result<(), Option<DropReason>> {
         // Weighed before the lock: the message is hot in this thread's cache.
         let w = d.weight();
         d.queued_weight = u32::try_from(w).unwrap_or(u32::MAX);
         let mut st = self.state.lock();
         if st.ended {
-            return false;
+            return Err(None);
         }
         if st.owner.is_none() && d.qos == QoS::AtMostOnce && !settings.queue_qos0 {
             metrics.dropped(DropReason::Qos0Offline);
-            return false;
+            return Err(Some(DropReason::Qos0Offline));
         }
         let a = st.activity_mut();
         if a.queue.len() >= settings.max_queue_len || a.queue_bytes + w > settings.max_queue_bytes {
@@ -196,13 +208,13 @@ impl Session {
                 a.drop_logged_at = Some(now);
                 a.dropped_logged = a.dropped;
             }
-            return false;
+            return Err(Some(DropReason::QueueFull));
         }
         a.queue_bytes += w;
         a.queue.push_back(d);
         drop(st);
         self.wake.notify_one();
-        true
+        Ok(())
     }
 }
 
@@ -350,7 +362,15 @@ impl SessionState {
     /// Takes the next delivery to send, if the window allows. QoS 0 is
     /// never limited by the window; QoS 1/2 are recorded as inflight.
     /// Expired messages are dropped and counted on the way.
-    pub fn next_outgoing(&mut self, window: usize, now: Instant, metrics: &Metrics) -> Option<Outgoing> {
+    /// `expired`, when given, receives the expired messages (for the
+    /// dropped hook, to run once the session lock is released).
+    pub fn next_outgoing(
+        &mut self,
+        window: usize,
+        now: Instant,
+        metrics: &Metrics,
+        mut expired: Option<&mut Vec<Arc<Message>>>,
+    ) -> Option<Outgoing> {
         loop {
             let a = self.activity.as_mut()?;
             let front = a.queue.front()?;
@@ -361,6 +381,9 @@ impl SessionState {
             a.queue_bytes = a.queue_bytes.saturating_sub(d.queued_weight as usize);
             if d.msg.expired(now) {
                 metrics.dropped(DropReason::Expired);
+                if let Some(out) = expired.as_deref_mut() {
+                    out.push(d.msg);
+                }
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
@@ -484,12 +507,12 @@ mod tests {
         }
         let now = Instant::now();
         let mut g = s.lock();
-        let a = g.next_outgoing(2, now, &m).unwrap();
-        let b = g.next_outgoing(2, now, &m).unwrap();
-        assert!(g.next_outgoing(2, now, &m).is_none(), "window of 2 is full");
+        let a = g.next_outgoing(2, now, &m, None).unwrap();
+        let b = g.next_outgoing(2, now, &m, None).unwrap();
+        assert!(g.next_outgoing(2, now, &m, None).is_none(), "window of 2 is full");
         assert_ne!(a.packet_id, b.packet_id);
         assert!(g.complete(a.packet_id.unwrap()).is_some());
-        assert!(g.next_outgoing(2, now, &m).is_some());
+        assert!(g.next_outgoing(2, now, &m, None).is_some());
     }
 
     #[test]
@@ -502,7 +525,7 @@ mod tests {
         for _ in 0..70_000 {
             s.enqueue(delivery(QoS::AtLeastOnce, b""), &st, &m);
             let mut g = s.lock();
-            let o = g.next_outgoing(10, now, &m).unwrap();
+            let o = g.next_outgoing(10, now, &m, None).unwrap();
             let id = o.packet_id.unwrap();
             assert_ne!(id, 0);
             if g.inflight().len() > 5 {
@@ -521,7 +544,7 @@ mod tests {
         let mut d = delivery(QoS::AtLeastOnce, b"x");
         Arc::get_mut(&mut d.msg).unwrap().expires_at = Some(Instant::now());
         s.enqueue(d, &settings(10, 1000, true), &m);
-        assert!(s.lock().next_outgoing(10, Instant::now() + std::time::Duration::from_millis(1), &m).is_none());
+        assert!(s.lock().next_outgoing(10, Instant::now() + std::time::Duration::from_millis(1), &m, None).is_none());
         assert_eq!(m.dropped_count(DropReason::Expired), 1);
     }
 }

@@ -1,27 +1,20 @@
 //! `$SYS` topics in emqttd's layout, under `$SYS/brokers/<node>/`:
 //! `version`, `sysdescr`, `uptime`, `datetime`, `stats/*`, `metrics/*`
 //! (published every `sys.interval`, retained so a new subscriber sees the
-//! latest values at once) and presence events
-//! `clients/<clientid>/connected|disconnected` (JSON, not retained).
+//! latest values at once). Presence events
+//! (`clients/<clientid>/connected|disconnected`) come from the presence
+//! module (`portcullis-modules`), built on the hooks; [`topic_level`] is
+//! how a client id becomes one level of such a topic.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::broker::{Broker, VERSION};
-use crate::gate::ClientInfo;
 use crate::metrics::{DropReason, PACKET_NAMES};
 
 fn base(broker: &Broker) -> String {
     format!("$SYS/brokers/{}", broker.settings.node_name)
-}
-
-fn unix_millis() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
-}
-
-fn protocol_number(c: &ClientInfo) -> u8 {
-    c.protocol.level()
 }
 
 /// A client id as one topic level: `%`, `/`, `+` and `#` percent-encoded
@@ -42,38 +35,6 @@ pub fn topic_level(id: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// Publishes `clients/<id>/connected`.
-pub fn presence_connected(broker: &Broker, c: &ClientInfo, keep_alive: u16, clean_start: bool) {
-    let topic = format!("{}/clients/{}/connected", base(broker), topic_level(&c.client_id));
-    broker.publish_sys_event(&topic, || {
-        serde_json::json!({
-            "clientid": &*c.client_id,
-            "username": c.username.as_deref(),
-            "ipaddress": c.peer.ip().to_string(),
-            "proto_ver": protocol_number(c),
-            "keepalive": keep_alive,
-            "clean_start": clean_start,
-            "listener": &*c.listener,
-            "connected_at": unix_millis(),
-        })
-        .to_string()
-    });
-}
-
-/// Publishes `clients/<id>/disconnected`.
-pub fn presence_disconnected(broker: &Broker, c: &ClientInfo, reason: &str) {
-    let topic = format!("{}/clients/{}/disconnected", base(broker), topic_level(&c.client_id));
-    broker.publish_sys_event(&topic, || {
-        serde_json::json!({
-            "clientid": &*c.client_id,
-            "username": c.username.as_deref(),
-            "reason": reason,
-            "disconnected_at": unix_millis(),
-        })
-        .to_string()
-    });
 }
 
 fn format_uptime(d: Duration) -> String {

@@ -7,11 +7,14 @@
 //! * `security` — builds the auth/ACL chains, caches and guard from the
 //!   config; `gateway` — the core's `Gate` over them.
 //! * `cli` — `passwd`, `auth check`, `acl explain`.
+//! * `plugins` — compiled-in third-party modules (the built-in ones are
+//!   `portcullis-modules`, applied from `[modules]` at start and on SIGHUP).
 
 mod cli;
 mod config;
 mod gateway;
 mod listener;
+mod plugins;
 mod security;
 
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use anyhow::Context;
 use clap::Parser;
 use portcullis_core::broker::Broker;
 use portcullis_core::gate::Gate;
+use portcullis_modules::ModuleSet;
 use tracing::{info, warn};
 
 use crate::config::{Config, LogFormat};
@@ -115,6 +119,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// SIGHUP: the config file is read again and `[modules]` applied (modules
+/// switched on or off, or rebuilt with new settings; connections are not
+/// touched). Other sections need a restart; a change to them is logged.
+fn reload_modules(modules: &mut ModuleSet, running: &Config, path: Option<&std::path::Path>) {
+    let Some(path) = path else { return };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: config file not reloaded; modules unchanged");
+            return;
+        }
+    };
+    match modules.apply(&new.modules) {
+        Ok(()) => info!(modules = ?modules.enabled(), "SIGHUP: modules reloaded"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: modules not reloaded; the running ones are unchanged"),
+    }
+    let mut others = new;
+    others.modules = running.modules.clone();
+    if others != *running {
+        warn!("SIGHUP: the config file changed outside [modules]; those changes take effect at the next start");
+    }
+}
+
 /// The config is valid TOML with valid values, but what it points to is
 /// not usable (a missing password file, a bad ACL line, a certificate that
 /// does not load, a backend setting its provider refuses): exit status 2,
@@ -192,10 +219,14 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     })
     .await?;
     portcullis_core::sys::spawn(Arc::clone(&broker));
+    let mut modules = ModuleSet::new(&broker, plugins::compiled_in());
+    modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
+    info!(modules = ?modules.enabled(), "modules");
 
     while let Signal::Hangup = signals.wait().await {
         security.reload();
         listeners.reload_certificates();
+        reload_modules(&mut modules, &cfg, path.as_deref());
     }
     info!("shutting down: closing listeners and connections");
     broker.shutdown();

@@ -6,12 +6,13 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
 
-use super::{Close, Conn};
+use super::{Close, Conn, DisconnectReason, Violation};
 use crate::codec::reason::{v3, v5};
 use crate::codec::{
     Packet, Properties, PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::gate::{Access, AclOutcome, PublishMemo};
+use crate::hooks::{HookPoint, PublishOutcome, PublishedMessage, Publisher, SubscribeOutcome, Subscription};
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
 use crate::metrics::DropReason;
@@ -23,7 +24,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         match p {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(r) => {
-                self.session.lock().complete(r.packet_id);
+                self.acknowledged(r.packet_id);
                 self.pump().await;
                 Ok(())
             }
@@ -42,7 +43,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 Ok(())
             }
             Packet::PubComp(r) => {
-                self.session.lock().complete(r.packet_id);
+                self.acknowledged(r.packet_id);
                 self.pump().await;
                 Ok(())
             }
@@ -61,24 +62,29 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             Packet::Disconnect(d) => {
                 if let Some(e) = d.properties.session_expiry_interval {
                     if self.connect_expiry == 0 && e != 0 {
-                        return Err(Close::error(
-                            v5::PROTOCOL_ERROR,
-                            "DISCONNECT set a session expiry after connecting with 0",
-                        ));
+                        return Err(Close::protocol(Violation::SessionExpiryAfterZero));
                     }
                 }
+                let with_will = d.reason != v5::SUCCESS;
                 Err(Close {
-                    disconnect: None,
-                    will: d.reason != v5::SUCCESS,
-                    why: "client sent DISCONNECT",
+                    reason: DisconnectReason::ClientDisconnect { with_will },
+                    will: with_will,
                     expiry: d.properties.session_expiry_interval,
                 })
             }
-            Packet::Connect(_) => Err(Close::error(v5::PROTOCOL_ERROR, "second CONNECT")),
-            Packet::Auth(_) => Err(Close::error(v5::PROTOCOL_ERROR, "AUTH without an authentication method")),
+            Packet::Connect(_) => Err(Close::protocol(Violation::SecondConnect)),
+            Packet::Auth(_) => Err(Close::protocol(Violation::AuthWithoutMethod)),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                Err(Close::error(v5::PROTOCOL_ERROR, "server-only packet sent by a client"))
+                Err(Close::protocol(Violation::ServerOnlyPacket))
             }
+        }
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the delivery leaves the window.
+    fn acknowledged(&mut self, packet_id: u16) {
+        let done = self.session.lock().complete(packet_id);
+        if let Some(i) = done {
+            self.broker.hooks.message_acked(&self.client, &i.delivery.msg);
         }
     }
 
@@ -113,18 +119,18 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         // Topic alias (v5).
         let topic = match p.properties.topic_alias {
             Some(a) if a == 0 || a > self.broker.settings.limits.max_topic_alias => {
-                return Err(Close::error(v5::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+                return Err(Close::protocol(Violation::TopicAliasOutOfRange));
             }
             Some(a) if p.topic.is_empty() => match self.in_aliases.get(&a) {
                 Some(t) => t.clone(),
-                None => return Err(Close::error(v5::PROTOCOL_ERROR, "unknown topic alias")),
+                None => return Err(Close::protocol(Violation::UnknownTopicAlias)),
             },
             Some(a) => {
-                let t = TopicName::new(&p.topic).map_err(|_| Close::error(v5::TOPIC_NAME_INVALID, "invalid topic"))?;
+                let t = TopicName::new(&p.topic).map_err(|_| Close::protocol(Violation::InvalidTopic))?;
                 self.in_aliases.insert(a, t.clone());
                 t
             }
-            None => TopicName::new(&p.topic).map_err(|_| Close::error(v5::TOPIC_NAME_INVALID, "invalid topic"))?,
+            None => TopicName::new(&p.topic).map_err(|_| Close::protocol(Violation::InvalidTopic))?,
         };
 
         if topic.has_more_levels_than(self.broker.settings.limits.max_topic_levels) {
@@ -136,7 +142,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
 
         if p.retain && !self.broker.retained.enabled() {
-            return Err(Close::error(v5::RETAIN_NOT_SUPPORTED, "retain not available"));
+            return Err(Close::protocol(Violation::RetainNotAvailable));
         }
 
         // QoS 2 duplicate: acknowledge again, deliver nothing.
@@ -153,7 +159,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             if st.awaiting_rel().len() >= usize::from(self.broker.settings.session.max_awaiting_rel) {
                 drop(st);
                 if self.version.is_v5() {
-                    return Err(Close::error(v5::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                    return Err(Close::protocol(Violation::ReceiveMaximumExceeded));
                 }
                 metrics.dropped(DropReason::AwaitRelFull);
                 warn!(
@@ -166,18 +172,62 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             st.await_rel(id, now);
         }
 
+        // Publish hooks (a module may rewrite, drop or take the message):
+        // an editable copy only when one is registered.
+        let expires_at =
+            p.properties.message_expiry_interval.map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
+        let (topic, payload, retain, properties, taken) = if self.broker.hooks.wants(HookPoint::MessagePublish) {
+            let forwarded = Message::forwarded_properties(&p.properties).map(|b| *b).unwrap_or_default();
+            let mut pm = PublishedMessage::new(topic, p.payload, p.qos, p.retain, forwarded);
+            let outcome = self.broker.hooks.publish(Publisher::Client(&self.client), &mut pm);
+            let (topic, payload, _, retain, properties) = pm.into_parts();
+            match outcome {
+                PublishOutcome::Route => (topic, payload, retain, Message::boxed_properties(properties), None),
+                PublishOutcome::Taken(h) => (topic, payload, retain, Message::boxed_properties(properties), Some(h)),
+                PublishOutcome::Dropped(code) => {
+                    self.broker.metrics.dropped(DropReason::Module);
+                    debug!(topic = %Peer(topic.as_str()), code = ?code, "publish dropped by a module");
+                    if self.broker.hooks.wants(HookPoint::MessageDropped) {
+                        let msg = self.message(
+                            topic,
+                            payload,
+                            p.qos,
+                            retain,
+                            Message::boxed_properties(properties),
+                            expires_at,
+                        );
+                        self.broker.hooks.message_dropped(&msg, DropReason::Module, None);
+                    }
+                    if p.qos == QoS::ExactlyOnce && self.version.is_v5() && code.is_error() {
+                        self.session.lock().release(p.packet_id.unwrap_or(0));
+                    }
+                    self.ack(p.qos, p.packet_id, code.code());
+                    return Ok(());
+                }
+            }
+        } else {
+            (topic, p.payload, p.retain, Message::forwarded_properties(&p.properties), None)
+        };
+
         // Only the broker publishes under $SYS.
         let allowed = if topic.as_str().starts_with("$SYS/") || topic.as_str() == "$SYS" {
             AclOutcome::Deny
         } else {
-            let access = Access::Publish { topic: &topic, qos: p.qos, retain: p.retain };
+            let access = Access::Publish { topic: &topic, qos: p.qos, retain };
             self.authorize_publish(access).await
         };
         match allowed {
             AclOutcome::Allow => {}
-            AclOutcome::Deny => {
+            AclOutcome::Deny | AclOutcome::DenyDisconnect => {
                 self.broker.metrics.dropped(DropReason::Denied);
                 debug!(topic = %Peer(topic.as_str()), "publish denied");
+                if self.broker.hooks.wants(HookPoint::MessageDropped) {
+                    let msg = self.message(topic, payload, p.qos, retain, properties, expires_at);
+                    self.broker.hooks.message_dropped(&msg, DropReason::Denied, None);
+                }
+                if allowed == AclOutcome::DenyDisconnect {
+                    return Err(Close::new(DisconnectReason::NotAuthorized));
+                }
                 if p.qos == QoS::ExactlyOnce && self.version.is_v5() {
                     // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
                     self.session.lock().release(p.packet_id.unwrap_or(0));
@@ -185,27 +235,40 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.ack(p.qos, p.packet_id, self.gate.v5_deny_reason());
                 return Ok(());
             }
-            AclOutcome::DenyDisconnect => {
-                self.broker.metrics.dropped(DropReason::Denied);
-                return Err(Close::error(v5::NOT_AUTHORIZED, "publish denied (deny_action = disconnect)"));
-            }
         }
 
-        let expires_at =
-            p.properties.message_expiry_interval.map(|s| std::time::Instant::now() + Duration::from_secs(u64::from(s)));
-        let msg = Arc::new(Message {
-            topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            properties: Message::forwarded_properties(&p.properties),
-            publisher: Some(self.client.client_id.clone()),
-            expires_at,
-        });
+        let msg = self.message(topic, payload, p.qos, retain, properties, expires_at);
+        if let Some(h) = taken {
+            // The module publishes it later (delayed publish): accepted.
+            h.take(msg);
+            self.ack(p.qos, p.packet_id, 0);
+            return Ok(());
+        }
         let n = self.broker.publish(msg);
         let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
         self.ack(p.qos, p.packet_id, reason);
         Ok(())
+    }
+
+    /// A message this client published.
+    fn message(
+        &self,
+        topic: TopicName,
+        payload: bytes::Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Option<Box<Properties>>,
+        expires_at: Option<std::time::Instant>,
+    ) -> Arc<Message> {
+        Arc::new(Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            publisher: Some(self.client.client_id.clone()),
+            expires_at,
+        })
     }
 
     /// The gate's decision on a publish, or the connection's remembered
@@ -234,13 +297,26 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
-        for (raw, opts) in &s.filters {
-            let mut opts = *opts;
+        for (raw, opts) in s.filters {
+            let mut opts = opts;
             if self.bridge {
                 opts.no_local = true;
                 opts.retain_as_published = true;
             }
-            let opts = &opts;
+            // Subscribe hooks may refuse or rewrite the filter; the ACL
+            // judges what they leave.
+            let (raw, opts) = if self.broker.hooks.wants(HookPoint::Subscribe) {
+                let mut sub = Subscription::new(raw, opts);
+                if let SubscribeOutcome::Refused(code) = self.broker.hooks.subscribe(&self.client, &mut sub) {
+                    codes.push(if self.version.is_v5() { code.code() } else { v3::SUBACK_FAILURE });
+                    continue;
+                }
+                let opts = sub.options;
+                (sub.into_filter(), opts)
+            } else {
+                (raw, opts)
+            };
+            let (raw, opts) = (&raw, &opts);
             let Ok(filter) = SubscriptionFilter::parse(raw) else {
                 codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
                 continue;
@@ -259,7 +335,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     continue;
                 }
                 AclOutcome::DenyDisconnect => {
-                    return Err(Close::error(v5::NOT_AUTHORIZED, "subscribe denied (deny_action = disconnect)"));
+                    return Err(Close::new(DisconnectReason::NotAuthorized));
                 }
             }
             let shared = filter.is_shared();
@@ -331,8 +407,18 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
-        for raw in &u.filters {
-            let existed = self.broker.unsubscribe(&self.session, raw);
+        for raw in u.filters {
+            let raw = if self.broker.hooks.wants(HookPoint::Unsubscribe) {
+                let mut sub = Subscription::new(raw, Default::default());
+                if let SubscribeOutcome::Refused(code) = self.broker.hooks.unsubscribe(&self.client, &mut sub) {
+                    codes.push(code.code());
+                    continue;
+                }
+                sub.into_filter()
+            } else {
+                raw
+            };
+            let existed = self.broker.unsubscribe(&self.session, &raw);
             codes.push(if existed { 0 } else { v5::NO_SUBSCRIPTION_EXISTED });
         }
         if !self.version.is_v5() {

@@ -27,6 +27,7 @@ use super::{poll_read_chunk, Conn, ListenerContext, Refusal, Ticket, Will};
 use crate::broker::{Broker, OpenError, OpenRequest, Opened};
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, ProtocolVersion};
 use crate::gate::{AuthOutcome, CertField, CertIdentity, ClientContext, ClientInfo, ConnectInfo, Gate, Password};
+use crate::hooks::{ClientConnected, SessionEvent};
 use crate::logsafe::{Peer, PeerOpt};
 use crate::message::Message;
 use crate::owner::SessionOwner;
@@ -483,6 +484,20 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         keep_alive,
         "client connected"
     );
-    crate::sys::presence_connected(broker, &conn.client, keep_alive, connect.clean_start);
+    let hooks = &broker.hooks;
+    let ev = SessionEvent { client_id: &client_id, owner: &conn.session.owner };
+    if session_present {
+        hooks.session_resumed(&ev);
+    } else {
+        hooks.session_created(&ev);
+    }
+    hooks.client_connected(&ClientConnected {
+        client: &conn.client,
+        gate: &conn.gate,
+        session: &conn.session,
+        keep_alive,
+        clean_start: connect.clean_start,
+        session_present,
+    });
     (Box::new(conn), opened.kicked)
 }

@@ -14,12 +14,15 @@
 //! header, and the write buffer has a high-water mark above which the
 //! connection stops reading and stops pulling from its session.
 
+mod close;
 mod handlers;
 mod handshake;
 mod outbound;
 mod preauth;
 mod refusal;
 
+pub(crate) use close::Close;
+pub use close::{DisconnectReason, Violation};
 pub use preauth::{address_group, PreAuth, Ticket, PREAUTH_FREE_BYTES};
 pub use refusal::Refusal;
 
@@ -38,8 +41,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use crate::broker::Broker;
-use crate::codec::{self, reason, Disconnect, Packet, Properties, ProtocolVersion};
+use crate::codec::reason::ReasonCode;
+use crate::codec::{self, Disconnect, Packet, Properties, ProtocolVersion};
 use crate::gate::{CertField, CertIdentity, ClientInfo, Gate};
+use crate::hooks::ClientDisconnected;
 use crate::message::Message;
 use crate::session::{Kick, Session};
 use crate::settings::{Limits, RateLimit};
@@ -151,36 +156,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_READS_UNWRITTEN: u8 = 64;
 /// How long a closing connection tries to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Why a connection ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Close {
-    /// v5 DISCONNECT reason to send, if any (ignored for 3.x).
-    pub disconnect: Option<u8>,
-    /// Publish the will (everything but a normal DISCONNECT).
-    pub will: bool,
-    /// For the log line.
-    pub why: &'static str,
-    /// Session expiry override from the client's DISCONNECT.
-    pub expiry: Option<u32>,
-}
-
-impl Close {
-    pub fn error(code: u8, why: &'static str) -> Close {
-        Close { disconnect: Some(code), will: true, why, expiry: None }
-    }
-    pub fn silent(why: &'static str) -> Close {
-        Close { disconnect: None, will: true, why, expiry: None }
-    }
-    pub fn shutdown() -> Close {
-        Close {
-            disconnect: Some(reason::v5::SERVER_SHUTTING_DOWN),
-            will: false,
-            why: "server shutting down",
-            expiry: None,
-        }
-    }
-}
 
 /// The will of a connected client, published if it goes away abnormally.
 #[derive(Debug)]
@@ -503,18 +478,18 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     biased;
                     k = &mut kicked => {
                         return match k {
-                            Ok(Kick::TakenOver { .. }) => Close::error(reason::v5::SESSION_TAKEN_OVER, "session taken over"),
+                            Ok(Kick::TakenOver { .. }) => Close::new(DisconnectReason::TakenOver),
                             Ok(Kick::Shutdown) => Close::shutdown(),
-                            Err(_) => Close::error(reason::v5::SESSION_TAKEN_OVER, "session discarded"),
+                            Err(_) => Close::new(DisconnectReason::SessionDiscarded),
                         };
                     }
                     () = &mut timer, if armed != far => {
                         let now = Instant::now();
                         if self.keep_alive().is_some() && ka_deadline <= now {
                             if self.keep_alive_secs == 0 {
-                                return Close::error(reason::v5::KEEP_ALIVE_TIMEOUT, "idle timeout (limits.idle_timeout)");
+                                return Close::new(DisconnectReason::IdleTimeout);
                             }
-                            return Close::error(reason::v5::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+                            return Close::new(DisconnectReason::KeepAliveTimeout);
                         }
                         if read_resume.is_some_and(|r| r <= now) {
                             read_resume = None;
@@ -525,8 +500,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     }
                     r = std::future::poll_fn(|cx| read_some(cx, reader, rbuf)), if can_read => {
                         match r {
-                            Ok(0) => return Close::silent("connection closed by peer"),
-                            Err(_) => return Close::silent("read error"),
+                            Ok(0) => return Close::new(DisconnectReason::PeerClosed),
+                            Err(_) => return Close::new(DisconnectReason::ReadError),
                             Ok(n) => {
                                 reads_unwritten = reads_unwritten.saturating_add(1);
                                 if let Some(rl) = listener.rate_limit(&self.broker.settings.limits) {
@@ -562,7 +537,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     }
                     r = std::future::poll_fn(|cx| write_or_flush(cx, &mut self.writer, &self.wbuf)), if !self.wbuf.is_empty() || unflushed => {
                         match r {
-                            Ok(Some(0)) | Err(_) => return Close::silent("write failed"),
+                            Ok(Some(0)) | Err(_) => return Close::new(DisconnectReason::WriteFailed),
                             Ok(None) => {
                                 unflushed = false;
                                 reads_unwritten = 0;
@@ -620,12 +595,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 Err(e) => {
                     self.broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(error = %e, "malformed packet");
-                    return Err(Close {
-                        disconnect: Some(e.v5_reason()),
-                        will: true,
-                        why: "malformed packet",
-                        expiry: None,
-                    });
+                    let code = ReasonCode::from_u8(e.v5_reason()).unwrap_or(ReasonCode::MalformedPacket);
+                    return Err(Close::new(DisconnectReason::Malformed(code)));
                 }
             }
         }
@@ -643,8 +614,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         // applies) and a reconnect sees it exactly as expiry leaves it.
         let expiry = self.session.lock().expiry;
         broker.close_session(&self.session, self.conn_id);
-        if let (true, Some(code)) = (self.version.is_v5(), close.disconnect) {
-            self.send(&Packet::Disconnect(Disconnect { reason: code, properties: Properties::default() }));
+        if let (true, Some(code)) = (self.version.is_v5(), close.reason.v5_code()) {
+            self.send(&Packet::Disconnect(Disconnect { reason: code.code(), properties: Properties::default() }));
         }
         let flush = async {
             if !self.wbuf.is_empty() {
@@ -659,24 +630,59 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.publish_will(*will, expiry).await;
             }
         }
-        self.gate.disconnected(&self.client);
-        info!(client_id = %crate::logsafe::Peer(&self.client.client_id), peer = %self.client.peer, reason = close.why, "client disconnected");
-        crate::sys::presence_disconnected(&broker, &self.client, close.why);
+        info!(client_id = %crate::logsafe::Peer(&self.client.client_id), peer = %self.client.peer, reason = %close.reason, "client disconnected");
+        broker.hooks.client_disconnected(&ClientDisconnected { client: &self.client, reason: close.reason });
     }
 
     async fn publish_will(&self, will: Will, expiry: Option<Duration>) {
         use crate::gate::{Access, AclOutcome};
-        let access = Access::Publish { topic: &will.msg.topic, qos: will.msg.qos, retain: will.msg.retain };
+        use crate::hooks::{HookPoint, PublishOutcome, PublishedMessage, Publisher};
+        use crate::metrics::DropReason;
+        let hooks = &self.broker.hooks;
+        // Publish hooks see the will as they see a PUBLISH.
+        let (msg, taken) = if hooks.wants(HookPoint::MessagePublish) {
+            let m = &will.msg;
+            let props = m.properties.as_deref().cloned().unwrap_or_default();
+            let mut pm = PublishedMessage::new(m.topic.clone(), m.payload.clone(), m.qos, m.retain, props);
+            let outcome = hooks.publish(Publisher::Will(&self.client), &mut pm);
+            let (topic, payload, qos, retain, properties) = pm.into_parts();
+            let msg = Arc::new(Message {
+                topic,
+                payload,
+                qos,
+                retain,
+                properties: Message::boxed_properties(properties),
+                publisher: m.publisher.clone(),
+                expires_at: m.expires_at,
+            });
+            match outcome {
+                PublishOutcome::Route => (msg, None),
+                PublishOutcome::Taken(h) => (msg, Some(h)),
+                PublishOutcome::Dropped(_) => {
+                    self.broker.metrics.dropped(DropReason::Module);
+                    hooks.message_dropped(&msg, DropReason::Module, None);
+                    return;
+                }
+            }
+        } else {
+            (will.msg, None)
+        };
+        let access = Access::Publish { topic: &msg.topic, qos: msg.qos, retain: msg.retain };
         if self.gate.authorize(&self.client, access).await != AclOutcome::Allow {
-            self.broker.metrics.dropped(crate::metrics::DropReason::Denied);
-            debug!(topic = %crate::logsafe::Peer(will.msg.topic.as_str()), "will message denied by ACL");
+            self.broker.metrics.dropped(DropReason::Denied);
+            hooks.message_dropped(&msg, DropReason::Denied, None);
+            debug!(topic = %crate::logsafe::Peer(msg.topic.as_str()), "will message denied by ACL");
+            return;
+        }
+        if let Some(h) = taken {
+            h.take(msg);
             return;
         }
         let delay = match expiry {
             Some(e) => will.delay.min(e),
             None => will.delay,
         };
-        self.broker.schedule_will(&self.session, will.msg, delay, self.generation);
+        self.broker.schedule_will(&self.session, msg, delay, self.generation);
     }
 }
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tracing::debug;
 
 use super::{Conn, WRITE_HIGH_WATER};
 use crate::codec::{Packet, Properties, PubResp, PublishRef, QoS};
+use crate::hooks::HookPoint;
 use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::{OutState, Outgoing};
@@ -59,6 +60,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.emit(&out, now);
             } else {
                 self.broker.metrics.dropped(DropReason::Denied);
+                self.broker.hooks.message_dropped(&out.delivery.msg, DropReason::Denied, Some(&self.client.client_id));
                 if let Some(id) = out.packet_id {
                     self.session.lock().complete(id);
                 }
@@ -72,11 +74,26 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         if self.wbuf.len() >= WRITE_HIGH_WATER {
             return None;
         }
-        let mut st = self.session.lock();
-        if !st.attached_to(self.conn_id) {
-            return None;
+        if !self.broker.hooks.wants(HookPoint::MessageDropped) {
+            let mut st = self.session.lock();
+            if !st.attached_to(self.conn_id) {
+                return None;
+            }
+            return st.next_outgoing(self.window, now, &self.broker.metrics, None);
         }
-        st.next_outgoing(self.window, now, &self.broker.metrics)
+        // Expired messages go to the dropped hook once the lock is released.
+        let mut expired = Vec::new();
+        let out = {
+            let mut st = self.session.lock();
+            if !st.attached_to(self.conn_id) {
+                return None;
+            }
+            st.next_outgoing(self.window, now, &self.broker.metrics, Some(&mut expired))
+        };
+        for msg in expired {
+            self.broker.hooks.message_dropped(&msg, DropReason::Expired, Some(&self.client.client_id));
+        }
+        out
     }
 
     /// Encodes a delivery; one that cannot be sent leaves the window.
@@ -167,6 +184,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         };
         if publish.encoded_len(self.version) > self.client_max_packet as usize {
             self.broker.metrics.dropped(DropReason::TooLarge);
+            self.broker.hooks.message_dropped(msg, DropReason::TooLarge, Some(&self.client.client_id));
             debug!(topic = %crate::logsafe::Peer(msg.topic.as_str()), max = self.client_max_packet, "message larger than the client's maximum packet size; dropped");
             return false;
         }
@@ -181,6 +199,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             self.out_aliases.insert(msg.topic.clone(), a);
         }
         self.broker.metrics.message_sent(d.qos);
+        self.broker.hooks.message_delivered(&self.client, msg, d.qos);
         true
     }
 }

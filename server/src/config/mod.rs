@@ -62,6 +62,8 @@ pub struct Config {
     pub auth: security::AuthSection,
     /// `[acl]`
     pub acl: security::AclSection,
+    /// `[modules]`
+    pub modules: portcullis_modules::ModulesConfig,
     /// `[log]`
     pub log: LogConfig,
 }

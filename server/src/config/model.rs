@@ -53,6 +53,9 @@ pub(super) struct FileConfig {
     /// ACL providers, chains and cache.
     #[serde(default)]
     pub(super) acl: super::security::AclSection,
+    /// Modules built on the hooks (presence, …).
+    #[serde(default)]
+    pub(super) modules: portcullis_modules::ModulesConfig,
     /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
@@ -71,6 +74,7 @@ impl Default for FileConfig {
             persistence: PersistenceConfig::default(),
             auth: Default::default(),
             acl: Default::default(),
+            modules: Default::default(),
             log: LogConfig::default(),
         }
     }

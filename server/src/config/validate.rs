@@ -38,6 +38,9 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     }
     check_log_level(&mut checks, &file.log.level);
     check_security(&mut checks, file);
+    for (key, message) in file.modules.validate() {
+        checks.fail(format!("modules.{key}"), message);
+    }
     checks.problems
 }
 
@@ -171,6 +174,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         persistence: file.persistence,
         auth: file.auth,
         acl: file.acl,
+        modules: file.modules,
         log: file.log,
     }
 }

@@ -1,0 +1,24 @@
+//! Modules: broker features built only on the core's hooks
+//! ([`portcullis_core::hooks`]), each enabled in `[modules.<name>]` and
+//! switched on or off at run time (SIGHUP) without touching a connection.
+//!
+//! * [`presence`] — emqttd's `$SYS/brokers/<node>/clients/<id>/connected`
+//!   and `…/disconnected` events.
+//! * [`set`] — [`ModulesConfig`] (the `[modules]` table) and [`ModuleSet`],
+//!   which builds the enabled modules, keeps those whose settings did not
+//!   change across a reload, and installs their hooks in one swap.
+//!
+//! A module is a type implementing [`portcullis_core::hooks::Module`]; a
+//! compiled-in plugin is one more entry in the list the server passes to
+//! [`ModuleSet::apply`] (README, "Writing a module").
+
+pub mod presence;
+pub mod set;
+
+pub use set::{ModuleSet, ModulesConfig};
+
+/// The README's code blocks, compiled and run as doc tests ("Writing a
+/// module").
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
