@@ -513,6 +513,9 @@ impl Broker {
     /// callgrind). Delivered at `qos` at most (each subscriber's granted
     /// QoS caps it).
     pub fn publish_sys_event(&self, topic: &str, qos: QoS, payload: impl FnOnce() -> String) {
+        if !self.sys_events_wanted() {
+            return;
+        }
         let Ok(topic) = crate::topic::TopicName::new(topic) else {
             return;
         };
@@ -531,6 +534,12 @@ impl Broker {
             expires_at: None,
         });
         self.deliver_sys(&msg, routes, clients);
+    }
+
+    /// Whether a `$SYS` event could reach anyone now (some subscription's
+    /// filter starts with `$`): callers skip building the topic otherwise.
+    pub fn sys_events_wanted(&self) -> bool {
+        self.router.has_dollar_subscriptions()
     }
 
     fn deliver_sys(&self, msg: &Arc<Message>, mut routes: Vec<Route<Arc<Session>>>, clients: Clients) {

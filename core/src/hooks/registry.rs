@@ -233,43 +233,77 @@ impl Hooks {
         self.mask.load(Relaxed) & point.bit() != 0
     }
 
+    // Each runner is an inlined bit test; the walk itself is out of line,
+    // so a point with nothing registered costs its caller a load and a
+    // branch, not a call.
+
+    #[inline]
     pub fn client_connected(&self, ev: &ClientConnected<'_>) {
         if self.wants(HookPoint::ClientConnected) {
-            for h in &self.set.load().connected {
-                h.client_connected(ev);
-            }
+            self.run_connected(ev);
         }
     }
 
+    #[inline(never)]
+    fn run_connected(&self, ev: &ClientConnected<'_>) {
+        for h in &self.set.load().connected {
+            h.client_connected(ev);
+        }
+    }
+
+    #[inline]
     pub fn client_disconnected(&self, ev: &ClientDisconnected<'_>) {
         if self.wants(HookPoint::ClientDisconnected) {
-            for h in &self.set.load().disconnected {
-                h.client_disconnected(ev);
-            }
+            self.run_disconnected(ev);
         }
     }
 
+    #[inline(never)]
+    fn run_disconnected(&self, ev: &ClientDisconnected<'_>) {
+        for h in &self.set.load().disconnected {
+            h.client_disconnected(ev);
+        }
+    }
+
+    #[inline]
     pub fn session_created(&self, ev: &SessionEvent<'_>) {
         if self.wants(HookPoint::SessionCreated) {
-            for h in &self.set.load().session_created {
-                h.session_created(ev);
-            }
+            self.run_session_created(ev);
         }
     }
 
+    #[inline(never)]
+    fn run_session_created(&self, ev: &SessionEvent<'_>) {
+        for h in &self.set.load().session_created {
+            h.session_created(ev);
+        }
+    }
+
+    #[inline]
     pub fn session_resumed(&self, ev: &SessionEvent<'_>) {
         if self.wants(HookPoint::SessionResumed) {
-            for h in &self.set.load().session_resumed {
-                h.session_resumed(ev);
-            }
+            self.run_session_resumed(ev);
         }
     }
 
+    #[inline(never)]
+    fn run_session_resumed(&self, ev: &SessionEvent<'_>) {
+        for h in &self.set.load().session_resumed {
+            h.session_resumed(ev);
+        }
+    }
+
+    #[inline]
     pub fn session_ended(&self, ev: &SessionEvent<'_>, reason: SessionEndReason) {
         if self.wants(HookPoint::SessionEnded) {
-            for h in &self.set.load().session_ended {
-                h.session_ended(ev, reason);
-            }
+            self.run_session_ended(ev, reason);
+        }
+    }
+
+    #[inline(never)]
+    fn run_session_ended(&self, ev: &SessionEvent<'_>, reason: SessionEndReason) {
+        for h in &self.set.load().session_ended {
+            h.session_ended(ev, reason);
         }
     }
 
@@ -305,27 +339,45 @@ impl Hooks {
         PublishOutcome::Route
     }
 
+    #[inline]
     pub fn message_delivered(&self, client: &ClientInfo, msg: &Message, qos: QoS) {
         if self.wants(HookPoint::MessageDelivered) {
-            for h in &self.set.load().delivered {
-                h.delivered(client, msg, qos);
-            }
+            self.run_delivered(client, msg, qos);
         }
     }
 
+    #[inline(never)]
+    fn run_delivered(&self, client: &ClientInfo, msg: &Message, qos: QoS) {
+        for h in &self.set.load().delivered {
+            h.delivered(client, msg, qos);
+        }
+    }
+
+    #[inline]
     pub fn message_acked(&self, client: &ClientInfo, msg: &Message) {
         if self.wants(HookPoint::MessageAcked) {
-            for h in &self.set.load().acked {
-                h.acked(client, msg);
-            }
+            self.run_acked(client, msg);
         }
     }
 
+    #[inline(never)]
+    fn run_acked(&self, client: &ClientInfo, msg: &Message) {
+        for h in &self.set.load().acked {
+            h.acked(client, msg);
+        }
+    }
+
+    #[inline]
     pub fn message_dropped(&self, msg: &Message, reason: DropReason, client_id: Option<&str>) {
         if self.wants(HookPoint::MessageDropped) {
-            for h in &self.set.load().dropped {
-                h.dropped(msg, reason, client_id);
-            }
+            self.run_dropped(msg, reason, client_id);
+        }
+    }
+
+    #[inline(never)]
+    fn run_dropped(&self, msg: &Message, reason: DropReason, client_id: Option<&str>) {
+        for h in &self.set.load().dropped {
+            h.dropped(msg, reason, client_id);
         }
     }
 }

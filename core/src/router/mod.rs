@@ -113,6 +113,9 @@ pub struct Router<T> {
     topics: AtomicUsize,
     /// (client, subscription filter) pairs.
     subscriptions: AtomicUsize,
+    /// Those of them whose filter starts with `$` (the only ones a `$SYS`
+    /// topic can match: wildcard-first filters never match `$` topics).
+    dollar_subscriptions: AtomicUsize,
 }
 
 impl<T> fmt::Debug for Router<T> {
@@ -140,6 +143,7 @@ impl<T: Clone + Send + Sync> Router<T> {
             hasher: RandomState::new(),
             topics: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
+            dollar_subscriptions: AtomicUsize::new(0),
         }
     }
 
@@ -161,6 +165,9 @@ impl<T: Clone + Send + Sync> Router<T> {
         }
         if new_sub {
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
+            if filter.filter.as_str().starts_with('$') {
+                self.dollar_subscriptions.fetch_add(1, Ordering::Relaxed);
+            }
         }
         new_sub
     }
@@ -177,6 +184,9 @@ impl<T: Clone + Send + Sync> Router<T> {
             self.topics.fetch_sub(1, Ordering::Relaxed);
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if filter.filter.as_str().starts_with('$') {
+            self.dollar_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
         true
     }
 
@@ -215,6 +225,12 @@ impl<T: Clone + Send + Sync> Router<T> {
     /// Number of subscriptions: (client, subscription filter) pairs. O(1).
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Whether any subscription could match a `$`-topic (`$SYS/...`): a
+    /// cheap test before building one that nobody would receive.
+    pub fn has_dollar_subscriptions(&self) -> bool {
+        self.dollar_subscriptions.load(Ordering::Relaxed) != 0
     }
 
     fn trie_for_filter(&self, filter: &SubscriptionFilter) -> &RwLock<Node<T>> {

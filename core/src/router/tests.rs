@@ -672,3 +672,16 @@ fn router_is_send_and_sync() {
     check::<Route<Arc<str>>>();
     check::<Delivery<Arc<str>>>();
 }
+
+#[test]
+fn dollar_subscriptions_are_counted() {
+    let router = Router::new(SharedStrategy::RoundRobin);
+    assert!(!router.has_dollar_subscriptions());
+    assert!(router.subscribe(&filter("#"), sub("a")));
+    assert!(!router.has_dollar_subscriptions(), "# never matches $ topics");
+    assert!(router.subscribe(&filter("$SYS/#"), sub("a")));
+    assert!(!router.subscribe(&filter("$SYS/#"), sub("a")), "a replaced subscription is not counted twice");
+    assert!(router.has_dollar_subscriptions());
+    assert!(router.unsubscribe(&filter("$SYS/#"), "a"));
+    assert!(!router.has_dollar_subscriptions());
+}

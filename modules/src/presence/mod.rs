@@ -6,9 +6,9 @@
 //! `"proto_ver", "keepalive", "clean_start", "listener", "connected_at"`
 //! (milliseconds). `…/disconnected`: `{"clientid", "username", "reason",
 //! "ts", "disconnected_at"}`. A client id is one level of the topic
-//! (`/ + # %` percent-encoded). Not retained; the JSON is built only when
-//! someone subscribes to the topic, so a connect storm with no listener
-//! costs a trie walk per event.
+//! (`/ + # %` percent-encoded). Not retained; nothing is built while no
+//! subscription starts with `$` (a counter in the router), and the JSON
+//! only when someone subscribes to the topic itself.
 
 mod config;
 #[cfg(test)]
@@ -62,6 +62,9 @@ impl Module for Presence {
 impl OnClientConnected for Presence {
     fn client_connected(&self, ev: &ClientConnected<'_>) {
         let Some(broker) = self.broker.upgrade() else { return };
+        if !broker.sys_events_wanted() {
+            return;
+        }
         let c = ev.client;
         let topic = Presence::topic(&broker, c, "connected");
         broker.publish_sys_event(&topic, self.qos, || {
@@ -88,6 +91,9 @@ impl OnClientConnected for Presence {
 impl OnClientDisconnected for Presence {
     fn client_disconnected(&self, ev: &ClientDisconnected<'_>) {
         let Some(broker) = self.broker.upgrade() else { return };
+        if !broker.sys_events_wanted() {
+            return;
+        }
         let c = ev.client;
         let topic = Presence::topic(&broker, c, "disconnected");
         broker.publish_sys_event(&topic, self.qos, || {
