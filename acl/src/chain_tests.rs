@@ -109,6 +109,8 @@ fn client(superuser: bool) -> ClientInfo {
         context: None,
         conn_id: 1,
         cert: None,
+        connected_at: 0,
+        keep_alive: 0,
     }
 }
 

@@ -18,6 +18,8 @@ pub fn client(id: &str, user: Option<&str>, peer: &str) -> ClientInfo {
         context: None,
         conn_id: 1,
         cert: None,
+        connected_at: 0,
+        keep_alive: 0,
     }
 }
 

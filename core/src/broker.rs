@@ -317,6 +317,11 @@ impl Broker {
         self.sessions.lock().values().cloned().collect()
     }
 
+    /// The session of `client_id`, if there is one.
+    pub fn find_session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
     /// Registers a detached session restored from a snapshot and starts its
     /// expiry. Replaces nothing: an existing session with that id wins.
     pub fn adopt_session(self: &Arc<Self>, session: Arc<Session>) {

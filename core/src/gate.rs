@@ -117,6 +117,19 @@ pub struct ClientInfo {
     pub conn_id: u64,
     /// The verified client certificate (TLS listeners only).
     pub cert: Option<Arc<CertIdentity>>,
+    /// When the client was admitted (Unix time, milliseconds).
+    pub connected_at: u64,
+    /// The keep-alive in force (seconds; 0 = none).
+    pub keep_alive: u16,
+}
+
+impl ClientInfo {
+    /// Now as [`ClientInfo::connected_at`] counts it.
+    pub fn now_millis() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 impl fmt::Debug for ClientInfo {
@@ -131,6 +144,8 @@ impl fmt::Debug for ClientInfo {
             .field("context", &self.context.is_some())
             .field("conn_id", &self.conn_id)
             .field("cert", &self.cert)
+            .field("connected_at", &self.connected_at)
+            .field("keep_alive", &self.keep_alive)
             .finish()
     }
 }

@@ -13,6 +13,8 @@
 //!   [`provider`] — the error, failure policy and metrics every provider shares.
 //! * [`connection`] — the per-connection state machine over any stream.
 //! * [`persist`] — session and retained snapshots across a graceful restart.
+//! * [`hooks`] — typed broker events and the runner modules register on;
+//!   [`introspect`] — what the management plane sees and does.
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
 //! * [`settings`] — runtime settings and their defaults.
 //! * [`logsafe`] — peer-supplied strings escaped and truncated for logs.
@@ -22,6 +24,7 @@ pub mod codec;
 pub mod connection;
 pub mod gate;
 pub mod hooks;
+pub mod introspect;
 pub mod logsafe;
 pub mod message;
 pub mod metrics;

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::gate::ClientInfo;
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
@@ -32,6 +33,8 @@ pub enum Kick {
     TakenOver { clean_start: bool },
     /// The broker is shutting down.
     Shutdown,
+    /// An operator closed the connection (management plane).
+    Administrative,
 }
 
 /// One subscription as the session remembers it.
@@ -125,6 +128,8 @@ pub struct SessionState {
     /// (connection ids start at 1: the niche keeps this 8 bytes).
     pub owner: Option<NonZeroU64>,
     kick: Option<oneshot::Sender<Kick>>,
+    /// The client attached now (for the management plane's listings).
+    client: Option<Arc<ClientInfo>>,
     /// Bumped on every attach; timers compare it to know whether a client
     /// came back in the meantime.
     pub generation: u64,
@@ -153,6 +158,7 @@ impl Session {
                 expiry,
                 owner: None,
                 kick: None,
+                client: None,
                 generation: 0,
             }),
             wake: Notify::new(),
@@ -312,8 +318,27 @@ impl SessionState {
     /// Attaches a connection; returns the previous owner's kick handle.
     pub fn attach(&mut self, conn_id: u64, kick: oneshot::Sender<Kick>) -> Option<oneshot::Sender<Kick>> {
         self.owner = NonZeroU64::new(conn_id);
+        self.client = None;
         self.generation += 1;
         self.kick.replace(kick)
+    }
+
+    /// Records the attached connection's client (when `conn_id` is still
+    /// the one attached).
+    pub fn set_client(&mut self, conn_id: u64, client: Arc<ClientInfo>) {
+        if self.attached_to(conn_id) {
+            self.client = Some(client);
+        }
+    }
+
+    /// The client attached now, once its connection is established.
+    pub fn client(&self) -> Option<&Arc<ClientInfo>> {
+        self.client.as_ref()
+    }
+
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement.
+    pub fn inflight_len(&self) -> usize {
+        self.activity().inflight.len()
     }
 
     /// Whether connection `conn_id` is the one attached.

@@ -212,6 +212,8 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
                     context: None,
                     conn_id: 0,
                     cert: None,
+                    connected_at: 0,
+                    keep_alive: 0,
                 };
                 let qos = QoS::from_u8(a.qos).context("--qos must be 0, 1 or 2")?;
                 let topic;

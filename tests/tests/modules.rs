@@ -85,7 +85,7 @@ async fn sighup_switches_modules_off_and_on_without_dropping_clients() {
     )
     .expect("write config");
     sighup(&b);
-    assert!(b.wait_log("SIGHUP: modules reloaded", Duration::from_secs(5)), "{}", b.log());
+    assert!(b.wait_log("reload: modules reloaded", Duration::from_secs(5)), "{}", b.log());
     let (_c, _) = open_v3(b.addr, "while-off", true).await;
     expect_silence(&mut watch, Duration::from_millis(700), "presence is off").await;
     sync(&mut watch).await;
@@ -98,7 +98,7 @@ async fn sighup_switches_modules_off_and_on_without_dropping_clients() {
     .expect("write config");
     sighup(&b);
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    while b.log().matches("SIGHUP: modules reloaded").count() < 2 {
+    while b.log().matches("reload: modules reloaded").count() < 2 {
         assert!(std::time::Instant::now() < end, "second reload not logged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -108,7 +108,7 @@ async fn sighup_switches_modules_off_and_on_without_dropping_clients() {
     // A broken file keeps the running modules.
     std::fs::write(&b.config_path, "[modules.presence]\nenabled = maybe\n").expect("write config");
     sighup(&b);
-    assert!(b.wait_log("SIGHUP: config file not reloaded", Duration::from_secs(5)));
+    assert!(b.wait_log("reload: config file not reloaded", Duration::from_secs(5)));
     let (_c, _) = open_v3(b.addr, "still-on", true).await;
     event(&mut watch, "/clients/still-on/connected").await;
 }

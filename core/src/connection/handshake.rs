@@ -450,7 +450,11 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         context: a.context,
         conn_id: a.conn_id,
         cert: a.info.cert,
+        connected_at: ClientInfo::now_millis(),
+        keep_alive,
     };
+    let client = Arc::new(client);
+    opened.session.lock().set_client(a.conn_id, Arc::clone(&client));
     let receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
     let mut conn = Conn {
         broker: Arc::clone(broker),

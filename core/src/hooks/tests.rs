@@ -138,6 +138,8 @@ fn client() -> ClientInfo {
         context: None,
         conn_id: 1,
         cert: None,
+        connected_at: 0,
+        keep_alive: 0,
     }
 }
 

@@ -175,6 +175,24 @@ impl RetainStore {
         out
     }
 
+    /// The retained message of exactly `topic`, if any (expired or not).
+    pub fn get(&self, topic: &str) -> Option<Arc<Message>> {
+        self.inner.read().index.get(topic).cloned()
+    }
+
+    /// Removes the retained message of exactly `topic`; whether there was
+    /// one.
+    pub fn remove(&self, topic: &str) -> bool {
+        let mut inner = self.inner.write();
+        match inner.index.remove(topic) {
+            Some(old) => {
+                inner.account(&old, false);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every retained message (for snapshots).
     pub fn all(&self) -> Vec<Arc<Message>> {
         let inner = self.inner.read();

@@ -1,0 +1,26 @@
+//! The Portcullis server as a library: everything the `portcullis` binary
+//! runs, for it and for the management plane (`portcullis-admin`) to use.
+//!
+//! * [`config`] — the TOML file, its validation and the embedded defaults.
+//! * [`listener`] — accept loops, one per configured listener: TCP, TLS,
+//!   WebSocket, secure WebSocket, PROXY protocol.
+//! * [`security`] — builds the auth/ACL chains, caches and guard from the
+//!   config; [`gateway`] — the core's `Gate` over them.
+//! * [`node`] — a running broker: start, reload (SIGHUP), shutdown, and
+//!   `--check-config`.
+//! * [`cli`] — `passwd`, `auth check`, `acl explain`.
+//! * [`plugins`] — compiled-in third-party modules (the built-in ones are
+//!   `portcullis-modules`, applied from `[modules]` at start and on reload).
+//! * [`logging`] — the `tracing` subscriber from `[log]`.
+
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod listener;
+pub mod logging;
+pub mod node;
+pub mod plugins;
+pub mod security;
+
+pub use config::Config;
+pub use node::{check, Node, Rejected, Signal, Signals};

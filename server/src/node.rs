@@ -1,0 +1,215 @@
+//! A running broker: [`Node::start`] builds it from a [`Config`] (chains,
+//! broker, snapshot, listeners, `$SYS`, modules), [`Node::reload`] is what
+//! SIGHUP and the management plane's "reload" both do, and
+//! [`Node::shutdown`] stops it gracefully. The binary waits for signals
+//! in between ([`Signals`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use portcullis_core::broker::Broker;
+use portcullis_core::gate::Gate;
+use portcullis_modules::ModuleSet;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::listener::Listeners;
+use crate::security::Security;
+
+/// The config is valid TOML with valid values, but what it points to is
+/// not usable (a missing password file, a bad ACL line, a certificate that
+/// does not load, a backend setting its provider refuses): exit status 2,
+/// as for any other rejected config.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    /// One line per problem on stderr, each starting with the config file.
+    pub fn print(&self, config: Option<&Path>) {
+        let origin = config.map_or("<embedded defaults>".to_string(), |p| p.display().to_string());
+        for line in self.0.lines() {
+            eprintln!("{origin}: {line}");
+        }
+    }
+}
+
+/// `--check-config`: loads what the broker would load at start, short of
+/// binding sockets and connecting to backends. Providers are built on a
+/// runtime of their own that is dropped as soon as they are: connection
+/// pools are lazy, and the reachability probes they spawn never run.
+pub fn check(cfg: &Config) -> Result<(), Rejected> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::listener::check(&cfg.listeners) {
+        problems.push(e);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Rejected(format!("cannot start the runtime: {e}")))?;
+    // Built and dropped inside the runtime: some clients clean up on drop.
+    if let Err(e) = rt.block_on(async { Security::build(cfg).await.map(drop) }) {
+        problems.push(format!("{e:#}"));
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(Rejected(problems.join("\n"))),
+    }
+}
+
+/// A running broker and everything it was built from.
+pub struct Node {
+    /// The config it started with (`[modules]` may have changed since).
+    pub config: Config,
+    /// The file it came from; `None` for the embedded defaults.
+    pub path: Option<PathBuf>,
+    pub broker: Arc<Broker>,
+    pub security: Arc<Security>,
+    pub listeners: Listeners,
+    modules: Mutex<ModuleSet>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("path", &self.path).field("modules", &self.modules.lock().enabled()).finish()
+    }
+}
+
+impl Node {
+    /// Builds and starts the broker. Call it inside the runtime, after
+    /// [`Signals::install`] (so that a SIGTERM right after start is a
+    /// graceful stop).
+    pub async fn start(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Arc<Node>> {
+        let settings = cfg.broker_settings();
+        info!(
+            version = portcullis_core::broker::VERSION,
+            node = %settings.node_name,
+            config = %path.as_ref().map_or("<embedded defaults>".to_string(), |p| p.display().to_string()),
+            "starting portcullis"
+        );
+        crate::listener::check(&cfg.listeners).map_err(Rejected)?;
+        let security = Arc::new(Security::build(&cfg).await.map_err(|e| Rejected(format!("{e:#}")))?);
+        if security.builtin_auth && cfg.listeners.iter().any(|l| l.auth_chain == "default") {
+            warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
+        }
+        let broker = Broker::new(settings);
+        broker.add_sys_source(Arc::clone(&security) as Arc<dyn portcullis_core::broker::SysSource>);
+        if let Some(file) = &cfg.persistence.snapshot_file {
+            let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
+            info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");
+            // A snapshot is used once: after a crash, restoring it again would
+            // replay state (and QoS 2 messages) that has moved on since.
+            if r != portcullis_core::persist::Restored::default() {
+                let used = file.with_extension("restored");
+                std::fs::rename(file, &used)
+                    .with_context(|| format!("renaming {} after restoring it", file.display()))?;
+            }
+        }
+        let listeners = Listeners::start(&cfg.listeners, &broker, |l| {
+            let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
+            info!(listener = %l.name, auth_chain = %l.auth_chain, acl_chain = %l.acl_chain, "listener chains");
+            Ok(gate)
+        })
+        .await?;
+        portcullis_core::sys::spawn(Arc::clone(&broker));
+        let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
+        modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
+        info!(modules = ?modules.enabled(), "modules");
+        Ok(Arc::new(Node { config: cfg, path, broker, security, listeners, modules: Mutex::new(modules) }))
+    }
+
+    /// What SIGHUP does: password, client id and ACL files, policy
+    /// directories and TLS certificates are read again; the config file is
+    /// read again and `[modules]` applied (modules switched on or off, or
+    /// rebuilt with new settings; connections are not touched). Other
+    /// sections need a restart; a change to them is logged.
+    pub fn reload(&self) {
+        self.security.reload();
+        self.listeners.reload_certificates();
+        self.reload_modules();
+    }
+
+    fn reload_modules(&self) {
+        let Some(path) = &self.path else { return };
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload: config file not reloaded; modules unchanged");
+                return;
+            }
+        };
+        let mut modules = self.modules.lock();
+        match modules.apply(&new.modules) {
+            Ok(()) => info!(modules = ?modules.enabled(), "reload: modules reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload: modules not reloaded; the running ones are unchanged"),
+        }
+        drop(modules);
+        let mut others = new;
+        others.modules = self.config.modules.clone();
+        if others != self.config {
+            warn!("reload: the config file changed outside [modules]; those changes take effect at the next start");
+        }
+    }
+
+    /// The modules running now, in hook order.
+    pub fn modules(&self) -> Vec<String> {
+        self.modules.lock().enabled()
+    }
+
+    /// Closes listeners and connections (v5 clients get DISCONNECT 0x8B),
+    /// waits up to 5 s for them, and writes the snapshot if configured.
+    pub async fn shutdown(&self) {
+        info!("shutting down: closing listeners and connections");
+        self.broker.shutdown();
+        self.listeners.stop();
+        // Give connections a moment to send DISCONNECT 0x8B and flush.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(file) = &self.config.persistence.snapshot_file {
+            match portcullis_core::persist::save(&self.broker, file) {
+                Ok(n) => info!(file = %file.display(), sessions = n, "snapshot written"),
+                Err(e) => tracing::error!(error = %e, "could not write the session snapshot"),
+            }
+        }
+        info!(remaining = self.broker.metrics.connections.get(), "stopped");
+    }
+}
+
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload), registered once at startup.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Stop,
+    Hangup,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    pub async fn wait(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => { info!("SIGTERM received"); Signal::Stop }
+            _ = self.int.recv() => { info!("SIGINT received"); Signal::Stop }
+            _ = self.hup.recv() => { info!("SIGHUP received: reloading password, client id and ACL files, policy directories, TLS certificates and [modules]"); Signal::Hangup }
+        }
+    }
+}
