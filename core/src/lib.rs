@@ -14,7 +14,8 @@
 //! * [`connection`] — the per-connection state machine over any stream.
 //! * [`persist`] — session and retained snapshots across a graceful restart.
 //! * [`hooks`] — typed broker events and the runner modules register on;
-//!   [`introspect`] — what the management plane sees and does.
+//!   [`introspect`] — what the management plane sees and does;
+//!   [`inject`] — publishes that come from outside MQTT (HTTP publish).
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
 //! * [`settings`] — runtime settings and their defaults.
 //! * [`logsafe`] — peer-supplied strings escaped and truncated for logs.
@@ -24,6 +25,7 @@ pub mod codec;
 pub mod connection;
 pub mod gate;
 pub mod hooks;
+pub mod inject;
 pub mod introspect;
 pub mod logsafe;
 pub mod message;
