@@ -90,7 +90,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let node = Node::start(cfg, path).await?;
     while let Signal::Hangup = signals.wait().await {
-        node.reload();
+        let _ = node.reload();
     }
     node.shutdown().await;
     Ok(())

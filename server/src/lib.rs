@@ -8,13 +8,15 @@
 //!   config; [`gateway`] — the core's `Gate` over them.
 //! * [`node`] — a running broker: start, reload (SIGHUP), shutdown, and
 //!   `--check-config`.
-//! * [`cli`] — `passwd`, `auth check`, `acl explain`.
+//! * [`cli`] — `passwd`, `auth check`, `acl explain`; [`explain`] — the
+//!   decisions those two and the admin API's explain endpoints show.
 //! * [`plugins`] — compiled-in third-party modules (the built-in ones are
 //!   `portcullis-modules`, applied from `[modules]` at start and on reload).
 //! * [`logging`] — the `tracing` subscriber from `[log]`.
 
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod gateway;
 pub mod listener;
 pub mod logging;
@@ -23,4 +25,4 @@ pub mod plugins;
 pub mod security;
 
 pub use config::Config;
-pub use node::{check, Node, Rejected, Signal, Signals};
+pub use node::{check, Node, Rejected, ReloadReport, Signal, Signals};
