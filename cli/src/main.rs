@@ -1,8 +1,10 @@
 //! The `portcullis` binary: parses the command line, loads the config,
 //! and either runs a subcommand, checks the config, or runs the broker
-//! (`portcullis-server`) until SIGINT/SIGTERM, reloading on SIGHUP.
+//! (`portcullis-server`) and its admin API (`portcullis-admin`) until
+//! SIGINT/SIGTERM, reloading on SIGHUP.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 use portcullis::{cli, Config, Node, Rejected, Signal, Signals};
@@ -40,7 +42,8 @@ fn main() -> std::process::ExitCode {
         None => Config::embedded(),
     };
     if cli.check_config {
-        return match portcullis::check(&cfg) {
+        let checked = portcullis::check(&cfg).and_then(|()| portcullis_admin::check(&cfg));
+        return match checked {
             Ok(()) => {
                 println!("config OK");
                 std::process::ExitCode::SUCCESS
@@ -89,8 +92,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // after startup is a graceful shutdown, not the default action.
     let mut signals = Signals::install()?;
     let node = Node::start(cfg, path).await?;
+    let admin = portcullis_admin::start(Arc::clone(&node)).await?;
     while let Signal::Hangup = signals.wait().await {
         let _ = node.reload();
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     node.shutdown().await;
     Ok(())

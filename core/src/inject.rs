@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(ready.message().topic.as_str(), "rewritten");
         assert_eq!(broker.complete_publish(ready), Published::Routed(0));
         assert!(broker.retained.get("rewritten").is_some(), "retained under the rewritten topic");
-        assert!(matches!(broker.prepare_publish(&client(), outside("drop")), Prepared::Dropped(ReasonCode::QuotaExceeded)));
+        assert!(matches!(
+            broker.prepare_publish(&client(), outside("drop")),
+            Prepared::Dropped(ReasonCode::QuotaExceeded)
+        ));
         assert_eq!(broker.metrics.dropped_count(DropReason::Module), 1);
     }
 }

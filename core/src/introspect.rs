@@ -19,8 +19,11 @@ use crate::topic::SubscriptionFilter;
 pub struct SessionView {
     pub client_id: Arc<str>,
     pub owner: SessionOwner,
-    /// The client attached now (its connection established), if any.
+    /// The client attached now (its connection established), or the last
+    /// one that was (see `connected`).
     pub client: Option<Arc<ClientInfo>>,
+    /// A connection is attached and established now.
+    pub connected: bool,
     /// Session expiry after disconnect; `None` = never.
     pub expiry: Option<Duration>,
     pub subscriptions: usize,
@@ -63,6 +66,7 @@ fn view(session: &Arc<Session>) -> SessionView {
         client_id: Arc::clone(&session.client_id),
         owner: session.owner.clone(),
         client: st.client().cloned(),
+        connected: st.owner.is_some() && st.client().is_some(),
         expiry: st.expiry,
         subscriptions: st.subscriptions().len(),
         queued: st.queue_len(),
@@ -80,7 +84,7 @@ impl Broker {
 
     /// The sessions with a client connected now.
     pub fn client_views(&self) -> Vec<SessionView> {
-        self.sessions_snapshot().iter().map(view).filter(|v| v.client.is_some()).collect()
+        self.sessions_snapshot().iter().map(view).filter(|v| v.connected).collect()
     }
 
     /// One session by client id.
@@ -115,7 +119,7 @@ impl Broker {
     pub fn kick(&self, client_id: &str, discard: bool) -> bool {
         let Some(session) = self.find_session(client_id) else { return false };
         let mut st = session.lock();
-        if st.client().is_none() {
+        if st.owner.is_none() || st.client().is_none() {
             return false;
         }
         if discard {

@@ -302,7 +302,10 @@ impl AuthExplanation {
         };
         writeln!(out, "decision: {text}  by: {}", self.decided_by)?;
         if self.banned {
-            writeln!(out, "note: the brute-force guard bans this client now; its CONNECT is refused before any provider is asked")?;
+            writeln!(
+                out,
+                "note: the brute-force guard bans this client now; its CONNECT is refused before any provider is asked"
+            )?;
         }
         Ok(())
     }

@@ -1,0 +1,125 @@
+//! The Portcullis management plane: the admin HTTP API — the only crate
+//! that knows HTTP. It runs beside the broker ([`portcullis::Node`]) on the
+//! same runtime and does nothing per MQTT message: every view is taken
+//! when a request asks for it.
+//!
+//! * [`start`] — builds it from `[admin]` and serves it ([`server`]:
+//!   axum, bounded connections, body size and time).
+//! * `api` — the routes, one table, in EMQX 5's shapes under `/api/v5`:
+//!   status, nodes, stats, metrics, listeners, clients (kick, subscribe),
+//!   subscriptions, topics, retained messages, bans, auth and ACL
+//!   providers (counters, health, caches, explain), HTTP publish, reload,
+//!   modules, API keys; and emqttd's `POST /mqtt/publish`.
+//! * [`access`] — API keys (HTTP Basic), roles, lockout.
+//! * [`error`] — `{"code", "message"}` errors everywhere.
+//! * `openapi` — the OpenAPI document at `/api-docs/openapi.json`,
+//!   generated from the code and tested against the route table.
+//!
+//! Not here yet: Prometheus (`/api/v5/prometheus/stats`, `/metrics`) comes
+//! with the typed metrics registry; the built-in user store's endpoints
+//! come with that store (`backends/src/builtin`).
+
+pub mod access;
+mod api;
+pub mod error;
+mod openapi;
+mod page;
+pub mod server;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::Router;
+use portcullis::config::admin::AdminConfig;
+use portcullis::gateway::Gateway;
+use portcullis::{Config, Node, Rejected};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::{info, warn};
+
+use crate::access::keys::KeyStore;
+use crate::access::lockout::Lockout;
+pub use crate::server::AdminServer;
+
+/// What every request handler shares.
+pub(crate) struct Ctx {
+    pub node: Arc<Node>,
+    pub keys: KeyStore,
+    pub lockout: Lockout,
+    /// emqttd's publish form: the listener it checks credentials with,
+    /// and that listener's gateway; `None` when off.
+    pub shim: Option<(String, Gateway)>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("keys", &self.keys).field("shim", &self.shim.as_ref().map(|s| &s.0)).finish()
+    }
+}
+
+/// What `--check-config` verifies of `[admin]`: the key store and the
+/// bootstrap file load.
+pub fn check(cfg: &Config) -> Result<(), Rejected> {
+    let a = &cfg.admin;
+    if !a.enabled {
+        return Ok(());
+    }
+    KeyStore::load(&a.data_dir, a.bootstrap_file.as_deref()).map(drop).map_err(|e| Rejected(format!("admin: {e}")))
+}
+
+/// Starts the admin API of `node` as `[admin]` says; `None` when it is
+/// off. Call it after [`Node::start`]; stop it before
+/// [`Node::shutdown`].
+pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
+    let cfg = node.config.admin.clone();
+    if !cfg.enabled {
+        info!("admin API off ([admin] enabled = false)");
+        return Ok(None);
+    }
+    let keys =
+        KeyStore::load(&cfg.data_dir, cfg.bootstrap_file.as_deref()).map_err(|e| Rejected(format!("admin: {e}")))?;
+    if keys.is_empty() {
+        warn!(
+            "admin API: no API key exists; every request but /api/v5/status is refused (401). \
+             Add one with [admin] bootstrap_file"
+        );
+    }
+    let shim = match &cfg.mqtt_publish_listener {
+        None => None,
+        Some(name) => {
+            // Validation made sure the listener exists.
+            let l = node
+                .config
+                .listeners
+                .iter()
+                .find(|l| &l.name == name)
+                .ok_or_else(|| Rejected(format!("admin.mqtt_publish_listener: no listener named `{name}`")))?;
+            Some((name.clone(), node.security.gateway(&l.auth_chain, &l.acl_chain)?))
+        }
+    };
+    let ctx = Arc::new(Ctx { node, keys, lockout: Lockout::new(cfg.login_failures, cfg.login_lockout), shim });
+    let app = app(ctx, &cfg);
+    let server = AdminServer::serve(cfg.bind, cfg.max_connections, app)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin API on {}: {e}", cfg.bind))?;
+    Ok(Some(server))
+}
+
+/// The whole application: routes, key check, limits, JSON errors.
+fn app(ctx: Arc<Ctx>, cfg: &AdminConfig) -> Router {
+    let body_limit = usize::try_from(cfg.max_body_size).unwrap_or(usize::MAX);
+    let protected = api::protected()
+        .router
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&ctx), access::require_key));
+    api::public()
+        .router
+        .merge(protected)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(ctx)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, cfg.request_timeout))
+        .layer(axum::middleware::from_fn(error::json_errors))
+}
