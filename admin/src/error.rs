@@ -188,10 +188,15 @@ fn code_of(status: StatusCode) -> &'static str {
 /// Rewrites an error response without a JSON body into the API's shape
 /// (the outermost layer: see the module docs).
 pub async fn json_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was left unread, so hyper drops the connection after this
+        // answer: say so, or a client that reuses it fails its next request.
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let is_json =
         res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));

@@ -32,7 +32,8 @@ use crate::api::{api_keys, banned, clients, configs, node, publish, retainer, se
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::delete,
         document,
     ),
-    modifiers(&Security),
+    components(schemas(node::StatusFormat, clients::ConnState, banned::BanKind, security::AclAction)),
+    modifiers(&Security, &CommonErrors),
     security(("api_key" = [])),
 )]
 pub struct ApiDoc;
@@ -51,6 +52,55 @@ impl Modify for Security {
             "mqtt_basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
+    }
+}
+
+/// The errors any operation may answer, added to each where its own
+/// annotation does not name them: 400 (parameters, body), 408 (timeout),
+/// 413 and 415 (with a body), and for those behind a key 401, 403, 429.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten() {
+                let protected = op.security.is_none();
+                let with_body = op.request_body.is_some();
+                let mut add = |code: &str, what: &str| {
+                    op.responses.responses.entry(code.to_string()).or_insert_with(|| error(what).into());
+                };
+                add("400", "Bad parameters or body");
+                add("408", "Not answered within request_timeout");
+                if with_body {
+                    add("413", "Body larger than max_body_size");
+                    add("415", "Body of the wrong content type");
+                }
+                if protected {
+                    add("401", "No API key, or a wrong one");
+                    add("403", "The key's role does not allow this");
+                    add("429", "Too many failed logins from this address");
+                }
+            }
+        }
+        // A bulk publish takes 1 to MAX_BULK messages.
+        let bulk = doc.paths.paths.get_mut("/api/v5/publish/bulk").and_then(|i| i.post.as_mut());
+        let body = bulk.and_then(|op| op.request_body.as_mut()).and_then(|b| b.content.get_mut("application/json"));
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Array(a))) =
+            body.and_then(|c| c.schema.as_mut())
+        {
+            a.min_items = Some(1);
+            a.max_items = Some(crate::api::publish::MAX_BULK);
+        }
     }
 }
 

@@ -11,13 +11,20 @@ use crate::error::ApiError;
 pub const DEFAULT_LIMIT: u64 = 100;
 /// Largest `limit`.
 pub const MAX_LIMIT: u64 = 10_000;
+/// Largest `page`.
+pub const MAX_PAGE: u64 = 1_000_000_000;
+
+/// A query value given empty (`?clientid=`) counts as not given.
+pub fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
 
 /// `page` and `limit` query parameters.
 #[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page number, from 1.
-    #[param(minimum = 1, default = 1)]
+    #[param(minimum = 1, maximum = 1000000000, default = 1)]
     pub page: Option<u64>,
     /// Rows per page, 1 to 10000.
     #[param(minimum = 1, maximum = 10000, default = 100)]
@@ -47,8 +54,8 @@ impl PageParams {
     pub fn resolve(self) -> Result<(u64, u64), ApiError> {
         let page = self.page.unwrap_or(1);
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if page == 0 {
-            return Err(ApiError::bad_request("page: must be at least 1"));
+        if page == 0 || page > MAX_PAGE {
+            return Err(ApiError::bad_request(format!("page: must be 1 to {MAX_PAGE}")));
         }
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::bad_request(format!("limit: must be 1 to {MAX_LIMIT}")));

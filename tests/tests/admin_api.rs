@@ -320,11 +320,23 @@ async fn clients_pages_at_exact_multiples_and_filters() {
         ("ip_address=127.0.0.1", 21),
         ("ip_address=10.0.0.1", 0),
         ("node=elsewhere", 0),
+        // An empty value counts as not given.
+        ("clientid=&username=&like_clientid=&ip_address=", 21),
+        ("page=1000000000", 21),
     ] {
         let (st, v) = api.get(&format!("/api/v5/clients?{q}")).await;
         assert_eq!((st, v["meta"]["count"].as_u64()), (StatusCode::OK, Some(n)), "{q}: {v}");
     }
-    for q in ["page=0", "limit=0", "limit=10001", "conn_state=idle", "proto_ver=6", "ip_address=nope", "page=x"] {
+    for q in [
+        "page=0",
+        "limit=0",
+        "limit=10001",
+        "conn_state=idle",
+        "proto_ver=6",
+        "ip_address=nope",
+        "page=x",
+        "page=1000000001",
+    ] {
         let (st, v) = api.get(&format!("/api/v5/clients?{q}")).await;
         assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{q}");
     }

@@ -71,13 +71,32 @@ pub async fn list(State(ctx): State<Arc<Ctx>>, Query(page): Query<PageParams>) -
     Ok(Json(out))
 }
 
+/// What a ban is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BanKind {
+    /// An address (`who` = the IP).
+    Peerhost,
+    /// A username from an address (`who` = `username@ip`).
+    PeerhostUsername,
+}
+
+impl BanKind {
+    fn name(self) -> &'static str {
+        match self {
+            BanKind::Peerhost => "peerhost",
+            BanKind::PeerhostUsername => "peerhost_username",
+        }
+    }
+}
+
 /// A ban to add.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBan {
     /// `peerhost` or `peerhost_username`.
     #[serde(rename = "as")]
-    pub kind: String,
+    pub kind: BanKind,
     /// The IP, or `username@ip`.
     pub who: String,
     /// When it ends, RFC 3339 (at most ten years ahead); default: now plus
@@ -92,17 +111,16 @@ pub struct NewBan {
     pub _at: Option<String>,
 }
 
-fn subject(kind: &str, who: &str) -> Result<Subject, ApiError> {
+fn subject(kind: BanKind, who: &str) -> Result<Subject, ApiError> {
     let ip = |s: &str| s.parse::<IpAddr>().map_err(|_| ApiError::bad_request(format!("who: not an IP address: {s:?}")));
     match kind {
-        "peerhost" => Ok(Subject::Ip(ip(who)?)),
-        "peerhost_username" => {
+        BanKind::Peerhost => Ok(Subject::Ip(ip(who)?)),
+        BanKind::PeerhostUsername => {
             let (username, addr) = who
                 .rsplit_once('@')
                 .ok_or_else(|| ApiError::bad_request("who: `username@ip` for peerhost_username"))?;
             Ok(Subject::User { ip: ip(addr)?, username: username.to_string() })
         }
-        other => Err(ApiError::bad_request(format!("as: `peerhost` or `peerhost_username`, not {other:?}"))),
     }
 }
 
@@ -119,7 +137,7 @@ fn subject_ip(s: &Subject) -> IpAddr {
     responses((status = 200, body = Ban), (status = 400, body = ErrorBody)))]
 pub async fn add(State(ctx): State<Arc<Ctx>>, Json(b): Json<NewBan>) -> Result<Json<Ban>, ApiError> {
     let guard = &ctx.node.security.shared.guard;
-    let subject = subject(&b.kind, &b.who)?;
+    let subject = subject(b.kind, &b.who)?;
     if !guard.config().enabled {
         return Err(ApiError::bad_request(
             "the brute-force guard is off (auth.guard.enabled = false): a ban would not be enforced",
@@ -149,7 +167,7 @@ pub async fn add(State(ctx): State<Arc<Ctx>>, Json(b): Json<NewBan>) -> Result<J
     );
     let left = duration.unwrap_or(guard.config().ban);
     Ok(Json(Ban {
-        kind: b.kind,
+        kind: b.kind.name().to_string(),
         who: b.who,
         until: humantime::format_rfc3339_seconds(SystemTime::now() + left).to_string(),
         truncated: false,
@@ -158,14 +176,14 @@ pub async fn add(State(ctx): State<Arc<Ctx>>, Json(b): Json<NewBan>) -> Result<J
 
 /// Lifts a ban (and forgets the subject's failures).
 #[utoipa::path(delete, path = "/api/v5/banned/{as}/{who}", tag = "Banned",
-    params(("as" = String, Path, description = "`peerhost` or `peerhost_username`"),
+    params(("as" = BanKind, Path, description = "`peerhost` or `peerhost_username`"),
            ("who" = String, Path, description = "The IP, or `username@ip`, percent-encoded")),
     responses((status = 204, description = "Lifted"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(ctx): State<Arc<Ctx>>,
-    Path((kind, who)): Path<(String, String)>,
+    Path((kind, who)): Path<(BanKind, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let subject = subject(&kind, &who)?;
+    let subject = subject(kind, &who)?;
     match ctx.node.security.shared.guard.unban(&subject) {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(ApiError::not_found("NOT_FOUND", "no such ban")),

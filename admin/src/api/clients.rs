@@ -102,9 +102,10 @@ pub struct ClientFilters {
     /// Connected from this address.
     pub ip_address: Option<String>,
     /// `connected` or `disconnected`.
-    pub conn_state: Option<String>,
-    /// 3, 4 or 5.
-    pub proto_ver: Option<String>,
+    pub conn_state: Option<ConnState>,
+    /// 3 (3.1), 4 (3.1.1) or 5.
+    #[param(minimum = 3, maximum = 5)]
+    pub proto_ver: Option<u8>,
     /// Client ids containing this.
     pub like_clientid: Option<String>,
     /// Usernames containing this.
@@ -113,23 +114,34 @@ pub struct ClientFilters {
     pub node: Option<String>,
 }
 
+/// A client's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnState {
+    Connected,
+    Disconnected,
+}
+
 impl ClientFilters {
-    fn check(&self) -> Result<(), ApiError> {
-        if let Some(s) = &self.conn_state {
-            if s != "connected" && s != "disconnected" {
-                return Err(ApiError::bad_request(format!("conn_state: `connected` or `disconnected`, not {s:?}")));
-            }
-        }
-        if let Some(v) = &self.proto_ver {
-            if !matches!(v.as_str(), "3" | "4" | "5") {
-                return Err(ApiError::bad_request(format!("proto_ver: 3, 4 or 5, not {v:?}")));
+    /// Checks the values and drops the empty ones (`?clientid=`).
+    fn check(mut self) -> Result<ClientFilters, ApiError> {
+        use crate::page::given;
+        self.clientid = given(self.clientid);
+        self.username = given(self.username);
+        self.ip_address = given(self.ip_address);
+        self.like_clientid = given(self.like_clientid);
+        self.like_username = given(self.like_username);
+        self.node = given(self.node);
+        if let Some(v) = self.proto_ver {
+            if !(3..=5).contains(&v) {
+                return Err(ApiError::bad_request(format!("proto_ver: 3, 4 or 5, not {v}")));
             }
         }
         if let Some(ip) = &self.ip_address {
             ip.parse::<std::net::IpAddr>()
                 .map_err(|_| ApiError::bad_request(format!("ip_address: not an IP address: {ip:?}")))?;
         }
-        Ok(())
+        Ok(self)
     }
 
     fn matches(&self, c: &Client) -> bool {
@@ -144,8 +156,8 @@ impl ClientFilters {
         eq(&self.clientid, Some(&c.clientid))
             && eq(&self.username, c.username.as_deref())
             && ip_eq
-            && self.conn_state.as_deref().is_none_or(|s| (s == "connected") == c.connected)
-            && self.proto_ver.as_deref().is_none_or(|v| c.proto_ver.map(|p| p.to_string()).as_deref() == Some(v))
+            && self.conn_state.is_none_or(|s| (s == ConnState::Connected) == c.connected)
+            && self.proto_ver.is_none_or(|v| c.proto_ver == Some(v))
             && like(&self.like_clientid, Some(&c.clientid))
             && like(&self.like_username, c.username.as_deref())
             && eq(&self.node, Some(&c.node))
@@ -168,7 +180,7 @@ pub async fn list(
     Query(f): Query<ClientFilters>,
 ) -> Result<Json<ClientsPage>, ApiError> {
     let (page, limit) = page.resolve()?;
-    f.check()?;
+    let f = f.check()?;
     let out = tokio::task::spawn_blocking(move || {
         let mut rows: Vec<Client> =
             ctx.node.broker.session_views().iter().map(|v| client(&ctx, v)).filter(|c| f.matches(c)).collect();
@@ -285,7 +297,7 @@ pub async fn subscriptions(
 #[serde(deny_unknown_fields)]
 pub struct SubscribeBody {
     /// A topic filter (`$share/<group>/…` for a shared one).
-    #[schema(example = "sensors/#")]
+    #[schema(example = "sensors/#", min_length = 1)]
     pub topic: String,
     #[serde(default)]
     #[schema(minimum = 0, maximum = 2)]
@@ -375,6 +387,7 @@ pub async fn subscribe_bulk(
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeBody {
     /// The filter exactly as subscribed.
+    #[schema(min_length = 1)]
     pub topic: String,
 }
 

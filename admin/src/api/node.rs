@@ -16,11 +16,19 @@ use crate::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::Ctx;
 
 /// `format` of `/status`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFormat {
+    Text,
+    Json,
+}
+
+/// `format` of `/status`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusParams {
     /// `text` (default) or `json`.
-    pub format: Option<String>,
+    pub format: Option<StatusFormat>,
 }
 
 /// `/status` in JSON.
@@ -38,7 +46,8 @@ pub struct Status {
 /// it runs, 503 once it is shutting down.
 #[utoipa::path(get, path = "/api/v5/status", tag = "Status", params(StatusParams), security(()),
     responses(
-        (status = 200, description = "Running (text: `Node <name> is started`)", body = Status),
+        (status = 200, description = "Running: `Node <name> is started` (text), or JSON with `format=json`",
+            content((String = "text/plain"), (Status = "application/json"))),
         (status = 400, description = "Unknown format", body = ErrorBody),
         (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
@@ -48,20 +57,19 @@ pub async fn status(State(ctx): State<Arc<Ctx>>, Query(p): Query<StatusParams>) 
     if broker.is_shutting_down() {
         return Err(ApiError::unavailable(format!("node {node} is stopping")));
     }
-    match p.format.as_deref() {
-        None | Some("text") => Ok((
+    match p.format.unwrap_or(StatusFormat::Text) {
+        StatusFormat::Text => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("Node {node} is started\nportcullis is running"),
         )
             .into_response()),
-        Some("json") => Ok(Json(Status {
+        StatusFormat::Json => Ok(Json(Status {
             node_name: node,
             rel_vsn: VERSION.to_string(),
             broker_status: "started".to_string(),
             app_status: "running".to_string(),
         })
         .into_response()),
-        Some(other) => Err(ApiError::bad_request(format!("format: `text` or `json`, not {other:?}"))),
     }
 }
 

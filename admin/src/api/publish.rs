@@ -50,8 +50,10 @@ pub struct PublishProperties {
     #[schema(minimum = 0, maximum = 1)]
     pub payload_format_indicator: Option<u8>,
     /// Seconds; the message is dropped undelivered after it.
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 4294967295_u64)]
     pub message_expiry_interval: Option<u32>,
     /// A topic name.
+    #[schema(min_length = 1, pattern = "^[^+#]+$")]
     pub response_topic: Option<String>,
     pub correlation_data: Option<String>,
     pub user_properties: Option<BTreeMap<String, String>>,
@@ -63,7 +65,7 @@ pub struct PublishProperties {
 #[serde(deny_unknown_fields)]
 pub struct PublishMessage {
     /// A topic name (no wildcards; not under `$SYS`).
-    #[schema(example = "api/example/topic")]
+    #[schema(example = "api/example/topic", min_length = 1, pattern = "^[^+#]+$")]
     pub topic: String,
     #[serde(default)]
     #[schema(minimum = 0, maximum = 2)]
@@ -104,7 +106,9 @@ pub struct PublishBadRequest {
     pub message: String,
     /// The MQTT reason code (144 topic name invalid, 151 quota exceeded,
     /// 153 payload format invalid, 154 retain not supported, 155 QoS not
-    /// supported).
+    /// supported); absent when the body is not a message at all (bad JSON,
+    /// unknown field).
+    #[schema(required = false)]
     pub reason_code: u8,
 }
 

@@ -80,8 +80,7 @@ pub async fn list(
     Query(f): Query<RetainedFilters>,
 ) -> Result<Json<RetainedPage>, ApiError> {
     let (page, limit) = page.resolve()?;
-    let filter = f
-        .topic
+    let filter = crate::page::given(f.topic)
         .as_deref()
         .map(|t| TopicFilter::new(t).map_err(|e| ApiError::bad_request(format!("topic {t:?}: {e}"))))
         .transpose()?;
@@ -109,7 +108,7 @@ fn not_found() -> ApiError {
 
 /// The retained message of one topic.
 #[utoipa::path(get, path = "/api/v5/mqtt/retainer/message/{topic}", tag = "Retainer",
-    params(("topic" = String, Path, description = "Topic name, percent-encoded")),
+    params(("topic" = String, Path, description = "Topic name, percent-encoded", pattern = "^[^+#]+$")),
     responses((status = 200, body = RetainedMessage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(State(ctx): State<Arc<Ctx>>, Path(topic): Path<String>) -> Result<Json<RetainedMessage>, ApiError> {
     TopicName::new(&topic).map_err(|e| {

@@ -367,8 +367,7 @@ pub struct AclExplainBody {
     /// Treat the client as a superuser.
     #[serde(default)]
     pub superuser: bool,
-    /// `publish` or `subscribe`.
-    pub action: String,
+    pub action: AclAction,
     /// A topic name (publish) or filter (subscribe).
     pub topic: String,
     #[serde(default)]
@@ -376,6 +375,14 @@ pub struct AclExplainBody {
     pub qos: u8,
     #[serde(default)]
     pub retain: bool,
+}
+
+/// The action an ACL explanation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AclAction {
+    Publish,
+    Subscribe,
 }
 
 /// An ACL decision explained.
@@ -396,10 +403,9 @@ pub async fn explain_acl(
     State(ctx): State<Arc<Ctx>>,
     Json(b): Json<AclExplainBody>,
 ) -> Result<Json<AclExplained>, ApiError> {
-    let action = match b.action.as_str() {
-        "publish" => explain::Action::Publish { topic: b.topic, qos: b.qos, retain: b.retain },
-        "subscribe" => explain::Action::Subscribe { filter: b.topic, qos: b.qos },
-        other => return Err(ApiError::bad_request(format!("action: `publish` or `subscribe`, not {other:?}"))),
+    let action = match b.action {
+        AclAction::Publish => explain::Action::Publish { topic: b.topic, qos: b.qos, retain: b.retain },
+        AclAction::Subscribe => explain::Action::Subscribe { filter: b.topic, qos: b.qos },
     };
     let who =
         Who { client_id: b.clientid, username: b.username, peer: peer(b.peerhost.as_deref())?, listener: b.listener };

@@ -23,10 +23,12 @@ pub struct SubscriptionFilters {
     /// filter after `$share/<group>/`).
     pub topic: Option<String>,
     /// At this QoS.
+    #[param(minimum = 0, maximum = 2)]
     pub qos: Option<u8>,
     /// Shared, in this group.
     pub share_group: Option<String>,
-    /// Whose filter matches this topic name.
+    /// Whose filter matches this topic name (no wildcards).
+    #[param(pattern = "^[^+#]*$")]
     pub match_topic: Option<String>,
     /// This node only.
     pub node: Option<String>,
@@ -48,6 +50,12 @@ pub async fn list(
     Query(f): Query<SubscriptionFilters>,
 ) -> Result<Json<SubscriptionsPage>, ApiError> {
     let (page, limit) = page.resolve()?;
+    let mut f = f;
+    f.clientid = crate::page::given(f.clientid);
+    f.topic = crate::page::given(f.topic);
+    f.share_group = crate::page::given(f.share_group);
+    f.match_topic = crate::page::given(f.match_topic);
+    f.node = crate::page::given(f.node);
     if f.qos.is_some_and(|q| q > 2) {
         return Err(ApiError::bad_request("qos: 0, 1 or 2"));
     }
@@ -130,6 +138,9 @@ pub async fn list_topics(
     Query(f): Query<TopicFilters>,
 ) -> Result<Json<TopicsPage>, ApiError> {
     let (page, limit) = page.resolve()?;
+    let mut f = f;
+    f.topic = crate::page::given(f.topic);
+    f.node = crate::page::given(f.node);
     let out = tokio::task::spawn_blocking(move || {
         let rows: Vec<Topic> = topics(&ctx)
             .into_iter()
