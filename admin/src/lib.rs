@@ -10,7 +10,9 @@
 //!   subscriptions, topics, retained messages, bans, auth and ACL
 //!   providers (counters, health, caches, explain), HTTP publish, reload,
 //!   modules, API keys; and emqttd's `POST /mqtt/publish`.
-//! * [`access`] — API keys (HTTP Basic), roles, lockout.
+//! * [`access`] — API keys (HTTP Basic), roles, lockout; the same API on
+//!   a Unix socket (mode 0600) acts as administrator without a key.
+//! * [`ctl`] — `portcullis ctl`, the API's command-line client.
 //! * [`error`] — `{"code", "message"}` errors everywhere.
 //! * `openapi` — the OpenAPI document at `/api-docs/openapi.json`,
 //!   generated from the code and tested against the route table.
@@ -21,6 +23,7 @@
 
 pub mod access;
 mod api;
+pub mod ctl;
 pub mod error;
 mod openapi;
 mod page;
@@ -81,7 +84,7 @@ pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
         KeyStore::load(&cfg.data_dir, cfg.bootstrap_file.as_deref()).map_err(|e| Rejected(format!("admin: {e}")))?;
     if keys.is_empty() {
         warn!(
-            "admin API: no API key exists; every request but /api/v5/status is refused (401). \
+            "admin API: no API key exists; every HTTP request but /api/v5/status is refused (401; the Unix socket, if on, acts as administrator). \
              Add one with [admin] bootstrap_file"
         );
     }
@@ -99,19 +102,45 @@ pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
         }
     };
     let ctx = Arc::new(Ctx { node, keys, lockout: Lockout::new(cfg.login_failures, cfg.login_lockout), shim });
-    let app = app(ctx, &cfg);
-    let server = AdminServer::serve(cfg.bind, cfg.max_connections, app)
+    let local = match cfg.socket.as_os_str().is_empty() {
+        true => None,
+        false => match server::LocalSocket::bind(&cfg.socket) {
+            Ok(s) => Some(s),
+            // Without the right to create /run/portcullis (a broker run by
+            // a user on the defaults), HTTP alone still serves.
+            Err(e) if cfg.socket == portcullis::config::admin::default_socket() => {
+                warn!(socket = %cfg.socket.display(), error = %e, "admin API: no Unix socket (ctl needs --url and a key)");
+                None
+            }
+            Err(e) => return Err(Rejected(format!("admin.socket {}: {e}", cfg.socket.display())).into()),
+        },
+    };
+    let app_tcp = app(Arc::clone(&ctx), &cfg, Access::Key);
+    let app_local = local.map(|l| (l, app(ctx, &cfg, Access::Socket)));
+    let server = AdminServer::serve(cfg.bind, cfg.max_connections, app_tcp, app_local)
         .await
         .map_err(|e| anyhow::anyhow!("admin API on {}: {e}", cfg.bind))?;
     Ok(Some(server))
 }
 
+/// Who a server's requests come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone who reaches the TCP address: API keys.
+    Key,
+    /// The broker's user, through the Unix socket: administrator.
+    Socket,
+}
+
 /// The whole application: routes, key check, limits, JSON errors.
-fn app(ctx: Arc<Ctx>, cfg: &AdminConfig) -> Router {
+fn app(ctx: Arc<Ctx>, cfg: &AdminConfig, access: Access) -> Router {
     let body_limit = usize::try_from(cfg.max_body_size).unwrap_or(usize::MAX);
-    let protected = api::protected()
-        .router
-        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&ctx), access::require_key));
+    let protected = match access {
+        Access::Key => api::protected()
+            .router
+            .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&ctx), access::require_key)),
+        Access::Socket => api::protected().router.route_layer(axum::middleware::from_fn(access::local_administrator)),
+    };
     api::public()
         .router
         .merge(protected)

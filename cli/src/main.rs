@@ -26,7 +26,16 @@ struct Cli {
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
-    command: Option<cli::Command>,
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Talk to the running broker through its admin API (Unix socket of
+    /// `[admin] socket`, else HTTP with an API key).
+    Ctl(portcullis_admin::ctl::CtlArgs),
+    #[command(flatten)]
+    Offline(cli::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,7 +63,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    if let Some(cmd) = cli.command {
+    if let Some(Command::Ctl(args)) = cli.command {
+        return std::process::ExitCode::from(portcullis_admin::ctl::run(args, &cfg));
+    }
+    if let Some(Command::Offline(cmd)) = cli.command {
         return match cli::run(cmd, &cfg) {
             Ok(code) => std::process::ExitCode::from(code),
             Err(e) => {

@@ -63,6 +63,9 @@ pub struct Identity {
     /// Listener whose chains to use.
     #[arg(long)]
     pub listener: Option<String>,
+    /// Print the explanation as JSON (the admin API's explain body).
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl From<Identity> for explain::Who {
@@ -132,8 +135,12 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let security = Security::build(cfg).await?;
+                let json = who.json;
                 let e = explain::auth_check(&security, cfg, &who.into(), password).await?;
-                e.write_text(&mut std::io::stdout().lock())?;
+                match json {
+                    true => println!("{}", serde_json::to_string_pretty(&e)?),
+                    false => e.write_text(&mut std::io::stdout().lock())?,
+                }
                 Ok(if e.allowed() { 0 } else { 1 })
             })
         }
@@ -146,8 +153,12 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let security = Security::build(cfg).await?;
+                let json = a.who.json;
                 let e = explain::acl_explain(&security, cfg, &a.who.into(), a.superuser, &action).await?;
-                e.write_text(&mut std::io::stdout().lock())?;
+                match json {
+                    true => println!("{}", serde_json::to_string_pretty(&e)?),
+                    false => e.write_text(&mut std::io::stdout().lock())?,
+                }
                 Ok(if e.allowed() { 0 } else { 1 })
             })
         }

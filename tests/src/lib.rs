@@ -87,15 +87,19 @@ impl Broker {
     }
 
     /// Starts a broker with exactly this config text, plus — when it has
-    /// no `[admin]` table — the admin API on a free loopback port (many
-    /// brokers run at once; none may take the default 18083).
+    /// no `[admin]` table — the admin API on a free loopback port and its
+    /// Unix socket in the broker's temporary directory (many brokers run
+    /// at once; none may take the default 18083 or socket path).
     pub fn start_with_config(cfg: &str) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = cfg.to_string();
         if !cfg.contains("[admin]") {
-            cfg.push_str("\n[admin]\nbind = \"127.0.0.1:0\"\n");
+            // Its Unix socket in the broker's own directory, not the
+            // shared default.
+            let socket = dir.path().join("admin.sock");
+            cfg.push_str(&format!("\n[admin]\nbind = \"127.0.0.1:0\"\nsocket = {:?}\n", socket.display().to_string()));
         }
         let cfg = cfg.as_str();
-        let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("portcullis.toml");
         std::fs::File::create(&config_path).and_then(|mut f| f.write_all(cfg.as_bytes())).expect("write config");
         let mut child = Command::new(binary())

@@ -71,7 +71,7 @@ fn setup(extra: &str) -> Setup {
     let cfg = format!(
         "[auth]\nchain = [\"anon\", \"pw\"]\n[auth.anonymous.anon]\n[auth.password_file.pw]\npath = {}\n\
          [acl]\nchain = [\"rules\"]\n[acl.file.rules]\npath = {}\n\
-         [admin]\nbind = \"127.0.0.1:0\"\ndata_dir = {}\nbootstrap_file = {}\nmqtt_publish_listener = \"tcp\"\n{extra}\n",
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\nbootstrap_file = {}\nmqtt_publish_listener = \"tcp\"\n{extra}\n",
         tp(&pw),
         tp(&acl),
         tp(&dir.path().join("data")),
@@ -186,7 +186,7 @@ async fn counters(api: &Api, kind: &str, id: &str) -> Value {
 async fn without_a_key_only_the_status_and_the_document_answer() {
     // No key configured at all: no default key works from the network.
     let dir = tempfile::tempdir().expect("tempdir");
-    let b = Broker::start(&format!("[admin]\nbind = \"127.0.0.1:0\"\ndata_dir = {}\n", tp(dir.path())));
+    let b = Broker::start(&format!("[admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\n", tp(dir.path())));
     let addr = b.admin_addr().expect("admin API");
     let api = Api::new(addr, None);
     let (s, v) = api.get("/api/v5/status").await;
@@ -914,7 +914,7 @@ async fn emqttd_publish_form_checks_mqtt_credentials_and_the_acl() {
 #[tokio::test]
 async fn the_form_is_off_unless_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let b = Broker::start(&format!("[admin]\nbind = \"127.0.0.1:0\"\ndata_dir = {}\n", tp(dir.path())));
+    let b = Broker::start(&format!("[admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\n", tp(dir.path())));
     let api = Api::new(b.admin_addr().expect("admin"), None);
     let res = api
         .http

@@ -24,6 +24,17 @@ pub struct AdminConfig {
     /// management network: it is plain HTTP.
     #[serde(default = "default_bind", deserialize_with = "super::model::socket_addr")]
     pub bind: SocketAddr,
+    /// Unix socket the same API is also served on, for `portcullis ctl`:
+    /// created mode 0600 (its directory 0700 when the broker creates it),
+    /// so only the broker's user (and root) can connect, and a request
+    /// through it acts as an administrator without a key. `ctl` reads the
+    /// same key from the same config, so both agree on the path. Empty:
+    /// off. When the default path cannot be set up (the broker runs
+    /// without the right to create `/run/portcullis`), the broker warns
+    /// and serves HTTP only; a path set here that cannot be set up stops
+    /// the start.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
     /// Directory of the API key store (`api_keys.json`, mode 0600; the
     /// directory is created 0700 when the first key is created).
     #[serde(default = "default_data_dir")]
@@ -64,6 +75,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: default_enabled(),
             bind: default_bind(),
+            socket: default_socket(),
             data_dir: default_data_dir(),
             bootstrap_file: None,
             max_connections: default_max_connections(),
@@ -81,6 +93,9 @@ pub fn default_enabled() -> bool {
 }
 pub fn default_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 18083))
+}
+pub fn default_socket() -> PathBuf {
+    PathBuf::from("/run/portcullis/admin.sock")
 }
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/portcullis")

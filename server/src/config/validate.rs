@@ -140,6 +140,10 @@ fn check_admin(checks: &mut Checks, file: &FileConfig) {
     if admin.data_dir.as_os_str().is_empty() {
         checks.fail("admin.data_dir", "must not be empty");
     }
+    // sun_path holds 108 bytes with the terminating NUL.
+    if admin.socket.as_os_str().len() > 107 {
+        checks.fail("admin.socket", "a Unix socket path is at most 107 bytes long");
+    }
     if let Some(name) = &admin.mqtt_publish_listener {
         let sole = file.listeners.len() == 1;
         let names: Vec<&str> = file
