@@ -28,6 +28,7 @@ fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > end {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("portcullis {args:?} did not exit within 20 s");
         }
         std::thread::sleep(Duration::from_millis(10));
