@@ -98,6 +98,9 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// The hooks modules registered (see [`crate::hooks`]).
     pub hooks: Hooks,
+    /// Woken when a congested session drains or detaches: the publishers
+    /// waiting for one check again ([`Broker::wait_drained`]).
+    pub drained: tokio::sync::Notify,
     sys_sources: Mutex<Vec<Arc<dyn SysSource>>>,
 }
 
@@ -124,6 +127,7 @@ impl Broker {
             refusal_log: LogLimiter::new(REFUSAL_LINES_PER_SEC),
             shutdown,
             hooks: Hooks::default(),
+            drained: tokio::sync::Notify::new(),
             sys_sources: Mutex::new(Vec::new()),
         })
     }
@@ -293,6 +297,8 @@ impl Broker {
             }
             (st.expiry, st.generation)
         };
+        // An offline session holds no publisher back.
+        self.drained.notify_waiters();
         self.start_expiry(session, expiry, generation);
     }
 
@@ -432,14 +438,22 @@ impl Broker {
     /// its retain flag is set). Returns the number of sessions it matched
     /// (after no-local), including any whose full queue dropped it.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
+        self.publish_from(msg, None)
+    }
+
+    /// [`Broker::publish`] for a client's PUBLISH: the connected sessions
+    /// it reached that are congested (other than the publisher's own) are
+    /// put in `congested`, for the publisher to wait for
+    /// ([`Broker::wait_drained`]) before it reads on.
+    pub fn publish_from(&self, msg: Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
         if msg.retain {
             self.retain(&msg);
         }
-        self.route(&msg)
+        self.route(&msg, congested)
     }
 
     /// Routes without touching the retained store.
-    pub fn route(&self, msg: &Arc<Message>) -> usize {
+    pub fn route(&self, msg: &Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
         // One route list per worker thread, reused: a publish allocates
         // neither it nor the list of copies. Nothing below routes again
         // (enqueueing only queues and wakes), so the borrow cannot nest.
@@ -448,9 +462,9 @@ impl Broker {
         }
         ROUTES.with(|cell| {
             let Ok(mut routes) = cell.try_borrow_mut() else {
-                return self.route_into(msg, &mut Vec::new());
+                return self.route_into(msg, &mut Vec::new(), congested);
             };
-            let n = self.route_into(msg, &mut routes);
+            let n = self.route_into(msg, &mut routes, congested);
             // A huge fan-out does not pin its list to the thread.
             if routes.capacity() > 1024 {
                 *routes = Vec::new();
@@ -459,7 +473,12 @@ impl Broker {
         })
     }
 
-    fn route_into(&self, msg: &Arc<Message>, routes: &mut Vec<Route<Arc<Session>>>) -> usize {
+    fn route_into(
+        &self,
+        msg: &Arc<Message>,
+        routes: &mut Vec<Route<Arc<Session>>>,
+        mut congested: Option<&mut Vec<Arc<Session>>>,
+    ) -> usize {
         routes.clear();
         let clients = self.router.matches(&msg.topic, routes);
         if routes.is_empty() {
@@ -481,12 +500,41 @@ impl Broker {
             // Counted whether or not the queue took it: a subscriber whose
             // queue was full still matched (its drop is counted there), and
             // a v5 publisher must not hear "no matching subscribers".
-            if let Err(Some(reason)) = d.handle.offer(delivery, &self.settings.session, &self.metrics) {
-                self.hooks.message_dropped(msg, reason, Some(&d.handle.client_id));
+            match d.handle.offer(delivery, &self.settings.session, &self.metrics) {
+                Ok(true) => {
+                    if let Some(list) = congested.as_deref_mut() {
+                        if msg.publisher.as_deref() != Some(&*d.handle.client_id) {
+                            list.push(Arc::clone(&d.handle));
+                        }
+                    }
+                }
+                Ok(false) | Err(None) => {}
+                Err(Some(reason)) => self.hooks.message_dropped(msg, reason, Some(&d.handle.client_id)),
             }
             n += 1;
         });
         n
+    }
+
+    /// Waits, at most `session.stall_timeout`, until none of `congested`
+    /// is congested any more (drained to half the high-water mark,
+    /// disconnected, or stuck past the bound): the publisher's connection
+    /// reads nothing meanwhile, which is the back-pressure.
+    pub async fn wait_drained(&self, mut congested: Vec<Arc<Session>>) {
+        let settings = &self.settings.session;
+        let deadline = tokio::time::Instant::now() + settings.stall_timeout;
+        loop {
+            // Registered before the check, so a drain in between is not missed.
+            let drained = self.drained.notified();
+            congested.retain(|s| s.is_congested(settings));
+            if congested.is_empty() {
+                return;
+            }
+            self.metrics.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Publishes a broker-originated message (for `$SYS`).

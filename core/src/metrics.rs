@@ -124,6 +124,9 @@ pub struct Metrics {
     pub retained: Gauge,
     /// CONNECTs refused (any reason) and connections closed for protocol errors.
     pub connects_refused: AtomicU64,
+    /// Times a publisher's connection stopped reading to wait for a
+    /// congested subscriber (back-pressure).
+    pub backpressure_waits: AtomicU64,
     pub protocol_errors: AtomicU64,
 }
 

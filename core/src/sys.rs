@@ -98,6 +98,7 @@ pub fn publish_all(broker: &Broker) {
     }
     pub_("metrics/messages/retained", m.messages_retained_stored.load(Relaxed).to_string());
     pub_("metrics/connects/refused", m.connects_refused.load(Relaxed).to_string());
+    pub_("metrics/messages/backpressure_waits", m.backpressure_waits.load(Relaxed).to_string());
     let pre = &broker.preauth;
     pub_("metrics/connects/refused_per_ip", pre.refused_per_ip().to_string());
     pub_("metrics/connects/refused_handshake_memory", pre.refused_memory().to_string());

@@ -244,9 +244,17 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             self.ack(p.qos, p.packet_id, 0);
             return Ok(());
         }
-        let n = self.broker.publish(msg);
+        let mut congested = Vec::new();
+        let n = self.broker.publish_from(msg, Some(&mut congested));
         let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
         self.ack(p.qos, p.packet_id, reason);
+        if !congested.is_empty() {
+            // Back-pressure: a subscriber this publisher feeds is behind;
+            // nothing more is read from this connection until it catches
+            // up, or for `session.stall_timeout` at most. (Boxed: rare, and
+            // its timer would otherwise sit in every read's future.)
+            Box::pin(self.broker.wait_drained(congested)).await;
+        }
         Ok(())
     }
 
