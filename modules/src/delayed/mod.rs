@@ -130,7 +130,7 @@ impl Delayed {
     /// Messages and bytes held.
     pub fn held(&self) -> (usize, usize) {
         let q = self.shared.queue.lock();
-        (q.len(), q.bytes())
+        (q.held(), q.held_bytes())
     }
 
     /// A refused delayed publish.

@@ -129,12 +129,12 @@ impl Queue {
     }
 
     /// Messages held.
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.held
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    pub fn held_bytes(&self) -> usize {
         self.held_bytes
     }
 

@@ -186,7 +186,7 @@ fn reservations_count_against_the_bounds_and_never_leak() {
 
     // Committed: held, no longer reserved.
     assert_eq!(q.commit(msg_from(&a, &p), now, std_now), Committed::Held { earliest: true });
-    assert_eq!((q.len(), q.reserved()), (1, 1));
+    assert_eq!((q.held(), q.reserved()), (1, 1));
     assert_eq!(q.commit(msg_from(&a, &p), now, std_now), Committed::NoReservation, "one take per reservation");
 
     // Refused by the ACL: only the reservation for that very payload goes.
@@ -199,7 +199,7 @@ fn reservations_count_against_the_bounds_and_never_leak() {
     let mut q = Queue::new(limits(10, 1000));
     assert!(q.reserve(&a, &p, 2, s, now).is_ok());
     assert_eq!(q.commit(msg_from(&a, &p), now, std_now), Committed::Held { earliest: true });
-    assert_eq!(q.bytes(), 2);
+    assert_eq!(q.held_bytes(), 2);
     assert_eq!(q.reserve(&b, &p, 999, s, now), Err(Refused::Full));
     assert!(q.reserve(&b, &p, 998, s, now).is_ok());
     assert_eq!(q.reserve(&c, &p, 1, s, now), Err(Refused::Full), "reserved bytes count");
@@ -208,7 +208,7 @@ fn reservations_count_against_the_bounds_and_never_leak() {
     let mut out = Vec::new();
     assert!(!q.pop_due(now + LEASE, 100, &mut out));
     assert_eq!(out.len(), 1, "the held message was due long before");
-    assert_eq!((q.len(), q.bytes(), q.reserved()), (0, 0, 0));
+    assert_eq!((q.held(), q.held_bytes(), q.reserved()), (0, 0, 0));
     assert_eq!(q.commit(msg_from(&b, &p), now + LEASE, std_now), Committed::NoReservation);
     assert!(q.reserve(&c, &p, 1000, s, now + LEASE).is_ok(), "all room is back");
 }
@@ -239,7 +239,7 @@ fn deadlines_come_out_in_order_in_batches() {
     assert_eq!(q.next_due(), Some(now + Duration::from_secs(3)));
     assert!(!q.pop_due(now + Duration::from_secs(3), 10, &mut out));
     assert_eq!(who(&out), ["c0", "c4"]);
-    assert_eq!((q.len(), q.bytes(), q.next_due()), (0, 0, None));
+    assert_eq!((q.held(), q.held_bytes(), q.next_due()), (0, 0, None));
 }
 
 /// An expiry before the deadline brings the message out then.
