@@ -5,7 +5,9 @@
 //! those whose settings did not (their state — queued webhooks, delayed
 //! messages — carries on), drops the disabled ones, and installs the hooks
 //! of all of them, in a fixed order, with one swap. Connections are not
-//! touched.
+//! touched. The delayed-publish module is kept even when its settings
+//! changed (it takes the new bounds in place), so the messages it holds
+//! keep their deadlines.
 
 use std::sync::{Arc, Weak};
 
