@@ -4,6 +4,8 @@
 //!
 //! * [`presence`] — emqttd's `$SYS/brokers/<node>/clients/<id>/connected`
 //!   and `…/disconnected` events.
+//! * [`delayed`] — `$delayed/<seconds>/<topic>`: messages held by the
+//!   broker and published at their deadline (EMQX, rmqtt).
 //! * [`set`] — [`ModulesConfig`] (the `[modules]` table) and [`ModuleSet`],
 //!   which builds the enabled modules, keeps those whose settings did not
 //!   change across a reload, and installs their hooks in one swap.
@@ -12,6 +14,7 @@
 //! compiled-in plugin is one more entry in the list the server passes to
 //! [`ModuleSet::apply`] (README, "Writing a module").
 
+pub mod delayed;
 pub mod presence;
 pub mod set;
 

@@ -5,7 +5,9 @@
 //! those whose settings did not (their state — queued webhooks, delayed
 //! messages — carries on), drops the disabled ones, and installs the hooks
 //! of all of them, in a fixed order, with one swap. Connections are not
-//! touched.
+//! touched. The delayed-publish module is kept even when its settings
+//! changed (it takes the new bounds in place), so the messages it holds
+//! keep their deadlines.
 
 use std::sync::{Arc, Weak};
 
@@ -13,6 +15,8 @@ use portcullis_core::broker::Broker;
 use portcullis_core::hooks::{HookSetBuilder, Module};
 use serde::Deserialize;
 
+use crate::delayed::sys::DelayedSys;
+use crate::delayed::{Delayed, DelayedConfig};
 use crate::presence::{Presence, PresenceConfig};
 
 /// `[modules]`: one table per module.
@@ -22,6 +26,9 @@ pub struct ModulesConfig {
     /// `[modules.presence]`
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// `[modules.delayed]`
+    #[serde(default)]
+    pub delayed: DelayedConfig,
 }
 
 impl ModulesConfig {
@@ -33,6 +40,7 @@ impl ModulesConfig {
         if self.presence.qos > 1 {
             out.push(("presence.qos".to_string(), format!("must be 0 or 1, got {}", self.presence.qos)));
         }
+        out.extend(self.delayed.validate());
         out
     }
 }
@@ -46,6 +54,9 @@ pub enum ModuleError {
     /// The broker is gone (shutting down).
     #[error("the broker is shutting down")]
     NoBroker,
+    /// Built outside a tokio runtime (a module with a task needs one).
+    #[error("modules must be built inside the tokio runtime")]
+    NoRuntime,
 }
 
 /// A module with the settings it was built from.
@@ -83,6 +94,10 @@ fn keep_or_build<C: PartialEq + Clone, M>(
 pub struct ModuleSet {
     broker: Weak<Broker>,
     presence: Option<Slot<PresenceConfig, Presence>>,
+    delayed: Option<Slot<DelayedConfig, Delayed>>,
+    /// The delayed module's `$SYS` source: registered with the broker the
+    /// first time the module is on, then pointed at each new instance.
+    delayed_sys: Option<Arc<DelayedSys>>,
     /// Compiled-in third-party modules: always on, after the built-in ones.
     plugins: Vec<Arc<dyn Module>>,
 }
@@ -96,7 +111,7 @@ impl std::fmt::Debug for ModuleSet {
 impl ModuleSet {
     /// No module running yet; `plugins` are the compiled-in extra ones.
     pub fn new(broker: &Arc<Broker>, plugins: Vec<Arc<dyn Module>>) -> ModuleSet {
-        ModuleSet { broker: Arc::downgrade(broker), presence: None, plugins }
+        ModuleSet { broker: Arc::downgrade(broker), presence: None, delayed: None, delayed_sys: None, plugins }
     }
 
     /// Names of the modules running, in hook order.
@@ -104,6 +119,9 @@ impl ModuleSet {
         let mut out = Vec::new();
         if self.presence.is_some() {
             out.push("presence".to_string());
+        }
+        if self.delayed.is_some() {
+            out.push("delayed".to_string());
         }
         out.extend(self.plugins.iter().map(|p| p.name().to_string()));
         out
@@ -116,10 +134,44 @@ impl ModuleSet {
         // Every module is built (or kept) before anything is replaced.
         let presence =
             keep_or_build(&self.presence, &cfg.presence, cfg.presence.enabled, |c| Ok(Presence::new(&broker, c)))?;
+        // Delayed publish: a running instance is kept even when its
+        // settings changed (it takes the new bounds, below), so the
+        // messages it holds keep their deadlines; a new one only when it
+        // was off.
+        let new_delayed = match (&self.delayed, cfg.delayed.enabled) {
+            (_, false) | (Some(_), true) => None,
+            (None, true) => {
+                let sys = self.delayed_sys.get_or_insert_with(|| {
+                    let s = Arc::new(DelayedSys::default());
+                    broker.add_sys_source(Arc::clone(&s) as Arc<dyn portcullis_core::broker::SysSource>);
+                    s
+                });
+                Some(Arc::new(Delayed::new(&broker, &cfg.delayed, sys.stats())?))
+            }
+        };
+
+        // Everything is built: from here on nothing fails.
         self.presence = presence;
+        self.delayed = match (self.delayed.take(), new_delayed) {
+            (_, Some(module)) => Some(Slot { cfg: cfg.delayed.clone(), module }),
+            (Some(s), None) if cfg.delayed.enabled => {
+                if s.cfg != cfg.delayed {
+                    s.module.reconfigure(&cfg.delayed);
+                }
+                Some(Slot { cfg: cfg.delayed.clone(), module: s.module })
+            }
+            // Switched off: dropped with the hook set it was in.
+            _ => None,
+        };
+        if let (Some(s), Some(sys)) = (&self.delayed, &self.delayed_sys) {
+            sys.point_at(&s.module);
+        }
 
         let mut hooks = HookSetBuilder::new();
         if let Some(s) = &self.presence {
+            hooks.module(s.module.clone());
+        }
+        if let Some(s) = &self.delayed {
             hooks.module(s.module.clone());
         }
         for p in &self.plugins {
