@@ -4,6 +4,12 @@
 //!
 //! * [`presence`] — emqttd's `$SYS/brokers/<node>/clients/<id>/connected`
 //!   and `…/disconnected` events.
+//! * [`auto_subscribe`] — subscriptions added on connect from templates
+//!   (`${clientid}`, `${username}`), ACL-checked like a client's SUBSCRIBE.
+//! * [`rewrite`] — EMQX's topic rewrite rules on publish, subscribe and
+//!   unsubscribe, before the ACL.
+//! * [`template`] — the `${clientid}` / `${username}` / `$1` templates both
+//!   use.
 //! * [`set`] — [`ModulesConfig`] (the `[modules]` table) and [`ModuleSet`],
 //!   which builds the enabled modules, keeps those whose settings did not
 //!   change across a reload, and installs their hooks in one swap.
@@ -12,8 +18,11 @@
 //! compiled-in plugin is one more entry in the list the server passes to
 //! [`ModuleSet::apply`] (README, "Writing a module").
 
+pub mod auto_subscribe;
 pub mod presence;
+pub mod rewrite;
 pub mod set;
+pub mod template;
 
 pub use set::{ModuleSet, ModulesConfig};
 

@@ -13,7 +13,9 @@ use portcullis_core::broker::Broker;
 use portcullis_core::hooks::{HookSetBuilder, Module};
 use serde::Deserialize;
 
+use crate::auto_subscribe::{AutoSubscribe, AutoSubscribeConfig, AutoSubscribeStats};
 use crate::presence::{Presence, PresenceConfig};
+use crate::rewrite::{Rewrite, RewriteConfig, RewriteStats};
 
 /// `[modules]`: one table per module.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -22,6 +24,12 @@ pub struct ModulesConfig {
     /// `[modules.presence]`
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// `[modules.auto_subscribe]`
+    #[serde(default)]
+    pub auto_subscribe: AutoSubscribeConfig,
+    /// `[modules.rewrite]`
+    #[serde(default)]
+    pub rewrite: RewriteConfig,
 }
 
 impl ModulesConfig {
@@ -33,6 +41,8 @@ impl ModulesConfig {
         if self.presence.qos > 1 {
             out.push(("presence.qos".to_string(), format!("must be 0 or 1, got {}", self.presence.qos)));
         }
+        out.extend(self.auto_subscribe.validate());
+        out.extend(self.rewrite.validate());
         out
     }
 }
@@ -83,6 +93,11 @@ fn keep_or_build<C: PartialEq + Clone, M>(
 pub struct ModuleSet {
     broker: Weak<Broker>,
     presence: Option<Slot<PresenceConfig, Presence>>,
+    rewrite: Option<Slot<RewriteConfig, Rewrite>>,
+    auto_subscribe: Option<Slot<AutoSubscribeConfig, AutoSubscribe>>,
+    /// Counters that outlive a rebuild (published under `$SYS`).
+    rewrite_stats: Arc<RewriteStats>,
+    auto_subscribe_stats: Arc<AutoSubscribeStats>,
     /// Compiled-in third-party modules: always on, after the built-in ones.
     plugins: Vec<Arc<dyn Module>>,
 }
@@ -96,7 +111,19 @@ impl std::fmt::Debug for ModuleSet {
 impl ModuleSet {
     /// No module running yet; `plugins` are the compiled-in extra ones.
     pub fn new(broker: &Arc<Broker>, plugins: Vec<Arc<dyn Module>>) -> ModuleSet {
-        ModuleSet { broker: Arc::downgrade(broker), presence: None, plugins }
+        let rewrite_stats = Arc::new(RewriteStats::default());
+        let auto_subscribe_stats = Arc::new(AutoSubscribeStats::default());
+        broker.add_sys_source(rewrite_stats.clone());
+        broker.add_sys_source(auto_subscribe_stats.clone());
+        ModuleSet {
+            broker: Arc::downgrade(broker),
+            presence: None,
+            rewrite: None,
+            auto_subscribe: None,
+            rewrite_stats,
+            auto_subscribe_stats,
+            plugins,
+        }
     }
 
     /// Names of the modules running, in hook order.
@@ -104,6 +131,12 @@ impl ModuleSet {
         let mut out = Vec::new();
         if self.presence.is_some() {
             out.push("presence".to_string());
+        }
+        if self.rewrite.is_some() {
+            out.push("rewrite".to_string());
+        }
+        if self.auto_subscribe.is_some() {
+            out.push("auto_subscribe".to_string());
         }
         out.extend(self.plugins.iter().map(|p| p.name().to_string()));
         out
@@ -116,10 +149,27 @@ impl ModuleSet {
         // Every module is built (or kept) before anything is replaced.
         let presence =
             keep_or_build(&self.presence, &cfg.presence, cfg.presence.enabled, |c| Ok(Presence::new(&broker, c)))?;
+        let rewrite = keep_or_build(&self.rewrite, &cfg.rewrite, cfg.rewrite.enabled, |c| {
+            Rewrite::new(&broker, c, Arc::clone(&self.rewrite_stats))
+        })?;
+        let auto_subscribe =
+            keep_or_build(&self.auto_subscribe, &cfg.auto_subscribe, cfg.auto_subscribe.enabled, |c| {
+                AutoSubscribe::new(&broker, c, Arc::clone(&self.auto_subscribe_stats))
+            })?;
         self.presence = presence;
+        self.rewrite = rewrite;
+        self.auto_subscribe = auto_subscribe;
 
         let mut hooks = HookSetBuilder::new();
         if let Some(s) = &self.presence {
+            hooks.module(s.module.clone());
+        }
+        // Rewrite before the modules that read topics (auto-subscribe's
+        // filters pass the subscribe hooks, so rewrite rules apply to them).
+        if let Some(s) = &self.rewrite {
+            hooks.module(s.module.clone());
+        }
+        if let Some(s) = &self.auto_subscribe {
             hooks.module(s.module.clone());
         }
         for p in &self.plugins {
