@@ -206,7 +206,12 @@ impl Job {
                     continue;
                 }
             };
-            match subscribe::subscribe(&broker, &*self.gate, client, &self.session, raw, e.options).await {
+            let mut options = e.options;
+            // MQTT 3.x: a message forwarded on an established subscription
+            // carries retain 0 (3.1.1 §3.3.1.3); the other options are the
+            // broker's own choices and apply to every version.
+            options.retain_as_published &= client.protocol.is_v5();
+            match subscribe::subscribe(&broker, &*self.gate, client, &self.session, raw, options).await {
                 Outcome::Subscribed { filter, retained } => {
                     inner.stats.subscribed.fetch_add(1, Relaxed);
                     debug!(client_id = %Peer(&client.client_id), filter = %Peer(&filter), retained, "auto-subscribed");
