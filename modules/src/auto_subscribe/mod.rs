@@ -140,16 +140,16 @@ impl Module for AutoSubscribe {
     }
 
     fn register(self: Arc<Self>, hooks: &mut HookSetBuilder) {
-        hooks.on_client_connected(self);
+        // No templates, no hook: a connect costs nothing.
+        if !self.inner.entries.is_empty() {
+            hooks.on_client_connected(self);
+        }
     }
 }
 
 impl OnClientConnected for AutoSubscribe {
     fn client_connected(&self, ev: &ClientConnected<'_>) {
         let inner = &self.inner;
-        if inner.entries.is_empty() {
-            return;
-        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         if inner.pending.fetch_add(1, Relaxed) >= inner.max_pending {
             inner.pending.fetch_sub(1, Relaxed);
