@@ -6,6 +6,12 @@
 //!   and `…/disconnected` events.
 //! * [`delayed`] — `$delayed/<seconds>/<topic>`: messages held by the
 //!   broker and published at their deadline (EMQX, rmqtt).
+//! * [`auto_subscribe`] — subscriptions added on connect from templates
+//!   (`${clientid}`, `${username}`), ACL-checked like a client's SUBSCRIBE.
+//! * [`rewrite`] — EMQX's topic rewrite rules on publish, subscribe and
+//!   unsubscribe, before the ACL.
+//! * [`template`] — the `${clientid}` / `${username}` / `$1` templates both
+//!   use.
 //! * [`set`] — [`ModulesConfig`] (the `[modules]` table) and [`ModuleSet`],
 //!   which builds the enabled modules, keeps those whose settings did not
 //!   change across a reload, and installs their hooks in one swap.
@@ -14,9 +20,12 @@
 //! compiled-in plugin is one more entry in the list the server passes to
 //! [`ModuleSet::apply`] (README, "Writing a module").
 
+pub mod auto_subscribe;
 pub mod delayed;
 pub mod presence;
+pub mod rewrite;
 pub mod set;
+pub mod template;
 
 pub use set::{ModuleSet, ModulesConfig};
 

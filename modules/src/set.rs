@@ -15,9 +15,11 @@ use portcullis_core::broker::Broker;
 use portcullis_core::hooks::{HookSetBuilder, Module};
 use serde::Deserialize;
 
+use crate::auto_subscribe::{AutoSubscribe, AutoSubscribeConfig, AutoSubscribeStats};
 use crate::delayed::sys::DelayedSys;
 use crate::delayed::{Delayed, DelayedConfig};
 use crate::presence::{Presence, PresenceConfig};
+use crate::rewrite::{Rewrite, RewriteConfig, RewriteStats};
 
 /// `[modules]`: one table per module.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -29,6 +31,12 @@ pub struct ModulesConfig {
     /// `[modules.delayed]`
     #[serde(default)]
     pub delayed: DelayedConfig,
+    /// `[modules.auto_subscribe]`
+    #[serde(default)]
+    pub auto_subscribe: AutoSubscribeConfig,
+    /// `[modules.rewrite]`
+    #[serde(default)]
+    pub rewrite: RewriteConfig,
 }
 
 impl ModulesConfig {
@@ -41,6 +49,8 @@ impl ModulesConfig {
             out.push(("presence.qos".to_string(), format!("must be 0 or 1, got {}", self.presence.qos)));
         }
         out.extend(self.delayed.validate());
+        out.extend(self.auto_subscribe.validate());
+        out.extend(self.rewrite.validate());
         out
     }
 }
@@ -98,6 +108,11 @@ pub struct ModuleSet {
     /// The delayed module's `$SYS` source: registered with the broker the
     /// first time the module is on, then pointed at each new instance.
     delayed_sys: Option<Arc<DelayedSys>>,
+    rewrite: Option<Slot<RewriteConfig, Rewrite>>,
+    auto_subscribe: Option<Slot<AutoSubscribeConfig, AutoSubscribe>>,
+    /// Counters that outlive a rebuild (published under `$SYS`).
+    rewrite_stats: Arc<RewriteStats>,
+    auto_subscribe_stats: Arc<AutoSubscribeStats>,
     /// Compiled-in third-party modules: always on, after the built-in ones.
     plugins: Vec<Arc<dyn Module>>,
 }
@@ -111,7 +126,21 @@ impl std::fmt::Debug for ModuleSet {
 impl ModuleSet {
     /// No module running yet; `plugins` are the compiled-in extra ones.
     pub fn new(broker: &Arc<Broker>, plugins: Vec<Arc<dyn Module>>) -> ModuleSet {
-        ModuleSet { broker: Arc::downgrade(broker), presence: None, delayed: None, delayed_sys: None, plugins }
+        let rewrite_stats = Arc::new(RewriteStats::default());
+        let auto_subscribe_stats = Arc::new(AutoSubscribeStats::default());
+        broker.add_sys_source(rewrite_stats.clone());
+        broker.add_sys_source(auto_subscribe_stats.clone());
+        ModuleSet {
+            broker: Arc::downgrade(broker),
+            presence: None,
+            delayed: None,
+            delayed_sys: None,
+            rewrite: None,
+            auto_subscribe: None,
+            rewrite_stats,
+            auto_subscribe_stats,
+            plugins,
+        }
     }
 
     /// Names of the modules running, in hook order.
@@ -120,8 +149,14 @@ impl ModuleSet {
         if self.presence.is_some() {
             out.push("presence".to_string());
         }
+        if self.rewrite.is_some() {
+            out.push("rewrite".to_string());
+        }
         if self.delayed.is_some() {
             out.push("delayed".to_string());
+        }
+        if self.auto_subscribe.is_some() {
+            out.push("auto_subscribe".to_string());
         }
         out.extend(self.plugins.iter().map(|p| p.name().to_string()));
         out
@@ -134,6 +169,13 @@ impl ModuleSet {
         // Every module is built (or kept) before anything is replaced.
         let presence =
             keep_or_build(&self.presence, &cfg.presence, cfg.presence.enabled, |c| Ok(Presence::new(&broker, c)))?;
+        let rewrite = keep_or_build(&self.rewrite, &cfg.rewrite, cfg.rewrite.enabled, |c| {
+            Rewrite::new(&broker, c, Arc::clone(&self.rewrite_stats))
+        })?;
+        let auto_subscribe =
+            keep_or_build(&self.auto_subscribe, &cfg.auto_subscribe, cfg.auto_subscribe.enabled, |c| {
+                AutoSubscribe::new(&broker, c, Arc::clone(&self.auto_subscribe_stats))
+            })?;
         // Delayed publish: a running instance is kept even when its
         // settings changed (it takes the new bounds, below), so the
         // messages it holds keep their deadlines; a new one only when it
@@ -152,6 +194,8 @@ impl ModuleSet {
 
         // Everything is built: from here on nothing fails.
         self.presence = presence;
+        self.rewrite = rewrite;
+        self.auto_subscribe = auto_subscribe;
         self.delayed = match (self.delayed.take(), new_delayed) {
             (_, Some(module)) => Some(Slot { cfg: cfg.delayed.clone(), module }),
             (Some(s), None) if cfg.delayed.enabled => {
@@ -171,7 +215,17 @@ impl ModuleSet {
         if let Some(s) = &self.presence {
             hooks.module(s.module.clone());
         }
+        // Rewrite before the modules that read topics (auto-subscribe's
+        // filters pass the subscribe hooks, so rewrite rules apply to
+        // them; a `$delayed/…` topic is seen by rewrite rules as published,
+        // and the delayed module takes the message, ending the walk).
+        if let Some(s) = &self.rewrite {
+            hooks.module(s.module.clone());
+        }
         if let Some(s) = &self.delayed {
+            hooks.module(s.module.clone());
+        }
+        if let Some(s) = &self.auto_subscribe {
             hooks.module(s.module.clone());
         }
         for p in &self.plugins {

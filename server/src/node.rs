@@ -108,6 +108,12 @@ impl Node {
                     .with_context(|| format!("renaming {} after restoring it", file.display()))?;
             }
         }
+        // Modules go in before any listener accepts: a client admitted
+        // before them would miss their hooks (no auto-subscriptions, topics
+        // not rewritten, no presence event).
+        let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
+        modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
+        info!(modules = ?modules.enabled(), "modules");
         let listeners = Listeners::start(&cfg.listeners, &broker, |l| {
             let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
             info!(listener = %l.name, auth_chain = %l.auth_chain, acl_chain = %l.acl_chain, "listener chains");
@@ -115,9 +121,6 @@ impl Node {
         })
         .await?;
         portcullis_core::sys::spawn(Arc::clone(&broker));
-        let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
-        modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
-        info!(modules = ?modules.enabled(), "modules");
         Ok(Arc::new(Node { config: cfg, path, broker, security, listeners, modules: Mutex::new(modules) }))
     }
 

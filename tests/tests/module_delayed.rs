@@ -70,7 +70,7 @@ async fn reload(b: &Broker, dir: &Path, module: &str, n: usize) {
     std::fs::write(&b.config_path, config(dir, module)).expect("write config");
     sighup(b);
     let end = Instant::now() + Duration::from_secs(5);
-    while b.log().matches("SIGHUP: modules reloaded").count() < n {
+    while b.log().matches("reload: modules reloaded").count() < n {
         assert!(Instant::now() < end, "reload {n} not logged:\n{}", b.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
