@@ -117,6 +117,8 @@ fn client(id: &str, username: Option<&str>, conn_id: u64) -> ClientInfo {
         context: None,
         conn_id,
         cert: None,
+        connected_at: 0,
+        keep_alive: 0,
     }
 }
 

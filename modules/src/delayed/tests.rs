@@ -33,6 +33,8 @@ fn client(id: &str) -> ClientInfo {
         context: None,
         conn_id: 1,
         cert: None,
+        connected_at: 0,
+        keep_alive: 0,
     }
 }
 

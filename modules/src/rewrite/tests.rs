@@ -154,6 +154,8 @@ fn client(id: &str, username: Option<&str>) -> ClientInfo {
         context: None,
         conn_id: 1,
         cert: None,
+        connected_at: 0,
+        keep_alive: 0,
     }
 }
 
