@@ -188,6 +188,40 @@ impl Session {
         self.offer(d, settings, metrics).is_ok()
     }
 
+    /// Which subscription limit (`limits.*`) a new subscription to
+    /// `filter` would pass, if any; replacing one the session holds costs
+    /// nothing new. The one check every SUBSCRIBE takes, whoever makes it
+    /// (a client, a module acting for it).
+    pub fn subscription_limit(
+        &self,
+        raw: &str,
+        filter: &SubscriptionFilter,
+        limits: &crate::settings::Limits,
+    ) -> Option<&'static str> {
+        if raw.len() > limits.max_topic_filter_len {
+            return Some("limits.max_topic_filter_len");
+        }
+        if crate::topic::more_levels_than(filter.filter.as_str(), limits.max_topic_levels) {
+            return Some("limits.max_topic_levels");
+        }
+        let st = self.state.lock();
+        if st.subscriptions().contains_key(raw) {
+            return None;
+        }
+        let over = |n: usize, max: usize| max != 0 && n >= max;
+        if over(st.subscriptions().len(), limits.max_subscriptions) {
+            Some("limits.max_subscriptions")
+        } else if filter.is_shared() && over(st.shared_subscriptions(), limits.max_shared_subscriptions) {
+            Some("limits.max_shared_subscriptions")
+        } else if limits.max_subscription_bytes != 0
+            && st.subscription_bytes() + subscription_cost(raw) > limits.max_subscription_bytes
+        {
+            Some("limits.max_subscription_bytes")
+        } else {
+            None
+        }
+    }
+
     /// Whether publishers feeding this session should still wait for it
     /// (connected, above the high-water mark, within the stall bound).
     pub fn is_congested(&self, settings: &SessionSettings) -> bool {

@@ -12,8 +12,8 @@ use portcullis_core::codec::{RetainHandling, SubscriptionOptions};
 use portcullis_core::gate::{Access, AclOutcome, ClientInfo, Gate};
 use portcullis_core::hooks::{HookPoint, SubscribeOutcome, Subscription};
 use portcullis_core::message::Delivery;
-use portcullis_core::session::{subscription_cost, Session, SubRecord};
-use portcullis_core::topic::{more_levels_than, SubscriptionFilter};
+use portcullis_core::session::{Session, SubRecord};
+use portcullis_core::topic::SubscriptionFilter;
 
 /// What became of one template for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub(super) async fn subscribe(
     let Ok(filter) = SubscriptionFilter::parse(&raw) else {
         return Outcome::Refused { filter: raw, why: "not a valid topic filter" };
     };
-    if let Some(why) = over_limits(broker, session, &raw, &filter) {
+    if let Some(why) = session.subscription_limit(&raw, &filter, &broker.settings.limits) {
         return Outcome::Refused { filter: raw, why };
     }
     let access = Access::Subscribe { filter: &filter, qos: opts.qos };
@@ -82,31 +82,3 @@ pub(super) async fn subscribe(
     Outcome::Subscribed { filter: raw, retained }
 }
 
-/// The subscription limit a new subscription to `filter` would pass, if
-/// any (replacing one the session holds costs nothing new): the same
-/// limits, in the same order, as a client's SUBSCRIBE.
-fn over_limits(broker: &Broker, session: &Session, raw: &str, filter: &SubscriptionFilter) -> Option<&'static str> {
-    let limits = &broker.settings.limits;
-    if raw.len() > limits.max_topic_filter_len {
-        return Some("limits.max_topic_filter_len");
-    }
-    if more_levels_than(filter.filter.as_str(), limits.max_topic_levels) {
-        return Some("limits.max_topic_levels");
-    }
-    let st = session.lock();
-    if st.subscriptions().contains_key(raw) {
-        return None;
-    }
-    let over = |n: usize, max: usize| max != 0 && n >= max;
-    if over(st.subscriptions().len(), limits.max_subscriptions) {
-        Some("limits.max_subscriptions")
-    } else if filter.is_shared() && over(st.shared_subscriptions(), limits.max_shared_subscriptions) {
-        Some("limits.max_shared_subscriptions")
-    } else if limits.max_subscription_bytes != 0
-        && st.subscription_bytes() + subscription_cost(raw) > limits.max_subscription_bytes
-    {
-        Some("limits.max_subscription_bytes")
-    } else {
-        None
-    }
-}
