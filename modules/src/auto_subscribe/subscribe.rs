@@ -81,4 +81,3 @@ pub(super) async fn subscribe(
     }
     Outcome::Subscribed { filter: raw, retained }
 }
-
