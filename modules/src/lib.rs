@@ -4,6 +4,8 @@
 //!
 //! * [`presence`] — emqttd's `$SYS/brokers/<node>/clients/<id>/connected`
 //!   and `…/disconnected` events.
+//! * [`webhook`] — chosen events POSTed as JSON (EMQX 4.3's webhook
+//!   shapes) through a bounded queue, batched and retried.
 //! * [`set`] — [`ModulesConfig`] (the `[modules]` table) and [`ModuleSet`],
 //!   which builds the enabled modules, keeps those whose settings did not
 //!   change across a reload, and installs their hooks in one swap.
@@ -14,6 +16,7 @@
 
 pub mod presence;
 pub mod set;
+pub mod webhook;
 
 pub use set::{ModuleSet, ModulesConfig};
 

@@ -14,6 +14,7 @@ use portcullis_core::hooks::{HookSetBuilder, Module};
 use serde::Deserialize;
 
 use crate::presence::{Presence, PresenceConfig};
+use crate::webhook::{Webhook, WebhookConfig};
 
 /// `[modules]`: one table per module.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -22,6 +23,9 @@ pub struct ModulesConfig {
     /// `[modules.presence]`
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// `[modules.webhook]`
+    #[serde(default)]
+    pub webhook: WebhookConfig,
 }
 
 impl ModulesConfig {
@@ -33,6 +37,7 @@ impl ModulesConfig {
         if self.presence.qos > 1 {
             out.push(("presence.qos".to_string(), format!("must be 0 or 1, got {}", self.presence.qos)));
         }
+        out.extend(self.webhook.validate().into_iter().map(|(k, m)| (format!("webhook.{k}"), m)));
         out
     }
 }
@@ -83,6 +88,7 @@ fn keep_or_build<C: PartialEq + Clone, M>(
 pub struct ModuleSet {
     broker: Weak<Broker>,
     presence: Option<Slot<PresenceConfig, Presence>>,
+    webhook: Option<Slot<WebhookConfig, Webhook>>,
     /// Compiled-in third-party modules: always on, after the built-in ones.
     plugins: Vec<Arc<dyn Module>>,
 }
@@ -96,7 +102,7 @@ impl std::fmt::Debug for ModuleSet {
 impl ModuleSet {
     /// No module running yet; `plugins` are the compiled-in extra ones.
     pub fn new(broker: &Arc<Broker>, plugins: Vec<Arc<dyn Module>>) -> ModuleSet {
-        ModuleSet { broker: Arc::downgrade(broker), presence: None, plugins }
+        ModuleSet { broker: Arc::downgrade(broker), presence: None, webhook: None, plugins }
     }
 
     /// Names of the modules running, in hook order.
@@ -104,6 +110,9 @@ impl ModuleSet {
         let mut out = Vec::new();
         if self.presence.is_some() {
             out.push("presence".to_string());
+        }
+        if self.webhook.is_some() {
+            out.push("webhook".to_string());
         }
         out.extend(self.plugins.iter().map(|p| p.name().to_string()));
         out
@@ -116,10 +125,20 @@ impl ModuleSet {
         // Every module is built (or kept) before anything is replaced.
         let presence =
             keep_or_build(&self.presence, &cfg.presence, cfg.presence.enabled, |c| Ok(Presence::new(&broker, c)))?;
+        // A rebuilt webhook takes over its predecessor's queue.
+        let previous = self.webhook.as_ref().map(|s| &*s.module);
+        let webhook = keep_or_build(&self.webhook, &cfg.webhook, cfg.webhook.enabled, |c| {
+            Webhook::new(&broker, c, previous)
+        })?;
         self.presence = presence;
+        self.webhook = webhook;
 
         let mut hooks = HookSetBuilder::new();
         if let Some(s) = &self.presence {
+            hooks.module(s.module.clone());
+        }
+        // Last of the built-in modules: it sees what the others rewrote.
+        if let Some(s) = &self.webhook {
             hooks.module(s.module.clone());
         }
         for p in &self.plugins {
