@@ -127,9 +127,8 @@ impl ModuleSet {
             keep_or_build(&self.presence, &cfg.presence, cfg.presence.enabled, |c| Ok(Presence::new(&broker, c)))?;
         // A rebuilt webhook takes over its predecessor's queue.
         let previous = self.webhook.as_ref().map(|s| &*s.module);
-        let webhook = keep_or_build(&self.webhook, &cfg.webhook, cfg.webhook.enabled, |c| {
-            Webhook::new(&broker, c, previous)
-        })?;
+        let webhook =
+            keep_or_build(&self.webhook, &cfg.webhook, cfg.webhook.enabled, |c| Webhook::new(&broker, c, previous))?;
         self.presence = presence;
         self.webhook = webhook;
 

@@ -238,7 +238,10 @@ impl WebhookConfig {
             fail("tls.server_name", "not supported; use the name in the endpoint's certificate in url".into());
         }
         if self.tls.enable && self.tls.ca_file.is_none() {
-            fail("tls.ca_file", "required when tls.enable = true (the CA that signed the endpoint's certificate)".into());
+            fail(
+                "tls.ca_file",
+                "required when tls.enable = true (the CA that signed the endpoint's certificate)".into(),
+            );
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             fail("tls", "cert_file and key_file go together".into());
@@ -272,7 +275,9 @@ fn check_url(url: &str, tls: bool) -> Result<(), String> {
     }
     match (parsed.scheme(), tls) {
         ("http", false) | ("https", true) => Ok(()),
-        ("https", false) => Err("an https URL needs tls.enable = true and tls.ca_file (no implicit trust store)".into()),
+        ("https", false) => {
+            Err("an https URL needs tls.enable = true and tls.ca_file (no implicit trust store)".into())
+        }
         ("http", true) => Err("tls.enable = true needs an https URL".into()),
         (other, _) => Err(format!("scheme {other:?}: expected http or https")),
     }

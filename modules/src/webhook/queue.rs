@@ -127,7 +127,10 @@ impl Queue {
         if (last == 0 || now.saturating_sub(last) >= 10_000)
             && self.warned_at.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_ok()
         {
-            tracing::warn!(dropped_total = total, "webhook queue full (max_queue_len / max_queue_bytes): events dropped");
+            tracing::warn!(
+                dropped_total = total,
+                "webhook queue full (max_queue_len / max_queue_bytes): events dropped"
+            );
         }
     }
 

@@ -10,9 +10,9 @@ use portcullis_core::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionO
 use portcullis_core::connection::DisconnectReason;
 use portcullis_core::gate::ClientInfo;
 use portcullis_core::hooks::{
-    ClientDisconnected, OnClientDisconnected, OnMessageAcked, OnMessageDelivered, OnMessageDropped,
-    OnMessagePublish, OnSessionEnded, OnSubscribe, OnUnsubscribe, PublishFlow, PublishedMessage, Publisher,
-    SessionEndReason, SessionEvent, Subscription,
+    ClientDisconnected, OnClientDisconnected, OnMessageAcked, OnMessageDelivered, OnMessageDropped, OnMessagePublish,
+    OnSessionEnded, OnSubscribe, OnUnsubscribe, PublishFlow, PublishedMessage, Publisher, SessionEndReason,
+    SessionEvent, Subscription,
 };
 use portcullis_core::message::Message;
 use portcullis_core::metrics::DropReason;
@@ -197,10 +197,7 @@ async fn hooks_queue_emqx_shapes() {
 #[tokio::test]
 async fn topic_filters_select_message_events_only() {
     let broker = Broker::new(Default::default());
-    let cfg = WebhookConfig {
-        topics: vec!["keep/#".into()],
-        ..holding(&["message.dropped", "client.disconnected"])
-    };
+    let cfg = WebhookConfig { topics: vec!["keep/#".into()], ..holding(&["message.dropped", "client.disconnected"]) };
     let w = Webhook::new(&broker, &cfg, None).expect("build");
     for t in ["keep/a", "skip/a", "keep"] {
         w.dropped(&message(t, b"", QoS::AtMostOnce, None), DropReason::NoSubscribers, None);
@@ -218,7 +215,10 @@ fn payloads_are_cut_at_max_payload() {
     let plain = PayloadFormat { encoding: PayloadEncoding::Plain, max: 4 };
     let f = MessageFields::new("t", QoS::AtMostOnce, false, b"abcdefgh", plain, 1);
     let v = serde_json::to_value(&f).expect("json");
-    assert_eq!((v["payload"].as_str(), v["payload_truncated"].as_bool(), v["payload_size"].as_u64()), (Some("abcd"), Some(true), Some(8)));
+    assert_eq!(
+        (v["payload"].as_str(), v["payload_truncated"].as_bool(), v["payload_size"].as_u64()),
+        (Some("abcd"), Some(true), Some(8))
+    );
     // Within the bound: no extra fields; bytes that are not UTF-8 are
     // replaced in plain, kept in base64.
     let f = MessageFields::new("t", QoS::AtMostOnce, false, b"a\xffb", PayloadFormat { max: 3, ..plain }, 1);
@@ -298,8 +298,7 @@ async fn a_batch_waits_for_its_linger_or_its_size() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_back_off_exponentially_up_to_the_cap() {
-    let policy =
-        RetryPolicy { max_attempts: 6, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5) };
+    let policy = RetryPolicy { max_attempts: 6, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5) };
     let start = Instant::now();
     let mut at = Vec::new();
     let r = with_retries(policy, |_| {
@@ -312,7 +311,13 @@ async fn retries_back_off_exponentially_up_to_the_cap() {
     assert_eq!(secs, [0, 1, 3, 7, 12, 17], "waits 1, 2, 4, then 5 (the cap)");
 
     // Success on the third try; a refusal ends at once.
-    let r = with_retries(policy, |n| async move { if n == 3 { Attempt::Sent } else { Attempt::Retry("x".into()) } });
+    let r = with_retries(policy, |n| async move {
+        if n == 3 {
+            Attempt::Sent
+        } else {
+            Attempt::Retry("x".into())
+        }
+    });
     assert_eq!(r.await, Ok(3));
     let t = Instant::now();
     let r = with_retries(policy, |_| async { Attempt::Refused("400".into()) }).await;
