@@ -209,6 +209,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
 
+    // Modules (their hooks) go in before any listener accepts, so the
+    // first clients' events are not missed.
+    let mut modules = ModuleSet::new(&broker, plugins::compiled_in());
+    modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
+    info!(modules = ?modules.enabled(), "modules");
+
     // Signal handlers go in before any listener accepts, so a SIGTERM right
     // after startup is a graceful shutdown, not the default action.
     let mut signals = Signals::install()?;
@@ -219,9 +225,6 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     })
     .await?;
     portcullis_core::sys::spawn(Arc::clone(&broker));
-    let mut modules = ModuleSet::new(&broker, plugins::compiled_in());
-    modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
-    info!(modules = ?modules.enabled(), "modules");
 
     while let Signal::Hangup = signals.wait().await {
         security.reload();
