@@ -196,7 +196,10 @@ impl Sender {
 /// The error and its causes, without the URL (its query may hold a
 /// token).
 fn describe(e: &reqwest::Error) -> String {
-    let mut out = if e.is_timeout() { "timed out".to_string() } else { e.without_url_string() };
+    let mut out = if e.is_timeout() { "timed out".to_string() } else { e.to_string() };
+    if let Some(u) = e.url() {
+        out = out.replace(u.as_str(), "<url>");
+    }
     let mut source = std::error::Error::source(e);
     let mut depth = 0;
     while let (Some(s), true) = (source, depth < 4) {
@@ -206,20 +209,6 @@ fn describe(e: &reqwest::Error) -> String {
         depth += 1;
     }
     out
-}
-
-trait WithoutUrl {
-    fn without_url_string(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_string(&self) -> String {
-        let mut s = self.to_string();
-        if let Some(u) = self.url() {
-            s = s.replace(u.as_str(), "<url>");
-        }
-        s
-    }
 }
 
 /// How a batch ended.
