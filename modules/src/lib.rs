@@ -12,6 +12,8 @@
 //!   unsubscribe, before the ACL.
 //! * [`template`] — the `${clientid}` / `${username}` / `$1` templates both
 //!   use.
+//! * [`webhook`] — chosen events POSTed as JSON (EMQX 4.3's webhook
+//!   shapes) through a bounded queue, batched and retried.
 //! * [`set`] — [`ModulesConfig`] (the `[modules]` table) and [`ModuleSet`],
 //!   which builds the enabled modules, keeps those whose settings did not
 //!   change across a reload, and installs their hooks in one swap.
@@ -26,6 +28,7 @@ pub mod presence;
 pub mod rewrite;
 pub mod set;
 pub mod template;
+pub mod webhook;
 
 pub use set::{ModuleSet, ModulesConfig};
 

@@ -20,6 +20,7 @@ use crate::delayed::sys::DelayedSys;
 use crate::delayed::{Delayed, DelayedConfig};
 use crate::presence::{Presence, PresenceConfig};
 use crate::rewrite::{Rewrite, RewriteConfig, RewriteStats};
+use crate::webhook::{Webhook, WebhookConfig};
 
 /// `[modules]`: one table per module.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -37,6 +38,9 @@ pub struct ModulesConfig {
     /// `[modules.rewrite]`
     #[serde(default)]
     pub rewrite: RewriteConfig,
+    /// `[modules.webhook]`
+    #[serde(default)]
+    pub webhook: WebhookConfig,
 }
 
 impl ModulesConfig {
@@ -51,6 +55,7 @@ impl ModulesConfig {
         out.extend(self.delayed.validate());
         out.extend(self.auto_subscribe.validate());
         out.extend(self.rewrite.validate());
+        out.extend(self.webhook.validate().into_iter().map(|(k, m)| (format!("webhook.{k}"), m)));
         out
     }
 }
@@ -113,6 +118,7 @@ pub struct ModuleSet {
     /// Counters that outlive a rebuild (published under `$SYS`).
     rewrite_stats: Arc<RewriteStats>,
     auto_subscribe_stats: Arc<AutoSubscribeStats>,
+    webhook: Option<Slot<WebhookConfig, Webhook>>,
     /// Compiled-in third-party modules: always on, after the built-in ones.
     plugins: Vec<Arc<dyn Module>>,
 }
@@ -139,6 +145,7 @@ impl ModuleSet {
             auto_subscribe: None,
             rewrite_stats,
             auto_subscribe_stats,
+            webhook: None,
             plugins,
         }
     }
@@ -157,6 +164,9 @@ impl ModuleSet {
         }
         if self.auto_subscribe.is_some() {
             out.push("auto_subscribe".to_string());
+        }
+        if self.webhook.is_some() {
+            out.push("webhook".to_string());
         }
         out.extend(self.plugins.iter().map(|p| p.name().to_string()));
         out
@@ -192,10 +202,16 @@ impl ModuleSet {
             }
         };
 
+        // A rebuilt webhook takes over its predecessor's queue.
+        let previous = self.webhook.as_ref().map(|s| &*s.module);
+        let webhook =
+            keep_or_build(&self.webhook, &cfg.webhook, cfg.webhook.enabled, |c| Webhook::new(&broker, c, previous))?;
+
         // Everything is built: from here on nothing fails.
         self.presence = presence;
         self.rewrite = rewrite;
         self.auto_subscribe = auto_subscribe;
+        self.webhook = webhook;
         self.delayed = match (self.delayed.take(), new_delayed) {
             (_, Some(module)) => Some(Slot { cfg: cfg.delayed.clone(), module }),
             (Some(s), None) if cfg.delayed.enabled => {
@@ -226,6 +242,10 @@ impl ModuleSet {
             hooks.module(s.module.clone());
         }
         if let Some(s) = &self.auto_subscribe {
+            hooks.module(s.module.clone());
+        }
+        // Last of the built-in modules: it sees what the others rewrote.
+        if let Some(s) = &self.webhook {
             hooks.module(s.module.clone());
         }
         for p in &self.plugins {
