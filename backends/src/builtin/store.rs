@@ -1,0 +1,626 @@
+//! [`UserStore`]: one SQLite file of users and ACL rules, and the async API
+//! the providers, `portcullis users` / `portcullis acl` and the admin API
+//! use.
+//!
+//! Connections:
+//!
+//! * reads go through a pool of read-only connections (`readers`); in WAL
+//!   mode a reader never waits for a writer and sees the last commit;
+//! * writes go through one connection, behind an async mutex, each in a
+//!   `BEGIN IMMEDIATE` transaction: writers in this process queue on the
+//!   mutex, writers in other processes on SQLite's lock (up to
+//!   `busy_timeout`), and no transaction ever has to be retried because a
+//!   read lock could not be upgraded.
+//!
+//! Durability: `synchronous = FULL`, so a change the API reported done
+//! survives a power cut.
+//!
+//! Opening ([`UserStore::open`]) creates the file (mode 0600; SQLite gives
+//! its `-wal` and `-shm` files the same mode) and its missing directories
+//! (0700), migrates the schema ([`super::schema`]) and runs SQLite's
+//! `quick_check`, so a file that is not a store, is corrupt, or was written
+//! by a newer release stops the broker at start with the file named,
+//! instead of failing logins later.
+//!
+//! Changes: every write bumps the `revision` row (triggers, in the same
+//! transaction); [`UserStore::changes`] publishes it, at once for writes
+//! through this store and within `poll` for writes by other processes
+//! ([`UserStore::watch`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use portcullis_auth::hash::{hash_password, HashError, NewHash};
+use portcullis_core::gate::Password;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use tokio::sync::{watch, MappedMutexGuard, Mutex, MutexGuard};
+
+use super::config::BuiltinConfig;
+use super::model::{
+    action_name, parse_action, parse_permission, parse_qos, permission_name, validate_name, validate_password, NewRule,
+    Page, PageRequest, RuleSubject, StoredRule, User,
+};
+use super::schema::{self, SchemaError};
+
+/// What the store failed at. A `Database` error is the store's failure
+/// (disk, lock, corruption); the others describe the request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A value the store refuses; `field` names it (`username`, `topic`…).
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    #[error("no rule {0}")]
+    NoSuchRule(i64),
+    /// The file cannot be used as a store (missing, not SQLite, corrupt,
+    /// foreign, too new); the message says which.
+    #[error("{}: {message}", path.display())]
+    Open { path: PathBuf, message: String },
+    /// A row that cannot be read (written by another tool).
+    #[error("stored data: {0}")]
+    Corrupt(String),
+    #[error("password hashing: {0}")]
+    Hash(#[from] HashError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// How [`UserStore::open`] treats the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create it when missing, migrate it (the broker at start, `users add`).
+    Create,
+    /// It must exist; migrate it (`users list`, `passwd`, `del`, …).
+    Existing,
+    /// Write nothing: when the file exists check that it is a store this
+    /// release can use; when it does not, accept (`--check-config`).
+    CheckOnly,
+}
+
+/// A user's stored credentials, for the auth provider.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub password_hash: String,
+    pub superuser: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("superuser", &self.superuser).finish_non_exhaustive()
+    }
+}
+
+/// Narrows [`UserStore::list_users`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    /// Usernames containing this (case-sensitive) substring.
+    pub username_contains: Option<String>,
+    pub superuser: Option<bool>,
+}
+
+/// One store file (see the module documentation).
+pub struct UserStore {
+    path: PathBuf,
+    readers: SqlitePool,
+    writer_options: SqliteConnectOptions,
+    /// Connected on the first write (or at open, for the migration).
+    writer: Mutex<Option<SqliteConnection>>,
+    revision: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for UserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStore")
+            .field("path", &self.path)
+            .field("readers", &self.readers.size())
+            .field("revision", &*self.revision.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+const USER_COLUMNS: &str = "username, is_superuser, created_at, updated_at";
+const RULE_COLUMNS: &str = "id, subject_kind, subject, priority, permission, action, topic, qos, retain, created_at";
+/// Decision order: priority, then a client id's rules before a username's,
+/// then the order they were added.
+const RULE_ORDER: &str = "priority, CASE subject_kind WHEN 'clientid' THEN 0 ELSE 1 END, id";
+
+impl UserStore {
+    /// Opens the store `cfg.path` (see [`OpenMode`]). Read connections are
+    /// opened when first needed.
+    pub async fn open(cfg: &BuiltinConfig, mode: OpenMode) -> Result<Arc<UserStore>, StoreError> {
+        let path = cfg.path.clone();
+        let base = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(false)
+            .busy_timeout(cfg.busy_timeout)
+            .disable_statement_logging();
+        let readers = SqlitePoolOptions::new()
+            .max_connections(cfg.readers)
+            .min_connections(0)
+            // Waiting for a free reader is not waiting for a lock.
+            .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
+            .connect_lazy_with(base.clone().read_only(true));
+        let writer_options =
+            base.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Full).foreign_keys(true);
+        let store =
+            UserStore { path, readers, writer_options, writer: Mutex::new(None), revision: watch::Sender::new(0) };
+        match mode {
+            OpenMode::CheckOnly => store.check_existing().await?,
+            OpenMode::Create | OpenMode::Existing => store.prepare(mode).await?,
+        }
+        Ok(Arc::new(store))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_error(&self, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Open { path: self.path.clone(), message: message.to_string() }
+    }
+
+    /// Creates the file if asked, migrates it, checks it.
+    async fn prepare(&self, mode: OpenMode) -> Result<(), StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => return Err(self.open_error("is a directory")),
+            Ok(m) => warn_if_loose(&self.path, &m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && mode == OpenMode::Create => {
+                create_file(&self.path).map_err(|e| self.open_error(format!("cannot create the user store: {e}")))?;
+                tracing::info!(path = %self.path.display(), "user store created");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.open_error("no user store here (`portcullis users add` creates one)"));
+            }
+            Err(e) => return Err(self.open_error(e)),
+        }
+        // SQLite's own open error ("unable to open database file") does
+        // not say why: read the file once ourselves first.
+        std::fs::File::open(&self.path).map_err(|e| self.open_error(format!("cannot read: {e}")))?;
+        let mut guard = self.writer.lock().await;
+        let mut conn = self.writer_options.connect().await.map_err(|e| self.open_error(format!("cannot open: {e}")))?;
+        let from = schema::migrate(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))?;
+        quick_check(&mut conn).await.map_err(|e| self.open_error(e))?;
+        let revision = read_revision(&mut conn).await.map_err(|e| self.open_error(e))?;
+        self.revision.send_replace(revision);
+        if from != schema::CURRENT_VERSION {
+            tracing::info!(path = %self.path.display(), from, to = schema::CURRENT_VERSION, "user store schema upgraded");
+        }
+        *guard = Some(conn);
+        Ok(())
+    }
+
+    /// [`OpenMode::CheckOnly`]: reads the file if it exists, writes nothing.
+    async fn check_existing(&self) -> Result<(), StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => return Err(self.open_error("is a directory")),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.open_error(e)),
+        }
+        std::fs::File::open(&self.path).map_err(|e| self.open_error(format!("cannot read: {e}")))?;
+        let mut conn = self.readers.acquire().await.map_err(|e| self.open_error(format!("cannot open: {e}")))?;
+        match schema::version(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))? {
+            Some(v) if v > schema::CURRENT_VERSION => {
+                Err(self.open_error(SchemaError::TooNew { found: v, supported: schema::CURRENT_VERSION }))
+            }
+            _ => quick_check(&mut conn).await.map_err(|e| self.open_error(e)),
+        }
+    }
+
+    /// The write connection, connected if it is not.
+    async fn writer(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        let mut guard = self.writer.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.writer_options.connect().await?);
+        }
+        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| StoreError::Corrupt("writer connection lost".into()))
+    }
+
+    /// Runs one write in a `BEGIN IMMEDIATE` transaction and publishes the
+    /// revision it committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
+    {
+        let mut conn = self.writer().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let out = f(&mut tx).await?;
+        let revision = read_revision(&mut tx).await?;
+        tx.commit().await?;
+        drop(conn);
+        self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        Ok(out)
+    }
+
+    // ----- changes -------------------------------------------------------
+
+    /// The revision as last seen: bumped by every change to users or rules.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// Reads the revision from the file now (and publishes it).
+    pub async fn revision(&self) -> Result<u64, StoreError> {
+        let mut conn = self.readers.acquire().await?;
+        let revision = read_revision(&mut conn).await?;
+        self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        Ok(revision)
+    }
+
+    /// Reads the revision every `every` on a background task (which holds
+    /// only a `Weak` and ends with the store), so [`Self::changes`] also
+    /// shows writes made by other processes. Needs a tokio runtime; does
+    /// nothing without one.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let weak: Weak<UserStore> = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                match store.revision().await {
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!(path = %store.path.display(), "user store readable again");
+                    }
+                    Ok(_) => {}
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(path = %store.path.display(), %error, "user store: cannot read its revision");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    // ----- users -----------------------------------------------------------
+
+    /// Adds a user with an argon2id hash of `password` (hashed off the
+    /// async threads; the password itself is never stored).
+    pub async fn add_user(&self, username: &str, password: &Password, superuser: bool) -> Result<User, StoreError> {
+        validate_name("username", username)?;
+        let hash = hash(password).await?;
+        let now = now();
+        let name = username.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "INSERT INTO users (username, password_hash, is_superuser, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&name)
+                .bind(&hash)
+                .bind(superuser)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *c)
+                .await;
+                match r {
+                    Ok(_) => Ok(User { username: name, superuser, created_at: now, updated_at: now }),
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::UserExists(name)),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Replaces a user's password.
+    pub async fn set_password(&self, username: &str, password: &Password) -> Result<User, StoreError> {
+        let hash = hash(password).await?;
+        self.update_user(username, "password_hash = ?", Bind::Text(hash)).await
+    }
+
+    /// Makes a user a superuser or not.
+    pub async fn set_superuser(&self, username: &str, superuser: bool) -> Result<User, StoreError> {
+        self.update_user(username, "is_superuser = ?", Bind::Bool(superuser)).await
+    }
+
+    async fn update_user(&self, username: &str, set: &'static str, value: Bind) -> Result<User, StoreError> {
+        let name = username.to_string();
+        let now = now();
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = format!("UPDATE users SET {set}, updated_at = ? WHERE username = ? RETURNING {USER_COLUMNS}");
+                let q = match value {
+                    Bind::Text(t) => sqlx::query(&sql).bind(t),
+                    Bind::Bool(b) => sqlx::query(&sql).bind(b),
+                };
+                let row = q.bind(now).bind(&name).fetch_optional(&mut *c).await?;
+                row.map(|r| user(&r)).transpose()?.ok_or(StoreError::NoSuchUser(name))
+            })
+        })
+        .await
+    }
+
+    /// Removes a user. Rules for that username stay (they may serve a user
+    /// another provider authenticates): [`Self::delete_rules`] removes them.
+    pub async fn delete_user(&self, username: &str) -> Result<(), StoreError> {
+        let name = username.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM users WHERE username = ?").bind(&name).execute(&mut *c).await?;
+                if n.rows_affected() == 0 {
+                    return Err(StoreError::NoSuchUser(name));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// One user, if it exists.
+    pub async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"))
+            .bind(username)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|r| user(&r)).transpose()
+    }
+
+    /// Users in username order (bytewise), a page at a time.
+    pub async fn list_users(&self, filter: &UserFilter, page: PageRequest) -> Result<Page<User>, StoreError> {
+        let (limit, offset) = page.bounds()?;
+        let cond = "(?1 IS NULL OR instr(username, ?1) > 0) AND (?2 IS NULL OR is_superuser = ?2)";
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {cond}"))
+            .bind(filter.username_contains.as_deref())
+            .bind(filter.superuser)
+            .fetch_one(&self.readers)
+            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE {cond} ORDER BY username LIMIT ?3 OFFSET ?4"))
+                .bind(filter.username_contains.as_deref())
+                .bind(filter.superuser)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.readers)
+                .await?;
+        let items = rows.iter().map(user).collect::<Result<_, _>>()?;
+        Ok(Page { items, page: page.page, limit: page.limit, total: total as u64 })
+    }
+
+    /// A user's hash and superuser flag (for the auth provider).
+    pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>, StoreError> {
+        let row = sqlx::query("SELECT password_hash, is_superuser FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.readers)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Credentials { password_hash: row.try_get(0)?, superuser: flag(&row, 1)? }))
+    }
+
+    // ----- ACL rules --------------------------------------------------------
+
+    /// Adds a rule (validated first: subject, topic pattern, QoS list).
+    pub async fn add_rule(&self, rule: &NewRule) -> Result<StoredRule, StoreError> {
+        let qos = rule.validate()?;
+        let rule = rule.clone();
+        let now = now();
+        self.write(move |c| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO acl_rules (subject_kind, subject, priority, permission, action, topic, qos, retain, \
+                     created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RULE_COLUMNS}"
+                ))
+                .bind(rule.subject.kind())
+                .bind(rule.subject.value())
+                .bind(rule.priority)
+                .bind(permission_name(rule.permission))
+                .bind(action_name(rule.action))
+                .bind(&rule.topic)
+                .bind(qos)
+                .bind(rule.retain)
+                .bind(now)
+                .fetch_one(&mut *c)
+                .await?;
+                stored_rule(&row)
+            })
+        })
+        .await
+    }
+
+    /// One rule, if it exists.
+    pub async fn get_rule(&self, id: i64) -> Result<Option<StoredRule>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RULE_COLUMNS} FROM acl_rules WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|r| stored_rule(&r)).transpose()
+    }
+
+    /// Removes one rule.
+    pub async fn delete_rule(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM acl_rules WHERE id = ?").bind(id).execute(&mut *c).await?;
+                if n.rows_affected() == 0 {
+                    return Err(StoreError::NoSuchRule(id));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Removes every rule of a username or client id; returns how many.
+    pub async fn delete_rules(&self, subject: &RuleSubject) -> Result<u64, StoreError> {
+        let subject = subject.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM acl_rules WHERE subject_kind = ? AND subject = ?")
+                    .bind(subject.kind())
+                    .bind(subject.value())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(n.rows_affected())
+            })
+        })
+        .await
+    }
+
+    /// Rules, a page at a time: one subject's in decision order, or every
+    /// rule by id.
+    pub async fn list_rules(
+        &self,
+        subject: Option<&RuleSubject>,
+        page: PageRequest,
+    ) -> Result<Page<StoredRule>, StoreError> {
+        let (limit, offset) = page.bounds()?;
+        let (kind, value) = subject.map_or((None, None), |s| (Some(s.kind()), Some(s.value())));
+        let cond = "(?1 IS NULL OR (subject_kind = ?1 AND subject = ?2))";
+        let order = if subject.is_some() { RULE_ORDER } else { "id" };
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM acl_rules WHERE {cond}"))
+            .bind(kind)
+            .bind(value)
+            .fetch_one(&self.readers)
+            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {RULE_COLUMNS} FROM acl_rules WHERE {cond} ORDER BY {order} LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(kind)
+        .bind(value)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.readers)
+        .await?;
+        let items = rows.iter().map(stored_rule).collect::<Result<_, _>>()?;
+        Ok(Page { items, page: page.page, limit: page.limit, total: total as u64 })
+    }
+
+    /// The rules that concern a client (its client id's and its
+    /// username's), in decision order.
+    pub async fn rules_for_client(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+    ) -> Result<Vec<StoredRule>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RULE_COLUMNS} FROM acl_rules WHERE (subject_kind = 'clientid' AND subject = ?1) \
+             OR (subject_kind = 'username' AND subject = ?2) ORDER BY {RULE_ORDER}"
+        ))
+        .bind(client_id)
+        .bind(username)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(stored_rule).collect()
+    }
+}
+
+enum Bind {
+    Text(String),
+    Bool(bool),
+}
+
+/// Unix seconds now.
+fn now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An argon2id hash of `password`, computed on the blocking pool.
+async fn hash(password: &Password) -> Result<String, StoreError> {
+    validate_password(password.expose())?;
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || hash_password(password.expose(), NewHash::Argon2id))
+        .await
+        .map_err(|_| HashError::Internal("hash worker panicked or was cancelled"))?
+        .map_err(StoreError::from)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn flag(row: &SqliteRow, i: usize) -> Result<bool, StoreError> {
+    match row.try_get::<i64, _>(i)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        n => Err(corrupt(format!("is_superuser {n}: expected 0 or 1"))),
+    }
+}
+
+fn user(row: &SqliteRow) -> Result<User, StoreError> {
+    Ok(User {
+        username: row.try_get(0)?,
+        superuser: flag(row, 1)?,
+        created_at: row.try_get(2)?,
+        updated_at: row.try_get(3)?,
+    })
+}
+
+fn stored_rule(row: &SqliteRow) -> Result<StoredRule, StoreError> {
+    let id: i64 = row.try_get(0)?;
+    let at = |e: String| corrupt(format!("rule {id}: {e}"));
+    let kind: String = row.try_get(1)?;
+    let qos: Option<String> = row.try_get(7)?;
+    let retain = match row.try_get::<Option<i64>, _>(8)? {
+        None => None,
+        Some(0) => Some(false),
+        Some(1) => Some(true),
+        Some(n) => return Err(at(format!("retain {n}: expected 0 or 1"))),
+    };
+    Ok(StoredRule {
+        id,
+        subject: RuleSubject::from_row(&kind, row.try_get(2)?).map_err(at)?,
+        priority: row.try_get(3)?,
+        permission: parse_permission(&row.try_get::<String, _>(4)?).map_err(at)?,
+        action: parse_action(&row.try_get::<String, _>(5)?).map_err(at)?,
+        topic: row.try_get(6)?,
+        qos: qos.as_deref().map(parse_qos).transpose().map_err(at)?,
+        retain,
+        created_at: row.try_get(9)?,
+    })
+}
+
+async fn read_revision(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    let v: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1").fetch_one(conn).await?;
+    Ok(v as u64)
+}
+
+/// SQLite's `quick_check`: `ok`, or what is wrong.
+async fn quick_check(conn: &mut SqliteConnection) -> Result<(), String> {
+    let rows: Vec<String> =
+        sqlx::query_scalar("PRAGMA quick_check").fetch_all(conn).await.map_err(|e| format!("corrupt: {e}"))?;
+    match rows.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        problems => Err(format!("corrupt (quick_check: {})", problems.join("; "))),
+    }
+}
+
+/// What a migration error means to an operator.
+fn not_a_store(e: SchemaError) -> String {
+    match e {
+        SchemaError::Sql(e) => format!("not a usable user store: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// Creates the file (0600) and its missing directories (0700).
+fn create_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(drop)
+}
+
+/// Warns when the file is readable or writable by group or others.
+fn warn_if_loose(path: &Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"),
+            "user store is accessible to group or others; chmod 600 it");
+    }
+}
