@@ -6,7 +6,8 @@
 //!   WebSocket, secure WebSocket, PROXY protocol.
 //! * `security` — builds the auth/ACL chains, caches and guard from the
 //!   config; `gateway` — the core's `Gate` over them.
-//! * `cli` — `passwd`, `auth check`, `acl explain`.
+//! * `cli` — `passwd`, `auth check`, `acl explain`; `users_cli` — the
+//!   built-in user store offline (`users …`, `acl add|del|list`).
 //! * `plugins` — compiled-in third-party modules (the built-in ones are
 //!   `portcullis-modules`, applied from `[modules]` at start and on SIGHUP).
 
@@ -16,6 +17,7 @@ mod gateway;
 mod listener;
 mod plugins;
 mod security;
+mod users_cli;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,9 +43,9 @@ struct Cli {
     config: Option<PathBuf>,
     /// Validate the config file and load what it points to (password,
     /// ACL and client id files, policy directories, TLS certificates and
-    /// keys, backend settings; no network connection is made), print the
-    /// problems found, and exit: 0 when the broker would start on it, 2
-    /// when not.
+    /// keys, built-in user stores, backend settings; no network connection
+    /// is made and no file is created), print the problems found, and
+    /// exit: 0 when the broker would start on it, 2 when not.
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -174,7 +176,7 @@ fn check(cfg: &Config) -> Result<(), Rejected> {
         .build()
         .map_err(|e| Rejected(format!("cannot start the runtime: {e}")))?;
     // Built and dropped inside the runtime: some clients clean up on drop.
-    if let Err(e) = rt.block_on(async { security::Security::build(cfg).await.map(drop) }) {
+    if let Err(e) = rt.block_on(async { security::Security::check(cfg).await.map(drop) }) {
         problems.push(format!("{e:#}"));
     }
     match problems.is_empty() {

@@ -181,9 +181,10 @@ impl UserStore {
             }
             Err(e) => return Err(self.open_error(e)),
         }
-        // SQLite's own open error ("unable to open database file") does
-        // not say why: read the file once ourselves first.
-        std::fs::File::open(&self.path).map_err(|e| self.open_error(format!("cannot read: {e}")))?;
+        // Never open the file with a descriptor of our own here: closing it
+        // would drop every POSIX lock this process holds on it, including
+        // those of another store's SQLite connections to the same file
+        // (another process could then delete the WAL under them).
         let mut guard = self.writer.lock().await;
         let mut conn = self.writer_options.connect().await.map_err(|e| self.open_error(format!("cannot open: {e}")))?;
         let from = schema::migrate(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))?;
@@ -205,8 +206,7 @@ impl UserStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.open_error(e)),
         }
-        std::fs::File::open(&self.path).map_err(|e| self.open_error(format!("cannot read: {e}")))?;
-        let mut conn = self.readers.acquire().await.map_err(|e| self.open_error(format!("cannot open: {e}")))?;
+        let mut conn = self.readers.acquire().await.map_err(|e| self.open_error(cannot_open(&e)))?;
         match schema::version(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))? {
             Some(v) if v > schema::CURRENT_VERSION => {
                 Err(self.open_error(SchemaError::TooNew { found: v, supported: schema::CURRENT_VERSION }))
@@ -238,6 +238,18 @@ impl UserStore {
         drop(conn);
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         Ok(out)
+    }
+
+    /// Closes every connection now (the last one to the file folds the
+    /// WAL back into it). For a short-lived process (`portcullis users`)
+    /// before it exits; reads through this store fail afterwards.
+    pub async fn close(&self) {
+        if let Some(conn) = self.writer.lock().await.take() {
+            if let Err(error) = conn.close().await {
+                tracing::debug!(path = %self.path.display(), %error, "closing the user store's writer");
+            }
+        }
+        self.readers.close().await;
     }
 
     // ----- changes -------------------------------------------------------
@@ -596,6 +608,11 @@ async fn quick_check(conn: &mut SqliteConnection) -> Result<(), String> {
         [ok] if ok == "ok" => Ok(()),
         problems => Err(format!("corrupt (quick_check: {})", problems.join("; "))),
     }
+}
+
+/// SQLite's "unable to open database file" does not say why.
+fn cannot_open(e: &sqlx::Error) -> String {
+    format!("cannot open: {e} (the file and its directory must be readable and writable by this user)")
 }
 
 /// What a migration error means to an operator.

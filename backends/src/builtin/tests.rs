@@ -215,7 +215,7 @@ async fn migrates_from_version_1_to_current() {
     // Opening again migrates nothing.
     drop(store);
     let again = UserStore::open(&cfg(&path), OpenMode::Existing).await.unwrap();
-    assert_eq!(again.get_user("old").await.unwrap().unwrap().superuser, false);
+    assert!(!again.get_user("old").await.unwrap().unwrap().superuser);
 }
 
 #[tokio::test]
