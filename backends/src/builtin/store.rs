@@ -186,7 +186,7 @@ impl UserStore {
         // those of another store's SQLite connections to the same file
         // (another process could then delete the WAL under them).
         let mut guard = self.writer.lock().await;
-        let mut conn = self.writer_options.connect().await.map_err(|e| self.open_error(format!("cannot open: {e}")))?;
+        let mut conn = self.writer_options.connect().await.map_err(|e| self.open_error(unusable(&e)))?;
         let from = schema::migrate(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))?;
         quick_check(&mut conn).await.map_err(|e| self.open_error(e))?;
         let revision = read_revision(&mut conn).await.map_err(|e| self.open_error(e))?;
@@ -206,7 +206,7 @@ impl UserStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.open_error(e)),
         }
-        let mut conn = self.readers.acquire().await.map_err(|e| self.open_error(cannot_open(&e)))?;
+        let mut conn = self.readers.acquire().await.map_err(|e| self.open_error(unusable(&e)))?;
         match schema::version(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))? {
             Some(v) if v > schema::CURRENT_VERSION => {
                 Err(self.open_error(SchemaError::TooNew { found: v, supported: schema::CURRENT_VERSION }))
@@ -602,23 +602,33 @@ async fn read_revision(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
 
 /// SQLite's `quick_check`: `ok`, or what is wrong.
 async fn quick_check(conn: &mut SqliteConnection) -> Result<(), String> {
-    let rows: Vec<String> =
-        sqlx::query_scalar("PRAGMA quick_check").fetch_all(conn).await.map_err(|e| format!("corrupt: {e}"))?;
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check").fetch_all(conn).await.map_err(|e| unusable(&e))?;
     match rows.as_slice() {
         [ok] if ok == "ok" => Ok(()),
         problems => Err(format!("corrupt (quick_check: {})", problems.join("; "))),
     }
 }
 
-/// SQLite's "unable to open database file" does not say why.
-fn cannot_open(e: &sqlx::Error) -> String {
-    format!("cannot open: {e} (the file and its directory must be readable and writable by this user)")
+/// Why SQLite could not use the file, as an operator reads it.
+fn unusable(e: &sqlx::Error) -> String {
+    let sqlx::Error::Database(d) = e else { return format!("cannot open: {e}") };
+    let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    let what = format!("{} (SQLite code {code})", d.message());
+    match code & 0xff {
+        // SQLITE_CORRUPT, SQLITE_NOTADB
+        11 | 26 => format!("not a usable user store: {what}"),
+        // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN: SQLite does not say why.
+        3 | 8 | 14 => {
+            format!("cannot open: {what}; the file and its directory must be readable and writable by this user")
+        }
+        _ => format!("cannot open: {what}"),
+    }
 }
 
 /// What a migration error means to an operator.
 fn not_a_store(e: SchemaError) -> String {
     match e {
-        SchemaError::Sql(e) => format!("not a usable user store: {e}"),
+        SchemaError::Sql(e) => unusable(&e),
         other => other.to_string(),
     }
 }
