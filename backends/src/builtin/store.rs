@@ -33,9 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use portcullis_auth::hash::{hash_password, HashError, NewHash};
 use portcullis_core::gate::Password;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use tokio::sync::{watch, MappedMutexGuard, Mutex, MutexGuard};
 
@@ -147,12 +145,13 @@ impl UserStore {
             // Waiting for a free reader is not waiting for a lock.
             .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
             .connect_lazy_with(base.clone().read_only(true));
-        let writer_options =
-            base.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Full).foreign_keys(true);
+        // WAL is set once, at open, after the file proved to be a store
+        // (it is then the file's own setting).
+        let writer_options = base.clone().synchronous(SqliteSynchronous::Full).foreign_keys(true);
         let store =
             UserStore { path, readers, writer_options, writer: Mutex::new(None), revision: watch::Sender::new(0) };
         match mode {
-            OpenMode::CheckOnly => store.check_existing().await?,
+            OpenMode::CheckOnly => store.check_existing(base).await?,
             OpenMode::Create | OpenMode::Existing => store.prepare(mode).await?,
         }
         Ok(Arc::new(store))
@@ -187,6 +186,21 @@ impl UserStore {
         // (another process could then delete the WAL under them).
         let mut guard = self.writer.lock().await;
         let mut conn = self.writer_options.connect().await.map_err(|e| self.open_error(unusable(&e)))?;
+        // Refuse another application's database or a newer store before
+        // writing anything, even the journal mode.
+        match schema::version(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))? {
+            Some(v) if v > schema::CURRENT_VERSION => {
+                return Err(self.open_error(SchemaError::TooNew { found: v, supported: schema::CURRENT_VERSION }));
+            }
+            _ => {}
+        }
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| self.open_error(unusable(&e)))?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(self.open_error(format!("cannot switch to WAL mode (journal_mode is {journal})")));
+        }
         let from = schema::migrate(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))?;
         quick_check(&mut conn).await.map_err(|e| self.open_error(e))?;
         let revision = read_revision(&mut conn).await.map_err(|e| self.open_error(e))?;
@@ -199,20 +213,28 @@ impl UserStore {
     }
 
     /// [`OpenMode::CheckOnly`]: reads the file if it exists, writes nothing.
-    async fn check_existing(&self) -> Result<(), StoreError> {
+    /// One plain connection (not a read-only one, which could not remove
+    /// the `-wal` and `-shm` files it makes), closed at once: a store the
+    /// broker does not hold open is left as it was found.
+    async fn check_existing(&self, options: SqliteConnectOptions) -> Result<(), StoreError> {
         match std::fs::metadata(&self.path) {
             Ok(m) if m.is_dir() => return Err(self.open_error("is a directory")),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.open_error(e)),
         }
-        let mut conn = self.readers.acquire().await.map_err(|e| self.open_error(unusable(&e)))?;
-        match schema::version(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))? {
-            Some(v) if v > schema::CURRENT_VERSION => {
+        let mut conn = options.connect().await.map_err(|e| self.open_error(unusable(&e)))?;
+        let checked = match schema::version(&mut conn).await.map_err(|e| self.open_error(not_a_store(e))) {
+            Ok(Some(v)) if v > schema::CURRENT_VERSION => {
                 Err(self.open_error(SchemaError::TooNew { found: v, supported: schema::CURRENT_VERSION }))
             }
-            _ => quick_check(&mut conn).await.map_err(|e| self.open_error(e)),
+            Ok(_) => quick_check(&mut conn).await.map_err(|e| self.open_error(e)),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = conn.close().await {
+            tracing::debug!(path = %self.path.display(), %error, "closing the checked user store");
         }
+        checked
     }
 
     /// The write connection, connected if it is not.

@@ -252,6 +252,8 @@ async fn unusable_files_are_refused_naming_the_file() {
     let tables: i64 =
         sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetch_one(&mut c).await.unwrap();
     assert_eq!(tables, 1, "nothing was written into a foreign database");
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap();
+    assert_eq!(journal, "delete", "not even its journal mode");
 
     let e = open(dir.path(), OpenMode::Create).await.unwrap_err();
     assert!(e.contains("is a directory"), "{e}");
@@ -260,6 +262,18 @@ async fn unusable_files_are_refused_naming_the_file() {
     assert!(e.contains("no user store here"), "{e}");
     open(&missing, OpenMode::CheckOnly).await.unwrap();
     assert!(!missing.exists() && !missing.parent().unwrap().exists(), "--check-config creates nothing");
+    // A valid store nobody holds open is left as it was: no -wal, no -shm.
+    let idle = dir.path().join("idle.db");
+    UserStore::open(&cfg(&idle), OpenMode::Create).await.unwrap().close().await;
+    let files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("idle"))
+            .count()
+    };
+    assert_eq!(files(), 1, "close() folds the WAL back");
+    open(&idle, OpenMode::CheckOnly).await.unwrap();
+    assert_eq!(files(), 1, "a check leaves no -wal or -shm behind");
 
     // A store whose pages were overwritten: quick_check finds it at open.
     let broken = dir.path().join("broken.db");
