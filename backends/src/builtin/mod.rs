@@ -7,9 +7,10 @@
 //! * [`model`] — the API's values ([`User`], [`NewRule`], [`StoredRule`],
 //!   [`Page`]) and their validation.
 //! * [`store`] — [`UserStore`]: opening (file 0600, migrations, integrity
-//!   check), pooled reads, serialised writes, the change revision, and the
-//!   management API (users: add, set password, set superuser, delete, get,
-//!   list; rules: add, get, delete, list, per username or client id).
+//!   check), pooled reads, serialised writes, the change revision; its
+//!   management API is in `users` (add, set password, set superuser,
+//!   delete, get, list) and `rules` (add, get, delete, list, per username
+//!   or client id).
 //! * [`auth`] / [`acl`] — the providers, following the SQL backend's
 //!   contract: an unknown user is Ignore after a decoy hash of equal cost,
 //!   a store failure is an error (never a deny), health is tracked.
@@ -37,8 +38,10 @@ pub mod acl;
 pub mod auth;
 pub mod config;
 pub mod model;
+mod rules;
 pub mod schema;
 pub mod store;
+mod users;
 
 #[cfg(test)]
 mod tests;

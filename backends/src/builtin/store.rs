@@ -31,17 +31,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use portcullis_auth::hash::{hash_password, HashError, NewHash};
-use portcullis_core::gate::Password;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use portcullis_auth::hash::HashError;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::{watch, MappedMutexGuard, Mutex, MutexGuard};
 
 use super::config::BuiltinConfig;
-use super::model::{
-    action_name, parse_action, parse_permission, parse_qos, permission_name, validate_name, validate_password, NewRule,
-    Page, PageRequest, RuleSubject, StoredRule, User,
-};
 use super::schema::{self, SchemaError};
 
 /// What the store failed at. A `Database` error is the store's failure
@@ -122,12 +117,6 @@ impl std::fmt::Debug for UserStore {
             .finish_non_exhaustive()
     }
 }
-
-const USER_COLUMNS: &str = "username, is_superuser, created_at, updated_at";
-const RULE_COLUMNS: &str = "id, subject_kind, subject, priority, permission, action, topic, qos, retain, created_at";
-/// Decision order: priority, then a client id's rules before a username's,
-/// then the order they were added.
-const RULE_ORDER: &str = "priority, CASE subject_kind WHEN 'clientid' THEN 0 ELSE 1 END, id";
 
 impl UserStore {
     /// Opens the store `cfg.path` (see [`OpenMode`]). Read connections are
@@ -248,7 +237,7 @@ impl UserStore {
 
     /// Runs one write in a `BEGIN IMMEDIATE` transaction and publishes the
     /// revision it committed.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
     {
@@ -319,302 +308,19 @@ impl UserStore {
         });
     }
 
-    // ----- users -----------------------------------------------------------
-
-    /// Adds a user with an argon2id hash of `password` (hashed off the
-    /// async threads; the password itself is never stored).
-    pub async fn add_user(&self, username: &str, password: &Password, superuser: bool) -> Result<User, StoreError> {
-        validate_name("username", username)?;
-        let hash = hash(password).await?;
-        let now = now();
-        let name = username.to_string();
-        self.write(move |c| {
-            Box::pin(async move {
-                let r = sqlx::query(
-                    "INSERT INTO users (username, password_hash, is_superuser, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&name)
-                .bind(&hash)
-                .bind(superuser)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *c)
-                .await;
-                match r {
-                    Ok(_) => Ok(User { username: name, superuser, created_at: now, updated_at: now }),
-                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::UserExists(name)),
-                    Err(e) => Err(e.into()),
-                }
-            })
-        })
-        .await
+    /// The read pool (for the API halves in `users` and `rules`).
+    pub(super) fn readers(&self) -> &SqlitePool {
+        &self.readers
     }
-
-    /// Replaces a user's password.
-    pub async fn set_password(&self, username: &str, password: &Password) -> Result<User, StoreError> {
-        let hash = hash(password).await?;
-        self.update_user(username, "password_hash = ?", Bind::Text(hash)).await
-    }
-
-    /// Makes a user a superuser or not.
-    pub async fn set_superuser(&self, username: &str, superuser: bool) -> Result<User, StoreError> {
-        self.update_user(username, "is_superuser = ?", Bind::Bool(superuser)).await
-    }
-
-    async fn update_user(&self, username: &str, set: &'static str, value: Bind) -> Result<User, StoreError> {
-        let name = username.to_string();
-        let now = now();
-        self.write(move |c| {
-            Box::pin(async move {
-                let sql = format!("UPDATE users SET {set}, updated_at = ? WHERE username = ? RETURNING {USER_COLUMNS}");
-                let q = match value {
-                    Bind::Text(t) => sqlx::query(&sql).bind(t),
-                    Bind::Bool(b) => sqlx::query(&sql).bind(b),
-                };
-                let row = q.bind(now).bind(&name).fetch_optional(&mut *c).await?;
-                row.map(|r| user(&r)).transpose()?.ok_or(StoreError::NoSuchUser(name))
-            })
-        })
-        .await
-    }
-
-    /// Removes a user. Rules for that username stay (they may serve a user
-    /// another provider authenticates): [`Self::delete_rules`] removes them.
-    pub async fn delete_user(&self, username: &str) -> Result<(), StoreError> {
-        let name = username.to_string();
-        self.write(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM users WHERE username = ?").bind(&name).execute(&mut *c).await?;
-                if n.rows_affected() == 0 {
-                    return Err(StoreError::NoSuchUser(name));
-                }
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    /// One user, if it exists.
-    pub async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"))
-            .bind(username)
-            .fetch_optional(&self.readers)
-            .await?;
-        row.map(|r| user(&r)).transpose()
-    }
-
-    /// Users in username order (bytewise), a page at a time.
-    pub async fn list_users(&self, filter: &UserFilter, page: PageRequest) -> Result<Page<User>, StoreError> {
-        let (limit, offset) = page.bounds()?;
-        let cond = "(?1 IS NULL OR instr(username, ?1) > 0) AND (?2 IS NULL OR is_superuser = ?2)";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {cond}"))
-            .bind(filter.username_contains.as_deref())
-            .bind(filter.superuser)
-            .fetch_one(&self.readers)
-            .await?;
-        let rows =
-            sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE {cond} ORDER BY username LIMIT ?3 OFFSET ?4"))
-                .bind(filter.username_contains.as_deref())
-                .bind(filter.superuser)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&self.readers)
-                .await?;
-        let items = rows.iter().map(user).collect::<Result<_, _>>()?;
-        Ok(Page { items, page: page.page, limit: page.limit, total: total as u64 })
-    }
-
-    /// A user's hash and superuser flag (for the auth provider).
-    pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>, StoreError> {
-        let row = sqlx::query("SELECT password_hash, is_superuser FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.readers)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(Credentials { password_hash: row.try_get(0)?, superuser: flag(&row, 1)? }))
-    }
-
-    // ----- ACL rules --------------------------------------------------------
-
-    /// Adds a rule (validated first: subject, topic pattern, QoS list).
-    pub async fn add_rule(&self, rule: &NewRule) -> Result<StoredRule, StoreError> {
-        let qos = rule.validate()?;
-        let rule = rule.clone();
-        let now = now();
-        self.write(move |c| {
-            Box::pin(async move {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO acl_rules (subject_kind, subject, priority, permission, action, topic, qos, retain, \
-                     created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RULE_COLUMNS}"
-                ))
-                .bind(rule.subject.kind())
-                .bind(rule.subject.value())
-                .bind(rule.priority)
-                .bind(permission_name(rule.permission))
-                .bind(action_name(rule.action))
-                .bind(&rule.topic)
-                .bind(qos)
-                .bind(rule.retain)
-                .bind(now)
-                .fetch_one(&mut *c)
-                .await?;
-                stored_rule(&row)
-            })
-        })
-        .await
-    }
-
-    /// One rule, if it exists.
-    pub async fn get_rule(&self, id: i64) -> Result<Option<StoredRule>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {RULE_COLUMNS} FROM acl_rules WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.readers)
-            .await?;
-        row.map(|r| stored_rule(&r)).transpose()
-    }
-
-    /// Removes one rule.
-    pub async fn delete_rule(&self, id: i64) -> Result<(), StoreError> {
-        self.write(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM acl_rules WHERE id = ?").bind(id).execute(&mut *c).await?;
-                if n.rows_affected() == 0 {
-                    return Err(StoreError::NoSuchRule(id));
-                }
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    /// Removes every rule of a username or client id; returns how many.
-    pub async fn delete_rules(&self, subject: &RuleSubject) -> Result<u64, StoreError> {
-        let subject = subject.clone();
-        self.write(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM acl_rules WHERE subject_kind = ? AND subject = ?")
-                    .bind(subject.kind())
-                    .bind(subject.value())
-                    .execute(&mut *c)
-                    .await?;
-                Ok(n.rows_affected())
-            })
-        })
-        .await
-    }
-
-    /// Rules, a page at a time: one subject's in decision order, or every
-    /// rule by id.
-    pub async fn list_rules(
-        &self,
-        subject: Option<&RuleSubject>,
-        page: PageRequest,
-    ) -> Result<Page<StoredRule>, StoreError> {
-        let (limit, offset) = page.bounds()?;
-        let (kind, value) = subject.map_or((None, None), |s| (Some(s.kind()), Some(s.value())));
-        let cond = "(?1 IS NULL OR (subject_kind = ?1 AND subject = ?2))";
-        let order = if subject.is_some() { RULE_ORDER } else { "id" };
-        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM acl_rules WHERE {cond}"))
-            .bind(kind)
-            .bind(value)
-            .fetch_one(&self.readers)
-            .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {RULE_COLUMNS} FROM acl_rules WHERE {cond} ORDER BY {order} LIMIT ?3 OFFSET ?4"
-        ))
-        .bind(kind)
-        .bind(value)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.readers)
-        .await?;
-        let items = rows.iter().map(stored_rule).collect::<Result<_, _>>()?;
-        Ok(Page { items, page: page.page, limit: page.limit, total: total as u64 })
-    }
-
-    /// The rules that concern a client (its client id's and its
-    /// username's), in decision order.
-    pub async fn rules_for_client(
-        &self,
-        username: Option<&str>,
-        client_id: &str,
-    ) -> Result<Vec<StoredRule>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RULE_COLUMNS} FROM acl_rules WHERE (subject_kind = 'clientid' AND subject = ?1) \
-             OR (subject_kind = 'username' AND subject = ?2) ORDER BY {RULE_ORDER}"
-        ))
-        .bind(client_id)
-        .bind(username)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(stored_rule).collect()
-    }
-}
-
-enum Bind {
-    Text(String),
-    Bool(bool),
 }
 
 /// Unix seconds now.
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// An argon2id hash of `password`, computed on the blocking pool.
-async fn hash(password: &Password) -> Result<String, StoreError> {
-    validate_password(password.expose())?;
-    let password = password.clone();
-    tokio::task::spawn_blocking(move || hash_password(password.expose(), NewHash::Argon2id))
-        .await
-        .map_err(|_| HashError::Internal("hash worker panicked or was cancelled"))?
-        .map_err(StoreError::from)
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-fn flag(row: &SqliteRow, i: usize) -> Result<bool, StoreError> {
-    match row.try_get::<i64, _>(i)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        n => Err(corrupt(format!("is_superuser {n}: expected 0 or 1"))),
-    }
-}
-
-fn user(row: &SqliteRow) -> Result<User, StoreError> {
-    Ok(User {
-        username: row.try_get(0)?,
-        superuser: flag(row, 1)?,
-        created_at: row.try_get(2)?,
-        updated_at: row.try_get(3)?,
-    })
-}
-
-fn stored_rule(row: &SqliteRow) -> Result<StoredRule, StoreError> {
-    let id: i64 = row.try_get(0)?;
-    let at = |e: String| corrupt(format!("rule {id}: {e}"));
-    let kind: String = row.try_get(1)?;
-    let qos: Option<String> = row.try_get(7)?;
-    let retain = match row.try_get::<Option<i64>, _>(8)? {
-        None => None,
-        Some(0) => Some(false),
-        Some(1) => Some(true),
-        Some(n) => return Err(at(format!("retain {n}: expected 0 or 1"))),
-    };
-    Ok(StoredRule {
-        id,
-        subject: RuleSubject::from_row(&kind, row.try_get(2)?).map_err(at)?,
-        priority: row.try_get(3)?,
-        permission: parse_permission(&row.try_get::<String, _>(4)?).map_err(at)?,
-        action: parse_action(&row.try_get::<String, _>(5)?).map_err(at)?,
-        topic: row.try_get(6)?,
-        qos: qos.as_deref().map(parse_qos).transpose().map_err(at)?,
-        retain,
-        created_at: row.try_get(9)?,
-    })
 }
 
 async fn read_revision(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
