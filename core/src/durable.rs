@@ -140,6 +140,12 @@ pub enum StoreError {
 /// Completes when a batch is durable (or failed).
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
+/// A queued delivery at start: (seq, message, qos, retain, subscription ids).
+pub type RecoveredQueued = (u64, Arc<Message>, u8, bool, Vec<u32>);
+
+/// A delivery in flight at start: (packet id, message, qos, retain, state).
+pub type RecoveredInflight = (u16, Arc<Message>, u8, bool, InflightState);
+
 /// A persistent session as the store returns it at start.
 #[derive(Debug, Clone)]
 pub struct RecoveredSession {
@@ -149,9 +155,9 @@ pub struct RecoveredSession {
     pub detached_at_ms: Option<u64>,
     pub subscriptions: Vec<(Arc<str>, SubscriptionOptions, Option<u32>)>,
     /// Queued deliveries in order: (seq, message, qos, retain, ids).
-    pub queue: Vec<(u64, Arc<Message>, u8, bool, Vec<u32>)>,
+    pub queue: Vec<RecoveredQueued>,
     /// In-flight deliveries in the order they were sent.
-    pub inflight: Vec<(u16, Arc<Message>, u8, bool, InflightState)>,
+    pub inflight: Vec<RecoveredInflight>,
     pub awaiting_rel: Vec<u16>,
 }
 

@@ -8,7 +8,8 @@
 //!   config; [`gateway`] — the core's `Gate` over them.
 //! * [`node`] — a running broker: start, reload (SIGHUP), shutdown, and
 //!   `--check-config`.
-//! * [`cli`] — `passwd`, `auth check`, `acl explain`.
+//! * [`cli`] — `passwd`, `auth check`, `acl explain`; [`users_cli`] — the
+//!   built-in user store offline (`users …`, `acl add|del|list`).
 //! * [`plugins`] — compiled-in third-party modules (the built-in ones are
 //!   `portcullis-modules`, applied from `[modules]` at start and on reload).
 //! * [`logging`] — the `tracing` subscriber from `[log]`.
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod node;
 pub mod plugins;
 pub mod security;
+pub mod users_cli;
 
 pub use config::Config;
 pub use node::{check, Node, Rejected, Signal, Signals};

@@ -51,7 +51,7 @@ pub fn check(cfg: &Config) -> Result<(), Rejected> {
         .build()
         .map_err(|e| Rejected(format!("cannot start the runtime: {e}")))?;
     // Built and dropped inside the runtime: some clients clean up on drop.
-    if let Err(e) = rt.block_on(async { Security::build(cfg).await.map(drop) }) {
+    if let Err(e) = rt.block_on(async { Security::check(cfg).await.map(drop) }) {
         problems.push(format!("{e:#}"));
     }
     match problems.is_empty() {

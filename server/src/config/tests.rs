@@ -586,3 +586,24 @@ acl_chain = "missing"
     assert!(all.contains("also used by"), "{all}");
     assert!(all.contains("listeners[0].acl_chain: no acl chain named `missing`"), "{all}");
 }
+
+#[test]
+fn builtin_store_tables_parse_and_are_off_by_default() {
+    let c = Config::embedded();
+    assert!(c.auth.builtin.is_empty() && c.acl.builtin.is_empty(), "no config, no user store");
+    let c = ok(r#"
+[auth]
+chain = ["users"]
+[auth.builtin.users]
+[acl]
+chain = ["users"]
+[acl.builtin.users]
+path = "/var/lib/portcullis/data/portcullis.db"
+poll = "2s"
+on_error = "ignore"
+"#);
+    assert_eq!(c.auth.builtin["users"].path, std::path::PathBuf::from("data/portcullis.db"));
+    assert_eq!(c.acl.builtin["users"].poll, Duration::from_secs(2));
+    let all = errors("[auth.builtin.users]\npth = \"x\"\n").join("\n");
+    assert!(all.contains("auth.builtin.users") && all.contains("pth"), "{all}");
+}
