@@ -30,6 +30,7 @@ use std::time::Duration;
 use moka::future::Cache;
 use portcullis_core::codec::QoS;
 use portcullis_core::gate::{Access, ClientInfo};
+use portcullis_core::metrics::{Family, Kind, Scrape};
 use portcullis_core::topic::{SubscriptionFilter, TopicName};
 
 use crate::chain::{AclVerdict, DecidedBy};
@@ -117,6 +118,39 @@ impl From<&AclVerdict> for AclVerdictLite {
         AclVerdictLite { allowed: v.allowed, decided_by: v.decided_by.clone() }
     }
 }
+
+static HITS: Family = Family {
+    name: "acl_cache_hits",
+    help: "ACL checks answered from the cache (or by joining a check in flight).",
+    kind: Kind::Counter,
+    labels: &[],
+    sys: Some("acl/cache/hits"),
+    sys_total: None,
+};
+static MISSES: Family = Family {
+    name: "acl_cache_misses",
+    help: "ACL checks that ran the chain.",
+    kind: Kind::Counter,
+    labels: &[],
+    sys: Some("acl/cache/misses"),
+    sys_total: None,
+};
+static ENTRIES: Family = Family {
+    name: "acl_cache_entries",
+    help: "Decisions cached now (approximate).",
+    kind: Kind::Gauge,
+    labels: &[],
+    sys: None,
+    sys_total: None,
+};
+static BYTES: Family = Family {
+    name: "acl_cache_bytes",
+    help: "What the cached decisions weigh together, in bytes (approximate).",
+    kind: Kind::Gauge,
+    labels: &[],
+    sys: None,
+    sys_total: None,
+};
 
 /// Lookup counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -242,6 +276,16 @@ impl AclCache {
         let lookups = self.lookups.load(Relaxed);
         let misses = self.misses.load(Relaxed);
         CacheStats { hits: lookups.saturating_sub(misses), misses }
+    }
+
+    /// Reads the cache's counters into `out` (`portcullis_acl_cache_*`;
+    /// hits and misses also in `$SYS/brokers/<node>/acl/cache/…`).
+    pub fn collect(&self, out: &mut Scrape) {
+        let st = self.stats();
+        out.add(&HITS, &[], st.hits);
+        out.add(&MISSES, &[], st.misses);
+        out.add(&ENTRIES, &[], self.entry_count());
+        out.add(&BYTES, &[], self.weighted_size());
     }
 
     /// Number of stored decisions (approximate until pending maintenance runs).

@@ -8,6 +8,8 @@
 //!   config; [`gateway`] — the core's `Gate` over them.
 //! * [`node`] — a running broker: start, reload (SIGHUP), shutdown, and
 //!   `--check-config`.
+//! * [`metrics`] — the node's metrics in the Prometheus text format
+//!   ([`metrics::render`]), from the registry `$SYS` publishes too.
 //! * [`cli`] — `passwd`, `auth check`, `acl explain`.
 //! * [`plugins`] — compiled-in third-party modules (the built-in ones are
 //!   `portcullis-modules`, applied from `[modules]` at start and on reload).
@@ -18,6 +20,7 @@ pub mod config;
 pub mod gateway;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod plugins;
 pub mod security;
