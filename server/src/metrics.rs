@@ -88,3 +88,61 @@ impl Collector for Snapshot {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use portcullis_core::metrics::{Buckets, Family, Kind, Scrape};
+
+    use super::render_scrape;
+
+    static CALLS: Family = Family {
+        name: "test_calls",
+        help: "Calls.\nSecond line \\ here.",
+        kind: Kind::Counter,
+        labels: &["chain", "provider"],
+        sys: None,
+        sys_total: None,
+    };
+    static UP: Family =
+        Family { name: "test_up", help: "Up.", kind: Kind::Gauge, labels: &[], sys: None, sys_total: None };
+    static LATENCY: Family = Family {
+        name: "test_latency_seconds",
+        help: "Latency.",
+        kind: Kind::Histogram(Buckets { bounds: &[100, 1_000_000], per_base_unit: 1_000_000 }),
+        labels: &["provider"],
+        sys: None,
+        sys_total: None,
+    };
+
+    #[test]
+    fn text_format_with_escaping_totals_and_seconds() {
+        let mut s = Scrape::new();
+        s.add(&CALLS, &["default", "pw"], 3);
+        s.add(&CALLS, &["odd\"name", "back\\slash\nnl"], 1);
+        s.add(&UP, &[], 1);
+        s.add_histogram(&LATENCY, &["pw"], vec![2, 1, 1], 2_500_150);
+        let text = render_scrape(s);
+        let want = "\
+# HELP portcullis_test_calls_total Calls.\\nSecond line \\\\ here.
+# TYPE portcullis_test_calls_total counter
+portcullis_test_calls_total{chain=\"default\",provider=\"pw\"} 3
+portcullis_test_calls_total{chain=\"odd\\\"name\",provider=\"back\\\\slash\\nnl\"} 1
+# HELP portcullis_test_up Up.
+# TYPE portcullis_test_up gauge
+portcullis_test_up 1
+# HELP portcullis_test_latency_seconds Latency.
+# TYPE portcullis_test_latency_seconds histogram
+portcullis_test_latency_seconds_bucket{provider=\"pw\",le=\"0.0001\"} 2
+portcullis_test_latency_seconds_bucket{provider=\"pw\",le=\"1\"} 3
+portcullis_test_latency_seconds_bucket{provider=\"pw\",le=\"+Inf\"} 4
+portcullis_test_latency_seconds_sum{provider=\"pw\"} 2.50015
+portcullis_test_latency_seconds_count{provider=\"pw\"} 4
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn an_empty_scrape_is_an_empty_document() {
+        assert_eq!(render_scrape(Scrape::new()), "");
+    }
+}

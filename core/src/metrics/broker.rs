@@ -19,9 +19,13 @@ const fn counter(name: &'static str, help: &'static str, sys: &'static str) -> F
     Family { name, help, kind: Kind::Counter, labels: &[], sys: Some(sys), sys_total: None }
 }
 
-pub static CONNECTIONS: Family = gauge("connections", "MQTT connections established now.", "stats/clients/count");
+pub static CONNECTIONS: Family = gauge(
+    "connections",
+    "Connections the MQTT layer serves now, from their CONNECT to their close.",
+    "stats/clients/count",
+);
 pub static CONNECTIONS_MAX: Family =
-    gauge("connections_max", "Most MQTT connections established at once since start.", "stats/clients/max");
+    gauge("connections_max", "Most connections served at once since start.", "stats/clients/max");
 pub static SESSIONS: Family = gauge("sessions", "Sessions, with or without a connection.", "stats/sessions/count");
 pub static SESSIONS_MAX: Family = gauge("sessions_max", "Most sessions at once since start.", "stats/sessions/max");
 pub static SUBSCRIPTIONS: Family =
