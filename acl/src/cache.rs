@@ -162,7 +162,9 @@ pub struct CacheStats {
 /// The decision cache. Cheap to share behind an `Arc`.
 pub struct AclCache {
     cache: Cache<CacheKey, AclVerdictLite>,
-    lookups: AtomicU64,
+    /// Lookups answered without running the chain: from the cache, or by
+    /// joining an identical evaluation in flight.
+    hits: AtomicU64,
     /// Evaluations actually run (one per single-flight group).
     misses: AtomicU64,
     /// Moves on every invalidation (see [`AclCache::epoch`]).
@@ -203,7 +205,7 @@ impl AclCache {
             .support_invalidation_closures()
             .build();
         let reuse = on.then(|| ttl.min(MAX_ALLOW_REUSE));
-        AclCache { cache, lookups: AtomicU64::new(0), misses: AtomicU64::new(0), epoch: AtomicU64::new(0), reuse }
+        AclCache { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0), epoch: AtomicU64::new(0), reuse }
     }
 
     /// How long a connection may reuse an allowed publish decision for the
@@ -233,11 +235,13 @@ impl AclCache {
         key: CacheKey,
         init: impl Future<Output = AclVerdictLite>,
     ) -> AclVerdictLite {
-        self.lookups.fetch_add(1, Relaxed);
         let misses = &self.misses;
+        let mut ran = false;
+        let ran_here = &mut ran;
         let r = self
             .cache
             .try_get_with(key, async move {
+                *ran_here = true;
                 misses.fetch_add(1, Relaxed);
                 let v = init.await;
                 if v.cacheable() {
@@ -247,6 +251,11 @@ impl AclCache {
                 }
             })
             .await;
+        // Counted when answered, so that hits never go back (hits as
+        // lookups minus misses did, while a miss was in flight).
+        if !ran {
+            self.hits.fetch_add(1, Relaxed);
+        }
         match r {
             Ok(v) => v,
             Err(uncached) => (*uncached).clone(),
@@ -273,9 +282,7 @@ impl AclCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        let lookups = self.lookups.load(Relaxed);
-        let misses = self.misses.load(Relaxed);
-        CacheStats { hits: lookups.saturating_sub(misses), misses }
+        CacheStats { hits: self.hits.load(Relaxed), misses: self.misses.load(Relaxed) }
     }
 
     /// Reads the cache's counters into `out` (`portcullis_acl_cache_*`;
@@ -362,6 +369,36 @@ mod tests {
         assert!(all.iter().all(|v| *v == verdict(true)));
         assert_eq!(calls.load(Relaxed), 1);
         assert_eq!(cache.stats(), CacheStats { hits: 199, misses: 1 });
+    }
+
+    /// Hits are a counter (Prometheus, `$SYS`): a scrape while misses are
+    /// in flight must never see them go back. (As lookups minus misses
+    /// they did: a lookup was a hit until its miss was counted.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hits_never_go_back_while_misses_are_in_flight() {
+        let cache = Arc::new(AclCache::new(100_000, 1 << 30, Duration::from_secs(60)));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (cache, done) = (cache.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut last, mut back) = (0, 0);
+                let end = std::time::Instant::now() + Duration::from_secs(30);
+                while !done.load(Relaxed) && std::time::Instant::now() < end {
+                    let h = cache.stats().hits;
+                    back += usize::from(h < last);
+                    last = h;
+                }
+                back
+            })
+        };
+        let req = publish("a/b");
+        for i in 0..20_000u64 {
+            // Every key new: each lookup is a miss, none a hit.
+            cache.get_or_insert_with(key("c1", i, &req), async { verdict(true) }).await;
+        }
+        done.store(true, Relaxed);
+        assert_eq!(sampler.join().expect("sampler"), 0, "hits went back");
+        assert_eq!(cache.stats(), CacheStats { hits: 0, misses: 20_000 });
     }
 
     #[tokio::test]
