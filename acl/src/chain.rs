@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use portcullis_core::gate::{Access, ClientInfo};
-use portcullis_core::provider::{ChainEntry, OnError};
+use portcullis_core::metrics::Scrape;
+use portcullis_core::provider::{ChainEntry, OnError, ACL_PROVIDER};
 use portcullis_core::topic::SubscriptionFilter;
 
 use crate::provider::{AclDecision, DynAclProvider};
@@ -139,15 +140,11 @@ impl AclChain {
         self.entries.iter().any(|e| e.provider.may_deny_within(client, &levels))
     }
 
-    /// `(topic, value)` pairs for `$SYS/brokers/<node>/acl/<chain>/<provider>/…`.
-    pub fn sys_values(&self, out: &mut Vec<(String, String)>) {
+    /// Reads each provider's counters, latency histogram and health into
+    /// `out` (`portcullis_acl_provider_*`, `$SYS/brokers/<node>/acl/<chain>/<provider>/…`).
+    pub fn collect(&self, out: &mut Scrape) {
         for e in &self.entries {
-            for (k, v) in e.metrics.values() {
-                out.push((format!("acl/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
-            }
-            if let Some(up) = e.provider.health() {
-                out.push((format!("acl/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
-            }
+            e.metrics.collect(&ACL_PROVIDER, &self.name, e.provider.name(), e.provider.health(), out);
         }
     }
 }

@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use portcullis_acl::rule::Rule;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
-use portcullis_core::provider::{ChainEntry, OnError};
+use portcullis_core::metrics::Scrape;
+use portcullis_core::provider::{ChainEntry, OnError, AUTH_PROVIDER};
 
 use crate::provider::{AuthDecision, DynAuthProvider, Inputs};
 
@@ -160,15 +161,11 @@ impl AuthChain {
         AuthVerdict { result, decided_by: DecidedBy::NoMatch, steps }
     }
 
-    /// `(topic, value)` pairs for `$SYS/brokers/<node>/auth/<chain>/<provider>/…`.
-    pub fn sys_values(&self, out: &mut Vec<(String, String)>) {
+    /// Reads each provider's counters, latency histogram and health into
+    /// `out` (`portcullis_auth_provider_*`, `$SYS/brokers/<node>/auth/<chain>/<provider>/…`).
+    pub fn collect(&self, out: &mut Scrape) {
         for e in &self.entries {
-            for (k, v) in e.metrics.values() {
-                out.push((format!("auth/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
-            }
-            if let Some(up) = e.provider.health() {
-                out.push((format!("auth/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
-            }
+            e.metrics.collect(&AUTH_PROVIDER, &self.name, e.provider.name(), e.provider.health(), out);
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::connection::PreAuth;
 use crate::hooks::{Hooks, SessionEndReason, SessionEvent};
 use crate::logsafe::{LogLimiter, Peer};
 use crate::message::{Delivery, Message};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, MetricSource, Metrics, Scrape};
 use crate::owner::{OwnerMismatch, SessionOwner};
 use crate::registry::Registry;
 use crate::retain::{RetainResult, RetainStore};
@@ -33,13 +33,6 @@ const REFUSAL_LINES_PER_SEC: u32 = 20;
 
 /// The version string published in `$SYS/brokers/<node>/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Something outside the core with values to publish under
-/// `$SYS/brokers/<node>/` (the auth and ACL chains' metrics, for example).
-pub trait SysSource: Send + Sync + 'static {
-    /// Appends `(topic relative to the node, value)` pairs.
-    fn sys_values(&self, out: &mut Vec<(String, String)>);
-}
 
 /// What [`Broker::open_session`] is asked.
 #[derive(Debug, Clone, Copy)]
@@ -101,13 +94,12 @@ pub struct Broker {
     /// Woken when a congested session drains or detaches: the publishers
     /// waiting for one check again ([`Broker::wait_drained`]).
     pub drained: tokio::sync::Notify,
-    sys_sources: Mutex<Vec<Arc<dyn SysSource>>>,
-}
-
-impl std::fmt::Debug for dyn SysSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SysSource")
-    }
+    /// Metrics from outside the core (chains, caches, guard, listeners),
+    /// read at each scrape.
+    metric_sources: Mutex<Vec<Arc<dyn MetricSource>>>,
+    /// The metric topics `$SYS` published last time ([`crate::sys`] clears
+    /// those that went).
+    pub(crate) sys_topics: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Broker {
@@ -128,22 +120,31 @@ impl Broker {
             shutdown,
             hooks: Hooks::default(),
             drained: tokio::sync::Notify::new(),
-            sys_sources: Mutex::new(Vec::new()),
+            metric_sources: Mutex::new(Vec::new()),
+            sys_topics: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
-    /// Registers extra values for the periodic `$SYS` publication.
-    pub fn add_sys_source(&self, source: Arc<dyn SysSource>) {
-        self.sys_sources.lock().push(source);
+    /// Registers metrics kept outside the core (the auth and ACL chains,
+    /// caches and guard, the listeners): read at every scrape, for `$SYS`
+    /// and Prometheus alike. A module registers its own through its hooks
+    /// ([`crate::hooks::HookSetBuilder::metrics`]) instead, so that they
+    /// go when it does.
+    pub fn add_metric_source(&self, source: Arc<dyn MetricSource>) {
+        self.metric_sources.lock().push(source);
     }
 
-    /// Collects the values of every registered [`SysSource`].
-    pub fn extra_sys_values(&self) -> Vec<(String, String)> {
-        let sources = self.sys_sources.lock().clone();
-        let mut out = Vec::new();
+    /// Every metric's value now: the broker's own, then each registered
+    /// source's, then the running modules'. `$SYS` publishes this, and
+    /// Prometheus renders it; no client's path waits on it.
+    pub fn scrape(&self) -> Scrape {
+        let mut out = Scrape::new();
+        crate::metrics::broker::collect(self, &mut out);
+        let sources = self.metric_sources.lock().clone();
         for s in sources {
-            s.sys_values(&mut out);
+            s.collect(&mut out);
         }
+        self.hooks.collect_metrics(&mut out);
         out
     }
 

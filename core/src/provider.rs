@@ -1,5 +1,7 @@
 //! What every auth and ACL provider shares: the error type that is never a
-//! deny, the per-provider failure policy, and per-provider metrics.
+//! deny, the per-provider failure policy, and per-provider metrics (the
+//! counters and latency histogram a chain keeps for each provider, and
+//! their metric families: [`AUTH_PROVIDER`], [`ACL_PROVIDER`]).
 //!
 //! The chains live in `portcullis-auth` and `portcullis-acl`; they are
 //! here only so both crates (and the backends) use one definition.
@@ -7,6 +9,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use crate::metrics::{Buckets, Family, Kind, Scrape};
 
 /// A provider failed (backend down, timeout, bad data). Never a deny: the
 /// chain applies the provider's `on_error` policy.
@@ -87,7 +91,9 @@ impl ProviderMetrics {
         timeout: Duration,
         fut: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> (Result<T, ProviderError>, Duration) {
-        let started = std::time::Instant::now();
+        // Tokio's clock: the same as the system's in production, and the
+        // test clock when paused (a timeout then shows in the histogram).
+        let started = tokio::time::Instant::now();
         self.calls.fetch_add(1, Relaxed);
         let r = match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -109,24 +115,124 @@ impl ProviderMetrics {
         self.latency_sum_us.fetch_add(us, Relaxed);
     }
 
-    /// `(name, value)` pairs for `$SYS` (names relative to the provider).
-    pub fn values(&self) -> Vec<(String, u64)> {
-        let mut v = vec![
-            ("calls".to_string(), self.calls.load(Relaxed)),
-            ("allow".to_string(), self.allow.load(Relaxed)),
-            ("deny".to_string(), self.deny.load(Relaxed)),
-            ("ignore".to_string(), self.ignore.load(Relaxed)),
-            ("error".to_string(), self.error.load(Relaxed)),
-            ("timeout".to_string(), self.timeout.load(Relaxed)),
-            ("latency_us_sum".to_string(), self.latency_sum_us.load(Relaxed)),
-        ];
-        for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
-            v.push((format!("latency_us_le_{b}"), self.latency[i].load(Relaxed)));
+    /// Reads this provider's counters into `out` as the `families` of its
+    /// chain (auth or ACL), labelled with the chain and provider names;
+    /// `health` is the provider's own (`None`: it has no backend to lose).
+    pub fn collect(
+        &self,
+        families: &'static ProviderFamilies,
+        chain: &str,
+        provider: &str,
+        health: Option<bool>,
+        out: &mut Scrape,
+    ) {
+        let labels = [chain, provider];
+        out.add(&families.calls, &labels, self.calls.load(Relaxed));
+        for (outcome, counter) in [
+            ("allow", &self.allow),
+            ("deny", &self.deny),
+            ("ignore", &self.ignore),
+            ("error", &self.error),
+            ("timeout", &self.timeout),
+        ] {
+            out.add(&families.outcomes, &[chain, provider, outcome], counter.load(Relaxed));
         }
-        v.push(("latency_us_le_inf".to_string(), self.latency[LATENCY_BUCKETS_US.len()].load(Relaxed)));
-        v
+        let counts = self.latency.iter().map(|c| c.load(Relaxed)).collect();
+        out.add_histogram(&families.latency, &labels, counts, self.latency_sum_us.load(Relaxed));
+        if let Some(up) = health {
+            out.add(&families.up, &labels, u64::from(up));
+        }
     }
 }
+
+/// The metric families of the providers of one kind of chain: calls,
+/// outcomes, latency and health, labelled `chain` and `provider` (both
+/// names from the config).
+#[derive(Debug)]
+pub struct ProviderFamilies {
+    pub calls: Family,
+    /// `outcome` is `allow`, `deny`, `ignore`, `error` or `timeout`.
+    pub outcomes: Family,
+    pub latency: Family,
+    /// 1 up, 0 down; only providers with a backend.
+    pub up: Family,
+}
+
+const LATENCY_BUCKETS: Buckets = Buckets { bounds: &LATENCY_BUCKETS_US, per_base_unit: 1_000_000 };
+
+/// The auth chains' providers: `portcullis_auth_provider_*`, and
+/// `$SYS/brokers/<node>/auth/<chain>/<provider>/…`.
+pub static AUTH_PROVIDER: ProviderFamilies = ProviderFamilies {
+    calls: Family {
+        name: "auth_provider_calls",
+        help: "Calls to an auth provider.",
+        kind: Kind::Counter,
+        labels: &["chain", "provider"],
+        sys: Some("auth/{chain}/{provider}/calls"),
+        sys_total: None,
+    },
+    outcomes: Family {
+        name: "auth_provider_outcomes",
+        help: "Auth provider answers (allow, deny, ignore) and failures (error, timeout).",
+        kind: Kind::Counter,
+        labels: &["chain", "provider", "outcome"],
+        sys: Some("auth/{chain}/{provider}/{outcome}"),
+        sys_total: None,
+    },
+    latency: Family {
+        name: "auth_provider_latency_seconds",
+        help: "Time an auth provider took to answer or fail.",
+        kind: Kind::Histogram(LATENCY_BUCKETS),
+        labels: &["chain", "provider"],
+        sys: Some("auth/{chain}/{provider}/latency_us"),
+        sys_total: None,
+    },
+    up: Family {
+        name: "auth_provider_up",
+        help: "Whether an auth provider's backend is reachable (1) or not (0).",
+        kind: Kind::Gauge,
+        labels: &["chain", "provider"],
+        sys: Some("auth/{chain}/{provider}/health"),
+        sys_total: None,
+    },
+};
+
+/// The ACL chains' providers: `portcullis_acl_provider_*`, and
+/// `$SYS/brokers/<node>/acl/<chain>/<provider>/…`.
+pub static ACL_PROVIDER: ProviderFamilies = ProviderFamilies {
+    calls: Family {
+        name: "acl_provider_calls",
+        help: "Calls to an ACL provider.",
+        kind: Kind::Counter,
+        labels: &["chain", "provider"],
+        sys: Some("acl/{chain}/{provider}/calls"),
+        sys_total: None,
+    },
+    outcomes: Family {
+        name: "acl_provider_outcomes",
+        help: "ACL provider answers (allow, deny, ignore) and failures (error, timeout).",
+        kind: Kind::Counter,
+        labels: &["chain", "provider", "outcome"],
+        sys: Some("acl/{chain}/{provider}/{outcome}"),
+        sys_total: None,
+    },
+    latency: Family {
+        name: "acl_provider_latency_seconds",
+        help: "Time an ACL provider took to answer or fail.",
+        kind: Kind::Histogram(LATENCY_BUCKETS),
+        labels: &["chain", "provider"],
+        sys: Some("acl/{chain}/{provider}/latency_us"),
+        sys_total: None,
+    },
+    up: Family {
+        name: "acl_provider_up",
+        help: "Whether an ACL provider's backend is reachable (1) or not (0).",
+        kind: Kind::Gauge,
+        labels: &["chain", "provider"],
+        sys: Some("acl/{chain}/{provider}/health"),
+        sys_total: None,
+    },
+};
 
 /// What happened at one provider of a chain (`D` is the chain's decision type).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,3 +37,21 @@ pub use set::{ModuleSet, ModulesConfig};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    /// Every module family has a Prometheus name, bounded labels and a
+    /// `$SYS` topic made of its labels.
+    #[test]
+    fn module_metric_families_are_valid() {
+        let families = [
+            &crate::auto_subscribe::AUTO_SUBSCRIBE,
+            &crate::rewrite::REWRITE,
+            &crate::webhook::queue::WEBHOOK_QUEUED,
+            &crate::webhook::queue::WEBHOOK_EVENTS,
+        ];
+        for f in families.into_iter().chain(crate::delayed::sys::FAMILIES.iter()) {
+            assert_eq!(f.validate(), Ok(()), "{}", f.name);
+        }
+    }
+}

@@ -134,8 +134,8 @@ impl ModuleSet {
     pub fn new(broker: &Arc<Broker>, plugins: Vec<Arc<dyn Module>>) -> ModuleSet {
         let rewrite_stats = Arc::new(RewriteStats::default());
         let auto_subscribe_stats = Arc::new(AutoSubscribeStats::default());
-        broker.add_sys_source(rewrite_stats.clone());
-        broker.add_sys_source(auto_subscribe_stats.clone());
+        broker.add_metric_source(rewrite_stats.clone());
+        broker.add_metric_source(auto_subscribe_stats.clone());
         ModuleSet {
             broker: Arc::downgrade(broker),
             presence: None,
@@ -195,7 +195,7 @@ impl ModuleSet {
             (None, true) => {
                 let sys = self.delayed_sys.get_or_insert_with(|| {
                     let s = Arc::new(DelayedSys::default());
-                    broker.add_sys_source(Arc::clone(&s) as Arc<dyn portcullis_core::broker::SysSource>);
+                    broker.add_metric_source(Arc::clone(&s) as Arc<dyn portcullis_core::metrics::MetricSource>);
                     s
                 });
                 Some(Arc::new(Delayed::new(&broker, &cfg.delayed, sys.stats())?))

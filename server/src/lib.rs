@@ -8,6 +8,8 @@
 //!   config; [`gateway`] — the core's `Gate` over them.
 //! * [`node`] — a running broker: start, reload (SIGHUP), shutdown, and
 //!   `--check-config`.
+//! * [`metrics`] — the node's metrics in the Prometheus text format
+//!   ([`metrics::render`]), from the registry `$SYS` publishes too.
 //! * [`cli`] — `passwd`, `auth check`, `acl explain`; [`users_cli`] — the
 //!   built-in user store offline (`users …`, `acl add|del|list`).
 //! * [`plugins`] — compiled-in third-party modules (the built-in ones are
@@ -19,6 +21,7 @@ pub mod config;
 pub mod gateway;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod plugins;
 pub mod security;

@@ -96,7 +96,7 @@ impl Node {
             warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
         }
         let broker = Broker::new(settings);
-        broker.add_sys_source(Arc::clone(&security) as Arc<dyn portcullis_core::broker::SysSource>);
+        broker.add_metric_source(Arc::clone(&security) as Arc<dyn portcullis_core::metrics::MetricSource>);
         if let Some(file) = &cfg.persistence.snapshot_file {
             let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
             info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");

@@ -29,7 +29,7 @@ use portcullis_auth::providers::password_file::PasswordFile;
 use portcullis_backends as backends;
 use portcullis_backends::builtin::{OpenMode, UserStore};
 use portcullis_backends::common::CallPolicy;
-use portcullis_core::broker::SysSource;
+use portcullis_core::metrics::{MetricSource, Scrape};
 use portcullis_core::provider::OnError;
 
 use crate::config::security::{
@@ -288,23 +288,23 @@ impl Security {
     }
 }
 
-impl SysSource for Security {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+impl MetricSource for Security {
+    /// The auth chains' providers, then the ACL chains' (each by chain
+    /// name), the auth cache, the ACL cache and the brute-force guard.
+    fn collect(&self, out: &mut Scrape) {
         let mut names: Vec<&String> = self.auth_chains.keys().collect();
         names.sort();
         for n in names {
-            self.auth_chains[n].sys_values(out);
+            self.auth_chains[n].collect(out);
         }
         let mut names: Vec<&String> = self.acl_chains.keys().collect();
         names.sort();
         for n in names {
-            self.acl_chains[n].sys_values(out);
+            self.acl_chains[n].collect(out);
         }
-        self.shared.auth_cache.sys_values("auth/cache", out);
-        let acl = self.shared.acl_cache.stats();
-        out.push(("acl/cache/hits".to_string(), acl.hits.to_string()));
-        out.push(("acl/cache/misses".to_string(), acl.misses.to_string()));
-        self.shared.guard.sys_values("auth/guard", out);
+        self.shared.auth_cache.collect(out);
+        self.shared.acl_cache.collect(out);
+        self.shared.guard.collect(out);
     }
 }
 

@@ -30,11 +30,12 @@ pub use config::{AutoSubscribeConfig, TopicTemplate};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
-use portcullis_core::broker::{Broker, SysSource};
+use portcullis_core::broker::Broker;
 use portcullis_core::codec::SubscriptionOptions;
 use portcullis_core::gate::{ClientInfo, Gate};
 use portcullis_core::hooks::{ClientConnected, HookSetBuilder, Module, OnClientConnected};
 use portcullis_core::logsafe::{LogLimiter, Peer};
+use portcullis_core::metrics::{Family, Kind, MetricSource, Scrape};
 use portcullis_core::session::Session;
 use tracing::{debug, warn};
 
@@ -71,10 +72,21 @@ impl AutoSubscribeStats {
     }
 }
 
-impl SysSource for AutoSubscribeStats {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+/// `portcullis_auto_subscribe_total{outcome}`; `$SYS`
+/// `modules/auto_subscribe/<outcome>`.
+pub static AUTO_SUBSCRIBE: Family = Family {
+    name: "auto_subscribe",
+    help: "Auto-subscriptions by outcome (subscribed, denied, refused, skipped, overloaded, abandoned).",
+    kind: Kind::Counter,
+    labels: &["outcome"],
+    sys: Some("modules/auto_subscribe/{outcome}"),
+    sys_total: None,
+};
+
+impl MetricSource for AutoSubscribeStats {
+    fn collect(&self, out: &mut Scrape) {
         for (name, v) in self.values() {
-            out.push((format!("modules/auto_subscribe/{name}"), v.to_string()));
+            out.add(&AUTO_SUBSCRIBE, &[name], v);
         }
     }
 }

@@ -1,26 +1,46 @@
-//! `$SYS/brokers/<node>/modules/delayed/{count,bytes,published,dropped}`.
+//! The delayed module's metrics: `portcullis_delayed_messages`,
+//! `portcullis_delayed_bytes`, `portcullis_delayed_published_total`,
+//! `portcullis_delayed_dropped_total`; in `$SYS`
+//! `modules/delayed/{count,bytes,published,dropped}`.
 //!
 //! One [`DelayedSys`] per broker, registered once (the broker keeps its
 //! sources for good) and pointed at the running instance by a `Weak`: it
-//! does not keep a disabled module alive, and reports nothing for it. The
-//! first time it finds none after reporting, it publishes the four topics
-//! empty, which clears their retained values (MQTT's way to say "gone"),
-//! so a subscriber does not read a disabled module's last figures.
+//! does not keep a disabled module alive, and reports nothing for it (the
+//! `$SYS` publisher then clears the topics once, as it does for any
+//! metric that goes away).
 //!
 //! The counters live here, not in the instance: they carry on across a
 //! module switched off and on again.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use portcullis_core::broker::SysSource;
+use portcullis_core::metrics::{Family, Kind, MetricSource, Scrape};
 
 use super::Delayed;
 
-/// The topics, relative to `$SYS/brokers/<node>/`.
-pub const TOPICS: [&str; 4] =
-    ["modules/delayed/count", "modules/delayed/bytes", "modules/delayed/published", "modules/delayed/dropped"];
+const fn family(name: &'static str, help: &'static str, kind: Kind, sys: &'static str) -> Family {
+    Family { name, help, kind, labels: &[], sys: Some(sys), sys_total: None }
+}
+
+/// The module's families, in the order they are reported.
+pub static FAMILIES: [Family; 4] = [
+    family("delayed_messages", "Delayed publishes held now.", Kind::Gauge, "modules/delayed/count"),
+    family("delayed_bytes", "Bytes of the delayed publishes held now.", Kind::Gauge, "modules/delayed/bytes"),
+    family(
+        "delayed_published",
+        "Delayed messages handed to the broker at their deadline.",
+        Kind::Counter,
+        "modules/delayed/published",
+    ),
+    family(
+        "delayed_dropped",
+        "Delayed publishes refused or dropped (malformed, over a bound, expired, pending when switched off).",
+        Kind::Counter,
+        "modules/delayed/dropped",
+    ),
+];
 
 /// Counters (monotonic for the life of the process).
 #[derive(Debug, Default)]
@@ -39,13 +59,11 @@ impl Stats {
     }
 }
 
-/// The `$SYS` source (see the module docs).
+/// The metric source (see the module docs).
 #[derive(Debug, Default)]
 pub struct DelayedSys {
     current: Mutex<Weak<Delayed>>,
     stats: Arc<Stats>,
-    /// Values were published for an instance since the last clearing.
-    reported: AtomicBool,
 }
 
 impl DelayedSys {
@@ -59,18 +77,14 @@ impl DelayedSys {
     }
 }
 
-impl SysSource for DelayedSys {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+impl MetricSource for DelayedSys {
+    fn collect(&self, out: &mut Scrape) {
         let module = self.current.lock().upgrade();
-        let Some(module) = module else {
-            if self.reported.swap(false, Relaxed) {
-                out.extend(TOPICS.iter().map(|t| (t.to_string(), String::new())));
-            }
-            return;
-        };
+        let Some(module) = module else { return };
         let (count, bytes) = module.held();
         let values = [count as u64, bytes as u64, self.stats.published.load(Relaxed), self.stats.dropped.load(Relaxed)];
-        out.extend(TOPICS.iter().zip(values).map(|(t, v)| (t.to_string(), v.to_string())));
-        self.reported.store(true, Relaxed);
+        for (f, v) in FAMILIES.iter().zip(values) {
+            out.add(f, &[], v);
+        }
     }
 }

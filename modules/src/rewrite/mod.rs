@@ -29,7 +29,7 @@ pub use config::{RewriteAction, RewriteConfig, RewriteRule};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use portcullis_core::broker::{Broker, SysSource};
+use portcullis_core::broker::Broker;
 use portcullis_core::codec::reason::ReasonCode;
 use portcullis_core::gate::ClientInfo;
 use portcullis_core::hooks::{
@@ -37,6 +37,7 @@ use portcullis_core::hooks::{
     Publisher, Subscription,
 };
 use portcullis_core::logsafe::{LogLimiter, Peer};
+use portcullis_core::metrics::{self as m, Family, MetricSource, Scrape};
 use portcullis_core::topic::{more_levels_than, SubscriptionFilter, TopicName};
 use tracing::warn;
 
@@ -67,10 +68,20 @@ impl RewriteStats {
     }
 }
 
-impl SysSource for RewriteStats {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+/// `portcullis_rewrite_total{event}`; `$SYS` `modules/rewrite/<event>`.
+pub static REWRITE: Family = Family {
+    name: "rewrite",
+    help: "Topic rewrites by kind (publish, subscribe, unsubscribe) and rewrites refused as invalid.",
+    kind: m::Kind::Counter,
+    labels: &["event"],
+    sys: Some("modules/rewrite/{event}"),
+    sys_total: None,
+};
+
+impl MetricSource for RewriteStats {
+    fn collect(&self, out: &mut Scrape) {
         for (name, v) in self.values() {
-            out.push((format!("modules/rewrite/{name}"), v.to_string()));
+            out.add(&REWRITE, &[name], v);
         }
     }
 }

@@ -95,7 +95,7 @@ impl Webhook {
             }
             None => {
                 let q = Arc::new(Queue::new(cfg.max_queue_len, max_bytes));
-                broker.add_sys_source(Arc::new(SysLink(Arc::downgrade(&q))));
+                broker.add_metric_source(Arc::new(SysLink(Arc::downgrade(&q))));
                 q
             }
         };

@@ -18,7 +18,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use portcullis_core::broker::SysSource;
+use portcullis_core::metrics::{Family, Kind, MetricSource, Scrape};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -183,13 +183,33 @@ impl Drop for Queue {
 #[derive(Debug)]
 pub struct SysLink(pub Weak<Queue>);
 
-impl SysSource for SysLink {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+/// `portcullis_webhook_queued`; `$SYS` `modules/webhook/queued`.
+pub static WEBHOOK_QUEUED: Family = Family {
+    name: "webhook_queued",
+    help: "Webhook events waiting to be sent.",
+    kind: Kind::Gauge,
+    labels: &[],
+    sys: Some("modules/webhook/queued"),
+    sys_total: None,
+};
+/// `portcullis_webhook_events_total{outcome}`; `$SYS`
+/// `modules/webhook/<outcome>`.
+pub static WEBHOOK_EVENTS: Family = Family {
+    name: "webhook_events",
+    help: "Webhook events by outcome (sent, failed, dropped).",
+    kind: Kind::Counter,
+    labels: &["outcome"],
+    sys: Some("modules/webhook/{outcome}"),
+    sys_total: None,
+};
+
+impl MetricSource for SysLink {
+    fn collect(&self, out: &mut Scrape) {
         let Some(q) = self.0.upgrade() else { return };
         let s = &q.stats;
-        out.push(("modules/webhook/queued".into(), q.queued().to_string()));
-        out.push(("modules/webhook/sent".into(), s.sent.load(Relaxed).to_string()));
-        out.push(("modules/webhook/failed".into(), s.failed.load(Relaxed).to_string()));
-        out.push(("modules/webhook/dropped".into(), s.dropped.load(Relaxed).to_string()));
+        out.add(&WEBHOOK_QUEUED, &[], q.queued() as u64);
+        out.add(&WEBHOOK_EVENTS, &["sent"], s.sent.load(Relaxed));
+        out.add(&WEBHOOK_EVENTS, &["failed"], s.failed.load(Relaxed));
+        out.add(&WEBHOOK_EVENTS, &["dropped"], s.dropped.load(Relaxed));
     }
 }
