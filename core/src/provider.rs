@@ -3,8 +3,11 @@
 //! counters and latency histogram a chain keeps for each provider, and
 //! their metric families: [`AUTH_PROVIDER`], [`ACL_PROVIDER`]).
 //!
-//! The chains live in `portcullis-auth` and `portcullis-acl`; they are
-//! here only so both crates (and the backends) use one definition.
+//! The chain rules themselves live here once ([`walk`]: order, timeout,
+//! counting, `on_error`, first Allow or Deny decides), over the
+//! [`ChainMember`] contract; `portcullis-auth` and `portcullis-acl` only map
+//! a walk's end to their verdicts. Core is the one crate both chains and
+//! the backends depend on, so this is where a single definition can live.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -269,4 +272,111 @@ impl<P> ChainEntry<P> {
     pub fn new(provider: P, timeout: Duration, on_error: OnError) -> ChainEntry<P> {
         ChainEntry { provider, timeout, on_error, metrics: ProviderMetrics::default() }
     }
+}
+
+/// A provider's decision as a chain reads it: the first that is not
+/// [`Outcome::Ignore`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Deny,
+    Ignore,
+}
+
+/// What the chain walker ([`walk`]) needs of a provider: its names, and
+/// one question `Q` answered with a decision `D` and the rule that made
+/// it. The auth chain asks `dyn AuthProvider` a `ConnectInfo`; the ACL
+/// chain asks `dyn AclProvider` a client and an access.
+pub trait ChainMember<Q: ?Sized>: Send + Sync {
+    type Decision: Clone;
+    /// What the provider answers: a decision and, maybe, the rule that made it.
+    type Answer;
+    /// The instance name from the config.
+    fn member_name(&self) -> &str;
+    /// The provider type (`password_file`, `postgres`…).
+    fn member_kind(&self) -> &'static str;
+    /// The provider's own call (no extra allocation on the way).
+    fn ask<'a>(&'a self, question: &'a Q) -> crate::gate::GateFuture<'a, Result<Self::Answer, ProviderError>>;
+    /// The decision and the rule that made it.
+    fn split(answer: Self::Answer) -> (Self::Decision, Option<String>);
+    fn outcome(decision: &Self::Decision) -> Outcome;
+}
+
+/// How a walk through a chain ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkEnd<D> {
+    /// A provider allowed or denied.
+    Decided { provider: String, decision: D, rule: Option<String> },
+    /// A provider failed with `on_error = deny`: the chain fails closed.
+    Failed { provider: String },
+    /// Every provider ignored (or failed with `on_error = ignore`): the
+    /// chain's `no_match` decides.
+    NoMatch,
+}
+
+/// A walk's end and every step taken, for logs and the explain commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk<D> {
+    pub end: WalkEnd<D>,
+    pub steps: Vec<Step<D>>,
+}
+
+/// Walks a chain (`what` is `"auth"` or `"ACL"`, for the log): asks each
+/// provider in order under its timeout, counts its answer or failure,
+/// applies its `on_error`, and stops at the first Allow or Deny. The one
+/// place the chain rules live: the auth and ACL chains only map the end
+/// to their verdicts.
+pub async fn walk<P, Q>(
+    what: &str,
+    chain: &str,
+    entries: &[ChainEntry<std::sync::Arc<P>>],
+    question: &Q,
+) -> Walk<P::Decision>
+where
+    P: ChainMember<Q> + ?Sized,
+    Q: ?Sized + Sync,
+{
+    let mut steps = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (r, elapsed) = e.metrics.call(e.timeout, e.provider.ask(question)).await;
+        let name = e.provider.member_name().to_string();
+        let kind = e.provider.member_kind();
+        match r {
+            Ok(answer) => {
+                let (decision, rule) = P::split(answer);
+                let outcome = P::outcome(&decision);
+                let counter = match outcome {
+                    Outcome::Allow => &e.metrics.allow,
+                    Outcome::Deny => &e.metrics.deny,
+                    Outcome::Ignore => &e.metrics.ignore,
+                };
+                counter.fetch_add(1, Relaxed);
+                steps.push(Step {
+                    provider: name.clone(),
+                    kind,
+                    result: StepResult::Decided(decision.clone()),
+                    rule: rule.clone(),
+                    elapsed,
+                });
+                if outcome != Outcome::Ignore {
+                    return Walk { end: WalkEnd::Decided { provider: name, decision, rule }, steps };
+                }
+            }
+            Err(error) => {
+                tracing::warn!(chain = %chain, provider = %name, error = %error, on_error = ?e.on_error, "{what} provider failed");
+                let skipped = e.on_error == OnError::Ignore;
+                steps.push(Step {
+                    provider: name.clone(),
+                    kind,
+                    result: StepResult::Failed { error, skipped },
+                    rule: None,
+                    elapsed,
+                });
+                if !skipped {
+                    return Walk { end: WalkEnd::Failed { provider: name }, steps };
+                }
+            }
+        }
+    }
+    Walk { end: WalkEnd::NoMatch, steps }
 }
