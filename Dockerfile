@@ -26,7 +26,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /var/lib/portcullis --create-home portcullis
+    && useradd --system --home /var/lib/portcullis --create-home portcullis \
+    && install -d -m 700 -o portcullis -g portcullis /var/lib/portcullis/data
 COPY --from=build /usr/local/bin/portcullis /usr/local/bin/portcullis
 COPY etc/ /etc/portcullis/
 USER portcullis

@@ -12,6 +12,11 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need_pkgs+=(procps)
 # Validates docker-compose.yml without a Docker engine.
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+# The Prometheus output is checked with the official text-format parser
+# (server/tests/metrics.rs runs python3 or /usr/bin/python3 with it).
+python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 \
+  || /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 \
+  || need_pkgs+=(python3-prometheus-client)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

@@ -30,6 +30,7 @@ use std::time::Duration;
 use moka::future::Cache;
 use portcullis_core::codec::QoS;
 use portcullis_core::gate::{Access, ClientInfo};
+use portcullis_core::metrics::{Family, Kind, Scrape};
 use portcullis_core::topic::{SubscriptionFilter, TopicName};
 
 use crate::chain::{AclVerdict, DecidedBy};
@@ -118,6 +119,39 @@ impl From<&AclVerdict> for AclVerdictLite {
     }
 }
 
+static HITS: Family = Family {
+    name: "acl_cache_hits",
+    help: "ACL checks answered from the cache (or by joining a check in flight).",
+    kind: Kind::Counter,
+    labels: &[],
+    sys: Some("acl/cache/hits"),
+    sys_total: None,
+};
+static MISSES: Family = Family {
+    name: "acl_cache_misses",
+    help: "ACL checks that ran the chain.",
+    kind: Kind::Counter,
+    labels: &[],
+    sys: Some("acl/cache/misses"),
+    sys_total: None,
+};
+static ENTRIES: Family = Family {
+    name: "acl_cache_entries",
+    help: "Decisions cached now (approximate).",
+    kind: Kind::Gauge,
+    labels: &[],
+    sys: None,
+    sys_total: None,
+};
+static BYTES: Family = Family {
+    name: "acl_cache_bytes",
+    help: "What the cached decisions weigh together, in bytes (approximate).",
+    kind: Kind::Gauge,
+    labels: &[],
+    sys: None,
+    sys_total: None,
+};
+
 /// Lookup counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheStats {
@@ -128,7 +162,9 @@ pub struct CacheStats {
 /// The decision cache. Cheap to share behind an `Arc`.
 pub struct AclCache {
     cache: Cache<CacheKey, AclVerdictLite>,
-    lookups: AtomicU64,
+    /// Lookups answered without running the chain: from the cache, or by
+    /// joining an identical evaluation in flight.
+    hits: AtomicU64,
     /// Evaluations actually run (one per single-flight group).
     misses: AtomicU64,
     /// Moves on every invalidation (see [`AclCache::epoch`]).
@@ -169,7 +205,7 @@ impl AclCache {
             .support_invalidation_closures()
             .build();
         let reuse = on.then(|| ttl.min(MAX_ALLOW_REUSE));
-        AclCache { cache, lookups: AtomicU64::new(0), misses: AtomicU64::new(0), epoch: AtomicU64::new(0), reuse }
+        AclCache { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0), epoch: AtomicU64::new(0), reuse }
     }
 
     /// How long a connection may reuse an allowed publish decision for the
@@ -199,11 +235,13 @@ impl AclCache {
         key: CacheKey,
         init: impl Future<Output = AclVerdictLite>,
     ) -> AclVerdictLite {
-        self.lookups.fetch_add(1, Relaxed);
         let misses = &self.misses;
+        let mut ran = false;
+        let ran_here = &mut ran;
         let r = self
             .cache
             .try_get_with(key, async move {
+                *ran_here = true;
                 misses.fetch_add(1, Relaxed);
                 let v = init.await;
                 if v.cacheable() {
@@ -213,6 +251,11 @@ impl AclCache {
                 }
             })
             .await;
+        // Counted when answered, so that hits never go back (hits as
+        // lookups minus misses did, while a miss was in flight).
+        if !ran {
+            self.hits.fetch_add(1, Relaxed);
+        }
         match r {
             Ok(v) => v,
             Err(uncached) => (*uncached).clone(),
@@ -239,9 +282,17 @@ impl AclCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        let lookups = self.lookups.load(Relaxed);
-        let misses = self.misses.load(Relaxed);
-        CacheStats { hits: lookups.saturating_sub(misses), misses }
+        CacheStats { hits: self.hits.load(Relaxed), misses: self.misses.load(Relaxed) }
+    }
+
+    /// Reads the cache's counters into `out` (`portcullis_acl_cache_*`;
+    /// hits and misses also in `$SYS/brokers/<node>/acl/cache/…`).
+    pub fn collect(&self, out: &mut Scrape) {
+        let st = self.stats();
+        out.add(&HITS, &[], st.hits);
+        out.add(&MISSES, &[], st.misses);
+        out.add(&ENTRIES, &[], self.entry_count());
+        out.add(&BYTES, &[], self.weighted_size());
     }
 
     /// Number of stored decisions (approximate until pending maintenance runs).
@@ -318,6 +369,36 @@ mod tests {
         assert!(all.iter().all(|v| *v == verdict(true)));
         assert_eq!(calls.load(Relaxed), 1);
         assert_eq!(cache.stats(), CacheStats { hits: 199, misses: 1 });
+    }
+
+    /// Hits are a counter (Prometheus, `$SYS`): a scrape while misses are
+    /// in flight must never see them go back. (As lookups minus misses
+    /// they did: a lookup was a hit until its miss was counted.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hits_never_go_back_while_misses_are_in_flight() {
+        let cache = Arc::new(AclCache::new(100_000, 1 << 30, Duration::from_secs(60)));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (cache, done) = (cache.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut last, mut back) = (0, 0);
+                let end = std::time::Instant::now() + Duration::from_secs(30);
+                while !done.load(Relaxed) && std::time::Instant::now() < end {
+                    let h = cache.stats().hits;
+                    back += usize::from(h < last);
+                    last = h;
+                }
+                back
+            })
+        };
+        let req = publish("a/b");
+        for i in 0..20_000u64 {
+            // Every key new: each lookup is a miss, none a hit.
+            cache.get_or_insert_with(key("c1", i, &req), async { verdict(true) }).await;
+        }
+        done.store(true, Relaxed);
+        assert_eq!(sampler.join().expect("sampler"), 0, "hits went back");
+        assert_eq!(cache.stats(), CacheStats { hits: 0, misses: 20_000 });
     }
 
     #[tokio::test]

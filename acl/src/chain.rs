@@ -5,14 +5,15 @@
 //! Superusers bypass the providers entirely. Every verdict records who
 //! decided and the steps taken, for logs, metrics and `acl explain`.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use portcullis_core::gate::GateFuture;
 use portcullis_core::gate::{Access, ClientInfo};
-use portcullis_core::provider::{ChainEntry, OnError};
+use portcullis_core::metrics::Scrape;
+use portcullis_core::provider::{walk, ChainEntry, ChainMember, Outcome, ProviderError, Walk, WalkEnd, ACL_PROVIDER};
 use portcullis_core::topic::SubscriptionFilter;
 
-use crate::provider::{AclDecision, DynAclProvider};
+use crate::provider::{AclAnswer, AclDecision, AclProvider, DynAclProvider};
 use crate::rule::Permission;
 
 /// What the broker does with a denied action.
@@ -74,55 +75,21 @@ impl AclChain {
         if client.superuser {
             return AclVerdict { allowed: true, decided_by: DecidedBy::Superuser, steps: Vec::new() };
         }
-        let mut steps = Vec::with_capacity(self.entries.len());
-        for e in &self.entries {
-            let (r, elapsed) = e.metrics.call(e.timeout, e.provider.authorize(client, access)).await;
-            let name = e.provider.name().to_string();
-            let kind = e.provider.kind();
-            match r {
-                Ok(answer) => {
-                    let counter = match answer.decision {
-                        AclDecision::Allow => &e.metrics.allow,
-                        AclDecision::Deny => &e.metrics.deny,
-                        AclDecision::Ignore => &e.metrics.ignore,
-                    };
-                    counter.fetch_add(1, Relaxed);
-                    let rule = answer.rule.clone();
-                    steps.push(Step {
-                        provider: name.clone(),
-                        kind,
-                        result: StepResult::Decided(answer.decision),
-                        rule: rule.clone(),
-                        elapsed,
-                    });
-                    match answer.decision {
-                        AclDecision::Ignore => continue,
-                        d => {
-                            return AclVerdict {
-                                allowed: d == AclDecision::Allow,
-                                decided_by: DecidedBy::Provider { name, rule },
-                                steps,
-                            };
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(chain = %self.name, provider = %name, error = %error, on_error = ?e.on_error, "ACL provider failed");
-                    let skipped = e.on_error == OnError::Ignore;
-                    steps.push(Step {
-                        provider: name.clone(),
-                        kind,
-                        result: StepResult::Failed { error, skipped },
-                        rule: None,
-                        elapsed,
-                    });
-                    if !skipped {
-                        return AclVerdict { allowed: false, decided_by: DecidedBy::Failure { name }, steps };
-                    }
-                }
+        let question = AclQuestion { client, access };
+        let Walk { end, steps } = walk("ACL", &self.name, &self.entries, &question).await;
+        match end {
+            WalkEnd::Decided { provider, decision, rule } => AclVerdict {
+                allowed: decision == AclDecision::Allow,
+                decided_by: DecidedBy::Provider { name: provider, rule },
+                steps,
+            },
+            WalkEnd::Failed { provider } => {
+                AclVerdict { allowed: false, decided_by: DecidedBy::Failure { name: provider }, steps }
+            }
+            WalkEnd::NoMatch => {
+                AclVerdict { allowed: self.no_match == Permission::Allow, decided_by: DecidedBy::NoMatch, steps }
             }
         }
-        AclVerdict { allowed: self.no_match == Permission::Allow, decided_by: DecidedBy::NoMatch, steps }
     }
 
     /// Must each message delivered through this granted subscription be
@@ -139,18 +106,45 @@ impl AclChain {
         self.entries.iter().any(|e| e.provider.may_deny_within(client, &levels))
     }
 
-    /// `(topic, value)` pairs for `$SYS/brokers/<node>/acl/<chain>/<provider>/…`.
-    pub fn sys_values(&self, out: &mut Vec<(String, String)>) {
+    /// Reads each provider's counters, latency histogram and health into
+    /// `out` (`portcullis_acl_provider_*`, `$SYS/brokers/<node>/acl/<chain>/<provider>/…`).
+    pub fn collect(&self, out: &mut Scrape) {
         for e in &self.entries {
-            for (k, v) in e.metrics.values() {
-                out.push((format!("acl/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
-            }
-            if let Some(up) = e.provider.health() {
-                out.push((format!("acl/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
-            }
+            e.metrics.collect(&ACL_PROVIDER, &self.name, e.provider.name(), e.provider.health(), out);
         }
     }
 }
 
 /// A chain shared by listeners.
 pub type SharedAclChain = Arc<AclChain>;
+
+/// What the ACL chain asks each provider: may this client do this?
+#[derive(Debug, Clone, Copy)]
+pub struct AclQuestion<'a> {
+    pub client: &'a ClientInfo,
+    pub access: Access<'a>,
+}
+
+impl<'q, 'd> ChainMember<AclQuestion<'q>> for dyn AclProvider + 'd {
+    type Decision = AclDecision;
+    type Answer = AclAnswer;
+    fn member_name(&self) -> &str {
+        self.name()
+    }
+    fn member_kind(&self) -> &'static str {
+        self.kind()
+    }
+    fn ask<'a>(&'a self, q: &'a AclQuestion<'q>) -> GateFuture<'a, Result<AclAnswer, ProviderError>> {
+        self.authorize(q.client, q.access)
+    }
+    fn split(a: AclAnswer) -> (AclDecision, Option<String>) {
+        (a.decision, a.rule)
+    }
+    fn outcome(d: &AclDecision) -> Outcome {
+        match d {
+            AclDecision::Allow => Outcome::Allow,
+            AclDecision::Deny => Outcome::Deny,
+            AclDecision::Ignore => Outcome::Ignore,
+        }
+    }
+}

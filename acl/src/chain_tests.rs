@@ -341,10 +341,13 @@ async fn metrics_accumulate_and_reach_sys() {
     for _ in 0..3 {
         chain.authorize(&client(false), Req::publish().access()).await;
     }
-    let mut sys = Vec::new();
-    chain.sys_values(&mut sys);
+    let mut scrape = portcullis_core::metrics::Scrape::new();
+    chain.collect(&mut scrape);
+    let sys = scrape.sys_values();
     assert!(sys.contains(&("acl/main/file/calls".to_string(), "3".to_string())), "{sys:?}");
     assert!(sys.contains(&("acl/main/file/deny".to_string(), "3".to_string())), "{sys:?}");
+    let latency = scrape.value("acl_provider_latency_seconds", &["main", "file"]).expect("latency histogram");
+    assert_eq!(latency.number(), 3, "one observation per call");
 }
 
 /// Which granted subscriptions get their deliveries checked: a rule

@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{api_keys, banned, clients, configs, node, publish, retainer, security, shim, subscriptions};
+use crate::api::{
+    api_keys, banned, clients, configs, node, prometheus, publish, retainer, security, shim, subscriptions,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +20,7 @@ use crate::api::{api_keys, banned, clients, configs, node, publish, retainer, se
         license(name = "Apache-2.0"),
     ),
     paths(
-        node::status, node::nodes, node::node, node::stats, node::metrics, node::listeners, node::listener,
+        node::status, node::nodes, node::node, node::stats, node::metrics, prometheus::stats, prometheus::metrics, node::listeners, node::listener,
         clients::list, clients::get, clients::kick, clients::kick_bulk, clients::subscriptions, clients::subscribe,
         clients::subscribe_bulk, clients::unsubscribe, clients::unsubscribe_bulk,
         subscriptions::list, subscriptions::list_topics, subscriptions::get_topic,

@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime};
 use moka::future::Cache;
 use moka::Expiry;
 use portcullis_core::gate::{ConnectInfo, Password};
+use portcullis_core::metrics::{Family, Kind, Scrape};
 use rand::{Rng, RngCore};
 use tokio::time::Instant;
 
@@ -279,19 +280,16 @@ impl AuthCache {
         (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
-    /// `(topic, value)` pairs under `prefix` (e.g. `auth/cache`): `hits`,
-    /// `misses`, `entries` (approximate), `stale_served`.
-    pub fn sys_values(&self, prefix: &str, out: &mut Vec<(String, String)>) {
+    /// Reads the cache's counters into `out` (`portcullis_auth_cache_*`,
+    /// `$SYS/brokers/<node>/auth/cache/…`): hits, misses, entries
+    /// (approximate), bypassed, stale_served.
+    pub fn collect(&self, out: &mut Scrape) {
         let (hits, misses) = self.stats();
-        for (k, v) in [
-            ("hits", hits),
-            ("misses", misses),
-            ("entries", self.fresh.entry_count()),
-            ("bypassed", self.bypassed.load(Relaxed)),
-            ("stale_served", self.stale_served.load(Relaxed)),
-        ] {
-            out.push((join(prefix, k), v.to_string()));
-        }
+        out.add(&HITS, &[], hits);
+        out.add(&MISSES, &[], misses);
+        out.add(&ENTRIES, &[], self.fresh.entry_count());
+        out.add(&BYPASSED, &[], self.bypassed.load(Relaxed));
+        out.add(&STALE_SERVED, &[], self.stale_served.load(Relaxed));
     }
 
     fn key(&self, chain: &AuthChain, info: &ConnectInfo) -> Key {
@@ -415,13 +413,32 @@ impl AuthCache {
     }
 }
 
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{}/{name}", prefix.trim_end_matches('/'))
-    }
+const fn family(name: &'static str, help: &'static str, kind: Kind, sys: &'static str) -> Family {
+    Family { name, help, kind, labels: &[], sys: Some(sys), sys_total: None }
 }
+
+static HITS: Family = family(
+    "auth_cache_hits",
+    "CONNECTs answered without a chain call (cached, or joined a call in flight).",
+    Kind::Counter,
+    "auth/cache/hits",
+);
+static MISSES: Family =
+    family("auth_cache_misses", "CONNECTs that called the chain.", Kind::Counter, "auth/cache/misses");
+static ENTRIES: Family =
+    family("auth_cache_entries", "Verdicts cached now (approximate).", Kind::Gauge, "auth/cache/entries");
+static BYPASSED: Family = family(
+    "auth_cache_bypassed",
+    "CONNECTs not looked up because their chain's answers are not worth caching.",
+    Kind::Counter,
+    "auth/cache/bypassed",
+);
+static STALE_SERVED: Family = family(
+    "auth_cache_stale_served",
+    "Expired allows served while the chain was unavailable (stale_on_error).",
+    Kind::Counter,
+    "auth/cache/stale_served",
+);
 
 fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
     h.update(&(bytes.len() as u64).to_le_bytes());
@@ -456,6 +473,13 @@ mod tests {
 
     use super::{AuthCache, AuthCacheConfig};
     use crate::chain::{AuthChain, AuthResult, AuthVerdict, DecidedBy, NoMatch};
+
+    /// The cache's `$SYS` values, through the metrics registry.
+    fn sys_values(cache: &AuthCache) -> Vec<(String, String)> {
+        let mut s = portcullis_core::metrics::Scrape::new();
+        cache.collect(&mut s);
+        s.sys_values()
+    }
     use crate::chain_tests::{chain_of, connect, named_chain, Act, Scripted};
 
     fn cfg() -> AuthCacheConfig {
@@ -501,9 +525,8 @@ mod tests {
             assert!(!from_cache(&v.decided_by));
         }
         cache.settle().await;
-        let mut sys = Vec::new();
-        cache.sys_values("", &mut sys);
-        let get = |k: &str| sys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let sys = sys_values(&cache);
+        let get = |k: &str| sys.iter().find(|(n, _)| *n == format!("auth/cache/{k}")).map(|(_, v)| v.clone());
         assert_eq!(get("entries").as_deref(), Some("0"), "no entry per client");
         assert_eq!(get("bypassed").as_deref(), Some("10"));
     }
@@ -818,8 +841,7 @@ mod tests {
         assert!(matches!(cache.authenticate(&chain, &alice()).await.result, AuthResult::Allow { .. }));
         advance(Duration::from_secs(2)).await; // 71 s
         assert_eq!(cache.authenticate(&chain, &alice()).await.result, AuthResult::Unavailable);
-        let mut sys = Vec::new();
-        cache.sys_values("auth/cache", &mut sys);
+        let sys = sys_values(&cache);
         assert!(sys.contains(&("auth/cache/stale_served".to_string(), "2".to_string())), "{sys:?}");
     }
 
@@ -909,14 +931,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn sys_values_and_debug() {
+    async fn metrics_and_debug() {
         let p = scripted(Act::Allow);
         let (cache, chain) = (AuthCache::new(cfg()), one(&p));
         cache.authenticate(&chain, &alice()).await;
         cache.authenticate(&chain, &alice()).await;
         cache.settle().await;
-        let mut sys = Vec::new();
-        cache.sys_values("auth/cache", &mut sys);
+        let sys = sys_values(&cache);
         for (k, v) in [("hits", "1"), ("misses", "1"), ("entries", "1"), ("stale_served", "0")] {
             assert!(sys.contains(&(format!("auth/cache/{k}"), v.to_string())), "{k}: {sys:?}");
         }

@@ -7,15 +7,15 @@
 //! password, so an unknown user looks like a wrong password; not
 //! authorized otherwise).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use portcullis_acl::rule::Rule;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
-use portcullis_core::provider::{ChainEntry, OnError};
+use portcullis_core::metrics::Scrape;
+use portcullis_core::provider::{walk, ChainEntry, ChainMember, Outcome, ProviderError, Walk, WalkEnd, AUTH_PROVIDER};
 
-use crate::provider::{AuthDecision, DynAuthProvider, Inputs};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, DynAuthProvider, Inputs};
 
 /// One provider in a chain, with its call policy and counters.
 pub type AuthEntry = ChainEntry<DynAuthProvider>;
@@ -104,71 +104,36 @@ impl AuthChain {
     }
 
     pub async fn authenticate(&self, info: &ConnectInfo) -> AuthVerdict {
-        let mut steps = Vec::with_capacity(self.entries.len());
-        for e in &self.entries {
-            let (r, elapsed) = e.metrics.call(e.timeout, e.provider.authenticate(info)).await;
-            let name = e.provider.name().to_string();
-            let kind = e.provider.kind();
-            match r {
-                Ok(answer) => {
-                    let counter = match &answer.decision {
-                        AuthDecision::Allow { .. } => &e.metrics.allow,
-                        AuthDecision::Deny(_) => &e.metrics.deny,
-                        AuthDecision::Ignore => &e.metrics.ignore,
-                    };
-                    counter.fetch_add(1, Relaxed);
-                    steps.push(Step {
-                        provider: name.clone(),
-                        kind,
-                        result: StepResult::Decided(answer.decision.clone()),
-                        rule: answer.rule.clone(),
-                        elapsed,
-                    });
-                    let result = match answer.decision {
-                        AuthDecision::Ignore => continue,
-                        AuthDecision::Allow { superuser, inline_acl, expires_at } => {
-                            AuthResult::Allow { superuser, inline_acl, expires_at }
-                        }
-                        AuthDecision::Deny(r) => AuthResult::Deny(r),
-                    };
-                    return AuthVerdict { result, decided_by: DecidedBy::Provider { name, rule: answer.rule }, steps };
-                }
-                Err(error) => {
-                    tracing::warn!(chain = %self.name, provider = %name, error = %error, on_error = ?e.on_error, "auth provider failed");
-                    let skipped = e.on_error == OnError::Ignore;
-                    steps.push(Step {
-                        provider: name.clone(),
-                        kind,
-                        result: StepResult::Failed { error, skipped },
-                        rule: None,
-                        elapsed,
-                    });
-                    if !skipped {
-                        return AuthVerdict {
-                            result: AuthResult::Unavailable,
-                            decided_by: DecidedBy::Failure { name },
-                            steps,
-                        };
+        let Walk { end, steps } = walk("auth", &self.name, &self.entries, info).await;
+        let (result, decided_by) = match end {
+            WalkEnd::Decided { provider, decision, rule } => {
+                let result = match decision {
+                    AuthDecision::Allow { superuser, inline_acl, expires_at } => {
+                        AuthResult::Allow { superuser, inline_acl, expires_at }
                     }
-                }
+                    AuthDecision::Deny(r) => AuthResult::Deny(r),
+                    // The walker stops only at Allow or Deny.
+                    AuthDecision::Ignore => AuthResult::Deny(no_match_reason(info)),
+                };
+                (result, DecidedBy::Provider { name: provider, rule })
             }
-        }
-        let result = match self.no_match {
-            NoMatch::Deny => AuthResult::Deny(no_match_reason(info)),
-            NoMatch::Allow => AuthResult::Allow { superuser: false, inline_acl: None, expires_at: None },
+            WalkEnd::Failed { provider } => (AuthResult::Unavailable, DecidedBy::Failure { name: provider }),
+            WalkEnd::NoMatch => {
+                let result = match self.no_match {
+                    NoMatch::Deny => AuthResult::Deny(no_match_reason(info)),
+                    NoMatch::Allow => AuthResult::Allow { superuser: false, inline_acl: None, expires_at: None },
+                };
+                (result, DecidedBy::NoMatch)
+            }
         };
-        AuthVerdict { result, decided_by: DecidedBy::NoMatch, steps }
+        AuthVerdict { result, decided_by, steps }
     }
 
-    /// `(topic, value)` pairs for `$SYS/brokers/<node>/auth/<chain>/<provider>/…`.
-    pub fn sys_values(&self, out: &mut Vec<(String, String)>) {
+    /// Reads each provider's counters, latency histogram and health into
+    /// `out` (`portcullis_auth_provider_*`, `$SYS/brokers/<node>/auth/<chain>/<provider>/…`).
+    pub fn collect(&self, out: &mut Scrape) {
         for e in &self.entries {
-            for (k, v) in e.metrics.values() {
-                out.push((format!("auth/{}/{}/{k}", self.name, e.provider.name()), v.to_string()));
-            }
-            if let Some(up) = e.provider.health() {
-                out.push((format!("auth/{}/{}/health", self.name, e.provider.name()), u8::from(up).to_string()));
-            }
+            e.metrics.collect(&AUTH_PROVIDER, &self.name, e.provider.name(), e.provider.health(), out);
         }
     }
 }
@@ -182,5 +147,32 @@ pub fn no_match_reason(info: &ConnectInfo) -> DenyReason {
         DenyReason::BadCredentials
     } else {
         DenyReason::NotAuthorized
+    }
+}
+
+impl<'d> ChainMember<ConnectInfo> for dyn AuthProvider + 'd {
+    type Decision = AuthDecision;
+    type Answer = AuthAnswer;
+    fn member_name(&self) -> &str {
+        self.name()
+    }
+    fn member_kind(&self) -> &'static str {
+        self.kind()
+    }
+    fn ask<'a>(
+        &'a self,
+        info: &'a ConnectInfo,
+    ) -> portcullis_core::gate::GateFuture<'a, Result<AuthAnswer, ProviderError>> {
+        self.authenticate(info)
+    }
+    fn split(a: AuthAnswer) -> (AuthDecision, Option<String>) {
+        (a.decision, a.rule)
+    }
+    fn outcome(d: &AuthDecision) -> Outcome {
+        match d {
+            AuthDecision::Allow { .. } => Outcome::Allow,
+            AuthDecision::Deny(_) => Outcome::Deny,
+            AuthDecision::Ignore => Outcome::Ignore,
+        }
     }
 }

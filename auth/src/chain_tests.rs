@@ -394,8 +394,28 @@ async fn scripted_sequence_and_metrics_accumulate() {
     let m = &chain.entries[0].metrics;
     let counts = [&m.calls, &m.allow, &m.deny, &m.ignore, &m.error, &m.timeout].map(|c| c.load(Relaxed));
     assert_eq!(counts, [5, 1, 1, 1, 1, 1]);
-    let mut sys = Vec::new();
-    chain.sys_values(&mut sys);
+    let mut scrape = portcullis_core::metrics::Scrape::new();
+    chain.collect(&mut scrape);
+    let sys = scrape.sys_values();
     assert!(sys.contains(&("auth/main/seq/calls".to_string(), "5".to_string())), "{sys:?}");
     assert!(sys.contains(&("auth/main/seq/timeout".to_string(), "1".to_string())), "{sys:?}");
+    // The latency histogram: one observation per call, the same in $SYS
+    // (per bucket) as in the registry.
+    let Some(portcullis_core::metrics::Value::Histogram(h)) =
+        scrape.value("auth_provider_latency_seconds", &["main", "seq"])
+    else {
+        panic!("no latency histogram: {scrape:?}");
+    };
+    assert_eq!(h.count(), 5);
+    let in_sys: u64 = sys
+        .iter()
+        .filter(|(t, _)| t.starts_with("auth/main/seq/latency_us_le_"))
+        .map(|(_, v)| v.parse::<u64>().expect("number"))
+        .sum();
+    assert_eq!(in_sys, 5, "{sys:?}");
+    // The hung call ran into the timeout: counted in its bucket or above.
+    let timeout_us = u64::try_from(TIMEOUT.as_micros()).expect("µs");
+    let bucket = portcullis_core::provider::LATENCY_BUCKETS_US.iter().position(|b| timeout_us <= *b);
+    let bucket = bucket.unwrap_or(portcullis_core::provider::LATENCY_BUCKETS_US.len());
+    assert!(h.counts[bucket..].iter().sum::<u64>() >= 1, "{h:?}");
 }

@@ -1,5 +1,6 @@
 //! External identity backends, one folder and cargo feature each:
-//! `postgres`, `mysql`, `redis`, `ldap`, `mongodb`, `http`. Each offers an
+//! `postgres`, `mysql`, `redis`, `ldap`, `mongodb`, `http`, and `builtin`,
+//! the embedded user store (an SQLite file the broker owns). Each offers an
 //! auth provider and an ACL provider built from its config table
 //! (`auth_provider`, `acl_provider`), following the provider contract in
 //! `portcullis-auth` and `portcullis-acl`: a backend failure is an error,
@@ -12,6 +13,8 @@
 
 pub mod common;
 
+#[cfg(feature = "builtin")]
+pub mod builtin;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "ldap")]

@@ -20,9 +20,9 @@ struct Cli {
     config: Option<PathBuf>,
     /// Validate the config file and load what it points to (password,
     /// ACL and client id files, policy directories, TLS certificates and
-    /// keys, backend settings; no network connection is made), print the
-    /// problems found, and exit: 0 when the broker would start on it, 2
-    /// when not.
+    /// keys, built-in user stores, backend settings; no network connection
+    /// is made and no file is created), print the problems found, and
+    /// exit: 0 when the broker would start on it, 2 when not.
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]

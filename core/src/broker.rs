@@ -18,7 +18,7 @@ use crate::connection::PreAuth;
 use crate::hooks::{Hooks, SessionEndReason, SessionEvent};
 use crate::logsafe::{LogLimiter, Peer};
 use crate::message::{Delivery, Message};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, MetricSource, Metrics, Scrape};
 use crate::owner::{OwnerMismatch, SessionOwner};
 use crate::registry::Registry;
 use crate::retain::{RetainResult, RetainStore};
@@ -33,13 +33,6 @@ const REFUSAL_LINES_PER_SEC: u32 = 20;
 
 /// The version string published in `$SYS/brokers/<node>/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Something outside the core with values to publish under
-/// `$SYS/brokers/<node>/` (the auth and ACL chains' metrics, for example).
-pub trait SysSource: Send + Sync + 'static {
-    /// Appends `(topic relative to the node, value)` pairs.
-    fn sys_values(&self, out: &mut Vec<(String, String)>);
-}
 
 /// What [`Broker::open_session`] is asked.
 #[derive(Debug, Clone, Copy)]
@@ -98,13 +91,15 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// The hooks modules registered (see [`crate::hooks`]).
     pub hooks: Hooks,
-    sys_sources: Mutex<Vec<Arc<dyn SysSource>>>,
-}
-
-impl std::fmt::Debug for dyn SysSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SysSource")
-    }
+    /// Woken when a congested session drains or detaches: the publishers
+    /// waiting for one check again ([`Broker::wait_drained`]).
+    pub drained: tokio::sync::Notify,
+    /// Metrics from outside the core (chains, caches, guard, listeners),
+    /// read at each scrape.
+    metric_sources: Mutex<Vec<Arc<dyn MetricSource>>>,
+    /// The metric topics `$SYS` published last time ([`crate::sys`] clears
+    /// those that went).
+    pub(crate) sys_topics: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Broker {
@@ -124,22 +119,32 @@ impl Broker {
             refusal_log: LogLimiter::new(REFUSAL_LINES_PER_SEC),
             shutdown,
             hooks: Hooks::default(),
-            sys_sources: Mutex::new(Vec::new()),
+            drained: tokio::sync::Notify::new(),
+            metric_sources: Mutex::new(Vec::new()),
+            sys_topics: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
-    /// Registers extra values for the periodic `$SYS` publication.
-    pub fn add_sys_source(&self, source: Arc<dyn SysSource>) {
-        self.sys_sources.lock().push(source);
+    /// Registers metrics kept outside the core (the auth and ACL chains,
+    /// caches and guard, the listeners): read at every scrape, for `$SYS`
+    /// and Prometheus alike. A module registers its own through its hooks
+    /// ([`crate::hooks::HookSetBuilder::metrics`]) instead, so that they
+    /// go when it does.
+    pub fn add_metric_source(&self, source: Arc<dyn MetricSource>) {
+        self.metric_sources.lock().push(source);
     }
 
-    /// Collects the values of every registered [`SysSource`].
-    pub fn extra_sys_values(&self) -> Vec<(String, String)> {
-        let sources = self.sys_sources.lock().clone();
-        let mut out = Vec::new();
+    /// Every metric's value now: the broker's own, then each registered
+    /// source's, then the running modules'. `$SYS` publishes this, and
+    /// Prometheus renders it; no client's path waits on it.
+    pub fn scrape(&self) -> Scrape {
+        let mut out = Scrape::new();
+        crate::metrics::broker::collect(self, &mut out);
+        let sources = self.metric_sources.lock().clone();
         for s in sources {
-            s.sys_values(&mut out);
+            s.collect(&mut out);
         }
+        self.hooks.collect_metrics(&mut out);
         out
     }
 
@@ -293,6 +298,8 @@ impl Broker {
             }
             (st.expiry, st.generation)
         };
+        // An offline session holds no publisher back.
+        self.drained.notify_waiters();
         self.start_expiry(session, expiry, generation);
     }
 
@@ -448,14 +455,22 @@ impl Broker {
     /// its retain flag is set). Returns the number of sessions it matched
     /// (after no-local), including any whose full queue dropped it.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
+        self.publish_from(msg, None)
+    }
+
+    /// [`Broker::publish`] for a client's PUBLISH: the connected sessions
+    /// it reached that are congested (other than the publisher's own) are
+    /// put in `congested`, for the publisher to wait for
+    /// ([`Broker::wait_drained`]) before it reads on.
+    pub fn publish_from(&self, msg: Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
         if msg.retain {
             self.retain(&msg);
         }
-        self.route(&msg)
+        self.route(&msg, congested)
     }
 
     /// Routes without touching the retained store.
-    pub fn route(&self, msg: &Arc<Message>) -> usize {
+    pub fn route(&self, msg: &Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
         // One route list per worker thread, reused: a publish allocates
         // neither it nor the list of copies. Nothing below routes again
         // (enqueueing only queues and wakes), so the borrow cannot nest.
@@ -464,9 +479,9 @@ impl Broker {
         }
         ROUTES.with(|cell| {
             let Ok(mut routes) = cell.try_borrow_mut() else {
-                return self.route_into(msg, &mut Vec::new());
+                return self.route_into(msg, &mut Vec::new(), congested);
             };
-            let n = self.route_into(msg, &mut routes);
+            let n = self.route_into(msg, &mut routes, congested);
             // A huge fan-out does not pin its list to the thread.
             if routes.capacity() > 1024 {
                 *routes = Vec::new();
@@ -475,7 +490,12 @@ impl Broker {
         })
     }
 
-    fn route_into(&self, msg: &Arc<Message>, routes: &mut Vec<Route<Arc<Session>>>) -> usize {
+    fn route_into(
+        &self,
+        msg: &Arc<Message>,
+        routes: &mut Vec<Route<Arc<Session>>>,
+        mut congested: Option<&mut Vec<Arc<Session>>>,
+    ) -> usize {
         routes.clear();
         let clients = self.router.matches(&msg.topic, routes);
         if routes.is_empty() {
@@ -497,12 +517,41 @@ impl Broker {
             // Counted whether or not the queue took it: a subscriber whose
             // queue was full still matched (its drop is counted there), and
             // a v5 publisher must not hear "no matching subscribers".
-            if let Err(Some(reason)) = d.handle.offer(delivery, &self.settings.session, &self.metrics) {
-                self.hooks.message_dropped(msg, reason, Some(&d.handle.client_id));
+            match d.handle.offer(delivery, &self.settings.session, &self.metrics) {
+                Ok(true) => {
+                    if let Some(list) = congested.as_deref_mut() {
+                        if msg.publisher.as_deref() != Some(&*d.handle.client_id) {
+                            list.push(Arc::clone(&d.handle));
+                        }
+                    }
+                }
+                Ok(false) | Err(None) => {}
+                Err(Some(reason)) => self.hooks.message_dropped(msg, reason, Some(&d.handle.client_id)),
             }
             n += 1;
         });
         n
+    }
+
+    /// Waits, at most `session.stall_timeout`, until none of `congested`
+    /// is congested any more (drained to half the high-water mark,
+    /// disconnected, or stuck past the bound): the publisher's connection
+    /// reads nothing meanwhile, which is the back-pressure.
+    pub async fn wait_drained(&self, mut congested: Vec<Arc<Session>>) {
+        let settings = &self.settings.session;
+        let deadline = tokio::time::Instant::now() + settings.stall_timeout;
+        loop {
+            // Registered before the check, so a drain in between is not missed.
+            let drained = self.drained.notified();
+            congested.retain(|s| s.is_congested(settings));
+            if congested.is_empty() {
+                return;
+            }
+            self.metrics.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Publishes a broker-originated message (for `$SYS`).

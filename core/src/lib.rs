@@ -12,7 +12,9 @@
 //! * [`gate`] — the port through which every auth and ACL decision is asked;
 //!   [`provider`] — the error, failure policy and metrics every provider shares.
 //! * [`connection`] — the per-connection state machine over any stream.
-//! * [`persist`] — session and retained snapshots across a graceful restart.
+//! * [`persist`] — session and retained snapshots across a graceful restart;
+//!   [`durable`] — the session-store seam: typed changes and the port a
+//!   durable store implements.
 //! * [`hooks`] — typed broker events and the runner modules register on;
 //!   [`introspect`] — what the management plane sees and does;
 //!   [`inject`] — publishes that come from outside MQTT (HTTP publish).
@@ -23,6 +25,7 @@ pub mod binding;
 pub mod broker;
 pub mod codec;
 pub mod connection;
+pub mod durable;
 pub mod gate;
 pub mod hooks;
 pub mod inject;

@@ -103,6 +103,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery of `msg` at `qos` (what a queue counts for it is set
+    /// when it is queued): for code outside the core that hands a session
+    /// a message, as the auto-subscribe module does with retained ones.
+    pub fn new(msg: Arc<Message>, qos: QoS, retain: bool, subscription_ids: Vec<u32>, check: bool) -> Delivery {
+        Delivery { msg, qos, retain, subscription_ids, check, queued_weight: 0 }
+    }
+
     /// Bytes this delivery holds in a queue (for byte bounds): its
     /// message's [`Message::weight`].
     pub fn weight(&self) -> usize {

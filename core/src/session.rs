@@ -23,7 +23,7 @@ use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, Metrics};
 use crate::owner::SessionOwner;
-use crate::settings::SessionSettings;
+use crate::settings::{OnStuck, SessionSettings};
 use crate::topic::SubscriptionFilter;
 
 /// Why the connection owning a session is told to go.
@@ -35,6 +35,9 @@ pub enum Kick {
     Shutdown,
     /// An operator closed the connection (management plane).
     Administrative,
+    /// The client stopped reading past `session.stall_timeout`
+    /// (`session.on_stuck = "disconnect"`).
+    SlowConsumer,
 }
 
 /// One subscription as the session remembers it.
@@ -109,6 +112,16 @@ struct Activity {
     /// When the last "queue full" line was logged, and `dropped` then.
     drop_logged_at: Option<Instant>,
     dropped_logged: u64,
+    /// Since when the queue of this connected session has been above
+    /// `session.queue_high_water` (publishers feeding it wait, up to
+    /// `session.stall_timeout`); cleared when it drains to half of it.
+    congested_since: Option<Instant>,
+    /// Set when the queue drained out of congestion, until the connection
+    /// wakes the publishers that wait for it.
+    drained: bool,
+    /// Where congestion ends: half the high-water mark in force when it
+    /// began.
+    drain_mark: usize,
 }
 
 /// What [`SessionState`]'s read accessors see while nothing is allocated.
@@ -175,15 +188,63 @@ impl Session {
         self.offer(d, settings, metrics).is_ok()
     }
 
+    /// Which subscription limit (`limits.*`) a new subscription to
+    /// `filter` would pass, if any; replacing one the session holds costs
+    /// nothing new. The one check every SUBSCRIBE takes, whoever makes it
+    /// (a client, a module acting for it).
+    pub fn subscription_limit(
+        &self,
+        raw: &str,
+        filter: &SubscriptionFilter,
+        limits: &crate::settings::Limits,
+    ) -> Option<&'static str> {
+        if raw.len() > limits.max_topic_filter_len {
+            return Some("limits.max_topic_filter_len");
+        }
+        if crate::topic::more_levels_than(filter.filter.as_str(), limits.max_topic_levels) {
+            return Some("limits.max_topic_levels");
+        }
+        let st = self.state.lock();
+        if st.subscriptions().contains_key(raw) {
+            return None;
+        }
+        let over = |n: usize, max: usize| max != 0 && n >= max;
+        if over(st.subscriptions().len(), limits.max_subscriptions) {
+            Some("limits.max_subscriptions")
+        } else if filter.is_shared() && over(st.shared_subscriptions(), limits.max_shared_subscriptions) {
+            Some("limits.max_shared_subscriptions")
+        } else if limits.max_subscription_bytes != 0
+            && st.subscription_bytes() + subscription_cost(raw) > limits.max_subscription_bytes
+        {
+            Some("limits.max_subscription_bytes")
+        } else {
+            None
+        }
+    }
+
+    /// Whether publishers feeding this session should still wait for it
+    /// (connected, above the high-water mark, within the stall bound).
+    pub fn is_congested(&self, settings: &SessionSettings) -> bool {
+        let st = self.state.lock();
+        st.owner.is_some()
+            && st
+                .activity
+                .as_ref()
+                .and_then(|a| a.congested_since)
+                .is_some_and(|t| t.elapsed() < settings.stall_timeout)
+    }
+
     /// [`Session::enqueue`], saying why a delivery was not queued:
     /// `Err(None)` when the session has ended (nothing counted), else the
-    /// counted drop reason.
+    /// counted drop reason. `Ok(true)`: queued, and the session is
+    /// congested (see [`SessionState::congested`]): its publisher should
+    /// stop reading until it drains.
     pub fn offer(
         &self,
         mut d: Delivery,
         settings: &SessionSettings,
         metrics: &Metrics,
-    ) -> Result<(), Option<DropReason>> {
+    ) -> Result<bool, Option<DropReason>> {
         // Weighed before the lock: the message is hot in this thread's cache.
         let w = d.weight();
         d.queued_weight = u32::try_from(w).unwrap_or(u32::MAX);
@@ -218,9 +279,28 @@ impl Session {
         }
         a.queue_bytes += w;
         a.queue.push_back(d);
+        let high = settings.queue_high_water;
+        let mut congested = false;
+        if high != 0 && a.queue.len() > high && st.owner.is_some() {
+            let now = Instant::now();
+            let a = st.activity_mut();
+            if a.congested_since.is_none() {
+                a.drain_mark = high / 2;
+            }
+            let since = *a.congested_since.get_or_insert(now);
+            congested = now.duration_since(since) < settings.stall_timeout;
+            if !congested && settings.on_stuck == OnStuck::Disconnect {
+                // Stuck past the stall bound: its connection goes (v5
+                // DISCONNECT 0x97); the session queues, then drops, offline.
+                if let Some(k) = st.take_kick() {
+                    warn!(client_id = %Peer(&self.client_id), "subscriber stuck past session.stall_timeout; disconnected (session.on_stuck = disconnect)");
+                    let _ = k.send(Kick::SlowConsumer);
+                }
+            }
+        }
         drop(st);
         self.wake.notify_one();
-        Ok(())
+        Ok(congested)
     }
 }
 
@@ -336,6 +416,12 @@ impl SessionState {
         self.client.as_ref()
     }
 
+    /// Whether the queue drained out of congestion since the last call
+    /// (the connection then wakes the publishers waiting for it).
+    pub fn take_drained(&mut self) -> bool {
+        self.activity.as_mut().is_some_and(|a| std::mem::take(&mut a.drained))
+    }
+
     /// Outgoing QoS 1/2 messages awaiting acknowledgement.
     pub fn inflight_len(&self) -> usize {
         self.activity().inflight.len()
@@ -396,6 +482,9 @@ impl SessionState {
         metrics: &Metrics,
         mut expired: Option<&mut Vec<Arc<Message>>>,
     ) -> Option<Outgoing> {
+        // Congestion ends at half the high-water mark (see `offer`); the
+        // mark itself is not known here, only that it was passed.
+        let drain_mark = self.activity.as_ref().map_or(0, |a| a.drain_mark);
         loop {
             let a = self.activity.as_mut()?;
             let front = a.queue.front()?;
@@ -404,6 +493,10 @@ impl SessionState {
             }
             let d = a.queue.pop_front()?;
             a.queue_bytes = a.queue_bytes.saturating_sub(d.queued_weight as usize);
+            if a.congested_since.is_some() && a.queue.len() <= drain_mark {
+                a.congested_since = None;
+                a.drained = true;
+            }
             if d.msg.expired(now) {
                 metrics.dropped(DropReason::Expired);
                 if let Some(out) = expired.as_deref_mut() {

@@ -202,6 +202,26 @@ pub struct SessionSettings {
     /// Sessions one identity (username, certificate, or the anonymous
     /// clients of one listener) may hold at most (0 = no limit).
     pub max_sessions_per_identity: usize,
+    /// Messages queued for a connected session above which the
+    /// publishers feeding it stop being read until it drains to half of
+    /// it (0 = no back-pressure: a full queue drops).
+    pub queue_high_water: usize,
+    /// How long publishers wait for one congested session before it
+    /// counts as stuck and stops holding them back.
+    pub stall_timeout: Duration,
+    /// What happens to a stuck subscriber.
+    pub on_stuck: OnStuck,
+}
+
+/// What happens to a subscriber stuck past `session.stall_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStuck {
+    /// Publishers go on; its queue fills and then drops (counted, logged).
+    #[default]
+    Drop,
+    /// Its connection is closed (v5 DISCONNECT 0x97); the session stays,
+    /// queueing offline up to its bounds.
+    Disconnect,
 }
 
 pub fn default_max_inflight() -> u16 {
@@ -237,6 +257,15 @@ pub fn default_max_sessions() -> usize {
 pub fn default_max_sessions_per_identity() -> usize {
     0
 }
+pub fn default_queue_high_water() -> usize {
+    1_000
+}
+pub fn default_stall_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+pub fn default_on_stuck() -> OnStuck {
+    OnStuck::Drop
+}
 
 impl Default for SessionSettings {
     fn default() -> Self {
@@ -252,6 +281,9 @@ impl Default for SessionSettings {
             owner_mismatch: default_owner_mismatch(),
             max_sessions: default_max_sessions(),
             max_sessions_per_identity: default_max_sessions_per_identity(),
+            queue_high_water: default_queue_high_water(),
+            stall_timeout: default_stall_timeout(),
+            on_stuck: default_on_stuck(),
         }
     }
 }

@@ -1,17 +1,18 @@
 //! `$SYS` topics in emqttd's layout, under `$SYS/brokers/<node>/`:
-//! `version`, `sysdescr`, `uptime`, `datetime`, `stats/*`, `metrics/*`
-//! (published every `sys.interval`, retained so a new subscriber sees the
-//! latest values at once). Presence events
+//! `version`, `sysdescr`, `uptime`, `datetime`, and every metric of the
+//! registry that names a `$SYS` topic (`stats/*`, `metrics/*`, `auth/*`,
+//! `acl/*`, `listeners/*`: see [`crate::metrics`]), published every
+//! `sys.interval`, retained so a new subscriber sees the latest values at
+//! once. Presence events
 //! (`clients/<clientid>/connected|disconnected`) come from the presence
 //! module (`portcullis-modules`), built on the hooks; [`topic_level`] is
 //! how a client id becomes one level of such a topic.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::broker::{Broker, VERSION};
-use crate::metrics::{DropReason, PACKET_NAMES};
 
 fn base(broker: &Broker) -> String {
     format!("$SYS/brokers/{}", broker.settings.node_name)
@@ -54,57 +55,31 @@ fn format_uptime(d: Duration) -> String {
     out
 }
 
-/// Publishes every periodic `$SYS` topic once.
+/// Publishes every periodic `$SYS` topic once: the node's description,
+/// then every metric of one [`Broker::scrape`] (the registry Prometheus
+/// reads too, so the two agree). A metric topic published last time and
+/// absent now (a module switched off) is cleared once, with an empty
+/// retained value, so no subscriber reads a stale figure.
 pub fn publish_all(broker: &Broker) {
     let b = base(broker);
-    let m = &broker.metrics;
     let pub_ = |t: &str, v: String| broker.publish_sys(&format!("{b}/{t}"), v, true);
     pub_("version", VERSION.to_string());
     pub_("sysdescr", "Portcullis MQTT broker".to_string());
     pub_("uptime", format_uptime(broker.started.elapsed()));
     pub_("datetime", humanish_datetime());
-
-    m.retained.set(broker.retained.len() as u64);
-    m.sessions.set(broker.session_count() as u64);
-    for (name, g) in [
-        ("clients", &m.connections),
-        ("sessions", &m.sessions),
-        ("subscriptions", &m.subscriptions),
-        ("topics", &m.topics),
-        ("retained", &m.retained),
-    ] {
-        pub_(&format!("stats/{name}/count"), g.get().to_string());
-        pub_(&format!("stats/{name}/max"), g.max().to_string());
-    }
-
-    pub_("metrics/bytes/received", m.bytes_received.load(Relaxed).to_string());
-    pub_("metrics/bytes/sent", m.bytes_sent.load(Relaxed).to_string());
-    let total = |a: &[std::sync::atomic::AtomicU64]| a.iter().map(|c| c.load(Relaxed)).sum::<u64>();
-    pub_("metrics/packets/received", total(&m.packets_received).to_string());
-    pub_("metrics/packets/sent", total(&m.packets_sent).to_string());
-    for (i, name) in PACKET_NAMES.iter().enumerate().skip(1) {
-        pub_(&format!("metrics/packets/{name}/received"), m.packets_received[i].load(Relaxed).to_string());
-        pub_(&format!("metrics/packets/{name}/sent"), m.packets_sent[i].load(Relaxed).to_string());
-    }
-    pub_("metrics/messages/received", total(&m.messages_received).to_string());
-    pub_("metrics/messages/sent", total(&m.messages_sent).to_string());
-    for q in 0..3 {
-        pub_(&format!("metrics/messages/qos{q}/received"), m.messages_received[q].load(Relaxed).to_string());
-        pub_(&format!("metrics/messages/qos{q}/sent"), m.messages_sent[q].load(Relaxed).to_string());
-    }
-    pub_("metrics/messages/dropped", m.dropped_total().to_string());
-    for r in DropReason::ALL {
-        pub_(&format!("metrics/messages/dropped/{}", r.name()), m.dropped_count(r).to_string());
-    }
-    pub_("metrics/messages/retained", m.messages_retained_stored.load(Relaxed).to_string());
-    pub_("metrics/connects/refused", m.connects_refused.load(Relaxed).to_string());
-    let pre = &broker.preauth;
-    pub_("metrics/connects/refused_per_ip", pre.refused_per_ip().to_string());
-    pub_("metrics/connects/refused_handshake_memory", pre.refused_memory().to_string());
-    pub_("stats/handshakes/bytes", pre.held_bytes().to_string());
-    pub_("metrics/packets/malformed", m.protocol_errors.load(Relaxed).to_string());
-    for (topic, value) in broker.extra_sys_values() {
+    let values = broker.scrape().sys_values();
+    let now: HashSet<String> = values.iter().map(|(t, _)| t.clone()).collect();
+    let gone: Vec<String> = {
+        let mut last = broker.sys_topics.lock();
+        let gone = last.difference(&now).cloned().collect();
+        *last = now;
+        gone
+    };
+    for (topic, value) in values {
         pub_(&topic, value);
+    }
+    for topic in gone {
+        pub_(&topic, String::new());
     }
 }
 

@@ -5,7 +5,9 @@
 //! those whose settings did not (their state — queued webhooks, delayed
 //! messages — carries on), drops the disabled ones, and installs the hooks
 //! of all of them, in a fixed order, with one swap. Connections are not
-//! touched.
+//! touched. The delayed-publish module is kept even when its settings
+//! changed (it takes the new bounds in place), so the messages it holds
+//! keep their deadlines.
 
 use std::sync::{Arc, Weak};
 
@@ -13,7 +15,12 @@ use portcullis_core::broker::Broker;
 use portcullis_core::hooks::{HookSetBuilder, Module};
 use serde::Deserialize;
 
+use crate::auto_subscribe::{AutoSubscribe, AutoSubscribeConfig, AutoSubscribeStats};
+use crate::delayed::sys::DelayedSys;
+use crate::delayed::{Delayed, DelayedConfig};
 use crate::presence::{Presence, PresenceConfig};
+use crate::rewrite::{Rewrite, RewriteConfig, RewriteStats};
+use crate::webhook::{Webhook, WebhookConfig};
 
 /// `[modules]`: one table per module.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -22,6 +29,18 @@ pub struct ModulesConfig {
     /// `[modules.presence]`
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// `[modules.delayed]`
+    #[serde(default)]
+    pub delayed: DelayedConfig,
+    /// `[modules.auto_subscribe]`
+    #[serde(default)]
+    pub auto_subscribe: AutoSubscribeConfig,
+    /// `[modules.rewrite]`
+    #[serde(default)]
+    pub rewrite: RewriteConfig,
+    /// `[modules.webhook]`
+    #[serde(default)]
+    pub webhook: WebhookConfig,
 }
 
 impl ModulesConfig {
@@ -33,6 +52,10 @@ impl ModulesConfig {
         if self.presence.qos > 1 {
             out.push(("presence.qos".to_string(), format!("must be 0 or 1, got {}", self.presence.qos)));
         }
+        out.extend(self.delayed.validate());
+        out.extend(self.auto_subscribe.validate());
+        out.extend(self.rewrite.validate());
+        out.extend(self.webhook.validate().into_iter().map(|(k, m)| (format!("webhook.{k}"), m)));
         out
     }
 }
@@ -46,6 +69,9 @@ pub enum ModuleError {
     /// The broker is gone (shutting down).
     #[error("the broker is shutting down")]
     NoBroker,
+    /// Built outside a tokio runtime (a module with a task needs one).
+    #[error("modules must be built inside the tokio runtime")]
+    NoRuntime,
 }
 
 /// A module with the settings it was built from.
@@ -83,6 +109,16 @@ fn keep_or_build<C: PartialEq + Clone, M>(
 pub struct ModuleSet {
     broker: Weak<Broker>,
     presence: Option<Slot<PresenceConfig, Presence>>,
+    delayed: Option<Slot<DelayedConfig, Delayed>>,
+    /// The delayed module's `$SYS` source: registered with the broker the
+    /// first time the module is on, then pointed at each new instance.
+    delayed_sys: Option<Arc<DelayedSys>>,
+    rewrite: Option<Slot<RewriteConfig, Rewrite>>,
+    auto_subscribe: Option<Slot<AutoSubscribeConfig, AutoSubscribe>>,
+    /// Counters that outlive a rebuild (published under `$SYS`).
+    rewrite_stats: Arc<RewriteStats>,
+    auto_subscribe_stats: Arc<AutoSubscribeStats>,
+    webhook: Option<Slot<WebhookConfig, Webhook>>,
     /// Compiled-in third-party modules: always on, after the built-in ones.
     plugins: Vec<Arc<dyn Module>>,
 }
@@ -96,7 +132,22 @@ impl std::fmt::Debug for ModuleSet {
 impl ModuleSet {
     /// No module running yet; `plugins` are the compiled-in extra ones.
     pub fn new(broker: &Arc<Broker>, plugins: Vec<Arc<dyn Module>>) -> ModuleSet {
-        ModuleSet { broker: Arc::downgrade(broker), presence: None, plugins }
+        let rewrite_stats = Arc::new(RewriteStats::default());
+        let auto_subscribe_stats = Arc::new(AutoSubscribeStats::default());
+        broker.add_metric_source(rewrite_stats.clone());
+        broker.add_metric_source(auto_subscribe_stats.clone());
+        ModuleSet {
+            broker: Arc::downgrade(broker),
+            presence: None,
+            delayed: None,
+            delayed_sys: None,
+            rewrite: None,
+            auto_subscribe: None,
+            rewrite_stats,
+            auto_subscribe_stats,
+            webhook: None,
+            plugins,
+        }
     }
 
     /// Names of the modules running, in hook order.
@@ -104,6 +155,18 @@ impl ModuleSet {
         let mut out = Vec::new();
         if self.presence.is_some() {
             out.push("presence".to_string());
+        }
+        if self.rewrite.is_some() {
+            out.push("rewrite".to_string());
+        }
+        if self.delayed.is_some() {
+            out.push("delayed".to_string());
+        }
+        if self.auto_subscribe.is_some() {
+            out.push("auto_subscribe".to_string());
+        }
+        if self.webhook.is_some() {
+            out.push("webhook".to_string());
         }
         out.extend(self.plugins.iter().map(|p| p.name().to_string()));
         out
@@ -116,10 +179,73 @@ impl ModuleSet {
         // Every module is built (or kept) before anything is replaced.
         let presence =
             keep_or_build(&self.presence, &cfg.presence, cfg.presence.enabled, |c| Ok(Presence::new(&broker, c)))?;
+        let rewrite = keep_or_build(&self.rewrite, &cfg.rewrite, cfg.rewrite.enabled, |c| {
+            Rewrite::new(&broker, c, Arc::clone(&self.rewrite_stats))
+        })?;
+        let auto_subscribe =
+            keep_or_build(&self.auto_subscribe, &cfg.auto_subscribe, cfg.auto_subscribe.enabled, |c| {
+                AutoSubscribe::new(&broker, c, Arc::clone(&self.auto_subscribe_stats))
+            })?;
+        // Delayed publish: a running instance is kept even when its
+        // settings changed (it takes the new bounds, below), so the
+        // messages it holds keep their deadlines; a new one only when it
+        // was off.
+        let new_delayed = match (&self.delayed, cfg.delayed.enabled) {
+            (_, false) | (Some(_), true) => None,
+            (None, true) => {
+                let sys = self.delayed_sys.get_or_insert_with(|| {
+                    let s = Arc::new(DelayedSys::default());
+                    broker.add_metric_source(Arc::clone(&s) as Arc<dyn portcullis_core::metrics::MetricSource>);
+                    s
+                });
+                Some(Arc::new(Delayed::new(&broker, &cfg.delayed, sys.stats())?))
+            }
+        };
+
+        // A rebuilt webhook takes over its predecessor's queue.
+        let previous = self.webhook.as_ref().map(|s| &*s.module);
+        let webhook =
+            keep_or_build(&self.webhook, &cfg.webhook, cfg.webhook.enabled, |c| Webhook::new(&broker, c, previous))?;
+
+        // Everything is built: from here on nothing fails.
         self.presence = presence;
+        self.rewrite = rewrite;
+        self.auto_subscribe = auto_subscribe;
+        self.webhook = webhook;
+        self.delayed = match (self.delayed.take(), new_delayed) {
+            (_, Some(module)) => Some(Slot { cfg: cfg.delayed.clone(), module }),
+            (Some(s), None) if cfg.delayed.enabled => {
+                if s.cfg != cfg.delayed {
+                    s.module.reconfigure(&cfg.delayed);
+                }
+                Some(Slot { cfg: cfg.delayed.clone(), module: s.module })
+            }
+            // Switched off: dropped with the hook set it was in.
+            _ => None,
+        };
+        if let (Some(s), Some(sys)) = (&self.delayed, &self.delayed_sys) {
+            sys.point_at(&s.module);
+        }
 
         let mut hooks = HookSetBuilder::new();
         if let Some(s) = &self.presence {
+            hooks.module(s.module.clone());
+        }
+        // Rewrite before the modules that read topics (auto-subscribe's
+        // filters pass the subscribe hooks, so rewrite rules apply to
+        // them; a `$delayed/…` topic is seen by rewrite rules as published,
+        // and the delayed module takes the message, ending the walk).
+        if let Some(s) = &self.rewrite {
+            hooks.module(s.module.clone());
+        }
+        if let Some(s) = &self.delayed {
+            hooks.module(s.module.clone());
+        }
+        if let Some(s) = &self.auto_subscribe {
+            hooks.module(s.module.clone());
+        }
+        // Last of the built-in modules: it sees what the others rewrote.
+        if let Some(s) = &self.webhook {
             hooks.module(s.module.clone());
         }
         for p in &self.plugins {

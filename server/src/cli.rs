@@ -2,7 +2,8 @@
 //! `acl explain`. They load the same config and build the same chains as
 //! the broker, so what they print is what a client would get; the
 //! decisions are computed by [`crate::explain`], as the admin API's
-//! explain endpoints compute them.
+//! explain endpoints compute them. `users …` and `acl add|del|list`
+//! manage the built-in user store offline ([`crate::users_cli`]).
 
 use std::io::BufRead;
 use std::net::IpAddr;
@@ -21,6 +22,9 @@ pub enum Command {
     /// Add or update a user in a password file (Mosquitto format). The
     /// password is read from standard input (one line).
     Passwd(PasswdArgs),
+    /// The built-in user store, offline: add, passwd, del, list.
+    #[command(subcommand)]
+    Users(crate::users_cli::UsersCommand),
     /// Authentication commands.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -85,6 +89,24 @@ pub enum AuthCommand {
 pub enum AclCommand {
     /// Run the ACL chain for one action and print the decision.
     Explain(ExplainArgs),
+    /// Add a rule to the built-in user store (offline); prints its id.
+    Add(crate::users_cli::RuleArgs),
+    /// Remove a rule from the built-in user store by id (offline).
+    Del {
+        #[command(flatten)]
+        db: crate::users_cli::DbArg,
+        id: i64,
+    },
+    /// List the built-in user store's rules (offline): one username's or
+    /// client id's in the order they are tried, or all of them.
+    List {
+        #[command(flatten)]
+        db: crate::users_cli::DbArg,
+        #[command(flatten)]
+        subject: crate::users_cli::SubjectArgs,
+        #[command(flatten)]
+        page: crate::users_cli::PageArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +152,10 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
             println!("set password of {} in {}", a.username, a.file.display());
             Ok(0)
         }
+        Command::Users(c) => crate::users_cli::run_users(c, cfg),
+        Command::Acl(AclCommand::Add(a)) => crate::users_cli::run_acl_add(a, cfg),
+        Command::Acl(AclCommand::Del { db, id }) => crate::users_cli::run_acl_del(db, id, cfg),
+        Command::Acl(AclCommand::List { db, subject, page }) => crate::users_cli::run_acl_list(db, subject, page, cfg),
         Command::Auth(AuthCommand::Check(who)) => {
             let password = read_password()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -8,8 +8,12 @@
 //!   config; [`gateway`] — the core's `Gate` over them.
 //! * [`node`] — a running broker: start, reload (SIGHUP), shutdown, and
 //!   `--check-config`.
+//! * [`metrics`] — the node's metrics in the Prometheus text format
+//!   ([`metrics::render`]), from the registry `$SYS` publishes too.
 //! * [`cli`] — `passwd`, `auth check`, `acl explain`; [`explain`] — the
-//!   decisions those two and the admin API's explain endpoints show.
+//!   decisions those two and the admin API's explain endpoints show;
+//!   [`users_cli`] — the built-in user store offline (`users …`,
+//!   `acl add|del|list`).
 //! * [`plugins`] — compiled-in third-party modules (the built-in ones are
 //!   `portcullis-modules`, applied from `[modules]` at start and on reload).
 //! * [`logging`] — the `tracing` subscriber from `[log]`.
@@ -20,9 +24,11 @@ pub mod explain;
 pub mod gateway;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod plugins;
 pub mod security;
+pub mod users_cli;
 
 pub use config::Config;
 pub use node::{check, Node, Rejected, ReloadReport, Signal, Signals};

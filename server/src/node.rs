@@ -51,7 +51,7 @@ pub fn check(cfg: &Config) -> Result<(), Rejected> {
         .build()
         .map_err(|e| Rejected(format!("cannot start the runtime: {e}")))?;
     // Built and dropped inside the runtime: some clients clean up on drop.
-    if let Err(e) = rt.block_on(async { Security::build(cfg).await.map(drop) }) {
+    if let Err(e) = rt.block_on(async { Security::check(cfg).await.map(drop) }) {
         problems.push(format!("{e:#}"));
     }
     match problems.is_empty() {
@@ -112,7 +112,7 @@ impl Node {
             warn!("no auth provider configured: anonymous clients are admitted from loopback only; others get CONNACK not authorized (3.1.1: 0x05, v5: 0x87)");
         }
         let broker = Broker::new(settings);
-        broker.add_sys_source(Arc::clone(&security) as Arc<dyn portcullis_core::broker::SysSource>);
+        broker.add_metric_source(Arc::clone(&security) as Arc<dyn portcullis_core::metrics::MetricSource>);
         if let Some(file) = &cfg.persistence.snapshot_file {
             let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
             info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");
@@ -124,6 +124,12 @@ impl Node {
                     .with_context(|| format!("renaming {} after restoring it", file.display()))?;
             }
         }
+        // Modules go in before any listener accepts: a client admitted
+        // before them would miss their hooks (no auto-subscriptions, topics
+        // not rewritten, no presence event).
+        let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
+        modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
+        info!(modules = ?modules.enabled(), "modules");
         let listeners = Listeners::start(&cfg.listeners, &broker, |l| {
             let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
             info!(listener = %l.name, auth_chain = %l.auth_chain, acl_chain = %l.acl_chain, "listener chains");
@@ -131,9 +137,6 @@ impl Node {
         })
         .await?;
         portcullis_core::sys::spawn(Arc::clone(&broker));
-        let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
-        modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
-        info!(modules = ?modules.enabled(), "modules");
         Ok(Arc::new(Node { config: cfg, path, broker, security, listeners, modules: Mutex::new(modules) }))
     }
 

@@ -1,7 +1,7 @@
 //! Builds the auth and ACL chains, caches and guard from the config
-//! (I/O happens here: files are read, policy directories watched). Load
-//! errors already name their file (and line); they are reported once,
-//! prefixed with the provider's config key.
+//! (I/O happens here: files are read, policy directories watched, built-in
+//! user stores opened). Load errors already name their file (and line);
+//! they are reported once, prefixed with the provider's config key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +27,9 @@ use portcullis_auth::providers::client_id::{ClientIdEntry, ClientIdList};
 use portcullis_auth::providers::ip::IpProvider;
 use portcullis_auth::providers::password_file::PasswordFile;
 use portcullis_backends as backends;
+use portcullis_backends::builtin::{OpenMode, UserStore};
 use portcullis_backends::common::CallPolicy;
-use portcullis_core::broker::SysSource;
+use portcullis_core::metrics::{MetricSource, Scrape};
 use portcullis_core::provider::OnError;
 
 use crate::config::security::{
@@ -100,9 +101,23 @@ impl FileSource {
 }
 
 impl Security {
+    /// Builds everything the broker runs with; built-in user stores are
+    /// created when missing and migrated.
     pub async fn build(cfg: &Config) -> anyhow::Result<Security> {
-        let (auth_providers, mut files) = build_auth_providers(&cfg.auth).await?;
-        let (acl_providers, policy_dirs, acl_files) = build_acl_providers(&cfg.acl).await?;
+        Security::build_with(cfg, OpenMode::Create).await
+    }
+
+    /// What `--check-config` loads: the same, except that built-in user
+    /// stores are only read (a missing one is fine; nothing is created or
+    /// migrated).
+    pub async fn check(cfg: &Config) -> anyhow::Result<Security> {
+        Security::build_with(cfg, OpenMode::CheckOnly).await
+    }
+
+    async fn build_with(cfg: &Config, mode: OpenMode) -> anyhow::Result<Security> {
+        let mut stores = Vec::new();
+        let (auth_providers, mut files) = build_auth_providers(&cfg.auth, mode, &mut stores).await?;
+        let (acl_providers, policy_dirs, acl_files) = build_acl_providers(&cfg.acl, mode, &mut stores).await?;
         files.extend(acl_files);
         let builtin_auth = cfg.auth.chain.is_empty();
 
@@ -195,6 +210,26 @@ impl Security {
                 });
             }
         }
+        // Nor may a change to a built-in user store (made by any process):
+        // a deleted user, a new password or a changed rule counts from the
+        // next CONNECT and action. The providers hold the stores; these
+        // tasks end with them.
+        for store in &stores {
+            let mut changes = store.changes();
+            let weak = Arc::downgrade(&shared);
+            let path = store.path().display().to_string();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        let revision = *changes.borrow_and_update();
+                        let Some(shared) = weak.upgrade() else { return };
+                        shared.auth_cache.invalidate_all();
+                        shared.acl_cache.invalidate_all();
+                        tracing::info!(%path, revision, "user store changed: auth and ACL caches purged");
+                    }
+                });
+            }
+        }
         Ok(Security {
             auth_chains,
             acl_chains,
@@ -255,30 +290,34 @@ impl Security {
     }
 }
 
-impl SysSource for Security {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
+impl MetricSource for Security {
+    /// The auth chains' providers, then the ACL chains' (each by chain
+    /// name), the auth cache, the ACL cache and the brute-force guard.
+    fn collect(&self, out: &mut Scrape) {
         let mut names: Vec<&String> = self.auth_chains.keys().collect();
         names.sort();
         for n in names {
-            self.auth_chains[n].sys_values(out);
+            self.auth_chains[n].collect(out);
         }
         let mut names: Vec<&String> = self.acl_chains.keys().collect();
         names.sort();
         for n in names {
-            self.acl_chains[n].sys_values(out);
+            self.acl_chains[n].collect(out);
         }
-        self.shared.auth_cache.sys_values("auth/cache", out);
-        let acl = self.shared.acl_cache.stats();
-        out.push(("acl/cache/hits".to_string(), acl.hits.to_string()));
-        out.push(("acl/cache/misses".to_string(), acl.misses.to_string()));
-        self.shared.guard.sys_values("auth/guard", out);
+        self.shared.auth_cache.collect(out);
+        self.shared.acl_cache.collect(out);
+        self.shared.guard.collect(out);
     }
 }
 
 type AuthTable = HashMap<String, (DynAuthProvider, Duration, OnError)>;
 type AclTable = HashMap<String, (DynAclProvider, Duration, OnError)>;
 
-async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec<FileSource>)> {
+async fn build_auth_providers(
+    a: &AuthSection,
+    mode: OpenMode,
+    stores: &mut Vec<Arc<UserStore>>,
+) -> anyhow::Result<(AuthTable, Vec<FileSource>)> {
     let mut t: AuthTable = HashMap::new();
     let mut files = Vec::new();
     for (name, c) in &a.anonymous {
@@ -337,12 +376,23 @@ async fn build_auth_providers(a: &AuthSection) -> anyhow::Result<(AuthTable, Vec
     backend!(ldap);
     backend!(mongodb);
     backend!(http);
+    for (name, c) in &a.builtin {
+        let (p, store) = backends::builtin::auth_provider(name, c, mode)
+            .await
+            .map_err(|e| anyhow::anyhow!("auth.builtin.{name}: {e}"))?;
+        stores.push(store);
+        t.insert(name.clone(), (p, c.timeout(), c.on_error()));
+    }
     Ok((t, files))
 }
 
 type AclBuilt = (AclTable, Vec<Arc<PolicyDir>>, Vec<FileSource>);
 
-async fn build_acl_providers(a: &AclSection) -> anyhow::Result<AclBuilt> {
+async fn build_acl_providers(
+    a: &AclSection,
+    mode: OpenMode,
+    stores: &mut Vec<Arc<UserStore>>,
+) -> anyhow::Result<AclBuilt> {
     let mut t: AclTable = HashMap::new();
     let mut dirs = Vec::new();
     let mut files = Vec::new();
@@ -392,5 +442,12 @@ async fn build_acl_providers(a: &AclSection) -> anyhow::Result<AclBuilt> {
     backend!(ldap);
     backend!(mongodb);
     backend!(http);
+    for (name, c) in &a.builtin {
+        let (p, store) = backends::builtin::acl_provider(name, c, mode)
+            .await
+            .map_err(|e| anyhow::anyhow!("acl.builtin.{name}: {e}"))?;
+        stores.push(store);
+        t.insert(name.clone(), (p, c.timeout(), c.on_error()));
+    }
     Ok((t, dirs, files))
 }

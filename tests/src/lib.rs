@@ -64,6 +64,22 @@ pub fn run_bounded<S: AsRef<std::ffi::OsStr>>(args: &[S], timeout: Duration) -> 
     }
 }
 
+/// Path of the `portcullis-bench` load tool (built with the binaries).
+pub fn bench_binary() -> PathBuf {
+    let p = binary().with_file_name("portcullis-bench");
+    assert!(p.exists(), "{} not found: run `cargo build --bins` first", p.display());
+    p
+}
+
+/// Peak resident memory of a process so far (VmHWM), KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
 /// A running broker process.
 #[derive(Debug)]
 pub struct Broker {

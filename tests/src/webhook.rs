@@ -15,6 +15,7 @@
 //! | `/mqtt/acl` | EMQX 5 `result`: allow `<username>/…`, deny `secret/…`, `pub-only/…` allow publish only, `lowqos/…` deny QoS 2, else ignore |
 //! | `/emqttd/acl` | the same rules as 200 (allow) or 403 (anything else) |
 //! | `/unrelated` | 200 with an HTML page, whatever is asked (a wrong URL: a health page, a catch-all route) |
+//! | `/events` | 200 `{}`: the event webhook module's endpoint ([`Webhook::events`] reads what it got) |
 //!
 //! Every wait is bounded by the caller's timeouts; the server stops (all
 //! its tasks aborted) when dropped.
@@ -147,6 +148,20 @@ impl Webhook {
     /// The requests received so far (the last 1000).
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().expect("seen").clone()
+    }
+
+    /// The events POSTed to `/events` so far (of the last 1000
+    /// requests), in order: a JSON array body gives each of its elements.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for s in self.seen().iter().filter(|s| s.path == "/events") {
+            match serde_json::from_slice(&s.body) {
+                Ok(serde_json::Value::Array(a)) => out.extend(a),
+                Ok(v) => out.push(v),
+                Err(_) => {}
+            }
+        }
+        out
     }
 
     fn serve(&mut self, listener: TcpListener) {
@@ -302,6 +317,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         },
         "/emqttd/superuser" => reply(if superuser { 200 } else { 403 }, "", None),
         "/unrelated" => reply(200, "<html><body><h1>It works!</h1></body></html>", None),
+        "/events" => reply(200, "{}", None),
         "/mqtt/acl" => reply(200, result(acl(f("username"), f("action"), f("topic"), f("qos"))), None),
         "/emqttd/acl" => {
             reply(if acl(f("username"), f("action"), f("topic"), f("qos")) == "allow" { 200 } else { 403 }, "", None)

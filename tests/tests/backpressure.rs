@@ -183,3 +183,136 @@ async fn a_client_that_never_stops_sending_still_gets_its_deliveries() {
     eprintln!("delivered after {took:?} with {} KiB of flood sent", sent / 1024);
     assert!(sent > 0);
 }
+
+/// Runs the load tool; its JSON summary.
+fn bench(args: &[&str]) -> serde_json::Value {
+    let out =
+        std::process::Command::new(portcullis_tests::bench_binary()).args(args).output().expect("run portcullis-bench");
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.lines().last().unwrap_or("{}")).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// Read-side back-pressure (issue 14, point 0): a QoS 1 publisher with
+/// 100 messages in flight, faster than its one subscriber, is slowed
+/// instead of losing what it was acknowledged. The queue bound is set low
+/// (5,000) so that, without back-pressure, the queue overflows and drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_qos1_publisher_is_slowed_not_dropped() {
+    let broker = Broker::start("[session]\nmax_queue_len = 5000\nqueue_high_water = 500\n[sys]\ninterval = \"1s\"\n");
+    let port = broker.addr.port().to_string();
+    let s = bench(&[
+        "pubsub",
+        "--port",
+        &port,
+        "-p",
+        "1",
+        "-s",
+        "1",
+        "--qos",
+        "1",
+        "--size",
+        "256",
+        "--count",
+        "100000",
+        "--window",
+        "100",
+        "--drain",
+        "5s",
+        "--duration",
+        "120s",
+    ]);
+    eprintln!("{s}");
+    assert_eq!(s["published"], 100_000, "{s}");
+    assert_eq!(s["lost"], 0, "acknowledged messages lost: {s}");
+    assert_eq!(s["received"], 100_000, "{s}");
+    let waits =
+        portcullis_tests::kit::sys_fresh(broker.addr, "metrics/messages/backpressure_waits", Duration::from_secs(5))
+            .await;
+    assert!(waits.parse::<u64>().unwrap_or(0) > 0, "the publisher was held back: {waits}");
+    let dropped =
+        portcullis_tests::kit::sys_fresh(broker.addr, "metrics/messages/dropped/queue_full", Duration::from_secs(5))
+            .await;
+    assert_eq!(dropped, "0");
+    let peak = portcullis_tests::peak_rss_kib(broker.pid()).expect("rss");
+    eprintln!("broker peak RSS {peak} KiB");
+    assert!(peak < 200 * 1024, "peak RSS {peak} KiB");
+}
+
+/// One subscriber of a fan-out stops reading: the publisher waits for it
+/// once (`stall_timeout`), then it counts as stuck and the others get
+/// everything; the stuck one's drops are counted. With `on_stuck =
+/// "disconnect"` it is disconnected instead (v5 DISCONNECT 0x97).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_does_not_stop_a_fan_out() {
+    use portcullis_core::codec::ProtocolVersion;
+    use portcullis_tests::kit;
+    for on_stuck in ["drop", "disconnect"] {
+        let broker = Broker::start(&format!(
+            "[session]\nmax_queue_len = 2000\nqueue_high_water = 200\nstall_timeout = \"500ms\"\non_stuck = \"{on_stuck}\"\n[sys]\ninterval = \"1s\"\n"
+        ));
+        // The stuck subscriber: MQTT 5, subscribes, never reads again.
+        let (mut stuck, _) = kit::open_v5(broker.addr, "stuck", true, Properties::default()).await;
+        kit::subscribe(&mut stuck, 1, &[("fan/#", QoS::AtMostOnce)]).await;
+        // Five that read everything.
+        let mut readers = Vec::new();
+        for i in 0..5 {
+            let (mut r, _) = kit::open_v3(broker.addr, &format!("reader-{i}"), true).await;
+            kit::subscribe(&mut r, 1, &[("fan/#", QoS::AtMostOnce)]).await;
+            readers.push(tokio::spawn(async move {
+                let mut got = 0usize;
+                while got < 20_000 {
+                    match r.recv_timeout(Duration::from_secs(10)).await {
+                        Ok(Some(Packet::Publish(_))) => got += 1,
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+                got
+            }));
+        }
+        let start = std::time::Instant::now();
+        let (mut p, _) = kit::open_v3(broker.addr, "fan-publisher", true).await;
+        let mut chunk = bytes::BytesMut::new();
+        for i in 0..20_000u32 {
+            let m = Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "fan/x".into(),
+                packet_id: None,
+                payload: Bytes::from(vec![(i % 251) as u8; 1024]),
+                properties: Properties::default(),
+            });
+            portcullis_core::codec::encode(&m, ProtocolVersion::V311, &mut chunk).unwrap();
+            if chunk.len() > 64 * 1024 {
+                p.send(&chunk).await;
+                chunk.clear();
+            }
+        }
+        p.send(&chunk).await;
+        kit::sync(&mut p).await;
+        for r in readers {
+            assert_eq!(r.await.expect("reader"), 20_000, "{on_stuck}: a reader lost messages");
+        }
+        let took = start.elapsed();
+        eprintln!("{on_stuck}: 5 readers got 20,000 x 1 KiB each in {took:?} beside a stuck subscriber");
+        assert!(took < Duration::from_secs(60), "{on_stuck}: {took:?}");
+        let waits = kit::sys_fresh(broker.addr, "metrics/messages/backpressure_waits", Duration::from_secs(5)).await;
+        assert!(waits.parse::<u64>().unwrap_or(0) > 0, "{on_stuck}: waits {waits}");
+        if on_stuck == "drop" {
+            let dropped =
+                kit::sys_fresh(broker.addr, "metrics/messages/dropped/queue_full", Duration::from_secs(5)).await;
+            assert!(
+                dropped.parse::<u64>().unwrap_or(0) > 10_000,
+                "{on_stuck}: the stuck one's drops counted: {dropped}"
+            );
+        } else {
+            let seen = kit::collect(&mut stuck, Duration::from_secs(10)).await;
+            assert!(
+                seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == 0x97)),
+                "the stuck subscriber is disconnected with 0x97 (saw {} packets)",
+                seen.len()
+            );
+        }
+    }
+}

@@ -542,3 +542,63 @@ impl Drop for KillOnDrop<'_> {
 fn scopeguard(child: &mut std::process::Child) -> KillOnDrop<'_> {
     KillOnDrop(child)
 }
+
+/// etc/docker/builtin-init.sh (the compose broker's entrypoint): the first
+/// start makes the built-in store with the demo users and rules, through
+/// which they log in with the demo rights, then hands over to the image's
+/// entrypoint; a later start sets the passwords from the environment again
+/// and adds nothing twice. The compose broker config's built-in listener
+/// reads that store.
+#[tokio::test]
+async fn builtin_init_makes_the_demo_store_once_and_resets_passwords() {
+    let shipped = read("etc/docker/portcullis.toml");
+    let store_path = "/var/lib/portcullis/data/portcullis.db";
+    assert!(
+        shipped.contains(&format!("path = \"{store_path}\"")),
+        "etc/docker/portcullis.toml no longer reads {store_path}"
+    );
+    assert!(read("etc/docker/builtin-init.sh").contains(store_path), "the init script writes another store");
+    assert!(read("docker-compose.yml").contains("/etc/portcullis/docker/builtin-init.sh"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/portcullis.db");
+    let bin_dir = binary().parent().expect("bin dir").to_path_buf();
+    let path_env = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let init = |demo: &str, admin: &str| {
+        let mut c = Command::new("sh");
+        c.arg(root().join("etc/docker/builtin-init.sh"))
+            .arg("--version")
+            .env_clear()
+            .env("PATH", &path_env)
+            .env("PORTCULLIS_BUILTIN_DB", &db)
+            .env("MQTT_DEMO_PASSWORD", demo)
+            .env("MQTT_ADMIN_PASSWORD", admin);
+        run(&mut c, "")
+    };
+    let (demo_pw, admin_pw) = (random_password(), random_password());
+    let (code, out) = init(&demo_pw, &admin_pw);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("created the user store") && out.contains("portcullis"), "ran the entrypoint: {out}");
+    assert!(!out.contains(&demo_pw) && !out.contains(&admin_pw), "{out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).expect("store made").permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let providers = format!(
+        "[auth]\nchain = [\"store\"]\n[acl]\nchain = [\"store_acl\"]\n\
+         [auth.builtin.store]\npath = \"{p}\"\n[acl.builtin.store_acl]\npath = \"{p}\"\n",
+        p = db.display()
+    );
+    demo_users_work(&providers, &demo_pw, &admin_pw).await;
+
+    let new_demo_pw = random_password();
+    let (code, out) = init(&new_demo_pw, &admin_pw);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("created"), "{out}");
+    let (code, rules) = run(Command::new(binary()).args(["acl", "list", "--db"]).arg(&db), "");
+    assert_eq!(code, Some(0), "{rules}");
+    assert!(rules.contains("2 in all"), "the rules were added twice: {rules}");
+    let b = Broker::start(&providers);
+    check_demo(b.addr, &new_demo_pw, &admin_pw).await;
+    let (_, code) = try_login(b.addr, ProtocolVersion::V311, "old", Some("demo"), Some(&demo_pw)).await;
+    assert_eq!(code, Some(0x04), "the old demo password");
+    let (code, out) = init("", &admin_pw);
+    assert_ne!(code, Some(0), "started without MQTT_DEMO_PASSWORD: {out}");
+}

@@ -13,6 +13,9 @@
 //! * `administrator` — everything;
 //! * `viewer` — `GET` only;
 //! * `publisher` — `POST /api/v5/publish` and `/api/v5/publish/bulk` only.
+//!
+//! `[admin] prometheus_public = true` lets `GET` of the Prometheus paths
+//! through without a key (for scrapers); off by default.
 
 pub mod keys;
 pub mod lockout;
@@ -94,6 +97,12 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
     let Some(ConnectInfo(PeerAddr(peer))) = req.extensions().get::<ConnectInfo<PeerAddr>>().copied() else {
         return ApiError::internal("no peer address").into_response();
     };
+    if ctx.node.config.admin.prometheus_public
+        && req.method() == Method::GET
+        && crate::api::prometheus::PATHS.contains(&req.uri().path())
+    {
+        return next.run(req).await;
+    }
     let ip = canonical(peer);
     if let Err(left) = ctx.lockout.check(ip) {
         let mut res = ApiError::new(

@@ -3,6 +3,7 @@
 //! document ([`crate::openapi`]).
 //!
 //! * [`node`] — status (public), nodes, stats, metrics, listeners;
+//! * [`prometheus`] — the metrics in the Prometheus text format;
 //! * [`clients`] — clients, kick, a client's subscriptions;
 //! * [`subscriptions`] — every subscription, topics;
 //! * [`retainer`] — retained messages;
@@ -16,6 +17,7 @@ pub mod banned;
 pub mod clients;
 pub mod configs;
 pub mod node;
+pub mod prometheus;
 pub mod publish;
 pub mod retainer;
 pub mod security;
@@ -81,6 +83,8 @@ pub fn protected() -> Routes {
         .get("/api/v5/nodes/{node}", node::node)
         .get("/api/v5/stats", node::stats)
         .get("/api/v5/metrics", node::metrics)
+        .get("/api/v5/prometheus/stats", prometheus::stats)
+        .get("/metrics", prometheus::metrics)
         .get("/api/v5/listeners", node::listeners)
         .get("/api/v5/listeners/{id}", node::listener)
         .get("/api/v5/clients", clients::list)

@@ -1,14 +1,13 @@
 //! The node: `status` (public), `nodes`, `stats`, `metrics`, `listeners`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use portcullis_core::broker::{Broker, VERSION};
-use portcullis_core::metrics::{DropReason, PACKET_NAMES};
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -229,45 +228,20 @@ pub enum MetricsResponse {
     PerNode(Vec<NodeMetrics>),
 }
 
-/// Every counter of the broker, the listeners, the auth and ACL chains,
-/// their caches and the brute-force guard, under dotted names (the
-/// `$SYS` values, `/` read as `.`).
+/// Every value of the broker's metrics registry — the one `$SYS`
+/// publishes and Prometheus renders ([`Broker::scrape`]) — under EMQX's
+/// dotted names: the `$SYS` topic without its `metrics/` prefix, `/` read
+/// as `.` (`packets.connect.received`, `auth.<chain>.<provider>.calls`).
 pub fn counters(broker: &Broker) -> BTreeMap<String, u64> {
-    let m = &broker.metrics;
-    let mut out = BTreeMap::new();
-    let mut put = |k: String, v: u64| {
-        out.insert(k, v);
-    };
-    let total = |a: &[std::sync::atomic::AtomicU64]| a.iter().map(|c| c.load(Relaxed)).sum::<u64>();
-    put("bytes.received".into(), m.bytes_received.load(Relaxed));
-    put("bytes.sent".into(), m.bytes_sent.load(Relaxed));
-    put("packets.received".into(), total(&m.packets_received));
-    put("packets.sent".into(), total(&m.packets_sent));
-    for (i, name) in PACKET_NAMES.iter().enumerate().skip(1) {
-        put(format!("packets.{name}.received"), m.packets_received[i].load(Relaxed));
-        put(format!("packets.{name}.sent"), m.packets_sent[i].load(Relaxed));
-    }
-    put("packets.malformed".into(), m.protocol_errors.load(Relaxed));
-    put("messages.received".into(), total(&m.messages_received));
-    put("messages.sent".into(), total(&m.messages_sent));
-    for q in 0..3 {
-        put(format!("messages.qos{q}.received"), m.messages_received[q].load(Relaxed));
-        put(format!("messages.qos{q}.sent"), m.messages_sent[q].load(Relaxed));
-    }
-    put("messages.dropped".into(), m.dropped_total());
-    for r in DropReason::ALL {
-        put(format!("messages.dropped.{}", r.name()), m.dropped_count(r));
-    }
-    put("messages.retained".into(), m.messages_retained_stored.load(Relaxed));
-    put("client.connect.refused".into(), m.connects_refused.load(Relaxed));
-    put("client.connect.refused_per_ip".into(), broker.preauth.refused_per_ip());
-    put("client.connect.refused_handshake_memory".into(), broker.preauth.refused_memory());
-    for (topic, value) in broker.extra_sys_values() {
-        if let Ok(v) = value.parse::<u64>() {
-            put(topic.replace('/', "."), v);
-        }
-    }
-    out
+    broker
+        .scrape()
+        .sys_values()
+        .into_iter()
+        .filter_map(|(topic, value)| {
+            let name = topic.strip_prefix("metrics/").unwrap_or(&topic).replace('/', ".");
+            Some((name, value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Counters: bytes, packets, messages (received, sent, dropped by

@@ -229,9 +229,13 @@ pub struct CacheStats {
 #[utoipa::path(get, path = "/api/v5/authentication/cache", tag = "Authentication",
     responses((status = 200, body = CacheStats)))]
 pub async fn auth_cache(State(ctx): State<Arc<Ctx>>) -> Json<CacheStats> {
-    let mut values = Vec::new();
-    ctx.node.security.shared.auth_cache.sys_values("", &mut values);
-    let counters = values.into_iter().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
+    let mut scrape = portcullis_core::metrics::Scrape::new();
+    ctx.node.security.shared.auth_cache.collect(&mut scrape);
+    let counters = scrape
+        .sys_values()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("auth/cache/").unwrap_or(&k).to_string(), v.parse().ok()?)))
+        .collect();
     Json(CacheStats { counters })
 }
 

@@ -42,6 +42,8 @@
 //!   tokio's clock, so tests drive it with the paused clock.
 //! * **Introspection** — [`BruteForceGuard::bans`], [`BruteForceGuard::ban`]
 //!   and [`BruteForceGuard::unban`] list, add and lift bans by [`Subject`].
+//! * **Metrics** — [`BruteForceGuard::collect`]: `portcullis_guard_*` in
+//!   Prometheus, `auth/guard/*` in `$SYS`.
 //! * **Logs** — a ban is logged once when it starts, with its subject,
 //!   never a password.
 
@@ -61,6 +63,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
+use portcullis_core::metrics::{Family, Kind, Scrape};
 use tokio::time::Instant;
 
 use self::ttl::TtlMap;
@@ -512,11 +515,11 @@ impl BruteForceGuard {
         st.bans.remove(&key).is_some()
     }
 
-    /// `(topic, value)` pairs under `prefix` (e.g. `auth/guard`): `refused`
-    /// (banned), `throttled` (no free slot), `bans_started`, `active_bans`,
-    /// `tracked` (subjects with failures), `in_flight` (subjects with an
-    /// attempt running).
-    pub fn sys_values(&self, prefix: &str, out: &mut Vec<(String, String)>) {
+    /// Reads the guard's counters into `out` (`portcullis_guard_*`,
+    /// `$SYS/brokers/<node>/auth/guard/…`): refused (banned), throttled
+    /// (no free slot), bans_started, active_bans, tracked (subjects with
+    /// failures), in_flight (subjects with an attempt running).
+    pub fn collect(&self, out: &mut Scrape) {
         let (active, tracked, in_flight) = {
             let now = Instant::now();
             let mut st = self.state.lock();
@@ -524,20 +527,42 @@ impl BruteForceGuard {
             st.bans.purge(now);
             (st.bans.len() as u64, st.failures.len() as u64, st.in_flight.len() as u64)
         };
-        let prefix = prefix.trim_end_matches('/');
-        for (k, v) in [
-            ("refused", self.banned_count()),
-            ("throttled", self.throttled_count()),
-            ("bans_started", self.bans_started.load(Relaxed)),
-            ("active_bans", active),
-            ("tracked", tracked),
-            ("in_flight", in_flight),
-        ] {
-            let topic = if prefix.is_empty() { k.to_string() } else { format!("{prefix}/{k}") };
-            out.push((topic, v.to_string()));
-        }
+        out.add(&REFUSED, &[], self.banned_count());
+        out.add(&THROTTLED, &[], self.throttled_count());
+        out.add(&BANS_STARTED, &[], self.bans_started.load(Relaxed));
+        out.add(&ACTIVE_BANS, &[], active);
+        out.add(&TRACKED, &[], tracked);
+        out.add(&IN_FLIGHT, &[], in_flight);
     }
 }
+
+const fn family(name: &'static str, help: &'static str, kind: Kind, sys: &'static str) -> Family {
+    Family { name, help, kind, labels: &[], sys: Some(sys), sys_total: None }
+}
+
+static REFUSED: Family =
+    family("guard_refused", "CONNECTs refused because their subject is banned.", Kind::Counter, "auth/guard/refused");
+static THROTTLED: Family = family(
+    "guard_throttled",
+    "CONNECTs refused because their subject had no free attempt slot.",
+    Kind::Counter,
+    "auth/guard/throttled",
+);
+static BANS_STARTED: Family = family(
+    "guard_bans_started",
+    "Bans started (by failures or by an operator).",
+    Kind::Counter,
+    "auth/guard/bans_started",
+);
+static ACTIVE_BANS: Family = family("guard_active_bans", "Bans in force now.", Kind::Gauge, "auth/guard/active_bans");
+static TRACKED: Family =
+    family("guard_tracked", "Subjects with failures counted now.", Kind::Gauge, "auth/guard/tracked");
+static IN_FLIGHT: Family = family(
+    "guard_in_flight",
+    "Subjects with an authentication attempt running now.",
+    Kind::Gauge,
+    "auth/guard/in_flight",
+);
 
 /// One admitted attempt: holds a slot on each of its subjects until it is
 /// finished or dropped.

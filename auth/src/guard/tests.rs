@@ -8,6 +8,13 @@ use super::{Admission, BruteForceGuard, GuardConfig, Subject, LABEL_MAX};
 use crate::chain::AuthResult;
 use crate::chain_tests::connect;
 
+/// The guard's `$SYS` values, through the metrics registry.
+fn sys_values(g: &BruteForceGuard) -> Vec<(String, String)> {
+    let mut s = portcullis_core::metrics::Scrape::new();
+    g.collect(&mut s);
+    s.sys_values()
+}
+
 fn cfg() -> GuardConfig {
     GuardConfig {
         enabled: true,
@@ -58,8 +65,7 @@ async fn failures_ban_the_pair_then_the_address() {
     fail(&g, &user("dave", "192.0.2.1:1"), 1);
     assert!(g.is_banned(&user("bob", "192.0.2.1:2000")), "the spray is bounded per address");
     assert!(g.is_banned(&from("c", None, "192.0.2.1:3")), "anonymous from the banned address");
-    let mut sys = Vec::new();
-    g.sys_values("auth/guard", &mut sys);
+    let sys = sys_values(&g);
     for (k, v) in [("bans_started", "2"), ("active_bans", "2"), ("throttled", "0")] {
         assert!(sys.contains(&(format!("auth/guard/{k}"), v.to_string())), "{k}: {sys:?}");
     }
@@ -95,9 +101,8 @@ async fn concurrent_attempts_are_bounded_by_free_slots() {
     }
     assert!(g.is_banned(&alice));
     assert!(matches!(g.admit(&alice), Admission::Banned));
-    let mut sys = Vec::new();
-    g.sys_values("", &mut sys);
-    assert!(sys.contains(&("in_flight".to_string(), "0".to_string())), "{sys:?}");
+    let sys = sys_values(&g);
+    assert!(sys.contains(&("auth/guard/in_flight".to_string(), "0".to_string())), "{sys:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -274,9 +279,8 @@ async fn memory_is_bounded() {
     assert!(g.is_banned(&from("", None, "10.0.0.49:1")), "the newest ban is kept");
     assert!(!g.is_banned(&from("", None, "10.0.0.0:1")), "the oldest made room");
     advance(Duration::from_secs(301)).await;
-    let mut sys = Vec::new();
-    g.sys_values("", &mut sys);
-    assert!(sys.contains(&("active_bans".to_string(), "0".to_string())), "{sys:?}");
+    let sys = sys_values(&g);
+    assert!(sys.contains(&("auth/guard/active_bans".to_string(), "0".to_string())), "{sys:?}");
     assert_eq!(g.state.lock().bans.queue_len(), 0);
 }
 

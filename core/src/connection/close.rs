@@ -76,6 +76,9 @@ pub enum DisconnectReason {
     ServerShutdown,
     /// An operator closed the connection.
     AdministrativeAction,
+    /// The client stopped reading its messages for longer than
+    /// `session.stall_timeout` (`session.on_stuck = "disconnect"`).
+    SlowConsumer,
     /// A packet the codec refused; the v5 code it maps to.
     Malformed(ReasonCode),
     /// A rule of the protocol broken.
@@ -96,6 +99,7 @@ impl DisconnectReason {
             DisconnectReason::TakenOver | DisconnectReason::SessionDiscarded => Some(ReasonCode::SessionTakenOver),
             DisconnectReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
             DisconnectReason::AdministrativeAction => Some(ReasonCode::AdministrativeAction),
+            DisconnectReason::SlowConsumer => Some(ReasonCode::QuotaExceeded),
             DisconnectReason::Malformed(c) => Some(c),
             DisconnectReason::Protocol(v) => Some(v.code()),
             DisconnectReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
@@ -117,6 +121,7 @@ impl DisconnectReason {
             DisconnectReason::SessionDiscarded => "session discarded",
             DisconnectReason::ServerShutdown => "server shutting down",
             DisconnectReason::AdministrativeAction => "closed by an administrator",
+            DisconnectReason::SlowConsumer => "slow consumer (session.on_stuck = disconnect)",
             DisconnectReason::Malformed(_) => "malformed packet",
             DisconnectReason::Protocol(v) => v.text(),
             DisconnectReason::NotAuthorized => "not authorized (deny_action = disconnect)",

@@ -16,7 +16,7 @@ use crate::hooks::{HookPoint, PublishOutcome, PublishedMessage, Publisher, Subsc
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
 use crate::metrics::DropReason;
-use crate::session::{subscription_cost, SubRecord};
+use crate::session::SubRecord;
 use crate::topic::{SubscriptionFilter, TopicName};
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {
@@ -244,9 +244,17 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             self.ack(p.qos, p.packet_id, 0);
             return Ok(());
         }
-        let n = self.broker.publish(msg);
+        let mut congested = Vec::new();
+        let n = self.broker.publish_from(msg, Some(&mut congested));
         let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
         self.ack(p.qos, p.packet_id, reason);
+        if !congested.is_empty() {
+            // Back-pressure: a subscriber this publisher feeds is behind;
+            // nothing more is read from this connection until it catches
+            // up, or for `session.stall_timeout` at most. (Boxed: rare, and
+            // its timer would otherwise sit in every read's future.)
+            Box::pin(self.broker.wait_drained(congested)).await;
+        }
         Ok(())
     }
 
@@ -321,7 +329,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
                 continue;
             };
-            if let Some(why) = self.over_subscription_limits(raw, &filter) {
+            if let Some(why) = self.session.subscription_limit(raw, &filter, &self.broker.settings.limits) {
                 debug!(filter = %Peer(raw), why, "subscription refused: limit");
                 codes.push(if self.version.is_v5() { v5::QUOTA_EXCEEDED } else { v3::SUBACK_FAILURE });
                 continue;
@@ -375,34 +383,6 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
         self.pump().await;
         Ok(())
-    }
-
-    /// Which subscription limit a new subscription to `filter` would pass,
-    /// if any (replacing an existing subscription costs nothing new).
-    fn over_subscription_limits(&self, raw: &str, filter: &SubscriptionFilter) -> Option<&'static str> {
-        let limits = &self.broker.settings.limits;
-        if raw.len() > limits.max_topic_filter_len {
-            return Some("limits.max_topic_filter_len");
-        }
-        if crate::topic::more_levels_than(filter.filter.as_str(), limits.max_topic_levels) {
-            return Some("limits.max_topic_levels");
-        }
-        let st = self.session.lock();
-        if st.subscriptions().contains_key(raw) {
-            return None;
-        }
-        let over = |n: usize, max: usize| max != 0 && n >= max;
-        if over(st.subscriptions().len(), limits.max_subscriptions) {
-            Some("limits.max_subscriptions")
-        } else if filter.is_shared() && over(st.shared_subscriptions(), limits.max_shared_subscriptions) {
-            Some("limits.max_shared_subscriptions")
-        } else if limits.max_subscription_bytes != 0
-            && st.subscription_bytes() + subscription_cost(raw) > limits.max_subscription_bytes
-        {
-            Some("limits.max_subscription_bytes")
-        } else {
-            None
-        }
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {

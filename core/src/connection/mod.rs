@@ -483,6 +483,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                             Ok(Kick::TakenOver { .. }) => Close::new(DisconnectReason::TakenOver),
                             Ok(Kick::Shutdown) => Close::shutdown(),
                             Ok(Kick::Administrative) => Close::new(DisconnectReason::AdministrativeAction),
+                            Ok(Kick::SlowConsumer) => Close::new(DisconnectReason::SlowConsumer),
                             Err(_) => Close::new(DisconnectReason::SessionDiscarded),
                         };
                     }

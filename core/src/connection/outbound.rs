@@ -74,22 +74,21 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         if self.wbuf.len() >= WRITE_HIGH_WATER {
             return None;
         }
-        if !self.broker.hooks.wants(HookPoint::MessageDropped) {
-            let mut st = self.session.lock();
-            if !st.attached_to(self.conn_id) {
-                return None;
-            }
-            return st.next_outgoing(self.window, now, &self.broker.metrics, None);
-        }
+        let want_expired = self.broker.hooks.wants(HookPoint::MessageDropped);
         // Expired messages go to the dropped hook once the lock is released.
         let mut expired = Vec::new();
-        let out = {
+        let (out, drained) = {
             let mut st = self.session.lock();
             if !st.attached_to(self.conn_id) {
                 return None;
             }
-            st.next_outgoing(self.window, now, &self.broker.metrics, Some(&mut expired))
+            let out = st.next_outgoing(self.window, now, &self.broker.metrics, want_expired.then_some(&mut expired));
+            (out, st.take_drained())
         };
+        if drained {
+            // Publishers held back by this session's congestion read on.
+            self.broker.drained.notify_waiters();
+        }
         for msg in expired {
             self.broker.hooks.message_dropped(&msg, DropReason::Expired, Some(&self.client.client_id));
         }

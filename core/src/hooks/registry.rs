@@ -32,7 +32,7 @@ use super::subscribe::{Flow, OnSubscribe, OnUnsubscribe, SubscribeOutcome, Subsc
 use crate::codec::QoS;
 use crate::gate::ClientInfo;
 use crate::message::Message;
-use crate::metrics::DropReason;
+use crate::metrics::{DropReason, MetricSource, Scrape};
 
 /// The hook points, one bit each in [`Hooks`]' mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,11 @@ impl HookPoint {
 ///
 /// A third-party module is a crate with a type implementing this; the
 /// server adds it to the list it builds its hook set from.
+///
+/// A module with counters of its own implements
+/// [`MetricSource`](crate::metrics::MetricSource) and registers it in
+/// [`Module::register`] with [`HookSetBuilder::metrics`]: its families then
+/// appear in Prometheus and (where they name a topic) in `$SYS`.
 pub trait Module: Send + Sync + 'static {
     /// A short name for logs and the management plane (`"presence"`).
     fn name(&self) -> &str;
@@ -82,6 +87,9 @@ pub struct HookSet {
     delivered: Vec<Arc<dyn OnMessageDelivered>>,
     acked: Vec<Arc<dyn OnMessageAcked>>,
     dropped: Vec<Arc<dyn OnMessageDropped>>,
+    /// The modules' own metrics, read at each scrape (not a hook point:
+    /// no event runs them).
+    metrics: Vec<Arc<dyn MetricSource>>,
     /// The modules that registered them, in order.
     modules: Vec<String>,
 }
@@ -190,6 +198,15 @@ impl HookSetBuilder {
         self
     }
 
+    /// Registers the module's own metrics ([`MetricSource`]): they are
+    /// read into every scrape (`$SYS` and Prometheus) while this set is
+    /// installed, so they go when the module is disabled, and a module
+    /// rebuilt on reload reports from its new instance.
+    pub fn metrics(&mut self, source: Arc<dyn MetricSource>) -> &mut Self {
+        self.set.metrics.push(source);
+        self
+    }
+
     pub fn build(self) -> HookSet {
         self.set
     }
@@ -225,6 +242,13 @@ impl Hooks {
     /// The modules installed now, in order.
     pub fn modules(&self) -> Vec<String> {
         self.set.load().modules.clone()
+    }
+
+    /// Adds the installed modules' metrics to `out`.
+    pub fn collect_metrics(&self, out: &mut Scrape) {
+        for m in &self.set.load().metrics {
+            m.collect(out);
+        }
     }
 
     /// Whether anything is registered at `point` (one relaxed load).

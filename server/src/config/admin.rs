@@ -63,6 +63,11 @@ pub struct AdminConfig {
     /// How long failed logins are counted, and how long a lockout lasts.
     #[serde(default = "default_login_lockout", deserialize_with = "units::duration")]
     pub login_lockout: Duration,
+    /// Serve the Prometheus text format (`/api/v5/prometheus/stats`,
+    /// `/metrics`) without an API key. Off: a scraper needs a viewer's (or
+    /// an administrator's) key, as HTTP Basic credentials.
+    #[serde(default = "default_prometheus_public")]
+    pub prometheus_public: bool,
     /// emqttd's `POST /mqtt/publish`: the listener whose auth and ACL
     /// chains check its HTTP Basic credentials and its topic. Unset (the
     /// default): the form answers 404.
@@ -83,6 +88,7 @@ impl Default for AdminConfig {
             request_timeout: default_request_timeout(),
             login_failures: default_login_failures(),
             login_lockout: default_login_lockout(),
+            prometheus_public: default_prometheus_public(),
             mqtt_publish_listener: None,
         }
     }
@@ -99,6 +105,9 @@ pub fn default_socket() -> PathBuf {
 }
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/portcullis")
+}
+pub fn default_prometheus_public() -> bool {
+    false
 }
 pub fn default_max_connections() -> usize {
     64

@@ -214,6 +214,9 @@ impl Config {
                 owner_mismatch: session.owner_mismatch.into(),
                 max_sessions: session.max_sessions,
                 max_sessions_per_identity: session.max_sessions_per_identity,
+                queue_high_water: session.queue_high_water,
+                stall_timeout: session.stall_timeout,
+                on_stuck: session.on_stuck.into(),
             },
             retained: RetainSettings {
                 enabled: self.retained.enabled,

@@ -538,6 +538,40 @@ pub struct SessionConfig {
     /// Sessions one identity may hold at most (0 = no limit).
     #[serde(default = "settings::default_max_sessions_per_identity")]
     pub max_sessions_per_identity: usize,
+    /// Messages queued for a connected session above which the publishers
+    /// feeding it stop being read until it drains to half of it (0 = no
+    /// back-pressure).
+    #[serde(default = "settings::default_queue_high_water")]
+    pub queue_high_water: usize,
+    /// How long publishers wait for one congested subscriber before it
+    /// counts as stuck.
+    #[serde(default = "settings::default_stall_timeout", deserialize_with = "units::duration")]
+    pub stall_timeout: Duration,
+    /// A stuck subscriber: `"drop"` (its queue fills, then drops) or
+    /// `"disconnect"` (its connection is closed, v5 0x97).
+    #[serde(default = "default_on_stuck")]
+    pub on_stuck: OnStuckName,
+}
+
+pub fn default_on_stuck() -> OnStuckName {
+    OnStuckName::Drop
+}
+
+/// `session.on_stuck` as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStuckName {
+    Drop,
+    Disconnect,
+}
+
+impl From<OnStuckName> for settings::OnStuck {
+    fn from(name: OnStuckName) -> Self {
+        match name {
+            OnStuckName::Drop => settings::OnStuck::Drop,
+            OnStuckName::Disconnect => settings::OnStuck::Disconnect,
+        }
+    }
 }
 
 pub fn default_owner_mismatch() -> OwnerMismatchName {
@@ -577,6 +611,9 @@ impl Default for SessionConfig {
             owner_mismatch: default_owner_mismatch(),
             max_sessions: settings::default_max_sessions(),
             max_sessions_per_identity: settings::default_max_sessions_per_identity(),
+            queue_high_water: settings::default_queue_high_water(),
+            stall_timeout: settings::default_stall_timeout(),
+            on_stuck: default_on_stuck(),
         }
     }
 }

@@ -277,6 +277,9 @@ pub struct AuthSection {
     pub mongodb: BTreeMap<String, backends::mongodb::AuthConfig>,
     #[serde(default)]
     pub http: BTreeMap<String, backends::http::AuthConfig>,
+    /// The built-in user store (`[auth.builtin.<name>]`).
+    #[serde(default)]
+    pub builtin: BTreeMap<String, backends::builtin::AuthConfig>,
 }
 
 /// `[auth.certificate.<name>]`: admit on a verified TLS client certificate.
@@ -439,6 +442,9 @@ pub struct AclSection {
     pub mongodb: BTreeMap<String, backends::mongodb::AclConfig>,
     #[serde(default)]
     pub http: BTreeMap<String, backends::http::AclConfig>,
+    /// The built-in user store's rules (`[acl.builtin.<name>]`).
+    #[serde(default)]
+    pub builtin: BTreeMap<String, backends::builtin::AclConfig>,
 }
 
 impl AuthSection {
@@ -456,6 +462,7 @@ impl AuthSection {
         v.extend(self.ldap.keys().map(|k| (k.as_str(), "ldap")));
         v.extend(self.mongodb.keys().map(|k| (k.as_str(), "mongodb")));
         v.extend(self.http.keys().map(|k| (k.as_str(), "http")));
+        v.extend(self.builtin.keys().map(|k| (k.as_str(), "builtin")));
         v
     }
 }
@@ -474,6 +481,7 @@ impl AclSection {
         v.extend(self.ldap.keys().map(|k| (k.as_str(), "ldap")));
         v.extend(self.mongodb.keys().map(|k| (k.as_str(), "mongodb")));
         v.extend(self.http.keys().map(|k| (k.as_str(), "http")));
+        v.extend(self.builtin.keys().map(|k| (k.as_str(), "builtin")));
         v
     }
 }

@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 77, "a key was added or removed: update this count");
+    assert_eq!(keys, 106, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -585,4 +585,25 @@ acl_chain = "missing"
     assert!(all.contains("provider `devices` appears twice"), "{all}");
     assert!(all.contains("also used by"), "{all}");
     assert!(all.contains("listeners[0].acl_chain: no acl chain named `missing`"), "{all}");
+}
+
+#[test]
+fn builtin_store_tables_parse_and_are_off_by_default() {
+    let c = Config::embedded();
+    assert!(c.auth.builtin.is_empty() && c.acl.builtin.is_empty(), "no config, no user store");
+    let c = ok(r#"
+[auth]
+chain = ["users"]
+[auth.builtin.users]
+[acl]
+chain = ["users"]
+[acl.builtin.users]
+path = "/var/lib/portcullis/data/portcullis.db"
+poll = "2s"
+on_error = "ignore"
+"#);
+    assert_eq!(c.auth.builtin["users"].path, std::path::PathBuf::from("data/portcullis.db"));
+    assert_eq!(c.acl.builtin["users"].poll, Duration::from_secs(2));
+    let all = errors("[auth.builtin.users]\npth = \"x\"\n").join("\n");
+    assert!(all.contains("auth.builtin.users") && all.contains("pth"), "{all}");
 }

@@ -503,6 +503,7 @@ fn check_limits(checks: &mut Checks, limits: &LimitsConfig) {
 
 fn check_session(checks: &mut Checks, session: &SessionConfig) {
     checks.between("session.max_inflight", session.max_inflight, 1, 65535, "");
+    checks.duration_at_least("session.stall_timeout", session.stall_timeout, Duration::from_millis(1));
     checks.between("session.max_awaiting_rel", session.max_awaiting_rel, 1, 65535, "");
     checks.duration_at_least("session.await_rel_timeout", session.await_rel_timeout, Duration::from_nanos(1));
     checks.at_least("session.max_queue_len", session.max_queue_len as u64, 1, "");

@@ -8,14 +8,17 @@
 //! * `identity` — a client certificate's CN, subject DN and SANs.
 //! * `ws` — the WebSocket upgrade and the message ⇄ byte stream adapter.
 //! * `forwarded` — `Forwarded` / `X-Forwarded-For` from trusted proxies.
+//! * `stats` — the listeners' metrics (connections, handshake failures,
+//!   sockets refused at accept).
 //!
 //! Everything before MQTT runs under the listener's `handshake_timeout`.
 //! Its failures (no PROXY header, a bad ClientHello, an unknown client
-//! certificate, a refused upgrade) are counted per listener in `$SYS` and
-//! logged at warn level at most once per [`FAILURE_LOG_INTERVAL`] per
-//! listener (each one at debug level), so a flood of junk cannot flood the
-//! log. A plain TCP listener without PROXY protocol hands its sockets to
-//! the core directly, adding nothing to a connection's memory.
+//! certificate, a refused upgrade) are counted per listener (`$SYS`,
+//! Prometheus) and logged at warn level at most once per
+//! [`FAILURE_LOG_INTERVAL`] per listener (each one at debug level), so a
+//! flood of junk cannot flood the log. A plain TCP listener without PROXY
+//! protocol hands its sockets to the core directly, adding nothing to a
+//! connection's memory.
 //!
 //! TCP keepalive (`tcp_keepalive`) is set on the listening socket: Linux
 //! gives every accepted socket the listener's SO_KEEPALIVE, TCP_KEEPIDLE,
@@ -24,16 +27,17 @@
 mod forwarded;
 mod identity;
 mod proxy;
+mod stats;
 mod tls;
 mod ws;
 
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use portcullis_core::broker::{Broker, SysSource};
+use portcullis_core::broker::Broker;
 use portcullis_core::connection::{serve, Admitted, ListenerContext};
 use portcullis_core::gate::{CertIdentity, Gate};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -88,11 +92,12 @@ struct Listener {
     handshaking: AtomicUsize,
     /// Handshake failures since start.
     failures: AtomicU64,
-    /// The address bound, once bound.
-    local: std::sync::OnceLock<SocketAddr>,
     /// When the last warn line about failures was written, and how many
     /// failures went unlogged since.
     failure_log: Mutex<(Option<Instant>, u64)>,
+    /// The address it is bound to (known once started; port 0 in the
+    /// config becomes the port the system chose).
+    local: OnceLock<SocketAddr>,
 }
 
 impl Listeners {
@@ -118,8 +123,14 @@ impl Listeners {
             }
             out.listeners.push(listener);
         }
-        broker.add_sys_source(Arc::new(ListenerStats(out.listeners.clone())));
+        broker.add_metric_source(Arc::new(stats::ListenerStats(out.listeners.clone())));
         Ok(out)
+    }
+
+    /// Each listener's name and the address it is bound to (with the port
+    /// the system chose for `:0`).
+    pub fn local_addrs(&self) -> Vec<(&str, SocketAddr)> {
+        self.listeners.iter().filter_map(|l| Some((l.cfg.name.as_str(), *l.local.get()?))).collect()
     }
 
     /// Reloads every TLS listener's certificates (SIGHUP).
@@ -222,8 +233,8 @@ impl Listener {
             ws,
             handshaking: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
-            local: std::sync::OnceLock::new(),
             failure_log: Mutex::new((None, 0)),
+            local: OnceLock::new(),
         })
     }
 
@@ -441,20 +452,4 @@ where
         },
     };
     Ok((s, cert))
-}
-
-/// `$SYS/brokers/<node>/listeners/<name>/connections` (open now) and
-/// `…/handshake_failures` (since start).
-#[derive(Debug)]
-struct ListenerStats(Vec<Arc<Listener>>);
-
-impl SysSource for ListenerStats {
-    fn sys_values(&self, out: &mut Vec<(String, String)>) {
-        for l in &self.0 {
-            let name = &l.cfg.name;
-            out.push((format!("listeners/{name}/connections"), l.ctx.active.load(Ordering::Relaxed).to_string()));
-            out.push((format!("listeners/{name}/handshake_failures"), l.failures.load(Ordering::Relaxed).to_string()));
-            out.push((format!("listeners/{name}/refused"), l.ctx.refused.load(Ordering::Relaxed).to_string()));
-        }
-    }
 }

@@ -1,7 +1,28 @@
-//! Broker counters and gauges, lock-free.
+//! Metrics: the broker's counters, and the one typed registry that `$SYS`
+//! and Prometheus both read.
 //!
-//! Counters only ever grow; gauges keep their high-water mark so `$SYS`
-//! can publish `count` and `max` the way emqttd did.
+//! * this file — the broker's own counters and gauges ([`Metrics`]),
+//!   plain relaxed atomics bumped on the hot paths. Counters only ever
+//!   grow; gauges keep their high-water mark so `$SYS` can publish `count`
+//!   and `max` the way emqttd did.
+//! * [`registry`] — the typed registry: metric families declared once
+//!   ([`Family`]: name, help, kind, bounded label names, `$SYS` topic),
+//!   read into a [`Scrape`] by [`MetricSource`]s when asked. `$SYS`
+//!   ([`Scrape::sys_values`]) and Prometheus (the server's
+//!   `portcullis::metrics::render`) are both rendered from one [`Scrape`],
+//!   so they cannot disagree.
+//! * [`broker`] — the broker's families (connections, sessions, messages,
+//!   bytes, packets, drops, refusals, pre-auth) and how they are read.
+//!
+//! Nothing here runs on the publish path: a counter is still one relaxed
+//! `fetch_add`, and the registry reads the atomics at scrape time.
+
+pub mod broker;
+pub mod registry;
+#[cfg(test)]
+mod tests;
+
+pub use registry::{Buckets, Family, FamilySamples, Histogram, Kind, MetricSource, Sample, Scrape, Value};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -124,6 +145,9 @@ pub struct Metrics {
     pub retained: Gauge,
     /// CONNECTs refused (any reason) and connections closed for protocol errors.
     pub connects_refused: AtomicU64,
+    /// Times a publisher's connection stopped reading to wait for a
+    /// congested subscriber (back-pressure).
+    pub backpressure_waits: AtomicU64,
     pub protocol_errors: AtomicU64,
 }
 

@@ -1,0 +1,186 @@
+//! The session-store seam: what the broker must be able to rebuild after a
+//! crash, as typed changes, and the port a durable store implements.
+//!
+//! The core emits [`Change`]s from the intent methods that change durable
+//! state (a persistent session opened or ended, a subscription added or
+//! removed, a QoS 1/2 message queued, sent, acknowledged, a QoS 2 packet id
+//! awaiting PUBREL, a retained message set or cleared) and hands them to
+//! the [`SessionStore`] in batches. Only persistent sessions (expiry above
+//! zero) and QoS 1/2 messages reach it: clean sessions and QoS 0 never
+//! touch the disk.
+//!
+//! A message is stored once ([`Change::MessagePut`]) and referenced by
+//! every queue and in-flight entry that holds it ([`MessageId`]); the store
+//! counts the references and drops the message with the last one.
+//!
+//! [`SessionStore::commit`] returns a [`Commit`] that completes when the
+//! batch is durable (in `strict` mode: after the fsync of the group commit
+//! that carried it). The broker acknowledges a PUBLISH to a persistent
+//! session only once its commit completed; `relaxed` mode completes at
+//! once and writes within a bounded window.
+//!
+//! At start the store hands back everything it holds ([`Recovered`]); the
+//! core rebuilds sessions, queues, in-flight windows and the retained
+//! store from it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::codec::SubscriptionOptions;
+use crate::message::Message;
+use crate::owner::SessionOwner;
+
+/// A stored message's id: unique for the life of the store (the store
+/// hands out the next one at recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+/// Where a QoS 1/2 delivery to a client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// PUBLISH sent, PUBACK / PUBREC awaited.
+    Published,
+    /// PUBREL sent, PUBCOMP awaited.
+    Released,
+}
+
+/// One change to durable state.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A persistent session was created, or its terms changed (expiry;
+    /// `detached_at_ms`: Unix time its client left, `None` while one is
+    /// attached — so expiry counts downtime across a restart).
+    SessionPut {
+        client_id: Arc<str>,
+        owner: SessionOwner,
+        expiry_secs: Option<u32>,
+        detached_at_ms: Option<u64>,
+    },
+    /// A session ended: everything it held goes.
+    SessionDelete {
+        client_id: Arc<str>,
+    },
+    SubscriptionPut {
+        client_id: Arc<str>,
+        filter: Arc<str>,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    },
+    SubscriptionDelete {
+        client_id: Arc<str>,
+        filter: Arc<str>,
+    },
+    /// A message stored once, before the first entry that references it.
+    MessagePut {
+        id: MessageId,
+        msg: Arc<Message>,
+    },
+    /// A delivery queued for a session, in order (`seq` grows per session).
+    QueuePush {
+        client_id: Arc<str>,
+        seq: u64,
+        id: MessageId,
+        qos: u8,
+        retain: bool,
+        subscription_ids: Vec<u32>,
+    },
+    /// The queue's head left the queue (sent, expired or dropped).
+    QueuePop {
+        client_id: Arc<str>,
+        seq: u64,
+    },
+    /// A delivery in flight under a packet id (moved from the queue, or
+    /// moved on to PUBREL).
+    InflightPut {
+        client_id: Arc<str>,
+        packet_id: u16,
+        id: MessageId,
+        qos: u8,
+        retain: bool,
+        state: InflightState,
+    },
+    /// Acknowledged (PUBACK, PUBCOMP) or given up.
+    InflightDelete {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
+    /// An incoming QoS 2 packet id awaiting PUBREL (exactly-once across a
+    /// restart), and its release.
+    AwaitRelPut {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
+    AwaitRelDelete {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
+    /// A retained message set (its own copy) or cleared.
+    RetainPut {
+        msg: Arc<Message>,
+    },
+    RetainDelete {
+        topic: Arc<str>,
+    },
+}
+
+/// Why the store could not take a batch: the broker refuses new
+/// persistent work with v5 0x97 / server unavailable, never half-applies.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full (or a quota is reached).
+    #[error("store full: {0}")]
+    Full(String),
+    /// Anything else the store reports (I/O, corruption found at run time).
+    #[error("store failed: {0}")]
+    Failed(String),
+}
+
+/// Completes when a batch is durable (or failed).
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A queued delivery at start: (seq, message, qos, retain, subscription ids).
+pub type RecoveredQueued = (u64, Arc<Message>, u8, bool, Vec<u32>);
+
+/// A delivery in flight at start: (packet id, message, qos, retain, state).
+pub type RecoveredInflight = (u16, Arc<Message>, u8, bool, InflightState);
+
+/// A persistent session as the store returns it at start.
+#[derive(Debug, Clone)]
+pub struct RecoveredSession {
+    pub client_id: Arc<str>,
+    pub owner: SessionOwner,
+    pub expiry_secs: Option<u32>,
+    pub detached_at_ms: Option<u64>,
+    pub subscriptions: Vec<(Arc<str>, SubscriptionOptions, Option<u32>)>,
+    /// Queued deliveries in order: (seq, message, qos, retain, ids).
+    pub queue: Vec<RecoveredQueued>,
+    /// In-flight deliveries in the order they were sent.
+    pub inflight: Vec<RecoveredInflight>,
+    pub awaiting_rel: Vec<u16>,
+}
+
+/// Everything a store holds, at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub sessions: Vec<RecoveredSession>,
+    pub retained: Vec<Arc<Message>>,
+    /// The first message id not used yet.
+    pub next_message_id: u64,
+}
+
+/// The port a durable store implements (the `store/` crate).
+pub trait SessionStore: Send + Sync + 'static {
+    /// Takes a batch of changes, in order. The returned commit completes
+    /// when they are durable (strict mode) or accepted (relaxed mode).
+    fn commit(&self, changes: Vec<Change>) -> Commit;
+    /// Everything the store holds (called once, at start).
+    fn recover(&self) -> Result<Recovered, StoreError>;
+}
+
+impl fmt::Debug for dyn SessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionStore")
+    }
+}
