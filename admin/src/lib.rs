@@ -53,6 +53,9 @@ pub(crate) struct Ctx {
     /// emqttd's publish form: the listener it checks credentials with,
     /// and that listener's gateway; `None` when off.
     pub shim: Option<(String, Gateway)>,
+    /// Built-in user stores opened for the users endpoints, by provider.
+    pub user_stores:
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<portcullis_backends::builtin::UserStore>>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -101,7 +104,13 @@ pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
             Some((name.clone(), node.security.gateway(&l.auth_chain, &l.acl_chain)?))
         }
     };
-    let ctx = Arc::new(Ctx { node, keys, lockout: Lockout::new(cfg.login_failures, cfg.login_lockout), shim });
+    let ctx = Arc::new(Ctx {
+        node,
+        keys,
+        lockout: Lockout::new(cfg.login_failures, cfg.login_lockout),
+        shim,
+        user_stores: Default::default(),
+    });
     let local = match cfg.socket.as_os_str().is_empty() {
         true => None,
         false => match server::LocalSocket::bind(&cfg.socket) {

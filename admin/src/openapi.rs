@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    api_keys, banned, clients, configs, node, prometheus, publish, retainer, security, shim, subscriptions,
+    api_keys, banned, clients, configs, node, prometheus, publish, retainer, security, shim, subscriptions, users,
 };
 
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use crate::api::{
         security::purge_acl_cache, security::explain_acl,
         publish::publish, publish::publish_bulk, shim::mqtt_publish,
         configs::reload, configs::modules,
+        users::list, users::create, users::get, users::update, users::delete,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::delete,
         document,
     ),

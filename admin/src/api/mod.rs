@@ -10,6 +10,7 @@
 //! * [`banned`] — the brute-force guard's bans;
 //! * [`security`] — auth and ACL providers, caches, explain;
 //! * [`publish`] — HTTP publish; [`shim`] — emqttd's `/mqtt/publish`;
+//! * [`users`] — the built-in user store's users;
 //! * [`configs`] — reload, modules; [`api_keys`] — API keys.
 
 pub mod api_keys;
@@ -23,6 +24,7 @@ pub mod retainer;
 pub mod security;
 pub mod shim;
 pub mod subscriptions;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -108,6 +110,11 @@ pub fn protected() -> Routes {
         .delete("/api/v5/banned/{as}/{who}", banned::delete)
         .get("/api/v5/authentication", security::authentication)
         .get("/api/v5/authentication/{id}/status", security::authentication_status)
+        .get("/api/v5/authentication/{id}/users", users::list)
+        .post("/api/v5/authentication/{id}/users", users::create)
+        .get("/api/v5/authentication/{id}/users/{user_id}", users::get)
+        .put("/api/v5/authentication/{id}/users/{user_id}", users::update)
+        .delete("/api/v5/authentication/{id}/users/{user_id}", users::delete)
         .get("/api/v5/authentication/cache", security::auth_cache)
         .delete("/api/v5/authentication/cache", security::purge_auth_cache)
         .post("/api/v5/authentication/explain", security::explain_auth)

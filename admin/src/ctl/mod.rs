@@ -81,6 +81,51 @@ pub enum CtlCommand {
     /// Modules (enabled or disabled in the config file, then `reload`).
     #[command(subcommand)]
     Modules(ModulesCmd),
+    /// Users of the built-in user store (`[auth.builtin.<name>]`).
+    #[command(subcommand)]
+    Users(UsersCmd),
+}
+
+/// Which `[auth.builtin.<name>]` provider: needed when the config has
+/// several.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArg {
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCmd {
+    /// List users.
+    List {
+        #[command(flatten)]
+        source: SourceArg,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Usernames containing this.
+        #[arg(long)]
+        like: Option<String>,
+    },
+    /// Add a user; the password is read from standard input.
+    Add {
+        username: String,
+        #[arg(long)]
+        superuser: bool,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Set a user's password, read from standard input.
+    Passwd {
+        username: String,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Delete a user (its ACL rules stay).
+    Del {
+        username: String,
+        #[command(flatten)]
+        source: SourceArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +336,74 @@ const SOURCES: &[Column] = &[
     ("TIMEOUT_MS", "timeout_ms"),
 ];
 const MODULES: &[Column] = &[("POSITION", "position"), ("NAME", "name")];
+const USERS: &[Column] =
+    &[("USERNAME", "user_id"), ("SUPERUSER", "is_superuser"), ("CREATED", "created_at"), ("UPDATED", "updated_at")];
+
+/// The `[auth.builtin.<name>]` provider meant: `--source`, or the only one.
+fn source(s: &SourceArg, cfg: &Config) -> Result<String, String> {
+    if let Some(name) = &s.source {
+        return Ok(name.clone());
+    }
+    let names: Vec<&String> = cfg.auth.builtin.keys().collect();
+    match names.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err("the config has no [auth.builtin.<name>] provider; give --source NAME".into()),
+        many => Err(format!(
+            "give --source: the config has several built-in user stores ({})",
+            many.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// A password from the first line of standard input.
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+        .map_err(|e| format!("reading the password from standard input: {e}"))?;
+    let pw = line.trim_end_matches(['\n', '\r']).to_string();
+    match pw.is_empty() {
+        true => Err("empty password (give it on standard input)".into()),
+        false => Ok(pw),
+    }
+}
+
+fn users_call(cmd: UsersCmd, cfg: &Config) -> Result<Call, String> {
+    let base = |s: &SourceArg| source(s, cfg).map(|id| format!("/api/v5/authentication/{}/users", segment(&id)));
+    Ok(match cmd {
+        UsersCmd::List { source, page, like } => Call {
+            method: Method::GET,
+            path: format!("{}?{}", base(&source)?, page_query(&page, &[("like_user_id", &like)])),
+            body: None,
+            show: Show::Table(USERS),
+        },
+        UsersCmd::Add { username, superuser, source } => {
+            let path = base(&source)?;
+            let pw = read_password()?;
+            Call {
+                method: Method::POST,
+                path,
+                body: Some(json!({"user_id": username, "password": pw, "is_superuser": superuser})),
+                show: Show::Done(format!("added {username}")),
+            }
+        }
+        UsersCmd::Passwd { username, source } => {
+            let path = format!("{}/{}", base(&source)?, segment(&username));
+            let pw = read_password()?;
+            Call {
+                method: Method::PUT,
+                path,
+                body: Some(json!({"password": pw})),
+                show: Show::Done(format!("set the password of {username}")),
+            }
+        }
+        UsersCmd::Del { username, source } => Call {
+            method: Method::DELETE,
+            path: format!("{}/{}", base(&source)?, segment(&username)),
+            body: None,
+            show: Show::Done(format!("deleted {username}")),
+        },
+    })
+}
 
 fn page_query(p: &PageArgs, filters: &[(&str, &Option<String>)]) -> String {
     let mut q = format!("page={}&limit={}", p.page, p.limit);
@@ -302,10 +415,10 @@ fn page_query(p: &PageArgs, filters: &[(&str, &Option<String>)]) -> String {
     q
 }
 
-/// The API call of a command (`status` is handled apart).
-fn call(cmd: CtlCommand) -> Call {
+/// The API call of a command.
+fn call(cmd: CtlCommand, cfg: &Config) -> Result<Call, String> {
     let get = |path: String, show: Show| Call { method: Method::GET, path, body: None, show };
-    match cmd {
+    Ok(match cmd {
         CtlCommand::Status => get("/api/v5/status?format=json".into(), Show::Fields),
         CtlCommand::Broker(BrokerCmd::Stats) => get("/api/v5/stats?aggregate=true".into(), Show::Fields),
         CtlCommand::Broker(BrokerCmd::Metrics) => get("/api/v5/metrics?aggregate=true".into(), Show::Fields),
@@ -396,7 +509,8 @@ fn call(cmd: CtlCommand) -> Call {
             Call { method: Method::POST, path: "/api/v5/configs/reload".into(), body: None, show: Show::Fields }
         }
         CtlCommand::Modules(ModulesCmd::List) => get("/api/v5/modules".into(), Show::TableAt("modules", MODULES)),
-    }
+        CtlCommand::Users(cmd) => return users_call(cmd, cfg),
+    })
 }
 
 /// Where to send requests: `--url`, else the socket when it answers, else
@@ -465,7 +579,13 @@ pub fn run(args: CtlArgs, cfg: &Config) -> u8 {
     };
     let json_out = args.json;
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let c = call(args.command);
+    let c = match call(args.command, cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let answer = rt.block_on(target.request(c.method.clone(), &c.path, c.body.as_ref(), timeout));
     match answer {
         Err(e) if is_status => {
