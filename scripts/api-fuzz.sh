@@ -37,6 +37,11 @@ data_dir = "$DIR/data"
 bootstrap_file = "$DIR/bootstrap"
 mqtt_publish_listener = "tcp"
 login_failures = 1000000
+
+[auth]
+chain = ["users"]
+[auth.builtin.users]
+path = "$DIR/users.db"
 EOF
 "$BIN" --config "$DIR/portcullis.toml" 2> "$DIR/broker.log" &
 PID=$!
