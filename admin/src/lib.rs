@@ -53,9 +53,10 @@ pub(crate) struct Ctx {
     /// emqttd's publish form: the listener it checks credentials with,
     /// and that listener's gateway; `None` when off.
     pub shim: Option<(String, Gateway)>,
-    /// Built-in user stores opened for the users endpoints, by provider.
+    /// Built-in user stores opened for the users and rules endpoints, by
+    /// file (one handle per file).
     pub user_stores:
-        parking_lot::Mutex<std::collections::HashMap<String, Arc<portcullis_backends::builtin::UserStore>>>,
+        parking_lot::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<portcullis_backends::builtin::UserStore>>>,
 }
 
 impl std::fmt::Debug for Ctx {

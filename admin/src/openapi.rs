@@ -8,7 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    api_keys, banned, clients, configs, node, prometheus, publish, retainer, security, shim, subscriptions, users,
+    api_keys, banned, clients, configs, node, prometheus, publish, retainer, rules, security, shim, subscriptions,
+    users,
 };
 
 #[derive(OpenApi)]
@@ -32,6 +33,7 @@ use crate::api::{
         publish::publish, publish::publish_bulk, shim::mqtt_publish,
         configs::reload, configs::modules,
         users::list, users::create, users::get, users::update, users::delete,
+        rules::list, rules::create, rules::get, rules::delete,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::delete,
         document,
     ),

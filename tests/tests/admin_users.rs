@@ -1,8 +1,10 @@
-//! The built-in user store's users through the admin API
-//! (`/api/v5/authentication/{id}/users`) and `portcullis ctl users …`,
-//! against the real binary: a user added through the API logs in over
-//! MQTT, a password changed or a user deleted stops doing so; 400, 401,
-//! 403 (a viewer writing), 404, 409; ctl with and without `--json`.
+//! The built-in user store's users and ACL rules through the admin API
+//! (`/api/v5/authentication/{id}/users`,
+//! `/api/v5/authorization/sources/{id}/rules`) and `portcullis ctl users …`
+//! / `ctl acl add|del|list`, against the real binary: a user added through
+//! the API logs in over MQTT, a password changed or a user deleted stops
+//! doing so, a rule added decides a publish; 400, 401, 403 (a viewer
+//! writing), 404, 409; ctl with and without `--json`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,12 +23,13 @@ fn broker(dir: &Path) -> Broker {
     let boot = dir.join("bootstrap");
     std::fs::write(&boot, format!("admin:{SECRET}:administrator\nview:{SECRET}:viewer\n")).expect("bootstrap");
     Broker::start(&format!(
-        "[auth]\nchain = [\"users\"]\n[auth.builtin.users]\npath = \"{}\"\npoll = \"100ms\"\n\
+        "[auth]\nchain = [\"users\"]\n[auth.builtin.users]\npath = \"{db}\"\npoll = \"100ms\"\n\
+         [acl]\nchain = [\"rules\"]\nno_match = \"deny\"\n[acl.builtin.rules]\npath = \"{db}\"\npoll = \"100ms\"\n\
          [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"{}\"\ndata_dir = \"{}\"\nbootstrap_file = \"{}\"\n",
-        dir.join("users.db").display(),
         dir.join("admin.sock").display(),
         dir.join("data").display(),
-        boot.display()
+        boot.display(),
+        db = dir.join("users.db").display(),
     ))
 }
 
@@ -182,4 +185,96 @@ async fn ctl_users_with_and_without_json() {
     assert_eq!(ctl(&b, &["users", "del", "dave"], "").0, 1, "gone");
     assert_eq!(ctl(&b, &["users", "list", "--source", "nope"], "").0, 1, "no such provider: 404");
     assert!(!logs_in_eventually(&b, "carol", "pw-c2", false).await);
+}
+
+/// The PUBACK code of one QoS 1 publish by `user`, waiting up to 5 s for
+/// it to become `want` (the broker sees a store change at its next poll).
+async fn puback_eventually(b: &Broker, user: &str, password: &str, topic: &str, want: u8) -> u8 {
+    use portcullis_core::codec::QoS;
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut id = 0;
+    loop {
+        id += 1;
+        let (mut c, code) = try_login(b.addr, V5, &format!("p-{user}"), Some(user), Some(password)).await;
+        assert_eq!(code, Some(0), "{user} logs in");
+        let got = portcullis_tests::kit::pub_simple(&mut c, topic, QoS::AtLeastOnce, id, b"x", false).await;
+        if got == want || Instant::now() > end {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn acl_rules_through_the_api_and_ctl() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = broker(dir.path());
+    let users = "/api/v5/authentication/users/users";
+    let rules = "/api/v5/authorization/sources/rules/rules";
+    let (st, _) = call(&b, "admin", Method::POST, users, Some(json!({"user_id": "gil", "password": "pw-g"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    // No rule: no_match denies (0x87 not authorized; 0x10 would be "no subscribers").
+    assert_eq!(puback_eventually(&b, "gil", "pw-g", "home/gil/t", 0x87).await, 0x87);
+
+    let body = json!({"username": "gil", "permission": "allow", "action": "publish", "topic": "home/${username}/#"});
+    let (st, v) = call(&b, "admin", Method::POST, rules, Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().expect("id");
+    assert_eq!((v["username"].as_str(), v["clientid"].as_str()), (Some("gil"), None));
+    assert_eq!(puback_eventually(&b, "gil", "pw-g", "home/gil/t", 0x10).await, 0x10, "allowed now");
+
+    for bad in [
+        json!({"permission": "allow", "action": "publish", "topic": "a"}),
+        json!({"username": "gil", "clientid": "c", "permission": "allow", "action": "publish", "topic": "a"}),
+        json!({"username": "gil", "permission": "maybe", "action": "publish", "topic": "a"}),
+        json!({"username": "gil", "permission": "allow", "action": "publish", "topic": "a/#/b"}),
+    ] {
+        assert_eq!(call(&b, "admin", Method::POST, rules, Some(bad.clone())).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (st, _) = call(
+        &b,
+        "view",
+        Method::POST,
+        rules,
+        Some(json!({"username": "x", "permission": "allow", "action": "all", "topic": "#"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&b, "admin", Method::GET, "/api/v5/authorization/sources/nope/rules", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, v) = call(&b, "view", Method::GET, &format!("{rules}?username=gil"), None).await;
+    assert_eq!((st, v["meta"]["count"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    let (st, v) = call(&b, "view", Method::GET, &format!("{rules}/{id}"), None).await;
+    assert_eq!((st, v["topic"].as_str()), (StatusCode::OK, Some("home/${username}/#")));
+    assert_eq!(call(&b, "admin", Method::DELETE, &format!("{rules}/{id}"), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(call(&b, "admin", Method::DELETE, &format!("{rules}/{id}"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(puback_eventually(&b, "gil", "pw-g", "home/gil/t", 0x87).await, 0x87, "denied again");
+
+    // ctl acl add | list | del
+    let (code, out) =
+        ctl(&b, &["acl", "add", "--username", "gil", "allow", "publish", "home/${username}/#", "--qos", "1"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("permission") && out.contains("allow"), "{out}");
+    assert_eq!(puback_eventually(&b, "gil", "pw-g", "home/gil/t", 0x10).await, 0x10);
+    let (code, out) = ctl(&b, &["--json", "acl", "add", "--clientid", "dev-1", "deny", "all", "#"], "");
+    assert_eq!(code, 0);
+    let second = serde_json::from_str::<Value>(&out).expect("json")["id"].as_i64().expect("id");
+    let (code, out) = ctl(&b, &["acl", "list"], "");
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("ID") && out.contains("home/${username}/#") && out.contains("dev-1") && out.contains("2 of 2"),
+        "{out}"
+    );
+    let (_, out) = ctl(&b, &["--json", "acl", "list", "--clientid", "dev-1"], "");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["meta"]["count"], 1);
+    assert_eq!(ctl(&b, &["acl", "del", &second.to_string()], ""), (0, format!("deleted rule {second}\n")));
+    let (_, out) = ctl(&b, &["--json", "acl", "list"], "");
+    let first = serde_json::from_str::<Value>(&out).expect("json")["data"][0]["id"].as_i64().expect("id");
+    let (code, out) = ctl(&b, &["--json", "acl", "del", &first.to_string()], "");
+    assert_eq!((code, serde_json::from_str::<Value>(&out).expect("json")["ok"].as_bool()), (0, Some(true)));
+    assert_eq!(ctl(&b, &["acl", "del", &first.to_string()], "").0, 1, "gone");
+    assert_eq!(puback_eventually(&b, "gil", "pw-g", "home/gil/t", 0x87).await, 0x87);
 }

@@ -10,7 +10,7 @@
 //! * [`banned`] — the brute-force guard's bans;
 //! * [`security`] — auth and ACL providers, caches, explain;
 //! * [`publish`] — HTTP publish; [`shim`] — emqttd's `/mqtt/publish`;
-//! * [`users`] — the built-in user store's users;
+//! * [`users`], [`rules`] — the built-in user store's users and ACL rules;
 //! * [`configs`] — reload, modules; [`api_keys`] — API keys.
 
 pub mod api_keys;
@@ -21,6 +21,7 @@ pub mod node;
 pub mod prometheus;
 pub mod publish;
 pub mod retainer;
+pub mod rules;
 pub mod security;
 pub mod shim;
 pub mod subscriptions;
@@ -120,6 +121,10 @@ pub fn protected() -> Routes {
         .post("/api/v5/authentication/explain", security::explain_auth)
         .get("/api/v5/authorization/sources", security::authorization)
         .get("/api/v5/authorization/sources/{id}/status", security::authorization_status)
+        .get("/api/v5/authorization/sources/{id}/rules", rules::list)
+        .post("/api/v5/authorization/sources/{id}/rules", rules::create)
+        .get("/api/v5/authorization/sources/{id}/rules/{rule_id}", rules::get)
+        .delete("/api/v5/authorization/sources/{id}/rules/{rule_id}", rules::delete)
         .get("/api/v5/authorization/cache", security::acl_cache)
         .delete("/api/v5/authorization/cache", security::purge_acl_cache)
         .post("/api/v5/authorization/explain", security::explain_acl)

@@ -86,11 +86,11 @@ pub struct UserUpdate {
     pub is_superuser: Option<bool>,
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Invalid { .. } => ApiError::bad_request(e.to_string()),
         StoreError::UserExists(_) => ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", e.to_string()),
-        StoreError::NoSuchUser(_) => ApiError::not_found("NOT_FOUND", e.to_string()),
+        StoreError::NoSuchUser(_) | StoreError::NoSuchRule(_) => ApiError::not_found("NOT_FOUND", e.to_string()),
         other => {
             tracing::warn!(error = %other, "admin API: user store");
             ApiError::unavailable(format!("user store: {other}"))
@@ -107,7 +107,13 @@ async fn store(ctx: &Ctx, id: &str) -> Result<Arc<UserStore>, ApiError> {
         .builtin
         .get(id)
         .ok_or_else(|| ApiError::not_found("NOT_FOUND", format!("no built-in user store provider {id:?}")))?;
-    let cached = ctx.user_stores.lock().get(id).cloned();
+    open_store(ctx, cfg).await
+}
+
+/// The store file of `cfg`, opened on first use and kept (one handle per
+/// file, shared by the users and the rules endpoints).
+pub(crate) async fn open_store(ctx: &Ctx, cfg: &BuiltinConfig) -> Result<Arc<UserStore>, ApiError> {
+    let cached = ctx.user_stores.lock().get(&cfg.path).cloned();
     if let Some(s) = cached {
         return Ok(s);
     }
@@ -115,12 +121,12 @@ async fn store(ctx: &Ctx, id: &str) -> Result<Arc<UserStore>, ApiError> {
     // higher-ranked executor bounds), so a handler cannot await it: it
     // runs on a blocking thread, driven by a handle on this runtime (the
     // pool's tasks live here).
-    let (cfg, rt) = (cfg.clone(), tokio::runtime::Handle::current());
-    let opened = tokio::task::spawn_blocking(move || rt.block_on(UserStore::open(&cfg, OpenMode::Existing)))
+    let (owned, rt) = (cfg.clone(), tokio::runtime::Handle::current());
+    let opened = tokio::task::spawn_blocking(move || rt.block_on(UserStore::open(&owned, OpenMode::Existing)))
         .await
         .map_err(|_| ApiError::internal("opening the user store failed"))?
         .map_err(store_error)?;
-    Ok(Arc::clone(ctx.user_stores.lock().entry(id.to_string()).or_insert(opened)))
+    Ok(Arc::clone(ctx.user_stores.lock().entry(cfg.path.clone()).or_insert(opened)))
 }
 
 fn password(p: &str) -> Password {

@@ -73,9 +73,9 @@ pub enum CtlCommand {
     /// The auth chain's providers.
     #[command(subcommand)]
     Auth(SecurityCmd),
-    /// The ACL chain's providers.
+    /// The ACL chain's providers; the built-in user store's ACL rules.
     #[command(subcommand)]
-    Acl(SecurityCmd),
+    Acl(AclCmd),
     /// Re-read the config file (as SIGHUP does).
     Reload,
     /// Modules (enabled or disabled in the config file, then `reload`).
@@ -255,6 +255,71 @@ pub enum SecurityCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AclCmd {
+    /// Providers with their counters and health.
+    Sources,
+    /// Empty the decision cache.
+    CacheClean,
+    /// Rules of the built-in user store (`[acl.builtin.<name>]`).
+    List {
+        #[command(flatten)]
+        source: SourceArg,
+        #[command(flatten)]
+        page: PageArgs,
+        /// This username's rules, in decision order.
+        #[arg(long, conflicts_with = "clientid")]
+        username: Option<String>,
+        /// This client id's rules, in decision order.
+        #[arg(long)]
+        clientid: Option<String>,
+    },
+    /// Add a rule for a username or a client id.
+    Add {
+        #[arg(long, required_unless_present = "clientid", conflicts_with = "clientid")]
+        username: Option<String>,
+        #[arg(long)]
+        clientid: Option<String>,
+        #[arg(value_enum)]
+        permission: RulePermissionArg,
+        #[arg(value_enum)]
+        action: RuleActionArg,
+        /// An MQTT filter (`${username}`, `${clientid}` as whole levels) or
+        /// `eq <topic>`.
+        topic: String,
+        /// QoS levels it applies to (default: all), e.g. `--qos 0 --qos 1`.
+        #[arg(long)]
+        qos: Vec<u8>,
+        /// Only publishes with this retain flag.
+        #[arg(long)]
+        retain: Option<bool>,
+        /// Lower first.
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Delete a rule by id.
+    Del {
+        id: i64,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RulePermissionArg {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RuleActionArg {
+    Publish,
+    Subscribe,
+    All,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ModulesCmd {
     /// Modules in their hook order.
     List,
@@ -341,15 +406,20 @@ const USERS: &[Column] =
 
 /// The `[auth.builtin.<name>]` provider meant: `--source`, or the only one.
 fn source(s: &SourceArg, cfg: &Config) -> Result<String, String> {
+    pick_source(s, cfg.auth.builtin.keys(), "auth")
+}
+
+/// `--source`, or the only name there is.
+fn pick_source<'a>(s: &SourceArg, names: impl Iterator<Item = &'a String>, section: &str) -> Result<String, String> {
     if let Some(name) = &s.source {
         return Ok(name.clone());
     }
-    let names: Vec<&String> = cfg.auth.builtin.keys().collect();
+    let names: Vec<&String> = names.collect();
     match names.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err("the config has no [auth.builtin.<name>] provider; give --source NAME".into()),
+        [] => Err(format!("the config has no [{section}.builtin.<name>] provider; give --source NAME")),
         many => Err(format!(
-            "give --source: the config has several built-in user stores ({})",
+            "give --source: the config has several [{section}.builtin.*] providers ({})",
             many.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
         )),
     }
@@ -365,6 +435,81 @@ fn read_password() -> Result<String, String> {
         true => Err("empty password (give it on standard input)".into()),
         false => Ok(pw),
     }
+}
+
+const RULES: &[Column] = &[
+    ("ID", "id"),
+    ("USERNAME", "username"),
+    ("CLIENTID", "clientid"),
+    ("PERMISSION", "permission"),
+    ("ACTION", "action"),
+    ("TOPIC", "topic"),
+    ("QOS", "qos"),
+    ("RETAIN", "retain"),
+    ("PRIORITY", "priority"),
+];
+
+/// The commands of `ctl acl` (the rules ones need the config).
+fn rules_call(cmd: AclCmd, cfg: &Config) -> Result<Call, String> {
+    let base = |s: &SourceArg| {
+        pick_source(s, cfg.acl.builtin.keys(), "acl")
+            .map(|id| format!("/api/v5/authorization/sources/{}/rules", segment(&id)))
+    };
+    Ok(match cmd {
+        AclCmd::Sources => Call {
+            method: Method::GET,
+            path: "/api/v5/authorization/sources".into(),
+            body: None,
+            show: Show::TableAt("sources", SOURCES),
+        },
+        AclCmd::CacheClean => Call {
+            method: Method::DELETE,
+            path: "/api/v5/authorization/cache".into(),
+            body: None,
+            show: Show::Done("ACL cache purged".into()),
+        },
+        AclCmd::List { source, page, username, clientid } => Call {
+            method: Method::GET,
+            path: format!(
+                "{}?{}",
+                base(&source)?,
+                page_query(&page, &[("username", &username), ("clientid", &clientid)])
+            ),
+            body: None,
+            show: Show::Table(RULES),
+        },
+        AclCmd::Add { username, clientid, permission, action, topic, qos, retain, priority, source } => {
+            let mut body = json!({
+                "permission": match permission { RulePermissionArg::Allow => "allow", RulePermissionArg::Deny => "deny" },
+                "action": match action {
+                    RuleActionArg::Publish => "publish",
+                    RuleActionArg::Subscribe => "subscribe",
+                    RuleActionArg::All => "all",
+                },
+                "topic": topic,
+                "priority": priority,
+            });
+            if let Some(u) = username {
+                body["username"] = Value::String(u);
+            }
+            if let Some(c) = clientid {
+                body["clientid"] = Value::String(c);
+            }
+            if !qos.is_empty() {
+                body["qos"] = json!(qos);
+            }
+            if let Some(r) = retain {
+                body["retain"] = Value::Bool(r);
+            }
+            Call { method: Method::POST, path: base(&source)?, body: Some(body), show: Show::Fields }
+        }
+        AclCmd::Del { id, source } => Call {
+            method: Method::DELETE,
+            path: format!("{}/{id}", base(&source)?),
+            body: None,
+            show: Show::Done(format!("deleted rule {id}")),
+        },
+    })
 }
 
 fn users_call(cmd: UsersCmd, cfg: &Config) -> Result<Call, String> {
@@ -490,26 +635,18 @@ fn call(cmd: CtlCommand, cfg: &Config) -> Result<Call, String> {
             show: Show::Done(format!("lifted the ban on {who}")),
         },
         CtlCommand::Auth(SecurityCmd::Sources) => get("/api/v5/authentication".into(), Show::Table(SOURCES)),
-        CtlCommand::Acl(SecurityCmd::Sources) => {
-            get("/api/v5/authorization/sources".into(), Show::TableAt("sources", SOURCES))
-        }
         CtlCommand::Auth(SecurityCmd::CacheClean) => Call {
             method: Method::DELETE,
             path: "/api/v5/authentication/cache".into(),
             body: None,
             show: Show::Done("auth cache purged".into()),
         },
-        CtlCommand::Acl(SecurityCmd::CacheClean) => Call {
-            method: Method::DELETE,
-            path: "/api/v5/authorization/cache".into(),
-            body: None,
-            show: Show::Done("ACL cache purged".into()),
-        },
         CtlCommand::Reload => {
             Call { method: Method::POST, path: "/api/v5/configs/reload".into(), body: None, show: Show::Fields }
         }
         CtlCommand::Modules(ModulesCmd::List) => get("/api/v5/modules".into(), Show::TableAt("modules", MODULES)),
         CtlCommand::Users(cmd) => return users_call(cmd, cfg),
+        CtlCommand::Acl(cmd) => return rules_call(cmd, cfg),
     })
 }
 
