@@ -42,6 +42,11 @@ login_failures = 1000000
 chain = ["users"]
 [auth.builtin.users]
 path = "$DIR/users.db"
+
+[acl]
+chain = ["rules"]
+[acl.builtin.rules]
+path = "$DIR/users.db"
 EOF
 "$BIN" --config "$DIR/portcullis.toml" 2> "$DIR/broker.log" &
 PID=$!

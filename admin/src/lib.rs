@@ -6,20 +6,17 @@
 //! * [`start`] — builds it from `[admin]` and serves it ([`server`]:
 //!   axum, bounded connections, body size and time).
 //! * `api` — the routes, one table, in EMQX 5's shapes under `/api/v5`:
-//!   status, nodes, stats, metrics, listeners, clients (kick, subscribe),
-//!   subscriptions, topics, retained messages, bans, auth and ACL
-//!   providers (counters, health, caches, explain), HTTP publish, reload,
-//!   modules, API keys; and emqttd's `POST /mqtt/publish`.
+//!   status, nodes, stats, metrics, Prometheus, listeners, clients (kick,
+//!   subscribe), subscriptions, topics, retained messages, bans, auth and
+//!   ACL providers (counters, health, caches, explain), the built-in user
+//!   store's users and rules, HTTP publish, reload, modules, API keys; and
+//!   emqttd's `POST /mqtt/publish`.
 //! * [`access`] — API keys (HTTP Basic), roles, lockout; the same API on
 //!   a Unix socket (mode 0600) acts as administrator without a key.
 //! * [`ctl`] — `portcullis ctl`, the API's command-line client.
 //! * [`error`] — `{"code", "message"}` errors everywhere.
 //! * `openapi` — the OpenAPI document at `/api-docs/openapi.json`,
 //!   generated from the code and tested against the route table.
-//!
-//! Not here yet: Prometheus (`/api/v5/prometheus/stats`, `/metrics`) comes
-//! with the typed metrics registry; the built-in user store's endpoints
-//! come with that store (`backends/src/builtin`).
 
 pub mod access;
 mod api;

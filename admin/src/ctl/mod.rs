@@ -796,3 +796,22 @@ fn print_rows(body: &Value, rows: &Value, cols: &[Column]) {
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use portcullis::Config;
+
+    /// `portcullis ctl` with no `--config` and the broker on the shipped
+    /// file look for the same socket.
+    #[test]
+    fn the_shipped_file_and_the_embedded_defaults_agree_on_the_socket() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/portcullis.toml");
+        let shipped = Config::load(&shipped).expect("the shipped config loads");
+        let embedded = Config::embedded();
+        assert_eq!(shipped.admin.socket, embedded.admin.socket);
+        assert_eq!(shipped.admin.bind, embedded.admin.bind);
+        assert_eq!(embedded.admin.socket, portcullis::config::admin::default_socket());
+    }
+}
