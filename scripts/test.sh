@@ -53,3 +53,5 @@ echo "==> cargo test (with private PostgreSQL, MariaDB, Redis, OpenLDAP and Mong
 # loopback ports and stops them (by PID) when the tests end. --no-fail-fast:
 # one failing test binary does not hide the results of the others.
 bash scripts/services.sh -- cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+echo "==> the server with one external backend (Redis): it builds, and a config naming another is refused with the feature's name"
+cargo test -p portcullis-server --no-default-features --features redis --locked --lib -- config::tests

@@ -27,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod plugins;
+pub mod providers;
 pub mod security;
 pub mod users_cli;
 

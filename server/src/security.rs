@@ -11,10 +11,7 @@ use anyhow::Context;
 use portcullis_acl::cache::AclCache;
 use portcullis_acl::chain::{AclChain, AclEntry, DenyAction};
 use portcullis_acl::defaults::{default_rules, StaticRules};
-use portcullis_acl::file::AclFile;
-use portcullis_acl::inline::InlineProvider;
-use portcullis_acl::mosquitto::MosquittoAcl;
-use portcullis_acl::policy_dir::{PolicyDir, PolicyKey};
+use portcullis_acl::policy_dir::PolicyDir;
 use portcullis_acl::provider::DynAclProvider;
 use portcullis_acl::rule::Permission;
 use portcullis_auth::cache::{AuthCache, AuthCacheConfig};
@@ -22,28 +19,14 @@ use portcullis_auth::chain::{AuthChain, AuthEntry, NoMatch};
 use portcullis_auth::guard::{BruteForceGuard, GuardConfig};
 use portcullis_auth::provider::DynAuthProvider;
 use portcullis_auth::providers::anonymous::Anonymous;
-use portcullis_auth::providers::certificate::Certificate;
-use portcullis_auth::providers::client_id::{ClientIdEntry, ClientIdList};
-use portcullis_auth::providers::ip::IpProvider;
-use portcullis_auth::providers::password_file::PasswordFile;
-use portcullis_backends as backends;
-use portcullis_backends::builtin::{OpenMode, UserStore};
-use portcullis_backends::common::CallPolicy;
+use portcullis_backends::builtin::OpenMode;
 use portcullis_core::metrics::{MetricSource, Scrape};
 use portcullis_core::provider::OnError;
 
-use crate::config::security::{
-    default_loopback_nets, AclSection, AllowDeny, AuthSection, DenyActionName, OnErrorName, PolicyKeyName, V5DenyReason,
-};
+use crate::config::security::{default_loopback_nets, AllowDeny, DenyActionName, V5DenyReason};
 use crate::config::Config;
 use crate::gateway::{Gateway, Shared};
-
-fn on_error(o: OnErrorName) -> OnError {
-    match o {
-        OnErrorName::Deny => OnError::Deny,
-        OnErrorName::Ignore => OnError::Ignore,
-    }
-}
+use crate::providers::{self, FileSource};
 
 /// Name of the built-in provider used when `auth.chain` is empty.
 pub const BUILTIN_ANONYMOUS: &str = "builtin_loopback_anonymous";
@@ -67,39 +50,6 @@ pub struct Security {
     policy_dirs: Vec<Arc<PolicyDir>>,
 }
 
-/// A provider that reads a file and re-reads it on SIGHUP.
-#[derive(Debug)]
-enum FileSource {
-    Passwords(Arc<PasswordFile>),
-    ClientIds(Arc<ClientIdList>),
-    Acl(Arc<AclFile>),
-    Mosquitto(Arc<MosquittoAcl>),
-}
-
-impl FileSource {
-    /// Re-reads the file: what it is (for the log), the file, and how many
-    /// entries it has now, or why it was not reloaded.
-    fn reload(&self) -> (&'static str, String, Result<usize, String>) {
-        match self {
-            FileSource::Passwords(f) => (
-                "password file",
-                f.path().display().to_string(),
-                f.reload().map(|()| f.len()).map_err(|e| e.to_string()),
-            ),
-            // Only lists read from a file are kept here.
-            FileSource::ClientIds(f) => (
-                "client id file",
-                f.path().map_or_else(String::new, |p| p.display().to_string()),
-                f.reload().map_err(|e| e.to_string()),
-            ),
-            FileSource::Acl(f) => ("ACL file", f.path().display().to_string(), f.reload().map_err(|e| e.to_string())),
-            FileSource::Mosquitto(f) => {
-                ("Mosquitto acl_file", f.path().display().to_string(), f.reload().map_err(|e| e.to_string()))
-            }
-        }
-    }
-}
-
 impl Security {
     /// Builds everything the broker runs with; built-in user stores are
     /// created when missing and migrated.
@@ -115,10 +65,10 @@ impl Security {
     }
 
     async fn build_with(cfg: &Config, mode: OpenMode) -> anyhow::Result<Security> {
-        let mut stores = Vec::new();
-        let (auth_providers, mut files) = build_auth_providers(&cfg.auth, mode, &mut stores).await?;
-        let (acl_providers, policy_dirs, acl_files) = build_acl_providers(&cfg.acl, mode, &mut stores).await?;
-        files.extend(acl_files);
+        let mut cx = providers::Context::new(mode);
+        let auth_providers = cfg.auth.build_providers(&mut cx).await?;
+        let acl_providers = cfg.acl.build_providers(&mut cx).await?;
+        let providers::Context { stores, files, dirs: policy_dirs, .. } = cx;
         let builtin_auth = cfg.auth.chain.is_empty();
 
         let mut auth_chains = HashMap::new();
@@ -308,146 +258,4 @@ impl MetricSource for Security {
         self.shared.acl_cache.collect(out);
         self.shared.guard.collect(out);
     }
-}
-
-type AuthTable = HashMap<String, (DynAuthProvider, Duration, OnError)>;
-type AclTable = HashMap<String, (DynAclProvider, Duration, OnError)>;
-
-async fn build_auth_providers(
-    a: &AuthSection,
-    mode: OpenMode,
-    stores: &mut Vec<Arc<UserStore>>,
-) -> anyhow::Result<(AuthTable, Vec<FileSource>)> {
-    let mut t: AuthTable = HashMap::new();
-    let mut files = Vec::new();
-    for (name, c) in &a.anonymous {
-        let p: DynAuthProvider = Arc::new(Anonymous::new(name.clone(), c.allow_from.clone()));
-        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.client_id {
-        // Validation allows exactly one of `path` and `clients`.
-        let list = Arc::new(match &c.path {
-            Some(path) => {
-                ClientIdList::load(name.clone(), path).map_err(|e| anyhow::anyhow!("auth.client_id.{name}: {e}"))?
-            }
-            None => ClientIdList::new(
-                name.clone(),
-                c.clients.iter().map(|e| ClientIdEntry { client_id: e.client_id.clone(), from: e.from }).collect(),
-            ),
-        });
-        if c.path.is_some() {
-            files.push(FileSource::ClientIds(Arc::clone(&list)));
-        }
-        t.insert(name.clone(), (list as DynAuthProvider, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.password_file {
-        let digest = c
-            .hash
-            .map(|h| h.to_hash_config_at("hash"))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("auth.password_file.{name}: {e}"))?;
-        let p = PasswordFile::load(name.clone(), &c.path, digest)
-            .map_err(|e| anyhow::anyhow!("auth.password_file.{name}: {e}"))?;
-        let p = Arc::new(p);
-        files.push(FileSource::Passwords(Arc::clone(&p)));
-        t.insert(name.clone(), (p as DynAuthProvider, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.ip {
-        let p: DynAuthProvider = Arc::new(IpProvider::new(name.clone(), c.allow.clone(), c.deny.clone()));
-        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.certificate {
-        let p: DynAuthProvider = Arc::new(Certificate::new(name.clone(), c.match_username));
-        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
-    }
-    macro_rules! backend {
-        ($field:ident) => {
-            for (name, c) in &a.$field {
-                let p = backends::$field::auth_provider(name, c)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("auth.{}.{name}: {e}", stringify!($field)))?;
-                t.insert(name.clone(), (p, c.timeout(), c.on_error()));
-            }
-        };
-    }
-    backend!(postgres);
-    backend!(mysql);
-    backend!(redis);
-    backend!(ldap);
-    backend!(mongodb);
-    backend!(http);
-    for (name, c) in &a.builtin {
-        let (p, store) = backends::builtin::auth_provider(name, c, mode)
-            .await
-            .map_err(|e| anyhow::anyhow!("auth.builtin.{name}: {e}"))?;
-        stores.push(store);
-        t.insert(name.clone(), (p, c.timeout(), c.on_error()));
-    }
-    Ok((t, files))
-}
-
-type AclBuilt = (AclTable, Vec<Arc<PolicyDir>>, Vec<FileSource>);
-
-async fn build_acl_providers(
-    a: &AclSection,
-    mode: OpenMode,
-    stores: &mut Vec<Arc<UserStore>>,
-) -> anyhow::Result<AclBuilt> {
-    let mut t: AclTable = HashMap::new();
-    let mut dirs = Vec::new();
-    let mut files = Vec::new();
-    for (name, c) in &a.file {
-        let p = AclFile::load(name.clone(), &c.path).map_err(|e| anyhow::anyhow!("acl.file.{name}: {e}"))?;
-        let p = Arc::new(p);
-        files.push(FileSource::Acl(Arc::clone(&p)));
-        t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.mosquitto {
-        let p = MosquittoAcl::load(name.clone(), &c.path).map_err(|e| anyhow::anyhow!("acl.mosquitto.{name}: {e}"))?;
-        let p = Arc::new(p);
-        files.push(FileSource::Mosquitto(Arc::clone(&p)));
-        t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.policy_dir {
-        let key = match c.key {
-            PolicyKeyName::ClientId => PolicyKey::ClientId,
-            PolicyKeyName::Username => PolicyKey::Username,
-        };
-        let p = PolicyDir::start(name.clone(), c.dir.clone(), key, c.poll)
-            .map_err(|e| anyhow::anyhow!("acl.policy_dir.{name}: {e}"))?;
-        dirs.push(Arc::clone(&p));
-        t.insert(name.clone(), (p as DynAclProvider, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.inline {
-        let p: DynAclProvider = Arc::new(InlineProvider::new(name.clone()));
-        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
-    }
-    for (name, c) in &a.defaults {
-        let p: DynAclProvider = Arc::new(StaticRules::new(name.clone(), default_rules()));
-        t.insert(name.clone(), (p, c.timeout, on_error(c.on_error)));
-    }
-    macro_rules! backend {
-        ($field:ident) => {
-            for (name, c) in &a.$field {
-                let p = backends::$field::acl_provider(name, c)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("acl.{}.{name}: {e}", stringify!($field)))?;
-                t.insert(name.clone(), (p, c.timeout(), c.on_error()));
-            }
-        };
-    }
-    backend!(postgres);
-    backend!(mysql);
-    backend!(redis);
-    backend!(ldap);
-    backend!(mongodb);
-    backend!(http);
-    for (name, c) in &a.builtin {
-        let (p, store) = backends::builtin::acl_provider(name, c, mode)
-            .await
-            .map_err(|e| anyhow::anyhow!("acl.builtin.{name}: {e}"))?;
-        stores.push(store);
-        t.insert(name.clone(), (p, c.timeout(), c.on_error()));
-    }
-    Ok((t, dirs, files))
 }

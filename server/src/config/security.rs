@@ -9,7 +9,7 @@
 //! `default` chain; `[auth.chains]` holds more, for listeners that want a
 //! different one (`[[listeners]] auth_chain = "name"`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +18,117 @@ use portcullis_backends as backends;
 use serde::Deserialize;
 
 use super::units;
+use crate::providers as build;
+
+/// The provider kinds of a section, listed once (the `[auth]` and `[acl]`
+/// invocations below). A kind is one line: its key, its config type and
+/// the function that builds it ([`crate::providers`]); a backend kind
+/// names the backend crate's builder and its cargo feature instead. From
+/// that line come the struct's field, [`AuthSection::provider_names`], the
+/// error for a backend this build lacks ([`AuthSection::not_built`]) and
+/// the build step ([`AuthSection::build_providers`]): a new kind is one
+/// line here and one builder.
+macro_rules! provider_section {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $fty:ty, )*
+        }
+        section $section:literal, provider $prov:ty;
+        kinds {
+            $( $(#[$kmeta:meta])* $kind:ident : $kty:ty => $kbuild:path; )*
+        }
+        backends {
+            $( $bkind:ident : $bty:ty => $bbuild:path, if $feat:literal; )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $fty, )*
+            $(
+                $(#[$kmeta])*
+                #[serde(default)]
+                pub $kind: BTreeMap<String, $kty>,
+            )*
+            $(
+                #[cfg(feature = $feat)]
+                #[serde(default)]
+                pub $bkind: BTreeMap<String, $bty>,
+                /// Set when the file has this table and the build lacks the backend.
+                #[cfg(not(feature = $feat))]
+                #[serde(default)]
+                pub $bkind: NotBuilt,
+            )*
+        }
+
+        impl $name {
+            /// Every provider name with its type, in file order per type.
+            pub fn provider_names(&self) -> Vec<(&str, &'static str)> {
+                let mut v: Vec<(&str, &'static str)> = Vec::new();
+                $( v.extend(self.$kind.keys().map(|k| (k.as_str(), stringify!($kind)))); )*
+                $(
+                    #[cfg(feature = $feat)]
+                    v.extend(self.$bkind.keys().map(|k| (k.as_str(), stringify!($bkind))));
+                )*
+                v
+            }
+
+            /// Backend tables in the file that this build cannot serve:
+            /// `(kind, cargo feature)`.
+            pub fn not_built(&self) -> Vec<(&'static str, &'static str)> {
+                #[allow(unused_mut)]
+                let mut v = Vec::new();
+                $(
+                    #[cfg(not(feature = $feat))]
+                    if self.$bkind.0 {
+                        v.push((stringify!($bkind), $feat));
+                    }
+                )*
+                v
+            }
+
+            /// Builds every provider of the section, by name (I/O happens
+            /// here); an error names the provider's key.
+            pub async fn build_providers(
+                &self,
+                cx: &mut crate::providers::Context,
+            ) -> anyhow::Result<HashMap<String, crate::providers::Built<$prov>>> {
+                let mut t = HashMap::new();
+                $(
+                    for (name, c) in &self.$kind {
+                        let built = $kbuild(name, c, cx)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{}.{}.{name}: {e}", $section, stringify!($kind)))?;
+                        t.insert(name.clone(), built);
+                    }
+                )*
+                $(
+                    #[cfg(feature = $feat)]
+                    for (name, c) in &self.$bkind {
+                        let p = $bbuild(name, c)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{}.{}.{name}: {e}", $section, stringify!($bkind)))?;
+                        t.insert(name.clone(), crate::providers::backend(p, c));
+                    }
+                )*
+                Ok(t)
+            }
+        }
+    };
+}
+
+/// A backend table in a build without that backend: deserialized as "it
+/// was there", so validation can say which cargo feature is missing
+/// rather than "unknown field".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotBuilt(pub bool);
+
+impl<'de> Deserialize<'de> for NotBuilt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NotBuilt, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(NotBuilt(true))
+    }
+}
 
 /// Per-call policy every provider table carries.
 pub fn default_provider_timeout() -> Duration {
@@ -237,49 +348,44 @@ impl Default for GuardSection {
     }
 }
 
-/// `[auth]`
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSection {
-    /// The `default` chain: provider names in the order they are asked.
-    /// Empty (the default): anonymous clients from loopback only.
-    #[serde(default)]
-    pub chain: Vec<String>,
-    /// More chains by name, for listeners (`auth_chain = "<name>"`).
-    #[serde(default)]
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// When every provider ignores a CONNECT.
-    #[serde(default)]
-    pub no_match: AllowDeny,
-    #[serde(default)]
-    pub cache: AuthCacheSection,
-    #[serde(default)]
-    pub guard: GuardSection,
-    #[serde(default)]
-    pub anonymous: BTreeMap<String, AnonymousConfig>,
-    #[serde(default)]
-    pub client_id: BTreeMap<String, ClientIdConfig>,
-    #[serde(default)]
-    pub password_file: BTreeMap<String, PasswordFileConfig>,
-    #[serde(default)]
-    pub ip: BTreeMap<String, IpAuthConfig>,
-    #[serde(default)]
-    pub certificate: BTreeMap<String, CertificateAuthConfig>,
-    #[serde(default)]
-    pub postgres: BTreeMap<String, backends::postgres::AuthConfig>,
-    #[serde(default)]
-    pub mysql: BTreeMap<String, backends::mysql::AuthConfig>,
-    #[serde(default)]
-    pub redis: BTreeMap<String, backends::redis::AuthConfig>,
-    #[serde(default)]
-    pub ldap: BTreeMap<String, backends::ldap::AuthConfig>,
-    #[serde(default)]
-    pub mongodb: BTreeMap<String, backends::mongodb::AuthConfig>,
-    #[serde(default)]
-    pub http: BTreeMap<String, backends::http::AuthConfig>,
-    /// The built-in user store (`[auth.builtin.<name>]`).
-    #[serde(default)]
-    pub builtin: BTreeMap<String, backends::builtin::AuthConfig>,
+provider_section! {
+    /// `[auth]`
+    #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct AuthSection {
+        /// The `default` chain: provider names in the order they are asked.
+        /// Empty (the default): anonymous clients from loopback only.
+        #[serde(default)]
+        pub chain: Vec<String>,
+        /// More chains by name, for listeners (`auth_chain = "<name>"`).
+        #[serde(default)]
+        pub chains: BTreeMap<String, Vec<String>>,
+        /// When every provider ignores a CONNECT.
+        #[serde(default)]
+        pub no_match: AllowDeny,
+        #[serde(default)]
+        pub cache: AuthCacheSection,
+        #[serde(default)]
+        pub guard: GuardSection,
+    }
+    section "auth", provider portcullis_auth::provider::DynAuthProvider;
+    kinds {
+        anonymous: AnonymousConfig => build::anonymous;
+        client_id: ClientIdConfig => build::client_id;
+        password_file: PasswordFileConfig => build::password_file;
+        ip: IpAuthConfig => build::ip;
+        certificate: CertificateAuthConfig => build::certificate;
+        /// The built-in user store (`[auth.builtin.<name>]`).
+        builtin: backends::builtin::AuthConfig => build::builtin_auth;
+    }
+    backends {
+        postgres: backends::postgres::AuthConfig => backends::postgres::auth_provider, if "postgres";
+        mysql: backends::mysql::AuthConfig => backends::mysql::auth_provider, if "mysql";
+        redis: backends::redis::AuthConfig => backends::redis::auth_provider, if "redis";
+        ldap: backends::ldap::AuthConfig => backends::ldap::auth_provider, if "ldap";
+        mongodb: backends::mongodb::AuthConfig => backends::mongodb::auth_provider, if "mongodb";
+        http: backends::http::AuthConfig => backends::http::auth_provider, if "http";
+    }
 }
 
 /// `[auth.certificate.<name>]`: admit on a verified TLS client certificate.
@@ -393,95 +499,51 @@ impl Default for AclCacheSection {
     }
 }
 
-/// `[acl]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AclSection {
-    /// The `default` chain. Empty (the default): emqttd's shipped rules —
-    /// loopback clients may do anything; everyone else may not subscribe
-    /// to `$SYS/#` or `#`, and may do everything else.
-    #[serde(default)]
-    pub chain: Vec<String>,
-    #[serde(default)]
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// When every provider ignores.
-    #[serde(default)]
-    pub no_match: AllowDeny,
-    #[serde(default)]
-    pub deny_action: DenyActionName,
-    /// Reason code MQTT 5 clients get for a denied SUBSCRIBE filter or
-    /// PUBLISH (3.x clients always get SUBACK 0x80).
-    #[serde(default)]
-    pub v5_deny_reason: V5DenyReason,
-    /// Check every message again at delivery, as a subscription to its
-    /// topic: a subscription granted before a rule changed, or a broad one
-    /// no deny rule covered, then cannot carry a refused topic.
-    #[serde(default)]
-    pub check_on_delivery: bool,
-    #[serde(default)]
-    pub cache: AclCacheSection,
-    #[serde(default)]
-    pub file: BTreeMap<String, AclFileConfig>,
-    #[serde(default)]
-    pub mosquitto: BTreeMap<String, AclFileConfig>,
-    #[serde(default)]
-    pub policy_dir: BTreeMap<String, PolicyDirConfig>,
-    #[serde(default)]
-    pub inline: BTreeMap<String, PlainAclConfig>,
-    #[serde(default)]
-    pub defaults: BTreeMap<String, PlainAclConfig>,
-    #[serde(default)]
-    pub postgres: BTreeMap<String, backends::postgres::AclConfig>,
-    #[serde(default)]
-    pub mysql: BTreeMap<String, backends::mysql::AclConfig>,
-    #[serde(default)]
-    pub redis: BTreeMap<String, backends::redis::AclConfig>,
-    #[serde(default)]
-    pub ldap: BTreeMap<String, backends::ldap::AclConfig>,
-    #[serde(default)]
-    pub mongodb: BTreeMap<String, backends::mongodb::AclConfig>,
-    #[serde(default)]
-    pub http: BTreeMap<String, backends::http::AclConfig>,
-    /// The built-in user store's rules (`[acl.builtin.<name>]`).
-    #[serde(default)]
-    pub builtin: BTreeMap<String, backends::builtin::AclConfig>,
-}
-
-impl AuthSection {
-    /// Every provider name with its type, in file order per type.
-    pub fn provider_names(&self) -> Vec<(&str, &'static str)> {
-        let mut v: Vec<(&str, &'static str)> = Vec::new();
-        v.extend(self.anonymous.keys().map(|k| (k.as_str(), "anonymous")));
-        v.extend(self.client_id.keys().map(|k| (k.as_str(), "client_id")));
-        v.extend(self.password_file.keys().map(|k| (k.as_str(), "password_file")));
-        v.extend(self.ip.keys().map(|k| (k.as_str(), "ip")));
-        v.extend(self.certificate.keys().map(|k| (k.as_str(), "certificate")));
-        v.extend(self.postgres.keys().map(|k| (k.as_str(), "postgres")));
-        v.extend(self.mysql.keys().map(|k| (k.as_str(), "mysql")));
-        v.extend(self.redis.keys().map(|k| (k.as_str(), "redis")));
-        v.extend(self.ldap.keys().map(|k| (k.as_str(), "ldap")));
-        v.extend(self.mongodb.keys().map(|k| (k.as_str(), "mongodb")));
-        v.extend(self.http.keys().map(|k| (k.as_str(), "http")));
-        v.extend(self.builtin.keys().map(|k| (k.as_str(), "builtin")));
-        v
+provider_section! {
+    /// `[acl]`
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct AclSection {
+        /// The `default` chain. Empty (the default): emqttd's shipped rules —
+        /// loopback clients may do anything; everyone else may not subscribe
+        /// to `$SYS/#` or `#`, and may do everything else.
+        #[serde(default)]
+        pub chain: Vec<String>,
+        #[serde(default)]
+        pub chains: BTreeMap<String, Vec<String>>,
+        /// When every provider ignores.
+        #[serde(default)]
+        pub no_match: AllowDeny,
+        #[serde(default)]
+        pub deny_action: DenyActionName,
+        /// Reason code MQTT 5 clients get for a denied SUBSCRIBE filter or
+        /// PUBLISH (3.x clients always get SUBACK 0x80).
+        #[serde(default)]
+        pub v5_deny_reason: V5DenyReason,
+        /// Check every message again at delivery, as a subscription to its
+        /// topic: a subscription granted before a rule changed, or a broad one
+        /// no deny rule covered, then cannot carry a refused topic.
+        #[serde(default)]
+        pub check_on_delivery: bool,
+        #[serde(default)]
+        pub cache: AclCacheSection,
     }
-}
-
-impl AclSection {
-    pub fn provider_names(&self) -> Vec<(&str, &'static str)> {
-        let mut v: Vec<(&str, &'static str)> = Vec::new();
-        v.extend(self.file.keys().map(|k| (k.as_str(), "file")));
-        v.extend(self.mosquitto.keys().map(|k| (k.as_str(), "mosquitto")));
-        v.extend(self.policy_dir.keys().map(|k| (k.as_str(), "policy_dir")));
-        v.extend(self.inline.keys().map(|k| (k.as_str(), "inline")));
-        v.extend(self.defaults.keys().map(|k| (k.as_str(), "defaults")));
-        v.extend(self.postgres.keys().map(|k| (k.as_str(), "postgres")));
-        v.extend(self.mysql.keys().map(|k| (k.as_str(), "mysql")));
-        v.extend(self.redis.keys().map(|k| (k.as_str(), "redis")));
-        v.extend(self.ldap.keys().map(|k| (k.as_str(), "ldap")));
-        v.extend(self.mongodb.keys().map(|k| (k.as_str(), "mongodb")));
-        v.extend(self.http.keys().map(|k| (k.as_str(), "http")));
-        v.extend(self.builtin.keys().map(|k| (k.as_str(), "builtin")));
-        v
+    section "acl", provider portcullis_acl::provider::DynAclProvider;
+    kinds {
+        file: AclFileConfig => build::acl_file;
+        mosquitto: AclFileConfig => build::mosquitto;
+        policy_dir: PolicyDirConfig => build::policy_dir;
+        inline: PlainAclConfig => build::inline;
+        defaults: PlainAclConfig => build::defaults;
+        /// The built-in user store's rules (`[acl.builtin.<name>]`).
+        builtin: backends::builtin::AclConfig => build::builtin_acl;
+    }
+    backends {
+        postgres: backends::postgres::AclConfig => backends::postgres::acl_provider, if "postgres";
+        mysql: backends::mysql::AclConfig => backends::mysql::acl_provider, if "mysql";
+        redis: backends::redis::AclConfig => backends::redis::acl_provider, if "redis";
+        ldap: backends::ldap::AclConfig => backends::ldap::acl_provider, if "ldap";
+        mongodb: backends::mongodb::AclConfig => backends::mongodb::acl_provider, if "mongodb";
+        http: backends::http::AclConfig => backends::http::acl_provider, if "http";
     }
 }

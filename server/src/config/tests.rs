@@ -607,3 +607,24 @@ on_error = "ignore"
     let all = errors("[auth.builtin.users]\npth = \"x\"\n").join("\n");
     assert!(all.contains("auth.builtin.users") && all.contains("pth"), "{all}");
 }
+
+/// A build without a backend refuses a config that names it, at its key,
+/// with the cargo feature to turn on (CI builds the server with Redis
+/// only and runs this).
+#[test]
+#[cfg(not(feature = "postgres"))]
+fn a_backend_this_build_lacks_is_named_with_its_feature() {
+    let all = errors("[auth]\nchain = [\"db\"]\n[auth.postgres.db]\nurl = \"postgres://x\"\n").join("\n");
+    assert!(all.contains("auth.postgres") && all.contains("cargo feature `postgres`"), "{all}");
+    let all = errors("[acl.postgres.db]\nurl = \"postgres://x\"\n").join("\n");
+    assert!(all.contains("acl.postgres") && all.contains("cargo feature `postgres`"), "{all}");
+}
+
+/// With every backend built, the same table is an ordinary provider.
+#[test]
+#[cfg(feature = "postgres")]
+fn a_backend_table_is_a_provider_when_built() {
+    let c = ok("[auth]\nchain = [\"db\"]\n[auth.postgres.db]\nurl = \"postgres://x\"\n");
+    assert_eq!(c.auth.provider_names(), vec![("db", "postgres")]);
+    assert!(c.auth.not_built().is_empty());
+}

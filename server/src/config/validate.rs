@@ -49,6 +49,16 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
 /// (each at most once), listeners naming existing chains, sane numbers.
 fn check_security(checks: &mut Checks, file: &FileConfig) {
     use std::collections::HashSet;
+    for (section, missing) in [("auth", file.auth.not_built()), ("acl", file.acl.not_built())] {
+        for (kind, feature) in missing {
+            checks.fail(
+                format!("{section}.{kind}"),
+                format!(
+                    "this build of portcullis has no `{kind}` backend (built without the cargo feature `{feature}`)"
+                ),
+            );
+        }
+    }
     for (section, names, chain, chains) in [
         ("auth", file.auth.provider_names(), &file.auth.chain, &file.auth.chains),
         ("acl", file.acl.provider_names(), &file.acl.chain, &file.acl.chains),
