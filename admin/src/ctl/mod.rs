@@ -90,6 +90,8 @@ pub enum CtlCommand {
 /// several.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArg {
+    /// The `[auth.builtin.<NAME>]` / `[acl.builtin.<NAME>]` provider
+    /// (default: the only one).
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
 }
@@ -275,8 +277,10 @@ pub enum AclCmd {
     },
     /// Add a rule for a username or a client id.
     Add {
+        /// For every client that logs in with this username.
         #[arg(long, required_unless_present = "clientid", conflicts_with = "clientid")]
         username: Option<String>,
+        /// For the client with this client id.
         #[arg(long)]
         clientid: Option<String>,
         #[arg(value_enum)]
