@@ -1,8 +1,10 @@
 //! The `portcullis` binary: parses the command line, loads the config,
 //! and either runs a subcommand, checks the config, or runs the broker
-//! (`portcullis-server`) until SIGINT/SIGTERM, reloading on SIGHUP.
+//! (`portcullis-server`) and its admin API (`portcullis-admin`) until
+//! SIGINT/SIGTERM, reloading on SIGHUP.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 use portcullis::{cli, Config, Node, Rejected, Signal, Signals};
@@ -24,7 +26,16 @@ struct Cli {
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
-    command: Option<cli::Command>,
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Talk to the running broker through its admin API (Unix socket of
+    /// `[admin] socket`, else HTTP with an API key).
+    Ctl(portcullis_admin::ctl::CtlArgs),
+    #[command(flatten)]
+    Offline(cli::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,7 +51,8 @@ fn main() -> std::process::ExitCode {
         None => Config::embedded(),
     };
     if cli.check_config {
-        return match portcullis::check(&cfg) {
+        let checked = portcullis::check(&cfg).and_then(|()| portcullis_admin::check(&cfg));
+        return match checked {
             Ok(()) => {
                 println!("config OK");
                 std::process::ExitCode::SUCCESS
@@ -51,7 +63,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    if let Some(cmd) = cli.command {
+    if let Some(Command::Ctl(args)) = cli.command {
+        return std::process::ExitCode::from(portcullis_admin::ctl::run(args, &cfg));
+    }
+    if let Some(Command::Offline(cmd)) = cli.command {
         return match cli::run(cmd, &cfg) {
             Ok(code) => std::process::ExitCode::from(code),
             Err(e) => {
@@ -89,8 +104,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // after startup is a graceful shutdown, not the default action.
     let mut signals = Signals::install()?;
     let node = Node::start(cfg, path).await?;
+    let admin = portcullis_admin::start(Arc::clone(&node)).await?;
     while let Signal::Hangup = signals.wait().await {
-        node.reload();
+        let _ = node.reload();
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     node.shutdown().await;
     Ok(())

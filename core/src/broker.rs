@@ -329,6 +329,22 @@ impl Broker {
         self.sessions.lock().get(client_id).cloned()
     }
 
+    /// Ends the session of `client_id` if no connection is attached to it
+    /// (an operator's discard); false when there is none, or when a
+    /// connection holds it (kick that one instead).
+    pub(crate) fn remove_detached(&self, client_id: &str) -> bool {
+        let mut map = self.sessions.lock();
+        let Some(session) = map.get(client_id).cloned() else { return false };
+        if session.lock().owner.is_some() {
+            return false;
+        }
+        map.remove_if(&session);
+        self.metrics.sessions.set(map.len() as u64);
+        drop(map);
+        self.discard(&session, Some(SessionEndReason::Discarded));
+        true
+    }
+
     /// Registers a detached session restored from a snapshot and starts its
     /// expiry. Replaces nothing: an existing session with that id wins.
     pub fn adopt_session(self: &Arc<Self>, session: Arc<Session>) {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
-use crate::codec::SubscriptionOptions;
+use crate::codec::{RetainHandling, SubscriptionOptions};
 use crate::gate::ClientInfo;
+use crate::message::Delivery;
 use crate::owner::SessionOwner;
 use crate::session::{Kick, Session, SubRecord};
 use crate::topic::SubscriptionFilter;
@@ -18,8 +19,11 @@ use crate::topic::SubscriptionFilter;
 pub struct SessionView {
     pub client_id: Arc<str>,
     pub owner: SessionOwner,
-    /// The client attached now (its connection established), if any.
+    /// The client attached now (its connection established), or the last
+    /// one that was (see `connected`).
     pub client: Option<Arc<ClientInfo>>,
+    /// A connection is attached and established now.
+    pub connected: bool,
     /// Session expiry after disconnect; `None` = never.
     pub expiry: Option<Duration>,
     pub subscriptions: usize,
@@ -31,6 +35,19 @@ pub struct SessionView {
     pub awaiting_rel: usize,
     /// Messages its full queue dropped.
     pub dropped: u64,
+}
+
+/// What [`Broker::remove_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// The client was connected: kicked, its session ends with it.
+    Kicked,
+    /// No client was connected: the session ended.
+    Discarded,
+    /// A connection is being established on it right now: try again.
+    Busy,
+    /// No such session.
+    NotFound,
 }
 
 /// One subscription of one session.
@@ -49,6 +66,7 @@ fn view(session: &Arc<Session>) -> SessionView {
         client_id: Arc::clone(&session.client_id),
         owner: session.owner.clone(),
         client: st.client().cloned(),
+        connected: st.owner.is_some() && st.client().is_some(),
         expiry: st.expiry,
         subscriptions: st.subscriptions().len(),
         queued: st.queue_len(),
@@ -66,7 +84,7 @@ impl Broker {
 
     /// The sessions with a client connected now.
     pub fn client_views(&self) -> Vec<SessionView> {
-        self.sessions_snapshot().iter().map(view).filter(|v| v.client.is_some()).collect()
+        self.sessions_snapshot().iter().map(view).filter(|v| v.connected).collect()
     }
 
     /// One session by client id.
@@ -101,7 +119,7 @@ impl Broker {
     pub fn kick(&self, client_id: &str, discard: bool) -> bool {
         let Some(session) = self.find_session(client_id) else { return false };
         let mut st = session.lock();
-        if st.client().is_none() {
+        if st.owner.is_none() || st.client().is_none() {
             return false;
         }
         if discard {
@@ -113,8 +131,29 @@ impl Broker {
         }
     }
 
+    /// Ends a client's session on an operator's behalf: a connected
+    /// client is kicked (v5: DISCONNECT 0x98) and its session ends with
+    /// the connection; a session without a connection ends at once.
+    pub fn remove_session(&self, client_id: &str) -> Removed {
+        if self.kick(client_id, true) {
+            return Removed::Kicked;
+        }
+        if self.remove_detached(client_id) {
+            return Removed::Discarded;
+        }
+        // A connection that attached but is not yet established holds
+        // the session: kick it once it is.
+        match self.find_session(client_id) {
+            Some(_) if self.kick(client_id, true) => Removed::Kicked,
+            Some(_) => Removed::Busy,
+            None => Removed::NotFound,
+        }
+    }
+
     /// Subscribes a session on an operator's behalf (no ACL: the operator
-    /// decides). Returns whether the subscription is new; `None` when
+    /// decides). Retained messages are sent as the options' retain
+    /// handling says, as for a client's SUBSCRIBE (never for a shared
+    /// subscription). Returns whether the subscription is new; `None` when
     /// there is no such session.
     pub fn subscribe_for(
         &self,
@@ -124,7 +163,27 @@ impl Broker {
     ) -> Option<bool> {
         let session = self.find_session(client_id)?;
         let rec = SubRecord { filter: filter.clone(), options, subscription_id: None, check: false };
-        Some(self.subscribe(&session, filter, rec))
+        let is_new = self.subscribe(&session, filter.clone(), rec);
+        let send_retained = !filter.is_shared()
+            && match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => is_new,
+                RetainHandling::Never => false,
+            };
+        if send_retained {
+            for msg in self.retained.matching(&filter.filter, std::time::Instant::now()) {
+                let d = Delivery {
+                    qos: msg.qos.min(options.qos),
+                    msg,
+                    retain: true,
+                    subscription_ids: Default::default(),
+                    check: false,
+                    queued_weight: 0,
+                };
+                session.enqueue(d, &self.settings.session, &self.metrics);
+            }
+        }
+        Some(is_new)
     }
 
     /// Removes a session's subscription; `None` when there is no such

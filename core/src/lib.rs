@@ -16,7 +16,8 @@
 //!   [`durable`] — the session-store seam: typed changes and the port a
 //!   durable store implements.
 //! * [`hooks`] — typed broker events and the runner modules register on;
-//!   [`introspect`] — what the management plane sees and does.
+//!   [`introspect`] — what the management plane sees and does;
+//!   [`inject`] — publishes that come from outside MQTT (HTTP publish).
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
 //! * [`settings`] — runtime settings and their defaults.
 //! * [`logsafe`] — peer-supplied strings escaped and truncated for logs.
@@ -27,6 +28,7 @@ pub mod connection;
 pub mod durable;
 pub mod gate;
 pub mod hooks;
+pub mod inject;
 pub mod introspect;
 pub mod logsafe;
 pub mod message;

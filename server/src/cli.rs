@@ -1,25 +1,20 @@
 //! Subcommands that run without MQTT: `passwd`, `auth check`,
 //! `acl explain`. They load the same config and build the same chains as
-//! the broker, so what they print is what a client would get. `users …`
-//! and `acl add|del|list` manage the built-in user store offline
-//! ([`crate::users_cli`]).
+//! the broker, so what they print is what a client would get; the
+//! decisions are computed by [`crate::explain`], as the admin API's
+//! explain endpoints compute them. `users …` and `acl add|del|list`
+//! manage the built-in user store offline ([`crate::users_cli`]).
 
-use std::io::{BufRead, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::io::BufRead;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use portcullis_acl::chain::{DecidedBy as AclDecidedBy, StepResult as AclStep};
-use portcullis_auth::chain::{AuthResult, DecidedBy, StepResult};
 use portcullis_auth::hash::NewHash;
-use portcullis_core::codec::{ProtocolVersion, QoS};
-use portcullis_core::gate::{Access, AuthOutcome, ClientInfo, ConnectInfo, Password};
-use portcullis_core::topic::{SubscriptionFilter, TopicName};
 
 use crate::config::Config;
+use crate::explain;
 use crate::security::Security;
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +67,15 @@ pub struct Identity {
     /// Listener whose chains to use.
     #[arg(long)]
     pub listener: Option<String>,
+    /// Print the explanation as JSON (the admin API's explain body).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<Identity> for explain::Who {
+    fn from(i: Identity) -> explain::Who {
+        explain::Who { client_id: i.client_id, username: i.username, peer: i.peer, listener: i.listener }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,34 +133,6 @@ fn read_password() -> anyhow::Result<Option<Vec<u8>>> {
     Ok((!pw.is_empty()).then(|| pw.as_bytes().to_vec()))
 }
 
-fn chains_for(cfg: &Config, listener: Option<&str>) -> anyhow::Result<(String, String)> {
-    let l = match listener {
-        Some(name) => cfg.listeners.iter().find(|l| l.name == name).with_context(|| format!("no listener `{name}`"))?,
-        None => cfg.listeners.first().context("no listener configured")?,
-    };
-    Ok((l.auth_chain.clone(), l.acl_chain.clone()))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn failed(error: &portcullis_core::provider::ProviderError, skipped: bool) -> String {
-    format!("error ({error}){}", if skipped { ", skipped (on_error = ignore)" } else { "" })
-}
-
-/// One provider's line in `auth check` / `acl explain` output.
-fn step_line(
-    out: &mut impl Write,
-    provider: &str,
-    kind: &str,
-    result: &str,
-    rule: Option<&str>,
-    took: Duration,
-) -> std::io::Result<()> {
-    writeln!(out, "  {provider} [{kind}]: {result}  rule: {}  took {}", rule.unwrap_or("-"), ms(took))
-}
-
 /// Runs a subcommand; returns the process exit code.
 pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
     match cmd {
@@ -185,93 +161,31 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let security = Security::build(cfg).await?;
-                let (auth_chain, _) = chains_for(cfg, who.listener.as_deref())?;
-                let gw = security.gateway(&auth_chain, "default")?;
-                let info = ConnectInfo {
-                    client_id: Arc::from(who.client_id.as_str()),
-                    username: who.username.as_deref().map(Arc::from),
-                    password: password.map(|p| Password::new(p.into())),
-                    peer: SocketAddr::new(who.peer, 0),
-                    listener: Arc::from(who.listener.as_deref().unwrap_or("cli")),
-                    protocol: ProtocolVersion::V5,
-                    cert: None,
-                };
-                let (verdict, outcome) = crate::gateway::authenticate(&gw.auth, &gw.shared, &info).await;
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "chain: {auth_chain}")?;
-                for s in &verdict.steps {
-                    let r = match &s.result {
-                        StepResult::Decided(d) => format!("{d:?}"),
-                        StepResult::Failed { error, skipped } => failed(error, *skipped),
-                    };
-                    step_line(&mut out, &s.provider, s.kind, &r, s.rule.as_deref(), s.elapsed)?;
+                let json = who.json;
+                let e = explain::auth_check(&security, cfg, &who.into(), password).await?;
+                match json {
+                    true => println!("{}", serde_json::to_string_pretty(&e)?),
+                    false => e.write_text(&mut std::io::stdout().lock())?,
                 }
-                let by = match &verdict.decided_by {
-                    DecidedBy::Provider { name, rule } => format!("{name} ({})", rule.as_deref().unwrap_or("-")),
-                    other => format!("{other:?}"),
-                };
-                let text = match &verdict.result {
-                    AuthResult::Allow { superuser, .. } => {
-                        format!("ALLOW{}", if *superuser { " (superuser)" } else { "" })
-                    }
-                    AuthResult::Deny(r) => format!("DENY ({r:?})"),
-                    AuthResult::Unavailable => {
-                        "UNAVAILABLE (a provider failed; CONNACK server unavailable)".to_string()
-                    }
-                };
-                writeln!(out, "decision: {text}  by: {by}")?;
-                Ok(if matches!(outcome, AuthOutcome::Allow { .. }) { 0 } else { 1 })
+                Ok(if e.allowed() { 0 } else { 1 })
             })
         }
         Command::Acl(AclCommand::Explain(a)) => {
+            let action = match (a.publish, a.subscribe) {
+                (Some(topic), None) => explain::Action::Publish { topic, qos: a.qos, retain: a.retain },
+                (None, Some(filter)) => explain::Action::Subscribe { filter, qos: a.qos },
+                _ => bail!("give exactly one of --publish TOPIC or --subscribe FILTER"),
+            };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let security = Security::build(cfg).await?;
-                let (_, acl_chain) = chains_for(cfg, a.who.listener.as_deref())?;
-                let gw = security.gateway("default", &acl_chain)?;
-                let client = ClientInfo {
-                    client_id: Arc::from(a.who.client_id.as_str()),
-                    username: a.who.username.as_deref().map(Arc::from),
-                    peer: SocketAddr::new(a.who.peer, 0),
-                    listener: Arc::from(a.who.listener.as_deref().unwrap_or("cli")),
-                    protocol: ProtocolVersion::V5,
-                    superuser: a.superuser,
-                    context: None,
-                    conn_id: 0,
-                    cert: None,
-                    connected_at: 0,
-                    keep_alive: 0,
-                };
-                let qos = QoS::from_u8(a.qos).context("--qos must be 0, 1 or 2")?;
-                let topic;
-                let filter;
-                let access = match (&a.publish, &a.subscribe) {
-                    (Some(t), None) => {
-                        topic = TopicName::new(t).map_err(|e| anyhow::anyhow!("--publish {t:?}: {e}"))?;
-                        Access::Publish { topic: &topic, qos, retain: a.retain }
-                    }
-                    (None, Some(f)) => {
-                        filter = SubscriptionFilter::parse(f).map_err(|e| anyhow::anyhow!("--subscribe {f:?}: {e}"))?;
-                        Access::Subscribe { filter: &filter, qos }
-                    }
-                    _ => bail!("give exactly one of --publish TOPIC or --subscribe FILTER"),
-                };
-                let verdict = gw.acl.authorize(&client, access).await;
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "chain: {acl_chain}")?;
-                for s in &verdict.steps {
-                    let r = match &s.result {
-                        AclStep::Decided(d) => format!("{d:?}"),
-                        AclStep::Failed { error, skipped } => failed(error, *skipped),
-                    };
-                    step_line(&mut out, &s.provider, s.kind, &r, s.rule.as_deref(), s.elapsed)?;
+                let json = a.who.json;
+                let e = explain::acl_explain(&security, cfg, &a.who.into(), a.superuser, &action).await?;
+                match json {
+                    true => println!("{}", serde_json::to_string_pretty(&e)?),
+                    false => e.write_text(&mut std::io::stdout().lock())?,
                 }
-                let by = match &verdict.decided_by {
-                    AclDecidedBy::Provider { name, rule } => format!("{name} ({})", rule.as_deref().unwrap_or("-")),
-                    other => format!("{other:?}"),
-                };
-                writeln!(out, "decision: {}  by: {by}", if verdict.allowed { "ALLOW" } else { "DENY" })?;
-                Ok(if verdict.allowed { 0 } else { 1 })
+                Ok(if e.allowed() { 0 } else { 1 })
             })
         }
     }

@@ -10,14 +10,17 @@
 //!   `--check-config`.
 //! * [`metrics`] — the node's metrics in the Prometheus text format
 //!   ([`metrics::render`]), from the registry `$SYS` publishes too.
-//! * [`cli`] — `passwd`, `auth check`, `acl explain`; [`users_cli`] — the
-//!   built-in user store offline (`users …`, `acl add|del|list`).
+//! * [`cli`] — `passwd`, `auth check`, `acl explain`; [`explain`] — the
+//!   decisions those two and the admin API's explain endpoints show;
+//!   [`users_cli`] — the built-in user store offline (`users …`,
+//!   `acl add|del|list`).
 //! * [`plugins`] — compiled-in third-party modules (the built-in ones are
 //!   `portcullis-modules`, applied from `[modules]` at start and on reload).
 //! * [`logging`] — the `tracing` subscriber from `[log]`.
 
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod gateway;
 pub mod listener;
 pub mod logging;
@@ -29,4 +32,4 @@ pub mod security;
 pub mod users_cli;
 
 pub use config::Config;
-pub use node::{check, Node, Rejected, Signal, Signals};
+pub use node::{check, Node, Rejected, ReloadReport, Signal, Signals};

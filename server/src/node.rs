@@ -60,6 +60,22 @@ pub fn check(cfg: &Config) -> Result<(), Rejected> {
     }
 }
 
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Password, client id and ACL files and policy directories re-read.
+    pub files_reloaded: usize,
+    /// Those that failed to load and kept their previous contents.
+    pub files_failed: usize,
+    /// The config file could not be read or `[modules]` not applied (the
+    /// running modules are unchanged).
+    pub config_error: Option<String>,
+    /// The file changed outside `[modules]`: that takes a restart.
+    pub restart_needed: bool,
+    /// The modules running after the reload.
+    pub modules: Vec<String>,
+}
+
 /// A running broker and everything it was built from.
 pub struct Node {
     /// The config it started with (`[modules]` may have changed since).
@@ -129,32 +145,43 @@ impl Node {
     /// read again and `[modules]` applied (modules switched on or off, or
     /// rebuilt with new settings; connections are not touched). Other
     /// sections need a restart; a change to them is logged.
-    pub fn reload(&self) {
-        self.security.reload();
+    pub fn reload(&self) -> ReloadReport {
+        let (files_reloaded, files_failed) = self.security.reload();
         self.listeners.reload_certificates();
-        self.reload_modules();
+        let (config_error, restart_needed) = self.reload_modules();
+        ReloadReport { files_reloaded, files_failed, config_error, restart_needed, modules: self.modules() }
     }
 
-    fn reload_modules(&self) {
-        let Some(path) = &self.path else { return };
+    /// Applies `[modules]` from the file: the problem if it could not be,
+    /// and whether other sections changed (they need a restart).
+    fn reload_modules(&self) -> (Option<String>, bool) {
+        let Some(path) = &self.path else { return (None, false) };
         let new = match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "reload: config file not reloaded; modules unchanged");
-                return;
+                return (Some(e.to_string()), false);
             }
         };
         let mut modules = self.modules.lock();
-        match modules.apply(&new.modules) {
-            Ok(()) => info!(modules = ?modules.enabled(), "reload: modules reloaded"),
-            Err(e) => tracing::error!(error = %e, "reload: modules not reloaded; the running ones are unchanged"),
-        }
+        let error = match modules.apply(&new.modules) {
+            Ok(()) => {
+                info!(modules = ?modules.enabled(), "reload: modules reloaded");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload: modules not reloaded; the running ones are unchanged");
+                Some(e.to_string())
+            }
+        };
         drop(modules);
         let mut others = new;
         others.modules = self.config.modules.clone();
-        if others != self.config {
+        let restart_needed = others != self.config;
+        if restart_needed {
             warn!("reload: the config file changed outside [modules]; those changes take effect at the next start");
         }
+        (error, restart_needed)
     }
 
     /// The modules running now, in hook order.

@@ -200,8 +200,9 @@ impl Security {
     /// what it had, and the error names the file and line; the auth and
     /// ACL caches are dropped either way, so the files as they are now
     /// decide the next CONNECT and the next action. Reads synchronously:
-    /// the files are small, and a reload is rare.
-    pub fn reload(&self) {
+    /// the files are small, and a reload is rare. Returns how many sources
+    /// were reloaded and how many kept their previous contents.
+    pub fn reload(&self) -> (usize, usize) {
         let (mut reloaded, mut failed) = (0usize, 0usize);
         for source in &self.files {
             match source.reload() {
@@ -224,6 +225,7 @@ impl Security {
         self.shared.auth_cache.invalidate_all();
         self.shared.acl_cache.invalidate_all();
         tracing::info!(reloaded, failed, "files reloaded");
+        (reloaded, failed)
     }
 
     /// The gateway for a listener.

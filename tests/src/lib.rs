@@ -102,9 +102,20 @@ impl Broker {
         Broker::start_with_config(&cfg)
     }
 
-    /// Starts a broker with exactly this config text.
+    /// Starts a broker with exactly this config text, plus — when it has
+    /// no `[admin]` table — the admin API on a free loopback port and its
+    /// Unix socket in the broker's temporary directory (many brokers run
+    /// at once; none may take the default 18083 or socket path).
     pub fn start_with_config(cfg: &str) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = cfg.to_string();
+        if !cfg.contains("[admin]") {
+            // Its Unix socket in the broker's own directory, not the
+            // shared default.
+            let socket = dir.path().join("admin.sock");
+            cfg.push_str(&format!("\n[admin]\nbind = \"127.0.0.1:0\"\nsocket = {:?}\n", socket.display().to_string()));
+        }
+        let cfg = cfg.as_str();
         let config_path = dir.path().join("portcullis.toml");
         std::fs::File::create(&config_path).and_then(|mut f| f.write_all(cfg.as_bytes())).expect("write config");
         let mut child = Command::new(binary())
@@ -140,6 +151,16 @@ impl Broker {
             }
         };
         Broker { addr, child: Some(child), log, _dir: dir, config_path }
+    }
+
+    /// The admin API's address, from its start line (waits up to 10 s).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        if !self.wait_log("admin API started", Duration::from_secs(10)) {
+            return None;
+        }
+        let log = self.log.lock().expect("log");
+        let line = log.iter().find(|l| l.contains("admin API started"))?;
+        line.split_whitespace().find_map(|w| w.strip_prefix("admin_addr="))?.parse().ok()
     }
 
     /// Every log line so far.

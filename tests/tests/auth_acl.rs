@@ -1089,7 +1089,7 @@ fn explain_commands() {
     let out = run_cli(&check, "wrong\n");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("DENY (BadCredentials)"), "{text}");
+    assert!(text.contains("DENY (bad_credentials)"), "{text}");
     assert!(text.contains(&format!("{}:1", file.display())), "{text}");
 
     let acl_text = std::fs::read_to_string(&acl).expect("read acl");

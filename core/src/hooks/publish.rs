@@ -23,13 +23,16 @@ pub enum Publisher<'a> {
     Client(&'a ClientInfo),
     /// A client's will, published as its connection ended.
     Will(&'a ClientInfo),
+    /// A message published through the management plane (HTTP publish),
+    /// on behalf of this client id (no connection behind it).
+    Api(&'a ClientInfo),
 }
 
 impl<'a> Publisher<'a> {
     /// The client, whoever published.
     pub fn client(&self) -> &'a ClientInfo {
         match self {
-            Publisher::Client(c) | Publisher::Will(c) => c,
+            Publisher::Client(c) | Publisher::Will(c) | Publisher::Api(c) => c,
         }
     }
 }
@@ -108,8 +111,8 @@ impl std::fmt::Debug for PublishOutcome {
     }
 }
 
-/// Runs for each message published by a client (and each will), in
-/// registration order.
+/// Runs for each message published by a client (and each will, and each
+/// HTTP publish), in registration order.
 pub trait OnMessagePublish: Send + Sync + 'static {
     fn publish(&self, from: Publisher<'_>, msg: &mut PublishedMessage) -> PublishFlow;
 

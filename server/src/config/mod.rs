@@ -12,6 +12,7 @@
 //! The shipped `etc/portcullis.toml` documents every key and sets each to
 //! its default, which [`Config::embedded`] also returns.
 
+pub mod admin;
 mod de;
 pub mod listener;
 mod model;
@@ -66,6 +67,8 @@ pub struct Config {
     pub modules: portcullis_modules::ModulesConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[admin]`
+    pub admin: admin::AdminConfig,
 }
 
 /// One listener, validated.

@@ -59,6 +59,9 @@ pub(super) struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub(super) admin: super::admin::AdminConfig,
 }
 
 impl Default for FileConfig {
@@ -76,6 +79,7 @@ impl Default for FileConfig {
             acl: Default::default(),
             modules: Default::default(),
             log: LogConfig::default(),
+            admin: Default::default(),
         }
     }
 }
@@ -295,7 +299,7 @@ impl ListenerKind {
     }
 }
 
-fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+pub(super) fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
     struct AddrVisitor;
     impl Visitor<'_> for AddrVisitor {
         type Value = SocketAddr;

@@ -41,6 +41,7 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     for (key, message) in file.modules.validate() {
         checks.fail(format!("modules.{key}"), message);
     }
+    check_admin(&mut checks, file);
     checks.problems
 }
 
@@ -133,6 +134,43 @@ fn check_security(checks: &mut Checks, file: &FileConfig) {
     }
 }
 
+/// `[admin]`: sane bounds, and the emqttd publish form naming a listener.
+fn check_admin(checks: &mut Checks, file: &FileConfig) {
+    let admin = &file.admin;
+    if admin.max_connections == 0 {
+        checks.fail("admin.max_connections", "must be at least 1");
+    }
+    checks.at_least("admin.max_body_size", admin.max_body_size, 1024, " bytes");
+    checks.at_most("admin.max_body_size", admin.max_body_size, 1 << 30, " bytes");
+    checks.duration_at_least("admin.request_timeout", admin.request_timeout, Duration::from_secs(1));
+    if admin.login_failures == 0 {
+        checks.fail("admin.login_failures", "must be at least 1");
+    }
+    checks.duration_at_least("admin.login_lockout", admin.login_lockout, Duration::from_secs(1));
+    if admin.data_dir.as_os_str().is_empty() {
+        checks.fail("admin.data_dir", "must not be empty");
+    }
+    // sun_path holds 108 bytes with the terminating NUL.
+    if admin.socket.as_os_str().len() > 107 {
+        checks.fail("admin.socket", "a Unix socket path is at most 107 bytes long");
+    }
+    if let Some(name) = &admin.mqtt_publish_listener {
+        let sole = file.listeners.len() == 1;
+        let names: Vec<&str> = file
+            .listeners
+            .iter()
+            .map(|l| l.name.as_deref().unwrap_or(if sole { SOLE_LISTENER_NAME } else { "" }))
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !names.contains(&name.as_str()) {
+            checks.fail(
+                "admin.mqtt_publish_listener",
+                format!("no listener named `{name}` (listeners: {})", names.join(", ")),
+            );
+        }
+    }
+}
+
 /// The file model as the broker uses it. Meant for a file that
 /// [`validate`] found no problem in; on any other it still returns a value
 /// (listener names are then made up) but the value means nothing.
@@ -186,6 +224,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         acl: file.acl,
         modules: file.modules,
         log: file.log,
+        admin: file.admin,
     }
 }
 

@@ -55,6 +55,30 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Listeners {
     listeners: Vec<Arc<Listener>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Index in `tasks` of each listener's accept loop.
+    accepting: Vec<usize>,
+}
+
+/// A listener as the management plane shows it.
+#[derive(Debug, Clone)]
+pub struct ListenerView {
+    pub name: String,
+    pub kind: ListenerKind,
+    /// The configured address.
+    pub bind: SocketAddr,
+    /// The address bound (the port the OS chose for port 0).
+    pub local_addr: Option<SocketAddr>,
+    /// Still accepting.
+    pub running: bool,
+    pub max_connections: usize,
+    /// Sockets open on it now.
+    pub connections: usize,
+    /// Sockets closed at accept because `max_connections` were open.
+    pub refused: u64,
+    /// PROXY, TLS or WebSocket handshakes that failed.
+    pub handshake_failures: u64,
+    pub auth_chain: String,
+    pub acl_chain: String,
 }
 
 /// One listener's settings and counters, shared by its connections.
@@ -84,7 +108,7 @@ impl Listeners {
         broker: &Arc<Broker>,
         gate: impl Fn(&ListenerConfig) -> anyhow::Result<Arc<dyn Gate>>,
     ) -> anyhow::Result<Listeners> {
-        let mut out = Listeners { listeners: Vec::new(), tasks: Vec::new() };
+        let mut out = Listeners { listeners: Vec::new(), tasks: Vec::new(), accepting: Vec::new() };
         for cfg in configs {
             let listener = Arc::new(Listener::new(cfg, &broker.settings.limits)?);
             let gate = gate(cfg)?;
@@ -92,6 +116,7 @@ impl Listeners {
                 .start(Arc::clone(broker), gate)
                 .await
                 .map_err(|e| anyhow::anyhow!("listener `{}` on {}: {e}", cfg.name, cfg.bind))?;
+            out.accepting.push(out.tasks.len());
             out.tasks.push(task);
             if let Some(poll) = cfg.tls.as_ref().and_then(|t| t.reload_poll) {
                 out.tasks.push(tokio::spawn(watch_certificates(Arc::clone(&listener), poll)));
@@ -113,6 +138,27 @@ impl Listeners {
         for l in &self.listeners {
             l.reload_certificates("SIGHUP");
         }
+    }
+
+    /// Every listener, in config order.
+    pub fn views(&self) -> Vec<ListenerView> {
+        self.listeners
+            .iter()
+            .zip(&self.accepting)
+            .map(|(l, task)| ListenerView {
+                name: l.cfg.name.clone(),
+                kind: l.cfg.kind,
+                bind: l.cfg.bind,
+                local_addr: l.local.get().copied(),
+                running: !self.tasks[*task].is_finished(),
+                max_connections: l.cfg.max_connections,
+                connections: l.ctx.active.load(Ordering::Relaxed),
+                refused: l.ctx.refused.load(Ordering::Relaxed),
+                handshake_failures: l.failures.load(Ordering::Relaxed),
+                auth_chain: l.cfg.auth_chain.clone(),
+                acl_chain: l.cfg.acl_chain.clone(),
+            })
+            .collect()
     }
 
     /// Stops accepting.
