@@ -155,6 +155,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             peer_cert_as_username: entry.peer_cert_as_username,
             peer_cert_as_client_id: entry.peer_cert_as_client_id,
             client_id_pattern: entry.client_id_pattern,
+            accept_bridges: entry.accept_bridges,
             tls: entry.tls,
             // A WebSocket listener without the table runs on its defaults.
             websocket: match entry.kind.is_websocket() {

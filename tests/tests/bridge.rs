@@ -1,0 +1,139 @@
+//! Bridges against Debian's `mosquitto` (a child process on a free
+//! loopback port, see `portcullis_tests::mosquitto`).
+//!
+//! * Accepting: Mosquitto bridges into Portcullis with `try_private`
+//!   (protocol level 0x84): both directions, no loop, retained stays
+//!   retained; with `accept_bridges = false` the bit is refused with
+//!   return code 1 and Mosquitto falls back to a plain connection.
+//! * Bridging out (`[[bridges]]`): Portcullis bridges into Mosquitto.
+//!
+//! Every wait is bounded; every process is stopped by its PID.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use portcullis_core::codec::{Packet, ProtocolVersion, Publish, QoS};
+use portcullis_tests::kit::{self, collect, open, open_v3, pub_simple, subscribe, text};
+use portcullis_tests::mosquitto::Mosquitto;
+use portcullis_tests::{Broker, Raw};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The PUBLISHes among `packets`.
+fn publishes(packets: Vec<Packet>) -> Vec<Publish> {
+    packets
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A 3.1.1 subscriber to `filter` at QoS 1.
+async fn subscriber(addr: SocketAddr, id: &str, filter: &str) -> Raw {
+    let (mut raw, _) = open_v3(addr, id, true).await;
+    subscribe(&mut raw, 1, &[(filter, QoS::AtLeastOnce)]).await;
+    raw
+}
+
+/// Publishes `topic` on `from` again and again (QoS 0) until `sub` gets
+/// it: the bridge between them is up. Bounded by [`WAIT`].
+async fn until_bridged(from: SocketAddr, sub: &mut Raw, topic: &str) {
+    let (mut publisher, _) = open_v3(from, "probe", true).await;
+    let end = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < end, "no bridge for {topic} within {WAIT:?}");
+        pub_simple(&mut publisher, topic, QoS::AtMostOnce, 0, b"probe", false).await;
+        let got = publishes(collect(sub, Duration::from_millis(300)).await);
+        if got.iter().any(|p| p.topic == topic) {
+            break;
+        }
+    }
+    kit::disconnect(publisher).await;
+    // Late copies of the probes.
+    collect(sub, Duration::from_millis(300)).await;
+}
+
+/// Mosquitto config lines for a bridge named `pc` into Portcullis at `to`.
+fn mosquitto_bridge(to: SocketAddr, version: &str, topic: &str) -> String {
+    format!(
+        "connection pc\naddress {to}\nbridge_protocol_version {version}\ntry_private true\n\
+         cleansession true\nrestart_timeout 1\nnotifications false\n{topic}\n"
+    )
+}
+
+#[tokio::test]
+async fn mosquitto_bridges_in_both_ways_without_loop_and_keeps_retained() {
+    let pc = Broker::start("");
+    for version in ["mqttv311", "mqttv31"] {
+        let mosq = Mosquitto::start(&mosquitto_bridge(pc.addr, version, "topic br/# both 1"));
+        let mut on_pc = subscriber(pc.addr, "sub-pc", "br/#").await;
+        let mut on_mosq = subscriber(mosq.addr, "sub-mosq", "br/#").await;
+        until_bridged(mosq.addr, &mut on_pc, "br/probe").await;
+        collect(&mut on_mosq, Duration::from_millis(300)).await;
+        assert!(
+            pc.wait_log("client connected", WAIT) && pc.log().contains("bridge=true"),
+            "{version}: the bridge did not connect with the bridge bit; log:\n{}",
+            pc.log()
+        );
+
+        // Mosquitto → Portcullis, and Portcullis → Mosquitto: one copy each,
+        // and nothing comes back (no loop: the bridge's subscriptions on
+        // each side are No Local).
+        let (mut p_mosq, _) = open_v3(mosq.addr, "pub-mosq", true).await;
+        let (mut p_pc, _) = open_v3(pc.addr, "pub-pc", true).await;
+        pub_simple(&mut p_mosq, "br/from-mosq", QoS::AtLeastOnce, 1, b"m", false).await;
+        pub_simple(&mut p_pc, "br/from-pc", QoS::AtLeastOnce, 1, b"p", false).await;
+        let got_pc = publishes(collect(&mut on_pc, Duration::from_secs(2)).await);
+        let got_mosq = publishes(collect(&mut on_mosq, Duration::from_secs(2)).await);
+        let count = |v: &[Publish], t: &str| v.iter().filter(|p| p.topic == t).count();
+        assert_eq!(count(&got_pc, "br/from-mosq"), 1, "{version}: on Portcullis: {got_pc:?}");
+        assert_eq!(count(&got_pc, "br/from-pc"), 1, "{version}: on Portcullis: {got_pc:?}");
+        assert_eq!(count(&got_mosq, "br/from-pc"), 1, "{version}: on Mosquitto: {got_mosq:?}");
+        assert_eq!(count(&got_mosq, "br/from-mosq"), 1, "{version}: on Mosquitto: {got_mosq:?}");
+
+        // Retained stays retained across the bridge (Retain As Published on
+        // Portcullis' side): a late subscriber on the other broker gets it.
+        pub_simple(&mut p_pc, "br/retained-pc", QoS::AtLeastOnce, 2, b"rp", true).await;
+        pub_simple(&mut p_mosq, "br/retained-mosq", QoS::AtLeastOnce, 2, b"rm", true).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let late = |addr: SocketAddr, topic: &'static str| async move {
+            let mut raw = subscriber(addr, "late", topic).await;
+            let got = publishes(collect(&mut raw, Duration::from_millis(700)).await);
+            got.iter().any(|p| p.topic == topic && p.retain)
+        };
+        assert!(late(mosq.addr, "br/retained-pc").await, "{version}: not retained on Mosquitto");
+        assert!(late(pc.addr, "br/retained-mosq").await, "{version}: not retained on Portcullis");
+        // Clear them for the next round.
+        pub_simple(&mut p_pc, "br/retained-pc", QoS::AtLeastOnce, 3, b"", true).await;
+        pub_simple(&mut p_mosq, "br/retained-mosq", QoS::AtLeastOnce, 3, b"", true).await;
+        drop(mosq);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn bridge_bit_refused_with_return_code_1_when_bridges_are_off() {
+    let pc = Broker::start("[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\naccept_bridges = false\n");
+    // A raw CONNECT with protocol level 0x84 gets return code 1 ...
+    let mut connect = kit::connect_packet(ProtocolVersion::V311, "raw-bridge", true);
+    connect.bridge = true;
+    let (_raw, ack) = open(pc.addr, connect).await;
+    assert_eq!(ack.code, 1, "CONNACK for 0x84: {ack:?}");
+    // ... and the same without the bit is accepted.
+    let (_plain, _) = open_v3(pc.addr, "plain", true).await;
+
+    // Mosquitto with try_private then connects without the bit, and
+    // messages still flow (one way, `in`: without the bit nothing stops a
+    // two-way bridge from looping).
+    let mosq = Mosquitto::start(&mosquitto_bridge(pc.addr, "mqttv311", "topic br/# in 1"));
+    let mut on_mosq = subscriber(mosq.addr, "sub-mosq", "br/#").await;
+    until_bridged(pc.addr, &mut on_mosq, "br/probe").await;
+    let log = pc.log();
+    assert!(log.contains("bridge connections are not accepted"), "no refusal logged:\n{log}");
+    let (mut p_pc, _) = open_v3(pc.addr, "pub-pc", true).await;
+    pub_simple(&mut p_pc, "br/x", QoS::AtLeastOnce, 1, b"x", false).await;
+    let got = publishes(collect(&mut on_mosq, Duration::from_secs(2)).await);
+    assert_eq!(got.iter().filter(|p| p.topic == "br/x").map(|p| text(&p.payload)).collect::<Vec<_>>(), ["x"]);
+}
