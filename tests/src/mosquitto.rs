@@ -41,6 +41,10 @@ impl Mosquitto {
     /// `extra` config lines (`{dir}` in them becomes its data directory).
     pub fn start(extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Started as root, mosquitto drops to its own user, which must be
+        // able to write its persistence file here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let port = crate::backend::free_port();
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
         let text = format!(

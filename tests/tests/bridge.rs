@@ -137,3 +137,155 @@ async fn bridge_bit_refused_with_return_code_1_when_bridges_are_off() {
     let got = publishes(collect(&mut on_mosq, Duration::from_secs(2)).await);
     assert_eq!(got.iter().filter(|p| p.topic == "br/x").map(|p| text(&p.payload)).collect::<Vec<_>>(), ["x"]);
 }
+
+/// A Portcullis with one `[[bridges]]` entry named `m` into `to`.
+fn portcullis_bridging(to: SocketAddr, protocol: &str, topics: &[&str]) -> Broker {
+    let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+    Broker::start(&format!(
+        "[sys]\ninterval = \"1s\"\n\n[[bridges]]\nname = \"m\"\naddresses = [\"{to}\"]\nprotocol = \"{protocol}\"\n\
+         topics = [{}]\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\nkeepalive = \"5s\"\n",
+        topics.join(", ")
+    ))
+}
+
+#[tokio::test]
+async fn portcullis_bridges_out_in_and_both_with_prefixes() {
+    for protocol in ["3.1.1", "5", "3.1"] {
+        let mosq = Mosquitto::start("");
+        let pc = portcullis_bridging(
+            mosq.addr,
+            protocol,
+            &["out/# out 1", "in/# in 1", "both/# both 1", "x/# out 1 loc/ rem/", "y/# in 1 loc/ rem/"],
+        );
+        let (mut on_pc, _) = open_v3(pc.addr, "sub-pc", true).await;
+        subscribe(
+            &mut on_pc,
+            1,
+            &[
+                ("out/#", QoS::AtLeastOnce),
+                ("in/#", QoS::AtLeastOnce),
+                ("both/#", QoS::AtLeastOnce),
+                ("loc/#", QoS::AtLeastOnce),
+            ],
+        )
+        .await;
+        let (mut on_mosq, _) = open_v3(mosq.addr, "sub-mosq", true).await;
+        subscribe(
+            &mut on_mosq,
+            1,
+            &[
+                ("out/#", QoS::AtLeastOnce),
+                ("in/#", QoS::AtLeastOnce),
+                ("both/#", QoS::AtLeastOnce),
+                ("rem/#", QoS::AtLeastOnce),
+            ],
+        )
+        .await;
+        until_bridged(pc.addr, &mut on_mosq, "out/probe").await;
+        collect(&mut on_pc, Duration::from_millis(300)).await;
+
+        let (mut p_pc, _) = open_v3(pc.addr, "pub-pc", true).await;
+        let (mut p_mosq, _) = open_v3(mosq.addr, "pub-mosq", true).await;
+        for (i, topic) in ["out/1", "both/p", "loc/x/1", "in/not-out"].iter().enumerate() {
+            pub_simple(&mut p_pc, topic, QoS::AtLeastOnce, i as u16 + 1, b"pc", false).await;
+        }
+        for (i, topic) in ["in/1", "both/m", "rem/y/1", "out/not-in"].iter().enumerate() {
+            pub_simple(&mut p_mosq, topic, QoS::AtLeastOnce, i as u16 + 1, b"mosq", false).await;
+        }
+        let mut got_pc: Vec<String> =
+            publishes(collect(&mut on_pc, Duration::from_secs(2)).await).into_iter().map(|p| p.topic).collect();
+        let mut got_mosq: Vec<String> =
+            publishes(collect(&mut on_mosq, Duration::from_secs(2)).await).into_iter().map(|p| p.topic).collect();
+        got_pc.sort();
+        got_mosq.sort();
+        // Each exactly once: nothing looped back over `both`.
+        assert_eq!(
+            got_pc,
+            ["both/m", "both/p", "in/1", "in/not-out", "loc/x/1", "loc/y/1", "out/1"],
+            "{protocol}: on Portcullis"
+        );
+        assert_eq!(
+            got_mosq,
+            ["both/m", "both/p", "in/1", "out/1", "out/not-in", "rem/x/1", "rem/y/1"],
+            "{protocol}: on Mosquitto"
+        );
+
+        // Retained stays retained: a late subscriber on Mosquitto gets it.
+        pub_simple(&mut p_pc, "out/kept", QoS::AtLeastOnce, 9, b"r", true).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut late = subscriber(mosq.addr, "late", "out/kept").await;
+        let got = publishes(collect(&mut late, Duration::from_millis(700)).await);
+        assert!(
+            got.iter().any(|p| p.topic == "out/kept" && p.retain),
+            "{protocol}: not retained on Mosquitto: {got:?}"
+        );
+    }
+}
+
+/// Waits (bounded) for a PUBLISH on `topic` with `payload`.
+async fn expect_value(raw: &mut Raw, topic: &str, payload: &str) {
+    let end = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while Instant::now() < end {
+        for p in publishes(collect(raw, Duration::from_millis(200)).await) {
+            if p.topic == topic && text(&p.payload) == payload {
+                return;
+            }
+            seen.push((p.topic, text(&p.payload)));
+        }
+    }
+    panic!("no {topic} = {payload:?} within {WAIT:?}; saw {seen:?}");
+}
+
+#[tokio::test]
+async fn queued_qos1_messages_cross_an_outage_and_the_state_topic_flips() {
+    let mut mosq = Mosquitto::start("persistence true\npersistence_location {dir}/\nautosave_interval 0\n");
+    let state = "$SYS/broker/connection/portcullis-m/state";
+    // A persistent subscriber on Mosquitto keeps the messages that arrive
+    // while it is away.
+    let (mut keeper, _) = open_v3(mosq.addr, "keeper", false).await;
+    subscribe(&mut keeper, 1, &[("out/#", QoS::AtLeastOnce), (state, QoS::AtLeastOnce)]).await;
+
+    let mut pc = portcullis_bridging(mosq.addr, "3.1.1", &["out/# out 1"]);
+    let mut state_pc = subscriber(pc.addr, "state-pc", state).await;
+    expect_value(&mut state_pc, state, "1").await;
+    expect_value(&mut keeper, state, "1").await;
+    until_bridged(pc.addr, &mut keeper, "out/probe").await;
+    kit::disconnect(keeper).await;
+
+    // The remote goes: the state turns 0; QoS 1 messages wait in the queue.
+    mosq.stop();
+    expect_value(&mut state_pc, state, "0").await;
+    let (mut p_pc, _) = open_v3(pc.addr, "pub-pc", true).await;
+    for i in 1..=5u16 {
+        pub_simple(&mut p_pc, &format!("out/q{i}"), QoS::AtLeastOnce, i, b"q", false).await;
+    }
+    // QoS 0 is not queued while the remote is away: dropped and counted.
+    pub_simple(&mut p_pc, "out/q0", QoS::AtMostOnce, 0, b"q", false).await;
+    assert_eq!(kit::sys_fresh(pc.addr, "bridges/m/messages/queued", WAIT).await, "5");
+    assert_eq!(kit::sys_fresh(pc.addr, "bridges/m/messages/dropped", WAIT).await, "1");
+    assert_eq!(kit::sys_fresh(pc.addr, "bridges/m/connected", WAIT).await, "0");
+
+    // It comes back: the bridge reconnects and sends them, in order.
+    mosq.restart();
+    expect_value(&mut state_pc, state, "1").await;
+    let (mut keeper, present) = open_v3(mosq.addr, "keeper", false).await;
+    assert!(present, "mosquitto lost the keeper's session; log:\n{}", mosq.log());
+    let mut got = Vec::new();
+    let end = Instant::now() + WAIT;
+    while got.len() < 5 && Instant::now() < end {
+        for p in kit::drain_publishes(&mut keeper, Duration::from_millis(300), Duration::from_secs(2)).await {
+            if p.topic.starts_with("out/q") && !got.contains(&p.topic) {
+                got.push(p.topic);
+            }
+        }
+    }
+    assert_eq!(got, ["out/q1", "out/q2", "out/q3", "out/q4", "out/q5"], "log:\n{}", pc.log());
+    assert_eq!(kit::sys_fresh(pc.addr, "bridges/m/messages/queued", WAIT).await, "0");
+
+    // Portcullis dies without a word: Mosquitto publishes the bridge's
+    // will, state 0.
+    drop(p_pc);
+    let _ = pc.signal_and_wait("KILL", Duration::from_secs(10));
+    expect_value(&mut keeper, state, "0").await;
+}

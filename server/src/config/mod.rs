@@ -64,6 +64,8 @@ pub struct Config {
     pub acl: security::AclSection,
     /// `[modules]`
     pub modules: portcullis_modules::ModulesConfig,
+    /// `[[bridges]]`
+    pub bridges: Vec<portcullis_bridge::BridgeConfig>,
     /// `[log]`
     pub log: LogConfig,
 }

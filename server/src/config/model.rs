@@ -56,6 +56,9 @@ pub(super) struct FileConfig {
     /// Modules built on the hooks (presence, …).
     #[serde(default)]
     pub(super) modules: portcullis_modules::ModulesConfig,
+    /// Bridges to remote brokers (`[[bridges]]`, see the bridge crate).
+    #[serde(default)]
+    pub(super) bridges: Vec<portcullis_bridge::BridgeConfig>,
     /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
@@ -75,6 +78,7 @@ impl Default for FileConfig {
             auth: Default::default(),
             acl: Default::default(),
             modules: Default::default(),
+            bridges: Vec::new(),
             log: LogConfig::default(),
         }
     }

@@ -41,6 +41,9 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     for (key, message) in file.modules.validate() {
         checks.fail(format!("modules.{key}"), message);
     }
+    for (key, message) in portcullis_bridge::validate_all(&file.bridges) {
+        checks.fail(key, message);
+    }
     checks.problems
 }
 
@@ -176,6 +179,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         auth: file.auth,
         acl: file.acl,
         modules: file.modules,
+        bridges: file.bridges,
         log: file.log,
     }
 }
