@@ -289,3 +289,68 @@ async fn queued_qos1_messages_cross_an_outage_and_the_state_topic_flips() {
     let _ = pc.signal_and_wait("KILL", Duration::from_secs(10));
     expect_value(&mut keeper, state, "0").await;
 }
+
+#[tokio::test]
+async fn bridge_over_tls_with_client_certificate_and_password() {
+    use portcullis_tests::net::Ca;
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ca = Ca::new("bridge test CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (server_cert, server_key) = ca.server("mosquitto").write(dir.path(), "server");
+    let (client_cert, client_key) = ca.client("portcullis-bridge", &[], &[]).write(dir.path(), "client");
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "bridge:s3cret\nreader:r\n").expect("passwd");
+    let ok = std::process::Command::new("mosquitto_passwd").arg("-U").arg(&passwd).status().expect("mosquitto_passwd");
+    assert!(ok.success());
+    for f in [&server_key, &client_key, &passwd] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let tls_port = portcullis_tests::backend::free_port();
+    let mosq = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+         require_certificate true\n",
+        passwd.display(),
+        ca_file.display(),
+        server_cert.display(),
+        server_key.display()
+    ));
+    let secret = dir.path().join("bridge-password");
+    std::fs::write(&secret, "s3cret\n").expect("secret");
+    let pc = Broker::start(&format!(
+        "[[bridges]]\nname = \"tls\"\naddresses = [\"127.0.0.1:{tls_port}\"]\nusername = \"bridge\"\n\
+         password_file = \"{}\"\ntopics = [\"t/# out 1\"]\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n\
+         [bridges.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nserver_name = \"localhost\"\n",
+        secret.display(),
+        ca_file.display(),
+        client_cert.display(),
+        client_key.display()
+    ));
+    let mut c = kit::connect_packet(ProtocolVersion::V311, "reader", true);
+    c.username = Some("reader".into());
+    c.password = Some(bytes::Bytes::from_static(b"r"));
+    let (mut on_mosq, ack) = open(mosq.addr, c).await;
+    assert_eq!(ack.code, 0, "reader refused by mosquitto");
+    subscribe(&mut on_mosq, 1, &[("t/#", QoS::AtLeastOnce)]).await;
+    until_bridged(pc.addr, &mut on_mosq, "t/probe").await;
+    assert!(mosq.log().contains("as portcullis-tls"), "mosquitto log:\n{}", mosq.log());
+    assert!(!pc.log().contains("s3cret"), "the password reached the log");
+}
+
+#[test]
+fn a_missing_password_variable_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[[bridges]]\nname = \"b\"\naddresses = [\"127.0.0.1:1\"]\n\
+         username = \"u\"\npassword_env = \"PORTCULLIS_TEST_SURELY_UNSET_VARIABLE\"\ntopics = [\"#\"]\n",
+    )
+    .expect("write");
+    let out =
+        portcullis_tests::run_bounded(&[std::ffi::OsStr::new("--config"), cfg.as_os_str()], Duration::from_secs(10))
+            .expect("the broker started without the password");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bridges[0].password_env"), "{err}");
+}
