@@ -66,7 +66,7 @@ fn mosquitto_bridge(to: SocketAddr, version: &str, topic: &str) -> String {
 #[tokio::test]
 async fn mosquitto_bridges_in_both_ways_without_loop_and_keeps_retained() {
     let pc = Broker::start("");
-    for version in ["mqttv311", "mqttv31"] {
+    for version in ["mqttv311", "mqttv31", "mqttv50"] {
         let mosq = Mosquitto::start(&mosquitto_bridge(pc.addr, version, "topic br/# both 1"));
         let mut on_pc = subscriber(pc.addr, "sub-pc", "br/#").await;
         let mut on_mosq = subscriber(mosq.addr, "sub-mosq", "br/#").await;
@@ -353,4 +353,37 @@ fn a_missing_password_variable_stops_the_start_naming_the_key() {
             .expect("the broker started without the password");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bridges[0].password_env"), "{err}");
+}
+
+/// Publishes `topic` once on each broker and counts, for a while, the
+/// copies each subscriber to `#` gets: exactly one each, no loop.
+async fn one_copy_each_way(a: SocketAddr, b: SocketAddr, what: &str) {
+    let mut on_a = subscriber(a, "all-a", "#").await;
+    let mut on_b = subscriber(b, "all-b", "#").await;
+    until_bridged(a, &mut on_b, "loop/probe").await;
+    collect(&mut on_a, Duration::from_millis(300)).await;
+    let (mut p_a, _) = open_v3(a, "pub-a", true).await;
+    let (mut p_b, _) = open_v3(b, "pub-b", true).await;
+    pub_simple(&mut p_a, "loop/from-a", QoS::AtLeastOnce, 1, b"a", false).await;
+    pub_simple(&mut p_b, "loop/from-b", QoS::AtLeastOnce, 1, b"b", false).await;
+    for (raw, side) in [(&mut on_a, "a"), (&mut on_b, "b")] {
+        let mut got: Vec<String> =
+            publishes(collect(raw, Duration::from_secs(2)).await).into_iter().map(|p| p.topic).collect();
+        got.sort();
+        assert_eq!(got, ["loop/from-a", "loop/from-b"], "{what}: on {side}");
+    }
+}
+
+#[tokio::test]
+async fn no_loop_on_both_hash_either_way() {
+    // Portcullis bridging out into Mosquitto, `# both 1`, 3.1.1 and 5.
+    for protocol in ["3.1.1", "5"] {
+        let mosq = Mosquitto::start("");
+        let pc = portcullis_bridging(mosq.addr, protocol, &["# both 1"]);
+        one_copy_each_way(pc.addr, mosq.addr, &format!("Portcullis -> Mosquitto {protocol}")).await;
+    }
+    // Mosquitto bridging into Portcullis, `topic # both 1`.
+    let pc = Broker::start("");
+    let mosq = Mosquitto::start(&mosquitto_bridge(pc.addr, "mqttv311", "topic # both 1"));
+    one_copy_each_way(mosq.addr, pc.addr, "Mosquitto -> Portcullis").await;
 }
