@@ -84,9 +84,23 @@ fn password(cfg: &BridgeConfig, index: usize) -> Result<Option<Bytes>, BridgeErr
     Ok(None)
 }
 
-/// Reads every bridge's secrets and certificates, then starts them (each
-/// a task). Nothing starts unless all of them can.
-pub fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Result<Bridges, BridgeError> {
+/// What a bridge needs besides its config: its password and TLS client
+/// settings, read from the environment and files.
+pub struct Prepared {
+    cfg: BridgeConfig,
+    password: Option<Bytes>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("name", &self.cfg.name).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+/// Reads every bridge's secrets and certificates (no network): what
+/// `--check-config` runs, and the first half of [`start`].
+pub fn prepare(configs: &[BridgeConfig]) -> Result<Vec<Prepared>, BridgeError> {
     let mut built = Vec::new();
     for (index, cfg) in configs.iter().enumerate() {
         let password = password(cfg, index)?;
@@ -94,10 +108,17 @@ pub fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Result<Bridges, 
             None => None,
             Some(t) => Some(remote::tls_connector(t).map_err(|message| BridgeError { index, key: "tls", message })?),
         };
-        built.push((cfg.clone(), password, tls));
+        built.push(Prepared { cfg: cfg.clone(), password, tls });
     }
+    Ok(built)
+}
+
+/// Reads every bridge's secrets and certificates, then starts them (each
+/// a task). Nothing starts unless all of them can.
+pub fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Result<Bridges, BridgeError> {
+    let built = prepare(configs)?;
     let mut bridges = Bridges::default();
-    for (cfg, password, tls) in built {
+    for Prepared { cfg, password, tls } in built {
         let metrics = Arc::new(BridgeMetrics::default());
         bridges.metrics.push((cfg.name.clone(), Arc::clone(&metrics)));
         let bridge = run::Bridge::new(cfg, Arc::clone(broker), metrics, password, tls);

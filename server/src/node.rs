@@ -37,7 +37,8 @@ impl Rejected {
     }
 }
 
-/// `--check-config`: loads what the broker would load at start, short of
+/// `--check-config`: loads what the broker would load at start (bridge
+/// passwords and certificates included), short of
 /// binding sockets and connecting to backends. Providers are built on a
 /// runtime of their own that is dropped as soon as they are: connection
 /// pools are lazy, and the reachability probes they spawn never run.
@@ -53,6 +54,9 @@ pub fn check(cfg: &Config) -> Result<(), Rejected> {
     // Built and dropped inside the runtime: some clients clean up on drop.
     if let Err(e) = rt.block_on(async { Security::check(cfg).await.map(drop) }) {
         problems.push(format!("{e:#}"));
+    }
+    if let Err(e) = portcullis_bridge::prepare(&cfg.bridges) {
+        problems.push(e.to_string());
     }
     match problems.is_empty() {
         true => Ok(()),

@@ -353,6 +353,15 @@ fn a_missing_password_variable_stops_the_start_naming_the_key() {
             .expect("the broker started without the password");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bridges[0].password_env"), "{err}");
+    // --check-config finds it too.
+    let out = portcullis_tests::run_bounded(
+        &[std::ffi::OsStr::new("--check-config"), std::ffi::OsStr::new("--config"), cfg.as_os_str()],
+        Duration::from_secs(10),
+    )
+    .expect("--check-config did not exit");
+    let err = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bridges[0].password_env"), "{err}");
 }
 
 /// Publishes `topic` once on each broker and counts, for a while, the
