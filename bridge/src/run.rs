@@ -85,7 +85,10 @@ impl std::fmt::Debug for Bridge {
 enum End {
     /// The remote went away (or misbehaved): reconnect.
     Remote(String),
-    /// The broker is stopping, or the local link closed: stop the bridge.
+    /// The local session was closed under the bridge (a takeover with
+    /// `session.owner_mismatch = "discard"`, a kick): open it again.
+    Local(String),
+    /// The broker is stopping: stop the bridge.
     Stop,
 }
 
@@ -154,16 +157,19 @@ impl Bridge {
                 tokio::select! {
                     _ = sleep_until(next_attempt) => {}
                     _ = shutdown.changed() => return self.stop(&mut local, None).await,
-                    p = local.recv() => match p {
-                        Ok(p) => if let Err(e) = self.on_local(&mut local, p, false).await {
-                            warn!(bridge = %name, error = %e, "bridge: local connection lost");
-                            return;
-                        },
-                        Err(e) => {
-                            warn!(bridge = %name, error = %e, "bridge: local connection lost");
-                            return;
+                    p = local.recv() => {
+                        let lost = match p {
+                            Ok(p) => self.on_local(&mut local, p, false).await.err(),
+                            Err(e) => Some(e),
+                        };
+                        if let Some(e) = lost {
+                            warn!(bridge = %name, error = %e, "bridge: local session lost; opening it again");
+                            match self.reopen_local(&mut shutdown).await {
+                                Some(l) => local = l,
+                                None => return self.stop(&mut local, None).await,
+                            }
                         }
-                    },
+                    }
                 }
             }
             if *shutdown.borrow() {
@@ -193,7 +199,17 @@ impl Bridge {
                     properties: Properties::default(),
                 });
             }
-            let end = self.connected(&mut local, &mut remote, &mut shutdown).await;
+            let mut end = self.connected(&mut local, &mut remote, &mut shutdown).await;
+            while let End::Local(why) = &end {
+                warn!(bridge = %name, error = %why, "bridge: local session lost; opening it again");
+                end = match self.reopen_local(&mut shutdown).await {
+                    Some(l) => {
+                        local = l;
+                        self.connected(&mut local, &mut remote, &mut shutdown).await
+                    }
+                    None => End::Stop,
+                };
+            }
             self.set_state(false);
             // Unacknowledged messages go first at the next connection.
             while let Some((_, msg, _)) = self.inflight.pop_back() {
@@ -202,12 +218,30 @@ impl Bridge {
             self.awaiting_rel.clear();
             self.update_queued();
             match end {
-                End::Stop => return self.stop(&mut local, Some(remote)).await,
+                End::Stop | End::Local(_) => return self.stop(&mut local, Some(remote)).await,
                 End::Remote(why) => {
                     let wait = jitter(self.backoff);
                     warn!(bridge = %name, reason = %why, retry_in = ?wait, "bridge disconnected");
                     next_attempt = Instant::now() + wait;
                 }
+            }
+        }
+    }
+
+    /// Opens the local session again, once a second, until it opens or the
+    /// broker stops (`None`).
+    async fn reopen_local(&self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Option<Link> {
+        loop {
+            if *shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return None,
+            }
+            match crate::local::connect(&self.broker, &self.cfg.name, &self.local_id, &self.rules).await {
+                Ok(l) => return Some(l),
+                Err(e) => warn!(bridge = %self.cfg.name, error = %e, "bridge: local session not opened"),
             }
         }
     }
@@ -258,13 +292,9 @@ impl Bridge {
                 _ = shutdown.changed() => return End::Stop,
                 p = local.recv() => match p {
                     Ok(p) => if let Err(e) = self.on_local(local, p, true).await {
-                        warn!(bridge = %self.cfg.name, error = %e, "bridge: local connection lost");
-                        return End::Stop;
+                        return End::Local(e.to_string());
                     },
-                    Err(e) => {
-                        warn!(bridge = %self.cfg.name, error = %e, "bridge: local connection lost");
-                        return End::Stop;
-                    }
+                    Err(e) => return End::Local(e.to_string()),
                 },
                 p = remote.link.recv() => match p {
                     Ok(p) => {

@@ -396,3 +396,35 @@ async fn no_loop_on_both_hash_either_way() {
     let mosq = Mosquitto::start(&mosquitto_bridge(pc.addr, "mqttv311", "topic # both 1"));
     one_copy_each_way(mosq.addr, pc.addr, "Mosquitto -> Portcullis").await;
 }
+
+#[tokio::test]
+async fn the_bridge_reopens_its_local_session_when_it_is_taken_over() {
+    // With owner_mismatch = "discard" a local client may take the bridge's
+    // client id; the bridge opens its session again (taking it back) and
+    // goes on bridging.
+    let mosq = Mosquitto::start("");
+    let pc = Broker::start(&format!(
+        "[session]\nowner_mismatch = \"discard\"\n\n[[bridges]]\nname = \"m\"\naddresses = [\"{}\"]\n\
+         topics = [\"out/# out 1\"]\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
+        mosq.addr
+    ));
+    let mut on_mosq = subscriber(mosq.addr, "sub-mosq", "out/#").await;
+    until_bridged(pc.addr, &mut on_mosq, "out/probe").await;
+    let (intruder, _) = open_v3(pc.addr, "$bridge/m", true).await;
+    // Its connection is closed now; the bridge's comes back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_bridged(pc.addr, &mut on_mosq, "out/probe").await;
+    drop(intruder);
+}
+
+#[tokio::test]
+async fn portcullis_into_portcullis_falls_back_without_the_bridge_bit() {
+    // The remote refuses the bridge bit (return code 1): the bridge asks
+    // again at once without it, as Mosquitto does.
+    let remote = Broker::start("[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\naccept_bridges = false\n");
+    let pc = portcullis_bridging(remote.addr, "3.1.1", &["out/# out 1"]);
+    let mut on_remote = subscriber(remote.addr, "sub-remote", "out/#").await;
+    until_bridged(pc.addr, &mut on_remote, "out/probe").await;
+    assert!(pc.log().contains("refused the bridge bit"), "log:\n{}", pc.log());
+    assert!(remote.log().contains("bridge connections are not accepted"), "log:\n{}", remote.log());
+}
