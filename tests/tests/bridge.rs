@@ -155,7 +155,7 @@ async fn portcullis_bridges_out_in_and_both_with_prefixes() {
         let pc = portcullis_bridging(
             mosq.addr,
             protocol,
-            &["out/# out 1", "in/# in 1", "both/# both 1", "x/# out 1 loc/ rem/", "y/# in 1 loc/ rem/"],
+            &["out/# out 1", "in/# in 1", "both/# both 1", "x/# out 1 loc/ rem/", "y/# in 1 loc/ rem/", "two/# both 2"],
         );
         let (mut on_pc, _) = open_v3(pc.addr, "sub-pc", true).await;
         subscribe(
@@ -166,6 +166,7 @@ async fn portcullis_bridges_out_in_and_both_with_prefixes() {
                 ("in/#", QoS::AtLeastOnce),
                 ("both/#", QoS::AtLeastOnce),
                 ("loc/#", QoS::AtLeastOnce),
+                ("two/#", QoS::ExactlyOnce),
             ],
         )
         .await;
@@ -178,6 +179,7 @@ async fn portcullis_bridges_out_in_and_both_with_prefixes() {
                 ("in/#", QoS::AtLeastOnce),
                 ("both/#", QoS::AtLeastOnce),
                 ("rem/#", QoS::AtLeastOnce),
+                ("two/#", QoS::ExactlyOnce),
             ],
         )
         .await;
@@ -192,6 +194,9 @@ async fn portcullis_bridges_out_in_and_both_with_prefixes() {
         for (i, topic) in ["in/1", "both/m", "rem/y/1", "out/not-in"].iter().enumerate() {
             pub_simple(&mut p_mosq, topic, QoS::AtLeastOnce, i as u16 + 1, b"mosq", false).await;
         }
+        // QoS 2 both ways (PUBREC / PUBREL / PUBCOMP on each link).
+        pub_simple(&mut p_pc, "two/p", QoS::ExactlyOnce, 20, b"pc", false).await;
+        pub_simple(&mut p_mosq, "two/m", QoS::ExactlyOnce, 20, b"mosq", false).await;
         let mut got_pc: Vec<String> =
             publishes(collect(&mut on_pc, Duration::from_secs(2)).await).into_iter().map(|p| p.topic).collect();
         let mut got_mosq: Vec<String> =
@@ -201,12 +206,12 @@ async fn portcullis_bridges_out_in_and_both_with_prefixes() {
         // Each exactly once: nothing looped back over `both`.
         assert_eq!(
             got_pc,
-            ["both/m", "both/p", "in/1", "in/not-out", "loc/x/1", "loc/y/1", "out/1"],
+            ["both/m", "both/p", "in/1", "in/not-out", "loc/x/1", "loc/y/1", "out/1", "two/m", "two/p"],
             "{protocol}: on Portcullis"
         );
         assert_eq!(
             got_mosq,
-            ["both/m", "both/p", "in/1", "out/1", "out/not-in", "rem/x/1", "rem/y/1"],
+            ["both/m", "both/p", "in/1", "out/1", "out/not-in", "rem/x/1", "rem/y/1", "two/m", "two/p"],
             "{protocol}: on Mosquitto"
         );
 
@@ -282,6 +287,8 @@ async fn queued_qos1_messages_cross_an_outage_and_the_state_topic_flips() {
     }
     assert_eq!(got, ["out/q1", "out/q2", "out/q3", "out/q4", "out/q5"], "log:\n{}", pc.log());
     assert_eq!(kit::sys_fresh(pc.addr, "bridges/m/messages/queued", WAIT).await, "0");
+    let out: u64 = kit::sys_fresh(pc.addr, "bridges/m/messages/out", WAIT).await.parse().expect("a number");
+    assert!(out >= 5, "messages/out = {out}");
 
     // Portcullis dies without a word: Mosquitto publishes the bridge's
     // will, state 0.
@@ -427,4 +434,17 @@ async fn portcullis_into_portcullis_falls_back_without_the_bridge_bit() {
     until_bridged(pc.addr, &mut on_remote, "out/probe").await;
     assert!(pc.log().contains("refused the bridge bit"), "log:\n{}", pc.log());
     assert!(remote.log().contains("bridge connections are not accepted"), "log:\n{}", remote.log());
+}
+
+#[tokio::test]
+async fn a_graceful_stop_sets_the_state_to_0_on_the_remote() {
+    let mosq = Mosquitto::start("");
+    let state = "$SYS/broker/connection/portcullis-m/state";
+    let mut on_mosq = subscriber(mosq.addr, "state-mosq", state).await;
+    let mut pc = portcullis_bridging(mosq.addr, "5", &["out/# out 1"]);
+    expect_value(&mut on_mosq, state, "1").await;
+    let status = pc.terminate().expect("exit status");
+    assert!(status.success(), "{status:?}");
+    expect_value(&mut on_mosq, state, "0").await;
+    assert!(mosq.log().contains("Received DISCONNECT from portcullis-m"), "not a clean DISCONNECT:\n{}", mosq.log());
 }
