@@ -76,17 +76,20 @@ pub struct BridgeConfig {
     pub connect_timeout: Duration,
     /// Outgoing messages held while the remote is away or slow (QoS 1
     /// and 2; QoS 0 is dropped while it is away); beyond it new messages
-    /// are dropped and counted.
+    /// are dropped and counted. At least 1.
     #[serde(default = "default_max_queued")]
     pub max_queued: usize,
     /// Outgoing QoS 1/2 messages awaiting the remote's acknowledgement
-    /// (a v5 remote's Receive Maximum lowers it).
+    /// (a v5 remote's Receive Maximum lowers it); 1 to [`MAX_INFLIGHT`].
     #[serde(default = "default_max_inflight")]
     pub max_inflight: u16,
     /// TLS towards the remote; unset: plain TCP.
     #[serde(default = "default_tls")]
     pub tls: Option<BridgeTlsConfig>,
 }
+
+/// Largest `max_inflight`: packet ids are looked up in the window linearly.
+pub const MAX_INFLIGHT: u16 = 1000;
 
 /// `[bridges.tls]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -243,8 +246,11 @@ impl BridgeConfig {
         if self.connect_timeout.is_zero() {
             fail("connect_timeout", "must be more than 0".into());
         }
-        if self.max_inflight == 0 {
-            fail("max_inflight", "at least 1".into());
+        if !(1..=MAX_INFLIGHT).contains(&self.max_inflight) {
+            fail("max_inflight", format!("1 to {MAX_INFLIGHT}"));
+        }
+        if self.max_queued == 0 {
+            fail("max_queued", "at least 1".into());
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {

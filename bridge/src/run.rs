@@ -365,6 +365,9 @@ impl Bridge {
                 self.take_local(p, remote_up);
             }
             Packet::PubRel(r) => local.send(&Packet::PubComp(PubResp::ok(r.packet_id))).await?,
+            Packet::SubAck(a) if a.return_codes.iter().any(|c| *c >= 0x80) => {
+                warn!(bridge = %self.cfg.name, codes = ?a.return_codes, "bridge: the local broker refused a subscription");
+            }
             Packet::Disconnect(_) => return Err(LinkError::Closed),
             _ => {}
         }

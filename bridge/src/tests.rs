@@ -59,7 +59,7 @@ fn config_defaults_and_problems() {
     assert_eq!(b[0].remote_client_id(), "portcullis-up");
     assert_eq!(b[0].state_topic(), "$SYS/broker/connection/portcullis-up/state");
     let b = parse(
-        "[[bridges]]\nname = \"a b\"\naddresses = [\"nohost\"]\ntopics = [\"x in 7\"]\nkeepalive = \"0s\"\n\
+        "[[bridges]]\nname = \"a b\"\naddresses = [\"nohost\"]\ntopics = [\"x in 7\"]\nkeepalive = \"0s\"\nmax_inflight = 0\nmax_queued = 0\n\
          password_env = \"P\"\n[[bridges]]\nname = \"a b\"\naddresses = []\ntopics = []\n",
     );
     let keys: Vec<String> = validate_all(&b).into_iter().map(|(k, _)| k).collect();
@@ -69,6 +69,8 @@ fn config_defaults_and_problems() {
         "bridges[0].topics[0]",
         "bridges[0].keepalive",
         "bridges[0].username",
+        "bridges[0].max_inflight",
+        "bridges[0].max_queued",
         "bridges[1].addresses",
         "bridges[1].topics",
         "bridges[1].name",
