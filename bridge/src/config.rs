@@ -68,7 +68,8 @@ pub struct BridgeConfig {
     #[serde(default = "default_reconnect_min", deserialize_with = "units::duration")]
     pub reconnect_min: Duration,
     /// Longest wait between reconnects (each wait is jittered to between
-    /// half and all of it).
+    /// half and all of it); a connection that held this long starts the
+    /// backoff again from `reconnect_min`.
     #[serde(default = "default_reconnect_max", deserialize_with = "units::duration")]
     pub reconnect_max: Duration,
     /// Time for TCP, TLS and CONNACK together.

@@ -93,7 +93,7 @@ enum End {
 }
 
 /// A wait between `d / 2` and `d`.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let half = d / 2;
     half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
 }
@@ -185,7 +185,7 @@ impl Bridge {
                     continue;
                 }
             };
-            self.backoff = self.cfg.reconnect_min;
+            let connected_at = Instant::now();
             let mut remote = remote;
             info!(bridge = %name, protocol = ?remote.link.version, queued = self.queue.len(), "bridge connected");
             BridgeMetrics::inc(&self.metrics.connects);
@@ -220,7 +220,14 @@ impl Bridge {
             match end {
                 End::Stop | End::Local(_) => return self.stop(&mut local, Some(remote)).await,
                 End::Remote(why) => {
+                    // A connection that held for reconnect_max starts the
+                    // backoff again; one the remote drops at once (a bad
+                    // rule, a kick loop) keeps doubling it.
+                    if connected_at.elapsed() >= self.cfg.reconnect_max {
+                        self.backoff = self.cfg.reconnect_min;
+                    }
                     let wait = jitter(self.backoff);
+                    self.backoff = (self.backoff * 2).min(self.cfg.reconnect_max);
                     warn!(bridge = %name, reason = %why, retry_in = ?wait, "bridge disconnected");
                     next_attempt = Instant::now() + wait;
                 }

@@ -89,3 +89,12 @@ fn unknown_keys_are_refused() {
     }
     assert!(toml::from_str::<F>(text).is_err());
 }
+
+#[test]
+fn jitter_stays_between_half_and_all() {
+    let d = std::time::Duration::from_millis(1000);
+    for _ in 0..1000 {
+        let j = crate::run::jitter(d);
+        assert!(j >= d / 2 && j <= d, "{j:?}");
+    }
+}
