@@ -122,6 +122,14 @@ struct PubSubArgs {
     /// to [default: bench/<pid>].
     #[arg(short, long)]
     topic: Option<String>,
+    /// Subscribers connect to this port (same host) instead of --port: the
+    /// path between two brokers, such as a bridge, is measured.
+    #[arg(long)]
+    sub_port: Option<u16>,
+    /// Subscribers subscribe to this topic instead of --topic (a bridge
+    /// that renames topics with prefixes).
+    #[arg(long)]
+    sub_topic: Option<String>,
     /// Subscribers.
     #[arg(short, long, default_value_t = 1)]
     subscribers: usize,
@@ -200,7 +208,10 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         }
         Command::Pubsub(a) => {
             let (target, opts, progress) = setup(&a.common)?;
-            let plan = pubsub_plan(&a)?;
+            let mut plan = pubsub_plan(&a)?;
+            if let Some(port) = a.sub_port {
+                plan.sub_target = Some(Target::new(&a.common.host, port, a.common.sources)?);
+            }
             let mut summary = rt.block_on(pubsub::run(target, opts, plan, progress))?;
             let ok = summary["errors"].as_array().is_some_and(Vec::is_empty)
                 && summary["lost"].as_u64() == Some(0)
@@ -282,6 +293,8 @@ fn pubsub_plan(a: &PubSubArgs) -> anyhow::Result<pubsub::PubSubPlan> {
         sub_qos: qos(a.sub_qos.unwrap_or(a.qos)),
         concurrency: a.concurrency,
         drain: a.drain,
+        sub_target: None,
+        sub_topic: a.sub_topic.clone(),
         publish: pubsub::PubPlan {
             topic,
             qos: qos(a.qos),

@@ -37,7 +37,8 @@ impl Rejected {
     }
 }
 
-/// `--check-config`: loads what the broker would load at start, short of
+/// `--check-config`: loads what the broker would load at start (bridge
+/// passwords and certificates included), short of
 /// binding sockets and connecting to backends. Providers are built on a
 /// runtime of their own that is dropped as soon as they are: connection
 /// pools are lazy, and the reachability probes they spawn never run.
@@ -53,6 +54,9 @@ pub fn check(cfg: &Config) -> Result<(), Rejected> {
     // Built and dropped inside the runtime: some clients clean up on drop.
     if let Err(e) = rt.block_on(async { Security::check(cfg).await.map(drop) }) {
         problems.push(format!("{e:#}"));
+    }
+    if let Err(e) = portcullis_bridge::prepare(&cfg.bridges) {
+        problems.push(e.to_string());
     }
     match problems.is_empty() {
         true => Ok(()),
@@ -86,6 +90,8 @@ pub struct Node {
     pub security: Arc<Security>,
     pub listeners: Listeners,
     modules: Mutex<ModuleSet>,
+    /// The `[[bridges]]` running; taken at shutdown to wait for them.
+    bridges: Mutex<portcullis_bridge::Bridges>,
 }
 
 impl std::fmt::Debug for Node {
@@ -130,6 +136,11 @@ impl Node {
         let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
         modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
         info!(modules = ?modules.enabled(), "modules");
+        // Bridges subscribe locally before clients can publish.
+        let bridges = portcullis_bridge::start(&broker, &cfg.bridges).map_err(|e| Rejected(e.to_string()))?;
+        if !cfg.bridges.is_empty() {
+            info!(bridges = ?cfg.bridges.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), "bridges");
+        }
         let listeners = Listeners::start(&cfg.listeners, &broker, |l| {
             let gate: Arc<dyn Gate> = Arc::new(security.gateway(&l.auth_chain, &l.acl_chain)?);
             info!(listener = %l.name, auth_chain = %l.auth_chain, acl_chain = %l.acl_chain, "listener chains");
@@ -137,7 +148,15 @@ impl Node {
         })
         .await?;
         portcullis_core::sys::spawn(Arc::clone(&broker));
-        Ok(Arc::new(Node { config: cfg, path, broker, security, listeners, modules: Mutex::new(modules) }))
+        Ok(Arc::new(Node {
+            config: cfg,
+            path,
+            broker,
+            security,
+            listeners,
+            modules: Mutex::new(modules),
+            bridges: Mutex::new(bridges),
+        }))
     }
 
     /// What SIGHUP does: password, client id and ACL files, policy
@@ -195,6 +214,9 @@ impl Node {
         info!("shutting down: closing listeners and connections");
         self.broker.shutdown();
         self.listeners.stop();
+        // Bridges tell their remotes they stop (state 0, DISCONNECT).
+        let mut bridges = std::mem::take(&mut *self.bridges.lock());
+        let _ = tokio::time::timeout(Duration::from_secs(3), bridges.wait()).await;
         // Give connections a moment to send DISCONNECT 0x8B and flush.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {

@@ -45,6 +45,10 @@ pub struct PubSubPlan {
     pub concurrency: usize,
     /// How long to wait for stragglers once nothing arrives any more.
     pub drain: Duration,
+    /// Where the subscribers connect, when not to the publishers' broker.
+    pub sub_target: Option<Target>,
+    /// What the subscribers subscribe to, when not the published topic.
+    pub sub_topic: Option<String>,
     pub publish: PubPlan,
 }
 
@@ -57,10 +61,12 @@ pub async fn run(
     let epoch = Instant::now();
     let topic = plan.publish.topic.clone();
 
+    let sub_target = plan.sub_target.unwrap_or(target);
+    let sub_topic = plan.sub_topic.clone().unwrap_or_else(|| topic.clone());
     let mut subs = connect_all(plan.subscribers, plan.concurrency, |i| {
-        let (opts, topic, sub_qos) = (opts.clone(), topic.clone(), plan.sub_qos);
+        let (opts, topic, sub_qos) = (opts.clone(), sub_topic.clone(), plan.sub_qos);
         async move {
-            let mut s = client::open(&target, i, format!("{}s{i}", opts.client_prefix), &opts).await?;
+            let mut s = client::open(&sub_target, i, format!("{}s{i}", opts.client_prefix), &opts).await?;
             subscriber::subscribe(&mut s, &topic, sub_qos, opts.timeout).await?;
             Ok(s)
         }

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{poll_read_chunk, Conn, ListenerContext, Refusal, Ticket, Will};
+use super::{poll_read_chunk, BridgeAdmission, Conn, ListenerContext, Refusal, Ticket, Will};
 use crate::broker::{Broker, OpenError, OpenRequest, Opened};
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, ProtocolVersion};
 use crate::gate::{AuthOutcome, CertField, CertIdentity, ClientContext, ClientInfo, ConnectInfo, Gate, Password};
@@ -281,6 +281,12 @@ where
     let connect = read_connect(broker, listener, reader, &mut writer, rbuf, &mut ticket).await?;
     let asker = Asker::of(&connect);
 
+    if connect.bridge && listener.options.bridges == BridgeAdmission::Refuse {
+        let r = Refusal::BridgeRefused;
+        log_refusal(broker, r, &connect.client_id, connect.username.as_deref());
+        asker.refuse(broker, &mut writer, r).await;
+        return None;
+    }
     let id = match identify(&connect, listener, broker, cert.as_deref()) {
         Ok(id) => id,
         Err(r) => {
@@ -486,6 +492,7 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         clean_start = connect.clean_start,
         session_present,
         keep_alive,
+        bridge = connect.bridge,
         "client connected"
     );
     let hooks = &broker.hooks;

@@ -82,6 +82,23 @@ pub struct ListenerOptions {
     pub cert_as_client_id: Option<CertField>,
     /// Which client ids an identity may use (see [`crate::binding`]).
     pub client_id_pattern: Option<crate::binding::ClientIdPattern>,
+    /// Whether a CONNECT with the bridge bit (protocol level 0x83/0x84/0x85,
+    /// Mosquitto's and RSMB's `try_private`) is accepted.
+    pub bridges: BridgeAdmission,
+}
+
+/// What a listener does with a bridge's CONNECT (the 0x80 bit in the
+/// protocol level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BridgeAdmission {
+    /// Accepted like any client (same auth and ACL); its subscriptions are
+    /// No Local and Retain As Published, so a two-way bridge does not loop
+    /// and retained messages stay retained.
+    #[default]
+    Accept,
+    /// Refused with return code 1 (unacceptable protocol version; v5:
+    /// 0x84), on which Mosquitto and RSMB connect again without the bit.
+    Refuse,
 }
 
 impl ListenerContext {

@@ -37,12 +37,18 @@ pub enum Refusal {
     TooManySessions,
     /// `session.max_sessions_per_identity` reached.
     TooManySessionsForIdentity,
+    /// A bridge (protocol level with the 0x80 bit, Mosquitto's
+    /// `try_private`) on a listener with `accept_bridges = false`: 3.x
+    /// return code 1, which makes Mosquitto and RSMB connect again without
+    /// the bit.
+    BridgeRefused,
 }
 
 impl Refusal {
     /// The MQTT 3.1 / 3.1.1 CONNACK return code.
     pub fn v3_code(self) -> u8 {
         match self {
+            Refusal::BridgeRefused => v3::UNACCEPTABLE_PROTOCOL_VERSION,
             Refusal::EmptyClientId | Refusal::ClientIdTooLong | Refusal::ClientIdPattern => v3::IDENTIFIER_REJECTED,
             Refusal::ClientIdInUse
             | Refusal::CertFieldMissing
@@ -71,6 +77,7 @@ impl Refusal {
             Refusal::RetainUnavailable => v5::RETAIN_NOT_SUPPORTED,
             Refusal::AuthUnavailable => v5::SERVER_UNAVAILABLE,
             Refusal::TooManySessions | Refusal::TooManySessionsForIdentity => v5::QUOTA_EXCEEDED,
+            Refusal::BridgeRefused => v5::UNSUPPORTED_PROTOCOL_VERSION,
         }
     }
 
@@ -101,6 +108,7 @@ impl Refusal {
             Refusal::AuthUnavailable => "authentication service unavailable; try again later",
             Refusal::TooManySessions => "the broker holds as many sessions as it may",
             Refusal::TooManySessionsForIdentity => "this identity holds as many sessions as it may",
+            Refusal::BridgeRefused => "bridge connections are not accepted on this listener",
         }
     }
 }
@@ -127,6 +135,7 @@ mod tests {
             Refusal::AuthUnavailable,
             Refusal::TooManySessions,
             Refusal::TooManySessionsForIdentity,
+            Refusal::BridgeRefused,
         ];
         for r in all {
             assert!((1..=5).contains(&r.v3_code()), "{r:?}");

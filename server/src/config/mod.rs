@@ -65,6 +65,8 @@ pub struct Config {
     pub acl: security::AclSection,
     /// `[modules]`
     pub modules: portcullis_modules::ModulesConfig,
+    /// `[[bridges]]`
+    pub bridges: Vec<portcullis_bridge::BridgeConfig>,
     /// `[log]`
     pub log: LogConfig,
     /// `[admin]`
@@ -106,6 +108,8 @@ pub struct ListenerConfig {
     pub peer_cert_as_client_id: Option<listener::CertFieldName>,
     /// Which client ids an identity may use (validated regex template).
     pub client_id_pattern: Option<String>,
+    /// Accept CONNECTs with the bridge bit (`try_private`).
+    pub accept_bridges: bool,
     /// Certificates; present exactly for `tls` and `wss` listeners.
     pub tls: Option<listener::ListenerTlsConfig>,
     /// WebSocket settings; present exactly for `ws` and `wss` listeners.
@@ -126,6 +130,10 @@ impl ListenerConfig {
                 .client_id_pattern
                 .as_deref()
                 .and_then(|p| portcullis_core::binding::ClientIdPattern::new(p).ok()),
+            bridges: match self.accept_bridges {
+                true => portcullis_core::connection::BridgeAdmission::Accept,
+                false => portcullis_core::connection::BridgeAdmission::Refuse,
+            },
         }
     }
 }

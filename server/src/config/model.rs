@@ -56,6 +56,9 @@ pub(super) struct FileConfig {
     /// Modules built on the hooks (presence, …).
     #[serde(default)]
     pub(super) modules: portcullis_modules::ModulesConfig,
+    /// Bridges to remote brokers (`[[bridges]]`, see the bridge crate).
+    #[serde(default)]
+    pub(super) bridges: Vec<portcullis_bridge::BridgeConfig>,
     /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
@@ -78,6 +81,7 @@ impl Default for FileConfig {
             auth: Default::default(),
             acl: Default::default(),
             modules: Default::default(),
+            bridges: Vec::new(),
             log: LogConfig::default(),
             admin: Default::default(),
         }
@@ -172,6 +176,14 @@ pub(super) struct ListenerEntry {
     /// does not match is refused (3.1.1 0x02, v5 0x85). Unset: any.
     #[serde(default = "default_client_id_pattern")]
     pub(super) client_id_pattern: Option<String>,
+    /// Accept bridges from other brokers: a CONNECT whose protocol level
+    /// has the 0x80 bit (Mosquitto's and RSMB's `try_private`). Accepted
+    /// bridges pass the same auth and ACL as any client; their
+    /// subscriptions are No Local and Retain As Published. `false`: such a
+    /// CONNECT is refused with return code 1 (unacceptable protocol
+    /// version), and Mosquitto connects again as a plain client.
+    #[serde(default = "default_accept_bridges")]
+    pub(super) accept_bridges: bool,
     /// Certificates (`tls` and `wss` listeners, where it is required).
     #[serde(default = "default_listener_tls")]
     pub(super) tls: Option<listener::ListenerTlsConfig>,
@@ -204,6 +216,7 @@ impl Default for ListenerEntry {
             peer_cert_as_username: default_peer_cert_as(),
             peer_cert_as_client_id: default_peer_cert_as(),
             client_id_pattern: default_client_id_pattern(),
+            accept_bridges: default_accept_bridges(),
             tls: default_listener_tls(),
             websocket: default_listener_websocket(),
         }
@@ -220,6 +233,9 @@ pub fn default_listener_rate_limit() -> Option<Option<RateLimitConfig>> {
 }
 pub fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
+}
+pub fn default_accept_bridges() -> bool {
+    true
 }
 pub fn default_proxy_protocol() -> bool {
     false

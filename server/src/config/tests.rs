@@ -104,6 +104,7 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             peer_cert_as_username: None,
             peer_cert_as_client_id: None,
             client_id_pattern: None,
+            accept_bridges: true,
             tls: None,
             websocket: None,
         }]

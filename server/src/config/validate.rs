@@ -42,6 +42,9 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
         checks.fail(format!("modules.{key}"), message);
     }
     check_admin(&mut checks, file);
+    for (key, message) in portcullis_bridge::validate_all(&file.bridges) {
+        checks.fail(key, message);
+    }
     checks.problems
 }
 
@@ -203,6 +206,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             peer_cert_as_username: entry.peer_cert_as_username,
             peer_cert_as_client_id: entry.peer_cert_as_client_id,
             client_id_pattern: entry.client_id_pattern,
+            accept_bridges: entry.accept_bridges,
             tls: entry.tls,
             // A WebSocket listener without the table runs on its defaults.
             websocket: match entry.kind.is_websocket() {
@@ -223,6 +227,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         auth: file.auth,
         acl: file.acl,
         modules: file.modules,
+        bridges: file.bridges,
         log: file.log,
         admin: file.admin,
     }
