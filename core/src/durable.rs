@@ -148,11 +148,33 @@ pub struct RecoveredSession {
     pub expiry_secs: Option<u32>,
     pub detached_at_ms: Option<u64>,
     pub subscriptions: Vec<(Arc<str>, SubscriptionOptions, Option<u32>)>,
-    /// Queued deliveries in order: (seq, message, qos, retain, ids).
-    pub queue: Vec<(u64, Arc<Message>, u8, bool, Vec<u32>)>,
+    /// Queued deliveries in order.
+    pub queue: Vec<RecoveredQueued>,
     /// In-flight deliveries in the order they were sent.
-    pub inflight: Vec<(u16, Arc<Message>, u8, bool, InflightState)>,
+    pub inflight: Vec<RecoveredInflight>,
     pub awaiting_rel: Vec<u16>,
+}
+
+/// A queued delivery as the store returns it.
+#[derive(Debug, Clone)]
+pub struct RecoveredQueued {
+    pub seq: u64,
+    pub id: MessageId,
+    pub msg: Arc<Message>,
+    pub qos: u8,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+/// An in-flight delivery as the store returns it.
+#[derive(Debug, Clone)]
+pub struct RecoveredInflight {
+    pub packet_id: u16,
+    pub id: MessageId,
+    pub msg: Arc<Message>,
+    pub qos: u8,
+    pub retain: bool,
+    pub state: InflightState,
 }
 
 /// Everything a store holds, at start.
