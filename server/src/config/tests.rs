@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 96, "a key was added or removed: update this count");
+    assert_eq!(keys, 99, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -585,4 +585,16 @@ acl_chain = "missing"
     assert!(all.contains("provider `devices` appears twice"), "{all}");
     assert!(all.contains("also used by"), "{all}");
     assert!(all.contains("listeners[0].acl_chain: no acl chain named `missing`"), "{all}");
+}
+
+#[test]
+fn persistence_modes_and_their_checks() {
+    let c = ok("[persistence]\nmode = \"strict\"\ndir = \"/var/lib/p\"\nrelaxed_window = \"250ms\"\n");
+    assert_eq!(c.persistence.mode, super::PersistenceMode::Strict);
+    assert_eq!(c.persistence.dir, std::path::PathBuf::from("/var/lib/p"));
+    assert_eq!(c.persistence.relaxed_window, Duration::from_millis(250));
+    one_error("[persistence]\nmode = \"strict\"\nsnapshot_file = \"s.bin\"\n", "persistence.snapshot_file");
+    one_error("[persistence]\nmode = \"relaxed\"\ndir = \"\"\n", "persistence.dir");
+    one_error("[persistence]\nrelaxed_window = \"0s\"\n", "persistence.relaxed_window");
+    assert!(errors("[persistence]\nmode = \"fast\"\n").join("\n").contains("mode"));
 }
