@@ -265,3 +265,71 @@ async fn a_damaged_store_stops_the_start_with_the_file_named() {
         assert!(!stderr.contains("panicked"), "{what}: no panic: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_message_is_not_delivered_twice_across_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = strict(&data);
+    let broker = Broker::start(&cfg);
+    let (mut sub, _) = open_v5(broker.addr, "q2-sub", false, persistent()).await;
+    subscribe(&mut sub, 1, &[("q2/#", QoS::ExactlyOnce)]).await;
+    portcullis_tests::kit::disconnect(sub).await;
+    let (mut publisher, _) = open_v5(broker.addr, "q2-pub", false, persistent()).await;
+    publisher.send_packet(&Packet::Publish(publish("q2/t", QoS::ExactlyOnce, Some(7), b"exactly", false))).await;
+    match publisher.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!((r.packet_id, r.reason), (7, 0)),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    drop(broker); // SIGKILL before the PUBREL
+
+    let broker = Broker::start(&cfg);
+    // The publisher did not see the PUBREC: it sends the PUBLISH again.
+    let (mut publisher, ack) = open_v5(broker.addr, "q2-pub", false, persistent()).await;
+    assert!(ack.session_present);
+    let mut again = publish("q2/t", QoS::ExactlyOnce, Some(7), b"exactly", false);
+    again.dup = true;
+    publisher.send_packet(&Packet::Publish(again)).await;
+    match publisher.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!((r.packet_id, r.reason), (7, 0)),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    publisher
+        .send_packet(&Packet::PubRel(PubResp { packet_id: 7, reason: 0, properties: Properties::default() }))
+        .await;
+    match publisher.recv().await {
+        Some(Packet::PubComp(r)) => assert_eq!((r.packet_id, r.reason), (7, 0), "the awaited id survived"),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    let (mut sub, ack) = open_v5(broker.addr, "q2-sub", false, persistent()).await;
+    assert!(ack.session_present);
+    let got = drain_publishes(&mut sub, Duration::from_millis(800), Duration::from_secs(5)).await;
+    let copies = got.iter().filter(|p| &p.payload[..] == b"exactly").count();
+    assert_eq!(copies, 1, "delivered once: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_mode_writes_within_its_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = format!("[persistence]\nmode = \"relaxed\"\ndir = \"{}\"\nrelaxed_window = \"200ms\"\n", data.display());
+    let broker = Broker::start(&cfg);
+    let (mut sub, _) = open_v5(broker.addr, "relaxed-sub", false, persistent()).await;
+    subscribe(&mut sub, 1, &[("r/#", QoS::AtLeastOnce)]).await;
+    portcullis_tests::kit::disconnect(sub).await;
+    let (mut p, _) = open_v5(broker.addr, "relaxed-pub", true, Properties::default()).await;
+    for i in 0..50u16 {
+        let code =
+            portcullis_tests::kit::pub_simple(&mut p, "r/x", QoS::AtLeastOnce, i + 1, i.to_string().as_bytes(), false)
+                .await;
+        assert_eq!(code, 0);
+    }
+    // Past the 200 ms window, they are on disk: kill -9 loses none.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(broker); // SIGKILL
+    let broker = Broker::start(&cfg);
+    let (mut sub, ack) = open_v5(broker.addr, "relaxed-sub", false, persistent()).await;
+    assert!(ack.session_present);
+    let got = drain_publishes(&mut sub, Duration::from_millis(800), Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 50, "every acknowledged message back");
+}
