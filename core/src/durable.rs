@@ -200,3 +200,126 @@ impl fmt::Debug for dyn SessionStore {
         f.write_str("SessionStore")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::broker::{Broker, OpenRequest};
+    use crate::codec::QoS;
+    use crate::session::SubRecord;
+    use crate::settings::BrokerSettings;
+    use crate::topic::{SubscriptionFilter, TopicName};
+
+    /// A store that records what it is given.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Change>>);
+
+    impl SessionStore for Recorder {
+        fn commit(&self, changes: Vec<Change>) -> Commit {
+            self.0.lock().extend(changes);
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn recover(&self) -> Result<Recovered, StoreError> {
+            Ok(Recovered::default())
+        }
+    }
+
+    fn names(r: &Recorder) -> Vec<&'static str> {
+        r.0.lock()
+            .drain(..)
+            .map(|c| match c {
+                Change::SessionPut { .. } => "SessionPut",
+                Change::SessionDelete { .. } => "SessionDelete",
+                Change::SubscriptionPut { .. } => "SubscriptionPut",
+                Change::SubscriptionDelete { .. } => "SubscriptionDelete",
+                Change::MessagePut { .. } => "MessagePut",
+                Change::QueuePush { .. } => "QueuePush",
+                Change::QueuePop { .. } => "QueuePop",
+                Change::InflightPut { .. } => "InflightPut",
+                Change::InflightDelete { .. } => "InflightDelete",
+                Change::AwaitRelPut { .. } => "AwaitRelPut",
+                Change::AwaitRelDelete { .. } => "AwaitRelDelete",
+                Change::RetainPut { .. } => "RetainPut",
+                Change::RetainDelete { .. } => "RetainDelete",
+            })
+            .collect()
+    }
+
+    fn msg(qos: QoS) -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::new("t/1").unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            properties: None,
+            publisher: None,
+            expires_at: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn only_persistent_sessions_and_qos_1_2_reach_the_store() {
+        let b = Broker::new(BrokerSettings::default());
+        let rec = Arc::new(Recorder::default());
+        b.restore_from_store(rec.clone(), Recovered::default());
+        let owner = SessionOwner::User(Arc::from("u"));
+        let (clean, kept): (Arc<str>, Arc<str>) = (Arc::from("clean"), Arc::from("kept"));
+        let open = |id: &Arc<str>, expiry, conn_id| {
+            b.open_session(OpenRequest { client_id: id, owner: &owner, clean_start: true, expiry, conn_id }).unwrap()
+        };
+        let f = SubscriptionFilter::parse("t/+").unwrap();
+        let sub = |s| {
+            let rec = SubRecord {
+                filter: f.clone(),
+                options: crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+                subscription_id: None,
+                check: false,
+            };
+            b.subscribe(s, f.clone(), rec);
+        };
+
+        let c = open(&clean, Some(Duration::ZERO), 1);
+        sub(&c.session);
+        b.publish(msg(QoS::AtLeastOnce));
+        assert_eq!(names(&rec), Vec::<&str>::new(), "a clean session never reaches the store");
+        b.close_session(&c.session, 1);
+        assert_eq!(names(&rec), Vec::<&str>::new());
+
+        let k = open(&kept, Some(Duration::from_secs(60)), 2);
+        assert_eq!(names(&rec), ["SessionPut"]);
+        sub(&k.session);
+        assert_eq!(names(&rec), ["SubscriptionPut"]);
+        b.publish(msg(QoS::AtMostOnce));
+        assert_eq!(names(&rec), Vec::<&str>::new(), "QoS 0 never reaches the store");
+        b.publish(msg(QoS::AtLeastOnce));
+        assert_eq!(names(&rec), ["MessagePut", "QueuePush"]);
+        let mut st = k.session.lock();
+        let _qos0 = st.next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        let out = st.next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        assert_eq!(names(&rec), ["QueuePop", "InflightPut"]);
+        st.complete(out.packet_id.unwrap());
+        st.await_rel(9, Instant::now());
+        st.release(9);
+        drop(st);
+        assert_eq!(names(&rec), ["InflightDelete", "AwaitRelPut", "AwaitRelDelete"]);
+        b.unsubscribe(&k.session, "t/+");
+        b.close_session(&k.session, 2);
+        assert_eq!(names(&rec), ["SubscriptionDelete", "SessionPut"]);
+        let again = b
+            .open_session(OpenRequest {
+                client_id: &kept,
+                owner: &owner,
+                clean_start: true,
+                expiry: Some(Duration::from_secs(60)),
+                conn_id: 3,
+            })
+            .unwrap();
+        assert!(!again.session_present);
+        assert_eq!(names(&rec), ["SessionDelete", "SessionPut"], "a clean start ends the stored session first");
+    }
+}

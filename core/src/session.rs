@@ -107,8 +107,9 @@ struct Activity {
     /// Shared subscriptions among them.
     shared_subscriptions: usize,
     queue: VecDeque<Delivery>,
-    /// Beside `queue`, entry for entry: the store's (seq, message id) of
-    /// a queued delivery that is in the store.
+    /// Beside `queue`, entry for entry while the session is durable (empty
+    /// otherwise): the store's (seq, message id) of a queued delivery that
+    /// is in the store.
     queue_stored: VecDeque<Option<(u64, MessageId)>>,
     /// The next queue seq for the store.
     next_seq: u64,
@@ -134,7 +135,7 @@ struct Activity {
     /// Where this session's changes go: set while it is persistent and the
     /// broker has a durable store ([`crate::durable`]). Here, not in the
     /// session, so that a session without a store pays nothing.
-    durable: Option<Durable>,
+    durable: Option<Box<Durable>>,
 }
 
 /// What [`SessionState`]'s read accessors see while nothing is allocated.
@@ -356,7 +357,9 @@ impl Session {
         };
         let a = st.activity_mut();
         a.queue.push_back(d);
-        a.queue_stored.push_back(stored);
+        if a.durable.is_some() {
+            a.queue_stored.push_back(stored);
+        }
         let high = settings.queue_high_water;
         let mut congested = false;
         if high != 0 && a.queue.len() > high && st.owner.is_some() {
@@ -397,7 +400,11 @@ impl Session {
         let a = st.activity_mut();
         a.queue_bytes += d.queued_weight as usize;
         a.queue.push_back(d);
-        a.queue_stored.push_back(stored);
+        // Restored from the store, every entry is (the session is made
+        // durable next); from a snapshot, none is.
+        if stored.is_some() || a.durable.is_some() {
+            a.queue_stored.push_back(stored);
+        }
         if let Some((seq, _)) = stored {
             a.next_seq = a.next_seq.max(seq + 1);
         }
@@ -425,12 +432,14 @@ impl SessionState {
     /// From now on the session's changes go to `store` (the broker calls
     /// this for a persistent session, after writing its `SessionPut`).
     pub fn set_durable(&mut self, client_id: Arc<str>, store: Arc<dyn SessionStore>) {
-        self.activity_mut().durable = Some(Durable { store, client_id });
+        self.activity_mut().durable = Some(Box::new(Durable { store, client_id }));
     }
 
     /// Stops writing the session's changes; returns the store it used.
     pub fn take_durable(&mut self) -> Option<(Arc<str>, Arc<dyn SessionStore>)> {
-        self.activity.as_mut()?.durable.take().map(|d| (d.client_id, d.store))
+        let a = self.activity.as_mut()?;
+        a.queue_stored = VecDeque::new();
+        a.durable.take().map(|d| (d.client_id, d.store))
     }
 
     fn activity(&self) -> &Activity {
@@ -649,7 +658,7 @@ impl SessionState {
                 return None;
             }
             let d = a.queue.pop_front()?;
-            let stored = a.queue_stored.pop_front().flatten();
+            let stored = if client_id.is_some() { a.queue_stored.pop_front().flatten() } else { None };
             if let (Some((seq, _)), Some(client_id)) = (stored, &client_id) {
                 changes.push(Change::QueuePop { client_id: client_id.clone(), seq });
             }
