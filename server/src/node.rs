@@ -187,7 +187,17 @@ impl Node {
             let store = Arc::clone(store);
             match tokio::task::spawn_blocking(move || store.flush()).await {
                 Ok(Ok(())) => {
-                    info!(file = %self.store.as_ref().map_or(String::new(), |s| s.path().display().to_string()), "store flushed")
+                    if let Some(store) = &self.store {
+                        let st = store.stats();
+                        info!(
+                            file = %store.path().display(),
+                            group_commits = st.groups,
+                            batches = st.batches,
+                            changes = st.changes,
+                            failed_group_commits = st.failed_groups,
+                            "store flushed (one fsync per group commit)"
+                        );
+                    }
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "could not flush the store"),
                 Err(e) => tracing::error!(error = %e, "could not flush the store"),

@@ -45,6 +45,8 @@ pub struct PubSubPlan {
     pub concurrency: usize,
     /// How long to wait for stragglers once nothing arrives any more.
     pub drain: Duration,
+    /// Subscribers with persistent sessions.
+    pub persistent: bool,
     pub publish: PubPlan,
 }
 
@@ -58,7 +60,10 @@ pub async fn run(
     let topic = plan.publish.topic.clone();
 
     let mut subs = connect_all(plan.subscribers, plan.concurrency, |i| {
-        let (opts, topic, sub_qos) = (opts.clone(), topic.clone(), plan.sub_qos);
+        let (mut opts, topic, sub_qos) = (opts.clone(), topic.clone(), plan.sub_qos);
+        if plan.persistent {
+            opts.session_expiry = Some(60);
+        }
         async move {
             let mut s = client::open(&target, i, format!("{}s{i}", opts.client_prefix), &opts).await?;
             subscriber::subscribe(&mut s, &topic, sub_qos, opts.timeout).await?;
