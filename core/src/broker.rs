@@ -291,14 +291,34 @@ impl Broker {
             }
             return;
         }
-        let Some((client_id, store)) = st.take_durable() else { return };
-        drop(store.commit(vec![Change::SessionPut {
-            client_id: client_id.clone(),
+        if let Some(c) = Self::session_terms_commit(session, st, detached_at) {
+            drop(c);
+        }
+    }
+
+    /// Writes the session's terms again and returns the commit; when it
+    /// completes, every change of the session sent before it is durable
+    /// too (the store writes in order): a SUBACK waits for it in strict
+    /// mode.
+    fn session_terms_commit(
+        session: &Session,
+        st: &crate::session::SessionState,
+        detached_at: Option<SystemTime>,
+    ) -> Option<Commit> {
+        let (client_id, store) = st.durable_link()?;
+        Some(store.commit(vec![Change::SessionPut {
+            client_id,
             owner: session.owner.clone(),
             expiry_secs: st.expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
             detached_at_ms: detached_at.map(unix_ms),
-        }]));
-        st.set_durable(client_id, store);
+        }]))
+    }
+
+    /// For a durable session: a commit that completes once everything the
+    /// session changed so far is durable (strict mode; at once in relaxed).
+    pub fn durable_barrier(&self, session: &Session) -> Option<Commit> {
+        let st = session.lock();
+        Self::session_terms_commit(session, &st, None)
     }
 
     /// Ends a session: its subscriptions leave the router, its queue goes.

@@ -322,4 +322,46 @@ mod tests {
         assert!(!again.session_present);
         assert_eq!(names(&rec), ["SessionDelete", "SessionPut"], "a clean start ends the stored session first");
     }
+
+    #[tokio::test]
+    async fn a_queue_filled_offline_pops_its_own_rows_after_a_resume() {
+        let b = Broker::new(BrokerSettings::default());
+        let rec = Arc::new(Recorder::default());
+        b.restore_from_store(rec.clone(), Recovered::default());
+        let owner = SessionOwner::User(Arc::from("u"));
+        let id: Arc<str> = Arc::from("dev");
+        let open = |clean_start, conn_id| {
+            b.open_session(OpenRequest {
+                client_id: &id,
+                owner: &owner,
+                clean_start,
+                expiry: Some(Duration::from_secs(60)),
+                conn_id,
+            })
+            .unwrap()
+        };
+        let s = open(true, 1);
+        let f = SubscriptionFilter::parse("t/+").unwrap();
+        let opts = crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+        b.subscribe(&s.session, f.clone(), SubRecord { filter: f, options: opts, subscription_id: None, check: false });
+        b.close_session(&s.session, 1);
+        b.publish(msg(QoS::AtLeastOnce));
+        b.publish(msg(QoS::AtLeastOnce));
+        let _ = names(&rec);
+        let again = open(false, 2);
+        assert!(again.session_present);
+        b.publish(msg(QoS::AtLeastOnce));
+        let _ = names(&rec);
+        let mut st = again.session.lock();
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            st.next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+            for c in rec.0.lock().drain(..) {
+                if let Change::QueuePop { seq, .. } = c {
+                    seqs.push(seq);
+                }
+            }
+        }
+        assert_eq!(seqs, [0, 1, 2], "each delivery pops its own row, in order");
+    }
 }

@@ -435,6 +435,12 @@ impl SessionState {
         self.activity_mut().durable = Some(Box::new(Durable { store, client_id }));
     }
 
+    /// The session's store link (client id, store), if it is durable.
+    pub fn durable_link(&self) -> Option<(Arc<str>, Arc<dyn SessionStore>)> {
+        let d = self.activity.as_ref()?.durable.as_ref()?;
+        Some((d.client_id.clone(), Arc::clone(&d.store)))
+    }
+
     /// Stops writing the session's changes; returns the store it used.
     pub fn take_durable(&mut self) -> Option<(Arc<str>, Arc<dyn SessionStore>)> {
         let a = self.activity.as_mut()?;

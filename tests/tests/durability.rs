@@ -127,7 +127,14 @@ async fn every_acknowledged_message_survives_kill_9_at_random_points() {
             assert!(ack.session_present, "iteration {i}: the session survived the kill -9");
             restored_sessions += 1;
         }
-        let sub_task = tokio::spawn(subscriber_loop(sub, Arc::clone(&received)));
+        // Every other round the subscriber leaves at once: the load queues
+        // offline, and the next round resumes a session with a queue.
+        let sub_task = if i % 2 == 1 {
+            portcullis_tests::kit::disconnect(sub).await;
+            tokio::spawn(async {})
+        } else {
+            tokio::spawn(subscriber_loop(sub, Arc::clone(&received)))
+        };
         let (publisher, _) = open_v5(broker.addr, "loader", true, Properties::default()).await;
         let pub_task = tokio::spawn(publisher_loop(publisher, Arc::clone(&next), Arc::clone(&acked)));
         let wait = 150 + rng_next(&mut seed) % 600;

@@ -427,6 +427,13 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 retained_for.push((filter, *opts, check));
             }
         }
+        // A persistent session's SUBACK says the subscriptions are on disk
+        // (strict mode: one group commit; SUBSCRIBE is rare).
+        if let Some(barrier) = self.broker.durable_barrier(&self.session) {
+            if let Err(e) = barrier.await {
+                warn!(client_id = %Peer(&self.client.client_id), error = %e, "subscription not written to the durable store");
+            }
+        }
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             return_codes: codes,
