@@ -34,6 +34,9 @@ pub struct ClientOpts {
     pub client_prefix: String,
     /// Bound on each network step: the whole handshake, a SUBACK, a flush.
     pub timeout: Duration,
+    /// `Some(seconds)`: connect with a persistent session (clean start 0,
+    /// v5 session expiry interval); `None`: clean start.
+    pub session_expiry: Option<u32>,
 }
 
 impl std::fmt::Debug for ClientOpts {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for ClientOpts {
             .field("keep_alive", &self.keep_alive)
             .field("client_prefix", &self.client_prefix)
             .field("timeout", &self.timeout)
+            .field("session_expiry", &self.session_expiry)
             .finish()
     }
 }
@@ -134,13 +138,13 @@ async fn handshake(target: &Target, idx: usize, client_id: String, opts: &Client
     let connect = Connect {
         protocol: opts.version,
         bridge: false,
-        clean_start: true,
+        clean_start: opts.session_expiry.is_none(),
         keep_alive: opts.keep_alive,
         client_id,
         will: None,
         username: opts.username_for(idx),
         password: opts.password.clone(),
-        properties: Properties::default(),
+        properties: Properties { session_expiry_interval: opts.session_expiry, ..Properties::default() },
     };
     writer.push(&Packet::Connect(Box::new(connect)))?;
     let sent = Instant::now();

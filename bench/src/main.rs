@@ -163,6 +163,11 @@ struct PubSubArgs {
     /// Handshakes in flight while connecting the clients.
     #[arg(short, long, default_value_t = 100)]
     concurrency: usize,
+    /// Subscribers connect with persistent sessions (clean start 0, v5
+    /// session expiry 60 s): the broker's durable store, if it has one,
+    /// holds what they are sent.
+    #[arg(long)]
+    persistent: bool,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -257,6 +262,7 @@ fn setup(c: &Common) -> anyhow::Result<(Target, ClientOpts, Progress)> {
         keep_alive: c.keep_alive,
         client_prefix,
         timeout: c.timeout,
+        session_expiry: None,
     };
     Ok((target, opts, Progress::new(c.quiet)))
 }
@@ -295,6 +301,7 @@ fn pubsub_plan(a: &PubSubArgs) -> anyhow::Result<pubsub::PubSubPlan> {
         drain: a.drain,
         sub_target: None,
         sub_topic: a.sub_topic.clone(),
+        persistent: a.persistent,
         publish: pubsub::PubPlan {
             topic,
             qos: qos(a.qos),

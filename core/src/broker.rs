@@ -6,7 +6,7 @@
 //! target session on its own; it never holds two of them at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use crate::codec::QoS;
 use crate::connection::PreAuth;
+use crate::durable::{Change, Commit, Recovered, SessionStore};
 use crate::hooks::{Hooks, SessionEndReason, SessionEvent};
 use crate::logsafe::{LogLimiter, Peer};
 use crate::message::{Delivery, Message};
@@ -23,7 +24,7 @@ use crate::owner::{OwnerMismatch, SessionOwner};
 use crate::registry::Registry;
 use crate::retain::{RetainResult, RetainStore};
 use crate::router::{for_each_delivery, remove_no_local, Clients, Route, Router, Subscriber};
-use crate::session::{Kick, Session, SubRecord};
+use crate::session::{Inflight, Kick, OutState, Session, StoreSlot, SubRecord};
 use crate::settings::BrokerSettings;
 use crate::topic::SubscriptionFilter;
 
@@ -100,6 +101,16 @@ pub struct Broker {
     /// The metric topics `$SYS` published last time ([`crate::sys`] clears
     /// those that went).
     pub(crate) sys_topics: Mutex<std::collections::HashSet<String>>,
+    /// The durable store, when `[persistence]` has one
+    /// ([`Broker::restore_from_store`] sets it, once, at start).
+    store: OnceLock<Arc<dyn SessionStore>>,
+    /// The next stored message id.
+    next_message_id: AtomicU64,
+}
+
+/// Unix time in milliseconds.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Broker {
@@ -122,6 +133,8 @@ impl Broker {
             drained: tokio::sync::Notify::new(),
             metric_sources: Mutex::new(Vec::new()),
             sys_topics: Mutex::new(std::collections::HashSet::new()),
+            store: OnceLock::new(),
+            next_message_id: AtomicU64::new(1),
         })
     }
 
@@ -223,6 +236,7 @@ impl Broker {
                     let (kick_tx, kick_rx) = oneshot::channel();
                     st.attach(conn_id, kick_tx);
                     st.expiry = expiry;
+                    self.store_session_terms(&existing, &mut st, None);
                     let generation = st.generation;
                     drop(st);
                     return Ok(Opened { session: existing, session_present: true, kicked: kick_rx, generation });
@@ -247,11 +261,65 @@ impl Broker {
         let generation = {
             let mut st = session.lock();
             st.attach(conn_id, kick_tx);
+            if let Some(store) = self.store.get() {
+                if !expiry.is_some_and(|d| d.is_zero()) {
+                    st.set_durable(client_id.clone(), Arc::clone(store));
+                    self.store_session_terms(&session, &mut st, None);
+                }
+            }
             st.generation
         };
         map.insert(session.clone());
         self.metrics.sessions.set(map.len() as u64);
         Ok(Opened { session, session_present: false, kicked: kick_rx, generation })
+    }
+
+    /// Writes a persistent session's terms (owner, expiry, since when it
+    /// is detached) to the store; a session whose expiry became zero
+    /// leaves the store.
+    fn store_session_terms(
+        &self,
+        session: &Session,
+        st: &mut crate::session::SessionState,
+        detached_at: Option<SystemTime>,
+    ) {
+        if !st.is_durable() {
+            return;
+        }
+        if st.expiry.is_some_and(|d| d.is_zero()) {
+            if let Some((client_id, store)) = st.take_durable() {
+                drop(store.commit(vec![Change::SessionDelete { client_id }]));
+            }
+            return;
+        }
+        if let Some(c) = Self::session_terms_commit(session, st, detached_at) {
+            drop(c);
+        }
+    }
+
+    /// Writes the session's terms again and returns the commit; when it
+    /// completes, every change of the session sent before it is durable
+    /// too (the store writes in order): a SUBACK waits for it in strict
+    /// mode.
+    fn session_terms_commit(
+        session: &Session,
+        st: &crate::session::SessionState,
+        detached_at: Option<SystemTime>,
+    ) -> Option<Commit> {
+        let (client_id, store) = st.durable_link()?;
+        Some(store.commit(vec![Change::SessionPut {
+            client_id,
+            owner: session.owner.clone(),
+            expiry_secs: st.expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            detached_at_ms: detached_at.map(unix_ms),
+        }]))
+    }
+
+    /// For a durable session: a commit that completes once everything the
+    /// session changed so far is durable (strict mode; at once in relaxed).
+    pub fn durable_barrier(&self, session: &Session) -> Option<Commit> {
+        let st = session.lock();
+        Self::session_terms_commit(session, &st, None)
     }
 
     /// Ends a session: its subscriptions leave the router, its queue goes.
@@ -261,6 +329,9 @@ impl Broker {
             return;
         }
         st.ended = true;
+        if let Some((client_id, store)) = st.take_durable() {
+            drop(store.commit(vec![Change::SessionDelete { client_id }]));
+        }
         for rec in st.subscriptions().values() {
             self.router.unsubscribe(&rec.filter, &session.client_id);
         }
@@ -296,6 +367,7 @@ impl Broker {
             if !st.detach(conn_id) {
                 return;
             }
+            self.store_session_terms(session, &mut st, Some(SystemTime::now()));
             (st.expiry, st.generation)
         };
         // An offline session holds no publisher back.
@@ -348,10 +420,15 @@ impl Broker {
     /// Registers a detached session restored from a snapshot and starts its
     /// expiry. Replaces nothing: an existing session with that id wins.
     pub fn adopt_session(self: &Arc<Self>, session: Arc<Session>) {
-        let (expiry, generation) = {
-            let st = session.lock();
-            (st.expiry, st.generation)
-        };
+        let expiry = session.lock().expiry;
+        self.adopt_session_for(session, expiry);
+    }
+
+    /// [`Broker::adopt_session`], ending the session after `first_expiry`
+    /// (what is left of its expiry) unless it is resumed first.
+    fn adopt_session_for(self: &Arc<Self>, session: Arc<Session>, first_expiry: Option<Duration>) {
+        let generation = session.lock().generation;
+        let expiry = first_expiry;
         {
             let mut map = self.sessions.lock();
             if map.contains(&session.client_id) {
@@ -363,6 +440,88 @@ impl Broker {
             self.metrics.sessions.set(map.len() as u64);
         }
         self.start_expiry(&session, expiry, generation);
+    }
+
+    /// The durable store, if the broker has one.
+    pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
+        self.store.get()
+    }
+
+    /// Takes `store` as the broker's durable store and rebuilds what it
+    /// held: retained messages, and every persistent session detached,
+    /// with its subscriptions, queue, in-flight window (same packet ids)
+    /// and QoS 2 state. A session's expiry counts the time it was
+    /// detached, downtime included. Call once, at start, before any
+    /// client connects. Returns (sessions, messages, retained) restored.
+    pub fn restore_from_store(self: &Arc<Self>, store: Arc<dyn SessionStore>, r: Recovered) -> (usize, usize, usize) {
+        use crate::durable::InflightState;
+        if self.store.set(Arc::clone(&store)).is_err() {
+            return (0, 0, 0);
+        }
+        self.next_message_id.store(r.next_message_id.max(1), Ordering::Relaxed);
+        let retained = r.retained.len();
+        for m in &r.retained {
+            self.retained.set(m);
+        }
+        self.metrics.retained.set(self.retained.len() as u64);
+        let now_ms = unix_ms(SystemTime::now());
+        let (mut sessions, mut messages) = (0, 0);
+        for s in r.sessions {
+            let expiry = s.expiry_secs.map(|e| Duration::from_secs(u64::from(e)));
+            let session = Arc::new(Session::new(s.client_id.clone(), s.owner, expiry));
+            for (raw, options, subscription_id) in s.subscriptions {
+                let Ok(filter) = SubscriptionFilter::parse(&raw) else { continue };
+                // As for a snapshot: the ACL mark is not stored; a restored
+                // wildcard subscription has its deliveries checked.
+                let check = filter.filter.has_wildcards();
+                let rec = SubRecord { filter: filter.clone(), options, subscription_id, check };
+                self.subscribe(&session, filter, rec);
+            }
+            let delivery = |msg: Arc<Message>, qos: u8, retain: bool, subscription_ids: Vec<u32>| Delivery {
+                msg,
+                qos: QoS::from_u8(qos).unwrap_or(QoS::AtLeastOnce),
+                retain,
+                subscription_ids,
+                check: true,
+                queued_weight: 0,
+            };
+            {
+                let mut st = session.lock();
+                for i in s.inflight {
+                    let state = match i.state {
+                        InflightState::Published => OutState::Published,
+                        InflightState::Released => OutState::Released,
+                    };
+                    let d = delivery(i.msg, i.qos, i.retain, Vec::new());
+                    st.push_inflight(Inflight { packet_id: i.packet_id, delivery: d, state, stored: Some(i.id) });
+                    messages += 1;
+                }
+                for id in s.awaiting_rel {
+                    st.await_rel(id, Instant::now());
+                }
+            }
+            for q in s.queue {
+                session
+                    .restore_queued_stored(delivery(q.msg, q.qos, q.retain, q.subscription_ids), Some((q.seq, q.id)));
+                messages += 1;
+            }
+            session.lock().set_durable(s.client_id.clone(), Arc::clone(&store));
+            // Expiry counts from when the client left (or from now, for a
+            // session whose client was attached when the broker stopped).
+            let first = expiry.map(|e| {
+                let gone = s.detached_at_ms.map_or(0, |at| now_ms.saturating_sub(at));
+                e.saturating_sub(Duration::from_millis(gone))
+            });
+            if first.is_some_and(|d| d.is_zero()) {
+                // Expired while the broker was down: it ends now, before
+                // any client can resume it.
+                self.adopt_session_for(session, Some(Duration::ZERO));
+                continue;
+            }
+            self.adopt_session_for(session, first);
+            sessions += 1;
+        }
+        (sessions, messages, retained)
     }
 
     /// Publishes `will` after `delay` unless the session was resumed by a
@@ -432,7 +591,30 @@ impl Broker {
 
     /// Stores / clears the retained copy of `msg` (when it is retained).
     pub fn retain(&self, msg: &Arc<Message>) -> RetainResult {
+        self.retain_stored(msg, None)
+    }
+
+    /// [`Broker::retain`], writing the change to the store (when there is
+    /// one); the commit goes to `commits` for a publisher to wait for.
+    pub fn retain_stored(&self, msg: &Arc<Message>, commits: Option<&mut Vec<Commit>>) -> RetainResult {
         let r = self.retained.set(msg);
+        if let Some(store) = self.store.get() {
+            let change = match r {
+                RetainResult::Stored | RetainResult::Replaced if !msg.topic.as_str().starts_with('$') => {
+                    Some(Change::RetainPut { msg: Arc::clone(msg) })
+                }
+                RetainResult::Cleared | RetainResult::OverMaxBytes => {
+                    Some(Change::RetainDelete { topic: Arc::from(msg.topic.as_str()) })
+                }
+                _ => None,
+            };
+            if let Some(change) = change {
+                let commit = store.commit(vec![change]);
+                if let Some(c) = commits {
+                    c.push(commit);
+                }
+            }
+        }
         match r {
             RetainResult::Stored | RetainResult::Replaced => {
                 self.metrics.messages_retained_stored.fetch_add(1, Ordering::Relaxed);
@@ -455,22 +637,40 @@ impl Broker {
     /// its retain flag is set). Returns the number of sessions it matched
     /// (after no-local), including any whose full queue dropped it.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
-        self.publish_from(msg, None)
+        self.publish_from(msg, None, None)
     }
 
     /// [`Broker::publish`] for a client's PUBLISH: the connected sessions
     /// it reached that are congested (other than the publisher's own) are
     /// put in `congested`, for the publisher to wait for
     /// ([`Broker::wait_drained`]) before it reads on.
-    pub fn publish_from(&self, msg: Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
+    ///
+    /// `commits` receives the store commits of the persistent sessions
+    /// (and the retained store) it reached: in strict mode the publisher
+    /// acknowledges once they complete.
+    pub fn publish_from(
+        &self,
+        msg: Arc<Message>,
+        congested: Option<&mut Vec<Arc<Session>>>,
+        mut commits: Option<&mut Vec<Commit>>,
+    ) -> usize {
         if msg.retain {
-            self.retain(&msg);
+            self.retain_stored(&msg, commits.as_deref_mut());
         }
-        self.route(&msg, congested)
+        self.route_stored(&msg, congested, commits)
     }
 
     /// Routes without touching the retained store.
     pub fn route(&self, msg: &Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
+        self.route_stored(msg, congested, None)
+    }
+
+    fn route_stored(
+        &self,
+        msg: &Arc<Message>,
+        congested: Option<&mut Vec<Arc<Session>>>,
+        commits: Option<&mut Vec<Commit>>,
+    ) -> usize {
         // One route list per worker thread, reused: a publish allocates
         // neither it nor the list of copies. Nothing below routes again
         // (enqueueing only queues and wakes), so the borrow cannot nest.
@@ -479,9 +679,9 @@ impl Broker {
         }
         ROUTES.with(|cell| {
             let Ok(mut routes) = cell.try_borrow_mut() else {
-                return self.route_into(msg, &mut Vec::new(), congested);
+                return self.route_into(msg, &mut Vec::new(), congested, commits);
             };
-            let n = self.route_into(msg, &mut routes, congested);
+            let n = self.route_into(msg, &mut routes, congested, commits);
             // A huge fan-out does not pin its list to the thread.
             if routes.capacity() > 1024 {
                 *routes = Vec::new();
@@ -495,8 +695,11 @@ impl Broker {
         msg: &Arc<Message>,
         routes: &mut Vec<Route<Arc<Session>>>,
         mut congested: Option<&mut Vec<Arc<Session>>>,
+        commits: Option<&mut Vec<Commit>>,
     ) -> usize {
         routes.clear();
+        let mut slot = StoreSlot { ids: &self.next_message_id, id: None, commits };
+        let stored = self.store.get().is_some() && msg.qos != QoS::AtMostOnce;
         let clients = self.router.matches(&msg.topic, routes);
         if routes.is_empty() {
             self.metrics.dropped(DropReason::NoSubscribers);
@@ -517,7 +720,8 @@ impl Broker {
             // Counted whether or not the queue took it: a subscriber whose
             // queue was full still matched (its drop is counted there), and
             // a v5 publisher must not hear "no matching subscribers".
-            match d.handle.offer(delivery, &self.settings.session, &self.metrics) {
+            let slot = if stored { Some(&mut slot) } else { None };
+            match d.handle.offer_stored(delivery, &self.settings.session, &self.metrics, slot) {
                 Ok(true) => {
                     if let Some(list) = congested.as_deref_mut() {
                         if msg.publisher.as_deref() != Some(&*d.handle.client_id) {

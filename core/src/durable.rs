@@ -140,12 +140,6 @@ pub enum StoreError {
 /// Completes when a batch is durable (or failed).
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
-/// A queued delivery at start: (seq, message, qos, retain, subscription ids).
-pub type RecoveredQueued = (u64, Arc<Message>, u8, bool, Vec<u32>);
-
-/// A delivery in flight at start: (packet id, message, qos, retain, state).
-pub type RecoveredInflight = (u16, Arc<Message>, u8, bool, InflightState);
-
 /// A persistent session as the store returns it at start.
 #[derive(Debug, Clone)]
 pub struct RecoveredSession {
@@ -154,11 +148,33 @@ pub struct RecoveredSession {
     pub expiry_secs: Option<u32>,
     pub detached_at_ms: Option<u64>,
     pub subscriptions: Vec<(Arc<str>, SubscriptionOptions, Option<u32>)>,
-    /// Queued deliveries in order: (seq, message, qos, retain, ids).
+    /// Queued deliveries in order.
     pub queue: Vec<RecoveredQueued>,
     /// In-flight deliveries in the order they were sent.
     pub inflight: Vec<RecoveredInflight>,
     pub awaiting_rel: Vec<u16>,
+}
+
+/// A queued delivery as the store returns it.
+#[derive(Debug, Clone)]
+pub struct RecoveredQueued {
+    pub seq: u64,
+    pub id: MessageId,
+    pub msg: Arc<Message>,
+    pub qos: u8,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+/// An in-flight delivery as the store returns it.
+#[derive(Debug, Clone)]
+pub struct RecoveredInflight {
+    pub packet_id: u16,
+    pub id: MessageId,
+    pub msg: Arc<Message>,
+    pub qos: u8,
+    pub retain: bool,
+    pub state: InflightState,
 }
 
 /// Everything a store holds, at start.
@@ -182,5 +198,170 @@ pub trait SessionStore: Send + Sync + 'static {
 impl fmt::Debug for dyn SessionStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionStore")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::broker::{Broker, OpenRequest};
+    use crate::codec::QoS;
+    use crate::session::SubRecord;
+    use crate::settings::BrokerSettings;
+    use crate::topic::{SubscriptionFilter, TopicName};
+
+    /// A store that records what it is given.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Change>>);
+
+    impl SessionStore for Recorder {
+        fn commit(&self, changes: Vec<Change>) -> Commit {
+            self.0.lock().extend(changes);
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn recover(&self) -> Result<Recovered, StoreError> {
+            Ok(Recovered::default())
+        }
+    }
+
+    fn names(r: &Recorder) -> Vec<&'static str> {
+        r.0.lock()
+            .drain(..)
+            .map(|c| match c {
+                Change::SessionPut { .. } => "SessionPut",
+                Change::SessionDelete { .. } => "SessionDelete",
+                Change::SubscriptionPut { .. } => "SubscriptionPut",
+                Change::SubscriptionDelete { .. } => "SubscriptionDelete",
+                Change::MessagePut { .. } => "MessagePut",
+                Change::QueuePush { .. } => "QueuePush",
+                Change::QueuePop { .. } => "QueuePop",
+                Change::InflightPut { .. } => "InflightPut",
+                Change::InflightDelete { .. } => "InflightDelete",
+                Change::AwaitRelPut { .. } => "AwaitRelPut",
+                Change::AwaitRelDelete { .. } => "AwaitRelDelete",
+                Change::RetainPut { .. } => "RetainPut",
+                Change::RetainDelete { .. } => "RetainDelete",
+            })
+            .collect()
+    }
+
+    fn msg(qos: QoS) -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::new("t/1").unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            properties: None,
+            publisher: None,
+            expires_at: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn only_persistent_sessions_and_qos_1_2_reach_the_store() {
+        let b = Broker::new(BrokerSettings::default());
+        let rec = Arc::new(Recorder::default());
+        b.restore_from_store(rec.clone(), Recovered::default());
+        let owner = SessionOwner::User(Arc::from("u"));
+        let (clean, kept): (Arc<str>, Arc<str>) = (Arc::from("clean"), Arc::from("kept"));
+        let open = |id: &Arc<str>, expiry, conn_id| {
+            b.open_session(OpenRequest { client_id: id, owner: &owner, clean_start: true, expiry, conn_id }).unwrap()
+        };
+        let f = SubscriptionFilter::parse("t/+").unwrap();
+        let sub = |s| {
+            let rec = SubRecord {
+                filter: f.clone(),
+                options: crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+                subscription_id: None,
+                check: false,
+            };
+            b.subscribe(s, f.clone(), rec);
+        };
+
+        let c = open(&clean, Some(Duration::ZERO), 1);
+        sub(&c.session);
+        b.publish(msg(QoS::AtLeastOnce));
+        assert_eq!(names(&rec), Vec::<&str>::new(), "a clean session never reaches the store");
+        b.close_session(&c.session, 1);
+        assert_eq!(names(&rec), Vec::<&str>::new());
+
+        let k = open(&kept, Some(Duration::from_secs(60)), 2);
+        assert_eq!(names(&rec), ["SessionPut"]);
+        sub(&k.session);
+        assert_eq!(names(&rec), ["SubscriptionPut"]);
+        b.publish(msg(QoS::AtMostOnce));
+        assert_eq!(names(&rec), Vec::<&str>::new(), "QoS 0 never reaches the store");
+        b.publish(msg(QoS::AtLeastOnce));
+        assert_eq!(names(&rec), ["MessagePut", "QueuePush"]);
+        let mut st = k.session.lock();
+        let _qos0 = st.next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        let out = st.next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        assert_eq!(names(&rec), ["QueuePop", "InflightPut"]);
+        st.complete(out.packet_id.unwrap());
+        st.await_rel(9, Instant::now());
+        st.release(9);
+        drop(st);
+        assert_eq!(names(&rec), ["InflightDelete", "AwaitRelPut", "AwaitRelDelete"]);
+        b.unsubscribe(&k.session, "t/+");
+        b.close_session(&k.session, 2);
+        assert_eq!(names(&rec), ["SubscriptionDelete", "SessionPut"]);
+        let again = b
+            .open_session(OpenRequest {
+                client_id: &kept,
+                owner: &owner,
+                clean_start: true,
+                expiry: Some(Duration::from_secs(60)),
+                conn_id: 3,
+            })
+            .unwrap();
+        assert!(!again.session_present);
+        assert_eq!(names(&rec), ["SessionDelete", "SessionPut"], "a clean start ends the stored session first");
+    }
+
+    #[tokio::test]
+    async fn a_queue_filled_offline_pops_its_own_rows_after_a_resume() {
+        let b = Broker::new(BrokerSettings::default());
+        let rec = Arc::new(Recorder::default());
+        b.restore_from_store(rec.clone(), Recovered::default());
+        let owner = SessionOwner::User(Arc::from("u"));
+        let id: Arc<str> = Arc::from("dev");
+        let open = |clean_start, conn_id| {
+            b.open_session(OpenRequest {
+                client_id: &id,
+                owner: &owner,
+                clean_start,
+                expiry: Some(Duration::from_secs(60)),
+                conn_id,
+            })
+            .unwrap()
+        };
+        let s = open(true, 1);
+        let f = SubscriptionFilter::parse("t/+").unwrap();
+        let opts = crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+        b.subscribe(&s.session, f.clone(), SubRecord { filter: f, options: opts, subscription_id: None, check: false });
+        b.close_session(&s.session, 1);
+        b.publish(msg(QoS::AtLeastOnce));
+        b.publish(msg(QoS::AtLeastOnce));
+        let _ = names(&rec);
+        let again = open(false, 2);
+        assert!(again.session_present);
+        b.publish(msg(QoS::AtLeastOnce));
+        let _ = names(&rec);
+        let mut st = again.session.lock();
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            st.next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+            for c in rec.0.lock().drain(..) {
+                if let Change::QueuePop { seq, .. } = c {
+                    seqs.push(seq);
+                }
+            }
+        }
+        assert_eq!(seqs, [0, 1, 2], "each delivery pops its own row, in order");
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::durable::{Change, Commit, InflightState, MessageId, SessionStore};
 use crate::gate::ClientInfo;
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
@@ -65,6 +66,9 @@ pub struct Inflight {
     pub packet_id: u16,
     pub delivery: Delivery,
     pub state: OutState,
+    /// The stored message it refers to, when the session is persistent
+    /// and the delivery is in the store.
+    pub stored: Option<MessageId>,
 }
 
 /// What the connection must send next.
@@ -103,6 +107,12 @@ struct Activity {
     /// Shared subscriptions among them.
     shared_subscriptions: usize,
     queue: VecDeque<Delivery>,
+    /// Beside `queue`, entry for entry while the session is durable (empty
+    /// otherwise): the store's (seq, message id) of a queued delivery that
+    /// is in the store.
+    queue_stored: VecDeque<Option<(u64, MessageId)>>,
+    /// The next queue seq for the store.
+    next_seq: u64,
     queue_bytes: usize,
     inflight: VecDeque<Inflight>,
     /// Incoming QoS 2 packet ids awaiting PUBREL, with arrival time.
@@ -122,6 +132,10 @@ struct Activity {
     /// Where congestion ends: half the high-water mark in force when it
     /// began.
     drain_mark: usize,
+    /// Where this session's changes go: set while it is persistent and the
+    /// broker has a durable store ([`crate::durable`]). Here, not in the
+    /// session, so that a session without a store pays nothing.
+    durable: Option<Box<Durable>>,
 }
 
 /// What [`SessionState`]'s read accessors see while nothing is allocated.
@@ -146,6 +160,29 @@ pub struct SessionState {
     /// Bumped on every attach; timers compare it to know whether a client
     /// came back in the meantime.
     pub generation: u64,
+}
+
+impl std::fmt::Debug for StoreSlot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSlot").field("id", &self.id).finish()
+    }
+}
+
+/// A persistent session's link to the store.
+#[derive(Debug)]
+struct Durable {
+    store: Arc<dyn SessionStore>,
+    client_id: Arc<str>,
+}
+
+/// Allocates the ids of stored messages while one message is routed: the
+/// first persistent session that queues it stores it
+/// ([`Change::MessagePut`]), the others refer to it. Commits that the
+/// publisher must wait for are collected in `commits`.
+pub struct StoreSlot<'a> {
+    pub ids: &'a std::sync::atomic::AtomicU64,
+    pub id: Option<MessageId>,
+    pub commits: Option<&'a mut Vec<Commit>>,
 }
 
 #[derive(Debug)]
@@ -241,9 +278,21 @@ impl Session {
     /// stop reading until it drains.
     pub fn offer(
         &self,
+        d: Delivery,
+        settings: &SessionSettings,
+        metrics: &Metrics,
+    ) -> Result<bool, Option<DropReason>> {
+        self.offer_stored(d, settings, metrics, None)
+    }
+
+    /// [`Session::offer`]; a QoS 1/2 delivery to a persistent session
+    /// is also written to the store, its message once per `slot`.
+    pub fn offer_stored(
+        &self,
         mut d: Delivery,
         settings: &SessionSettings,
         metrics: &Metrics,
+        slot: Option<&mut StoreSlot<'_>>,
     ) -> Result<bool, Option<DropReason>> {
         // Weighed before the lock: the message is hot in this thread's cache.
         let w = d.weight();
@@ -278,7 +327,39 @@ impl Session {
             return Err(Some(DropReason::QueueFull));
         }
         a.queue_bytes += w;
+        let state: &mut SessionState = &mut st;
+        let a: &mut Activity = state.activity.get_or_insert_with(Box::default);
+        let stored = match (slot, &a.durable) {
+            (Some(slot), Some(durable)) if d.qos != QoS::AtMostOnce => {
+                let mut changes = Vec::with_capacity(2);
+                let id = *slot.id.get_or_insert_with(|| {
+                    let id = MessageId(slot.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                    changes.push(Change::MessagePut { id, msg: Arc::clone(&d.msg) });
+                    id
+                });
+                let seq = a.next_seq;
+                a.next_seq += 1;
+                changes.push(Change::QueuePush {
+                    client_id: durable.client_id.clone(),
+                    seq,
+                    id,
+                    qos: d.qos as u8,
+                    retain: d.retain,
+                    subscription_ids: d.subscription_ids.clone(),
+                });
+                let commit = durable.store.commit(changes);
+                if let Some(c) = slot.commits.as_deref_mut() {
+                    c.push(commit);
+                }
+                Some((seq, id))
+            }
+            _ => None,
+        };
+        let a = st.activity_mut();
         a.queue.push_back(d);
+        if a.durable.is_some() {
+            a.queue_stored.push_back(stored);
+        }
         let high = settings.queue_high_water;
         let mut congested = false;
         if high != 0 && a.queue.len() > high && st.owner.is_some() {
@@ -307,16 +388,66 @@ impl Session {
 impl Session {
     /// Puts a delivery back into the queue when restoring a snapshot,
     /// without the offline-QoS 0 rule (it was queued under the old run's).
-    pub fn restore_queued(&self, mut d: Delivery) {
+    pub fn restore_queued(&self, d: Delivery) {
+        self.restore_queued_stored(d, None);
+    }
+
+    /// [`Session::restore_queued`] for a delivery the store holds under
+    /// `stored` = (seq, message id).
+    pub fn restore_queued_stored(&self, mut d: Delivery, stored: Option<(u64, MessageId)>) {
         d.queued_weight = u32::try_from(d.weight()).unwrap_or(u32::MAX);
         let mut st = self.state.lock();
         let a = st.activity_mut();
         a.queue_bytes += d.queued_weight as usize;
         a.queue.push_back(d);
+        // Restored from the store, every entry is (the session is made
+        // durable next); from a snapshot, none is.
+        if stored.is_some() || a.durable.is_some() {
+            a.queue_stored.push_back(stored);
+        }
+        if let Some((seq, _)) = stored {
+            a.next_seq = a.next_seq.max(seq + 1);
+        }
     }
 }
 
 impl SessionState {
+    /// Sends `changes` to the store when the session is persistent; the
+    /// commit is returned for whoever must wait for it.
+    fn emit(&self, changes: Vec<Change>) -> Option<Commit> {
+        let d = self.activity.as_ref()?.durable.as_ref()?;
+        Some(d.store.commit(changes))
+    }
+
+    /// The session's client id as the store knows it (persistent only).
+    fn stored_id(&self) -> Option<Arc<str>> {
+        self.activity.as_ref()?.durable.as_ref().map(|d| d.client_id.clone())
+    }
+
+    /// Whether the session's changes go to a store.
+    pub fn is_durable(&self) -> bool {
+        self.activity.as_ref().is_some_and(|a| a.durable.is_some())
+    }
+
+    /// From now on the session's changes go to `store` (the broker calls
+    /// this for a persistent session, after writing its `SessionPut`).
+    pub fn set_durable(&mut self, client_id: Arc<str>, store: Arc<dyn SessionStore>) {
+        self.activity_mut().durable = Some(Box::new(Durable { store, client_id }));
+    }
+
+    /// The session's store link (client id, store), if it is durable.
+    pub fn durable_link(&self) -> Option<(Arc<str>, Arc<dyn SessionStore>)> {
+        let d = self.activity.as_ref()?.durable.as_ref()?;
+        Some((d.client_id.clone(), Arc::clone(&d.store)))
+    }
+
+    /// Stops writing the session's changes; returns the store it used.
+    pub fn take_durable(&mut self) -> Option<(Arc<str>, Arc<dyn SessionStore>)> {
+        let a = self.activity.as_mut()?;
+        a.queue_stored = VecDeque::new();
+        a.durable.take().map(|d| (d.client_id, d.store))
+    }
+
     fn activity(&self) -> &Activity {
         self.activity.as_deref().unwrap_or(&NO_ACTIVITY)
     }
@@ -332,6 +463,14 @@ impl SessionState {
 
     /// Adds or replaces a subscription; returns whether it existed.
     pub fn insert_subscription(&mut self, raw: Arc<str>, rec: SubRecord) -> bool {
+        if let Some(client_id) = self.stored_id() {
+            self.emit(vec![Change::SubscriptionPut {
+                client_id,
+                filter: raw.clone(),
+                options: rec.options,
+                subscription_id: rec.subscription_id,
+            }]);
+        }
         let a = self.activity_mut();
         let shared = rec.filter.is_shared();
         let cost = subscription_cost(&raw);
@@ -348,6 +487,10 @@ impl SessionState {
     pub fn remove_subscription(&mut self, raw: &str) -> Option<SubRecord> {
         let a = self.activity.as_mut()?;
         let rec = a.subscriptions.remove(raw)?;
+        if let Some(client_id) = self.stored_id() {
+            self.emit(vec![Change::SubscriptionDelete { client_id, filter: Arc::from(raw) }]);
+        }
+        let a = self.activity.as_mut()?;
         a.subscription_bytes -= subscription_cost(raw);
         a.shared_subscriptions -= usize::from(rec.filter.is_shared());
         Some(rec)
@@ -381,13 +524,23 @@ impl SessionState {
 
     /// Records an incoming QoS 2 packet id (PUBREC sent, PUBREL awaited).
     pub fn await_rel(&mut self, packet_id: u16, at: Instant) {
-        self.activity_mut().awaiting_rel.insert(packet_id, at);
+        if self.activity_mut().awaiting_rel.insert(packet_id, at).is_none() {
+            if let Some(client_id) = self.stored_id() {
+                self.emit(vec![Change::AwaitRelPut { client_id, packet_id }]);
+            }
+        }
     }
 
     /// PUBREL arrived (or the exchange ended): forgets the id. Returns
     /// whether it was awaited.
     pub fn release(&mut self, packet_id: u16) -> bool {
-        self.activity.as_mut().is_some_and(|a| a.awaiting_rel.remove(&packet_id).is_some())
+        let found = self.activity.as_mut().is_some_and(|a| a.awaiting_rel.remove(&packet_id).is_some());
+        if found {
+            if let Some(client_id) = self.stored_id() {
+                self.emit(vec![Change::AwaitRelDelete { client_id, packet_id }]);
+            }
+        }
+        found
     }
 
     /// The queued deliveries, oldest first.
@@ -480,8 +633,27 @@ impl SessionState {
         window: usize,
         now: Instant,
         metrics: &Metrics,
-        mut expired: Option<&mut Vec<Arc<Message>>>,
+        expired: Option<&mut Vec<Arc<Message>>>,
     ) -> Option<Outgoing> {
+        let mut changes = Vec::new();
+        let out = self.next_outgoing_inner(window, now, metrics, expired, &mut changes);
+        if !changes.is_empty() {
+            // Not waited for: a crash before it is written sends the
+            // message again, as QoS 1/2 allow.
+            self.emit(changes);
+        }
+        out
+    }
+
+    fn next_outgoing_inner(
+        &mut self,
+        window: usize,
+        now: Instant,
+        metrics: &Metrics,
+        mut expired: Option<&mut Vec<Arc<Message>>>,
+        changes: &mut Vec<Change>,
+    ) -> Option<Outgoing> {
+        let client_id = self.stored_id();
         // Congestion ends at half the high-water mark (see `offer`); the
         // mark itself is not known here, only that it was passed.
         let drain_mark = self.activity.as_ref().map_or(0, |a| a.drain_mark);
@@ -492,6 +664,10 @@ impl SessionState {
                 return None;
             }
             let d = a.queue.pop_front()?;
+            let stored = if client_id.is_some() { a.queue_stored.pop_front().flatten() } else { None };
+            if let (Some((seq, _)), Some(client_id)) = (stored, &client_id) {
+                changes.push(Change::QueuePop { client_id: client_id.clone(), seq });
+            }
             a.queue_bytes = a.queue_bytes.saturating_sub(d.queued_weight as usize);
             if a.congested_since.is_some() && a.queue.len() <= drain_mark {
                 a.congested_since = None;
@@ -508,10 +684,22 @@ impl SessionState {
                 return Some(Outgoing { delivery: d, packet_id: None });
             }
             let id = self.alloc_packet_id();
+            let stored = stored.filter(|_| client_id.is_some()).map(|(_, m)| m);
+            if let (Some(m), Some(client_id)) = (stored, &client_id) {
+                changes.push(Change::InflightPut {
+                    client_id: client_id.clone(),
+                    packet_id: id,
+                    id: m,
+                    qos: d.qos as u8,
+                    retain: d.retain,
+                    state: InflightState::Published,
+                });
+            }
             self.activity_mut().inflight.push_back(Inflight {
                 packet_id: id,
                 delivery: d.clone(),
                 state: OutState::Published,
+                stored,
             });
             return Some(Outgoing { delivery: d, packet_id: Some(id) });
         }
@@ -522,7 +710,11 @@ impl SessionState {
     pub fn complete(&mut self, packet_id: u16) -> Option<Inflight> {
         let inflight = &mut self.activity.as_mut()?.inflight;
         let pos = inflight.iter().position(|i| i.packet_id == packet_id)?;
-        inflight.remove(pos)
+        let done = inflight.remove(pos)?;
+        if let (Some(_), Some(client_id)) = (done.stored, self.stored_id()) {
+            self.emit(vec![Change::InflightDelete { client_id, packet_id }]);
+        }
+        Some(done)
     }
 
     /// PUBREC arrived: the QoS 2 message moves to the PUBREL stage.
@@ -532,6 +724,17 @@ impl SessionState {
         match a.inflight.iter_mut().find(|i| i.packet_id == packet_id) {
             Some(i) if i.delivery.qos == QoS::ExactlyOnce => {
                 i.state = OutState::Released;
+                let change = i.stored.map(|id| (id, i.delivery.retain));
+                if let (Some((id, retain)), Some(client_id)) = (change, self.stored_id()) {
+                    self.emit(vec![Change::InflightPut {
+                        client_id,
+                        packet_id,
+                        id,
+                        qos: 2,
+                        retain,
+                        state: InflightState::Released,
+                    }]);
+                }
                 true
             }
             _ => false,
@@ -542,8 +745,24 @@ impl SessionState {
     pub fn expire_awaiting_rel(&mut self, now: Instant, timeout: Duration) -> usize {
         let Some(a) = self.activity.as_mut() else { return 0 };
         let before = a.awaiting_rel.len();
-        a.awaiting_rel.retain(|_, t| now.duration_since(*t) < timeout);
-        before - a.awaiting_rel.len()
+        let mut gone = Vec::new();
+        a.awaiting_rel.retain(|id, t| {
+            let keep = now.duration_since(*t) < timeout;
+            if !keep {
+                gone.push(*id);
+            }
+            keep
+        });
+        let n = before - a.awaiting_rel.len();
+        if let Some(client_id) = self.stored_id() {
+            if !gone.is_empty() {
+                let changes = gone
+                    .into_iter()
+                    .map(|packet_id| Change::AwaitRelDelete { client_id: client_id.clone(), packet_id });
+                self.emit(changes.collect());
+            }
+        }
+        n
     }
 
     /// Drops everything queued, inflight and subscribed (session end).

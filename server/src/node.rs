@@ -92,6 +92,8 @@ pub struct Node {
     modules: Mutex<ModuleSet>,
     /// The `[[bridges]]` running; taken at shutdown to wait for them.
     bridges: Mutex<portcullis_bridge::Bridges>,
+    /// The durable store (`[persistence] mode = "strict" | "relaxed"`).
+    store: Option<Arc<portcullis_store::Store>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -119,6 +121,7 @@ impl Node {
         }
         let broker = Broker::new(settings);
         broker.add_metric_source(Arc::clone(&security) as Arc<dyn portcullis_core::metrics::MetricSource>);
+        let store = open_store(&cfg, &broker)?;
         if let Some(file) = &cfg.persistence.snapshot_file {
             let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
             info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");
@@ -156,6 +159,7 @@ impl Node {
             listeners,
             modules: Mutex::new(modules),
             bridges: Mutex::new(bridges),
+            store,
         }))
     }
 
@@ -228,8 +232,63 @@ impl Node {
                 Err(e) => tracing::error!(error = %e, "could not write the session snapshot"),
             }
         }
+        if let Some(store) = &self.store {
+            // Relaxed mode: what was acknowledged goes to disk now.
+            let store = Arc::clone(store);
+            match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(Ok(())) => {
+                    if let Some(store) = &self.store {
+                        let st = store.stats();
+                        info!(
+                            file = %store.path().display(),
+                            group_commits = st.groups,
+                            batches = st.batches,
+                            changes = st.changes,
+                            failed_group_commits = st.failed_groups,
+                            "store flushed (one fsync per group commit)"
+                        );
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "could not flush the store"),
+                Err(e) => tracing::error!(error = %e, "could not flush the store"),
+            }
+        }
         info!(remaining = self.broker.metrics.connections.get(), "stopped");
     }
+}
+
+/// Opens the durable store (`[persistence] mode` strict or relaxed) and
+/// restores what it holds into `broker`. Errors name the file and stop
+/// the start (exit status 2): a damaged store is never half-read.
+fn open_store(cfg: &Config, broker: &Arc<Broker>) -> anyhow::Result<Option<Arc<portcullis_store::Store>>> {
+    use crate::config::PersistenceMode;
+    use portcullis_core::durable::SessionStore;
+    let p = &cfg.persistence;
+    let mode = match p.mode {
+        PersistenceMode::Off => return Ok(None),
+        PersistenceMode::Strict => portcullis_store::SyncMode::Strict,
+        PersistenceMode::Relaxed => portcullis_store::SyncMode::Relaxed,
+    };
+    let mut sc = portcullis_store::StoreConfig::new(&p.dir);
+    sc.mode = mode;
+    sc.sync_interval = p.relaxed_window;
+    let started = std::time::Instant::now();
+    let store = portcullis_store::Store::open(sc).map_err(|e| Rejected(format!("persistence: {e}")))?;
+    let recovered = store.recover().map_err(|e| Rejected(format!("persistence: {}: {e}", store.path().display())))?;
+    let store = Arc::new(store);
+    let (sessions, messages, retained) =
+        broker.restore_from_store(Arc::clone(&store) as Arc<dyn SessionStore>, recovered);
+    info!(
+        file = %store.path().display(),
+        mode = ?p.mode,
+        sessions,
+        messages,
+        retained,
+        expired = store.stats().expired_at_recovery,
+        ms = started.elapsed().as_millis() as u64,
+        "store opened and restored"
+    );
+    Ok(Some(store))
 }
 
 /// SIGTERM and SIGINT (stop) and SIGHUP (reload), registered once at startup.

@@ -49,6 +49,8 @@ pub struct PubSubPlan {
     pub sub_target: Option<Target>,
     /// What the subscribers subscribe to, when not the published topic.
     pub sub_topic: Option<String>,
+    /// Subscribers with persistent sessions.
+    pub persistent: bool,
     pub publish: PubPlan,
 }
 
@@ -64,7 +66,10 @@ pub async fn run(
     let sub_target = plan.sub_target.unwrap_or(target);
     let sub_topic = plan.sub_topic.clone().unwrap_or_else(|| topic.clone());
     let mut subs = connect_all(plan.subscribers, plan.concurrency, |i| {
-        let (opts, topic, sub_qos) = (opts.clone(), sub_topic.clone(), plan.sub_qos);
+        let (mut opts, topic, sub_qos) = (opts.clone(), sub_topic.clone(), plan.sub_qos);
+        if plan.persistent {
+            opts.session_expiry = Some(60);
+        }
         async move {
             let mut s = client::open(&sub_target, i, format!("{}s{i}", opts.client_prefix), &opts).await?;
             subscriber::subscribe(&mut s, &topic, sub_qos, opts.timeout).await?;

@@ -85,6 +85,10 @@ pub enum DisconnectReason {
     Protocol(Violation),
     /// An ACL refusal with `acl.deny_action = "disconnect"`.
     NotAuthorized,
+    /// The durable store refused a PUBLISH's commit (disk full, I/O) and
+    /// the client speaks 3.x, which has no way to hear it: the connection
+    /// closes without the acknowledgement, so the client sends it again.
+    StoreFailed,
 }
 
 impl DisconnectReason {
@@ -103,6 +107,7 @@ impl DisconnectReason {
             DisconnectReason::Malformed(c) => Some(c),
             DisconnectReason::Protocol(v) => Some(v.code()),
             DisconnectReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
+            DisconnectReason::StoreFailed => Some(ReasonCode::ServerUnavailable),
         }
     }
 
@@ -125,6 +130,7 @@ impl DisconnectReason {
             DisconnectReason::Malformed(_) => "malformed packet",
             DisconnectReason::Protocol(v) => v.text(),
             DisconnectReason::NotAuthorized => "not authorized (deny_action = disconnect)",
+            DisconnectReason::StoreFailed => "the durable store failed",
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::codec::reason::{v3, v5};
 use crate::codec::{
     Packet, Properties, PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::durable::{Commit, StoreError};
 use crate::gate::{Access, AclOutcome, PublishMemo};
 use crate::hooks::{HookPoint, PublishOutcome, PublishedMessage, Publisher, SubscribeOutcome, Subscription};
 use crate::logsafe::Peer;
@@ -100,9 +101,73 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         self.send(&Packet::PubRel(PubResp { packet_id: r.packet_id, reason, properties: Properties::default() }));
     }
 
-    /// Acknowledges an incoming PUBLISH (v5 reason codes; 0 on 3.x).
+    /// Acknowledges an incoming PUBLISH (v5 reason codes; 0 on 3.x), after
+    /// those still waiting for the store.
     fn ack(&mut self, qos: QoS, packet_id: Option<u16>, reason: u8) {
+        self.ack_after(qos, packet_id, reason, Vec::new());
+    }
+
+    /// Acknowledges an incoming PUBLISH once `commits` completed (strict
+    /// mode) and every earlier acknowledgement went.
+    fn ack_after(&mut self, qos: QoS, packet_id: Option<u16>, reason: u8, commits: Vec<Commit>) {
         let Some(packet_id) = packet_id else { return };
+        if qos == QoS::AtMostOnce {
+            return;
+        }
+        let mut wait = super::acks::all(commits);
+        let mut failed = None;
+        if let Some(w) = wait.as_mut() {
+            if let Some(r) = super::acks::ready_now(w) {
+                wait = None;
+                failed = r.err();
+            }
+        }
+        let queued = self.pending_acks.as_ref().is_some_and(|p| !p.is_empty());
+        if wait.is_none() && failed.is_none() && !queued {
+            self.send_ack(qos, packet_id, reason);
+            return;
+        }
+        // Behind others, waiting for its commit, or failed (handled, in
+        // order, by `send_ready_acks` at the connection's next turn).
+        let wait = wait.or_else(|| failed.map(|e| -> Commit { Box::pin(std::future::ready(Err(e))) }));
+        self.pending_acks.get_or_insert_with(Default::default).push(wait, qos, packet_id, reason);
+    }
+
+    /// A commit failed: v5 hears 0x97 and the QoS 2 exchange ends; on 3.x
+    /// returns true (the connection must close, unacknowledged).
+    fn store_failed(&mut self, qos: QoS, packet_id: u16, e: &StoreError) -> bool {
+        if let Some(suppressed) = self.broker.refusal_log.allow() {
+            warn!(client_id = %Peer(&self.client.client_id), error = %e, suppressed, "PUBLISH not acknowledged: the durable store failed");
+        }
+        if !self.version.is_v5() {
+            return true;
+        }
+        if qos == QoS::ExactlyOnce {
+            self.session.lock().release(packet_id);
+        }
+        self.send_ack(qos, packet_id, v5::QUOTA_EXCEEDED);
+        false
+    }
+
+    /// Sends every acknowledgement whose commit completed, in order.
+    pub(super) fn send_ready_acks(&mut self) -> Result<(), Close> {
+        while let Some((a, r)) = self.pending_acks.as_mut().and_then(|p| p.pop_ready()) {
+            match r {
+                Ok(()) => self.send_ack(a.qos, a.packet_id, a.reason),
+                Err(e) => {
+                    if self.store_failed(a.qos, a.packet_id, &e) {
+                        return Err(Close::new(DisconnectReason::StoreFailed));
+                    }
+                }
+            }
+        }
+        if self.pending_acks.as_ref().is_some_and(|p| p.is_empty()) {
+            self.pending_acks = None;
+        }
+        Ok(())
+    }
+
+    fn send_ack(&mut self, qos: QoS, packet_id: u16, reason: u8) {
         let reason = if self.version.is_v5() { reason } else { 0 };
         let r = PubResp { packet_id, reason, properties: Properties::default() };
         match qos {
@@ -245,9 +310,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             return Ok(());
         }
         let mut congested = Vec::new();
-        let n = self.broker.publish_from(msg, Some(&mut congested));
+        let mut commits = Vec::new();
+        let n = self.broker.publish_from(msg, Some(&mut congested), Some(&mut commits));
         let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
-        self.ack(p.qos, p.packet_id, reason);
+        self.ack_after(p.qos, p.packet_id, reason, commits);
         if !congested.is_empty() {
             // Back-pressure: a subscriber this publisher feeds is behind;
             // nothing more is read from this connection until it catches
@@ -359,6 +425,13 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 };
             if send_retained {
                 retained_for.push((filter, *opts, check));
+            }
+        }
+        // A persistent session's SUBACK says the subscriptions are on disk
+        // (strict mode: one group commit; SUBSCRIBE is rare).
+        if let Some(barrier) = self.broker.durable_barrier(&self.session) {
+            if let Err(e) = barrier.await {
+                warn!(client_id = %Peer(&self.client.client_id), error = %e, "subscription not written to the durable store");
             }
         }
         self.send(&Packet::SubAck(SubAck {

@@ -478,6 +478,7 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         client_alias_max: if version.is_v5() { connect.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
         out_aliases: Default::default(),
         in_aliases: Default::default(),
+        pending_acks: None,
         will,
         bridge: connect.bridge,
         connect_expiry: a.connect_expiry,

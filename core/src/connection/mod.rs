@@ -14,6 +14,7 @@
 //! header, and the write buffer has a high-water mark above which the
 //! connection stops reading and stops pulling from its session.
 
+mod acks;
 mod close;
 mod handlers;
 mod handshake;
@@ -250,6 +251,10 @@ pub(crate) struct Conn<W> {
     /// The last allowed publish, reused while the gate allows (boxed: most
     /// idle connections never publish).
     pub publish_memo: Option<Box<crate::gate::PublishMemo>>,
+    /// Acknowledgements waiting for the durable store (strict mode; see
+    /// [`acks`]). Boxed: only connections that publish to persistent
+    /// sessions have any.
+    pub(crate) pending_acks: Option<Box<acks::PendingAcks>>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -484,7 +489,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 // of CPU per message, 7.5 of them in the kernel, with
                 // writes first. A client that never stops sending still
                 // gets its answers after this many reads.
-                let can_read = !congested && read_resume.is_none() && reads_unwritten < MAX_READS_UNWRITTEN;
+                let acks_waiting = self.pending_acks.as_ref().is_some_and(|p| !p.is_empty());
+                let can_read = !congested
+                    && read_resume.is_none()
+                    && reads_unwritten < MAX_READS_UNWRITTEN
+                    && self.pending_acks.as_ref().is_none_or(|p| p.len() < acks::MAX_PENDING_ACKS);
                 {
                     let ka = if self.keep_alive().is_some() { ka_deadline } else { far };
                     let next = read_resume.map_or(ka, |r| r.min(ka));
@@ -584,6 +593,15 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                                     self.pump().await;
                                 }
                             }
+                        }
+                    }
+                    // A commit completed: its PUBLISH is acknowledged.
+                    () = std::future::poll_fn(|cx| match self.pending_acks.as_mut() {
+                        Some(p) => p.poll_ready(cx),
+                        None => std::task::Poll::Pending,
+                    }), if acks_waiting => {
+                        if let Err(c) = self.send_ready_acks() {
+                            return c;
                         }
                     }
                     // After the write: a batch pulled from the session goes

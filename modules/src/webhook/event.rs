@@ -324,6 +324,7 @@ pub fn disconnect_reason(r: DisconnectReason) -> &'static str {
         DisconnectReason::Protocol(_) => "protocol_error",
         DisconnectReason::NotAuthorized => "not_authorized",
         DisconnectReason::SlowConsumer => "slow_consumer",
+        DisconnectReason::StoreFailed => "store_failed",
     }
 }
 

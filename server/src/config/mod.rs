@@ -36,8 +36,8 @@ use portcullis_core::settings::{BrokerSettings, Limits, RateLimit, RetainSetting
 // The types of `Config`'s fields, for callers to name; not all are named yet.
 #[allow(unused_imports)]
 pub use model::{
-    LimitsConfig, ListenerKind, LogConfig, LogFormat, NodeConfig, PersistenceConfig, RateLimitConfig, RetainedConfig,
-    SessionConfig, SharedStrategyName, SharedSubscriptionConfig, SysConfig,
+    LimitsConfig, ListenerKind, LogConfig, LogFormat, NodeConfig, PersistenceConfig, PersistenceMode, RateLimitConfig,
+    RetainedConfig, SessionConfig, SharedStrategyName, SharedSubscriptionConfig, SysConfig,
 };
 
 /// A validated configuration.

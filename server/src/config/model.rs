@@ -698,15 +698,69 @@ impl Default for SysConfig {
 }
 
 /// `[persistence]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersistenceConfig {
-    /// File the broker writes persistent sessions (subscriptions, queued
-    /// and unacknowledged messages) and retained messages to on a graceful
-    /// shutdown, and reads back at start. Unset (the default): everything
-    /// lives in memory only and a restart forgets it.
+    /// How persistent sessions (expiry above zero), their subscriptions,
+    /// queued and in-flight QoS 1/2 messages, QoS 2 state and retained
+    /// messages are kept: `"strict"` (on disk before a PUBLISH to a
+    /// persistent session is acknowledged; nothing acknowledged is lost on
+    /// `kill -9` or power loss), `"relaxed"` (acknowledged from memory,
+    /// on disk within `relaxed_window`; a crash loses that window), or
+    /// `"off"` (memory only; a restart forgets everything). Clean sessions
+    /// and QoS 0 never touch the disk.
+    #[serde(default = "default_persistence_mode")]
+    pub mode: PersistenceMode,
+    /// The data directory of the store (`"strict"` and `"relaxed"`):
+    /// created 0700 if missing; the store is one file in it,
+    /// `store.redb`, created 0600. A relative path is taken from the
+    /// broker's working directory. One broker per directory.
+    #[serde(default = "default_persistence_dir")]
+    pub dir: std::path::PathBuf,
+    /// `"relaxed"`: the longest time between acknowledging a PUBLISH and
+    /// the fsync that makes it durable.
+    #[serde(default = "default_relaxed_window", deserialize_with = "units::duration")]
+    pub relaxed_window: Duration,
+    /// Deprecated (the store replaces it): a file the broker writes
+    /// persistent sessions and retained messages to on a graceful
+    /// shutdown, and reads back at start. Only with `mode = "off"`.
     #[serde(default)]
     pub snapshot_file: Option<std::path::PathBuf>,
+}
+
+/// `persistence.mode` as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistenceMode {
+    /// `"strict"`: acknowledged once on disk (group commit).
+    Strict,
+    /// `"relaxed"`: acknowledged at once, on disk within `relaxed_window`.
+    Relaxed,
+    /// `"off"`: memory only.
+    Off,
+}
+
+pub fn default_persistence_mode() -> PersistenceMode {
+    PersistenceMode::Off
+}
+
+pub fn default_persistence_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("data")
+}
+
+pub fn default_relaxed_window() -> Duration {
+    Duration::from_millis(100)
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            mode: default_persistence_mode(),
+            dir: default_persistence_dir(),
+            relaxed_window: default_relaxed_window(),
+            snapshot_file: None,
+        }
+    }
 }
 
 /// `[shared_subscription]`

@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 106, "a key was added or removed: update this count");
+    assert_eq!(keys, 109, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -628,4 +628,16 @@ fn a_backend_table_is_a_provider_when_built() {
     let c = ok("[auth]\nchain = [\"db\"]\n[auth.postgres.db]\nurl = \"postgres://x\"\n");
     assert_eq!(c.auth.provider_names(), vec![("db", "postgres")]);
     assert!(c.auth.not_built().is_empty());
+}
+
+#[test]
+fn persistence_modes_and_their_checks() {
+    let c = ok("[persistence]\nmode = \"strict\"\ndir = \"/var/lib/p\"\nrelaxed_window = \"250ms\"\n");
+    assert_eq!(c.persistence.mode, super::PersistenceMode::Strict);
+    assert_eq!(c.persistence.dir, std::path::PathBuf::from("/var/lib/p"));
+    assert_eq!(c.persistence.relaxed_window, Duration::from_millis(250));
+    one_error("[persistence]\nmode = \"strict\"\nsnapshot_file = \"s.bin\"\n", "persistence.snapshot_file");
+    one_error("[persistence]\nmode = \"relaxed\"\ndir = \"\"\n", "persistence.dir");
+    one_error("[persistence]\nrelaxed_window = \"0s\"\n", "persistence.relaxed_window");
+    assert!(errors("[persistence]\nmode = \"fast\"\n").join("\n").contains("mode"));
 }

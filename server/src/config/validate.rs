@@ -33,6 +33,18 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     if file.persistence.snapshot_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         checks.fail("persistence.snapshot_file", "must not be empty (remove the key to disable snapshots)");
     }
+    if file.persistence.snapshot_file.is_some() && file.persistence.mode != super::model::PersistenceMode::Off {
+        checks.fail(
+            "persistence.snapshot_file",
+            "only with persistence.mode = \"off\": the store keeps sessions and retained messages (remove snapshot_file)",
+        );
+    }
+    if file.persistence.mode != super::model::PersistenceMode::Off && file.persistence.dir.as_os_str().is_empty() {
+        checks.fail("persistence.dir", "must not be empty");
+    }
+    if file.persistence.relaxed_window.is_zero() || file.persistence.relaxed_window > Duration::from_secs(60) {
+        checks.fail("persistence.relaxed_window", "must be between 1ms and 60s");
+    }
     if let Some(interval) = file.sys.interval {
         checks.duration_at_least("sys.interval", interval, Duration::from_secs(1));
     }

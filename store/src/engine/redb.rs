@@ -1,0 +1,161 @@
+//! The store on redb: one file (`store.redb`), a copy-on-write B-tree
+//! whose commit with `Durability::Immediate` is durable when it returns.
+//!
+//! redb remembers an I/O error and refuses every later transaction
+//! (`PreviousIo`); after a failed write the engine reopens the file, which
+//! brings back the last committed state, so that a disk that was full and
+//! has room again takes commits again without a restart.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Engine, EngineError, Op, Table};
+
+fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(t.name())
+}
+
+#[derive(Debug)]
+pub struct Redb {
+    db: Option<Database>,
+    path: PathBuf,
+    /// Verify every page checksum when opening (see [`Redb::open`]).
+    check_on_open: bool,
+}
+
+impl Redb {
+    /// Opens (or creates) the store file. With `check_on_open`, redb reads
+    /// the whole file and verifies its checksums first: a damaged file is
+    /// refused with an error instead of read (redb may panic on a page it
+    /// cannot make sense of).
+    pub fn open(path: &Path, check_on_open: bool) -> Result<Redb, EngineError> {
+        let db = open_db(path, check_on_open)?;
+        let mut me = Redb { db: Some(db), path: path.to_path_buf(), check_on_open };
+        // Every table exists from the start, so that reads never meet a
+        // missing one.
+        me.write(&[], true)?;
+        Ok(me)
+    }
+
+    fn db(&self) -> Result<&Database, EngineError> {
+        self.db.as_ref().ok_or_else(|| EngineError::Failed { file: self.path.clone(), detail: "not open".into() })
+    }
+
+    fn classify(&self, e: redb::Error) -> EngineError {
+        classify(&self.path, e)
+    }
+
+    fn write_inner(&self, ops: &[Op], sync: bool) -> Result<(), redb::Error> {
+        let db = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        let mut tx = db.begin_write()?;
+        tx.set_durability(if sync { Durability::Immediate } else { Durability::None })?;
+        {
+            let mut tables = Vec::with_capacity(Table::ALL.len());
+            for t in Table::ALL {
+                tables.push(tx.open_table(def(t))?);
+            }
+            for (t, k, v) in ops {
+                let table = &mut tables[*t as usize];
+                match v {
+                    Some(v) => {
+                        table.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        table.remove(k.as_slice())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn open_db(path: &Path, check: bool) -> Result<Database, EngineError> {
+    let mut b = Database::builder();
+    b.set_check_integrity_on_open(check);
+    match catch_unwind(AssertUnwindSafe(|| b.create(path))) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(classify(path, e.into())),
+        Err(_) => Err(EngineError::Corrupt { file: path.to_path_buf(), detail: "the engine failed reading it".into() }),
+    }
+}
+
+fn classify(path: &Path, e: redb::Error) -> EngineError {
+    let file = path.to_path_buf();
+    match e {
+        redb::Error::Io(io) => EngineError::from_io(path, &io),
+        redb::Error::Corrupted(detail) => EngineError::Corrupt { file, detail },
+        redb::Error::DatabaseAlreadyOpen => EngineError::Locked { file },
+        redb::Error::UpgradeRequired(v) => EngineError::Corrupt {
+            file,
+            detail: format!("written in redb file format {v}, which this build cannot read"),
+        },
+        other => EngineError::Failed { file, detail: other.to_string() },
+    }
+}
+
+impl Engine for Redb {
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let f = || -> Result<Option<Vec<u8>>, redb::Error> {
+            let rx = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?.begin_read()?;
+            let table = rx.open_table(def(t))?;
+            let v = table.get(key)?.map(|v| v.value().to_vec());
+            Ok(v)
+        };
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => r.map_err(|e| self.classify(e)),
+            Err(_) => {
+                Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed reading it".into() })
+            }
+        }
+    }
+
+    fn scan(&self, t: Table, prefix: &[u8], f: &mut super::RowFn<'_>) -> Result<(), EngineError> {
+        let mut run = || -> Result<Result<(), EngineError>, redb::Error> {
+            let rx = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?.begin_read()?;
+            let table = rx.open_table(def(t))?;
+            for row in table.range(prefix..)? {
+                let (k, v) = row?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if let Err(e) = f(k, v.value()) {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
+        };
+        match catch_unwind(AssertUnwindSafe(&mut run)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(self.classify(e)),
+            Err(_) => {
+                Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed reading it".into() })
+            }
+        }
+    }
+
+    fn write(&mut self, ops: &[Op], sync: bool) -> Result<(), EngineError> {
+        if self.db.is_none() {
+            // A previous write failed: start again from what is on disk.
+            self.db = Some(open_db(&self.path, self.check_on_open)?);
+        }
+        let r = match catch_unwind(AssertUnwindSafe(|| self.write_inner(ops, sync))) {
+            Ok(r) => r.map_err(|e| self.classify(e)),
+            Err(_) => Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed writing".into() }),
+        };
+        if r.is_err() {
+            // redb refuses every transaction after an I/O error; reopen on
+            // the next write.
+            self.db = None;
+        }
+        r
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

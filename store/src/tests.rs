@@ -1,0 +1,231 @@
+//! The store end to end on a real file: commit, reopen, recover; shared
+//! messages and their counts; corruption and format versions.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use portcullis_core::codec::{QoS, SubscriptionOptions};
+use portcullis_core::durable::{Change, InflightState, MessageId, SessionStore};
+use portcullis_core::message::Message;
+use portcullis_core::owner::SessionOwner;
+use portcullis_core::topic::TopicName;
+
+use crate::engine::{Engine, EngineError, Op, Table};
+use crate::format::{Format, Migration};
+use crate::store::EngineKind;
+use crate::{OpenError, Store, StoreConfig, SyncMode};
+
+fn msg(topic: &str, payload: &'static [u8]) -> Arc<Message> {
+    Arc::new(Message {
+        topic: TopicName::new(topic).unwrap(),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: None,
+        publisher: Some(Arc::from("pub")),
+        expires_at: None,
+    })
+}
+
+fn session(cid: &Arc<str>) -> Change {
+    Change::SessionPut {
+        client_id: cid.clone(),
+        owner: SessionOwner::User(Arc::from("alice")),
+        expiry_secs: Some(3600),
+        detached_at_ms: None,
+    }
+}
+
+fn push(cid: &Arc<str>, seq: u64, id: u64) -> Change {
+    Change::QueuePush {
+        client_id: cid.clone(),
+        seq,
+        id: MessageId(id),
+        qos: 1,
+        retain: false,
+        subscription_ids: vec![],
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+}
+
+#[test]
+fn a_strict_commit_is_there_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        let m = msg("t/1", b"one");
+        let batch = vec![
+            session(&a),
+            session(&b),
+            Change::SubscriptionPut {
+                client_id: a.clone(),
+                filter: Arc::from("t/+"),
+                options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+                subscription_id: Some(9),
+            },
+            Change::MessagePut { id: MessageId(1), msg: m.clone() },
+            push(&a, 1, 1),
+            push(&b, 1, 1),
+            Change::RetainPut { msg: m },
+            Change::AwaitRelPut { client_id: a.clone(), packet_id: 77 },
+        ];
+        block_on(store.commit(batch)).unwrap();
+        // b sends it: queue → in flight.
+        let send = vec![
+            Change::QueuePop { client_id: b.clone(), seq: 1 },
+            Change::InflightPut {
+                client_id: b.clone(),
+                packet_id: 5,
+                id: MessageId(1),
+                qos: 1,
+                retain: false,
+                state: InflightState::Published,
+            },
+        ];
+        block_on(store.commit(send)).unwrap();
+        assert!(store.stats().groups >= 2);
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let r = store.recover().unwrap();
+    assert_eq!(r.next_message_id, 2);
+    assert_eq!(r.retained.len(), 1);
+    let a_s = r.sessions.iter().find(|s| &*s.client_id == "a").unwrap();
+    let b_s = r.sessions.iter().find(|s| &*s.client_id == "b").unwrap();
+    assert_eq!(a_s.subscriptions.len(), 1);
+    assert_eq!(a_s.subscriptions[0].2, Some(9));
+    assert_eq!(a_s.queue.len(), 1);
+    assert_eq!(&a_s.queue[0].msg.payload[..], b"one");
+    assert_eq!(a_s.awaiting_rel, vec![77]);
+    assert!(b_s.queue.is_empty());
+    assert_eq!(b_s.inflight.len(), 1);
+    assert_eq!(b_s.inflight[0].packet_id, 5);
+    assert_eq!(b_s.inflight[0].id, MessageId(1));
+    assert_eq!(b_s.owner, SessionOwner::User(Arc::from("alice")));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn a_message_goes_with_its_last_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.recover().unwrap();
+    let batch =
+        vec![session(&a), session(&b), Change::MessagePut { id: MessageId(1), msg: msg("t", b"x") }, push(&a, 1, 1)];
+    block_on(store.commit(batch)).unwrap();
+    block_on(store.commit(vec![push(&b, 1, 1)])).unwrap();
+    block_on(store.commit(vec![Change::QueuePop { client_id: a.clone(), seq: 1 }])).unwrap();
+    block_on(store.commit(vec![Change::SessionDelete { client_id: b.clone() }])).unwrap();
+    drop(store);
+    let engine = crate::engine::redb::Redb::open(&dir.path().join(crate::store::FILE_NAME), true).unwrap();
+    for t in [Table::Messages, Table::Refs, Table::Queue] {
+        let mut n = 0;
+        engine
+            .scan(t, &[], &mut |_, _| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 0, "table {} is empty once nobody holds the message", t.name());
+    }
+}
+
+#[test]
+fn relaxed_commits_complete_at_once_and_are_written_by_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    {
+        let mut cfg = StoreConfig::new(dir.path());
+        cfg.mode = SyncMode::Relaxed;
+        cfg.sync_interval = std::time::Duration::from_secs(3600);
+        let store = Store::open(cfg).unwrap();
+        store.recover().unwrap();
+        block_on(store.commit(vec![session(&a)])).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.recover().unwrap().sessions.len(), 1);
+}
+
+#[test]
+fn a_damaged_file_is_refused_with_its_name_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        let mut batch = vec![session(&a)];
+        for i in 1..200u64 {
+            batch.push(Change::MessagePut { id: MessageId(i), msg: msg("t/x", b"payload payload payload") });
+            batch.push(push(&a, i, i));
+        }
+        block_on(store.commit(batch)).unwrap();
+    }
+    let path = dir.path().join(crate::store::FILE_NAME);
+    let good = std::fs::read(&path).unwrap();
+    // Flipped bytes in every 4 KiB page past the header, then a truncation.
+    let mut flipped = good.clone();
+    for i in (4096..flipped.len()).step_by(4096) {
+        for b in &mut flipped[i + 100..(i + 140).min(good.len())] {
+            *b ^= 0xa5;
+        }
+    }
+    for damaged in [flipped, good[..good.len() / 2].to_vec(), good[..100].to_vec()] {
+        std::fs::write(&path, &damaged).unwrap();
+        let shown = match Store::open(StoreConfig::new(dir.path())) {
+            Err(e) => e.to_string(),
+            Ok(store) => match store.recover() {
+                Err(e) => e.to_string(),
+                Ok(r) => panic!("a damaged file recovered {} sessions", r.sessions.len()),
+            },
+        };
+        assert!(shown.contains("store.redb"), "the error names the file: {shown}");
+    }
+}
+
+#[test]
+fn a_newer_format_is_refused_and_an_older_one_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        block_on(store.commit(vec![session(&a)])).unwrap();
+        assert_eq!(store.found_version(), 1);
+    }
+    // A test version 2: its migration stamps every session row's client
+    // id into the meta table (any row rewrite would do).
+    fn to_v2(e: &dyn Engine) -> Result<Vec<Op>, EngineError> {
+        let mut ops = Vec::new();
+        e.scan(Table::Sessions, &[], &mut |k, _| {
+            let key = [b"migrated:".as_slice(), k].concat();
+            ops.push((Table::Meta, key.clone(), Some(crate::codec::seal(&key, Vec::new()))));
+            Ok(())
+        })?;
+        Ok(ops)
+    }
+    static V2: [Migration; 1] = [to_v2];
+    let v2 = Format { version: 2, migrations: &V2 };
+    {
+        let store = Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v2).unwrap();
+        assert_eq!(store.found_version(), 1);
+        assert_eq!(store.recover().unwrap().sessions.len(), 1, "the data survives the migration");
+    }
+    let store = Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v2).unwrap();
+    assert_eq!(store.found_version(), 2);
+    drop(store);
+    // This build (version 1) refuses the version 2 file.
+    match Store::open(StoreConfig::new(dir.path())) {
+        Err(OpenError::Format(e)) => assert!(e.to_string().contains("store format 2"), "{e}"),
+        other => panic!("expected a format error, got {other:?}"),
+    }
+}
