@@ -347,8 +347,8 @@ impl ServerSettings {
             if self.tls.cert_file != self.tls.key_file {
                 return Err(BuildError::invalid(
                     "tls.key_file",
-                    "must be the tls.cert_file: the MongoDB driver reads the client certificate and its key from one \
-                     PEM file; give the same file for both",
+                    "must name the same file as tls.cert_file: the MongoDB driver reads the client certificate and \
+                     its key from one PEM file",
                 ));
             }
         }

@@ -48,6 +48,11 @@ fn bad_configs_name_the_key() {
         ("pool = { size = 0 }\n", "pool.size", Invalid),
         ("password_hash = { algo = \"pbkdf2\" }\n", "password_hash.iterations", Missing),
         ("tls = { enable = true }\n", "tls.ca_file", Missing),
+        (
+            "tls = { enable = true, ca_file = \"/etc/hostname\", cert_file = \"/etc/hostname\" }\n",
+            "tls.key_file",
+            Invalid,
+        ),
         ("tls = { enable = true, ca_file = \"/nonexistent/ca.pem\" }\n", "tls.ca_file", BuildErrorKind::File),
         ("filter = { username = { \"$regex\" = \"^${username}$\" } }\n", "filter.username.$regex", Invalid),
         ("filter = { \"$where\" = \"this.username == '${username}'\" }\n", "filter.$where", Invalid),
