@@ -60,6 +60,37 @@ impl ModulesConfig {
     }
 }
 
+impl ModulesConfig {
+    /// The built-in modules, by their `[modules.<name>]` table names.
+    pub const BUILTIN: [&'static str; 5] = ["presence", "delayed", "auto_subscribe", "rewrite", "webhook"];
+
+    /// Whether the built-in module `name` is switched on; `None` for a
+    /// name that is not one.
+    pub fn is_enabled(&self, name: &str) -> Option<bool> {
+        match name {
+            "presence" => Some(self.presence.enabled),
+            "delayed" => Some(self.delayed.enabled),
+            "auto_subscribe" => Some(self.auto_subscribe.enabled),
+            "rewrite" => Some(self.rewrite.enabled),
+            "webhook" => Some(self.webhook.enabled),
+            _ => None,
+        }
+    }
+
+    /// The `enabled` flag of the built-in module `name`; `None` for a name
+    /// that is not one.
+    pub fn enabled_mut(&mut self, name: &str) -> Option<&mut bool> {
+        match name {
+            "presence" => Some(&mut self.presence.enabled),
+            "delayed" => Some(&mut self.delayed.enabled),
+            "auto_subscribe" => Some(&mut self.auto_subscribe.enabled),
+            "rewrite" => Some(&mut self.rewrite.enabled),
+            "webhook" => Some(&mut self.webhook.enabled),
+            _ => None,
+        }
+    }
+}
+
 /// Why a module could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
