@@ -286,3 +286,23 @@ impl ModuleSet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ModulesConfig;
+
+    /// Every built-in name has a flag that reads back what was written;
+    /// other names (and the compiled-in ones) have none.
+    #[test]
+    fn every_builtin_module_has_an_enabled_flag() {
+        let mut cfg = ModulesConfig::default();
+        for name in ModulesConfig::BUILTIN {
+            for value in [true, false] {
+                *cfg.enabled_mut(name).expect(name) = value;
+                assert_eq!(cfg.is_enabled(name), Some(value), "{name}");
+            }
+        }
+        assert_eq!(cfg.is_enabled("nope"), None);
+        assert!(cfg.enabled_mut("Presence").is_none(), "names are exact");
+    }
+}

@@ -285,7 +285,7 @@ impl Node {
         *flag = enable;
         if was != enable {
             if let Some((key, message)) = cfg.validate().into_iter().next() {
-                warn!(module = name, enable, by, key = %format!("modules.{key}"), %message, "module not switched: its settings are invalid");
+                warn!(module = name, enable, by, key = %format!("modules.{key}"), problem = %message, "module not switched: its settings are invalid");
                 return Err(SwitchError::Invalid { key: format!("modules.{key}"), message });
             }
             if let Err(e) = m.set.apply(&cfg) {
