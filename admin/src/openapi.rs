@@ -32,7 +32,7 @@ use crate::api::{
         security::explain_auth, security::authorization, security::authorization_status, security::acl_cache,
         security::purge_acl_cache, security::explain_acl,
         publish::publish, publish::publish_bulk, shim::mqtt_publish,
-        configs::reload, configs::modules,
+        configs::reload, configs::modules, configs::switch,
         users::list, users::create, users::get, users::update, users::delete,
         rules::list, rules::create, rules::get, rules::delete,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::delete,

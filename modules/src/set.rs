@@ -60,6 +60,37 @@ impl ModulesConfig {
     }
 }
 
+impl ModulesConfig {
+    /// The built-in modules, by their `[modules.<name>]` table names.
+    pub const BUILTIN: [&'static str; 5] = ["presence", "delayed", "auto_subscribe", "rewrite", "webhook"];
+
+    /// Whether the built-in module `name` is switched on; `None` for a
+    /// name that is not one.
+    pub fn is_enabled(&self, name: &str) -> Option<bool> {
+        match name {
+            "presence" => Some(self.presence.enabled),
+            "delayed" => Some(self.delayed.enabled),
+            "auto_subscribe" => Some(self.auto_subscribe.enabled),
+            "rewrite" => Some(self.rewrite.enabled),
+            "webhook" => Some(self.webhook.enabled),
+            _ => None,
+        }
+    }
+
+    /// The `enabled` flag of the built-in module `name`; `None` for a name
+    /// that is not one.
+    pub fn enabled_mut(&mut self, name: &str) -> Option<&mut bool> {
+        match name {
+            "presence" => Some(&mut self.presence.enabled),
+            "delayed" => Some(&mut self.delayed.enabled),
+            "auto_subscribe" => Some(&mut self.auto_subscribe.enabled),
+            "rewrite" => Some(&mut self.rewrite.enabled),
+            "webhook" => Some(&mut self.webhook.enabled),
+            _ => None,
+        }
+    }
+}
+
 /// Why a module could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
@@ -253,5 +284,25 @@ impl ModuleSet {
         }
         broker.hooks.install(hooks.build());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModulesConfig;
+
+    /// Every built-in name has a flag that reads back what was written;
+    /// other names (and the compiled-in ones) have none.
+    #[test]
+    fn every_builtin_module_has_an_enabled_flag() {
+        let mut cfg = ModulesConfig::default();
+        for name in ModulesConfig::BUILTIN {
+            for value in [true, false] {
+                *cfg.enabled_mut(name).expect(name) = value;
+                assert_eq!(cfg.is_enabled(name), Some(value), "{name}");
+            }
+        }
+        assert_eq!(cfg.is_enabled("nope"), None);
+        assert!(cfg.enabled_mut("Presence").is_none(), "names are exact");
     }
 }

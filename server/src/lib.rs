@@ -32,4 +32,4 @@ pub mod security;
 pub mod users_cli;
 
 pub use config::Config;
-pub use node::{check, Node, Rejected, ReloadReport, Signal, Signals};
+pub use node::{check, ModuleState, Node, Rejected, ReloadReport, Signal, Signals, SwitchError};

@@ -12,7 +12,7 @@ use anyhow::Context;
 use parking_lot::Mutex;
 use portcullis_core::broker::Broker;
 use portcullis_core::gate::Gate;
-use portcullis_modules::ModuleSet;
+use portcullis_modules::{ModuleSet, ModulesConfig};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -80,6 +80,39 @@ pub struct ReloadReport {
     pub modules: Vec<String>,
 }
 
+/// The modules running and the `[modules]` they run with: the file's (at
+/// start or the last reload) with the run-time switches applied.
+struct Running {
+    set: ModuleSet,
+    cfg: ModulesConfig,
+    /// Built-in modules switched at run time since the last reload.
+    switched: Vec<&'static str>,
+}
+
+/// A built-in module's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleState {
+    /// Its `[modules.<name>]` table name.
+    pub name: &'static str,
+    pub enabled: bool,
+    /// Switched at run time since the config file was last read.
+    pub switched: bool,
+}
+
+/// Why [`Node::switch_module`] did not switch a module (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    /// Not a built-in module.
+    #[error("no built-in module {0:?} (built-in modules: presence, delayed, auto_subscribe, rewrite, webhook)")]
+    Unknown(String),
+    /// Its settings do not let it run: the key (`modules.webhook.url`) and why.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    /// It could not be built for another reason (the broker is stopping).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A running broker and everything it was built from.
 pub struct Node {
     /// The config it started with (`[modules]` may have changed since).
@@ -89,7 +122,7 @@ pub struct Node {
     pub broker: Arc<Broker>,
     pub security: Arc<Security>,
     pub listeners: Listeners,
-    modules: Mutex<ModuleSet>,
+    modules: Mutex<Running>,
     /// The `[[bridges]]` running; taken at shutdown to wait for them.
     bridges: Mutex<portcullis_bridge::Bridges>,
     /// The durable store (`[persistence] mode = "strict" | "relaxed"`).
@@ -98,7 +131,7 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("path", &self.path).field("modules", &self.modules.lock().enabled()).finish()
+        f.debug_struct("Node").field("path", &self.path).field("modules", &self.modules.lock().set.enabled()).finish()
     }
 }
 
@@ -152,12 +185,12 @@ impl Node {
         .await?;
         portcullis_core::sys::spawn(Arc::clone(&broker));
         Ok(Arc::new(Node {
+            modules: Mutex::new(Running { set: modules, cfg: cfg.modules.clone(), switched: Vec::new() }),
             config: cfg,
             path,
             broker,
             security,
             listeners,
-            modules: Mutex::new(modules),
             bridges: Mutex::new(bridges),
             store,
         }))
@@ -187,9 +220,15 @@ impl Node {
             }
         };
         let mut modules = self.modules.lock();
-        let error = match modules.apply(&new.modules) {
+        let error = match modules.set.apply(&new.modules) {
             Ok(()) => {
-                info!(modules = ?modules.enabled(), "reload: modules reloaded");
+                // The file wins: switches made through the API end here.
+                if !modules.switched.is_empty() {
+                    info!(undone = ?modules.switched, "reload: modules switched at run time take the config file's setting again");
+                }
+                modules.cfg = new.modules.clone();
+                modules.switched.clear();
+                info!(modules = ?modules.set.enabled(), "reload: modules reloaded");
                 None
             }
             Err(e) => {
@@ -209,7 +248,64 @@ impl Node {
 
     /// The modules running now, in hook order.
     pub fn modules(&self) -> Vec<String> {
-        self.modules.lock().enabled()
+        self.modules.lock().set.enabled()
+    }
+
+    /// Every built-in module: whether it is on, and whether that was
+    /// switched at run time ([`Node::switch_module`]) rather than read
+    /// from the config file.
+    pub fn builtin_modules(&self) -> Vec<ModuleState> {
+        let m = self.modules.lock();
+        ModulesConfig::BUILTIN
+            .iter()
+            .map(|name| ModuleState {
+                name,
+                enabled: m.cfg.is_enabled(name).unwrap_or(false),
+                switched: m.switched.contains(name),
+            })
+            .collect()
+    }
+
+    /// Switches the built-in module `name` on or off at run time: the
+    /// current `[modules]` with that module's `enabled` flipped goes
+    /// through [`ModuleSet::apply`] (the other modules are kept as they
+    /// run; connections are not touched). Not written to the file: the
+    /// next reload (SIGHUP, `configs/reload`) applies the file's setting
+    /// again. A module switched on without a `[modules.<name>]` table
+    /// runs with its defaults when those are valid. `by` (the API key, or
+    /// the Unix socket) goes to the log.
+    pub fn switch_module(&self, name: &str, enable: bool, by: &str) -> Result<ModuleState, SwitchError> {
+        let Some(&name) = ModulesConfig::BUILTIN.iter().find(|n| **n == name) else {
+            return Err(SwitchError::Unknown(name.to_string()));
+        };
+        let mut m = self.modules.lock();
+        let mut cfg = m.cfg.clone();
+        let flag = cfg.enabled_mut(name).ok_or_else(|| SwitchError::Unknown(name.to_string()))?;
+        let was = *flag;
+        *flag = enable;
+        if was != enable {
+            if let Some((key, message)) = cfg.validate().into_iter().next() {
+                warn!(module = name, enable, by, key = %format!("modules.{key}"), problem = %message, "module not switched: its settings are invalid");
+                return Err(SwitchError::Invalid { key: format!("modules.{key}"), message });
+            }
+            if let Err(e) = m.set.apply(&cfg) {
+                warn!(module = name, enable, by, error = %e, "module not switched; the running ones are unchanged");
+                return Err(match e {
+                    portcullis_modules::set::ModuleError::Config { module, key, message } => {
+                        SwitchError::Invalid { key: format!("modules.{module}.{key}"), message }
+                    }
+                    other => SwitchError::Failed(other.to_string()),
+                });
+            }
+            m.cfg = cfg;
+            // Switching it back to the file's value is still a run-time
+            // switch: the listing says so until the next reload.
+            if !m.switched.contains(&name) {
+                m.switched.push(name);
+            }
+        }
+        info!(module = name, enable, changed = was != enable, by, running = ?m.set.enabled(), "module switched at run time (until the next reload)");
+        Ok(ModuleState { name, enabled: enable, switched: m.switched.contains(&name) })
     }
 
     /// Every `[[bridges]]` entry's status and counters, in config order

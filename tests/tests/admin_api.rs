@@ -31,7 +31,8 @@ fn tp(p: &Path) -> String {
 /// A broker with the admin API, three bootstrap keys (`admin`, `view`,
 /// `pub`, secret [`SECRET`]), anonymous loopback clients and a password
 /// file (alice/alice-pw, bob/bob-pw), an ACL that denies publishing to
-/// `denied/#`, and emqttd's form on the `tcp` listener.
+/// `denied/#` (and lets clients watch `$SYS/brokers/+/clients/#`), and
+/// emqttd's form on the `tcp` listener.
 struct Setup {
     broker: Broker,
     api: Api,
@@ -65,6 +66,7 @@ fn setup(extra: &str) -> Setup {
     std::fs::write(
         &acl,
         "[[rule]]\npermission = \"deny\"\naction = \"publish\"\ntopics = [\"denied/#\"]\n\n\
+         [[rule]]\npermission = \"allow\"\naction = \"subscribe\"\ntopics = [\"$SYS/brokers/+/clients/#\"]\n\n\
          [[rule]]\npermission = \"allow\"\naction = \"all\"\ntopics = [\"#\"]\n",
     )
     .expect("acl");
@@ -761,13 +763,13 @@ async fn provider_counters_move_by_one_per_check_and_explain_shares_the_cli_code
 }
 
 #[tokio::test]
-async fn reload_and_read_only_modules() {
+async fn reload_and_modules() {
     let s = setup("[modules.presence]\nenabled = true\n");
     let api = &s.api;
     let (st, v) = api.get("/api/v5/modules").await;
     assert_eq!((st, v["modules"][0]["name"].as_str()), (StatusCode::OK, Some("presence")), "{v}");
     assert!(v["how_to_change"].as_str().is_some_and(|h| h.contains("reload")));
-    // Modules change through the file and a reload, not the API.
+    // Modules are switched one by one (`modules/{name}`), not as a set.
     for m in [Method::PUT, Method::POST, Method::DELETE] {
         let (st, v) = api.call(m.clone(), "/api/v5/modules", Some(json!({"name": "presence", "enable": false}))).await;
         assert_eq!((st, code(&v)), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"), "{m}");
@@ -784,6 +786,94 @@ async fn reload_and_read_only_modules() {
     let (st, v) = api.post("/api/v5/configs/reload", Value::Null).await;
     assert_eq!(st, StatusCode::OK);
     assert!(v["config_error"].is_string(), "a broken file is reported: {v}");
+}
+
+/// The next PUBLISH whose topic ends with `suffix` (others skipped), within 5 s.
+async fn event(raw: &mut Raw, suffix: &str) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        match raw.recv_timeout(left).await {
+            Ok(Some(Packet::Publish(p))) if p.topic.ends_with(suffix) => return,
+            Ok(Some(_)) => {}
+            other => panic!("no event ending in {suffix}: {other:?}"),
+        }
+    }
+}
+
+/// A built-in module's entry in `GET /api/v5/modules`.
+async fn builtin(api: &Api, name: &str) -> Value {
+    let (st, v) = api.get("/api/v5/modules").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["builtin"].as_array().and_then(|a| a.iter().find(|m| m["name"] == name)).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn modules_switched_at_run_time_without_dropping_clients() {
+    let s = setup("[modules.presence]\nenabled = false\n");
+    let api = &s.api;
+    let (mut watch, _) = open_v3(s.broker.addr, "watch", true).await;
+    subscribe(&mut watch, 1, &[("$SYS/brokers/+/clients/+/connected", Q0)]).await;
+    let (mut before, _) = open_v3(s.broker.addr, "before", true).await;
+    expect_silence(&mut watch, Duration::from_millis(300), "presence is off in the file").await;
+    assert_eq!(builtin(api, "presence").await, json!({"name": "presence", "enable": false, "source": "config"}));
+
+    // Only an administrator switches; unknown names and bad bodies are refused.
+    let on = json!({"enable": true});
+    for key in ["view", "pub"] {
+        let (st, v) = api.with_key(key, SECRET).put("/api/v5/modules/presence", on.clone()).await;
+        assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{key}");
+    }
+    let (st, v) = api.put("/api/v5/modules/nope", on.clone()).await;
+    assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{v}");
+    let (st, v) = api.put("/api/v5/modules/presence", json!({"enable": "yes"})).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{v}");
+    // No [modules.webhook]: its defaults lack the url, named in the answer.
+    let (st, v) = api.put("/api/v5/modules/webhook", on.clone()).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("modules.webhook.url")), "{v}");
+    assert_eq!(builtin(api, "webhook").await["enable"], false);
+    assert_eq!(builtin(api, "presence").await["enable"], false, "nothing switched by a refused request");
+
+    // On: a new client is announced; the connected ones stay.
+    let (st, v) = api.put("/api/v5/modules/presence", on.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["name"].as_str(), v["enable"].as_bool(), v["source"].as_str()),
+        (Some("presence"), Some(true), Some("api"))
+    );
+    assert_eq!(v["modules"][0]["name"], "presence", "{v}");
+    let (_on, _) = open_v3(s.broker.addr, "while-on", true).await;
+    event(&mut watch, "/clients/while-on/connected").await;
+    sync(&mut before).await;
+    assert_eq!(builtin(api, "presence").await, json!({"name": "presence", "enable": true, "source": "api"}));
+    assert!(s.broker.wait_log("module switched at run time", Duration::from_secs(5)));
+    assert!(
+        s.broker.log().lines().any(|l| l.contains("module switched at run time") && l.contains("admin")),
+        "who is logged"
+    );
+    // A module without a table runs with its (valid) defaults.
+    let (st, v) = api.put("/api/v5/modules/delayed", on.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["modules"].as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "delayed")), "{v}");
+
+    // Off: silence again, clients still connected.
+    let (st, v) = api.put("/api/v5/modules/presence", json!({"enable": false})).await;
+    assert_eq!((st, v["enable"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
+    let (_off, _) = open_v3(s.broker.addr, "while-off", true).await;
+    expect_silence(&mut watch, Duration::from_millis(500), "presence switched off").await;
+    sync(&mut watch).await;
+    sync(&mut before).await;
+
+    // A reload applies the file again: presence off (from the file), delayed off.
+    assert_eq!(api.put("/api/v5/modules/presence", on.clone()).await.0, StatusCode::OK);
+    let (st, v) = api.post("/api/v5/configs/reload", Value::Null).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["modules"], json!([]), "the file wins at reload: {v}");
+    assert_eq!(builtin(api, "presence").await, json!({"name": "presence", "enable": false, "source": "config"}));
+    let (_after, _) = open_v3(s.broker.addr, "after-reload", true).await;
+    expect_silence(&mut watch, Duration::from_millis(500), "presence off again after the reload").await;
+    sync(&mut before).await;
 }
 
 #[tokio::test]

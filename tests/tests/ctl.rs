@@ -219,9 +219,22 @@ async fn every_command_with_and_without_json() {
     assert!(ok(&b, &["reload"]).contains("restart_needed"));
     assert_eq!(ok_json(&b, &["reload"])["files_failed"], 0);
 
-    // modules list
-    assert!(ok(&b, &["modules", "list"]).starts_with("POSITION"));
+    // modules list | enable | disable (presence is on by default)
+    let out = ok(&b, &["modules", "list"]);
+    assert!(out.starts_with("NAME") && out.contains("presence") && out.contains("webhook"), "{out}");
     assert!(ok_json(&b, &["modules", "list"])["modules"].is_array());
+    assert_eq!(ok(&b, &["modules", "disable", "presence"]).trim(), "module presence disabled (until the next reload)");
+    let v = ok_json(&b, &["modules", "list"]);
+    let presence = v["builtin"].as_array().and_then(|a| a.iter().find(|m| m["name"] == "presence")).cloned();
+    assert_eq!(presence, Some(serde_json::json!({"name": "presence", "enable": false, "source": "api"})), "{v}");
+    let v = ok_json(&b, &["modules", "enable", "presence"]);
+    assert_eq!((v["name"].as_str(), v["enable"].as_bool()), (Some("presence"), Some(true)), "{v}");
+    assert_eq!(ok(&b, &["modules", "enable", "delayed"]).trim(), "module delayed enabled (until the next reload)");
+    assert!(ok_json(&b, &["modules", "disable", "delayed"])["modules"].is_array());
+    assert_eq!(ctl(&b, &["modules", "enable", "nope"]).0, 1, "no such module");
+    let (code, out) = ctl(&b, &["--json", "modules", "enable", "webhook"]);
+    assert_eq!(code, 1, "no url");
+    assert!(out.contains("modules.webhook.url"), "{out}");
 
     // clients kick: the client sees DISCONNECT 0x98.
     assert_eq!(ok(&b, &["clients", "kick", "ctl-pub"]).trim(), "kicked ctl-pub");

@@ -138,6 +138,7 @@ pub fn protected() -> Routes {
         .post("/api/v5/publish/bulk", publish::publish_bulk)
         .post("/api/v5/configs/reload", configs::reload)
         .get("/api/v5/modules", configs::modules)
+        .put("/api/v5/modules/{name}", configs::switch)
         .get("/api/v5/api_key", api_keys::list)
         .post("/api/v5/api_key", api_keys::create)
         .get("/api/v5/api_key/{name}", api_keys::get)

@@ -78,7 +78,7 @@ pub enum CtlCommand {
     Acl(AclCmd),
     /// Re-read the config file (as SIGHUP does).
     Reload,
-    /// Modules (enabled or disabled in the config file, then `reload`).
+    /// Modules: list them; switch one on or off until the next reload.
     #[command(subcommand)]
     Modules(ModulesCmd),
     /// Users of the built-in user store (`[auth.builtin.<name>]`).
@@ -341,8 +341,13 @@ pub enum RuleActionArg {
 
 #[derive(Debug, Subcommand)]
 pub enum ModulesCmd {
-    /// Modules in their hook order.
+    /// Every built-in module: on or off, and whether switched at run time.
     List,
+    /// Switch a built-in module on (not written to the config file: the
+    /// next reload applies the file's setting again).
+    Enable { name: String },
+    /// Switch a built-in module off (until the next reload, likewise).
+    Disable { name: String },
 }
 
 /// One API call and how to show its answer.
@@ -431,7 +436,7 @@ const BRIDGES: &[Column] = &[
     ("DROPPED", "messages_dropped"),
     ("CONNECTS", "connects"),
 ];
-const MODULES: &[Column] = &[("POSITION", "position"), ("NAME", "name")];
+const MODULES: &[Column] = &[("NAME", "name"), ("ENABLE", "enable"), ("SOURCE", "source")];
 const USERS: &[Column] =
     &[("USERNAME", "user_id"), ("SUPERUSER", "is_superuser"), ("CREATED", "created_at"), ("UPDATED", "updated_at")];
 
@@ -675,7 +680,19 @@ fn call(cmd: CtlCommand, cfg: &Config) -> Result<Call, String> {
         CtlCommand::Reload => {
             Call { method: Method::POST, path: "/api/v5/configs/reload".into(), body: None, show: Show::Fields }
         }
-        CtlCommand::Modules(ModulesCmd::List) => get("/api/v5/modules".into(), Show::TableAt("modules", MODULES)),
+        CtlCommand::Modules(ModulesCmd::List) => get("/api/v5/modules".into(), Show::TableAt("builtin", MODULES)),
+        CtlCommand::Modules(ModulesCmd::Enable { name }) => Call {
+            method: Method::PUT,
+            path: format!("/api/v5/modules/{}", segment(&name)),
+            body: Some(json!({"enable": true})),
+            show: Show::Done(format!("module {name} enabled (until the next reload)")),
+        },
+        CtlCommand::Modules(ModulesCmd::Disable { name }) => Call {
+            method: Method::PUT,
+            path: format!("/api/v5/modules/{}", segment(&name)),
+            body: Some(json!({"enable": false})),
+            show: Show::Done(format!("module {name} disabled (until the next reload)")),
+        },
         CtlCommand::Bridges(BridgesCmd::List) => get("/api/v5/bridges".into(), Show::Table(BRIDGES)),
         CtlCommand::Bridges(BridgesCmd::Show { name }) => {
             get(format!("/api/v5/bridges/{}", segment(&name)), Show::Fields)

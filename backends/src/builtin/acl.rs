@@ -19,10 +19,11 @@ use std::sync::Arc;
 use portcullis_acl::provider::{AclAnswer, AclProvider};
 use portcullis_acl::rule::{decide, Rule};
 use portcullis_core::gate::{Access, ClientInfo, GateFuture};
-use portcullis_core::provider::{ErrorKind, ProviderError};
+use portcullis_core::provider::ProviderError;
 
 use super::store::UserStore;
 use crate::common::health::Health;
+use crate::common::rows::RowError;
 
 pub struct BuiltinAcl {
     name: String,
@@ -44,11 +45,7 @@ impl BuiltinAcl {
     async fn check(&self, client: &ClientInfo, access: &Access<'_>) -> Result<AclAnswer, ProviderError> {
         let stored = self.store.rules_for_client(client.username.as_deref(), &client.client_id).await;
         let stored = self.health.track(stored.map_err(|e| super::provider_error(&e)))?;
-        let rules = stored
-            .iter()
-            .map(|r| r.to_rule(&self.name))
-            .collect::<Result<Vec<Rule>, String>>()
-            .map_err(|e| ProviderError::new(ErrorKind::BadResponse, e))?;
+        let rules = stored.iter().map(|r| r.to_rule(&self.name)).collect::<Result<Vec<Rule>, RowError>>()?;
         Ok(decide(&rules, client, access))
     }
 }

@@ -24,6 +24,7 @@ use portcullis_core::units;
 use serde::Deserialize;
 
 use crate::common::default_timeout;
+use crate::common::BuildError;
 
 /// The store file when `path` is not set.
 pub fn default_path() -> PathBuf {
@@ -101,15 +102,15 @@ impl Default for BuiltinConfig {
 impl BuiltinConfig {
     /// Checks what can be checked without touching the file; errors name
     /// the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.path.as_os_str().is_empty() {
-            return Err("path: must not be empty".into());
+            return Err(BuildError::invalid("path", "must not be empty"));
         }
         if self.readers == 0 {
-            return Err("readers: must be at least 1".into());
+            return Err(BuildError::invalid("readers", "must be at least 1"));
         }
         if self.poll < MIN_POLL {
-            return Err(format!("poll: must be at least {}", humanize(MIN_POLL)));
+            return Err(BuildError::invalid("poll", format!("must be at least {}", humanize(MIN_POLL))));
         }
         Ok(())
     }
@@ -124,6 +125,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::common::BuildErrorKind;
 
     #[test]
     fn defaults_and_unknown_keys() {
@@ -138,9 +140,11 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let c = |v| serde_json::from_value::<BuiltinConfig>(v).unwrap().validate();
-        assert_eq!(c(json!({ "path": "" })).unwrap_err(), "path: must not be empty");
-        assert_eq!(c(json!({ "readers": 0 })).unwrap_err(), "readers: must be at least 1");
-        assert_eq!(c(json!({ "poll": "10ms" })).unwrap_err(), "poll: must be at least 100ms");
+        let e = c(json!({ "path": "" })).unwrap_err();
+        assert!(e.is("path", BuildErrorKind::Invalid), "{e}");
+        assert_eq!(e.to_string(), "path: must not be empty");
+        assert!(c(json!({ "readers": 0 })).unwrap_err().is("readers", BuildErrorKind::Invalid));
+        assert_eq!(c(json!({ "poll": "10ms" })).unwrap_err().to_string(), "poll: must be at least 100ms");
         assert!(c(json!({ "poll": "100ms" })).is_ok());
     }
 }

@@ -86,7 +86,7 @@ pub async fn acl_provider(
 
 async fn open(cfg: &BuiltinConfig, mode: OpenMode) -> Result<Arc<UserStore>, BuildError> {
     cfg.validate()?;
-    let store = UserStore::open(cfg, mode).await.map_err(|e| BuildError(format!("path: {e}")))?;
+    let store = UserStore::open(cfg, mode).await.map_err(|e| BuildError::store("path", e.to_string()))?;
     if mode != OpenMode::CheckOnly {
         store.watch(cfg.poll);
     }

@@ -14,6 +14,7 @@
 use portcullis_acl::rule::{Action, Permission, Rule, Subject, TopicPattern};
 
 use super::StoreError;
+use crate::common::rows::RowError;
 
 /// Longest username, client id or topic accepted (the longest MQTT string).
 pub const MAX_TEXT_LEN: usize = 65_535;
@@ -58,11 +59,11 @@ impl RuleSubject {
         }
     }
 
-    pub(super) fn from_row(kind: &str, value: String) -> Result<RuleSubject, String> {
+    pub(super) fn from_row(kind: &str, value: String) -> Result<RuleSubject, RowError> {
         match kind {
             "username" => Ok(RuleSubject::Username(value)),
             "clientid" => Ok(RuleSubject::ClientId(value)),
-            other => Err(format!("subject_kind {other:?}: expected username or clientid")),
+            other => Err(RowError::new("subject_kind", format!("{other:?}: expected username or clientid"))),
         }
     }
 
@@ -148,9 +149,10 @@ impl StoredRule {
     /// The rule as the ACL matches it; `provider` names its origin. The
     /// subject is set too, so the rule applies only to its own username or
     /// client id whatever selected it.
-    pub fn to_rule(&self, provider: &str) -> Result<Rule, String> {
+    pub fn to_rule(&self, provider: &str) -> Result<Rule, RowError> {
         let origin = format!("builtin:{provider} rule {}", self.id);
-        let topic = TopicPattern::parse(&self.topic).map_err(|e| format!("{origin}: topic {:?}: {e}", self.topic))?;
+        let topic = TopicPattern::parse(&self.topic)
+            .map_err(|e| RowError::new("topic", format!("{:?}: {e}", self.topic)).in_row(&origin))?;
         let subject = match &self.subject {
             RuleSubject::Username(u) => Subject { username: Some(u.clone()), ..Subject::default() },
             RuleSubject::ClientId(c) => Subject { client_id: Some(c.clone()), ..Subject::default() },
@@ -185,32 +187,32 @@ pub fn action_name(a: Action) -> &'static str {
 }
 
 /// The stored `permission` column.
-pub fn parse_permission(s: &str) -> Result<Permission, String> {
+pub fn parse_permission(s: &str) -> Result<Permission, RowError> {
     match s {
         "allow" => Ok(Permission::Allow),
         "deny" => Ok(Permission::Deny),
-        other => Err(format!("permission {other:?}: expected allow or deny")),
+        other => Err(RowError::new("permission", format!("{other:?}: expected allow or deny"))),
     }
 }
 
 /// The stored `action` column.
-pub fn parse_action(s: &str) -> Result<Action, String> {
+pub fn parse_action(s: &str) -> Result<Action, RowError> {
     match s {
         "publish" => Ok(Action::Publish),
         "subscribe" => Ok(Action::Subscribe),
         "all" => Ok(Action::All),
-        other => Err(format!("action {other:?}: expected publish, subscribe or all")),
+        other => Err(RowError::new("action", format!("{other:?}: expected publish, subscribe or all"))),
     }
 }
 
 /// The stored `qos` column (`0,2`).
-pub fn parse_qos(s: &str) -> Result<Vec<u8>, String> {
+pub fn parse_qos(s: &str) -> Result<Vec<u8>, RowError> {
     s.split(',')
         .map(|p| match p.trim() {
             "0" => Ok(0),
             "1" => Ok(1),
             "2" => Ok(2),
-            other => Err(format!("qos {other:?}: expected 0, 1 or 2")),
+            other => Err(RowError::new("qos", format!("{other:?}: expected 0, 1 or 2"))),
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use super::model::{
     StoredRule,
 };
 use super::store::{corrupt, now, StoreError, UserStore};
+use crate::common::rows::RowError;
 
 const RULE_COLUMNS: &str = "id, subject_kind, subject, priority, permission, action, topic, qos, retain, created_at";
 /// Decision order: priority, then a client id's rules before a username's,
@@ -134,14 +135,14 @@ impl UserStore {
 
 fn stored_rule(row: &SqliteRow) -> Result<StoredRule, StoreError> {
     let id: i64 = row.try_get(0)?;
-    let at = |e: String| corrupt(format!("rule {id}: {e}"));
+    let at = |e: RowError| corrupt(e.in_row(&format!("rule {id}")));
     let kind: String = row.try_get(1)?;
     let qos: Option<String> = row.try_get(7)?;
     let retain = match row.try_get::<Option<i64>, _>(8)? {
         None => None,
         Some(0) => Some(false),
         Some(1) => Some(true),
-        Some(n) => return Err(at(format!("retain {n}: expected 0 or 1"))),
+        Some(n) => return Err(at(RowError::new("retain", format!("{n}: expected 0 or 1")))),
     };
     Ok(StoredRule {
         id,

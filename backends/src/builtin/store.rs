@@ -155,6 +155,19 @@ impl UserStore {
         StoreError::Open { path: self.path.clone(), message: message.to_string() }
     }
 
+    /// SQLite's `quick_check`: `ok`, or an [`StoreError::Open`] that says
+    /// what is wrong.
+    async fn quick_check(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_all(conn)
+            .await
+            .map_err(|e| self.open_error(unusable(&e)))?;
+        match rows.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            problems => Err(self.open_error(format!("corrupt (quick_check: {})", problems.join("; ")))),
+        }
+    }
+
     /// Creates the file if asked, migrates it, checks it.
     async fn prepare(&self, mode: OpenMode) -> Result<(), StoreError> {
         match std::fs::metadata(&self.path) {
@@ -191,7 +204,7 @@ impl UserStore {
             return Err(self.open_error(format!("cannot switch to WAL mode (journal_mode is {journal})")));
         }
         let from = schema::migrate(&mut conn).await.map_err(|e| self.open_error(not_a_store(e)))?;
-        quick_check(&mut conn).await.map_err(|e| self.open_error(e))?;
+        self.quick_check(&mut conn).await?;
         let revision = read_revision(&mut conn).await.map_err(|e| self.open_error(e))?;
         self.revision.send_replace(revision);
         if from != schema::CURRENT_VERSION {
@@ -217,7 +230,7 @@ impl UserStore {
             Ok(Some(v)) if v > schema::CURRENT_VERSION => {
                 Err(self.open_error(SchemaError::TooNew { found: v, supported: schema::CURRENT_VERSION }))
             }
-            Ok(_) => quick_check(&mut conn).await.map_err(|e| self.open_error(e)),
+            Ok(_) => self.quick_check(&mut conn).await,
             Err(e) => Err(e),
         };
         if let Err(error) = conn.close().await {
@@ -326,15 +339,6 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
 async fn read_revision(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     let v: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1").fetch_one(conn).await?;
     Ok(v as u64)
-}
-
-/// SQLite's `quick_check`: `ok`, or what is wrong.
-async fn quick_check(conn: &mut SqliteConnection) -> Result<(), String> {
-    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check").fetch_all(conn).await.map_err(|e| unusable(&e))?;
-    match rows.as_slice() {
-        [ok] if ok == "ok" => Ok(()),
-        problems => Err(format!("corrupt (quick_check: {})", problems.join("; "))),
-    }
 }
 
 /// Why SQLite could not use the file, as an operator reads it.

@@ -478,3 +478,15 @@ async fn acl_provider_decides_with_placeholders() {
     assert_eq!(e.kind, ErrorKind::BadResponse, "{e}");
     assert_eq!(p.health(), Some(true), "bad data does not mark the store down");
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_open_is_a_store_error_at_path() {
+    use crate::common::BuildErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let e = auth_provider("users", &cfg(&dir.path().join("none.db")), OpenMode::Existing).await.map(drop).unwrap_err();
+    assert!(e.is("path", BuildErrorKind::Store), "{e}");
+    assert!(e.reason.contains("no user store here"), "{e}");
+    let bad = BuiltinConfig { readers: 0, ..cfg(&dir.path().join("x.db")) };
+    let e = acl_provider("rules", &bad, OpenMode::Create).await.map(drop).unwrap_err();
+    assert!(e.is("readers", BuildErrorKind::Invalid), "{e}");
+}

@@ -1,6 +1,7 @@
 //! What every backend shares: placeholders, password hashes, ACL rows,
-//! health, TLS, secrets, pool settings and the start-up transport check.
+//! health, TLS, secrets, pool settings, the build error and the start-up transport check.
 
+pub mod error;
 pub mod health;
 pub mod password;
 pub mod pool;
@@ -14,24 +15,7 @@ use std::time::Duration;
 
 use portcullis_core::provider::OnError;
 
-/// A provider failed to build (bad config, unreadable file). The message
-/// names the key (`query`, `tls.ca_file`…); the server prefixes the
-/// provider's own key (`auth.postgres.main`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
-
-impl From<String> for BuildError {
-    fn from(s: String) -> BuildError {
-        BuildError(s)
-    }
-}
-
-impl From<&str> for BuildError {
-    fn from(s: &str) -> BuildError {
-        BuildError(s.to_string())
-    }
-}
+pub use error::{BuildError, BuildErrorKind};
 
 /// The chain's call policy, which every provider table carries
 /// (`timeout`, `on_error`).

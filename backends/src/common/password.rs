@@ -18,6 +18,8 @@ use portcullis_core::gate::{ConnectInfo, DenyReason};
 use portcullis_core::provider::{ErrorKind, ProviderError};
 use serde::Deserialize;
 
+use super::BuildError;
+
 /// The algorithm names accepted in `algo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,13 +85,13 @@ pub struct PasswordHashConfig {
 
 impl PasswordHashConfig {
     /// The verifier's configuration; errors name the offending key.
-    pub fn to_hash_config(&self) -> Result<HashConfig, String> {
+    pub fn to_hash_config(&self) -> Result<HashConfig, BuildError> {
         self.to_hash_config_at("password_hash")
     }
 
     /// [`Self::to_hash_config`] for a table written under another key
     /// (`hash` in a password file provider).
-    pub fn to_hash_config_at(&self, key: &str) -> Result<HashConfig, String> {
+    pub fn to_hash_config_at(&self, key: &str) -> Result<HashConfig, BuildError> {
         let algo = match self.algo {
             AlgoName::Plain => HashAlgo::Plain,
             AlgoName::Md5 => HashAlgo::Md5,
@@ -104,19 +106,22 @@ impl PasswordHashConfig {
                     MacName::Sha256 => Pbkdf2Mac::Sha256,
                     MacName::Sha512 => Pbkdf2Mac::Sha512,
                 };
-                let iterations = self.iterations.ok_or(format!("{key}.iterations: required when algo = \"pbkdf2\""))?;
+                let iterations = self.iterations.ok_or_else(|| {
+                    BuildError::missing(format!("{key}.iterations"), "required when algo = \"pbkdf2\"")
+                })?;
                 if iterations == 0 {
-                    return Err(format!("{key}.iterations: must be at least 1"));
+                    return Err(BuildError::invalid(format!("{key}.iterations"), "must be at least 1"));
                 }
                 let key_len = self.key_length.unwrap_or(mac.output_len());
                 if key_len == 0 || key_len > 1024 {
-                    return Err(format!("{key}.key_length: must be 1 to 1024 bytes"));
+                    return Err(BuildError::invalid(format!("{key}.key_length"), "must be 1 to 1024 bytes"));
                 }
                 HashAlgo::Pbkdf2 { mac, iterations, key_len }
             }
         };
         if self.algo != AlgoName::Pbkdf2 && (self.iterations.is_some() || self.key_length.is_some()) {
-            return Err(format!("{key}.iterations and key_length apply only to algo = \"pbkdf2\""));
+            let k = if self.iterations.is_some() { "iterations" } else { "key_length" };
+            return Err(BuildError::invalid(format!("{key}.{k}"), "applies only to algo = \"pbkdf2\""));
         }
         Ok(HashConfig {
             algo,
@@ -165,6 +170,7 @@ pub async fn unknown_user(info: &ConnectInfo, decoy: &Decoy) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::BuildErrorKind;
 
     #[test]
     fn default_is_emqx_sha256_prefix_hex() {
@@ -176,10 +182,12 @@ mod tests {
     #[test]
     fn pbkdf2_needs_iterations() {
         let c = PasswordHashConfig { algo: AlgoName::Pbkdf2, ..Default::default() };
-        assert!(c.to_hash_config().unwrap_err().contains("iterations"));
+        assert!(c.to_hash_config().unwrap_err().is("password_hash.iterations", BuildErrorKind::Missing));
         let c = PasswordHashConfig { algo: AlgoName::Pbkdf2, iterations: Some(10), ..Default::default() };
         assert!(matches!(c.to_hash_config().unwrap().algo, HashAlgo::Pbkdf2 { key_len: 32, .. }));
         let c = PasswordHashConfig { iterations: Some(10), ..Default::default() };
-        assert!(c.to_hash_config().is_err());
+        assert!(c.to_hash_config().unwrap_err().is("password_hash.iterations", BuildErrorKind::Invalid));
+        let c = PasswordHashConfig { algo: AlgoName::Pbkdf2, iterations: Some(1), key_length: Some(0), ..c };
+        assert!(c.to_hash_config_at("hash").unwrap_err().is("hash.key_length", BuildErrorKind::Invalid));
     }
 }

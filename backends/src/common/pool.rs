@@ -5,6 +5,8 @@ use std::time::Duration;
 use portcullis_core::units;
 use serde::Deserialize;
 
+use super::BuildError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -58,12 +60,12 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.size == 0 {
-            return Err("pool.size: must be at least 1".into());
+            return Err(BuildError::invalid("pool.size", "must be at least 1"));
         }
         if self.min_idle > self.size {
-            return Err("pool.min_idle: must not exceed pool.size".into());
+            return Err(BuildError::invalid("pool.min_idle", "must not exceed pool.size"));
         }
         Ok(())
     }

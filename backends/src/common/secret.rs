@@ -13,6 +13,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::BuildError;
+
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Secret {
@@ -32,14 +34,19 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// The value; errors say where it should have come from.
-    pub fn resolve(&self) -> Result<String, String> {
+    /// The value; an error is a [`BuildErrorKind::Secret`] at `key` (the
+    /// key the secret is written under) that says where the value should
+    /// have come from.
+    ///
+    /// [`BuildErrorKind::Secret`]: super::BuildErrorKind::Secret
+    pub fn resolve(&self, key: &str) -> Result<String, BuildError> {
         match self {
             Secret::Inline(s) => Ok(s.clone()),
-            Secret::Env { env } => std::env::var(env).map_err(|_| format!("environment variable {env} is not set")),
+            Secret::Env { env } => std::env::var(env)
+                .map_err(|_| BuildError::secret(key, format!("environment variable {env} is not set"))),
             Secret::File { file } => std::fs::read_to_string(file)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+                .map_err(|e| BuildError::secret(key, format!("cannot read {}: {e}", file.display()))),
         }
     }
 }

@@ -20,6 +20,8 @@ use std::fmt;
 use portcullis_core::codec::ProtocolVersion;
 use portcullis_core::gate::{Access, ClientInfo, ConnectInfo};
 
+use super::BuildError;
+
 /// A placeholder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Var {
@@ -133,8 +135,12 @@ impl fmt::Debug for Template {
 pub struct Missing(pub Var);
 
 impl Template {
-    /// Parses `text`, accepting only the placeholders in `allowed`.
-    pub fn parse(text: &str, allowed: &[Var]) -> Result<Template, String> {
+    /// Parses `text`, accepting only the placeholders in `allowed`. An
+    /// error is [`BuildErrorKind::Invalid`] without a key: the caller puts
+    /// it [`under`](BuildError::under) the key the text was written at.
+    ///
+    /// [`BuildErrorKind::Invalid`]: super::BuildErrorKind::Invalid
+    pub fn parse(text: &str, allowed: &[Var]) -> Result<Template, BuildError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut rest = text;
@@ -143,11 +149,15 @@ impl Template {
             let tail = &rest[i..];
             if let Some(inner) = tail.strip_prefix("${") {
                 let Some(end) = inner.find('}') else {
-                    return Err(format!("unterminated placeholder in {text:?}"));
+                    return Err(BuildError::invalid("", format!("unterminated placeholder in {text:?}")));
                 };
                 let name = &inner[..end];
-                let var = Var::from_name(name)
-                    .ok_or_else(|| format!("unknown placeholder ${{{name}}} in {text:?}; known: {}", names(allowed)))?;
+                let var = Var::from_name(name).ok_or_else(|| {
+                    BuildError::invalid(
+                        "",
+                        format!("unknown placeholder ${{{name}}} in {text:?}; known: {}", names(allowed)),
+                    )
+                })?;
                 check_allowed(var, allowed, text)?;
                 if !lit.is_empty() {
                     parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -264,11 +274,14 @@ impl Template {
     }
 }
 
-fn check_allowed(var: Var, allowed: &[Var], text: &str) -> Result<(), String> {
+fn check_allowed(var: Var, allowed: &[Var], text: &str) -> Result<(), BuildError> {
     if allowed.contains(&var) {
         Ok(())
     } else {
-        Err(format!("placeholder {var} cannot be used here (in {text:?}); available: {}", names(allowed)))
+        Err(BuildError::invalid(
+            "",
+            format!("placeholder {var} cannot be used here (in {text:?}); available: {}", names(allowed)),
+        ))
     }
 }
 
@@ -407,9 +420,9 @@ mod tests {
     #[test]
     fn rejects_unknown_and_disallowed() {
         let e = Template::parse("${usernme}", &Var::CONNECT).unwrap_err();
-        assert!(e.contains("unknown placeholder ${usernme}"), "{e}");
+        assert!(e.reason.contains("unknown placeholder ${usernme}"), "{e}");
         let e = Template::parse("${password}", &Var::ACL).unwrap_err();
-        assert!(e.contains("cannot be used here"), "{e}");
+        assert!(e.reason.contains("cannot be used here"), "{e}");
         assert!(Template::parse("${username", &Var::CONNECT).is_err());
     }
 

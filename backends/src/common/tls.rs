@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::BuildError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -30,63 +32,79 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     /// Checks that the files exist and pair up; errors name the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.enable && self.ca_file.is_none() {
-            return Err(
-                "tls.ca_file: required when tls.enable = true (the CA that signed the server's certificate)".into()
-            );
+            return Err(BuildError::missing(
+                "tls.ca_file",
+                "required when tls.enable = true (the CA that signed the server's certificate)",
+            ));
         }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("tls.cert_file and tls.key_file go together".into());
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return Err(BuildError::missing("tls.key_file", "required with tls.cert_file")),
+            (None, Some(_)) => return Err(BuildError::missing("tls.cert_file", "required with tls.key_file")),
+            _ => {}
         }
         for (key, p) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
             if let Some(p) = p {
-                std::fs::metadata(p).map_err(|e| format!("tls.{key}: cannot read {}: {e}", p.display()))?;
+                std::fs::metadata(p)
+                    .map_err(|e| BuildError::file(format!("tls.{key}"), format!("cannot read {}: {e}", p.display())))?;
             }
         }
         Ok(())
     }
 
     /// A rustls client configuration (ring provider, TLS 1.2 and 1.3).
-    pub fn rustls_client_config(&self) -> Result<rustls::ClientConfig, String> {
+    pub fn rustls_client_config(&self) -> Result<rustls::ClientConfig, BuildError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        let p = self.ca_file.as_ref().ok_or("tls.ca_file: required when tls.enable = true")?;
+        let p = self
+            .ca_file
+            .as_ref()
+            .ok_or_else(|| BuildError::missing("tls.ca_file", "required when tls.enable = true"))?;
         for c in read_certs(p, "tls.ca_file")? {
-            roots.add(c).map_err(|e| format!("tls.ca_file: {}: {e}", p.display()))?;
+            roots.add(c).map_err(|e| BuildError::file("tls.ca_file", format!("{}: {e}", p.display())))?;
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("tls: {e}"))?
+            .map_err(|e| BuildError::client("tls", e.to_string()))?
             .with_root_certificates(roots);
         match (&self.cert_file, &self.key_file) {
             (Some(c), Some(k)) => {
                 let chain = read_certs(c, "tls.cert_file")?;
-                let key = read_key(k)?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| format!("tls.key_file: {e}"))
+                let key = read_key(k, "tls.key_file")?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| BuildError::invalid("tls.key_file", e.to_string()))
             }
             _ => Ok(builder.with_no_client_auth()),
         }
     }
 }
 
+/// The PEM certificates in `path`; errors are [`BuildErrorKind::File`]
+/// at `key`.
+///
+/// [`BuildErrorKind::File`]: super::BuildErrorKind::File
 pub fn read_certs(
     path: &std::path::Path,
     key: &str,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, BuildError> {
+    let data =
+        std::fs::read(path).map_err(|e| BuildError::file(key, format!("cannot read {}: {e}", path.display())))?;
     let certs = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+        .map_err(|e| BuildError::file(key, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(format!("{key}: {}: no PEM certificate found", path.display()));
+        return Err(BuildError::file(key, format!("{}: no PEM certificate found", path.display())));
     }
     Ok(certs)
 }
 
-pub fn read_key(path: &std::path::Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("tls.key_file: cannot read {}: {e}", path.display()))?;
+/// The PEM private key in `path`; errors are file errors at `key`.
+pub fn read_key(path: &std::path::Path, key: &str) -> Result<rustls::pki_types::PrivateKeyDer<'static>, BuildError> {
+    let data =
+        std::fs::read(path).map_err(|e| BuildError::file(key, format!("cannot read {}: {e}", path.display())))?;
     rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| format!("tls.key_file: {}: {e}", path.display()))?
-        .ok_or_else(|| format!("tls.key_file: {}: no PEM private key found", path.display()))
+        .map_err(|e| BuildError::file(key, format!("{}: {e}", path.display())))?
+        .ok_or_else(|| BuildError::file(key, format!("{}: no PEM private key found", path.display())))
 }

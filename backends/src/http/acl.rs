@@ -34,7 +34,7 @@ impl HttpAcl {
     pub fn new(name: &str, cfg: &AclConfig) -> Result<HttpAcl, BuildError> {
         let client_settings = cfg.client();
         let client = HttpClient::build(&client_settings)?;
-        let request = RequestSpec::parse(&cfg.request(), &Var::ACL, "", client_settings.tls.enable)?;
+        let request = RequestSpec::parse(&cfg.request(), &Var::ACL, client_settings.tls.enable)?;
         let reader = Reader::new(
             cfg.response,
             cfg.ignore_status.as_deref(),

@@ -43,9 +43,12 @@ impl HttpAuth {
         let client_settings = cfg.client();
         let tls = client_settings.tls.enable;
         let client = HttpClient::build(&client_settings)?;
-        let request = RequestSpec::parse(&cfg.request(), &AUTH_VARS, "", tls)?;
-        let superuser =
-            cfg.superuser.as_ref().map(|s| RequestSpec::parse(s, &AUTH_VARS, "superuser.", tls)).transpose()?;
+        let request = RequestSpec::parse(&cfg.request(), &AUTH_VARS, tls)?;
+        let superuser = cfg
+            .superuser
+            .as_ref()
+            .map(|s| RequestSpec::parse(s, &AUTH_VARS, tls).map_err(|e| e.under("superuser")))
+            .transpose()?;
         let reader = Reader::new(
             cfg.response,
             cfg.ignore_status.as_deref(),

@@ -16,6 +16,7 @@ use portcullis_core::provider::{ErrorKind, ProviderError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::ClientSettings;
+use crate::common::BuildError;
 
 /// Largest answer read; more is a bad answer.
 const MAX_BODY: usize = 64 * 1024;
@@ -39,7 +40,7 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn build(s: &ClientSettings) -> Result<HttpClient, String> {
+    pub fn build(s: &ClientSettings) -> Result<HttpClient, BuildError> {
         s.validate()?;
         let mut b = reqwest::Client::builder()
             .connect_timeout(s.connect_timeout)
@@ -52,7 +53,7 @@ impl HttpClient {
         if s.tls.enable {
             b = b.use_preconfigured_tls(s.tls.rustls_client_config()?).https_only(true);
         }
-        let client = b.build().map_err(|e| format!("http client: {e}"))?;
+        let client = b.build().map_err(|e| BuildError::client("", format!("http client: {e}")))?;
         Ok(HttpClient {
             client,
             permits: Arc::new(Semaphore::new(s.max_concurrency)),

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::common::default_timeout;
 use crate::common::tls::TlsConfig;
+use crate::common::BuildError;
 
 /// `method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -295,22 +296,24 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.max_concurrency == 0 {
-            return Err("max_concurrency: must be at least 1".into());
+            return Err(BuildError::invalid("max_concurrency", "must be at least 1"));
         }
         if self.retries > 10 {
-            return Err("retries: at most 10".into());
+            return Err(BuildError::invalid("retries", "at most 10"));
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err("request_timeout and connect_timeout: must be more than 0".into());
+        for (key, t) in [("connect_timeout", self.connect_timeout), ("request_timeout", self.request_timeout)] {
+            if t.is_zero() {
+                return Err(BuildError::invalid(key, "must be more than 0"));
+            }
         }
         self.tls.validate()?;
         if self.tls.server_name.is_some() {
-            return Err(
-                "tls.server_name: not supported by the http backend; use the name in the server's certificate in url"
-                    .into(),
-            );
+            return Err(BuildError::invalid(
+                "tls.server_name",
+                "not supported by the http backend; use the name in the server's certificate in url",
+            ));
         }
         Ok(())
     }

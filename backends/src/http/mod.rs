@@ -15,6 +15,8 @@ pub mod client;
 pub mod config;
 pub mod request;
 pub mod response;
+#[cfg(test)]
+mod tests;
 
 use portcullis_acl::provider::DynAclProvider;
 use portcullis_auth::provider::DynAuthProvider;

@@ -15,6 +15,7 @@ use reqwest::Url;
 
 use super::config::{BodyFormat, Method, RequestConfig};
 use crate::common::template::{Part, Template, Values, Var};
+use crate::common::BuildError;
 
 /// A request template.
 #[derive(Debug, Clone)]
@@ -47,24 +48,27 @@ impl RequestSpec {
         crate::common::transport::Endpoint::new(host, https)
     }
 
-    /// `key` prefixes errors (`superuser.`); `https` says whether TLS is on.
-    pub fn parse(cfg: &RequestConfig, allowed: &[Var], key: &str, tls: bool) -> Result<RequestSpec, String> {
-        let url = Template::parse(&cfg.url, allowed).map_err(|e| format!("{key}url: {e}"))?;
-        check_url(&url, tls).map_err(|e| format!("{key}url: {e}"))?;
+    /// Errors are keyed as in the table `cfg` came from, `url` or
+    /// `body.u`; the caller puts them under the table's own key
+    /// (`superuser`). `tls` says whether TLS is on.
+    pub fn parse(cfg: &RequestConfig, allowed: &[Var], tls: bool) -> Result<RequestSpec, BuildError> {
+        let url = Template::parse(&cfg.url, allowed).map_err(|e| e.under("url"))?;
+        check_url(&url, tls).map_err(|e| e.under("url"))?;
         let mut headers = Vec::new();
         for (name, value) in &cfg.headers {
             let n = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{key}headers: {name:?} is not a header name"))?;
-            let t = Template::parse(value, allowed).map_err(|e| format!("{key}headers.{name}: {e}"))?;
+                .map_err(|_| BuildError::invalid("headers", format!("{name:?} is not a header name")))?;
+            let key = format!("headers.{name}");
+            let t = Template::parse(value, allowed).map_err(|e| e.under(&key))?;
             HeaderValue::from_str(&fill(&t, &Values::default(), |v| Cow::Borrowed(v)))
-                .map_err(|_| format!("{key}headers.{name}: not a valid header value"))?;
+                .map_err(|_| BuildError::invalid(&key, "not a valid header value"))?;
             headers.push((n, t));
         }
         let body = cfg
             .body
             .iter()
             .map(|(k, v)| {
-                Template::parse(v, allowed).map(|t| (k.clone(), t)).map_err(|e| format!("{key}body.{k}: {e}"))
+                Template::parse(v, allowed).map(|t| (k.clone(), t)).map_err(|e| e.under(&format!("body.{k}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RequestSpec { url, method: cfg.method, format: cfg.body_format, headers, body })
@@ -122,37 +126,42 @@ fn fill<'v>(t: &Template, values: &'v Values<'_>, encode: impl Fn(&str) -> Cow<'
 }
 
 /// `http(s)://host…`, no fragment, placeholders only after the `?`.
-fn check_url(url: &Template, tls: bool) -> Result<(), String> {
+/// Errors carry no key (the caller's is `url`).
+fn check_url(url: &Template, tls: bool) -> Result<(), BuildError> {
+    let bad = |reason: String| Err(BuildError::invalid("", reason));
     let mut in_query = false;
     for p in url.parts() {
         match p {
             Part::Lit(s) => {
                 if s.contains('#') {
-                    return Err("a fragment (#) is not sent; remove it".into());
+                    return bad("a fragment (#) is not sent; remove it".into());
                 }
                 in_query |= s.contains('?');
             }
             Part::Var(v) if !in_query => {
-                return Err(format!("placeholders go in the query string (after ?), not in the path ({v})"));
+                return bad(format!("placeholders go in the query string (after ?), not in the path ({v})"));
             }
             Part::Var(_) => {}
         }
     }
     let sample = fill(url, &Values::default(), |v| Cow::Borrowed(v));
-    let parsed = Url::parse(&sample).map_err(|e| format!("{sample:?}: {e}"))?;
+    let parsed = match Url::parse(&sample) {
+        Ok(u) => u,
+        Err(e) => return bad(format!("{sample:?}: {e}")),
+    };
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{sample:?}: no host"));
+        return bad(format!("{sample:?}: no host"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("credentials in the URL would be logged; use headers (Authorization) instead".into());
+        return bad("credentials in the URL would be logged; use headers (Authorization) instead".into());
     }
     match (parsed.scheme(), tls) {
         ("http", false) | ("https", true) => Ok(()),
         ("https", false) => {
-            Err("an https URL needs tls.enable = true and tls.ca_file (no implicit trust store)".into())
+            bad("an https URL needs tls.enable = true and tls.ca_file (no implicit trust store)".into())
         }
-        ("http", true) => Err("tls.enable = true needs an https URL".into()),
-        (other, _) => Err(format!("scheme {other:?}: expected http or https")),
+        ("http", true) => bad("tls.enable = true needs an https URL".into()),
+        (other, _) => bad(format!("scheme {other:?}: expected http or https")),
     }
 }
 
@@ -161,6 +170,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::common::BuildErrorKind;
 
     fn cfg(url: &str, method: Method, format: BodyFormat) -> RequestConfig {
         RequestConfig {
@@ -185,13 +195,18 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        let ok = |u: &str, tls| RequestSpec::parse(&cfg(u, Method::Get, BodyFormat::Json), &all(), "", tls);
+        let ok = |u: &str, tls| RequestSpec::parse(&cfg(u, Method::Get, BodyFormat::Json), &all(), tls);
+        let err = |u: &str, tls| {
+            let e = ok(u, tls).unwrap_err();
+            assert!(e.is("url", BuildErrorKind::Invalid), "{e}");
+            e.reason
+        };
         assert!(ok("http://127.0.0.1:8080/auth?u=${username}", false).is_ok());
-        assert!(ok("http://127.0.0.1/users/${username}", false).unwrap_err().contains("query string"));
-        assert!(ok("https://127.0.0.1/auth", false).unwrap_err().contains("tls.enable"));
-        assert!(ok("http://127.0.0.1/auth", true).unwrap_err().contains("https"));
-        assert!(ok("ftp://127.0.0.1/auth", false).is_err());
-        assert!(ok("http://u:p@127.0.0.1/auth", false).unwrap_err().contains("credentials"));
+        assert!(err("http://127.0.0.1/users/${username}", false).contains("query string"));
+        assert!(err("https://127.0.0.1/auth", false).starts_with("an https URL needs tls.enable"));
+        assert!(err("http://127.0.0.1/auth", true).contains("https"));
+        assert!(err("ftp://127.0.0.1/auth", false).starts_with("scheme \"ftp\""));
+        assert!(err("http://u:p@127.0.0.1/auth", false).contains("credentials"));
         assert!(ok("http://", false).is_err());
         assert!(ok("http://127.0.0.1/a#b", false).is_err());
     }
@@ -203,7 +218,6 @@ mod tests {
         let spec = RequestSpec::parse(
             &cfg("http://127.0.0.1/auth?who=${username}", Method::Get, BodyFormat::Json),
             &all(),
-            "",
             false,
         )
         .unwrap();
@@ -216,14 +230,14 @@ mod tests {
         );
         assert_eq!(r.headers()["x-user"], format!("u={u}").as_str());
 
-        let spec = RequestSpec::parse(&cfg("http://127.0.0.1/auth", Method::Post, BodyFormat::Json), &all(), "", false)
-            .unwrap();
+        let spec =
+            RequestSpec::parse(&cfg("http://127.0.0.1/auth", Method::Post, BodyFormat::Json), &all(), false).unwrap();
         let r = spec.build(&client, &values(u)).unwrap();
         let body: serde_json::Value = serde_json::from_slice(r.body().unwrap().as_bytes().unwrap()).unwrap();
         assert_eq!(body, serde_json::json!({"username": u, "password": "p&w=\"1\""}));
 
-        let spec = RequestSpec::parse(&cfg("http://127.0.0.1/auth", Method::Post, BodyFormat::Form), &all(), "", false)
-            .unwrap();
+        let spec =
+            RequestSpec::parse(&cfg("http://127.0.0.1/auth", Method::Post, BodyFormat::Form), &all(), false).unwrap();
         let r = spec.build(&client, &values(u)).unwrap();
         let body = r.body().unwrap().as_bytes().unwrap();
         let as_query = Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body))).unwrap();
@@ -234,8 +248,8 @@ mod tests {
     #[test]
     fn header_injection_is_refused() {
         let client = reqwest::Client::new();
-        let spec = RequestSpec::parse(&cfg("http://127.0.0.1/auth", Method::Post, BodyFormat::Json), &all(), "", false)
-            .unwrap();
+        let spec =
+            RequestSpec::parse(&cfg("http://127.0.0.1/auth", Method::Post, BodyFormat::Json), &all(), false).unwrap();
         assert!(spec.build(&client, &values("a\r\nX-Admin: 1")).is_err());
         // Missing values are empty.
         let r = spec.build(&client, &Values::default()).unwrap();

@@ -23,6 +23,7 @@ use portcullis_core::provider::{ErrorKind, ProviderError};
 use serde::Deserialize;
 
 use super::config::{ResponseMode, StatusPattern};
+use crate::common::BuildError;
 
 /// What the webhook said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +42,17 @@ enum StatusMatch {
 }
 
 impl StatusMatch {
-    fn parse(p: &StatusPattern) -> Result<StatusMatch, String> {
+    /// Errors carry no key (the caller's is the list's).
+    fn parse(p: &StatusPattern) -> Result<StatusMatch, BuildError> {
         match p {
             StatusPattern::Code(c) if (100..=599).contains(c) => Ok(StatusMatch::Code(*c)),
-            StatusPattern::Code(c) => Err(format!("{c}: not an HTTP status code")),
+            StatusPattern::Code(c) => Err(BuildError::invalid("", format!("{c}: not an HTTP status code"))),
             StatusPattern::Class(s) => {
                 let b = s.as_bytes();
                 if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && b[1..].eq_ignore_ascii_case(b"xx") {
                     Ok(StatusMatch::Class(u16::from(b[0] - b'0')))
                 } else {
-                    Err(format!("{s:?}: expected a status code (404) or a class (\"4xx\")"))
+                    Err(BuildError::invalid("", format!("{s:?}: expected a status code (404) or a class (\"4xx\")")))
                 }
             }
         }
@@ -80,12 +82,15 @@ impl Reader {
         ignore: Option<&[StatusPattern]>,
         deny: Option<&[StatusPattern]>,
         allow_body: Option<&str>,
-    ) -> Result<Reader, String> {
+    ) -> Result<Reader, BuildError> {
         if allow_body.is_some() && mode != ResponseMode::Emqttd {
-            return Err("allow_body: only for response = \"emqttd\" (emqx answers carry their result)".into());
+            return Err(BuildError::invalid(
+                "allow_body",
+                "only for response = \"emqttd\" (emqx answers carry their result)",
+            ));
         }
         let parse = |key: &str, v: &[StatusPattern]| {
-            v.iter().map(StatusMatch::parse).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{key}: {e}"))
+            v.iter().map(StatusMatch::parse).collect::<Result<Vec<_>, _>>().map_err(|e| e.under(key))
         };
         let four = [StatusMatch::Class(4)];
         let (ignore_default, deny_default): (&[StatusMatch], &[StatusMatch]) = match mode {
@@ -101,8 +106,10 @@ impl Reader {
             None => deny_default.to_vec(),
         };
         for s in [200, 204] {
-            if ignore.iter().chain(&deny).any(|m| m.matches(s)) {
-                return Err(format!("ignore_status / deny_status: {s} is an answer, not a status to map"));
+            for (key, list) in [("ignore_status", &ignore), ("deny_status", &deny)] {
+                if list.iter().any(|m| m.matches(s)) {
+                    return Err(BuildError::invalid(key, format!("{s} is an answer, not a status to map")));
+                }
             }
         }
         Ok(Reader { mode, ignore, deny, allow_body: allow_body.map(|b| b.trim().to_string()) })
@@ -236,6 +243,7 @@ pub fn max_age(cache_control: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::BuildErrorKind;
 
     fn emqx() -> Reader {
         Reader::new(ResponseMode::Emqx, None, None, None).unwrap()
@@ -295,7 +303,9 @@ mod tests {
         let r = Reader::new(ResponseMode::Emqttd, None, None, Some("ok")).unwrap();
         assert!(matches!(r.verdict(200, b"ok\n", None).unwrap(), Verdict::Allow { .. }));
         assert!(r.verdict(200, b"", None).is_err());
-        assert!(Reader::new(ResponseMode::Emqx, None, None, Some("")).unwrap_err().starts_with("allow_body:"));
+        assert!(Reader::new(ResponseMode::Emqx, None, None, Some(""))
+            .unwrap_err()
+            .is("allow_body", BuildErrorKind::Invalid));
         assert!(emqx().superuser(200, br#"{"is_superuser": true}"#).unwrap());
         assert!(!emqx().superuser(200, br#"{"result": "deny"}"#).unwrap());
     }
@@ -312,8 +322,12 @@ mod tests {
         assert_eq!(r.verdict(404, b"", None).unwrap(), Verdict::Ignore);
         assert_eq!(r.verdict(401, b"", None).unwrap(), Verdict::Deny);
         assert_eq!(r.verdict(503, b"", None).unwrap(), Verdict::Deny);
-        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("2xx".into())]), None, None).is_err());
-        assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Code(99)]), None, None).is_err());
+        let e = Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("2xx".into())]), None, None).unwrap_err();
+        assert!(e.is("ignore_status", BuildErrorKind::Invalid), "{e}");
+        let e = Reader::new(ResponseMode::Emqttd, None, Some(&[StatusPattern::Code(204)]), None).unwrap_err();
+        assert!(e.is("deny_status", BuildErrorKind::Invalid), "{e}");
+        let e = Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Code(99)]), None, None).unwrap_err();
+        assert_eq!(e.to_string(), "ignore_status: 99: not an HTTP status code");
         assert!(Reader::new(ResponseMode::Emqx, Some(&[StatusPattern::Class("4x".into())]), None, None).is_err());
     }
 

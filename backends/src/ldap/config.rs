@@ -12,6 +12,7 @@ use crate::common::pool::PoolConfig;
 use crate::common::secret::Secret;
 use crate::common::template::{Template, Var};
 use crate::common::tls::TlsConfig;
+use crate::common::BuildError;
 
 /// How the auth provider checks a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -262,32 +263,35 @@ impl AuthConfig {
     }
 
     /// The lookup the mode needs; errors name the key.
-    pub fn lookup(&self) -> Result<Lookup, String> {
+    pub fn lookup(&self) -> Result<Lookup, BuildError> {
         let lookup = lookup(&self.user_dn, &self.base_dn, &self.filter, self.scope)?;
         match (self.mode, &lookup) {
-            (Mode::Bind, Lookup::Search { .. }) => {
-                Err("user_dn: required when mode = \"bind\" (use mode = \"search\" to search for the user)".into())
+            (Mode::Bind, Lookup::Search { .. }) => Err(BuildError::missing(
+                "user_dn",
+                "required when mode = \"bind\" (use mode = \"search\" to search for the user)",
+            )),
+            (Mode::Search, Lookup::Dn(_)) => {
+                Err(BuildError::missing("base_dn", "required, with filter, when mode = \"search\""))
             }
-            (Mode::Search, Lookup::Dn(_)) => Err("base_dn and filter: required when mode = \"search\"".into()),
             _ => Ok(lookup),
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         self.server_settings().validate()?;
         self.lookup()?;
         if self.password_attribute.trim().is_empty() {
-            return Err("password_attribute: must not be empty".into());
+            return Err(BuildError::invalid("password_attribute", "must not be empty"));
         }
         if self.username_attribute.trim().is_empty() {
-            return Err("username_attribute: must not be empty".into());
+            return Err(BuildError::invalid("username_attribute", "must not be empty"));
         }
         let su = &self.superuser;
         if su.attribute.as_deref().is_some_and(|a| a.trim().is_empty()) {
-            return Err("superuser.attribute: must not be empty".into());
+            return Err(BuildError::invalid("superuser.attribute", "must not be empty"));
         }
         if !su.groups.is_empty() && su.group_member_attributes.is_empty() {
-            return Err("superuser.group_member_attributes: must name at least one attribute".into());
+            return Err(BuildError::invalid("superuser.group_member_attributes", "must name at least one attribute"));
         }
         Ok(())
     }
@@ -305,11 +309,11 @@ impl AclConfig {
         }
     }
 
-    pub fn lookup(&self) -> Result<Lookup, String> {
+    pub fn lookup(&self) -> Result<Lookup, BuildError> {
         lookup(&self.user_dn, &self.base_dn, &self.filter, self.scope)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         self.server_settings().validate()?;
         self.lookup()?;
         for (key, v) in [
@@ -319,7 +323,7 @@ impl AclConfig {
             ("username_attribute", &self.username_attribute),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("{key}: must not be empty"));
+                return Err(BuildError::invalid(key, "must not be empty"));
             }
         }
         Ok(())
@@ -335,31 +339,32 @@ fn lookup(
     base_dn: &Option<String>,
     filter: &Option<String>,
     scope: ScopeName,
-) -> Result<Lookup, String> {
+) -> Result<Lookup, BuildError> {
     match (user_dn, base_dn, filter) {
         (Some(dn), None, None) => {
-            let t = Template::parse(dn, &LOOKUP_VARS).map_err(|e| format!("user_dn: {e}"))?;
+            let t = Template::parse(dn, &LOOKUP_VARS).map_err(|e| e.under("user_dn"))?;
             if !t.has_vars() {
-                return Err("user_dn: needs a placeholder such as ${username}".into());
+                return Err(BuildError::invalid("user_dn", "needs a placeholder such as ${username}"));
             }
             Ok(Lookup::Dn(t))
         }
         (None, Some(base), Some(filter)) => {
-            let t = Template::parse(filter, &LOOKUP_VARS).map_err(|e| format!("filter: {e}"))?;
+            let t = Template::parse(filter, &LOOKUP_VARS).map_err(|e| e.under("filter"))?;
             if !t.has_vars() {
-                return Err("filter: needs a placeholder such as ${username}".into());
+                return Err(BuildError::invalid("filter", "needs a placeholder such as ${username}"));
             }
             // The filter must parse with any value in the placeholders.
             let probe = t
                 .render(&probe_values(), |v, out| out.push_str(&ldap3::ldap_escape(v)))
-                .map_err(|_| "filter: cannot be rendered".to_string())?;
-            ldap3::parse_filter(&probe).map_err(|()| format!("filter: {filter:?} is not a valid LDAP filter"))?;
+                .map_err(|_| BuildError::invalid("filter", "cannot be rendered"))?;
+            ldap3::parse_filter(&probe)
+                .map_err(|()| BuildError::invalid("filter", format!("{filter:?} is not a valid LDAP filter")))?;
             Ok(Lookup::Search { base: base.clone(), filter: t, scope })
         }
-        (Some(_), _, _) => Err("user_dn: give either user_dn or base_dn with filter, not both".into()),
-        (None, Some(_), None) => Err("filter: required with base_dn".into()),
-        (None, None, Some(_)) => Err("base_dn: required with filter".into()),
-        (None, None, None) => Err("user_dn, or base_dn with filter: one is required to find users".into()),
+        (Some(_), _, _) => Err(BuildError::invalid("user_dn", "give either user_dn or base_dn with filter, not both")),
+        (None, Some(_), None) => Err(BuildError::missing("filter", "required with base_dn")),
+        (None, None, Some(_)) => Err(BuildError::missing("base_dn", "required with filter")),
+        (None, None, None) => Err(BuildError::missing("user_dn", "required (or base_dn with filter) to find users")),
     }
 }
 
@@ -389,48 +394,55 @@ impl ServerSettings {
             .collect()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.servers.is_empty() {
-            return Err("servers: at least one URL (ldap://host:389 or ldaps://host:636)".into());
+            return Err(BuildError::missing("servers", "at least one URL (ldap://host:389 or ldaps://host:636)"));
         }
         let mut any_tls = self.starttls;
         for (i, s) in self.servers.iter().enumerate() {
-            let (scheme, rest) =
-                s.split_once("://").ok_or_else(|| format!("servers[{i}]: {s:?} is not an ldap:// or ldaps:// URL"))?;
+            let key = || format!("servers[{i}]");
+            let (scheme, rest) = s
+                .split_once("://")
+                .ok_or_else(|| BuildError::invalid(key(), format!("{s:?} is not an ldap:// or ldaps:// URL")))?;
             match scheme {
                 "ldap" => {}
                 "ldaps" => any_tls = true,
-                _ => return Err(format!("servers[{i}]: {s:?}: the scheme must be ldap or ldaps")),
+                _ => return Err(BuildError::invalid(key(), format!("{s:?}: the scheme must be ldap or ldaps"))),
             }
             let host = rest.split('/').next().unwrap_or("");
             if host.is_empty() {
-                return Err(format!("servers[{i}]: {s:?} has no host"));
+                return Err(BuildError::invalid(key(), format!("{s:?} has no host")));
             }
         }
         if any_tls {
             if !self.tls.enable {
-                return Err(
-                    "tls.enable: ldaps:// servers and starttls need tls = { enable = true, ca_file = \"…\" }".into()
-                );
+                return Err(BuildError::invalid(
+                    "tls.enable",
+                    "ldaps:// servers and starttls need tls = { enable = true, ca_file = \"…\" }",
+                ));
             }
             if self.tls.server_name.is_some() {
-                return Err(
-                    "tls.server_name: not supported by the ldap backend (the host in each URL is verified)".into()
-                );
+                return Err(BuildError::invalid(
+                    "tls.server_name",
+                    "not supported by the ldap backend (the host in each URL is verified)",
+                ));
             }
         } else if self.tls.enable {
-            return Err("tls.enable: no server uses TLS (use ldaps:// URLs or starttls = true)".into());
+            return Err(BuildError::invalid("tls.enable", "no server uses TLS (use ldaps:// URLs or starttls = true)"));
         }
         self.tls.validate()?;
         match (&self.bind_dn, &self.bind_password) {
-            (Some(_), None) => return Err("bind_password: required with bind_dn".into()),
-            (None, Some(_)) => return Err("bind_dn: required with bind_password".into()),
+            (Some(_), None) => return Err(BuildError::missing("bind_password", "required with bind_dn")),
+            (None, Some(_)) => return Err(BuildError::missing("bind_dn", "required with bind_password")),
             _ => {}
         }
         if let Some(p) = &self.bind_password {
-            let v = p.resolve().map_err(|e| format!("bind_password: {e}"))?;
+            let v = p.resolve("bind_password")?;
             if v.is_empty() {
-                return Err("bind_password: must not be empty (an empty simple bind is anonymous)".into());
+                return Err(BuildError::invalid(
+                    "bind_password",
+                    "must not be empty (an empty simple bind is anonymous)",
+                ));
             }
         }
         self.pool.validate()

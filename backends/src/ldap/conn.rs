@@ -391,7 +391,7 @@ impl Directory {
         s.validate()?;
         let servers = Arc::new(Servers::new(s)?);
         let account = match (&s.bind_dn, &s.bind_password) {
-            (Some(dn), Some(pw)) => Some((dn.clone(), pw.resolve().map_err(|e| format!("bind_password: {e}"))?)),
+            (Some(dn), Some(pw)) => Some((dn.clone(), pw.resolve("bind_password")?)),
             _ => None,
         };
         let n = u32::try_from(s.servers.len()).unwrap_or(u32::MAX).max(1);

@@ -11,13 +11,13 @@ use mongodb::bson::{Bson, Document};
 use portcullis_acl::provider::{AclAnswer, AclProvider};
 use portcullis_acl::rule::{decide, Rule};
 use portcullis_core::gate::{Access, ClientInfo, GateFuture};
-use portcullis_core::provider::{ErrorKind, ProviderError};
+use portcullis_core::provider::ProviderError;
 
 use super::auth::id;
 use super::client::Mongo;
 use super::config::AclConfig;
 use super::filter::Filter;
-use crate::common::rows::EmqxRow;
+use crate::common::rows::{EmqxRow, RowError};
 use crate::common::template::Values;
 use crate::common::BuildError;
 
@@ -54,22 +54,22 @@ impl MongoAcl {
         let docs = self.db.find_all(filter, self.sort.clone(), self.cfg.max_rules).await?;
         let mut rules = Vec::new();
         for d in &docs {
-            rules.extend(self.rules(d).map_err(|e| ProviderError::new(ErrorKind::BadResponse, e))?);
+            rules.extend(self.rules(d)?);
         }
         Ok(decide(&rules, client, access))
     }
 
     /// The rules of one document (one per topic).
-    pub fn rules(&self, d: &Document) -> Result<Vec<Rule>, String> {
+    pub fn rules(&self, d: &Document) -> Result<Vec<Rule>, RowError> {
         let c = &self.cfg;
         let origin = format!("mongodb {}", id(d));
-        let text = |field: &str| -> Result<String, String> {
+        let text = |field: &str| -> Result<String, RowError> {
             match d.get(field) {
                 Some(Bson::String(s)) => Ok(s.clone()),
                 Some(Bson::Boolean(b)) => Ok(b.to_string()),
                 Some(Bson::Int32(i)) => Ok(i.to_string()),
                 Some(Bson::Int64(i)) => Ok(i.to_string()),
-                _ => Err(format!("{origin}: no field {field}")),
+                _ => Err(RowError::new(field, "is missing or not text").in_row(&origin)),
             }
         };
         let permission = text(&c.permission_field)?;
@@ -80,10 +80,10 @@ impl MongoAcl {
                 .iter()
                 .map(|t| match t {
                     Bson::String(s) => Ok(s.clone()),
-                    _ => Err(format!("{origin}: {} holds a value that is not a string", c.topics_field)),
+                    _ => Err(RowError::new(&c.topics_field, "holds a value that is not a string").in_row(&origin)),
                 })
                 .collect::<Result<_, _>>()?,
-            _ => return Err(format!("{origin}: no field {} (a list of topics)", c.topics_field)),
+            _ => return Err(RowError::new(&c.topics_field, "is missing (a list of topics)").in_row(&origin)),
         };
         let qos = match d.get(&c.qos_field) {
             None | Some(Bson::Null) => None,
@@ -107,7 +107,6 @@ impl MongoAcl {
                     ipaddress: None,
                 }
                 .to_rule(origin.clone())
-                .map_err(|e| format!("{origin}: {e}"))
             })
             .collect()
     }

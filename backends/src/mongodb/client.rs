@@ -31,10 +31,10 @@ impl Mongo {
         s.validate()?;
         // The error text of a bad URI never repeats the URI (it may hold a
         // password).
-        let mut opts = ClientOptions::parse(&s.uri).await.map_err(|e| format!("uri: {}", e.kind))?;
+        let mut opts =
+            ClientOptions::parse(&s.uri).await.map_err(|e| BuildError::invalid("uri", e.kind.to_string()))?;
         if let Some(user) = &s.username {
-            let password =
-                s.password.as_ref().map(|p| p.resolve()).transpose().map_err(|e| format!("password: {e}"))?;
+            let password = s.password.as_ref().map(|p| p.resolve("password")).transpose()?;
             opts.credential = Some(
                 Credential::builder()
                     .username(user.clone())
@@ -57,7 +57,7 @@ impl Mongo {
         opts.max_idle_time = s.pool.idle_timeout;
         opts.connect_timeout = Some(s.pool.connect_timeout);
         opts.server_selection_timeout = Some(s.pool.connect_timeout);
-        let client = Client::with_options(opts).map_err(|e| format!("uri: {}", e.kind))?;
+        let client = Client::with_options(opts).map_err(|e| BuildError::client("uri", e.kind.to_string()))?;
         Ok(Mongo {
             collection: client.database(&s.database).collection(collection),
             query_timeout: s.pool.query_timeout,

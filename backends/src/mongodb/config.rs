@@ -16,6 +16,7 @@ use crate::common::pool::PoolConfig;
 use crate::common::secret::Secret;
 use crate::common::template::Var;
 use crate::common::tls::TlsConfig;
+use crate::common::BuildError;
 
 /// `[auth.mongodb.<name>]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -214,11 +215,11 @@ impl AuthConfig {
         }
     }
 
-    pub fn compiled_filter(&self) -> Result<Filter, String> {
+    pub fn compiled_filter(&self) -> Result<Filter, BuildError> {
         Filter::compile("filter", &self.filter, &AUTH_VARS)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         self.server_settings().validate()?;
         self.compiled_filter()?;
         self.password_hash.to_hash_config()?;
@@ -247,11 +248,11 @@ impl AclConfig {
         }
     }
 
-    pub fn compiled_filter(&self) -> Result<Filter, String> {
+    pub fn compiled_filter(&self) -> Result<Filter, BuildError> {
         Filter::compile("filter", &self.filter, &ACL_VARS)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         self.server_settings().validate()?;
         self.compiled_filter()?;
         for (key, v) in [
@@ -265,16 +266,16 @@ impl AclConfig {
             field_name(key, v)?;
         }
         if self.max_rules == 0 {
-            return Err("max_rules: must be at least 1".into());
+            return Err(BuildError::invalid("max_rules", "must be at least 1"));
         }
         self.sort_document()?;
         Ok(())
     }
 
     /// `sort` as a sort document (`{ priority: -1, _id: 1 }`).
-    pub fn sort_document(&self) -> Result<Document, String> {
+    pub fn sort_document(&self) -> Result<Document, BuildError> {
         if self.sort.is_empty() {
-            return Err("sort: name at least one field (the default is [\"_id\"])".into());
+            return Err(BuildError::invalid("sort", "name at least one field (the default is [\"_id\"])"));
         }
         let mut d = Document::new();
         for (i, f) in self.sort.iter().enumerate() {
@@ -284,19 +285,19 @@ impl AclConfig {
             };
             field_name(&format!("sort[{i}]"), name)?;
             if d.insert(name, dir).is_some() {
-                return Err(format!("sort[{i}]: {name:?} is listed twice"));
+                return Err(BuildError::invalid(format!("sort[{i}]"), format!("{name:?} is listed twice")));
             }
         }
         Ok(d)
     }
 }
 
-fn field_name(key: &str, v: &str) -> Result<(), String> {
+fn field_name(key: &str, v: &str) -> Result<(), BuildError> {
     if v.trim().is_empty() {
-        return Err(format!("{key}: must not be empty"));
+        return Err(BuildError::invalid(key, "must not be empty"));
     }
     if v.starts_with('$') {
-        return Err(format!("{key}: {v:?} is not a field name"));
+        return Err(BuildError::invalid(key, format!("{v:?} is not a field name")));
     }
     Ok(())
 }
@@ -320,32 +321,35 @@ impl ServerSettings {
             .collect()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         check_uri(&self.uri)?;
         if self.database.trim().is_empty() {
-            return Err("database: must not be empty".into());
+            return Err(BuildError::invalid("database", "must not be empty"));
         }
         match (&self.username, &self.password) {
-            (Some(_), None) => return Err("password: required with username".into()),
-            (None, Some(_)) => return Err("username: required with password".into()),
+            (Some(_), None) => return Err(BuildError::missing("password", "required with username")),
+            (None, Some(_)) => return Err(BuildError::missing("username", "required with password")),
             _ => {}
         }
         if let Some(p) = &self.password {
-            p.resolve().map_err(|e| format!("password: {e}"))?;
+            p.resolve("password")?;
         }
         if self.auth_source.is_some() && self.username.is_none() {
-            return Err("auth_source: needs username".into());
+            return Err(BuildError::invalid("auth_source", "needs username"));
         }
         if self.tls.enable {
             if self.tls.server_name.is_some() {
-                return Err(
-                    "tls.server_name: not supported by the mongodb backend (the host in the uri is verified)".into()
-                );
+                return Err(BuildError::invalid(
+                    "tls.server_name",
+                    "not supported by the mongodb backend (the host in the uri is verified)",
+                ));
             }
             if self.tls.cert_file != self.tls.key_file {
-                return Err(
-                    "tls.cert_file and tls.key_file: the MongoDB driver reads the client certificate and its key from one PEM file; give the same file for both".into(),
-                );
+                return Err(BuildError::invalid(
+                    "tls.key_file",
+                    "must name the same file as tls.cert_file: the MongoDB driver reads the client certificate and \
+                     its key from one PEM file",
+                ));
             }
         }
         self.tls.validate()?;
@@ -357,23 +361,29 @@ impl ServerSettings {
 /// credentials in it end up wherever the URI is shown (logs, `ps`, config
 /// dumps) and bypass the secret keys; `tlsInsecure` and
 /// `tlsAllowInvalid*` let anyone on the path answer the auth query.
-fn check_uri(uri: &str) -> Result<(), String> {
+fn check_uri(uri: &str) -> Result<(), BuildError> {
     let Some(rest) = uri.strip_prefix("mongodb://").or_else(|| uri.strip_prefix("mongodb+srv://")) else {
-        return Err("uri: must start with mongodb:// or mongodb+srv://".into());
+        return Err(BuildError::invalid("uri", "must start with mongodb:// or mongodb+srv://"));
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     if rest[..end].contains('@') {
-        return Err("uri: contains credentials; put the user in `username` and the password in `password` \
-                    (inline, { env = \"VAR\" } or { file = \"/path\" })"
-            .into());
+        return Err(BuildError::invalid(
+            "uri",
+            "contains credentials; put the user in `username` and the password in `password` (inline, \
+             { env = \"VAR\" } or { file = \"/path\" })",
+        ));
     }
     let query = rest.split_once('?').map_or("", |(_, q)| q);
     for pair in query.split(['&', ';']) {
         let key = pair.split('=').next().unwrap_or("").trim();
         let lower = key.to_ascii_lowercase();
         if lower == "tlsinsecure" || lower.starts_with("tlsallowinvalid") || lower.starts_with("sslallowinvalid") {
-            return Err(format!(
-                "uri: {key} turns off the server's certificate checks; remove it and use tls = {{ enable = true, ca_file = \"…\" }}"
+            return Err(BuildError::invalid(
+                "uri",
+                format!(
+                    "{key} turns off the server's certificate checks; remove it and use tls = {{ enable = true, \
+                     ca_file = \"…\" }}"
+                ),
             ));
         }
     }

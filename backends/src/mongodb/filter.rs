@@ -18,6 +18,7 @@ use mongodb::bson::{Bson, Document};
 use serde_json::{Map, Value};
 
 use crate::common::template::{Template, Values, Var};
+use crate::common::BuildError;
 
 /// One compiled node.
 #[derive(Debug, Clone)]
@@ -39,11 +40,11 @@ impl Filter {
     /// Compiles `table`; `key` names it in errors (`filter`). Needs at least
     /// one placeholder (a filter without one would match the same
     /// document for every client).
-    pub fn compile(key: &str, table: &Map<String, Value>, allowed: &[Var]) -> Result<Filter, String> {
+    pub fn compile(key: &str, table: &Map<String, Value>, allowed: &[Var]) -> Result<Filter, BuildError> {
         let root = doc(key, table, allowed, None)?;
         let f = Filter { root };
         if !f.has_vars() {
-            return Err(format!("{key}: needs a placeholder such as \"${{username}}\" in a value"));
+            return Err(BuildError::invalid(key, "needs a placeholder such as \"${username}\" in a value"));
         }
         Ok(f)
     }
@@ -112,12 +113,12 @@ fn doc(
     table: &Map<String, Value>,
     allowed: &[Var],
     under: Option<&str>,
-) -> Result<Vec<(String, Node)>, String> {
+) -> Result<Vec<(String, Node)>, BuildError> {
     let mut out = Vec::with_capacity(table.len());
     for (k, v) in table {
         let p = format!("{path}.{k}");
         if k.contains("${") || k.is_empty() {
-            return Err(format!("{p}: field names are fixed; placeholders go in values"));
+            return Err(BuildError::invalid(p, "field names are fixed; placeholders go in values"));
         }
         let under = under.or_else(|| NO_PLACEHOLDERS_UNDER.iter().copied().find(|op| *op == k));
         out.push((k.clone(), value(&p, v, allowed, under)?));
@@ -125,26 +126,29 @@ fn doc(
     Ok(out)
 }
 
-fn value(path: &str, v: &Value, allowed: &[Var], under: Option<&str>) -> Result<Node, String> {
+fn value(path: &str, v: &Value, allowed: &[Var], under: Option<&str>) -> Result<Node, BuildError> {
     Ok(match v {
         Value::Null => Node::Lit(Bson::Null),
         Value::Bool(b) => Node::Lit(Bson::Boolean(*b)),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => Node::Lit(Bson::Int64(i)),
             (None, Some(f)) => Node::Lit(Bson::Double(f)),
-            _ => return Err(format!("{path}: number out of range")),
+            _ => return Err(BuildError::invalid(path, "number out of range")),
         },
         Value::String(s) => {
             // Only `${name}` placeholders: emqttd's `%u` forms would turn a
             // literal `%` in a value into a placeholder.
             if s.contains("${") {
                 if let Some(op) = under {
-                    return Err(format!(
-                        "{path}: no placeholders under {op}: a client's value would be read as a pattern, code or \
-                         field path, not as a value"
+                    return Err(BuildError::invalid(
+                        path,
+                        format!(
+                            "no placeholders under {op}: a client's value would be read as a pattern, code or field \
+                             path, not as a value"
+                        ),
                     ));
                 }
-                let t = Template::parse(s, allowed).map_err(|e| format!("{path}: {e}"))?;
+                let t = Template::parse(s, allowed).map_err(|e| e.under(path))?;
                 Node::Text(t)
             } else {
                 Node::Lit(Bson::String(s.clone()))

@@ -6,9 +6,11 @@ use mongodb::bson::{doc, Bson};
 use super::auth::truthy;
 use super::config::{AclConfig, AuthConfig};
 use crate::common::template::Values;
+use crate::common::{BuildError, BuildErrorKind};
 
-fn auth(text: &str) -> Result<AuthConfig, String> {
-    let cfg: AuthConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+/// The table as parsed (it must parse), validated.
+fn auth(text: &str) -> Result<AuthConfig, BuildError> {
+    let cfg: AuthConfig = toml::from_str(text).unwrap();
     cfg.validate()?;
     Ok(cfg)
 }
@@ -27,33 +29,41 @@ fn defaults_are_emqx_5() {
     assert_eq!(a.sort_document().unwrap(), doc! { "_id": 1 }, "rules in a defined order by default");
     let a: AclConfig = toml::from_str(&format!("{BASE}sort = [\"-priority\", \"_id\"]\n")).unwrap();
     assert_eq!(a.sort_document().unwrap(), doc! { "priority": -1, "_id": 1 });
-    for (sort, key) in [("[]", "sort:"), ("[\"$natural\"]", "sort[0]:"), ("[\"a\", \"-a\"]", "sort[1]:")] {
+    for (sort, key) in [("[]", "sort"), ("[\"$natural\"]", "sort[0]"), ("[\"a\", \"-a\"]", "sort[1]")] {
         let a: AclConfig = toml::from_str(&format!("{BASE}sort = {sort}\n")).unwrap();
-        assert!(a.validate().unwrap_err().starts_with(key), "{sort}");
+        assert!(a.validate().unwrap_err().is(key, BuildErrorKind::Invalid), "{sort}");
     }
 }
 
 #[test]
 fn bad_configs_name_the_key() {
-    for (extra, key) in [
-        ("filter = { username = \"alice\" }\n", "filter:"),
-        ("filter = { \"${username}\" = 1 }\n", "filter.${username}:"),
-        ("filter = { username = \"${password}\" }\n", "filter.username:"),
-        ("username = \"u\"\n", "password:"),
-        ("password_hash_field = \"$where\"\n", "password_hash_field:"),
-        ("pool = { size = 0 }\n", "pool.size:"),
-        ("password_hash = { algo = \"pbkdf2\" }\n", "password_hash.iterations:"),
-        ("tls = { enable = true }\n", "tls.ca_file:"),
-        ("filter = { username = { \"$regex\" = \"^${username}$\" } }\n", "filter.username.$regex:"),
-        ("filter = { \"$where\" = \"this.username == '${username}'\" }\n", "filter.$where:"),
-        ("filter = { \"$expr\" = { \"$eq\" = [\"$username\", \"${username}\"] } }\n", "filter.$expr.$eq[1]:"),
-        ("filter = { \"$text\" = { \"$search\" = \"${username}\" } }\n", "filter.$text.$search:"),
-        ("auth_source = \"admin\"\n", "auth_source:"),
+    use BuildErrorKind::{Invalid, Missing, Secret};
+    for (extra, key, kind) in [
+        ("filter = { username = \"alice\" }\n", "filter", Invalid),
+        ("filter = { \"${username}\" = 1 }\n", "filter.${username}", Invalid),
+        ("filter = { username = \"${password}\" }\n", "filter.username", Invalid),
+        ("username = \"u\"\n", "password", Missing),
+        ("username = \"u\"\npassword = { env = \"PORTCULLIS_SURELY_UNSET_VAR\" }\n", "password", Secret),
+        ("password_hash_field = \"$where\"\n", "password_hash_field", Invalid),
+        ("pool = { size = 0 }\n", "pool.size", Invalid),
+        ("password_hash = { algo = \"pbkdf2\" }\n", "password_hash.iterations", Missing),
+        ("tls = { enable = true }\n", "tls.ca_file", Missing),
+        (
+            "tls = { enable = true, ca_file = \"/etc/hostname\", cert_file = \"/etc/hostname\" }\n",
+            "tls.key_file",
+            Invalid,
+        ),
+        ("tls = { enable = true, ca_file = \"/nonexistent/ca.pem\" }\n", "tls.ca_file", BuildErrorKind::File),
+        ("filter = { username = { \"$regex\" = \"^${username}$\" } }\n", "filter.username.$regex", Invalid),
+        ("filter = { \"$where\" = \"this.username == '${username}'\" }\n", "filter.$where", Invalid),
+        ("filter = { \"$expr\" = { \"$eq\" = [\"$username\", \"${username}\"] } }\n", "filter.$expr.$eq[1]", Invalid),
+        ("filter = { \"$text\" = { \"$search\" = \"${username}\" } }\n", "filter.$text.$search", Invalid),
+        ("auth_source = \"admin\"\n", "auth_source", Invalid),
     ] {
         let e = auth(&format!("{BASE}{extra}")).unwrap_err();
-        assert!(e.starts_with(key), "{extra}: {e}");
+        assert!(e.is(key, kind), "{extra}: {e:?}");
     }
-    assert!(auth("uri = \"http://x\"\ndatabase = \"d\"\n").unwrap_err().starts_with("uri:"));
+    assert!(auth("uri = \"http://x\"\ndatabase = \"d\"\n").unwrap_err().is("uri", Invalid));
     for uri in [
         "mongodb://portcullis:hunter2-secret@db.internal:27017/mqtt",
         "mongodb+srv://u@cluster0.example.net/?retryWrites=true",
@@ -62,14 +72,14 @@ fn bad_configs_name_the_key() {
         "mongodb://db:27017/?ssl=true&TLSALLOWINVALIDHOSTNAMES=true",
     ] {
         let e = auth(&format!("uri = \"{uri}\"\ndatabase = \"d\"\n")).unwrap_err();
-        assert!(e.starts_with("uri:") && !e.contains("hunter2"), "{uri}: {e}");
+        assert!(e.is("uri", Invalid) && !e.to_string().contains("hunter2"), "{uri}: {e}");
     }
     // An @ in the path or the query is not a credential; a placeholder
     // outside the refused operators is fine.
     auth("uri = \"mongodb://db:27017/mqtt?appName=a@b\"\ndatabase = \"d\"\n").unwrap();
     auth(&format!("{BASE}filter = {{ username = {{ \"$eq\" = \"${{username}}\" }}, \"$comment\" = \"x\" }}\n"))
         .unwrap();
-    assert!(auth(&format!("{BASE}bogus = 1\n")).is_err());
+    assert!(toml::from_str::<AuthConfig>(&format!("{BASE}bogus = 1\n")).is_err());
     let c = auth(&format!("{BASE}username = \"u\"\npassword = \"hunter2-secret\"\n")).unwrap();
     assert!(!format!("{c:?}").contains("hunter2-secret"));
 }

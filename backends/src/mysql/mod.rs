@@ -17,6 +17,7 @@ use portcullis_auth::provider::DynAuthProvider;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlRow, MySqlSslMode};
 use sqlx::{Row, TypeInfo, ValueRef};
 
+use crate::common::rows::RowError;
 use crate::common::transport::Endpoint;
 use crate::common::BuildError;
 use crate::sql::client::{Driver, FetchError};
@@ -41,9 +42,9 @@ impl Driver for Mysql {
     const COLUMNS_QUERY: &'static str = "SELECT column_name AS column_name FROM information_schema.columns \
                                          WHERE table_name = ? AND table_schema = DATABASE()";
 
-    fn connect_options(c: &Connection<'_>) -> Result<MySqlConnectOptions, String> {
+    fn connect_options(c: &Connection<'_>) -> Result<MySqlConnectOptions, BuildError> {
         let mut o = match c.url {
-            Some(url) => MySqlConnectOptions::from_str(url).map_err(|e| format!("url: {e}"))?,
+            Some(url) => MySqlConnectOptions::from_str(url).map_err(|e| BuildError::invalid("url", e.to_string()))?,
             None => MySqlConnectOptions::new(),
         };
         if let Some(h) = c.host {
@@ -117,8 +118,8 @@ impl Driver for Mysql {
 
 /// One column as a [`Cell`]: integers (signed, unsigned, `BOOLEAN`), text
 /// (also `ENUM`) and binary strings.
-fn cell(row: &MySqlRow, i: usize) -> Result<Cell, String> {
-    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+fn cell(row: &MySqlRow, i: usize) -> Result<Cell, RowError> {
+    let raw = row.try_get_raw(i).map_err(|e| RowError::new("", e.to_string()))?;
     if raw.is_null() {
         return Ok(Cell::Null);
     }
@@ -127,7 +128,7 @@ fn cell(row: &MySqlRow, i: usize) -> Result<Cell, String> {
         return Ok(Cell::Int(n));
     }
     if let Ok(n) = row.try_get::<u64, _>(i) {
-        return i64::try_from(n).map(Cell::Int).map_err(|_| format!("{n} is out of range"));
+        return i64::try_from(n).map(Cell::Int).map_err(|_| RowError::new("", format!("{n} is out of range")));
     }
     if let Ok(b) = row.try_get::<bool, _>(i) {
         return Ok(Cell::Bool(b));
@@ -138,7 +139,7 @@ fn cell(row: &MySqlRow, i: usize) -> Result<Cell, String> {
     if let Ok(b) = row.try_get::<Vec<u8>, _>(i) {
         return Ok(Cell::Bytes(b));
     }
-    Err(format!("type {name} cannot be read; cast it in the query (`CAST(… AS CHAR)`)"))
+    Err(RowError::new("", format!("type {name} cannot be read; cast it in the query (`CAST(… AS CHAR)`)")))
 }
 
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {

@@ -17,6 +17,7 @@ use portcullis_auth::provider::DynAuthProvider;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgSslMode, PgTypeKind, Postgres as Pg};
 use sqlx::{Row, TypeInfo, ValueRef};
 
+use crate::common::rows::RowError;
 use crate::common::transport::Endpoint;
 use crate::common::BuildError;
 use crate::sql::client::{Driver, FetchError};
@@ -36,10 +37,10 @@ impl Driver for Postgres {
     const COLUMNS_QUERY: &'static str = "SELECT column_name::text AS column_name FROM information_schema.columns \
                                          WHERE table_name = $1 AND table_schema = ANY (current_schemas(false))";
 
-    fn connect_options(c: &Connection<'_>) -> Result<PgConnectOptions, String> {
+    fn connect_options(c: &Connection<'_>) -> Result<PgConnectOptions, BuildError> {
         let mut o = match c.url {
             // Not `PgConnectOptions::new()`: that would read ~/.pgpass.
-            Some(url) => PgConnectOptions::from_str(url).map_err(|e| format!("url: {e}"))?,
+            Some(url) => PgConnectOptions::from_str(url).map_err(|e| BuildError::invalid("url", e.to_string()))?,
             None => PgConnectOptions::new_without_pgpass(),
         };
         if let Some(h) = c.host {
@@ -116,14 +117,14 @@ impl Driver for Postgres {
 
 /// One column as a [`Cell`]: booleans, integers, text (also `citext`,
 /// `char(n)` without its padding, and enum labels) and `bytea`.
-fn cell(row: &PgRow, i: usize) -> Result<Cell, String> {
-    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+fn cell(row: &PgRow, i: usize) -> Result<Cell, RowError> {
+    let raw = row.try_get_raw(i).map_err(|e| RowError::new("", e.to_string()))?;
     if raw.is_null() {
         return Ok(Cell::Null);
     }
     let info = raw.type_info().into_owned();
     if let PgTypeKind::Enum(_) = info.kind() {
-        return row.try_get_unchecked::<String, _>(i).map(Cell::Text).map_err(|e| e.to_string());
+        return row.try_get_unchecked::<String, _>(i).map(Cell::Text).map_err(|e| RowError::new("", e.to_string()));
     }
     if let Ok(b) = row.try_get::<bool, _>(i) {
         return Ok(Cell::Bool(b));
@@ -144,7 +145,7 @@ fn cell(row: &PgRow, i: usize) -> Result<Cell, String> {
     if let Ok(b) = row.try_get::<Vec<u8>, _>(i) {
         return Ok(Cell::Bytes(b));
     }
-    Err(format!("type {} cannot be read; cast it in the query (`::text`)", info.name()))
+    Err(RowError::new("", format!("type {} cannot be read; cast it in the query (`::text`)", info.name())))
 }
 
 pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvider, BuildError> {
@@ -174,7 +175,8 @@ mod tests {
         let o = Postgres::connect_options(&c).unwrap();
         assert_eq!((o.get_host(), o.get_port(), o.get_username()), ("h", 2, "u"));
         assert_eq!(o.get_database(), Some("other"));
-        assert!(Postgres::connect_options(&conn(Some("mysql//x"), &pool, &tls)).unwrap_err().starts_with("url: "));
+        let e = Postgres::connect_options(&conn(Some("mysql//x"), &pool, &tls)).unwrap_err();
+        assert!(e.is("url", crate::common::BuildErrorKind::Invalid), "{e}");
     }
 
     #[test]

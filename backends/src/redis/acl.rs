@@ -28,7 +28,7 @@ use super::client::RedisClient;
 use super::command::{self, Command};
 use super::config::AclConfig;
 use crate::common::health::Health;
-use crate::common::rows::EmqxRow;
+use crate::common::rows::{EmqxRow, RowError};
 use crate::common::template::Var;
 use crate::common::BuildError;
 
@@ -53,7 +53,7 @@ impl RedisAcl {
     /// Validates the config and builds the provider (no connection yet).
     pub fn new(name: &str, cfg: &AclConfig) -> Result<RedisAcl, BuildError> {
         let conn = cfg.connection()?;
-        let command = parse_acl_command(&cfg.command).map_err(|e| format!("command: {e}"))?;
+        let command = parse_acl_command(&cfg.command).map_err(|e| e.under("command"))?;
         let client = RedisClient::build(&conn)?;
         Ok(RedisAcl { name: name.to_string(), client, command, health: Health::new("redis", name) })
     }
@@ -72,7 +72,7 @@ impl RedisAcl {
             return Ok(AclAnswer::ignore());
         };
         let reply = self.health.track(self.client.query(&rendered.cmd).await)?;
-        let bad = |e: String| {
+        let bad = |e: RowError| {
             ProviderError::new(ErrorKind::BadResponse, format!("Redis reply for {}: {e}", rule_name(&rendered.key)))
         };
         let entries = command::pairs(&reply).map_err(bad)?;
@@ -114,13 +114,13 @@ pub fn provider(name: &str, cfg: &AclConfig) -> Result<Arc<RedisAcl>, BuildError
     Ok(p)
 }
 
-fn parse_acl_command(text: &str) -> Result<Command, String> {
+fn parse_acl_command(text: &str) -> Result<Command, BuildError> {
     let c = Command::parse(text, &Var::ACL)?;
     if c.name() != "HGETALL" {
-        return Err(format!("{}: expected HGETALL (a hash of topic => action)", c.name()));
+        return Err(BuildError::invalid("", format!("{}: expected HGETALL (a hash of topic => action)", c.name())));
     }
     if c.arg_count() != 1 {
-        return Err("HGETALL takes only the key".into());
+        return Err(BuildError::invalid("", "HGETALL takes only the key"));
     }
     Ok(c)
 }
@@ -146,11 +146,11 @@ enum JsonQos {
 }
 
 /// One hash entry as a rule.
-fn rule(key: &str, topic: &str, value: &str) -> Result<Rule, String> {
+fn rule(key: &str, topic: &str, value: &str) -> Result<Rule, RowError> {
     let origin = format!("{} {topic}", rule_name(key));
     let value = value.trim();
     let row = if value.starts_with('{') {
-        let j: JsonEntry = serde_json::from_str(value).map_err(|e| format!("topic {topic:?}: {e}"))?;
+        let j: JsonEntry = serde_json::from_str(value).map_err(|e| RowError::new("", e.to_string()).in_row(&origin))?;
         EmqxRow {
             permission: j.permission.unwrap_or_else(|| "allow".into()),
             action: j.action,
@@ -176,7 +176,7 @@ fn rule(key: &str, topic: &str, value: &str) -> Result<Rule, String> {
 
 /// The hash as rules: deny rules first, then by topic (a hash has no
 /// order of its own).
-fn rules(key: &str, entries: Vec<(String, String)>) -> Result<Vec<Rule>, String> {
+fn rules(key: &str, entries: Vec<(String, String)>) -> Result<Vec<Rule>, RowError> {
     let mut rules = entries.iter().map(|(t, v)| rule(key, t, v)).collect::<Result<Vec<_>, _>>()?;
     rules.sort_by(|a, b| {
         let rank = |r: &Rule| u8::from(r.permission == Permission::Allow);
@@ -190,6 +190,7 @@ mod tests {
     use portcullis_acl::rule::{Action, TopicPattern};
 
     use super::*;
+    use crate::common::BuildErrorKind;
 
     #[test]
     fn every_value_form() {
@@ -232,7 +233,9 @@ mod tests {
     #[test]
     fn acl_command_must_be_hgetall() {
         assert!(parse_acl_command("HGETALL mqtt_acl:%u").is_ok());
-        assert!(parse_acl_command("SMEMBERS mqtt_acl:%u").unwrap_err().contains("expected HGETALL"));
+        let e = parse_acl_command("SMEMBERS mqtt_acl:%u").unwrap_err().under("command");
+        assert!(e.is("command", BuildErrorKind::Invalid), "{e}");
+        assert_eq!(e.to_string(), "command: SMEMBERS: expected HGETALL (a hash of topic => action)");
         assert!(parse_acl_command("HGETALL a b").is_err());
         assert!(parse_acl_command("HGETALL mqtt_acl:${password}").is_err());
     }

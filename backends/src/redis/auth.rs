@@ -27,6 +27,7 @@ use super::command::{self, Command};
 use super::config::AuthConfig;
 use crate::common::health::Health;
 use crate::common::password::{check_password, unknown_user};
+use crate::common::rows::RowError;
 use crate::common::template::Var;
 use crate::common::BuildError;
 
@@ -97,13 +98,13 @@ impl RedisAuth {
     /// Validates the config and builds the provider (no connection yet).
     pub fn new(name: &str, cfg: &AuthConfig) -> Result<RedisAuth, BuildError> {
         let conn = cfg.connection()?;
-        let (command, shape) = parse_auth_command(&cfg.command).map_err(|e| format!("command: {e}"))?;
+        let (command, shape) = parse_auth_command(&cfg.command).map_err(|e| e.under("command"))?;
         let superuser = cfg
             .superuser_command
             .as_deref()
             .map(parse_superuser_command)
             .transpose()
-            .map_err(|e| format!("superuser_command: {e}"))?;
+            .map_err(|e| e.under("superuser_command"))?;
         let hash = cfg.password_hash.to_hash_config()?;
         let client = RedisClient::build(&conn)?;
         Ok(RedisAuth {
@@ -184,39 +185,45 @@ pub fn provider(name: &str, cfg: &AuthConfig) -> Result<Arc<RedisAuth>, BuildErr
     Ok(p)
 }
 
-fn parse_auth_command(text: &str) -> Result<(Command, Shape), String> {
+fn parse_auth_command(text: &str) -> Result<(Command, Shape), BuildError> {
     let c = Command::parse(text, &Var::CONNECT)?;
     let shape = match c.name() {
         "HGETALL" => {
             if c.arg_count() != 1 {
-                return Err("HGETALL takes only the key".into());
+                return Err(BuildError::invalid("", "HGETALL takes only the key"));
             }
             Shape::All
         }
         "HMGET" | "HGET" => {
             let fields: Vec<Field> = c.literal_fields()?.iter().map(|f| Field::of(f)).collect();
             if c.name() == "HGET" && fields.len() != 1 {
-                return Err("HGET takes the key and one field".into());
+                return Err(BuildError::invalid("", "HGET takes the key and one field"));
             }
             if !fields.contains(&Field::Password) {
-                return Err(format!("{} must read a password field (password_hash or password)", c.name()));
+                return Err(BuildError::invalid(
+                    "",
+                    format!("{} must read a password field (password_hash or password)", c.name()),
+                ));
             }
             Shape::Fields(fields)
         }
-        other => return Err(format!("{other}: expected HMGET, HGET or HGETALL")),
+        other => return Err(BuildError::invalid("", format!("{other}: expected HMGET, HGET or HGETALL"))),
     };
     Ok((c, shape))
 }
 
-fn parse_superuser_command(text: &str) -> Result<Command, String> {
+fn parse_superuser_command(text: &str) -> Result<Command, BuildError> {
     let c = Command::parse(text, &Var::CONNECT)?;
     if !SUPERUSER_COMMANDS.contains(&c.name()) {
-        return Err(format!("{}: expected one of {}", c.name(), SUPERUSER_COMMANDS.join(", ")));
+        return Err(BuildError::invalid(
+            "",
+            format!("{}: expected one of {}", c.name(), SUPERUSER_COMMANDS.join(", ")),
+        ));
     }
     Ok(c)
 }
 
-fn read_record(shape: &Shape, reply: &Value) -> Result<Record, String> {
+fn read_record(shape: &Shape, reply: &Value) -> Result<Record, RowError> {
     let mut r = Record::default();
     let mut put = |field: Field, value: Option<String>| match field {
         Field::Password => r.password = value,
@@ -228,7 +235,7 @@ fn read_record(shape: &Shape, reply: &Value) -> Result<Record, String> {
         Shape::Fields(fields) => {
             let values = command::list(reply);
             if values.len() != fields.len() {
-                return Err(format!("expected {} values, got {}", fields.len(), values.len()));
+                return Err(RowError::new("", format!("expected {} values, got {}", fields.len(), values.len())));
             }
             for (f, v) in fields.iter().zip(values) {
                 put(*f, command::text(v)?);
@@ -243,7 +250,7 @@ fn read_record(shape: &Shape, reply: &Value) -> Result<Record, String> {
     Ok(r)
 }
 
-fn bad_reply(key: &str, e: &str) -> ProviderError {
+fn bad_reply(key: &str, e: &RowError) -> ProviderError {
     ProviderError::new(ErrorKind::BadResponse, format!("Redis reply for {}: {e}", rule_name(key)))
 }
 
@@ -263,6 +270,7 @@ pub(super) fn rule_name(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::BuildErrorKind;
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
@@ -281,13 +289,14 @@ mod tests {
 
     #[test]
     fn bad_commands_say_why() {
-        assert!(parse_auth_command("").unwrap_err().contains("empty"));
-        assert!(parse_auth_command("GET mqtt_user:${username}").unwrap_err().contains("expected HMGET"));
-        assert!(parse_auth_command("HMGET mqtt_user:${username} salt").unwrap_err().contains("password field"));
-        assert!(parse_auth_command("HMGET mqtt_user:${username} ${clientid}").unwrap_err().contains("field names"));
-        assert!(parse_auth_command("HGET k password_hash salt").unwrap_err().contains("one field"));
-        assert!(parse_auth_command("HMGET mqtt_user:${password} password").unwrap_err().contains("cannot be used"));
-        assert!(parse_superuser_command("DEL mqtt_user:%u").unwrap_err().contains("expected one of"));
+        let reason = |text: &str| parse_auth_command(text).unwrap_err().reason;
+        assert_eq!(parse_auth_command("").unwrap_err().kind, BuildErrorKind::Missing);
+        assert!(reason("GET mqtt_user:${username}").contains("expected HMGET"));
+        assert!(reason("HMGET mqtt_user:${username} salt").contains("password field"));
+        assert!(reason("HMGET mqtt_user:${username} ${clientid}").contains("field names"));
+        assert!(reason("HGET k password_hash salt").contains("one field"));
+        assert!(reason("HMGET mqtt_user:${password} password").contains("cannot be used"));
+        assert!(parse_superuser_command("DEL mqtt_user:%u").unwrap_err().reason.contains("expected one of"));
     }
 
     #[test]

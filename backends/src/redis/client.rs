@@ -31,6 +31,7 @@ use redis::{
 };
 
 use super::config::{Address, Connection, Mode};
+use crate::common::BuildError;
 
 /// The reason the last connection attempt failed, and when.
 #[derive(Debug, Default)]
@@ -128,7 +129,7 @@ impl std::fmt::Debug for RedisClient {
 
 impl RedisClient {
     /// Builds the client without connecting (errors are config errors).
-    pub fn build(c: &Connection) -> Result<RedisClient, String> {
+    pub fn build(c: &Connection) -> Result<RedisClient, BuildError> {
         let target = c.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let certs = if c.tls.enable { Some(tls_certificates(c)?) } else { None };
         if certs.is_some() {
@@ -145,7 +146,7 @@ impl RedisClient {
                     Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
                     None => redis::Client::open(info),
                 }
-                .map_err(|e| format!("servers: {e}"))?;
+                .map_err(|e| BuildError::client("servers", e.to_string()))?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(c.pool.connect_timeout))
                     .set_response_timeout(Some(c.pool.query_timeout));
@@ -178,7 +179,7 @@ impl RedisClient {
                 if let Some(certs) = certs {
                     b = b.certs(certs);
                 }
-                let client = b.build().map_err(|e| format!("servers: {e}"))?;
+                let client = b.build().map_err(|e| BuildError::client("servers", e.to_string()))?;
                 Backend::Cluster(Box::new(Cluster { client, conn: tokio::sync::Mutex::new(None) }))
             }
         };
@@ -316,7 +317,7 @@ enum Failure {
     Final(ProviderError),
 }
 
-fn connection_info(addr: &Address, c: &Connection, tls: bool) -> Result<ConnectionInfo, String> {
+fn connection_info(addr: &Address, c: &Connection, tls: bool) -> Result<ConnectionInfo, BuildError> {
     let mut redis = RedisConnectionInfo::default().set_db(i64::from(c.database));
     if let Some(u) = &c.username {
         redis = redis.set_username(u);
@@ -329,21 +330,25 @@ fn connection_info(addr: &Address, c: &Connection, tls: bool) -> Result<Connecti
     } else {
         ConnectionAddr::Tcp(addr.host.clone(), addr.port)
     };
-    let info = addr.into_connection_info().map_err(|e| format!("servers: {e}"))?;
+    let info = addr.into_connection_info().map_err(|e| BuildError::invalid("servers", e.to_string()))?;
     Ok(info.set_redis_settings(redis))
 }
 
-fn tls_certificates(c: &Connection) -> Result<TlsCertificates, String> {
+fn tls_certificates(c: &Connection) -> Result<TlsCertificates, BuildError> {
     let read = |p: &std::path::Path, key: &str| {
-        std::fs::read(p).map_err(|e| format!("{key}: cannot read {}: {e}", p.display()))
+        std::fs::read(p).map_err(|e| BuildError::file(key, format!("cannot read {}: {e}", p.display())))
     };
-    let ca = c.tls.ca_file.as_deref().ok_or("tls.ca_file: required when tls.enable = true")?;
+    let ca = c
+        .tls
+        .ca_file
+        .as_deref()
+        .ok_or_else(|| BuildError::missing("tls.ca_file", "required when tls.enable = true"))?;
     // Parse with the shared helpers first so a bad file is reported by key.
     crate::common::tls::read_certs(ca, "tls.ca_file")?;
     let client_tls = match (&c.tls.cert_file, &c.tls.key_file) {
         (Some(cert), Some(key)) => {
             crate::common::tls::read_certs(cert, "tls.cert_file")?;
-            crate::common::tls::read_key(key)?;
+            crate::common::tls::read_key(key, "tls.key_file")?;
             Some(ClientTlsConfig { client_cert: read(cert, "tls.cert_file")?, client_key: read(key, "tls.key_file")? })
         }
         _ => None,

@@ -10,7 +10,9 @@
 use portcullis_core::gate::{Access, ClientInfo, ConnectInfo};
 use redis::Value;
 
+use crate::common::rows::RowError;
 use crate::common::template::{verbatim, Template, Values, Var};
+use crate::common::BuildError;
 
 /// A parsed command.
 #[derive(Debug, Clone)]
@@ -36,12 +38,13 @@ impl Command {
 
     /// Splits `text` on whitespace; `allowed` are the placeholders the
     /// arguments may use.
-    pub fn parse(text: &str, allowed: &[Var]) -> Result<Command, String> {
+    /// Errors carry no key: the caller puts them under its own.
+    pub fn parse(text: &str, allowed: &[Var]) -> Result<Command, BuildError> {
         let mut words = text.split_whitespace();
-        let name = words.next().ok_or("is empty")?.to_ascii_uppercase();
+        let name = words.next().ok_or_else(|| BuildError::missing("", "is empty"))?.to_ascii_uppercase();
         let args = words.map(|w| Template::parse(w, allowed)).collect::<Result<Vec<_>, _>>()?;
         if args.is_empty() {
-            return Err(format!("{name} needs a key"));
+            return Err(BuildError::invalid("", format!("{name} needs a key")));
         }
         Ok(Command { name, args })
     }
@@ -51,12 +54,15 @@ impl Command {
     }
 
     /// The arguments after the key, which must be literal (field names).
-    pub fn literal_fields(&self) -> Result<Vec<String>, String> {
+    pub fn literal_fields(&self) -> Result<Vec<String>, BuildError> {
         self.args[1..]
             .iter()
             .map(|t| {
                 if t.has_vars() {
-                    Err(format!("{}: field names cannot hold placeholders ({:?})", self.name, t.source()))
+                    Err(BuildError::invalid(
+                        "",
+                        format!("{}: field names cannot hold placeholders ({:?})", self.name, t.source()),
+                    ))
                 } else {
                     Ok(t.source().replace("%%", "%"))
                 }
@@ -94,17 +100,17 @@ impl Command {
 
 /// A reply as text: nil is `None`; strings must be UTF-8; numbers are
 /// written out.
-pub fn text(v: &Value) -> Result<Option<String>, String> {
+pub fn text(v: &Value) -> Result<Option<String>, RowError> {
     match v {
         Value::Nil => Ok(None),
         Value::BulkString(b) => {
-            String::from_utf8(b.clone()).map(Some).map_err(|_| "a value is not UTF-8 text".to_string())
+            String::from_utf8(b.clone()).map(Some).map_err(|_| RowError::new("", "a value is not UTF-8 text"))
         }
         Value::SimpleString(s) => Ok(Some(s.clone())),
         Value::VerbatimString { text, .. } => Ok(Some(text.clone())),
         Value::Int(i) => Ok(Some(i.to_string())),
         Value::Boolean(b) => Ok(Some(b.to_string())),
-        other => Err(format!("expected a string, got {}", kind(other))),
+        other => Err(RowError::new("", format!("expected a string, got {}", kind(other)))),
     }
 }
 
@@ -128,18 +134,18 @@ pub fn truthy_text(s: &str) -> bool {
 
 /// The field/value pairs of an `HGETALL` reply (a flat array under RESP2,
 /// a map under RESP3); nil or empty for a missing key.
-pub fn pairs(v: &Value) -> Result<Vec<(String, String)>, String> {
-    let field = |v: &Value| text(v)?.ok_or_else(|| "a hash field is nil".to_string());
+pub fn pairs(v: &Value) -> Result<Vec<(String, String)>, RowError> {
+    let field = |v: &Value| text(v)?.ok_or_else(|| RowError::new("", "a hash field is nil"));
     match v {
         Value::Nil => Ok(Vec::new()),
         Value::Array(items) => {
             if items.len() % 2 != 0 {
-                return Err("HGETALL reply has an odd number of elements".into());
+                return Err(RowError::new("", "HGETALL reply has an odd number of elements"));
             }
             items.chunks_exact(2).map(|p| Ok((field(&p[0])?, field(&p[1])?))).collect()
         }
         Value::Map(m) => m.iter().map(|(k, v)| Ok((field(k)?, field(v)?))).collect(),
-        other => Err(format!("expected a hash, got {}", kind(other))),
+        other => Err(RowError::new("", format!("expected a hash, got {}", kind(other)))),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::common::password::PasswordHashConfig;
 use crate::common::pool::PoolConfig;
 use crate::common::secret::Secret;
 use crate::common::tls::TlsConfig;
+use crate::common::BuildError;
 
 /// `servers = "host:port"` or `servers = ["host:port", ...]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -197,7 +198,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl AuthConfig {
-    pub fn connection(&self) -> Result<Connection, String> {
+    pub fn connection(&self) -> Result<Connection, BuildError> {
         connection(
             &self.servers,
             self.mode,
@@ -211,7 +212,7 @@ impl AuthConfig {
 }
 
 impl AclConfig {
-    pub fn connection(&self) -> Result<Connection, String> {
+    pub fn connection(&self) -> Result<Connection, BuildError> {
         connection(
             &self.servers,
             self.mode,
@@ -232,35 +233,38 @@ fn connection(
     password: Option<&Secret>,
     pool: &PoolConfig,
     tls: &TlsConfig,
-) -> Result<Connection, String> {
+) -> Result<Connection, BuildError> {
     let list = servers.list();
     if list.is_empty() {
-        return Err("servers: at least one host:port is needed".into());
+        return Err(BuildError::missing("servers", "at least one host:port is needed"));
     }
     let servers = list.iter().map(|s| parse_address(s)).collect::<Result<Vec<_>, _>>()?;
     if mode == Mode::Single && servers.len() > 1 {
-        return Err("servers: several servers need mode = \"cluster\" (a single server takes one host:port)".into());
+        return Err(BuildError::invalid(
+            "servers",
+            "several servers need mode = \"cluster\" (a single server takes one host:port)",
+        ));
     }
     if mode == Mode::Cluster && database != 0 {
-        return Err("database: a Redis Cluster has only database 0".into());
+        return Err(BuildError::invalid("database", "a Redis Cluster has only database 0"));
     }
     if username.is_some_and(|u| u.is_empty()) {
-        return Err("username: must not be empty (leave it out to log in as the default user)".into());
+        return Err(BuildError::invalid("username", "must not be empty (leave it out to log in as the default user)"));
     }
     if username.is_some() && password.is_none() {
-        return Err("password: required with username".into());
+        return Err(BuildError::missing("password", "required with username"));
     }
-    let password = password.map(|p| p.resolve().map_err(|e| format!("password: {e}"))).transpose()?;
+    let password = password.map(|p| p.resolve("password")).transpose()?;
     pool.validate()?;
     tls.validate()?;
     if !tls.enable && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
-        return Err("tls.enable: set it to true to use tls.ca_file / tls.cert_file".into());
+        return Err(BuildError::invalid("tls.enable", "set it to true to use tls.ca_file / tls.cert_file"));
     }
     if tls.server_name.is_some() {
-        return Err(
-            "tls.server_name: not supported by the redis backend; connect to a name or address in the server's certificate"
-                .into(),
-        );
+        return Err(BuildError::invalid(
+            "tls.server_name",
+            "not supported by the redis backend; connect to a name or address in the server's certificate",
+        ));
     }
     Ok(Connection {
         servers,
@@ -274,8 +278,8 @@ fn connection(
 }
 
 /// `host:port`, `[v6]:port`; the port is required.
-pub fn parse_address(s: &str) -> Result<Address, String> {
-    let bad = || format!("servers: {s:?} is not host:port");
+pub fn parse_address(s: &str) -> Result<Address, BuildError> {
+    let bad = || BuildError::invalid("servers", format!("{s:?} is not host:port"));
     let s = s.trim();
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
@@ -283,7 +287,7 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
     } else {
         let (h, p) = s.rsplit_once(':').ok_or_else(bad)?;
         if h.contains(':') {
-            return Err(format!("servers: {s:?}: write an IPv6 address as [addr]:port"));
+            return Err(BuildError::invalid("servers", format!("{s:?}: write an IPv6 address as [addr]:port")));
         }
         (h, p)
     };
@@ -300,6 +304,7 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::BuildErrorKind;
 
     fn auth(json: &str) -> Result<AuthConfig, String> {
         serde_json::from_str(json).map_err(|e| e.to_string())
@@ -328,27 +333,34 @@ mod tests {
         assert_eq!(c.servers[1], Address { host: "::1".into(), port: 2 });
         assert_eq!(c.servers[1].to_string(), "[::1]:2");
         let e = auth(r#"{"servers": ["a:1", "b:2"]}"#).unwrap().connection().unwrap_err();
-        assert!(e.starts_with("servers: several servers need mode"), "{e}");
+        assert!(e.is("servers", BuildErrorKind::Invalid), "{e}");
+        assert!(e.to_string().starts_with("servers: several servers need mode"), "{e}");
         for bad in ["a", "a:", "a:0", ":1", "::1:2", "a:70000"] {
             let e = auth(&format!(r#"{{"servers": "{bad}"}}"#)).unwrap().connection().unwrap_err();
-            assert!(e.starts_with("servers: "), "{bad}: {e}");
+            assert!(e.is("servers", BuildErrorKind::Invalid), "{bad}: {e}");
         }
+        let e = auth(r#"{"servers": []}"#).unwrap().connection().unwrap_err();
+        assert!(e.is("servers", BuildErrorKind::Missing), "{e}");
         let e = auth(r#"{"mode": "cluster", "database": 1}"#).unwrap().connection().unwrap_err();
-        assert!(e.starts_with("database: "), "{e}");
+        assert!(e.is("database", BuildErrorKind::Invalid), "{e}");
     }
 
     #[test]
     fn errors_name_the_key() {
         let e = auth(r#"{"pool": {"size": 0}}"#).unwrap().connection().unwrap_err();
-        assert_eq!(e, "pool.size: must be at least 1");
+        assert_eq!(e.to_string(), "pool.size: must be at least 1");
         let e = auth(r#"{"username": "u"}"#).unwrap().connection().unwrap_err();
-        assert!(e.starts_with("password: "), "{e}");
+        assert!(e.is("password", BuildErrorKind::Missing), "{e}");
         let e = auth(r#"{"password": {"env": "PORTCULLIS_SURELY_UNSET_VAR"}}"#).unwrap().connection().unwrap_err();
-        assert!(e.starts_with("password: environment variable"), "{e}");
+        assert!(e.is("password", BuildErrorKind::Secret), "{e}");
+        assert!(e.to_string().starts_with("password: environment variable"), "{e}");
         let e = auth(r#"{"tls": {"enable": true}}"#).unwrap().connection().unwrap_err();
-        assert!(e.starts_with("tls.ca_file: "), "{e}");
+        assert!(e.is("tls.ca_file", BuildErrorKind::Missing), "{e}");
         let e = auth(r#"{"tls": {"ca_file": "/etc/hostname"}}"#).unwrap().connection().unwrap_err();
-        assert!(e.starts_with("tls.enable: "), "{e}");
+        assert!(e.is("tls.enable", BuildErrorKind::Invalid), "{e}");
+        let e =
+            auth(r#"{"tls": {"enable": true, "ca_file": "/nonexistent/ca.pem"}}"#).unwrap().connection().unwrap_err();
+        assert!(e.is("tls.ca_file", BuildErrorKind::File), "{e}");
     }
 
     #[test]

@@ -33,8 +33,9 @@ use super::client::{Client, Driver};
 use super::config::AclConfig;
 use super::query::Query;
 use super::row::SqlRow;
-use crate::common::rows::{EmqttdRow, EmqxRow};
+use crate::common::rows::{EmqttdRow, EmqxRow, RowError};
 use crate::common::template::{Values, Var};
+use crate::common::BuildError;
 
 /// The table the default queries read.
 pub const ACL_TABLE: &str = "mqtt_acl";
@@ -63,7 +64,9 @@ pub enum Schema {
 }
 
 /// The default query for `mqtt_acl` with these columns (lower case).
-pub fn default_acl_query(columns: &[String]) -> Result<(Schema, String), String> {
+/// An error is the backend's (its table is not one we know) and fails the
+/// check like any other.
+pub fn default_acl_query(columns: &[String]) -> Result<(Schema, String), ProviderError> {
     let has = |c: &str| columns.iter().any(|x| x == c);
     let (id, order) = if has("id") { ("id, ", " ORDER BY id") } else { ("", "") };
     if has("permission") && has("action") && has("topic") {
@@ -84,12 +87,12 @@ pub fn default_acl_query(columns: &[String]) -> Result<(Schema, String), String>
             ),
         ))
     } else if columns.is_empty() {
-        Err(format!("table {ACL_TABLE} not found; create it or set `query`"))
+        Err(bad(format!("table {ACL_TABLE} not found; create it or set `query`")))
     } else {
-        Err(format!(
+        Err(bad(format!(
             "table {ACL_TABLE} has neither EMQX's columns (permission, action, topic) nor emqttd's (allow, access, \
              topic); set `query`"
-        ))
+        )))
     }
 }
 
@@ -118,9 +121,9 @@ impl<D: Driver> std::fmt::Debug for SqlAcl<D> {
 
 impl<D: Driver> SqlAcl<D> {
     /// Builds the provider (the pool connects lazily). Errors name the key.
-    pub fn new(name: &str, cfg: &AclConfig) -> Result<SqlAcl<D>, String> {
+    pub fn new(name: &str, cfg: &AclConfig) -> Result<SqlAcl<D>, BuildError> {
         let source = match &cfg.query {
-            Some(q) => Source::Configured(Query::parse(q, &Var::ACL, D::DOLLAR).map_err(|e| format!("query: {e}"))?),
+            Some(q) => Source::Configured(Query::parse(q, &Var::ACL, D::DOLLAR).map_err(|e| e.under("query"))?),
             None => Source::Detected(OnceCell::new()),
         };
         let client = Client::<D>::new(name, &cfg.connection())?;
@@ -149,9 +152,8 @@ impl<D: Driver> SqlAcl<D> {
         let columns = rows
             .iter()
             .map(|r| r.text("column_name").map(|c| c.unwrap_or_default().to_ascii_lowercase()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
-        let (schema, text) = default_acl_query(&columns).map_err(bad)?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let (schema, text) = default_acl_query(&columns)?;
         let query = Query::parse(&text, &Var::ACL, D::DOLLAR).map_err(|e| bad(format!("default query: {e}")))?;
         tracing::info!(provider = %self.name, kind = D::KIND, ?schema, query = %query.source(),
             "no ACL query configured; using the default for this mqtt_acl");
@@ -166,8 +168,7 @@ impl<D: Driver> SqlAcl<D> {
             .iter()
             .enumerate()
             .map(|(i, row)| to_rule(row, self.origin(row, i)))
-            .collect::<Result<Vec<Rule>, String>>()
-            .map_err(bad)?;
+            .collect::<Result<Vec<Rule>, RowError>>()?;
         Ok(decide(&rules, client, access))
     }
 }
@@ -188,12 +189,9 @@ fn bad(message: impl Into<String>) -> ProviderError {
 }
 
 /// One result row as a rule; `origin` names it in decisions.
-pub fn to_rule(row: &SqlRow, origin: String) -> Result<Rule, String> {
-    let required = |name: &str| row.text(name)?.ok_or_else(|| format!("column {name} is NULL or missing"));
-    let number = |name: &str| match row.get(name) {
-        Some(c) => c.int().map_err(|e| format!("column {name}: {e}"))?.ok_or_else(|| format!("column {name} is NULL")),
-        None => Err(format!("column {name} is missing")),
-    };
+pub fn to_rule(row: &SqlRow, origin: String) -> Result<Rule, RowError> {
+    let required = |name: &str| row.text(name)?.ok_or_else(|| RowError::new(name, "is NULL or missing"));
+    let number = |name: &str| row.int(name);
     let rule = if row.has("permission") {
         EmqxRow {
             permission: required("permission")?,
@@ -216,11 +214,12 @@ pub fn to_rule(row: &SqlRow, origin: String) -> Result<Rule, String> {
         }
         .to_rule(origin.clone())
     } else {
-        return Err(
-            "ACL rows need permission, action and topic columns (EMQX) or allow, access and topic (emqttd)".into()
-        );
+        return Err(RowError::new(
+            "",
+            "ACL rows need permission, action and topic columns (EMQX) or allow, access and topic (emqttd)",
+        ));
     };
-    rule.map_err(|e| format!("{origin}: {e}"))
+    rule.map_err(|e| e.in_row(&origin))
 }
 
 impl<D: Driver> AclProvider for SqlAcl<D> {
@@ -279,8 +278,8 @@ mod tests {
             "SELECT id, allow, ipaddr, username, clientid, access, topic FROM mqtt_acl WHERE ipaddr = $1 OR username = $2 \
              OR username = '$all' OR clientid = $3 ORDER BY id"
         );
-        assert!(default_acl_query(&[]).unwrap_err().contains("not found"));
-        assert!(default_acl_query(&cols(&["a", "b"])).unwrap_err().contains("set `query`"));
+        assert!(default_acl_query(&[]).unwrap_err().message.contains("not found"));
+        assert!(default_acl_query(&cols(&["a", "b"])).unwrap_err().message.contains("set `query`"));
     }
 
     #[test]
@@ -316,9 +315,12 @@ mod tests {
             ("action", Cell::Text("all".into())),
             ("topic", Cell::Text("a".into())),
         ]);
-        assert!(to_rule(&row, "pg:x row 2".into()).unwrap_err().starts_with("pg:x row 2: permission"));
+        let e = to_rule(&row, "pg:x row 2".into()).unwrap_err();
+        assert_eq!((e.row.as_str(), e.field.as_str()), ("pg:x row 2", "permission"));
+        assert!(e.to_string().starts_with("pg:x row 2: permission"), "{e}");
         let row = SqlRow(vec![("allow", Cell::Null), ("access", Cell::Int(1)), ("topic", Cell::Text("a".into()))]);
-        assert!(to_rule(&row, "o".into()).unwrap_err().contains("allow"));
+        let e = to_rule(&row, "o".into()).unwrap_err();
+        assert_eq!((e.field.as_str(), e.reason.as_str()), ("allow", "is NULL"));
         assert!(to_rule(&SqlRow(vec![("topic", Cell::Text("a".into()))]), "o".into()).is_err());
     }
 }

@@ -33,9 +33,9 @@ use portcullis_core::provider::{ErrorKind, ProviderError};
 use super::client::{Client, Driver};
 use super::config::AuthConfig;
 use super::query::Query;
-use super::row::SqlRow;
 use crate::common::password::{check_password, unknown_user};
 use crate::common::template::{Values, Var};
+use crate::common::BuildError;
 
 /// The columns the auth query's rows are read for.
 const USER_COLUMNS: [&str; 5] = ["password_hash", "password", "salt", "is_superuser", "username"];
@@ -68,12 +68,12 @@ impl<D: Driver> std::fmt::Debug for SqlAuth<D> {
 
 impl<D: Driver> SqlAuth<D> {
     /// Builds the provider (the pool connects lazily). Errors name the key.
-    pub fn new(name: &str, cfg: &AuthConfig) -> Result<SqlAuth<D>, String> {
-        let query = Query::parse(&cfg.query, &Var::CONNECT, D::DOLLAR).map_err(|e| format!("query: {e}"))?;
+    pub fn new(name: &str, cfg: &AuthConfig) -> Result<SqlAuth<D>, BuildError> {
+        let query = Query::parse(&cfg.query, &Var::CONNECT, D::DOLLAR).map_err(|e| e.under("query"))?;
         let superuser_query = cfg
             .superuser_query
             .as_deref()
-            .map(|q| Query::parse(q, &Var::CONNECT, D::DOLLAR).map_err(|e| format!("superuser_query: {e}")))
+            .map(|q| Query::parse(q, &Var::CONNECT, D::DOLLAR).map_err(|e| e.under("superuser_query")))
             .transpose()?;
         let hash = cfg.password_hash.to_hash_config()?;
         let client = Client::<D>::new(name, &cfg.connection())?;
@@ -108,7 +108,7 @@ impl<D: Driver> SqlAuth<D> {
             return Ok(AuthAnswer::ignore());
         };
         if self.exact_username && row.has("username") {
-            let stored = row.text("username").map_err(bad)?;
+            let stored = row.text("username")?;
             if stored.as_deref() != info.username.as_deref() {
                 unknown_user(info, &self.decoy).await;
                 return Ok(AuthAnswer::ignore());
@@ -119,22 +119,22 @@ impl<D: Driver> SqlAuth<D> {
         if !row.has(column) {
             return Err(bad("the query returned no password_hash (or password) column"));
         }
-        let Some(stored) = row.text(column).map_err(bad)? else {
+        let Some(stored) = row.text(column)? else {
             // A user without a password cannot log in with one.
             return answer(AuthDecision::Deny(DenyReason::BadCredentials));
         };
-        let salt = row.text("salt").map_err(bad)?;
+        let salt = row.text("salt")?;
         if let Some(deny) = check_password(info, &stored, salt.as_deref(), &self.hash, &self.decoy).await? {
             return answer(AuthDecision::Deny(deny));
         }
-        let mut superuser = flag(row)?;
+        let mut superuser = row.flag("is_superuser")?;
         if let Some(q) = &self.superuser_query {
             let rows = self.client.fetch(q.sql(), &q.values(&values), &SUPERUSER_COLUMNS).await?;
             superuser = match rows.first() {
                 Some(r) if !r.has("is_superuser") => {
                     return Err(bad("superuser_query returned no is_superuser column"));
                 }
-                Some(r) => flag(r)?,
+                Some(r) => r.flag("is_superuser")?,
                 None => false,
             };
         }
@@ -144,11 +144,6 @@ impl<D: Driver> SqlAuth<D> {
 
 fn bad(message: impl Into<String>) -> ProviderError {
     ProviderError::new(ErrorKind::BadResponse, message)
-}
-
-/// `is_superuser`, false when the column is absent or `NULL`.
-fn flag(row: &SqlRow) -> Result<bool, ProviderError> {
-    row.get("is_superuser").map_or(Ok(false), |c| c.truthy().map_err(|e| bad(format!("column is_superuser: {e}"))))
 }
 
 impl<D: Driver> AuthProvider for SqlAuth<D> {

@@ -28,13 +28,15 @@ use sqlx::Database;
 use super::config::Connection;
 use super::row::SqlRow;
 use crate::common::health::Health;
+use crate::common::rows::RowError;
+use crate::common::BuildError;
 
 /// Why a fetch failed inside a driver.
 #[derive(Debug)]
 pub enum FetchError {
     Sql(sqlx::Error),
     /// A column we need could not be read.
-    Decode(String),
+    Decode(RowError),
 }
 
 /// What differs between PostgreSQL and MySQL.
@@ -51,7 +53,7 @@ pub trait Driver: Send + Sync + 'static {
     /// Connect options from the config (password resolved, TLS mapped).
     fn connect_options(
         c: &Connection<'_>,
-    ) -> Result<<<Self::Db as Database>::Connection as sqlx::Connection>::Options, String>;
+    ) -> Result<<<Self::Db as Database>::Connection as sqlx::Connection>::Options, BuildError>;
 
     /// Runs `sql` with `binds` (text or `NULL`) and reads the `wanted`
     /// columns of every row.
@@ -142,7 +144,7 @@ impl<D: Driver> std::fmt::Debug for Client<D> {
 
 impl<D: Driver> Client<D> {
     /// Builds the pool without connecting. Errors name the key.
-    pub fn new(name: &str, c: &Connection<'_>) -> Result<Arc<Client<D>>, String> {
+    pub fn new(name: &str, c: &Connection<'_>) -> Result<Arc<Client<D>>, BuildError> {
         c.validate(D::KIND)?;
         let options = D::connect_options(c)?;
         let endpoint = D::endpoint(&options);

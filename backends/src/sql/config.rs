@@ -25,6 +25,7 @@ use crate::common::password::PasswordHashConfig;
 use crate::common::pool::PoolConfig;
 use crate::common::secret::Secret;
 use crate::common::tls::TlsConfig;
+use crate::common::BuildError;
 
 /// The default auth query. `SELECT *` so that one default serves EMQX 5's
 /// `mqtt_user` (`password_hash`, `salt`, `is_superuser`) and emqttd 1.x's
@@ -180,32 +181,37 @@ impl AclConfig {
 
 impl Connection<'_> {
     /// Checks what can be checked without connecting; errors name the key.
-    pub fn validate(&self, kind: &str) -> Result<(), String> {
+    pub fn validate(&self, kind: &str) -> Result<(), BuildError> {
         match self.url {
             Some(url) if url_has_password(url) => {
-                return Err("url: contains a password; put it in `password` (inline, { env = \"VAR\" } or \
-                            { file = \"/path\" }) so the URL can be logged"
-                    .into());
+                return Err(BuildError::invalid(
+                    "url",
+                    "contains a password; put it in `password` (inline, { env = \"VAR\" } or { file = \"/path\" }) \
+                     so the URL can be logged",
+                ));
             }
             None if self.host.is_none() => {
-                return Err(format!("url: required (or host): where is the {kind} server?"));
+                return Err(BuildError::missing("url", format!("required (or host): where is the {kind} server?")));
             }
             _ => {}
         }
         self.pool.validate()?;
         self.tls.validate()?;
         if self.tls.server_name.is_some() {
-            return Err(format!(
-                "tls.server_name: not supported by the {kind} backend; connect to a name the server's certificate \
-                 carries (url or host)"
+            return Err(BuildError::invalid(
+                "tls.server_name",
+                format!(
+                    "not supported by the {kind} backend; connect to a name the server's certificate carries (url or \
+                     host)"
+                ),
             ));
         }
         Ok(())
     }
 
     /// The password, if one is configured.
-    pub fn resolve_password(&self) -> Result<Option<String>, String> {
-        self.password.map(|s| s.resolve().map_err(|e| format!("password: {e}"))).transpose()
+    pub fn resolve_password(&self) -> Result<Option<String>, BuildError> {
+        self.password.map(|s| s.resolve("password")).transpose()
     }
 }
 
@@ -224,6 +230,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::common::BuildErrorKind;
 
     fn auth(v: serde_json::Value) -> Result<AuthConfig, serde_json::Error> {
         serde_json::from_value(v)
@@ -249,22 +256,28 @@ mod tests {
         assert!(!url_has_password("postgres://h/db?x=a:b@c"));
         let c = auth(json!({ "url": "postgres://u:pw@h/db" })).unwrap();
         let e = c.connection().validate("postgres").unwrap_err();
-        assert!(e.starts_with("url: contains a password"), "{e}");
-        assert!(!e.contains("pw@"), "{e}");
+        assert!(e.is("url", BuildErrorKind::Invalid), "{e}");
+        assert!(e.to_string().starts_with("url: contains a password"), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
     }
 
     #[test]
     fn errors_name_the_key() {
         let c = auth(json!({ "database": "x" })).unwrap();
-        assert!(c.connection().validate("postgres").unwrap_err().starts_with("url: required"));
+        assert!(c.connection().validate("postgres").unwrap_err().is("url", BuildErrorKind::Missing));
         let c = auth(json!({ "host": "h", "pool": { "size": 0 } })).unwrap();
-        assert_eq!(c.connection().validate("postgres").unwrap_err(), "pool.size: must be at least 1");
+        let e = c.connection().validate("postgres").unwrap_err();
+        assert!(e.is("pool.size", BuildErrorKind::Invalid), "{e}");
+        assert_eq!(e.to_string(), "pool.size: must be at least 1");
         let c = auth(json!({ "host": "h", "tls": { "enable": true } })).unwrap();
-        assert!(c.connection().validate("mysql").unwrap_err().starts_with("tls.ca_file"));
+        assert!(c.connection().validate("mysql").unwrap_err().is("tls.ca_file", BuildErrorKind::Missing));
+        let c = auth(json!({ "host": "h", "tls": { "enable": true, "ca_file": "/nonexistent/ca.pem" } })).unwrap();
+        assert!(c.connection().validate("mysql").unwrap_err().is("tls.ca_file", BuildErrorKind::File));
+        let c = auth(json!({ "host": "h", "tls": { "cert_file": "/nonexistent/c.pem" } })).unwrap();
+        assert!(c.connection().validate("mysql").unwrap_err().is("tls.key_file", BuildErrorKind::Missing));
         let c = auth(json!({ "host": "h", "password": { "env": "PORTCULLIS_SQL_TEST_UNSET_VAR" } })).unwrap();
-        assert_eq!(
-            c.connection().resolve_password().unwrap_err(),
-            "password: environment variable PORTCULLIS_SQL_TEST_UNSET_VAR is not set"
-        );
+        let e = c.connection().resolve_password().unwrap_err();
+        assert!(e.is("password", BuildErrorKind::Secret), "{e}");
+        assert_eq!(e.to_string(), "password: environment variable PORTCULLIS_SQL_TEST_UNSET_VAR is not set");
     }
 }

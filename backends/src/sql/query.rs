@@ -14,6 +14,7 @@
 //! rules) still apply.
 
 use crate::common::template::{Template, Values, Var};
+use crate::common::BuildError;
 
 /// Longest value bound as itself (the longest MQTT string); anything
 /// longer cannot be a stored username or client id.
@@ -30,10 +31,11 @@ pub struct Query {
 impl Query {
     /// Parses `text`, accepting the placeholders in `allowed`; `dollar`
     /// selects `$1, $2…` (PostgreSQL) over `?` (MySQL).
-    pub fn parse(text: &str, allowed: &[Var], dollar: bool) -> Result<Query, String> {
+    /// Errors carry no key: the caller puts them under its own.
+    pub fn parse(text: &str, allowed: &[Var], dollar: bool) -> Result<Query, BuildError> {
         let template = Template::parse(text, allowed)?;
         if template.source().trim().is_empty() {
-            return Err("must not be empty".into());
+            return Err(BuildError::invalid("", "must not be empty"));
         }
         let (sql, binds) = template.to_positional(dollar);
         Ok(Query { template, sql, binds })
@@ -130,7 +132,8 @@ mod tests {
     #[test]
     fn password_is_not_a_sql_placeholder() {
         let e = Query::parse("SELECT * FROM u WHERE p = ${password}", &Var::CONNECT, true).unwrap_err();
-        assert!(e.contains("cannot be used here"), "{e}");
-        assert!(Query::parse("  ", &Var::CONNECT, true).is_err());
+        assert!(e.reason.contains("cannot be used here"), "{e}");
+        assert_eq!(e.under("query").key, "query");
+        assert_eq!(Query::parse("  ", &Var::CONNECT, true).unwrap_err().to_string(), "must not be empty");
     }
 }

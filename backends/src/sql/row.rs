@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use crate::common::rows::RowError;
+
 /// One column value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cell {
@@ -20,26 +22,29 @@ pub enum Cell {
 }
 
 impl Cell {
-    /// The value as text (`NULL` is `None`); bytes must be UTF-8.
-    pub fn text(&self) -> Result<Option<Cow<'_, str>>, String> {
+    /// The value as text (`NULL` is `None`); bytes must be UTF-8. Errors
+    /// name no column: [`SqlRow`] adds it.
+    pub fn text(&self) -> Result<Option<Cow<'_, str>>, RowError> {
         Ok(Some(match self {
             Cell::Null => return Ok(None),
             Cell::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
             Cell::Int(i) => Cow::Owned(i.to_string()),
             Cell::Text(s) => Cow::Borrowed(s.as_str()),
-            Cell::Bytes(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| "is not UTF-8 text".to_string())?),
+            Cell::Bytes(b) => {
+                Cow::Borrowed(std::str::from_utf8(b).map_err(|_| RowError::new("", "is not UTF-8 text"))?)
+            }
         }))
     }
 
     /// The value as a number (`NULL` is `None`; `true` is 1).
-    pub fn int(&self) -> Result<Option<i64>, String> {
+    pub fn int(&self) -> Result<Option<i64>, RowError> {
         match self {
             Cell::Null => Ok(None),
             Cell::Bool(b) => Ok(Some(i64::from(*b))),
             Cell::Int(i) => Ok(Some(*i)),
             other => {
                 let t = other.text()?.unwrap_or_default();
-                t.trim().parse().map(Some).map_err(|_| format!("{t:?} is not a number"))
+                t.trim().parse().map(Some).map_err(|_| RowError::new("", format!("{t:?} is not a number")))
             }
         }
     }
@@ -47,7 +52,7 @@ impl Cell {
     /// The value as a flag: true, a non-zero number, or `true`/`t`/`yes`/
     /// `y`/`on`/`1` in any case. `NULL` and the empty string are false;
     /// other text is an error (a typo must not make a superuser).
-    pub fn truthy(&self) -> Result<bool, String> {
+    pub fn truthy(&self) -> Result<bool, RowError> {
         match self {
             Cell::Null => Ok(false),
             Cell::Bool(b) => Ok(*b),
@@ -57,7 +62,7 @@ impl Cell {
                 match t.trim().to_ascii_lowercase().as_str() {
                     "1" | "true" | "t" | "yes" | "y" | "on" => Ok(true),
                     "" | "0" | "false" | "f" | "no" | "n" | "off" => Ok(false),
-                    _ => Err(format!("{t:?} is not a boolean")),
+                    _ => Err(RowError::new("", format!("{t:?} is not a boolean"))),
                 }
             }
         }
@@ -80,11 +85,24 @@ impl SqlRow {
     }
 
     /// The column as text: `None` when absent or `NULL`.
-    pub fn text(&self, name: &str) -> Result<Option<String>, String> {
+    pub fn text(&self, name: &str) -> Result<Option<String>, RowError> {
         match self.get(name) {
             None => Ok(None),
-            Some(c) => c.text().map(|t| t.map(Cow::into_owned)).map_err(|e| format!("column {name}: {e}")),
+            Some(c) => c.text().map(|t| t.map(Cow::into_owned)).map_err(|e| e.at(name)),
         }
+    }
+
+    /// The column as a number; absent or `NULL` is an error.
+    pub fn int(&self, name: &str) -> Result<i64, RowError> {
+        match self.get(name) {
+            Some(c) => c.int().map_err(|e| e.at(name))?.ok_or_else(|| RowError::new(name, "is NULL")),
+            None => Err(RowError::new(name, "is missing")),
+        }
+    }
+
+    /// The column as a flag (see [`Cell::truthy`]); false when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, RowError> {
+        self.get(name).map_or(Ok(false), |c| c.truthy().map_err(|e| e.at(name)))
     }
 }
 
@@ -94,8 +112,8 @@ impl SqlRow {
 pub fn convert<R: sqlx::Row>(
     rows: &[R],
     wanted: &[&'static str],
-    cell: impl Fn(&R, usize) -> Result<Cell, String>,
-) -> Result<Vec<SqlRow>, String> {
+    cell: impl Fn(&R, usize) -> Result<Cell, RowError>,
+) -> Result<Vec<SqlRow>, RowError> {
     use sqlx::Column;
     let Some(first) = rows.first() else { return Ok(Vec::new()) };
     let columns = first.columns();
@@ -107,8 +125,8 @@ pub fn convert<R: sqlx::Row>(
         .map(|row| {
             picked
                 .iter()
-                .map(|(name, i)| cell(row, *i).map(|c| (*name, c)).map_err(|e| format!("column {name}: {e}")))
-                .collect::<Result<Vec<_>, String>>()
+                .map(|(name, i)| cell(row, *i).map(|c| (*name, c)).map_err(|e| e.at(name)))
+                .collect::<Result<Vec<_>, RowError>>()
                 .map(SqlRow)
         })
         .collect()
@@ -128,6 +146,9 @@ mod tests {
             assert!(!f.truthy().unwrap(), "{f:?}");
         }
         assert!(Cell::Text("superuser".into()).truthy().is_err());
+        let row = SqlRow(vec![("is_superuser", Cell::Text("maybe".into()))]);
+        assert_eq!(row.flag("is_superuser").unwrap_err().field, "is_superuser");
+        assert!(!SqlRow::default().flag("is_superuser").unwrap());
     }
 
     #[test]
@@ -142,5 +163,10 @@ mod tests {
         assert_eq!(row.text("salt").unwrap(), None);
         assert_eq!(row.text("password").unwrap().as_deref(), Some("x"));
         assert!(!row.has("password_hash"));
+        let row = SqlRow(vec![("allow", Cell::Null), ("topic", Cell::Bytes(vec![0xff]))]);
+        let e = row.text("topic").unwrap_err();
+        assert_eq!((e.field.as_str(), e.reason.as_str()), ("topic", "is not UTF-8 text"));
+        assert_eq!(row.int("allow").unwrap_err().field, "allow");
+        assert_eq!(row.int("access").unwrap_err().reason, "is missing");
     }
 }

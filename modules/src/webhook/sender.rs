@@ -104,7 +104,7 @@ impl Sender {
         for (name, secret) in &cfg.headers {
             let key = format!("headers.{name}");
             let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| (key.clone(), "not a header name".into()))?;
-            let value = secret.resolve().map_err(|e| (key.clone(), e))?;
+            let value = secret.resolve(&key).map_err(|e| (e.key, e.reason))?;
             let mut v = HeaderValue::from_str(&value)
                 .map_err(|_| (key.clone(), "not a valid header value (control characters?)".to_string()))?;
             v.set_sensitive(true);
@@ -118,8 +118,8 @@ impl Sender {
             .no_proxy()
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
         if cfg.tls.enable {
-            cfg.tls.validate().map_err(|e| ("tls".to_string(), e))?;
-            let tls = cfg.tls.rustls_client_config().map_err(|e| ("tls".to_string(), e))?;
+            cfg.tls.validate().map_err(|e| ("tls".to_string(), e.to_string()))?;
+            let tls = cfg.tls.rustls_client_config().map_err(|e| ("tls".to_string(), e.to_string()))?;
             b = b.use_preconfigured_tls(tls).https_only(true);
         }
         let client = b.build().map_err(|e| ("url".to_string(), format!("http client: {e}")))?;

@@ -101,8 +101,8 @@ fn build(cfg: &ListenerTlsConfig, alpn: &[Vec<u8>]) -> Result<ServerConfig, Stri
         TlsVersionName::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersionName::V1_3 => &[&rustls::version::TLS13],
     };
-    let chain = read_certs(&cfg.cert_file, "tls.cert_file")?;
-    let key = read_key(&cfg.key_file)?;
+    let chain = read_certs(&cfg.cert_file, "tls.cert_file").map_err(|e| e.to_string())?;
+    let key = read_key(&cfg.key_file, "tls.key_file").map_err(|e| e.to_string())?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
         .map_err(|e| format!("tls.min_version: {e}"))?;
@@ -111,7 +111,7 @@ fn build(cfg: &ListenerTlsConfig, alpn: &[Vec<u8>]) -> Result<ServerConfig, Stri
         (mode, ca_file) => {
             let ca_file = ca_file.as_ref().ok_or("tls.ca_file: required to verify client certificates")?;
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(ca_file, "tls.ca_file")? {
+            for cert in read_certs(ca_file, "tls.ca_file").map_err(|e| e.to_string())? {
                 roots.add(cert).map_err(|e| format!("tls.ca_file: {}: {e}", ca_file.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
