@@ -7,7 +7,7 @@
 //!   axum, bounded connections, body size and time).
 //! * `api` — the routes, one table, in EMQX 5's shapes under `/api/v5`:
 //!   status, nodes, stats, metrics, Prometheus, listeners, clients (kick,
-//!   subscribe), subscriptions, topics, retained messages, bans, auth and
+//!   subscribe), subscriptions, topics, retained messages, bans, bridges, auth and
 //!   ACL providers (counters, health, caches, explain), the built-in user
 //!   store's users and rules, HTTP publish, reload, modules, API keys; and
 //!   emqttd's `POST /mqtt/publish`.

@@ -8,8 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    api_keys, banned, clients, configs, node, prometheus, publish, retainer, rules, security, shim, subscriptions,
-    users,
+    api_keys, banned, bridges, clients, configs, node, prometheus, publish, retainer, rules, security, shim,
+    subscriptions, users,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use crate::api::{
         subscriptions::list, subscriptions::list_topics, subscriptions::get_topic,
         retainer::list, retainer::delete_all, retainer::get, retainer::delete,
         banned::list, banned::add, banned::delete,
+        bridges::list, bridges::get, bridges::stop, bridges::start,
         security::authentication, security::authentication_status, security::auth_cache, security::purge_auth_cache,
         security::explain_auth, security::authorization, security::authorization_status, security::acl_cache,
         security::purge_acl_cache, security::explain_acl,

@@ -11,6 +11,8 @@
 //! * `run` — each bridge's task: reconnects with jittered backoff, the
 //!   bounded outgoing queue, QoS flows, the state topic.
 //! * [`metrics`] — per-bridge counters, in `$SYS/brokers/<node>/bridges/<name>/`.
+//! * [`control`] — each bridge's status and its stop/start switch, for
+//!   the management plane (`/api/v5/bridges`, `portcullis ctl bridges`).
 //!
 //! The MQTT client is the project's own codec rather than a client crate:
 //! rumqttc speaks 3.1.1 and 5 only (no 3.1) and cannot set the bridge bit
@@ -18,6 +20,7 @@
 //! connection as a bridge (No Local on 3.x, so `both` does not loop).
 
 pub mod config;
+pub mod control;
 pub mod link;
 pub mod local;
 pub mod metrics;
@@ -35,6 +38,7 @@ use portcullis_core::broker::Broker;
 use tokio::task::JoinHandle;
 
 pub use config::{validate_all, BridgeConfig};
+pub use control::{BridgeStatus, Control};
 pub use metrics::BridgeMetrics;
 
 /// Why the bridges could not be built (a secret or a certificate file);
@@ -51,10 +55,22 @@ pub struct BridgeError {
 #[derive(Debug, Default)]
 pub struct Bridges {
     pub metrics: Vec<(String, Arc<BridgeMetrics>)>,
+    /// Each bridge's status and switch, in config order.
+    pub controls: Vec<Arc<Control>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Bridges {
+    /// Every bridge's status, in config order.
+    pub fn status(&self) -> Vec<BridgeStatus> {
+        self.controls.iter().map(|c| c.status()).collect()
+    }
+
+    /// The bridge named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Control>> {
+        self.controls.iter().find(|c| c.name == name)
+    }
+
     /// Waits (bounded by the caller) until every bridge task has ended:
     /// after [`Broker::shutdown`] they send their state `0` and DISCONNECT.
     pub async fn wait(&mut self) {
@@ -121,7 +137,9 @@ pub fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Result<Bridges, 
     for Prepared { cfg, password, tls } in built {
         let metrics = Arc::new(BridgeMetrics::default());
         bridges.metrics.push((cfg.name.clone(), Arc::clone(&metrics)));
-        let bridge = run::Bridge::new(cfg, Arc::clone(broker), metrics, password, tls);
+        let control = Arc::new(Control::new(&cfg, Arc::clone(&metrics)));
+        bridges.controls.push(Arc::clone(&control));
+        let bridge = run::Bridge::new(cfg, Arc::clone(broker), metrics, control, password, tls);
         bridges.tasks.push(tokio::spawn(bridge.run()));
     }
     if !bridges.metrics.is_empty() {

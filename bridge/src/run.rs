@@ -1,7 +1,9 @@
 //! One bridge's task: the local link stays up for the life of the broker;
 //! the remote one comes and goes. Messages for the remote wait in a
 //! bounded queue while it is away; QoS 1/2 messages in flight when it
-//! goes are sent again after the reconnect (at least once).
+//! goes are sent again after the reconnect (at least once). The operator
+//! may stop and start it ([`crate::control`]): stopped, it is an outage
+//! that does not reconnect until started.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,6 +21,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::config::BridgeConfig;
+use crate::control::Control;
 use crate::link::{Link, LinkError};
 use crate::metrics::BridgeMetrics;
 use crate::remote::{self, ConnectError};
@@ -59,6 +62,8 @@ pub(crate) struct Bridge {
     pub rules: Vec<TopicRule>,
     pub broker: Arc<Broker>,
     pub metrics: Arc<BridgeMetrics>,
+    /// The management plane's switch (and where the address in use shows).
+    pub control: Arc<Control>,
     pub password: Option<Bytes>,
     pub tls: Option<TlsConnector>,
     /// The local client's id (the publisher of what comes in).
@@ -90,6 +95,8 @@ enum End {
     Local(String),
     /// The broker is stopping: stop the bridge.
     Stop,
+    /// The operator stopped the bridge: disconnect and wait for a start.
+    Stopped,
 }
 
 /// A wait between `d / 2` and `d`.
@@ -103,6 +110,7 @@ impl Bridge {
         cfg: BridgeConfig,
         broker: Arc<Broker>,
         metrics: Arc<BridgeMetrics>,
+        control: Arc<Control>,
         password: Option<Bytes>,
         tls: Option<TlsConnector>,
     ) -> Bridge {
@@ -114,6 +122,7 @@ impl Bridge {
             rules,
             broker,
             metrics,
+            control,
             password,
             tls,
             local_id,
@@ -149,13 +158,27 @@ impl Bridge {
             }
         };
         let mut shutdown = self.broker.shutdown_signal();
+        // `self.control` holds the sender: this never sees it closed.
+        let mut running = self.control.watch();
         self.set_state(false);
         let mut next_attempt = Instant::now();
         loop {
-            // Waiting for the next attempt, the local side is served.
-            while Instant::now() < next_attempt {
+            // Waiting for the next attempt (or, stopped, for a start), the
+            // local side is served.
+            loop {
+                let on = *running.borrow_and_update();
+                if on && Instant::now() >= next_attempt {
+                    break;
+                }
                 tokio::select! {
-                    _ = sleep_until(next_attempt) => {}
+                    _ = sleep_until(next_attempt), if on => {}
+                    r = running.changed() => {
+                        if r.is_ok() && *running.borrow() {
+                            info!(bridge = %name, "bridge started by the operator");
+                            self.backoff = self.cfg.reconnect_min;
+                            next_attempt = Instant::now();
+                        }
+                    }
                     _ = shutdown.changed() => return self.stop(&mut local, None).await,
                     p = local.recv() => {
                         let lost = match p {
@@ -185,8 +208,13 @@ impl Bridge {
                     continue;
                 }
             };
-            let connected_at = Instant::now();
             let mut remote = remote;
+            if !*running.borrow() {
+                // Stopped while connecting.
+                self.close_remote(remote).await;
+                continue;
+            }
+            let connected_at = Instant::now();
             info!(bridge = %name, protocol = ?remote.link.version, queued = self.queue.len(), "bridge connected");
             BridgeMetrics::inc(&self.metrics.connects);
             self.set_state(true);
@@ -199,13 +227,13 @@ impl Bridge {
                     properties: Properties::default(),
                 });
             }
-            let mut end = self.connected(&mut local, &mut remote, &mut shutdown).await;
+            let mut end = self.connected(&mut local, &mut remote, &mut shutdown, &mut running).await;
             while let End::Local(why) = &end {
                 warn!(bridge = %name, error = %why, "bridge: local session lost; opening it again");
                 end = match self.reopen_local(&mut shutdown).await {
                     Some(l) => {
                         local = l;
-                        self.connected(&mut local, &mut remote, &mut shutdown).await
+                        self.connected(&mut local, &mut remote, &mut shutdown, &mut running).await
                     }
                     None => End::Stop,
                 };
@@ -219,6 +247,10 @@ impl Bridge {
             self.update_queued();
             match end {
                 End::Stop | End::Local(_) => return self.stop(&mut local, Some(remote)).await,
+                End::Stopped => {
+                    self.close_remote(remote).await;
+                    info!(bridge = %name, queued = self.queue.len(), "bridge stopped by the operator");
+                }
                 End::Remote(why) => {
                     // A connection that held for reconnect_max starts the
                     // backoff again; one the remote drops at once (a bad
@@ -256,6 +288,7 @@ impl Bridge {
     /// One attempt at the next address, bounded by `connect_timeout`.
     async fn connect_once(&mut self) -> Result<Remote, ConnectError> {
         let address = self.cfg.addresses[self.attempt % self.cfg.addresses.len()].clone();
+        self.control.set_address(&address);
         self.attempt = self.attempt.wrapping_add(1);
         let version: ProtocolVersion = self.cfg.protocol.into();
         let bit = self.cfg.try_private && !self.private_refused && !version.is_v5();
@@ -288,6 +321,7 @@ impl Bridge {
         local: &mut Link,
         remote: &mut Remote,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
+        running: &mut tokio::sync::watch::Receiver<bool>,
     ) -> End {
         let keepalive = self.cfg.keepalive;
         let mut tick = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
@@ -297,6 +331,9 @@ impl Bridge {
             }
             tokio::select! {
                 _ = shutdown.changed() => return End::Stop,
+                r = running.changed() => if r.is_ok() && !*running.borrow() {
+                    return End::Stopped;
+                },
                 p = local.recv() => match p {
                     Ok(p) => if let Err(e) = self.on_local(local, p, true).await {
                         return End::Local(e.to_string());
@@ -489,30 +526,33 @@ impl Bridge {
         self.broker.publish(Arc::new(msg));
     }
 
-    /// The broker is stopping: state `0` on the remote (the will is not
-    /// sent on a clean DISCONNECT) and locally.
+    /// The broker is stopping: state `0` on the remote and locally.
     async fn stop(&mut self, local: &mut Link, remote: Option<Remote>) {
-        if let Some(mut remote) = remote {
-            if self.cfg.notifications {
-                let p = Publish {
-                    dup: false,
-                    qos: QoS::AtMostOnce,
-                    retain: true,
-                    topic: self.cfg.state_topic(),
-                    packet_id: None,
-                    payload: Bytes::from_static(b"0"),
-                    properties: Properties::default(),
-                };
-                let _ = remote.link.send(&Packet::Publish(p)).await;
-            }
-            let _ = remote
-                .link
-                .send(&Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }))
-                .await;
-            remote.link.shutdown().await;
+        if let Some(remote) = remote {
+            self.close_remote(remote).await;
         }
         self.set_state(false);
         local.shutdown().await;
         info!(bridge = %self.cfg.name, "bridge stopped");
+    }
+
+    /// A clean end of the remote connection: state `0` on the remote (the
+    /// will is not sent on a clean DISCONNECT), then DISCONNECT.
+    async fn close_remote(&mut self, mut remote: Remote) {
+        if self.cfg.notifications {
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: self.cfg.state_topic(),
+                packet_id: None,
+                payload: Bytes::from_static(b"0"),
+                properties: Properties::default(),
+            };
+            let _ = remote.link.send(&Packet::Publish(p)).await;
+        }
+        let _ =
+            remote.link.send(&Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() })).await;
+        remote.link.shutdown().await;
     }
 }

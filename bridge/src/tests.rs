@@ -98,3 +98,21 @@ fn jitter_stays_between_half_and_all() {
         assert!(j >= d / 2 && j <= d, "{j:?}");
     }
 }
+
+#[test]
+fn the_switch_reports_changes_and_the_status_its_state() {
+    let cfg: BridgeConfig =
+        toml::from_str("name = \"b\"\naddresses = [\"127.0.0.1:1\"]\nprotocol = \"5\"\ntopics = [\"#\"]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+    let c = crate::control::Control::new(&cfg, std::sync::Arc::default());
+    let watch = c.watch();
+    let s = c.status();
+    assert_eq!((s.name.as_str(), s.protocol, s.running, s.connected, s.address), ("b", "5", true, false, None));
+    assert!(!c.set_running(true), "already running");
+    assert!(c.set_running(false));
+    assert!(!c.set_running(false), "already stopped");
+    assert!(watch.has_changed().unwrap_or(false) && !*watch.borrow());
+    c.set_address("127.0.0.1:1");
+    let s = c.status();
+    assert_eq!((s.running, s.address.as_deref()), (false, Some("127.0.0.1:1")));
+}

@@ -308,6 +308,19 @@ impl Node {
         Ok(ModuleState { name, enabled: enable, switched: m.switched.contains(&name) })
     }
 
+    /// Every `[[bridges]]` entry's status and counters, in config order
+    /// (none once the node is shutting down).
+    pub fn bridges(&self) -> Vec<portcullis_bridge::BridgeStatus> {
+        self.bridges.lock().status()
+    }
+
+    /// Stops (`false`) or starts (`true`) the bridge `name` (see
+    /// [`portcullis_bridge::control`]): `None` when there is no such bridge,
+    /// else whether that changed anything.
+    pub fn set_bridge_running(&self, name: &str, on: bool) -> Option<bool> {
+        self.bridges.lock().get(name).map(|c| c.set_running(on))
+    }
+
     /// Closes listeners and connections (v5 clients get DISCONNECT 0x8B),
     /// waits up to 5 s for them, and writes the snapshot if configured.
     pub async fn shutdown(&self) {

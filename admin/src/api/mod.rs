@@ -8,6 +8,7 @@
 //! * [`subscriptions`] — every subscription, topics;
 //! * [`retainer`] — retained messages;
 //! * [`banned`] — the brute-force guard's bans;
+//! * [`bridges`] — bridges out: state, counters, stop and start;
 //! * [`security`] — auth and ACL providers, caches, explain;
 //! * [`publish`] — HTTP publish; [`shim`] — emqttd's `/mqtt/publish`;
 //! * [`users`], [`rules`] — the built-in user store's users and ACL rules;
@@ -15,6 +16,7 @@
 
 pub mod api_keys;
 pub mod banned;
+pub mod bridges;
 pub mod clients;
 pub mod configs;
 pub mod node;
@@ -109,6 +111,10 @@ pub fn protected() -> Routes {
         .get("/api/v5/banned", banned::list)
         .post("/api/v5/banned", banned::add)
         .delete("/api/v5/banned/{as}/{who}", banned::delete)
+        .get("/api/v5/bridges", bridges::list)
+        .get("/api/v5/bridges/{name}", bridges::get)
+        .post("/api/v5/bridges/{name}/stop", bridges::stop)
+        .post("/api/v5/bridges/{name}/start", bridges::start)
         .get("/api/v5/authentication", security::authentication)
         .get("/api/v5/authentication/{id}/status", security::authentication_status)
         .get("/api/v5/authentication/{id}/users", users::list)

@@ -84,6 +84,22 @@ pub enum CtlCommand {
     /// Users of the built-in user store (`[auth.builtin.<name>]`).
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Bridges out (`[[bridges]]`): state and counters; stop and start.
+    #[command(subcommand)]
+    Bridges(BridgesCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BridgesCmd {
+    /// Every bridge with its state and counters.
+    List,
+    /// One bridge in full.
+    Show { name: String },
+    /// Stop a bridge until started (state 0, DISCONNECT; QoS 1/2 messages
+    /// for the remote keep being queued).
+    Stop { name: String },
+    /// Start a stopped bridge (it connects at once).
+    Start { name: String },
 }
 
 /// Which `[auth.builtin.<name>]` provider: needed when the config has
@@ -409,6 +425,17 @@ const SOURCES: &[Column] = &[
     ("ON_ERROR", "on_error"),
     ("TIMEOUT_MS", "timeout_ms"),
 ];
+const BRIDGES: &[Column] = &[
+    ("NAME", "name"),
+    ("STATUS", "status"),
+    ("ADDRESS", "address"),
+    ("PROTO", "protocol"),
+    ("IN", "messages_in"),
+    ("OUT", "messages_out"),
+    ("QUEUED", "messages_queued"),
+    ("DROPPED", "messages_dropped"),
+    ("CONNECTS", "connects"),
+];
 const MODULES: &[Column] = &[("NAME", "name"), ("ENABLE", "enable"), ("SOURCE", "source")];
 const USERS: &[Column] =
     &[("USERNAME", "user_id"), ("SUPERUSER", "is_superuser"), ("CREATED", "created_at"), ("UPDATED", "updated_at")];
@@ -665,6 +692,22 @@ fn call(cmd: CtlCommand, cfg: &Config) -> Result<Call, String> {
             path: format!("/api/v5/modules/{}", segment(&name)),
             body: Some(json!({"enable": false})),
             show: Show::Done(format!("module {name} disabled (until the next reload)")),
+        },
+        CtlCommand::Bridges(BridgesCmd::List) => get("/api/v5/bridges".into(), Show::Table(BRIDGES)),
+        CtlCommand::Bridges(BridgesCmd::Show { name }) => {
+            get(format!("/api/v5/bridges/{}", segment(&name)), Show::Fields)
+        }
+        CtlCommand::Bridges(BridgesCmd::Stop { name }) => Call {
+            method: Method::POST,
+            path: format!("/api/v5/bridges/{}/stop", segment(&name)),
+            body: None,
+            show: Show::Done(format!("stopped bridge {name}")),
+        },
+        CtlCommand::Bridges(BridgesCmd::Start { name }) => Call {
+            method: Method::POST,
+            path: format!("/api/v5/bridges/{}/start", segment(&name)),
+            body: None,
+            show: Show::Done(format!("started bridge {name}")),
         },
         CtlCommand::Users(cmd) => return users_call(cmd, cfg),
         CtlCommand::Acl(cmd) => return rules_call(cmd, cfg),
