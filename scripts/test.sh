@@ -17,6 +17,11 @@ command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 \
   || /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 \
   || need_pkgs+=(python3-prometheus-client)
+# JWT tokens for tests/tests/jwt*.rs are made by independent JOSE tools from PyPI.
+if ! python3 -c 'import jwt, jwcrypto' >/dev/null 2>&1; then
+  echo "==> installing PyJWT and jwcrypto (pip)"
+  python3 -m pip install -q PyJWT jwcrypto
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

@@ -340,7 +340,7 @@ impl AuthCache {
             AuthResult::Allow { expires_at, .. } => {
                 let ttl = self.jittered(self.cfg.ttl_allow);
                 match expires_at {
-                    Some(at) => ttl.min(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)),
+                    Some(e) => ttl.min(e.at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)),
                     None => ttl,
                 }
             }
@@ -375,7 +375,7 @@ impl AuthCache {
         };
         match &v.result {
             AuthResult::Allow { expires_at, .. } => {
-                if expires_at.is_some_and(|at| at <= SystemTime::now()) {
+                if expires_at.is_some_and(|e| e.at <= SystemTime::now()) {
                     return;
                 }
                 let ttl = fresh + grace;
@@ -398,7 +398,7 @@ impl AuthCache {
     async fn stale_allow(&self, key: &Key) -> Option<Arc<Cached>> {
         let c = self.stale.as_ref()?.get(key).await?;
         let not_expired = match &c.result {
-            AuthResult::Allow { expires_at, .. } => expires_at.is_none_or(|at| SystemTime::now() < at),
+            AuthResult::Allow { expires_at, .. } => expires_at.is_none_or(|e| SystemTime::now() < e.at),
             _ => false,
         };
         (not_expired && self.usable(&c)).then_some(c)

@@ -8,7 +8,6 @@
 //! authorized otherwise).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use portcullis_acl::rule::Rule;
 use portcullis_core::gate::{ConnectInfo, DenyReason};
@@ -38,7 +37,7 @@ pub enum AuthResult {
     Allow {
         superuser: bool,
         inline_acl: Option<Arc<Vec<Rule>>>,
-        expires_at: Option<SystemTime>,
+        expires_at: Option<crate::provider::Expiry>,
     },
     Deny(DenyReason),
     /// A provider failed with `on_error = deny`.

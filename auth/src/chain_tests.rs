@@ -20,7 +20,7 @@ use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture, Password};
 use portcullis_core::provider::{ErrorKind, OnError, ProviderError};
 
 use crate::chain::{AuthChain, AuthEntry, AuthResult, DecidedBy, NoMatch, StepResult};
-use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
+use crate::provider::{AuthAnswer, AuthDecision, AuthProvider, Expiry, Inputs};
 
 /// The per-call timeout every test chain uses.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
@@ -118,7 +118,11 @@ impl AuthProvider for Scripted {
             match act {
                 Act::Allow => Ok(AuthAnswer::new(AuthDecision::allow(), rule)),
                 Act::AllowUntil(at) => Ok(AuthAnswer::new(
-                    AuthDecision::Allow { superuser: false, inline_acl: None, expires_at: Some(at) },
+                    AuthDecision::Allow {
+                        superuser: false,
+                        inline_acl: None,
+                        expires_at: Some(Expiry::cache_only(at)),
+                    },
                     rule,
                 )),
                 Act::Deny(r) => Ok(AuthAnswer::new(AuthDecision::Deny(r), rule)),
@@ -197,9 +201,14 @@ fn model(spec: &[(Act, OnError)], no_match: NoMatch) -> Expected {
             Act::Allow => {
                 (Shape::Allow, Some(AuthResult::Allow { superuser: false, inline_acl: None, expires_at: None }))
             }
-            Act::AllowUntil(at) => {
-                (Shape::Allow, Some(AuthResult::Allow { superuser: false, inline_acl: None, expires_at: Some(*at) }))
-            }
+            Act::AllowUntil(at) => (
+                Shape::Allow,
+                Some(AuthResult::Allow {
+                    superuser: false,
+                    inline_acl: None,
+                    expires_at: Some(Expiry::cache_only(*at)),
+                }),
+            ),
             Act::Deny(r) => (Shape::Deny(*r), Some(AuthResult::Deny(*r))),
             Act::Ignore => (Shape::Ignore, None),
             Act::Fail => (Shape::Error { skipped }, (!skipped).then_some(AuthResult::Unavailable)),
@@ -379,7 +388,10 @@ async fn allow_details_pass_through() {
     let p = Arc::new(Scripted::new("jwt", Act::AllowUntil(at)));
     let chain = chain_of(&[(p, OnError::Deny)], NoMatch::Deny);
     let v = chain.authenticate(&connect("c", None, None)).await;
-    assert_eq!(v.result, AuthResult::Allow { superuser: false, inline_acl: None, expires_at: Some(at) });
+    assert_eq!(
+        v.result,
+        AuthResult::Allow { superuser: false, inline_acl: None, expires_at: Some(Expiry::cache_only(at)) }
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,8 +15,10 @@ pub enum AuthDecision {
         /// ACL rules that came with the user (HTTP, database, LDAP
         /// attributes); evaluated by the ACL chain's `inline` provider.
         inline_acl: Option<Arc<Vec<Rule>>>,
-        /// The credentials are valid until then (JWT `exp`, cache TTL hints).
-        expires_at: Option<SystemTime>,
+        /// Until when the answer holds (see [`Expiry`]): the auth cache
+        /// never keeps it longer, and one that ends the session (a JWT's
+        /// `exp`) also ends the connection then.
+        expires_at: Option<Expiry>,
     },
     Deny(DenyReason),
     /// Not this provider's user: ask the next one.
@@ -27,6 +29,29 @@ impl AuthDecision {
     /// A plain allow.
     pub fn allow() -> AuthDecision {
         AuthDecision::Allow { superuser: false, inline_acl: None, expires_at: None }
+    }
+}
+
+/// When an allow stops holding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Wall-clock time: tokens carry it, and it is compared with the
+    /// system clock.
+    pub at: SystemTime,
+    /// The session ends then too (a JWT's `exp` with
+    /// `disconnect_after_expire`); otherwise only the cache stops reusing
+    /// the answer (an HTTP `Cache-Control: max-age`).
+    pub ends_session: bool,
+}
+
+impl Expiry {
+    /// Caps how long the answer is cached; the session is not touched.
+    pub fn cache_only(at: SystemTime) -> Expiry {
+        Expiry { at, ends_session: false }
+    }
+    /// The credentials, and so the session, end at `at`.
+    pub fn session(at: SystemTime) -> Expiry {
+        Expiry { at, ends_session: true }
     }
 }
 

@@ -1,5 +1,6 @@
 //! External identity backends, one folder and cargo feature each:
-//! `postgres`, `mysql`, `redis`, `ldap`, `mongodb`, `http`, and `builtin`,
+//! `postgres`, `mysql`, `redis`, `ldap`, `mongodb`, `http`, `jwt` (auth
+//! only: signed tokens, JWKS, introspection), and `builtin`,
 //! the embedded user store (an SQLite file the broker owns). Each offers an
 //! auth provider and an ACL provider built from its config table
 //! (`auth_provider`, `acl_provider`), following the provider contract in
@@ -17,6 +18,8 @@ pub mod common;
 pub mod builtin;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 #[cfg(feature = "ldap")]
 pub mod ldap;
 #[cfg(feature = "mongodb")]

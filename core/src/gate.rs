@@ -167,6 +167,10 @@ pub enum AuthOutcome {
     Allow {
         superuser: bool,
         context: Option<ClientContext>,
+        /// The session ends then (wall clock): the credentials expire (a
+        /// JWT's `exp`). The connection holds it as its auth deadline
+        /// (`Conn::auth_deadline`) and closes when it passes.
+        expires_at: Option<std::time::SystemTime>,
     },
     Deny(DenyReason),
     /// A backend failed and the chain fails closed: 3.1.1 0x03, v5 0x88.
@@ -176,16 +180,19 @@ pub enum AuthOutcome {
 impl AuthOutcome {
     /// An allow without context.
     pub fn allow(superuser: bool) -> AuthOutcome {
-        AuthOutcome::Allow { superuser, context: None }
+        AuthOutcome::Allow { superuser, context: None, expires_at: None }
     }
 }
 
 impl fmt::Debug for AuthOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AuthOutcome::Allow { superuser, context } => {
-                f.debug_struct("Allow").field("superuser", superuser).field("context", &context.is_some()).finish()
-            }
+            AuthOutcome::Allow { superuser, context, expires_at } => f
+                .debug_struct("Allow")
+                .field("superuser", superuser)
+                .field("context", &context.is_some())
+                .field("expires_at", expires_at)
+                .finish(),
             AuthOutcome::Deny(r) => f.debug_tuple("Deny").field(r).finish(),
             AuthOutcome::Unavailable => f.write_str("Unavailable"),
         }
@@ -196,8 +203,12 @@ impl PartialEq for AuthOutcome {
     /// Compares decisions; contexts are compared by identity.
     fn eq(&self, other: &AuthOutcome) -> bool {
         match (self, other) {
-            (AuthOutcome::Allow { superuser: a, context: ca }, AuthOutcome::Allow { superuser: b, context: cb }) => {
+            (
+                AuthOutcome::Allow { superuser: a, context: ca, expires_at: ea },
+                AuthOutcome::Allow { superuser: b, context: cb, expires_at: eb },
+            ) => {
                 a == b
+                    && ea == eb
                     && match (ca, cb) {
                         (None, None) => true,
                         (Some(x), Some(y)) => Arc::ptr_eq(x, y),

@@ -74,9 +74,10 @@ pub async fn authenticate(auth: &AuthChain, shared: &Shared, info: &ConnectInfo)
         }
     };
     let outcome = match &verdict.result {
-        AuthResult::Allow { superuser, inline_acl, .. } => AuthOutcome::Allow {
+        AuthResult::Allow { superuser, inline_acl, expires_at } => AuthOutcome::Allow {
             superuser: *superuser,
             context: inline_acl.as_ref().map(|rules| Arc::new(InlineAcl(Arc::clone(rules))) as ClientContext),
+            expires_at: expires_at.filter(|e| e.ends_session).map(|e| e.at),
         },
         AuthResult::Deny(r) => AuthOutcome::Deny(*r),
         AuthResult::Unavailable => AuthOutcome::Unavailable,

@@ -88,7 +88,7 @@ pub async fn mqtt_publish(
         cert: None,
     };
     let (superuser, context) = match portcullis::gateway::authenticate(&gw.auth, &gw.shared, &info).await.1 {
-        AuthOutcome::Allow { superuser, context } => (superuser, context),
+        AuthOutcome::Allow { superuser, context, .. } => (superuser, context),
         AuthOutcome::Deny(reason) => {
             if let Some(suppressed) = gw.shared.refusal_log.allow() {
                 tracing::info!(client_id = %Peer(&client_id), username = %PeerOpt(info.username.as_deref()), %peer, ?reason, suppressed, "emqttd publish form: authentication refused");

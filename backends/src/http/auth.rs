@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Inputs};
+use portcullis_auth::provider::{AuthAnswer, AuthDecision, AuthProvider, Expiry, Inputs};
 use portcullis_core::gate::{ConnectInfo, DenyReason, GateFuture};
 use portcullis_core::provider::ProviderError;
 
@@ -98,7 +98,7 @@ impl HttpAuth {
                         };
                     }
                 }
-                let expires_at = max_age.map(|d| SystemTime::now() + d);
+                let expires_at = max_age.map(|d| Expiry::cache_only(SystemTime::now() + d));
                 Ok(self.answer(AuthDecision::Allow { superuser, inline_acl: None, expires_at }))
             }
             Verdict::Deny => Ok(self.answer(AuthDecision::Deny(DenyReason::BadCredentials))),

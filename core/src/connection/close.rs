@@ -85,6 +85,10 @@ pub enum DisconnectReason {
     Protocol(Violation),
     /// An ACL refusal with `acl.deny_action = "disconnect"`.
     NotAuthorized,
+    /// The credentials the client authenticated with expired (a JWT's
+    /// `exp` passed) and it did not re-authenticate in time: MQTT 5's
+    /// 0xA0 Maximum connect time, with a reason string.
+    AuthExpired,
     /// The durable store refused a PUBLISH's commit (disk full, I/O) and
     /// the client speaks 3.x, which has no way to hear it: the connection
     /// closes without the acknowledgement, so the client sends it again.
@@ -108,6 +112,20 @@ impl DisconnectReason {
             DisconnectReason::Protocol(v) => Some(v.code()),
             DisconnectReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
             DisconnectReason::StoreFailed => Some(ReasonCode::ServerUnavailable),
+            // Not 0x87 Not authorized: the client was authorized, and its
+            // time is up. 0xA0 says exactly that ("the maximum connection
+            // time authorized for this connection has been exceeded"), so
+            // a client can tell "fetch a fresh token" from "you are
+            // refused", which re-authentication failures (0x87) say.
+            DisconnectReason::AuthExpired => Some(ReasonCode::MaximumConnectTime),
+        }
+    }
+
+    /// The Reason String an MQTT 5 DISCONNECT carries, if any.
+    pub fn v5_reason_string(self) -> Option<&'static str> {
+        match self {
+            DisconnectReason::AuthExpired => Some("authentication expired"),
+            _ => None,
         }
     }
 
@@ -131,6 +149,7 @@ impl DisconnectReason {
             DisconnectReason::Protocol(v) => v.text(),
             DisconnectReason::NotAuthorized => "not authorized (deny_action = disconnect)",
             DisconnectReason::StoreFailed => "the durable store failed",
+            DisconnectReason::AuthExpired => "authentication expired",
         }
     }
 }

@@ -319,8 +319,8 @@ where
         protocol: connect.protocol,
         cert,
     };
-    let (superuser, context) = match gate.authenticate(&info).await {
-        AuthOutcome::Allow { superuser, context } => (superuser, context),
+    let (superuser, context, auth_expires) = match gate.authenticate(&info).await {
+        AuthOutcome::Allow { superuser, context, expires_at } => (superuser, context, expires_at),
         AuthOutcome::Deny(d) => {
             let r = Refusal::Denied(d);
             log_refusal(broker, r, &id.client_id, id.username.as_deref());
@@ -371,7 +371,7 @@ where
         }
     };
     drop(ticket);
-    let admitted = Admitted { id, info, superuser, context, conn_id, expiry, connect_expiry };
+    let admitted = Admitted { id, info, superuser, context, auth_expires, conn_id, expiry, connect_expiry };
     let (conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, opened);
     Some((conn, kicked))
 }
@@ -382,6 +382,8 @@ struct Admitted {
     info: ConnectInfo,
     superuser: bool,
     context: Option<ClientContext>,
+    /// When the credentials expire (see `Conn::auth_deadline`).
+    auth_expires: Option<std::time::SystemTime>,
     conn_id: u64,
     expiry: Option<Duration>,
     connect_expiry: u32,
@@ -484,7 +486,9 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         connect_expiry: a.connect_expiry,
         max_packet_size,
         publish_memo: None,
+        auth_deadline: None,
     };
+    conn.set_auth_deadline(a.auth_expires);
     let session_present = opened.session_present;
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: 0, properties: props }));
     info!(

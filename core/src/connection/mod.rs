@@ -255,9 +255,27 @@ pub(crate) struct Conn<W> {
     /// [`acks`]). Boxed: only connections that publish to persistent
     /// sessions have any.
     pub(crate) pending_acks: Option<Box<acks::PendingAcks>>,
+    /// When the credentials the client authenticated with expire (a JWT's
+    /// `exp`, from `AuthOutcome::Allow::expires_at`): the event loop closes
+    /// the connection then with [`DisconnectReason::AuthExpired`]. The one
+    /// place that holds it: re-authentication replaces it
+    /// ([`Conn::set_auth_deadline`]) and the loop re-arms its timer on the
+    /// next turn. `None`: the session never expires this way.
+    pub auth_deadline: Option<Instant>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
+    /// Replaces the auth deadline with the one for credentials valid until
+    /// `expires_at` (wall clock; `None`: no deadline). Called at CONNECT
+    /// and by re-authentication; the event loop picks the new value up on
+    /// its next turn.
+    pub fn set_auth_deadline(&mut self, expires_at: Option<std::time::SystemTime>) {
+        self.auth_deadline = expires_at.map(|at| {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO);
+            Instant::now() + left
+        });
+    }
+
     /// How long the connection may stay silent: keep-alive × 1.5, or for a
     /// client without keep-alive the broker's `limits.idle_timeout`, if set.
     pub fn keep_alive(&self) -> Option<Duration> {
@@ -497,6 +515,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 {
                     let ka = if self.keep_alive().is_some() { ka_deadline } else { far };
                     let next = read_resume.map_or(ka, |r| r.min(ka));
+                    let next = self.auth_deadline.map_or(next, |d| d.min(next));
                     if next != armed {
                         timer.as_mut().reset(next);
                         armed = next;
@@ -515,6 +534,9 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     }
                     () = &mut timer, if armed != far => {
                         let now = Instant::now();
+                        if self.auth_deadline.is_some_and(|d| d <= now) {
+                            return Close::new(DisconnectReason::AuthExpired);
+                        }
                         if self.keep_alive().is_some() && ka_deadline <= now {
                             if self.keep_alive_secs == 0 {
                                 return Close::new(DisconnectReason::IdleTimeout);
@@ -654,7 +676,16 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let expiry = self.session.lock().expiry;
         broker.close_session(&self.session, self.conn_id);
         if let (true, Some(code)) = (self.version.is_v5(), close.reason.v5_code()) {
-            self.send(&Packet::Disconnect(Disconnect { reason: code.code(), properties: Properties::default() }));
+            let mut properties = Properties::default();
+            properties.reason_string = close.reason.v5_reason_string().map(str::to_string);
+            let before = self.wbuf.len();
+            self.send(&Packet::Disconnect(Disconnect { reason: code.code(), properties }));
+            // A reason string the client's Maximum Packet Size cannot take
+            // is left out (MQTT 5 3.14.2.2.3).
+            if self.wbuf.len() - before > self.client_max_packet as usize {
+                self.wbuf.truncate(before);
+                self.send(&Packet::Disconnect(Disconnect { reason: code.code(), properties: Properties::default() }));
+            }
         }
         let flush = async {
             if !self.wbuf.is_empty() {

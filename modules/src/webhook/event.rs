@@ -325,6 +325,7 @@ pub fn disconnect_reason(r: DisconnectReason) -> &'static str {
         DisconnectReason::NotAuthorized => "not_authorized",
         DisconnectReason::SlowConsumer => "slow_consumer",
         DisconnectReason::StoreFailed => "store_failed",
+        DisconnectReason::AuthExpired => "auth_expired",
     }
 }
 

@@ -385,6 +385,7 @@ provider_section! {
         ldap: backends::ldap::AuthConfig => backends::ldap::auth_provider, if "ldap";
         mongodb: backends::mongodb::AuthConfig => backends::mongodb::auth_provider, if "mongodb";
         http: backends::http::AuthConfig => backends::http::auth_provider, if "http";
+        jwt: backends::jwt::AuthConfig => backends::jwt::auth_provider, if "jwt";
     }
 }
 
