@@ -34,3 +34,57 @@ pub fn make_tokens(dir: &Path, sub: &str, life_secs: u64) -> Tokens {
     }
     t
 }
+
+/// Runs `python3 -c <code> <args…>` and returns its standard output
+/// (trimmed); panics if it fails or runs past 30 s.
+pub fn python(code: &str, args: &[&str]) -> String {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python3 did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "python3 failed:\n{err}");
+    reader.join().expect("reader").trim().to_string()
+}
+
+/// An HS256 token over `claims` (a JSON object), signed by PyJWT.
+pub fn hs256(secret: &str, claims: &serde_json::Value) -> String {
+    python(
+        "import jwt, json, sys; print(jwt.encode(json.loads(sys.argv[1]), sys.argv[2], algorithm='HS256'))",
+        &[&claims.to_string(), secret],
+    )
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
