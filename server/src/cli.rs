@@ -82,7 +82,26 @@ impl From<Identity> for explain::Who {
 pub enum AuthCommand {
     /// Run the auth chain for these credentials (password from stdin;
     /// empty input = no password) and print the decision.
-    Check(Identity),
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub who: Identity,
+    /// Standard input holds a token (JWT or opaque), sent as the password
+    /// (`--token`, `--token=password`) or as the username
+    /// (`--token=username`, for `from = "username"`). Its unverified
+    /// header and claims are shown beside the decision.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "password", require_equals = true)]
+    pub token: Option<TokenField>,
+}
+
+/// Where `auth check --token` puts the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenField {
+    Password,
+    Username,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +145,18 @@ pub struct ExplainArgs {
     pub superuser: bool,
 }
 
+/// The token's unverified header and claims (builds without the `jwt`
+/// backend show nothing).
+fn describe_token(token: &str) -> Option<serde_json::Value> {
+    #[cfg(feature = "jwt")]
+    return Some(portcullis_backends::jwt::describe_unverified(token));
+    #[cfg(not(feature = "jwt"))]
+    {
+        let _ = token;
+        None
+    }
+}
+
 fn read_password() -> anyhow::Result<Option<Vec<u8>>> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
@@ -156,13 +187,27 @@ pub fn run(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
         Command::Acl(AclCommand::Add(a)) => crate::users_cli::run_acl_add(a, cfg),
         Command::Acl(AclCommand::Del { db, id }) => crate::users_cli::run_acl_del(db, id, cfg),
         Command::Acl(AclCommand::List { db, subject, page }) => crate::users_cli::run_acl_list(db, subject, page, cfg),
-        Command::Auth(AuthCommand::Check(who)) => {
-            let password = read_password()?;
+        Command::Auth(AuthCommand::Check(CheckArgs { mut who, token })) => {
+            let mut password = read_password()?;
+            let shown = match token {
+                None => None,
+                Some(field) => {
+                    let Some(t) = password.take() else { bail!("--token: no token on standard input") };
+                    let t = String::from_utf8(t).context("--token: the token is not UTF-8")?.trim().to_string();
+                    let shown = describe_token(&t);
+                    match field {
+                        TokenField::Password => password = Some(t.into_bytes()),
+                        TokenField::Username => who.username = Some(t),
+                    }
+                    shown
+                }
+            };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let security = Security::build(cfg).await?;
                 let json = who.json;
-                let e = explain::auth_check(&security, cfg, &who.into(), password).await?;
+                let mut e = explain::auth_check(&security, cfg, &who.into(), password).await?;
+                e.token = shown;
                 match json {
                     true => println!("{}", serde_json::to_string_pretty(&e)?),
                     false => e.write_text(&mut std::io::stdout().lock())?,

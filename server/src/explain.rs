@@ -90,6 +90,11 @@ pub struct AuthExplanation {
     /// The brute-force guard bans this address or (address, username)
     /// now: a real CONNECT would be refused before any provider is asked.
     pub banned: bool,
+    /// `auth check --token`: the token's header and claims as it states
+    /// them, unverified (which claim or key decided is in the JWT
+    /// provider's `rule`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<serde_json::Value>,
 }
 
 /// An ACL chain's decision and how it was reached.
@@ -196,6 +201,7 @@ pub async fn auth_check(
         reason,
         decided_by,
         banned: security.shared.guard.is_banned(&info),
+        token: None,
     })
 }
 
@@ -291,6 +297,9 @@ fn write_steps(out: &mut impl Write, steps: &[StepView]) -> std::io::Result<()> 
 impl AuthExplanation {
     /// The human form: the chain, one line per provider, the decision.
     pub fn write_text(&self, out: &mut impl Write) -> std::io::Result<()> {
+        if let Some(t) = &self.token {
+            writeln!(out, "token (unverified): {t}")?;
+        }
         writeln!(out, "chain: {}", self.chain)?;
         write_steps(out, &self.steps)?;
         let text = match (self.decision.as_str(), &self.reason) {

@@ -8,6 +8,7 @@
 //! The auth cache is off unless a test is about it, so every CONNECT
 //! reaches the provider.
 
+use std::path::Path;
 use std::process::Command;
 
 use portcullis_core::codec::ProtocolVersion;
@@ -129,4 +130,56 @@ fn python_tools_present() {
     cmd.args(["-c", "import jwt, jwcrypto"]);
     let (ok, out) = run_bounded(&mut cmd);
     assert!(ok, "PyJWT and jwcrypto are needed (pip install PyJWT jwcrypto):\n{out}");
+}
+
+/// `portcullis auth check --token` (token on stdin) with the output and
+/// exit code (0 allowed).
+fn auth_check(config: &Path, args: &[&str], token: &str) -> (String, i32) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(portcullis_tests::binary())
+        .arg("--config")
+        .arg(config)
+        .args(["auth", "check", "--client-id", "cli"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis");
+    child.stdin.take().expect("stdin").write_all(format!("{token}\n").as_bytes()).expect("write token");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(std::time::Instant::now() < end, "auth check did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (text, out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn auth_check_with_a_token_names_the_key_or_the_claim_that_decided() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = make_tokens(dir.path(), "dev1", 3600);
+    let (key, cases) = &tokens["RS256"];
+    let cfg = dir.path().join("portcullis.toml");
+    std::fs::write(&cfg, format!("{}[auth.jwt.t]\n{}audience = [\"mqtt\"]\n", head("t"), key_lines("RS256", key)))
+        .expect("config");
+    let (out, rc) = auth_check(&cfg, &["--username", "dev1", "--token"], &cases["valid"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("rule: jwt public_key RS256"), "the key that decided:\n{out}");
+    assert!(out.contains("\"alg\":\"RS256\"") && out.contains("expires in"), "the token shown:\n{out}");
+    let (out, rc) = auth_check(&cfg, &["--username", "dev1", "--token"], &cases["expired"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("claim exp: expired"), "the claim that decided:\n{out}");
+    let (out, _) = auth_check(&cfg, &["--username", "dev1", "--token=password"], &cases["wrong_audience"]);
+    assert!(out.contains("claim aud"), "{out}");
+    let (out, _) = auth_check(&cfg, &["--username", "dev1", "--token"], &cases["confusion"]);
+    assert!(out.contains("DENY") && out.contains("no key accepts HS256"), "algorithm confusion named:\n{out}");
+    let (out, rc) = auth_check(&cfg, &["--username", "dev1", "--token", "--json"], &cases["valid"]);
+    assert_eq!(rc, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["token"]["claims"]["sub"], "dev1");
+    assert_eq!(v["decision"], "allow");
 }

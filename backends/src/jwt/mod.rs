@@ -131,3 +131,45 @@ fn check_url(key: &str, url: &str, tls: bool) -> Result<(), BuildError> {
         (other, _) => Err(BuildError::invalid(key, format!("scheme {other:?}: expected https"))),
     }
 }
+
+/// What a token says about itself, unverified, for `auth check --token`:
+/// the header's `alg` and `kid`, and the claims that decide most refusals
+/// (`exp` with how far it is from now, `nbf`, `iat`, `iss`, `aud`, `sub`).
+/// Nothing here is trusted; the provider checks it all.
+pub fn describe_unverified(token: &str) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let header = match jsonwebtoken::decode_header(token) {
+        Ok(h) => json!({"alg": format!("{:?}", h.alg), "kid": h.kid}),
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    let claims: Option<Value> = token.split('.').nth(1).and_then(|p| {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    });
+    let mut out = json!({"header": header});
+    if let Some(Value::Object(c)) = claims {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let mut picked = serde_json::Map::new();
+        for k in ["sub", "iss", "aud", "exp", "nbf", "iat"] {
+            if let Some(v) = c.get(k) {
+                picked.insert(k.to_string(), v.clone());
+            }
+        }
+        if let Some(exp) = c.get("exp").and_then(Value::as_f64) {
+            let left = exp - now;
+            picked.insert(
+                "exp_in".to_string(),
+                Value::String(if left >= 0.0 {
+                    format!("expires in {left:.0} s")
+                } else {
+                    format!("expired {:.0} s ago", -left)
+                }),
+            );
+        }
+        out["claims"] = Value::Object(picked);
+    } else {
+        out["claims"] = Value::Null;
+    }
+    out
+}
