@@ -102,3 +102,55 @@ fn shapes() {
     assert!(!jwt_shaped(".b.c"));
     assert!(!jwt_shaped("a b.c.d"));
 }
+
+fn parse(t: &str) -> super::AuthConfig {
+    toml::from_str(t).expect("table")
+}
+
+fn build_err(t: &str) -> String {
+    super::build("t", &parse(t)).expect_err("refused").to_string()
+}
+
+#[test]
+fn every_key_parses_and_unknown_keys_are_refused() {
+    let full = r#"
+        from = "username"
+        algorithm = "hmac-based"
+        secret = "s"
+        secret_base64_encoded = false
+        refresh_interval = "1m"
+        min_refetch_interval = "10s"
+        tls = { enable = false }
+        request_timeout = "2s"
+        leeway = "5s"
+        issuer = ["i"]
+        audience = ["a"]
+        verify_claims = { sub = "${username}" }
+        acl_claim_name = "acl"
+        superuser_claim = "su"
+        disconnect_after_expire = false
+        timeout = "4s"
+        on_error = "ignore"
+    "#;
+    let c = parse(full);
+    assert_eq!(c.leeway, Duration::from_secs(5));
+    assert!(super::build("t", &c).is_ok());
+    assert!(toml::from_str::<super::AuthConfig>("algorithm = \"HS256\"\nsecrett = \"x\"").is_err());
+}
+
+#[test]
+fn build_errors_name_the_key() {
+    assert!(build_err("secret = \"s\"").starts_with("algorithm:"));
+    assert!(build_err("algorithm = \"HS256\"").starts_with("secret:"));
+    assert!(build_err("algorithm = \"RS256\"").starts_with("public_key:"));
+    assert!(build_err("algorithm = \"RS256\"\nsecret = \"s\"").starts_with("secret:"));
+    assert!(build_err("algorithm = \"none\"\npublic_key = \"x\"").starts_with("algorithm:"));
+    assert!(build_err("algorithm = \"public-key\"\npublic_key = \"/nonexistent.pem\"").starts_with("public_key:"));
+    assert!(build_err("use_jwks = true").starts_with("endpoint:"));
+    assert!(build_err("use_jwks = true\nendpoint = \"http://idp.example.com/jwks\"").contains("loopback"));
+    assert!(build_err("use_jwks = true\nendpoint = \"https://idp.example.com/jwks\"").contains("tls.enable"));
+    assert!(build_err("algorithm = \"HS256\"\nsecret = \"s\"\nverify_claims = { sub = \"${password}\" }")
+        .starts_with("verify_claims.sub:"));
+    assert!(build_err("introspection = { endpoint = \"http://127.0.0.1:1/i\", client_id = \"b\" }")
+        .starts_with("introspection.client_secret:"));
+}
