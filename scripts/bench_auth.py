@@ -216,6 +216,21 @@ max_concurrency = 256
 """
 
 
+def seed_jwt(n, workdir):
+    """One HS256 token (PyJWT) for every bench user: the cache keys on the
+    token, so a warm storm is one cache entry; the cold verification cost
+    per CONNECT is measured by `cargo bench -p portcullis-backends --bench jwt`."""
+    import jwt
+    secret = secrets.token_hex(32)
+    token = jwt.encode({"aud": "mqtt", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+    return f"""
+[auth.jwt.b]
+algorithm = "HS256"
+secret = "{secret}"
+audience = ["mqtt"]
+""", token
+
+
 BACKENDS = {
     "password_file": seed_password_file,
     "postgres": seed_postgres,
@@ -224,6 +239,7 @@ BACKENDS = {
     "ldap": seed_ldap,
     "mongodb": seed_mongodb,
     "http": seed_http,
+    "jwt": seed_jwt,
 }
 
 
@@ -311,11 +327,11 @@ enabled = false
 """
 
 
-def storm(port, n, users_n, concurrency, with_auth):
+def storm(port, n, users_n, concurrency, with_auth, password=PASSWORD):
     cmd = [BENCH, "conn", "--port", str(port), "-n", str(n), "-c", str(concurrency), "--quiet"]
     if with_auth:
         cmd += ["--username", USER_PREFIX, "--users", str(users_n), "--password-stdin"]
-    p = subprocess.run(cmd, input=PASSWORD + "\n", capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, input=password + "\n", capture_output=True, text=True, timeout=600)
     line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "{}"
     return json.loads(line)
 
@@ -324,13 +340,17 @@ def run_case(name, seed, args):
     work = tempfile.mkdtemp(prefix=f"bench-auth-{name}-")
     try:
         provider = seed(args.users, work) if seed else None
+        # A seed may bring its own password (a token): (toml, password).
+        password = PASSWORD
+        if isinstance(provider, tuple):
+            provider, password = provider
         b = Broker(config(provider), work)
         try:
             rows = []
             phases = ["cold", "warm"] if seed else ["off"]
             before = b.provider_calls() or 0 if seed else 0
             for phase in phases:
-                s = storm(b.port("bench"), args.clients, args.users, args.concurrency, bool(seed))
+                s = storm(b.port("bench"), args.clients, args.users, args.concurrency, bool(seed), password)
                 time.sleep(1.5)  # one $SYS interval
                 calls = None
                 if seed:

@@ -102,13 +102,16 @@ pub struct Endpoint {
     _dir: tempfile::TempDir,
 }
 
+/// One request the endpoint got: its headers and body.
+pub type Request = (Vec<(String, String)>, Vec<u8>);
+
 /// What the endpoint answers: from the request (method, body) to (status, body).
 pub type Answer = Box<dyn Fn(&str, &[u8]) -> (u16, String) + Send + Sync>;
 
 struct EndpointState {
     answer: std::sync::Mutex<Answer>,
     count: std::sync::atomic::AtomicU64,
-    bodies: std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>,
+    bodies: std::sync::Mutex<Vec<Request>>,
 }
 
 impl Endpoint {
@@ -184,8 +187,14 @@ impl Endpoint {
     }
 
     /// The headers and body of every request (the last 100).
-    pub fn requests(&self) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    pub fn requests(&self) -> Vec<Request> {
         self.state.bodies.lock().expect("bodies").clone()
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("addr", &self.addr).finish()
     }
 }
 

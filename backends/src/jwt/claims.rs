@@ -140,7 +140,12 @@ impl ClaimRules {
             };
             let ok = match map.get(claim) {
                 Some(Value::String(s)) => *s == want,
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string() == want,
+                // By its JSON text (`42`, `true`): serde_json's own
+                // `Value == String` is false for every non-string.
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+                    let text = v.to_string();
+                    text == want
+                }
                 _ => false,
             };
             if !ok {

@@ -676,8 +676,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let expiry = self.session.lock().expiry;
         broker.close_session(&self.session, self.conn_id);
         if let (true, Some(code)) = (self.version.is_v5(), close.reason.v5_code()) {
-            let mut properties = Properties::default();
-            properties.reason_string = close.reason.v5_reason_string().map(str::to_string);
+            let properties = Properties {
+                reason_string: close.reason.v5_reason_string().map(str::to_string),
+                ..Properties::default()
+            };
             let before = self.wbuf.len();
             self.send(&Packet::Disconnect(Disconnect { reason: code.code(), properties }));
             // A reason string the client's Maximum Packet Size cannot take
