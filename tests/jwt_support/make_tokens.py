@@ -26,9 +26,15 @@ life = int(sys.argv[3]) if len(sys.argv) > 3 else 3600
 now = int(time.time())
 
 
-def private_key(alg):
+# Two RSA pairs (signing, wrong) shared by the six RSA algorithms: RSA key
+# generation is slow, and each test broker pins one algorithm.
+RSA_SIGN = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_WRONG = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def private_key(alg, wrong=False):
     if alg.startswith(("RS", "PS")):
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return RSA_WRONG if wrong else RSA_SIGN
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     if alg == "ES384":
@@ -78,7 +84,7 @@ for alg in ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS38
         jc_key = jc_jwk.JWK(kty="oct", k=b64url(secret.encode()))
     else:
         k = private_key(alg)
-        wrong = private_key(alg)
+        wrong = private_key(alg, wrong=True)
         path = os.path.join(out, f"{alg}.pub.pem")
         with open(path, "wb") as f:
             f.write(pem_public(k))
