@@ -107,7 +107,10 @@ impl DisconnectReason {
             DisconnectReason::Malformed(c) => Some(c),
             DisconnectReason::Protocol(v) => Some(v.code()),
             DisconnectReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
-            DisconnectReason::StoreFailed => Some(ReasonCode::ServerUnavailable),
+            // Only 3.x connections close for it today (v5 hears PUBACK 0x97);
+            // 0x88 Server unavailable is a CONNACK code, not a DISCONNECT
+            // one: 0x97 is valid in both PUBACK and DISCONNECT.
+            DisconnectReason::StoreFailed => Some(ReasonCode::QuotaExceeded),
         }
     }
 

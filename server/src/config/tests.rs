@@ -637,6 +637,12 @@ fn persistence_modes_and_their_checks() {
     assert_eq!(c.persistence.dir, std::path::PathBuf::from("/var/lib/p"));
     assert_eq!(c.persistence.relaxed_window, Duration::from_millis(250));
     one_error("[persistence]\nmode = \"strict\"\nsnapshot_file = \"s.bin\"\n", "persistence.snapshot_file");
+    // Strict is the default, in ./data; an old config that only names a
+    // snapshot file is refused (it must say mode = "off" to keep it).
+    assert_eq!(ok("").persistence.mode, super::PersistenceMode::Strict);
+    assert_eq!(ok("").persistence.dir, std::path::PathBuf::from("data"));
+    one_error("[persistence]\nsnapshot_file = \"s.bin\"\n", "persistence.snapshot_file");
+    assert!(ok("[persistence]\nmode = \"off\"\nsnapshot_file = \"s.bin\"\n").persistence.snapshot_file.is_some());
     one_error("[persistence]\nmode = \"relaxed\"\ndir = \"\"\n", "persistence.dir");
     one_error("[persistence]\nrelaxed_window = \"0s\"\n", "persistence.relaxed_window");
     assert!(errors("[persistence]\nmode = \"fast\"\n").join("\n").contains("mode"));

@@ -36,7 +36,7 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     if file.persistence.snapshot_file.is_some() && file.persistence.mode != super::model::PersistenceMode::Off {
         checks.fail(
             "persistence.snapshot_file",
-            "only with persistence.mode = \"off\": the store keeps sessions and retained messages (remove snapshot_file)",
+            "only with persistence.mode = \"off\" (the default mode is \"strict\"): the store keeps sessions and retained messages; remove snapshot_file, or set mode = \"off\" to keep the snapshot (docs/durability.md)",
         );
     }
     if file.persistence.mode != super::model::PersistenceMode::Off && file.persistence.dir.as_os_str().is_empty() {
