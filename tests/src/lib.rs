@@ -43,8 +43,12 @@ pub fn binary() -> PathBuf {
 /// Runs the binary with `args` (stdin empty) and waits for it to exit;
 /// `None` when it still ran after `timeout` (it is then killed): a config
 /// that should have been refused was accepted and the broker started.
+/// It runs in a temporary working directory: a broker that gets as far as
+/// opening the default store (`./data`) before it fails does so there.
 pub fn run_bounded<S: AsRef<std::ffi::OsStr>>(args: &[S], timeout: Duration) -> Option<std::process::Output> {
+    let cwd = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(binary())
+        .current_dir(cwd.path())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
