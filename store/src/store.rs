@@ -195,14 +195,15 @@ impl SessionStore for Store {
         if changes.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
-        let wait = match self.mode {
-            SyncMode::Strict => true,
-            SyncMode::Relaxed => {
-                if let Some(e) = self.shared.failure() {
-                    return Box::pin(std::future::ready(Err(e)));
-                }
-                self.shared.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending
-            }
+        // (wait for the write, counted as accepted-and-unwritten)
+        let (wait, counted) = match self.mode {
+            SyncMode::Strict => (true, false),
+            // Relaxed, after a failed write: nothing is accepted from
+            // memory any more; each commit waits for its own write (and
+            // fails if that fails too), so that the first one that gets
+            // written — the disk has room again — clears the failure.
+            SyncMode::Relaxed if self.shared.failure().is_some() => (true, false),
+            SyncMode::Relaxed => (self.shared.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending, true),
         };
         if !wait {
             if let Err(e) = self.send(Job::Commit { changes, done: None }) {
@@ -212,7 +213,7 @@ impl SessionStore for Store {
             return Box::pin(std::future::ready(Ok(())));
         }
         let (done, rx) = oneshot::channel();
-        if self.mode == SyncMode::Relaxed {
+        if counted {
             // This one waits: it is not counted as accepted.
             self.shared.pending.fetch_sub(1, Ordering::Relaxed);
         }

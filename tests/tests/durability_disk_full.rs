@@ -198,3 +198,64 @@ async fn a_full_disk_refuses_persistent_work_serves_the_rest_and_recovers() {
     assert_eq!(got.len(), acked.len(), "delivered after the restart vs acknowledged");
     assert_eq!(got, acked, "every acknowledged message once, in order, and no refused one");
 }
+
+/// Relaxed mode acknowledges from memory; once a write fails it refuses
+/// (0x97) — and once space is freed it takes work again, without a
+/// restart. After a restart nothing is delivered twice or out of order,
+/// and what was acknowledged after the recovery (and a window later) is
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_mode_refuses_on_a_full_disk_and_recovers() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let data = fs.path.join("data");
+    let spare = fs.path.join("spare");
+    ballast(&spare, 3 << 19);
+    let cfg = format!(
+        "[persistence]\nmode = \"relaxed\"\nrelaxed_window = \"20ms\"\ndir = {:?}\n\n\
+         [session]\nmax_queue_len = 1000000\nmax_queue_bytes = \"1GiB\"\n",
+        data.display().to_string()
+    );
+    let broker = Broker::start(&cfg);
+    let (mut sink, _) = open_v5(broker.addr, "sink", false, persistent()).await;
+    subscribe(&mut sink, 1, &[("full/#", QoS::AtLeastOnce)]).await;
+    disconnect(sink).await;
+
+    let (mut p5, _) = open_v5(broker.addr, "p5", true, Properties::default()).await;
+    let mut n: u32 = 0;
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(n < 20_000 && Instant::now() < end, "8 MiB never filled after {n} messages");
+        n += 1;
+        let code = pub_simple(&mut p5, "full/q", QoS::AtLeastOnce, (n % 60_000) as u16 + 1, &payload(n), false).await;
+        if code != 0 {
+            assert_eq!(code, 0x97, "refused with Quota exceeded");
+            break;
+        }
+    }
+
+    std::fs::remove_file(&spare).expect("free the spare space");
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut after = Vec::new();
+    while after.len() < 5 {
+        assert!(Instant::now() < end, "still refused after space was freed; log:\n{}", broker.log());
+        n += 1;
+        if pub_simple(&mut p5, "full/q", QoS::AtLeastOnce, (n % 60_000) as u16 + 1, &payload(n), false).await == 0 {
+            after.push(n);
+        }
+    }
+    // Past the window: on disk.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut broker = broker;
+    assert!(broker.alive() && !broker.log().contains("panicked"), "{}", broker.log());
+    drop(broker); // SIGKILL
+
+    let broker = Broker::start(&cfg);
+    let (mut sink, ack) = open_v5(broker.addr, "sink", false, persistent()).await;
+    assert!(ack.session_present, "log:\n{}", broker.log());
+    let got = drain_publishes(&mut sink, Duration::from_secs(1), Duration::from_secs(120)).await;
+    let got: Vec<u32> = got.iter().map(|p| number(&p.payload)).collect();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+    for a in &after {
+        assert!(got.contains(a), "{a}, acknowledged after the recovery, is lost");
+    }
+}
