@@ -1,0 +1,306 @@
+//! MQTT 5 enhanced authentication end to end: SCRAM-SHA-256 and
+//! SCRAM-SHA-512 against an independent client implementation (scramp from
+//! PyPI, driven through tests/scram_client.py: it computes every client
+//! message and checks the server's signature; this file only carries them
+//! in raw MQTT 5 CONNECT / AUTH packets), the exchange's protocol and
+//! bounds, and re-authentication (AUTH 0x19).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use portcullis_core::codec::{Auth, ConnAck, Packet, Properties, ProtocolVersion, QoS};
+use portcullis_tests::kit::{connect_packet, opts, subscribe_with, sys_fresh};
+use portcullis_tests::{binary, Broker, Raw};
+
+const CONTINUE: u8 = 0x18;
+const REAUTH: u8 = 0x19;
+
+/// A Python that has scramp (`pip install scramp`; scripts/test.sh installs it).
+fn python() -> String {
+    let candidates: Vec<String> = std::env::var("PORTCULLIS_PYTHON")
+        .into_iter()
+        .chain(["python3".to_string(), "/usr/bin/python3".to_string()])
+        .collect();
+    for py in &candidates {
+        let ok = Command::new(py).args(["-c", "import scramp"]).output().is_ok_and(|o| o.status.success());
+        if ok {
+            return py.clone();
+        }
+    }
+    panic!("no Python with scramp among {candidates:?}: python3 -m pip install scramp");
+}
+
+/// scramp playing the client of one SCRAM conversation.
+struct ScramPy {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ScramPy {
+    fn start(method: &str, user: &str, password: &str) -> ScramPy {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scram_client.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args([method, user, password])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn scram_client.py");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        ScramPy { child, stdin, stdout }
+    }
+
+    /// The helper's next line (it answers at once, or exits: EOF).
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.stdout.read_line(&mut s).expect("read scram_client.py");
+        s.trim_end().to_string()
+    }
+
+    fn tell(&mut self, msg: &[u8]) {
+        self.stdin.write_all(msg).and_then(|()| self.stdin.write_all(b"\n")).expect("write scram_client.py");
+        self.stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for ScramPy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn auth(reason: u8, method: &str, data: &[u8]) -> Packet {
+    Packet::Auth(Auth {
+        reason,
+        properties: Properties {
+            authentication_method: Some(method.to_string()),
+            authentication_data: Some(Bytes::copy_from_slice(data)),
+            ..Properties::default()
+        },
+    })
+}
+
+/// How a SCRAM CONNECT ended.
+#[derive(Debug)]
+struct Attempt {
+    ack: ConnAck,
+    /// scramp's verdict on the server-final in the CONNACK (success only).
+    verified: Option<String>,
+}
+
+/// A SCRAM login, every client message from scramp: CONNECT (client-first)
+/// → AUTH 0x18 (server-first) → AUTH 0x18 (client-final) → CONNACK.
+async fn scram_connect(addr: SocketAddr, client_id: &str, method: &str, user: &str, password: &str) -> (Raw, Attempt) {
+    let mut py = ScramPy::start(method, user, password);
+    let first = py.line();
+    let mut c = connect_packet(ProtocolVersion::V5, client_id, true);
+    c.properties.authentication_method = Some(method.to_string());
+    c.properties.authentication_data = Some(Bytes::from(first.into_bytes()));
+    let mut raw = Raw::connect(addr).await;
+    raw.version = ProtocolVersion::V5;
+    raw.send_packet(&Packet::Connect(Box::new(c))).await;
+    let server_first = match raw.recv().await {
+        Some(Packet::Auth(a)) => {
+            assert_eq!(a.reason, CONTINUE, "{a:?}");
+            assert_eq!(a.properties.authentication_method.as_deref(), Some(method));
+            a.properties.authentication_data.expect("server-first")
+        }
+        Some(Packet::ConnAck(ack)) => return (raw, Attempt { ack, verified: None }),
+        other => panic!("expected AUTH, got {other:?}"),
+    };
+    py.tell(&server_first);
+    let client_final = py.line();
+    assert!(!client_final.starts_with("error"), "scramp refused the server-first: {client_final}");
+    raw.send_packet(&auth(CONTINUE, method, client_final.as_bytes())).await;
+    let ack = match raw.recv().await {
+        Some(Packet::ConnAck(ack)) => ack,
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    let verified = (ack.code == 0).then(|| {
+        assert_eq!(ack.properties.authentication_method.as_deref(), Some(method));
+        py.tell(ack.properties.authentication_data.as_deref().expect("server-final in the CONNACK"));
+        py.line()
+    });
+    (raw, Attempt { ack, verified })
+}
+
+/// Runs the binary's `users` / `acl` command (password on stdin), bounded.
+fn users(args: &[&str], stdin: &str) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
+    let end = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < end, "portcullis {args:?} did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A built-in store with `alice` / `wonderland` (and `root` / `toor`, a
+/// superuser), and a broker serving SCRAM-SHA-256 and SCRAM-SHA-512 from it.
+struct Setup {
+    _dir: tempfile::TempDir,
+    _db: String,
+    broker: Broker,
+}
+
+fn setup(extra: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/portcullis.db").display().to_string();
+    users(&["users", "add", "--db", &db, "alice"], "wonderland\n");
+    users(&["users", "add", "--db", &db, "--superuser", "root"], "toor\n");
+    users(
+        &[
+            "acl",
+            "add",
+            "--db",
+            &db,
+            "--username",
+            "alice",
+            "--permission",
+            "allow",
+            "--action",
+            "all",
+            "--topic",
+            "t/#",
+        ],
+        "",
+    );
+    let sys = ["--client-id", "sys-reader-stats-clients-count", "--permission", "allow", "--action", "subscribe"];
+    users(&[&["acl", "add", "--db", &db][..], &sys[..], &["--topic", "$SYS/#"][..]].concat(), "");
+    // Anonymous loopback clients (the $SYS reader) get in too.
+    let broker = Broker::start(&format!(
+        "[auth]\nchain = [\"users\", \"local\"]\n[auth.anonymous.local]\n[auth.builtin.users]\npath = \"{db}\"\n\
+         [auth.scram.s256]\nmechanism = \"scram\"\nalgorithm = \"sha256\"\n[auth.scram.s256.builtin]\npath = \"{db}\"\n\
+         [auth.scram.s512]\nalgorithm = \"sha512\"\niteration_count = 8192\n[auth.scram.s512.builtin]\npath = \"{db}\"\n\
+         [acl]\nchain = [\"rules\"]\n[acl.builtin.rules]\npath = \"{db}\"\n{extra}"
+    ));
+    Setup { _dir: dir, _db: db, broker }
+}
+
+/// The right password gets in over both methods, the server proves it
+/// knows the credential (scramp verifies the server-final), and the
+/// session works; the username is the SCRAM identity.
+#[tokio::test]
+async fn scram_right_password_both_algorithms() {
+    let s = setup("");
+    for (i, method) in ["SCRAM-SHA-256", "SCRAM-SHA-512"].iter().enumerate() {
+        let (mut raw, a) = scram_connect(s.broker.addr, &format!("scram-ok-{i}"), method, "alice", "wonderland").await;
+        assert_eq!(a.ack.code, 0, "{method}: {a:?}");
+        assert_eq!(a.verified.as_deref(), Some("verified"), "{method}");
+        let ack = subscribe_with(&mut raw, 1, &[("t/#", opts(QoS::AtLeastOnce))], Properties::default()).await;
+        assert_eq!(ack.return_codes, vec![1], "{method}");
+    }
+    let log = s.broker.log();
+    assert!(!log.contains("wonderland"), "a password in the log");
+}
+
+/// A wrong password, an unknown user and a CONNECT whose User Name is not
+/// the SCRAM user get CONNACK 0x87; an unknown method gets 0x8C.
+#[tokio::test]
+async fn scram_refusals() {
+    let s = setup("[auth.guard]\nenabled = false\n");
+    for method in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let (_, a) = scram_connect(s.broker.addr, "scram-bad", method, "alice", "wrong").await;
+        assert_eq!(a.ack.code, 0x87, "{method} wrong password: {a:?}");
+        let (_, a) = scram_connect(s.broker.addr, "scram-nobody", method, "nobody", "wonderland").await;
+        assert_eq!(a.ack.code, 0x87, "{method} unknown user: {a:?}");
+    }
+    // An unknown method: refused at once, no exchange.
+    let mut py = ScramPy::start("SCRAM-SHA-1", "alice", "wonderland");
+    let mut c = connect_packet(ProtocolVersion::V5, "scram-sha1", true);
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    c.properties.authentication_data = Some(Bytes::from(py.line().into_bytes()));
+    let (_, ack) = portcullis_tests::kit::open(s.broker.addr, c).await;
+    assert_eq!(ack.code, 0x8C, "{ack:?}");
+    // Channel binding asked for: refused.
+    let mut c = connect_packet(ProtocolVersion::V5, "scram-cb", true);
+    c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    c.properties.authentication_data = Some(Bytes::from_static(b"p=tls-server-end-point,,n=alice,r=abcdef"));
+    let (_, ack) = portcullis_tests::kit::open(s.broker.addr, c).await;
+    assert_eq!(ack.code, 0x87, "{ack:?}");
+}
+
+/// A client that stops mid-exchange is closed at the connect timeout, and
+/// nothing stays held: the connection count goes back, and the per-address
+/// handshake places it took are free again (with 2 places, 2 stalled
+/// clients and then a third login succeed).
+#[tokio::test]
+async fn stalled_exchange_times_out_and_frees_everything() {
+    let s = setup(
+        "[limits]\nconnect_timeout = \"1s\"\nmax_handshakes_per_ip = 2\n[sys]\ninterval = \"1s\"\n\
+         [auth.guard]\nenabled = false\n",
+    );
+    let addr = s.broker.addr;
+    let mut stalled = Vec::new();
+    for i in 0..2 {
+        let mut py = ScramPy::start("SCRAM-SHA-256", "alice", "wonderland");
+        let mut c = connect_packet(ProtocolVersion::V5, &format!("stall-{i}"), true);
+        c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+        c.properties.authentication_data = Some(Bytes::from(py.line().into_bytes()));
+        let mut raw = Raw::connect(addr).await;
+        raw.version = ProtocolVersion::V5;
+        raw.send_packet(&Packet::Connect(Box::new(c))).await;
+        assert!(matches!(raw.recv().await, Some(Packet::Auth(a)) if a.reason == CONTINUE));
+        stalled.push(raw);
+    }
+    // Never answered: both are closed within the timeout (and a margin).
+    let started = Instant::now();
+    for raw in &mut stalled {
+        let seen = raw.expect_closed(Duration::from_secs(5)).await;
+        assert!(seen.iter().all(|p| !matches!(p, Packet::ConnAck(a) if a.code == 0)), "{seen:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The places are free: a login from the same address gets in.
+    let (raw, a) = scram_connect(addr, "after-stall", "SCRAM-SHA-256", "alice", "wonderland").await;
+    assert_eq!(a.ack.code, 0, "{a:?}");
+    drop(raw);
+    // And the connection gauge went back: only the $SYS reader is counted.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = sys_fresh(addr, "stats/clients/count", Duration::from_secs(5)).await;
+        if count == "1" {
+            break;
+        }
+        assert!(Instant::now() < end, "connections stay at {count}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The exchange's protocol: another packet than AUTH 0x18 mid-exchange,
+/// or AUTH naming another method, is a protocol error (CONNACK 0x82).
+#[tokio::test]
+async fn out_of_protocol_exchange_is_refused() {
+    let s = setup("[auth.guard]\nenabled = false\n");
+    for wrong in [auth(CONTINUE, "SCRAM-SHA-512", b"c=biws"), auth(REAUTH, "SCRAM-SHA-256", b"c=biws"), Packet::PingReq]
+    {
+        let mut py = ScramPy::start("SCRAM-SHA-256", "alice", "wonderland");
+        let mut c = connect_packet(ProtocolVersion::V5, "proto", true);
+        c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+        c.properties.authentication_data = Some(Bytes::from(py.line().into_bytes()));
+        let mut raw = Raw::connect(s.broker.addr).await;
+        raw.version = ProtocolVersion::V5;
+        raw.send_packet(&Packet::Connect(Box::new(c))).await;
+        assert!(matches!(raw.recv().await, Some(Packet::Auth(a)) if a.reason == CONTINUE));
+        raw.send_packet(&wrong).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x82, "{wrong:?}: {a:?}"),
+            other => panic!("{wrong:?}: expected CONNACK, got {other:?}"),
+        }
+    }
+}
