@@ -155,7 +155,7 @@ fn users(args: &[&str], stdin: &str) {
 /// superuser), and a broker serving SCRAM-SHA-256 and SCRAM-SHA-512 from it.
 struct Setup {
     _dir: tempfile::TempDir,
-    _db: String,
+    db: String,
     broker: Broker,
 }
 
@@ -190,7 +190,7 @@ fn setup(extra: &str) -> Setup {
          [auth.scram.s512]\nalgorithm = \"sha512\"\niteration_count = 8192\n[auth.scram.s512.builtin]\npath = \"{db}\"\n\
          [acl]\nchain = [\"rules\"]\n[acl.builtin.rules]\npath = \"{db}\"\n{extra}"
     ));
-    Setup { _dir: dir, _db: db, broker }
+    Setup { _dir: dir, db, broker }
 }
 
 /// The right password gets in over both methods, the server proves it
@@ -302,5 +302,129 @@ async fn out_of_protocol_exchange_is_refused() {
             Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x82, "{wrong:?}: {a:?}"),
             other => panic!("{wrong:?}: expected CONNACK, got {other:?}"),
         }
+    }
+}
+
+/// Re-authenticates with SCRAM on an established connection: AUTH 0x19
+/// (client-first) → AUTH 0x18 (server-first) → AUTH 0x18 (client-final) →
+/// AUTH 0x00 (server-final, verified by scramp). `Err` with the packet the
+/// server answered instead (its DISCONNECT), or `None` for a close.
+async fn scram_reauth(raw: &mut Raw, method: &str, user: &str, password: &str) -> Result<(), Option<Packet>> {
+    let mut py = ScramPy::start(method, user, password);
+    raw.send_packet(&auth(REAUTH, method, py.line().as_bytes())).await;
+    let server_first = match raw.recv().await {
+        Some(Packet::Auth(a)) if a.reason == CONTINUE => a.properties.authentication_data.expect("server-first"),
+        other => return Err(other),
+    };
+    py.tell(&server_first);
+    let client_final = py.line();
+    raw.send_packet(&auth(CONTINUE, method, client_final.as_bytes())).await;
+    match raw.recv().await {
+        Some(Packet::Auth(a)) if a.reason == 0 => {
+            assert_eq!(a.properties.authentication_method.as_deref(), Some(method));
+            py.tell(a.properties.authentication_data.as_deref().expect("server-final in AUTH 0x00"));
+            assert_eq!(py.line(), "verified", "scramp checks the server-final");
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
+/// Sets a user's superuser flag behind the broker's back (the store file).
+async fn set_superuser(db: &str, user: &str, on: bool) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new().filename(db).connect().await.expect("open");
+    sqlx::query("UPDATE users SET is_superuser = ? WHERE username = ?")
+        .bind(on)
+        .bind(user)
+        .execute(&mut c)
+        .await
+        .expect("update");
+    c.close().await.expect("close");
+}
+
+fn sub_code(ack: &portcullis_core::codec::SubAck) -> u8 {
+    ack.return_codes[0]
+}
+
+/// A successful re-authentication answers AUTH 0x00 with the server's
+/// signature, keeps the connection, and puts the new identity state in
+/// force: alice, made a superuser in the store after she connected, may
+/// subscribe to `secret/#` only once she re-authenticated (the old state
+/// held until then, even after the store changed). Both methods; twice
+/// in a row (one exchange at a time, not one per connection).
+#[tokio::test]
+async fn reauth_success_applies_the_new_identity() {
+    let s = setup("[auth.guard]\nenabled = false\n");
+    for (i, method) in ["SCRAM-SHA-256", "SCRAM-SHA-512"].iter().enumerate() {
+        set_superuser(&s.db, "alice", false).await;
+        let (mut raw, a) = scram_connect(s.broker.addr, &format!("reauth-{i}"), method, "alice", "wonderland").await;
+        assert_eq!(a.ack.code, 0, "{a:?}");
+        let ack = subscribe_with(&mut raw, 1, &[("secret/#", opts(QoS::AtMostOnce))], Properties::default()).await;
+        assert_eq!(sub_code(&ack), 0x87, "{method}: not a superuser yet");
+        set_superuser(&s.db, "alice", true).await;
+        // The store's change is seen (caches purged) within its poll; the
+        // connection still holds the identity it authenticated with.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let ack = subscribe_with(&mut raw, 2, &[("secret/#", opts(QoS::AtMostOnce))], Properties::default()).await;
+        assert_eq!(sub_code(&ack), 0x87, "{method}: the old identity holds until re-authentication");
+        scram_reauth(&mut raw, method, "alice", "wonderland").await.expect("re-authenticated");
+        let ack = subscribe_with(&mut raw, 3, &[("secret/#", opts(QoS::AtMostOnce))], Properties::default()).await;
+        assert_eq!(sub_code(&ack), 0, "{method}: the new identity is in force");
+        // Again, and back: a second re-authentication on one connection.
+        set_superuser(&s.db, "alice", false).await;
+        scram_reauth(&mut raw, method, "alice", "wonderland").await.expect("re-authenticated again");
+        let ack = subscribe_with(&mut raw, 4, &[("secret/#", opts(QoS::AtMostOnce))], Properties::default()).await;
+        assert_eq!(sub_code(&ack), 0x87, "{method}: superuser withdrawn by the second re-authentication");
+        // Still connected: a ping is answered.
+        raw.send_packet(&Packet::PingReq).await;
+        assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    }
+    assert!(s.broker.log().contains("client re-authenticated"));
+}
+
+/// A re-authentication that fails (wrong password) closes with DISCONNECT
+/// 0x87; one that names another method than the CONNECT's is a protocol
+/// error (0x82, MQTT-4.12.1-1), and so are AUTH 0x18 with no
+/// re-authentication in progress and AUTH from a client that connected
+/// without a method.
+#[tokio::test]
+async fn reauth_refusals_disconnect() {
+    let s = setup("[auth.guard]\nenabled = false\n");
+    let addr = s.broker.addr;
+    let disconnect_code = |r: Result<(), Option<Packet>>| match r {
+        Err(Some(Packet::Disconnect(d))) => d.reason,
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    };
+    for method in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let (mut raw, a) = scram_connect(addr, "reauth-bad", method, "alice", "wonderland").await;
+        assert_eq!(a.ack.code, 0);
+        assert_eq!(disconnect_code(scram_reauth(&mut raw, method, "alice", "wrong").await), 0x87, "{method}");
+        raw.expect_closed(Duration::from_secs(5)).await;
+
+        let (mut raw, _) = scram_connect(addr, "reauth-other", method, "alice", "wonderland").await;
+        let other = if method == "SCRAM-SHA-256" { "SCRAM-SHA-512" } else { "SCRAM-SHA-256" };
+        assert_eq!(disconnect_code(scram_reauth(&mut raw, other, "alice", "wonderland").await), 0x82, "{method}");
+        raw.expect_closed(Duration::from_secs(5)).await;
+
+        let (mut raw, _) = scram_connect(addr, "reauth-seq", method, "alice", "wonderland").await;
+        raw.send_packet(&auth(CONTINUE, method, b"c=biws")).await;
+        match raw.recv().await {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82),
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
+        // Another user's credentials are no renewal.
+        let (mut raw, _) = scram_connect(addr, "reauth-root", method, "alice", "wonderland").await;
+        assert_eq!(disconnect_code(scram_reauth(&mut raw, method, "root", "toor").await), 0x87, "{method}");
+    }
+    let mut c = connect_packet(ProtocolVersion::V5, "plain", true);
+    c.username = Some("alice".into());
+    c.password = Some(Bytes::from_static(b"wonderland"));
+    let (mut raw, ack) = portcullis_tests::kit::open(addr, c).await;
+    assert_eq!(ack.code, 0);
+    raw.send_packet(&auth(REAUTH, "SCRAM-SHA-256", b"n,,n=alice,r=abc")).await;
+    match raw.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82),
+        other => panic!("expected DISCONNECT, got {other:?}"),
     }
 }
