@@ -428,3 +428,52 @@ async fn reauth_refusals_disconnect() {
         other => panic!("expected DISCONNECT, got {other:?}"),
     }
 }
+
+/// A CONNECT with the token method: User Name `user`, the token as
+/// Authentication Data.
+async fn token_connect(addr: SocketAddr, client_id: &str, user: &str, token: &[u8]) -> (Raw, ConnAck) {
+    let mut c = connect_packet(ProtocolVersion::V5, client_id, true);
+    c.username = Some(user.into());
+    c.properties.authentication_method = Some("JWT".into());
+    c.properties.authentication_data = Some(Bytes::copy_from_slice(token));
+    portcullis_tests::kit::open(addr, c).await
+}
+
+/// The single-step token method (`[auth.enhanced_token.<name>]`, method
+/// `JWT` by default): its Authentication Data is checked as the password
+/// by the listener's auth chain (here the built-in store stands in for a
+/// token provider), at CONNECT and at AUTH 0x19, so a session is renewed
+/// without a reconnect and the renewal's identity state (superuser) is
+/// put in force; a bad token at CONNECT is refused like a bad password
+/// (0x86) and at re-authentication closes with 0x87.
+#[tokio::test]
+async fn token_method_connects_and_renews() {
+    let s = setup("[auth.guard]\nenabled = false\n[auth.enhanced_token.jwt]\n");
+    let addr = s.broker.addr;
+    set_superuser(&s.db, "alice", false).await;
+    let (_, ack) = token_connect(addr, "tok-bad", "alice", b"not-the-token").await;
+    assert_eq!(ack.code, 0x86, "{ack:?}");
+    let (mut raw, ack) = token_connect(addr, "tok", "alice", b"wonderland").await;
+    assert_eq!(ack.code, 0, "{ack:?}");
+    assert_eq!(ack.properties.authentication_method.as_deref(), Some("JWT"));
+    let ack = subscribe_with(&mut raw, 1, &[("secret/#", opts(QoS::AtMostOnce))], Properties::default()).await;
+    assert_eq!(sub_code(&ack), 0x87);
+    set_superuser(&s.db, "alice", true).await;
+    // The store's change purges the auth cache within its poll.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    raw.send_packet(&auth(REAUTH, "JWT", b"wonderland")).await;
+    match raw.recv().await {
+        Some(Packet::Auth(a)) => {
+            assert_eq!((a.reason, a.properties.authentication_method.as_deref()), (0, Some("JWT")))
+        }
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    let ack = subscribe_with(&mut raw, 2, &[("secret/#", opts(QoS::AtMostOnce))], Properties::default()).await;
+    assert_eq!(sub_code(&ack), 0, "the renewal's superuser flag is in force");
+    raw.send_packet(&auth(REAUTH, "JWT", b"expired-token")).await;
+    match raw.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x87),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    raw.expect_closed(Duration::from_secs(5)).await;
+}
