@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use portcullis_auth::chain::AuthChain;
-use portcullis_auth::scram::ScramMechanism;
+use portcullis_auth::scram::{CredentialSource, ScramMechanism};
 use portcullis_backends::builtin::{self, BuiltinConfig, OpenMode};
 use portcullis_core::enhanced::{Done, Exchange, Mechanism, Registry, Step};
 use portcullis_core::gate::{AuthOutcome, ConnectInfo, DenyReason, GateFuture, Password};
 
+use crate::config::enhanced::ScramConfig;
 use crate::config::security::AuthSection;
 use crate::gateway::Shared;
 
@@ -37,12 +38,7 @@ impl EnhancedMethods {
         for (name, c) in &auth.scram {
             let key = format!("auth.scram.{name}");
             let alg = c.algorithm.algorithm();
-            let source: Arc<dyn portcullis_auth::scram::CredentialSource> = if let Some(b) = &c.builtin {
-                let cfg = BuiltinConfig { path: b.path.clone(), ..BuiltinConfig::default() };
-                builtin::scram_source(&cfg, mode).await.map_err(|e| anyhow::anyhow!("{key}.builtin.{e}"))?
-            } else {
-                anyhow::bail!("{key}: no credential source");
-            };
+            let source = scram_source(name, c, mode).await.map_err(|e| anyhow::anyhow!("{key}.{e}"))?;
             let mechanism = ScramMechanism::new(name, alg, source, c.iteration_count, c.timeout);
             if !registry.insert(alg.method(), Arc::new(mechanism) as Arc<dyn Mechanism>) {
                 anyhow::bail!("{key}: method {} is served twice", alg.method());
@@ -51,6 +47,32 @@ impl EnhancedMethods {
         let token_methods = auth.enhanced_token.values().map(|t| t.method.clone()).collect();
         Ok(EnhancedMethods { registry, token_methods })
     }
+}
+
+/// The credential source a `[auth.scram.<name>]` table names (validation
+/// made sure it names exactly one); errors start with its key.
+async fn scram_source(name: &str, c: &ScramConfig, mode: OpenMode) -> Result<Arc<dyn CredentialSource>, String> {
+    let _ = name;
+    if let Some(b) = &c.builtin {
+        let cfg = BuiltinConfig { path: b.path.clone(), ..BuiltinConfig::default() };
+        let source = builtin::scram_source(&cfg, mode).await.map_err(|e| format!("builtin.{e}"))?;
+        return Ok(source);
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(p) = &c.postgres {
+        use portcullis_backends::{postgres::Postgres, sql::scram};
+        return scram::scram_source::<Postgres>(name, p, c.iteration_count).map_err(|e| format!("postgres.{e}"));
+    }
+    #[cfg(feature = "mysql")]
+    if let Some(m) = &c.mysql {
+        use portcullis_backends::{mysql::Mysql, sql::scram};
+        return scram::scram_source::<Mysql>(name, m, c.iteration_count).map_err(|e| format!("mysql.{e}"));
+    }
+    #[cfg(feature = "http")]
+    if let Some(h) = &c.http {
+        return portcullis_backends::http::scram::scram_source(h, c.iteration_count).map_err(|e| format!("http.{e}"));
+    }
+    Err("no credential source".to_string())
 }
 
 /// The single-step token method: one round, the data checked as the

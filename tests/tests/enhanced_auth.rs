@@ -477,3 +477,104 @@ async fn token_method_connects_and_renews() {
     }
     raw.expect_closed(Duration::from_secs(5)).await;
 }
+
+/// A stored credential as scramp derives it: `(salt, StoredKey, ServerKey)`
+/// in hex.
+pub fn scramp_credential(method: &str, password: &str, iterations: u32) -> (String, String, String) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scram_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(["--make", method, password, &iterations.to_string()])
+        .output()
+        .expect("scram_client.py --make");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    (parts[0].to_string(), parts[1].to_string(), parts[2].to_string())
+}
+
+/// An HTTP endpoint in EMQX's REST-based SCRAM shape: POST
+/// `{"username": …}` → 200 with hex `salt`, `stored_key`, `server_key` and
+/// `is_superuser` for the users it knows, 404 for others, 503 for
+/// `broken`. Answers until dropped.
+struct ScramEndpoint {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScramEndpoint {
+    async fn start(users: Vec<(String, serde_json::Value)>) -> ScramEndpoint {
+        use http_body_util::{BodyExt, Full};
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let users = std::sync::Arc::new(users);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let users = std::sync::Arc::clone(&users);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let users = std::sync::Arc::clone(&users);
+                        async move {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let asked: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let name = asked["username"].as_str().unwrap_or_default().to_string();
+                            let (status, answer) = match users.iter().find(|(u, _)| *u == name) {
+                                _ if name == "broken" => (503, "{}".to_string()),
+                                Some((_, v)) => (200, v.to_string()),
+                                None => (404, "{}".to_string()),
+                            };
+                            let resp = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer)))
+                                .expect("response");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        ScramEndpoint { addr, task }
+    }
+}
+
+impl Drop for ScramEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// SCRAM with credentials from an HTTP endpoint in EMQX's shape (made by
+/// scramp, so the broker derives nothing itself): the right password gets
+/// in (is_superuser honoured), a wrong one and an unknown user get 0x87,
+/// an endpoint failure gets 0x88 (never "wrong password"); both methods.
+#[tokio::test]
+async fn scram_credentials_from_http() {
+    for (method, alg) in [("SCRAM-SHA-256", "sha256"), ("SCRAM-SHA-512", "sha512")] {
+        let (salt, stored, server) = scramp_credential(method, "h-pass", 4096);
+        let user =
+            serde_json::json!({ "salt": salt, "stored_key": stored, "server_key": server, "is_superuser": true });
+        let endpoint = ScramEndpoint::start(vec![("hank".to_string(), user)]).await;
+        let b = Broker::start(&format!(
+            "[auth.guard]\nenabled = false\n[auth.scram.web]\nalgorithm = \"{alg}\"\n\
+             [auth.scram.web.http]\nurl = \"http://{}/scram\"\n[acl]\nchain = [\"sys\"]\n[acl.defaults.sys]\n",
+            endpoint.addr
+        ));
+        let (mut raw, a) = scram_connect(b.addr, "http-ok", method, "hank", "h-pass").await;
+        assert_eq!((a.ack.code, a.verified.as_deref()), (0, Some("verified")), "{method}");
+        // A superuser: even `#` and `$SYS/#` (which the defaults refuse to
+        // others) are granted.
+        let ack = subscribe_with(&mut raw, 1, &[("#", opts(QoS::AtMostOnce))], Properties::default()).await;
+        assert_eq!(sub_code(&ack), 0, "{method}: is_superuser from the endpoint");
+        let (_, a) = scram_connect(b.addr, "http-bad", method, "hank", "wrong").await;
+        assert_eq!(a.ack.code, 0x87, "{method}");
+        let (_, a) = scram_connect(b.addr, "http-nobody", method, "nobody", "h-pass").await;
+        assert_eq!(a.ack.code, 0x87, "{method}");
+        let (_, a) = scram_connect(b.addr, "http-broken", method, "broken", "h-pass").await;
+        assert_eq!(a.ack.code, 0x88, "{method}: an outage is not a wrong password");
+    }
+}

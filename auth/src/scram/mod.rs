@@ -247,3 +247,14 @@ impl Mechanism for ScramMechanism {
         }))
     }
 }
+
+/// Hex text (either case) as bytes, as EMQX encodes salts and keys; `None`
+/// for anything else.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.as_bytes().chunks(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
+}

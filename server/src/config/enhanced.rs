@@ -74,6 +74,18 @@ pub struct ScramConfig {
     /// Credentials from the built-in user store.
     #[serde(default)]
     pub builtin: Option<ScramBuiltinSource>,
+    /// Credentials from PostgreSQL (EMQX's columns).
+    #[cfg(feature = "postgres")]
+    #[serde(default)]
+    pub postgres: Option<portcullis_backends::sql::scram::ScramSqlConfig>,
+    /// Credentials from MySQL / MariaDB (EMQX's columns).
+    #[cfg(feature = "mysql")]
+    #[serde(default)]
+    pub mysql: Option<portcullis_backends::sql::scram::ScramSqlConfig>,
+    /// Credentials from an HTTP endpoint (EMQX's REST-based SCRAM answer).
+    #[cfg(feature = "http")]
+    #[serde(default)]
+    pub http: Option<portcullis_backends::http::scram::ScramHttpConfig>,
 }
 
 /// `[auth.scram.<name>.builtin]`
@@ -88,7 +100,21 @@ pub struct ScramBuiltinSource {
 impl ScramConfig {
     /// How many credential sources the table names.
     fn sources(&self) -> usize {
-        usize::from(self.builtin.is_some())
+        #[allow(unused_mut)]
+        let mut n = usize::from(self.builtin.is_some());
+        #[cfg(feature = "postgres")]
+        {
+            n += usize::from(self.postgres.is_some());
+        }
+        #[cfg(feature = "mysql")]
+        {
+            n += usize::from(self.mysql.is_some());
+        }
+        #[cfg(feature = "http")]
+        {
+            n += usize::from(self.http.is_some());
+        }
+        n
     }
 }
 
@@ -127,7 +153,10 @@ pub fn validate(
             errors.push((format!("{key}.iteration_count"), format!("must be {min} to {max}")));
         }
         if c.sources() != 1 {
-            errors.push((key.clone(), "give exactly one credential source: `builtin`".to_string()));
+            errors.push((
+                key.clone(),
+                "give exactly one credential source: `builtin`, `postgres`, `mysql` or `http`".to_string(),
+            ));
         }
         claim(c.algorithm.algorithm().method().to_string(), key, &mut errors);
     }
