@@ -169,3 +169,50 @@ pub fn validate(
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(text: &str) -> (BTreeMap<String, ScramConfig>, BTreeMap<String, TokenMethodConfig>) {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(default)]
+            scram: BTreeMap<String, ScramConfig>,
+            #[serde(default)]
+            enhanced_token: BTreeMap<String, TokenMethodConfig>,
+        }
+        let t: T = toml::from_str(text).expect("parses");
+        (t.scram, t.enhanced_token)
+    }
+
+    #[test]
+    fn one_source_one_table_per_method_and_sane_iterations() {
+        let (s, t) = tables("[scram.a]\n[scram.a.builtin]\n[enhanced_token.j]\n");
+        assert_eq!(validate(&s, &t), vec![]);
+        assert_eq!(s["a"].algorithm, ScramAlgorithmName::Sha256);
+        assert_eq!(t["j"].method, "JWT");
+        let (s, t) = tables(
+            "[scram.a]\n[scram.a.builtin]\n[scram.b]\niteration_count = 10\n[scram.b.builtin]\n\
+             [scram.c]\nalgorithm = \"sha512\"\n[enhanced_token.j]\nmethod = \"SCRAM-SHA-512\"\n",
+        );
+        let keys: Vec<String> = validate(&s, &t).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["auth.scram.b.iteration_count", "auth.scram.b", "auth.scram.c", "auth.enhanced_token.j.method"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        #[derive(Debug, Deserialize)]
+        struct T {
+            #[allow(dead_code)]
+            scram: BTreeMap<String, ScramConfig>,
+        }
+        let e = toml::from_str::<T>("[scram.a]\nalgoritm = \"sha256\"\n").unwrap_err();
+        assert!(e.to_string().contains("algoritm"), "{e}");
+        let e = toml::from_str::<T>("[scram.a]\nalgorithm = \"sha1\"\n").unwrap_err();
+        assert!(e.to_string().contains("sha1"), "{e}");
+    }
+}
