@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use portcullis_auth::chain::AuthChain;
+use portcullis_auth::chain::{AuthChain, AuthResult};
 use portcullis_auth::scram::{CredentialSource, ScramMechanism};
 use portcullis_backends::builtin::{self, BuiltinConfig, OpenMode};
 use portcullis_core::enhanced::{Done, Exchange, Mechanism, Registry, Step};
@@ -73,6 +73,53 @@ async fn scram_source(name: &str, c: &ScramConfig, mode: OpenMode) -> Result<Arc
         return portcullis_backends::http::scram::scram_source(h, c.iteration_count).map_err(|e| format!("http.{e}"));
     }
     Err("no credential source".to_string())
+}
+
+/// A mechanism's exchange under the brute-force guard (`[auth.guard]`), as
+/// a password CONNECT is: a banned address is refused before any
+/// credential is looked up, a user banned from this address is refused
+/// even with the right proof, and a refused proof counts as a failed login
+/// (an outage never does). The token method needs none: its check goes
+/// through the gateway, guard included.
+pub struct Guarded {
+    pub inner: Box<dyn Exchange>,
+    pub shared: Arc<Shared>,
+    pub info: ConnectInfo,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Exchange for Guarded {
+    fn step(&mut self, data: Option<Bytes>) -> GateFuture<'_, Step> {
+        Box::pin(async move {
+            let guard = &self.shared.guard;
+            if guard.is_banned(&self.info) {
+                return Done::refuse(AuthOutcome::Deny(DenyReason::Banned));
+            }
+            let step = self.inner.step(data).await;
+            let Step::Done(done) = step else { return step };
+            let mut info = self.info.clone();
+            if done.username.is_some() {
+                info.username.clone_from(&done.username);
+            }
+            if matches!(done.outcome, AuthOutcome::Allow { .. }) && guard.is_banned(&info) {
+                return Done::refuse(AuthOutcome::Deny(DenyReason::Banned));
+            }
+            let result = match &done.outcome {
+                AuthOutcome::Allow { superuser, .. } => {
+                    AuthResult::Allow { superuser: *superuser, inline_acl: None, expires_at: None }
+                }
+                AuthOutcome::Deny(r) => AuthResult::Deny(*r),
+                AuthOutcome::Unavailable => AuthResult::Unavailable,
+            };
+            guard.record_result(&info, &result);
+            Step::Done(done)
+        })
+    }
 }
 
 /// The single-step token method: one round, the data checked as the

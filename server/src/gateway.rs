@@ -149,7 +149,11 @@ impl Gate for Gateway {
         purpose: portcullis_core::enhanced::Purpose,
     ) -> Option<Box<dyn portcullis_core::enhanced::Exchange>> {
         if let Some(m) = self.enhanced.registry.get(method) {
-            return Some(m.start(info, purpose));
+            return Some(Box::new(crate::enhanced::Guarded {
+                inner: m.start(info, purpose),
+                shared: Arc::clone(&self.shared),
+                info: info.clone(),
+            }));
         }
         if self.enhanced.token_methods.contains(method) {
             return Some(Box::new(crate::enhanced::TokenExchange {

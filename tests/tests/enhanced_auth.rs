@@ -578,3 +578,20 @@ async fn scram_credentials_from_http() {
         assert_eq!(a.ack.code, 0x88, "{method}: an outage is not a wrong password");
     }
 }
+
+/// SCRAM guesses count with the brute-force guard like wrong passwords:
+/// after `max_failures` refused proofs for alice from this address, even
+/// her right password is refused (CONNACK 0x8A banned), while another user
+/// from the same address still gets in.
+#[tokio::test]
+async fn scram_guesses_are_counted_by_the_guard() {
+    let s = setup("[auth.guard]\nmax_failures = 3\nwindow = \"60s\"\nban = \"60s\"\n");
+    for i in 0..3 {
+        let (_, a) = scram_connect(s.broker.addr, &format!("guess-{i}"), "SCRAM-SHA-256", "alice", "guess").await;
+        assert_eq!(a.ack.code, 0x87, "guess {i}");
+    }
+    let (_, a) = scram_connect(s.broker.addr, "guess-right", "SCRAM-SHA-256", "alice", "wonderland").await;
+    assert_eq!(a.ack.code, 0x8A, "banned after 3 failures: {a:?}");
+    let (_, a) = scram_connect(s.broker.addr, "other-user", "SCRAM-SHA-512", "root", "toor").await;
+    assert_eq!(a.ack.code, 0, "{a:?}");
+}

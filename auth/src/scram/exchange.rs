@@ -258,7 +258,13 @@ impl ScramExchange {
         };
         let Some(credential) = p.credential.filter(|_| proof_ok) else {
             debug!(mechanism = %name, username = %Peer(&p.username), "SCRAM proof refused");
-            return refuse();
+            // Named, so that the brute-force guard counts it against this
+            // user as well as the address.
+            return Step::Done(Done {
+                outcome: AuthOutcome::Deny(DenyReason::NotAuthorized),
+                data: None,
+                username: Some(Arc::from(p.username)),
+            });
         };
         let server_signature = alg.hmac(&credential.server_key, auth_message.as_bytes());
         let context = credential.inline_acl.map(|rules| Arc::new(InlineAcl(rules)) as ClientContext);
