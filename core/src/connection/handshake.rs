@@ -136,19 +136,16 @@ where
     let HandshakeIo { reader, writer, rbuf, ticket, deadline } = io;
     loop {
         let before = rbuf.len();
+        let ty = rbuf.first().map_or(0, |b| b >> 4);
         match codec::decode(rbuf, version, decode_limits) {
             Ok(Some(p)) => {
-                let ty = match p {
-                    Packet::Connect(_) => 1,
-                    _ => 15,
-                };
                 broker.metrics.packet_received(ty, before - rbuf.len());
                 return Some(p);
             }
             Ok(None) => {}
             Err(e) => {
                 broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                debug!(error = %e, "invalid CONNECT");
+                debug!(error = %e, packet_type = ty, "invalid packet before CONNACK");
                 // The decoder leaves the buffer untouched on error, so the client's
                 // protocol level can still be read to answer in its version.
                 let reason = e.to_string();
