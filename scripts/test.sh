@@ -17,6 +17,9 @@ command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 \
   || /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 \
   || need_pkgs+=(python3-prometheus-client)
+# SCRAM enhanced authentication is checked against an independent SCRAM
+# implementation (tests/scram_client.py imports scramp from PyPI).
+python3 -c 'import scramp' >/dev/null 2>&1 || python3 -m pip install --quiet scramp
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

@@ -74,7 +74,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 })
             }
             Packet::Connect(_) => Err(Close::protocol(Violation::SecondConnect)),
-            Packet::Auth(_) => Err(Close::protocol(Violation::AuthWithoutMethod)),
+            Packet::Auth(a) => self.on_auth(a).await,
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 Err(Close::protocol(Violation::ServerOnlyPacket))
             }

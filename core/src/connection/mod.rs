@@ -16,6 +16,7 @@
 
 mod acks;
 mod close;
+mod enhanced;
 mod handlers;
 mod handshake;
 mod outbound;
@@ -255,6 +256,10 @@ pub(crate) struct Conn<W> {
     /// [`acks`]). Boxed: only connections that publish to persistent
     /// sessions have any.
     pub(crate) pending_acks: Option<Box<acks::PendingAcks>>,
+    /// The Authentication Method the client connected with (MQTT 5
+    /// enhanced authentication) and a re-authentication in progress; see
+    /// [`enhanced`]. Boxed: most connections use none.
+    pub(crate) enhanced: Option<Box<enhanced::EnhancedAuth>>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {

@@ -325,6 +325,8 @@ pub fn disconnect_reason(r: DisconnectReason) -> &'static str {
         DisconnectReason::NotAuthorized => "not_authorized",
         DisconnectReason::SlowConsumer => "slow_consumer",
         DisconnectReason::StoreFailed => "store_failed",
+        DisconnectReason::ReauthDenied => "not_authorized",
+        DisconnectReason::ReauthUnavailable => "auth_unavailable",
     }
 }
 

@@ -50,6 +50,9 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     }
     check_log_level(&mut checks, &file.log.level);
     check_security(&mut checks, file);
+    for (key, message) in super::enhanced::validate(&file.auth.scram, &file.auth.enhanced_token) {
+        checks.fail(key, message);
+    }
     for (key, message) in file.modules.validate() {
         checks.fail(format!("modules.{key}"), message);
     }
