@@ -6,10 +6,11 @@
 //! brings back the last committed state, so that a disk that was full and
 //! has room again takes commits again without a restart.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Engine, EngineError, Op, Table};
 
@@ -17,9 +18,26 @@ fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(t.name())
 }
 
+/// A read transaction kept between writes, with the tables opened so far:
+/// the writer reads a row or two per change while it gathers a group, and
+/// a transaction (and a table) per read cost more than the read.
+struct Reader {
+    tx: ReadTransaction,
+    tables: Vec<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
 #[derive(Debug)]
 pub struct Redb {
     db: Option<Database>,
+    /// The committed state as of the last write (dropped by every write,
+    /// which must not keep the pages it replaces pinned).
+    reader: RefCell<Option<Reader>>,
     path: PathBuf,
     /// Verify every page checksum when opening (see [`Redb::open`]).
     check_on_open: bool,
@@ -32,7 +50,7 @@ impl Redb {
     /// cannot make sense of).
     pub fn open(path: &Path, check_on_open: bool) -> Result<Redb, EngineError> {
         let db = open_db(path, check_on_open)?;
-        let mut me = Redb { db: Some(db), path: path.to_path_buf(), check_on_open };
+        let mut me = Redb { db: Some(db), reader: RefCell::new(None), path: path.to_path_buf(), check_on_open };
         // Every table exists from the start, so that reads never meet a
         // missing one.
         me.write(&[], true)?;
@@ -100,8 +118,17 @@ fn classify(path: &Path, e: redb::Error) -> EngineError {
 impl Engine for Redb {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let f = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let rx = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?.begin_read()?;
-            let table = rx.open_table(def(t))?;
+            let mut reader = self.reader.borrow_mut();
+            if reader.is_none() {
+                let tx = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?.begin_read()?;
+                *reader = Some(Reader { tx, tables: Table::ALL.iter().map(|_| None).collect() });
+            }
+            let Some(r) = reader.as_mut() else { unreachable!("set above") };
+            let slot = &mut r.tables[t as usize];
+            if slot.is_none() {
+                *slot = Some(r.tx.open_table(def(t))?);
+            }
+            let Some(table) = slot.as_ref() else { unreachable!("set above") };
             let v = table.get(key)?.map(|v| v.value().to_vec());
             Ok(v)
         };
@@ -139,6 +166,7 @@ impl Engine for Redb {
     }
 
     fn write(&mut self, ops: &[Op], sync: bool) -> Result<(), EngineError> {
+        self.reader.get_mut().take();
         if self.db.is_none() {
             // A previous write failed: start again from what is on disk.
             self.db = Some(open_db(&self.path, self.check_on_open)?);
