@@ -39,6 +39,9 @@ pub struct StoreStats {
     pub changes: u64,
     /// Group commits written: one atomic write and one fsync each.
     pub groups: u64,
+    /// Group commits that netted out to nothing (every delivery they
+    /// queued was acknowledged within them): no write, no fsync.
+    pub empty_groups: u64,
     /// Group commits that failed (every batch in them failed).
     pub failed_groups: u64,
     /// Queued deliveries dropped at recovery because they had expired.
@@ -154,6 +157,7 @@ impl Store {
             batches: s.batches.load(Ordering::Relaxed),
             changes: s.changes.load(Ordering::Relaxed),
             groups: s.groups.load(Ordering::Relaxed),
+            empty_groups: s.empty_groups.load(Ordering::Relaxed),
             failed_groups: s.failed_groups.load(Ordering::Relaxed),
             expired_at_recovery: s.expired_at_recovery.load(Ordering::Relaxed),
         }

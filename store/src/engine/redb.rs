@@ -13,12 +13,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Engine, EngineError, Op, Table};
 
 fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(t.name())
+}
+
+/// A read transaction kept between writes, with the tables opened so far:
+/// the writer reads a row or two per change while it gathers a group, and
+/// a transaction (and a table) per read cost more than the read.
+struct Reader {
+    tx: ReadTransaction,
+    tables: Vec<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
 }
 
 #[derive(Debug)]
@@ -27,6 +41,9 @@ pub struct Redb {
     /// reads (`&self`) may reopen too, and the engine is used by one
     /// thread (the store's writer) at a time.
     db: RefCell<Option<Database>>,
+    /// The committed state as of the last write (dropped by every write,
+    /// which must not keep the pages it replaces pinned, and on close).
+    reader: RefCell<Option<Reader>>,
     path: PathBuf,
     /// After a failure: the error, and when to try to reopen again. Until
     /// then every use fails at once with that error: reopening a file
@@ -47,7 +64,12 @@ impl Redb {
     /// cannot make sense of).
     pub fn open(path: &Path, check_on_open: bool) -> Result<Redb, EngineError> {
         let db = open_db(path, check_on_open)?;
-        let mut me = Redb { db: RefCell::new(Some(db)), path: path.to_path_buf(), failed: RefCell::new(None) };
+        let mut me = Redb {
+            db: RefCell::new(Some(db)),
+            reader: RefCell::new(None),
+            path: path.to_path_buf(),
+            failed: RefCell::new(None),
+        };
         // Every table exists from the start, so that reads never meet a
         // missing one.
         me.write(&[], true)?;
@@ -84,6 +106,7 @@ impl Redb {
     /// Closes the database after a failed write (redb refuses every later
     /// transaction); a use after [`RETRY_AFTER`] reopens it.
     fn close(&self) {
+        self.reader.borrow_mut().take();
         let db = self.db.borrow_mut().take();
         // Dropping may try to write on a disk that is still full; a
         // panic there must not take the writer down.
@@ -147,8 +170,16 @@ impl Engine for Redb {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let f = || {
             self.with_db(|db| {
-                let rx = db.begin_read()?;
-                let table = rx.open_table(def(t))?;
+                let mut reader = self.reader.borrow_mut();
+                if reader.is_none() {
+                    *reader = Some(Reader { tx: db.begin_read()?, tables: Table::ALL.iter().map(|_| None).collect() });
+                }
+                let Some(r) = reader.as_mut() else { unreachable!("set above") };
+                let slot = &mut r.tables[t as usize];
+                if slot.is_none() {
+                    *slot = Some(r.tx.open_table(def(t))?);
+                }
+                let Some(table) = slot.as_ref() else { unreachable!("set above") };
                 let v = table.get(key)?.map(|v| v.value().to_vec());
                 Ok(v)
             })
@@ -189,6 +220,7 @@ impl Engine for Redb {
     }
 
     fn write(&mut self, ops: &[Op], sync: bool) -> Result<(), EngineError> {
+        self.reader.get_mut().take();
         let r = match catch_unwind(AssertUnwindSafe(|| self.with_db(|db| Redb::write_inner(db, ops, sync)))) {
             Ok(r) => r,
             Err(_) => Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed writing".into() }),
