@@ -16,8 +16,9 @@ export class ApiError extends Error {
 }
 
 async function request(method, url, body) {
-  const headers = { Accept: 'application/json' };
-  if (method !== 'GET' && method !== 'HEAD') headers['X-Portcullis-Csrf'] = csrf;
+  // Sent on reads too (empty is fine there): it tells the API not to answer
+  // 401 with a Basic challenge, which would open the browser's own dialog.
+  const headers = { Accept: 'application/json', 'X-Portcullis-Csrf': csrf };
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';

@@ -28,6 +28,7 @@ function sparkline(points) {
   svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
   svg.setAttribute('class', 'spark');
   svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('preserveAspectRatio', 'none');
   if (points.length > 1) {
     const max = Math.max(1, ...points);
     const step = w / (points.length - 1);

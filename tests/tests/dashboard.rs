@@ -206,3 +206,266 @@ async fn a_kick_with_the_session_reaches_the_client_as_0x98() {
         other => panic!("expected DISCONNECT 0x98, got {other:?}"),
     }
 }
+
+/// Headless Chromium in its own process group (stopped on drop), driven
+/// over the DevTools protocol: one page, its WebSocket.
+struct Chromium {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill").args(["-TERM", "--", &group]).status();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// `PORTCULLIS_TEST_CHROMIUM`, else `chromium` from Debian (scripts/test.sh
+/// installs it).
+fn chromium_path() -> String {
+    if let Ok(p) = std::env::var("PORTCULLIS_TEST_CHROMIUM") {
+        return p;
+    }
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("no chromium: install Debian's `chromium` (scripts/test.sh does) or set PORTCULLIS_TEST_CHROMIUM");
+}
+
+impl Chromium {
+    async fn start() -> Chromium {
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir().expect("profile dir");
+        let data = profile.path().join("profile");
+        let child = std::process::Command::new(chromium_path())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--window-size=1280,800",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", data.display()))
+            .arg("about:blank")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start chromium");
+        // Chromium writes the port it chose to DevToolsActivePort.
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            let text = std::fs::read_to_string(data.join("DevToolsActivePort")).unwrap_or_default();
+            if let Some(p) = text.lines().next().and_then(|l| l.trim().parse::<u16>().ok()) {
+                break p;
+            }
+            assert!(tokio::time::Instant::now() < end, "chromium wrote no DevToolsActivePort within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let targets: Value = http()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
+            .await
+            .expect("json/list")
+            .json()
+            .await
+            .expect("targets");
+        let url = targets
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["type"] == "page"))
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_string();
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("DevTools WebSocket");
+        Chromium { child, _profile: profile, ws, next_id: 0 }
+    }
+
+    /// Sends a command and waits (10 s) for its answer, skipping events.
+    async fn cmd(&mut self, method: &str, params: Value) -> Value {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(Message::text(msg)).await.expect("send to chromium");
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            let m = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method} within 10 s"))
+                .expect("DevTools closed")
+                .expect("DevTools read");
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).expect("DevTools JSON");
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression (promises awaited).
+    async fn eval(&mut self, expr: &str) -> Value {
+        let r = self
+            .cmd("Runtime.evaluate", json!({"expression": expr, "returnByValue": true, "awaitPromise": true}))
+            .await;
+        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Waits (10 s) until `expr` is true.
+    async fn wait_for(&mut self, expr: &str) {
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // A page still loading may throw: not yet.
+            let probe = format!("(() => {{ try {{ return !!({expr}); }} catch (_) {{ return false; }} }})()");
+            if self.eval(&probe).await == Value::Bool(true) {
+                return;
+            }
+            if tokio::time::Instant::now() >= end {
+                let body = self.eval("document.body ? document.body.innerText : ''").await;
+                panic!("not true within 10 s: {expr}\npage text:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&mut self, name: &str) {
+        use base64::Engine;
+        let r = self.cmd("Page.captureScreenshot", json!({"format": "png"})).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().expect("data")).expect("base64");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    async fn viewport(&mut self, width: u32, height: u32, mobile: bool) {
+        self.cmd(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        )
+        .await;
+    }
+}
+
+/// The API's answer with the `admin` key.
+async fn api_get(addr: SocketAddr, path: &str) -> Value {
+    http()
+        .get(format!("http://{addr}{path}"))
+        .basic_auth("admin", Some(SECRET))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn the_dashboard_in_headless_chromium_logs_in_shows_live_data_kicks_and_logs_out() {
+    let (b, addr, _d) = setup("");
+    let (mut client, _) = open_v5(b.addr, "dash-browser-sees-me", true, Properties::default()).await;
+    let mut page = Chromium::start().await;
+    page.viewport(1280, 800, false).await;
+    page.cmd("Page.enable", json!({})).await;
+    page.cmd("Page.navigate", json!({"url": format!("http://{addr}/")})).await;
+    page.wait_for("location.pathname === '/dashboard/' && !document.getElementById('login').hidden").await;
+    page.screenshot("login").await;
+
+    // A wrong secret is refused on the page.
+    let fill = |user: &str, pw: &str| {
+        format!(
+            "document.getElementById('login-user').value = {user:?}; \
+             document.getElementById('login-pass').value = {pw:?}; \
+             document.getElementById('login-submit').click(); true"
+        )
+    };
+    page.eval(&fill("admin", "wrong-secret-0123456789")).await;
+    page.wait_for("document.getElementById('login-error').textContent.includes('Wrong')").await;
+    assert_eq!(page.eval("document.getElementById('nav').hidden").await, Value::Bool(true));
+    page.screenshot("login-refused").await;
+
+    // The right one: the overview, with the API's connection count.
+    page.eval(&fill("admin", SECRET)).await;
+    page.wait_for("!document.getElementById('nav').hidden && document.getElementById('ov-connections')").await;
+    // The session cookie is out of the page's reach.
+    assert_eq!(page.eval("document.cookie.includes('portcullis_session')").await, Value::Bool(false));
+    let want = api_get(addr, "/api/v5/stats?aggregate=true").await["connections.count"].clone();
+    assert_eq!(want, json!(1));
+    page.wait_for(&format!("document.getElementById('ov-connections').dataset.value === '{want}'")).await;
+    // The rates appear from the second sample on.
+    page.wait_for("document.getElementById('ov-received').dataset.value !== undefined").await;
+    page.screenshot("overview").await;
+
+    // Clients: the real client is listed; a filter that does not match hides it.
+    page.eval("location.hash = '#/clients'; true").await;
+    page.wait_for("document.querySelector('tr[data-clientid=\"dash-browser-sees-me\"]')").await;
+    page.screenshot("clients").await;
+    page.viewport(390, 844, true).await;
+    page.screenshot("clients-phone").await;
+    page.viewport(1280, 800, false).await;
+    page.eval(
+        "document.getElementById('clients-filter').value = 'nobody-like-this'; \
+         document.querySelector('form.filters button').click(); true",
+    )
+    .await;
+    page.wait_for("!document.querySelector('tr[data-clientid=\"dash-browser-sees-me\"]')").await;
+    page.eval(
+        "document.getElementById('clients-filter').value = 'sees-me'; \
+         document.querySelector('form.filters button').click(); true",
+    )
+    .await;
+    page.wait_for("document.querySelector('tr[data-clientid=\"dash-browser-sees-me\"]')").await;
+
+    // Kick: the first press arms the button, the second kicks.
+    let kick = "document.querySelector('button.kick[data-clientid=\"dash-browser-sees-me\"]')";
+    page.eval(&format!("{kick}.click(); true")).await;
+    page.wait_for(&format!("{kick}.dataset.armed === 'yes'")).await;
+    page.eval(&format!("{kick}.click(); true")).await;
+    match client.recv_timeout(Duration::from_secs(10)).await {
+        Ok(Some(Packet::Disconnect(d))) => assert_eq!(d.reason, 0x98, "Administrative action"),
+        other => panic!("expected DISCONNECT 0x98, got {other:?}"),
+    }
+    page.wait_for("!document.querySelector('tr[data-clientid=\"dash-browser-sees-me\"]')").await;
+    page.wait_for("document.getElementById('clients-status').textContent.includes('Kicked')").await;
+    page.screenshot("clients-after-kick").await;
+    let list = api_get(addr, "/api/v5/clients").await;
+    assert!(!list.to_string().contains("dash-browser-sees-me"), "{list}");
+
+    // Logout: back to the form, and the session is gone server-side.
+    page.eval("document.getElementById('logout').click(); true").await;
+    page.wait_for("!document.getElementById('login').hidden").await;
+    assert_eq!(page.eval("fetch('session').then((r) => r.status)").await, json!(401));
+    // With the dashboard's header, a 401 carries no Basic challenge (which
+    // would open the browser's own login dialog).
+    assert_eq!(
+        page.eval(
+            "fetch('../api/v5/stats', {headers: {'X-Portcullis-Csrf': ''}}) \
+             .then((r) => r.status + ' ' + r.headers.has('www-authenticate'))"
+        )
+        .await,
+        json!("401 false")
+    );
+    page.screenshot("logged-out").await;
+}

@@ -137,6 +137,14 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
                 return next.run(req).await;
             }
         }
+        // No Basic challenge for the dashboard (a stale cookie, or its
+        // header): a browser would pop up its own login dialog.
+        if crate::dashboard::sessions::cookie_token(req.headers()).is_some()
+            || req.headers().contains_key(crate::dashboard::CSRF_HEADER)
+        {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "not logged in (or the session ended)")
+                .into_response();
+        }
         return unauthorized("an API key is required (HTTP Basic: key:secret)");
     };
     let Some((id, secret)) = basic_credentials(value) else {
