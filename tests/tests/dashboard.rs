@@ -469,3 +469,134 @@ async fn the_dashboard_in_headless_chromium_logs_in_shows_live_data_kicks_and_lo
     );
     page.screenshot("logged-out").await;
 }
+
+/// A reverse proxy that serves the admin API at `addr` under
+/// `/portcullis/` (stripping the prefix), as nginx's
+/// `location /portcullis/ { proxy_pass http://addr/; }` does; at most 500
+/// connections, stopped on drop.
+struct Proxy {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_one(
+    upstream: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let reply = |status: u16, body: bytes::Bytes| {
+        let mut r = hyper::Response::new(http_body_util::Full::new(body));
+        *r.status_mut() = StatusCode::from_u16(status).expect("status");
+        r
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let Some(rest) = path.strip_prefix("/portcullis/") else {
+        return Ok(reply(404, bytes::Bytes::from_static(b"outside the proxied prefix")));
+    };
+    let method = req.method().clone();
+    let mut headers = req.headers().clone();
+    headers.remove("host");
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let res = http().request(method, format!("http://{upstream}/{rest}")).headers(headers).body(body).send().await;
+    let Ok(res) = res else { return Ok(reply(502, bytes::Bytes::from_static(b"upstream"))) };
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.bytes().await.unwrap_or_default();
+    let mut out = reply(status, body);
+    for (k, v) in &headers {
+        if !["transfer-encoding", "connection", "content-length"].contains(&k.as_str()) {
+            out.headers_mut().append(k, v.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn proxy(upstream: SocketAddr) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        for _ in 0..500 {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| proxy_one(upstream, req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Proxy { addr, task }
+}
+
+#[tokio::test]
+async fn behind_a_proxy_under_a_sub_path_a_viewer_sees_live_data_and_cannot_kick() {
+    let (b, addr, _d) = setup("dashboard_base_path = \"/portcullis/\"");
+    let (mut client, _) = open_v5(b.addr, "dash-proxied-client", true, Properties::default()).await;
+    let proxy = proxy(addr).await;
+    let mut page = Chromium::start().await;
+    page.viewport(1280, 800, false).await;
+    page.cmd("Page.navigate", json!({"url": format!("http://{}/portcullis/", proxy.addr)})).await;
+    page.wait_for("location.pathname === '/portcullis/dashboard/' && !document.getElementById('login').hidden").await;
+    page.eval(&format!(
+        "document.getElementById('login-user').value = 'view'; \
+         document.getElementById('login-pass').value = {SECRET:?}; \
+         document.getElementById('login-submit').click(); true"
+    ))
+    .await;
+    page.wait_for("!document.getElementById('nav').hidden").await;
+    assert_eq!(page.eval("document.getElementById('who-role').textContent").await, json!("viewer"));
+    let want = api_get(addr, "/api/v5/stats?aggregate=true").await["connections.count"].clone();
+    page.wait_for(&format!("document.getElementById('ov-connections').dataset.value === '{want}'")).await;
+    page.screenshot("proxy-viewer-overview").await;
+
+    // Keyboard: Tab from the top reaches the Clients link; Enter opens it.
+    page.eval("document.activeElement.blur(); true").await;
+    let mut reached = false;
+    for _ in 0..8 {
+        for kind in ["keyDown", "keyUp"] {
+            page.cmd(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9}),
+            )
+            .await;
+        }
+        if page.eval("document.activeElement && document.activeElement.id").await == json!("nav-clients") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached the Clients link");
+    for kind in ["keyDown", "keyUp"] {
+        page.cmd(
+            "Input.dispatchKeyEvent",
+            json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"}),
+        )
+        .await;
+    }
+    page.wait_for("location.hash === '#/clients'").await;
+    let kick = "document.querySelector('button.kick[data-clientid=\"dash-proxied-client\"]')";
+    page.wait_for(kick).await;
+    assert_eq!(page.eval(&format!("{kick}.disabled")).await, Value::Bool(true));
+    page.screenshot("proxy-viewer-clients").await;
+    // The viewer's session cannot kick through the API either.
+    let status = page
+        .eval(
+            "fetch('session').then((r) => r.json()).then((s) => fetch('../api/v5/clients/dash-proxied-client', \
+             {method: 'DELETE', headers: {'X-Portcullis-Csrf': s.csrf}})).then((r) => r.status)",
+        )
+        .await;
+    assert_eq!(status, json!(403));
+    assert!(client.recv_timeout(Duration::from_millis(300)).await.is_err(), "the viewer's kick reached the client");
+    let (st, _, _) = call(addr, Method::GET, "/api/v5/clients/dash-proxied-client", None, None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "the API still wants a key without a session");
+    assert_eq!(api_get(addr, "/api/v5/clients/dash-proxied-client").await["connected"], json!(true));
+    page.eval("document.getElementById('logout').click(); true").await;
+    page.wait_for("!document.getElementById('login').hidden").await;
+    assert_eq!(page.eval("fetch('session').then((r) => r.status)").await, json!(401));
+}
