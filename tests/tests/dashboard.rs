@@ -188,6 +188,7 @@ async fn failed_logins_lock_the_address_out_and_the_base_path_scopes_the_cookie(
 #[tokio::test]
 async fn the_dashboard_can_be_turned_off() {
     let (_b, addr, _d) = setup("dashboard = false");
+    assert_eq!(call(addr, Method::GET, "/", None, None, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(call(addr, Method::GET, "/dashboard/", None, None, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(login(addr, "admin", SECRET).await.0, StatusCode::NOT_FOUND);
 }

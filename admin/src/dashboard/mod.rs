@@ -72,12 +72,18 @@ fn redirect(to: &'static str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, HeaderValue::from_static(to))]).into_response()
 }
 
-async fn to_dashboard() -> Response {
-    redirect("dashboard/")
+async fn to_dashboard(State(ctx): State<Arc<Ctx>>) -> Response {
+    match ctx.node.config.admin.dashboard {
+        true => redirect("dashboard/"),
+        false => off(),
+    }
 }
 
-async fn to_dashboard_slash() -> Response {
-    redirect("dashboard/")
+async fn to_dashboard_slash(State(ctx): State<Arc<Ctx>>) -> Response {
+    match ctx.node.config.admin.dashboard {
+        true => redirect("dashboard/"),
+        false => off(),
+    }
 }
 
 fn serve(name: &str) -> Response {

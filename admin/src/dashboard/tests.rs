@@ -59,3 +59,50 @@ fn csrf_needs_the_exact_token() {
     h.insert(CSRF_HEADER, HeaderValue::from_static("abc"));
     assert!(sessions::csrf_ok(&h, "abc"));
 }
+
+fn keys(dir: &std::path::Path) -> crate::access::keys::KeyStore {
+    let boot = dir.join("boot");
+    std::fs::write(&boot, "admin:secret-0123456789abcdef:administrator\nview:secret-0123456789abcdef:viewer\n")
+        .expect("bootstrap");
+    crate::access::keys::KeyStore::load(&dir.join("data"), Some(&boot)).expect("keys")
+}
+
+fn with_cookie(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::COOKIE, HeaderValue::from_str(&format!("{COOKIE}={token}")).expect("ascii"));
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_ends_when_idle_for_the_timeout_and_use_keeps_it_alive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys(dir.path());
+    let s = Sessions::new(std::time::Duration::from_secs(60));
+    let name = keys.list().into_iter().find(|k| k.api_key == "admin").expect("admin").name;
+    let (token, csrf) = s.create(name, "admin".to_string());
+    let h = with_cookie(&token);
+    for _ in 0..3 {
+        tokio::time::advance(std::time::Duration::from_secs(50)).await;
+        let got = s.lookup(&h, &keys).expect("alive while used");
+        assert_eq!((got.role, got.csrf.as_str()), (Role::Administrator, csrf.as_str()));
+    }
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    assert!(s.lookup(&h, &keys).is_none());
+    assert!(s.is_empty(), "an ended session is removed");
+    assert!(s.lookup(&with_cookie("not-a-token"), &keys).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_bounded_and_the_least_recently_used_goes_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys(dir.path());
+    let name = keys.list().into_iter().find(|k| k.api_key == "view").expect("view").name;
+    let s = Sessions::new(std::time::Duration::from_secs(3600));
+    let (first, _) = s.create(name.clone(), "view".to_string());
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    for _ in 0..sessions::MAX_SESSIONS + 10 {
+        s.create(name.clone(), "view".to_string());
+    }
+    assert_eq!(s.len(), sessions::MAX_SESSIONS);
+    assert!(s.lookup(&with_cookie(&first), &keys).is_none());
+}
