@@ -3,7 +3,8 @@
 //! SameSite=Strict` session cookie, CSRF on writes made with the cookie,
 //! viewers who cannot write, the lockout, logout, the base path, and the
 //! pages in headless Chromium (driven over the DevTools protocol) against
-//! real MQTT clients.
+//! real MQTT clients, behind a reverse proxy under a sub-path, and a
+//! deleted key ending its sessions.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -600,4 +601,35 @@ async fn behind_a_proxy_under_a_sub_path_a_viewer_sees_live_data_and_cannot_kick
     page.eval("document.getElementById('logout').click(); true").await;
     page.wait_for("!document.getElementById('login').hidden").await;
     assert_eq!(page.eval("fetch('session').then((r) => r.status)").await, json!(401));
+}
+
+#[tokio::test]
+async fn deleting_a_key_ends_its_sessions_at_once() {
+    let (_b, addr, _d) = setup("");
+    let created = http()
+        .post(format!("http://{addr}/api/v5/api_key"))
+        .basic_auth("admin", Some(SECRET))
+        .json(&json!({"name": "temp", "role": "administrator"}))
+        .send()
+        .await
+        .expect("create key");
+    assert!(created.status().is_success());
+    let created: Value = created.json().await.expect("json");
+    let (id, secret) = (created["api_key"].as_str().expect("id"), created["api_secret"].as_str().expect("secret"));
+    let (st, _, cookie, _) = login(addr, id, secret).await;
+    assert_eq!(st, StatusCode::OK);
+    let cookie = cookie.expect("cookie");
+    assert_eq!(call(addr, Method::GET, "/api/v5/stats", Some(&cookie), None, None).await.0, StatusCode::OK);
+    let deleted = http()
+        .delete(format!("http://{addr}/api/v5/api_key/temp"))
+        .basic_auth("admin", Some(SECRET))
+        .send()
+        .await
+        .expect("delete key");
+    assert!(deleted.status().is_success());
+    assert_eq!(call(addr, Method::GET, "/api/v5/stats", Some(&cookie), None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(addr, Method::GET, "/dashboard/session", Some(&cookie), None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
