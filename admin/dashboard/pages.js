@@ -21,7 +21,7 @@ function failed(root, ctx, e) {
   box.textContent = 'Error: ' + e.message;
 }
 
-// A sparkline of the last points (an SVG polyline, no library).
+// A sparkline of the last points (an SVG polyline): the fallback chart.
 function sparkline(points) {
   const w = 160, h = 32;
   const svg = document.createElementNS(SVG, 'svg');
@@ -58,6 +58,35 @@ function overview(root, ctx) {
   }
   root.append(el('h2', { text: 'Overview' }), grid,
     el('p', { class: 'hint', text: 'Refreshed every 2 s from /api/v5/stats and /api/v5/metrics.' }));
+  const times = Object.fromEntries(cards.map(([k]) => [k, []]));
+  // uPlot (vendored, a global from uPlot.iife.min.js) when it loaded; an
+  // SVG sparkline otherwise.
+  const charts = {};
+  function draw(k) {
+    const box = root.querySelector('#chart-' + k);
+    if (!window.uPlot) { box.replaceChildren(sparkline(history[k])); return; }
+    const data = [times[k].slice(), history[k].slice()];
+    if (!charts[k]) {
+      const label = cards.find(([c]) => c === k)[1];
+      charts[k] = new window.uPlot({
+        width: Math.max(160, box.clientWidth || 240),
+        height: 90,
+        legend: { show: false },
+        cursor: { show: false },
+        axes: [{ show: false }, { size: 40 }],
+        series: [{}, { label, stroke: '#0b5cad', width: 1.5, fill: 'rgba(11,92,173,0.08)' }],
+      }, data, box);
+    } else {
+      charts[k].setData(data);
+    }
+  }
+  const resize = () => {
+    for (const [k, c] of Object.entries(charts)) {
+      const box = root.querySelector('#chart-' + k);
+      if (box) c.setSize({ width: Math.max(160, box.clientWidth || 240), height: 90 });
+    }
+  };
+  window.addEventListener('resize', resize);
   let last = null;
   let stopped = false;
   async function tick() {
@@ -85,7 +114,9 @@ function overview(root, ctx) {
         out.dataset.value = String(v);
         history[k].push(v);
         if (history[k].length > HISTORY) history[k].shift();
-        root.querySelector('#chart-' + k).replaceChildren(sparkline(history[k]));
+        times[k].push(Date.now() / 1000);
+        if (times[k].length > HISTORY) times[k].shift();
+        draw(k);
       }
       const err = root.querySelector('.error');
       if (err) err.remove();
@@ -95,7 +126,12 @@ function overview(root, ctx) {
   }
   tick();
   const timer = setInterval(tick, POLL_MS);
-  return () => { stopped = true; clearInterval(timer); };
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+    window.removeEventListener('resize', resize);
+    for (const c of Object.values(charts)) c.destroy();
+  };
 }
 
 function clients(root, ctx) {

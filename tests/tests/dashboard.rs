@@ -418,6 +418,9 @@ async fn the_dashboard_in_headless_chromium_logs_in_shows_live_data_kicks_and_lo
     page.wait_for(&format!("document.getElementById('ov-connections').dataset.value === '{want}'")).await;
     // The rates appear from the second sample on.
     page.wait_for("document.getElementById('ov-received').dataset.value !== undefined").await;
+    // The vendored uPlot draws each series (no request left this server:
+    // the page's CSP allows nothing else).
+    page.wait_for("typeof uPlot === 'function' && document.querySelectorAll('.card .uplot canvas').length === 4").await;
     page.screenshot("overview").await;
 
     // Clients: the real client is listed; a filter that does not match hides it.

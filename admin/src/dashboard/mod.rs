@@ -45,7 +45,15 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ("api.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/api.js")),
     ("pages.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/pages.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("../../dashboard/style.css")),
+    // Vendored: uPlot 1.6.32 (MIT), the npm package's dist files as
+    // published, and its licence.
+    ("uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/uPlot.iife.min.js")),
+    ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../../dashboard/uPlot.min.css")),
+    ("uPlot.LICENSE", "text/plain; charset=utf-8", include_bytes!("../../dashboard/uPlot.LICENSE")),
 ];
+
+/// The vendored files (not ours to hold to our own rules of style).
+pub const VENDORED: &[&str] = &["uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"];
 
 /// The most the embedded assets may weigh together (the binary grows by
 /// about this much at most).
