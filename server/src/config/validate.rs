@@ -165,6 +165,21 @@ fn check_admin(checks: &mut Checks, file: &FileConfig) {
         checks.fail("admin.login_failures", "must be at least 1");
     }
     checks.duration_at_least("admin.login_lockout", admin.login_lockout, Duration::from_secs(1));
+    let base = &admin.dashboard_base_path;
+    if !base.starts_with('/')
+        || base.contains("//")
+        || !base.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        checks.fail(
+            "admin.dashboard_base_path",
+            "must start with `/` and hold only letters, digits, `-._~` and single `/` (it becomes the cookie's Path)",
+        );
+    }
+    checks.duration_at_least(
+        "admin.dashboard_session_timeout",
+        admin.dashboard_session_timeout,
+        Duration::from_secs(60),
+    );
     if admin.data_dir.as_os_str().is_empty() {
         checks.fail("admin.data_dir", "must not be empty");
     }
