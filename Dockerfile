@@ -32,6 +32,11 @@ COPY --from=build /usr/local/bin/portcullis /usr/local/bin/portcullis
 COPY etc/ /etc/portcullis/
 USER portcullis
 WORKDIR /var/lib/portcullis
+# The durable store (`[persistence]`, strict by default, dir "data" relative
+# to this working directory) and the built-in user store live here: a
+# volume, so that they outlive the container (docker-compose.yml names it
+# portcullis-data).
+VOLUME ["/var/lib/portcullis/data"]
 # MQTT, MQTT over TLS, WebSocket, secure WebSocket.
 EXPOSE 1883 8883 8083 8084
 # Healthy while the MQTT listener accepts connections (bash's /dev/tcp: the

@@ -38,6 +38,9 @@ bootstrap_file = "$DIR/bootstrap"
 mqtt_publish_listener = "tcp"
 login_failures = 1000000
 
+[persistence]
+dir = "$DIR/store"
+
 [auth]
 chain = ["users"]
 [auth.builtin.users]

@@ -252,7 +252,10 @@ class Broker:
         with open(self.path, "w") as f:
             f.write(config_text)
         self.log = open(os.path.join(workdir, "broker.log"), "w+")
-        self.proc = subprocess.Popen([BROKER, "--config", self.path], stdout=self.log, stderr=subprocess.STDOUT)
+        # cwd: the store (strict, the default) in this run's own ./data.
+        self.proc = subprocess.Popen(
+            [BROKER, "--config", self.path], stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir
+        )
         self.addrs = {}
         deadline = time.time() + 20
         while time.time() < deadline and len(self.addrs) < 2:

@@ -26,6 +26,7 @@ is bounded. Only 127.0.0.1 and ports the OS hands out are used.
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,8 +36,10 @@ import time
 from pathlib import Path
 
 from bench_compare_brokers import BROKERS, LIVE, Failed, Proc, start_broker, stop, stop_all, tail
-from bench_compare_report import check_targets, kernel_lines, print_table, summarise
-from bench_compare_workloads import AUTH_COLD, AUTH_PASSWORD, AUTH_USERS, AUTH_WARM, WORKLOADS, set_titles
+from bench_compare_report import check_targets, kernel_lines, persist_lines, print_table, summarise
+from bench_compare_workloads import (
+    AUTH_COLD, AUTH_PASSWORD, AUTH_USERS, AUTH_WARM, PERSIST_MODES, WORKLOADS, persist_row, set_titles,
+)
 
 HOLD_SETTLE = 1.0  # seconds after "holding" before RSS is read
 
@@ -143,9 +146,65 @@ def slab_kb():
     return 0
 
 
+def store_group_commits(log_path):
+    """The group commits (one fsync each) Portcullis' store logged when it
+    stopped, or None."""
+    try:
+        found = re.findall(r"(?<!\w)group_commits\W+(\d+)", Path(log_path).read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(found[-1]) if found else None
+
+
+def run_persist(opts, workload, broker, round_no):
+    """A "persist" workload: for Portcullis one fresh broker per
+    `[persistence] mode` (one row each), for a peer one with its
+    persistence on (in the first mode's row). Adds fsyncs/s (Portcullis:
+    the store's group commits over the load tool's run) and bytes written
+    per delivered message (/proc/PID/io)."""
+    w = WORKLOADS[workload]
+    sizes = w["quick"] if opts.quick else w["full"]
+    if broker.name == "portcullis":
+        passes = [(persist_row(w["title"], m), m) for m in PERSIST_MODES]
+    else:
+        passes = [(persist_row(w["title"], PERSIST_MODES[0]), "on")]
+    results = {}
+    for label, mode in passes:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{workload}-{broker.name}-{mode}-r{round_no}-", dir=opts.out))
+        proc, port = start_broker(broker, workdir, None, persistence=mode)
+        try:
+            time.sleep(0.3)
+            p = Proc(proc.pid)
+            base = ["--port", str(port), "--timeout", "10s"]
+            limit = 600.0 if not opts.quick else 120.0
+            before, written, t0 = p.cpu_s(), p.write_bytes(), time.monotonic()
+            p.reset_hwm()
+            s = run_bench(opts.bench, ["pubsub", *base, "--quiet", *w["args"], *sizes], limit, workdir)
+            wall = time.monotonic() - t0
+            r = measured(proc, before, pubsub_result(s))
+            after = p.write_bytes()
+            if written is not None and after is not None and r["ops"]:
+                r["write_b_per_msg"] = (after - written) / r["ops"]
+            if proc.poll() is not None:
+                raise Failed(f"broker exited (code {proc.returncode}): {tail(workdir / f'{broker.name}.log')}")
+        finally:
+            stop(proc)
+        if broker.name == "portcullis" and mode != "off":
+            groups = store_group_commits(workdir / f"{broker.name}.log")
+            if groups is not None and wall > 0:
+                r["fsyncs_per_s"] = groups / wall
+        elif broker.name == "portcullis":
+            r["fsyncs_per_s"] = 0.0
+        r["mode"] = mode
+        results[label] = r
+    return results
+
+
 def run_one(opts, workload, broker, round_no):
     """Runs `workload` against a fresh `broker`; returns {row label: result}."""
     w = WORKLOADS[workload]
+    if w["kind"] == "persist":
+        return run_persist(opts, workload, broker, round_no)
     workdir = Path(tempfile.mkdtemp(prefix=f"{workload}-{broker.name}-r{round_no}-", dir=opts.out))
     sizes = w["quick"] if opts.quick else w["full"]
     auth = {"passwd": str(opts.passwd)} if w["kind"] == "auth" else None
@@ -291,7 +350,10 @@ def main(argv):
                             f"{row}: {r['rate']:,.0f}/s, {r['cpu_s']:.2f}s CPU" for row, r in got.items()
                         )
                     except Failed as e:
-                        rows = [AUTH_COLD] if WORKLOADS[workload]["kind"] == "auth" else [WORKLOADS[workload]["title"]]
+                        kind = WORKLOADS[workload]["kind"]
+                        rows = [AUTH_COLD] if kind == "auth" else [WORKLOADS[workload]["title"]]
+                        if kind == "persist":
+                            rows = [persist_row(rows[0], PERSIST_MODES[0])]
                         for row in rows:
                             results[(row, workload, b, rnd)] = e
                         brief = f"failed: {e}"
@@ -309,6 +371,9 @@ def main(argv):
     kernel = kernel_lines(rows)
     if kernel:
         print("\n" + "\n".join(kernel))
+    persist = persist_lines(rows)
+    if persist:
+        print("\n" + "\n".join(persist))
     targets = check_targets(rows)
     print("\nTargets of issue 7 (ours; ratios are medians of per-round ratios):")
     print("\n".join(targets))
@@ -318,7 +383,9 @@ def main(argv):
         for k, v in results.items()
     ]
     (Path(opts.out) / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
-    (Path(opts.out) / "table.md").write_text("\n\n".join([table, "\n".join(kernel), "\n".join(targets)]) + "\n")
+    (Path(opts.out) / "table.md").write_text(
+        "\n\n".join([table, "\n".join(kernel), "\n".join(persist), "\n".join(targets)]) + "\n"
+    )
     return 0
 
 

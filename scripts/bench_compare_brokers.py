@@ -18,6 +18,8 @@ from pathlib import Path
 from bench_compare_workloads import AUTH_PASSWORD, AUTH_USERS
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The log target of Portcullis' "store flushed" line (group commits).
+STORE_LOG_TARGET = "portcullis::node"
 START_TIMEOUT = 15.0  # seconds for a broker to accept TCP connections
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 
@@ -37,7 +39,10 @@ class Broker:
     def __init__(self, binary):
         self.binary = binary
 
-    def command(self, port, workdir, auth):
+    def command(self, port, workdir, auth, persistence=None):
+        """`persistence`: None (the broker's in-memory setup), or for the
+        "persist" workloads Portcullis' mode ("strict", "relaxed", "off")
+        and "on" for a peer (its own persistence switched on)."""
         raise NotImplementedError
 
     def version(self):
@@ -54,7 +59,7 @@ class Broker:
 class Portcullis(Broker):
     name = "portcullis"
 
-    def command(self, port, workdir, auth):
+    def command(self, port, workdir, auth, persistence=None):
         # Anonymous clients from loopback (the default) or the password
         # file; queues large enough that QoS 1 is never dropped.
         cfg = [
@@ -71,6 +76,11 @@ class Portcullis(Broker):
             "max_queue_len = 1000000",
             'max_queue_bytes = "1GiB"',
         ]
+        if persistence:
+            # The store's own data directory in this run's workdir; its
+            # group commits (= fsyncs) are logged when it stops.
+            cfg[1] = f'level = "warn,{STORE_LOG_TARGET}=info"'
+            cfg += ["", "[persistence]", f'mode = "{persistence}"', f'dir = "{workdir / "data"}"']
         if auth:
             cfg += [
                 "",
@@ -88,10 +98,18 @@ class Portcullis(Broker):
 class Mosquitto(Broker):
     name = "mosquitto"
 
-    def command(self, port, workdir, auth):
+    def command(self, port, workdir, auth, persistence=None):
         cfg = [
             f"listener {port} 127.0.0.1",
-            "persistence false",
+        ]
+        if persistence:
+            # Its defaults otherwise: the in-memory state is written to
+            # mosquitto.db every autosave_interval (1800 s) and at exit.
+            (workdir / "mosquitto-data").mkdir(exist_ok=True)
+            cfg += ["persistence true", f"persistence_location {workdir / 'mosquitto-data'}/"]
+        else:
+            cfg += ["persistence false"]
+        cfg += [
             # 0 = no limit: QoS 1 is never dropped (the default is 1000).
             "max_queued_messages 0",
             "max_queued_bytes 0",
@@ -126,7 +144,9 @@ class Mosquitto(Broker):
 class Rumqttd(Broker):
     name = "rumqttd"
 
-    def command(self, port, workdir, auth):
+    def command(self, port, workdir, auth, persistence=None):
+        if persistence:
+            raise Failed("rumqttd keeps sessions in memory only (no persistence to compare)")
         # One v4 listener on loopback, no console or metrics ports.
         # next_connection_delay_ms = 0: rumqttd's default (1 ms) sleeps
         # after every accept, which caps it below 1,000 connects/s; the
@@ -189,6 +209,18 @@ class Proc:
     def hwm_kb(self):
         return self.status_kb("VmHWM")
 
+    def write_bytes(self):
+        """Bytes this process caused to be sent to the storage layer
+        (/proc/PID/io write_bytes), or None where it cannot be read."""
+        try:
+            with open(f"/proc/{self.pid}/io") as f:
+                for line in f:
+                    if line.startswith("write_bytes:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
     def reset_hwm(self):
         """Resets VmHWM to the current RSS (Linux >= 4.0); False if refused."""
         try:
@@ -226,9 +258,9 @@ def stop_all():
             pass
 
 
-def start_broker(broker, workdir, auth):
+def start_broker(broker, workdir, auth, persistence=None):
     port = free_port()
-    argv = broker.command(port, workdir, auth)
+    argv = broker.command(port, workdir, auth, persistence)
     env = {k: v for k, v in os.environ.items() if k != "PORTCULLIS_LOG"}
     with open(workdir / f"{broker.name}.log", "w") as log:
         try:

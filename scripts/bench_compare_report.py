@@ -5,7 +5,18 @@ of issue 7 that a run can judge."""
 import statistics
 
 from bench_compare_brokers import Failed
-from bench_compare_workloads import AUTH_COLD, AUTH_WARM, WORKLOADS
+from bench_compare_workloads import AUTH_COLD, AUTH_WARM, PERSIST_MODES, WORKLOADS, persist_row
+
+
+def peer_row(row, workload):
+    """The row a peer's result for `row` is kept in: the auth warm pass is
+    compared with the peers' own storm, every persistence mode with the
+    peers' one run (kept in the first mode's row)."""
+    if row == AUTH_WARM:
+        return AUTH_COLD
+    if WORKLOADS[workload]["kind"] == "persist":
+        return persist_row(WORKLOADS[workload]["title"], PERSIST_MODES[0])
+    return row
 
 
 def row_value(r, key):
@@ -42,7 +53,7 @@ def summarise(results, brokers):
             if ok:
                 med = {k: median_of(ok, k) for k in
                        ["rate", "cpu_us_per_op", "p50_us", "p99_us", "loss", "peak_rss_kb", "rss_per_conn_b",
-                        "kernel_per_socket_b"]}
+                        "kernel_per_socket_b", "fsyncs_per_s", "write_b_per_msg"]}
                 med["dups"] = median_of(ok, "dups")
             notes = sorted({x["note"] for x in ok if x.get("note")})
             if bad:
@@ -57,9 +68,7 @@ def summarise(results, brokers):
                         per_round = []
                         for r in rounds:
                             ours = results.get((row, workload, b, r))
-                            # The warm pass is compared with the peers' own
-                            # storm of that round (they have no cache).
-                            theirs = results.get((row if row != AUTH_WARM else AUTH_COLD, workload, peer, r))
+                            theirs = results.get((peer_row(row, workload), workload, peer, r))
                             if isinstance(ours, dict) and isinstance(theirs, dict):
                                 a, t = row_value(ours, key), row_value(theirs, key)
                                 if a is not None and t:
@@ -108,7 +117,7 @@ def print_table(rows, brokers, out):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, workload, b, med, note, ratios in rows:
         kind = WORKLOADS[workload]["kind"]
-        unit = "msg/s" if kind == "pubsub" else "conn/s"
+        unit = "msg/s" if kind in ("pubsub", "persist") else "conn/s"
         if med is None:
             cells = [row, b, note] + [""] * (len(head) - 3)
         else:
@@ -142,6 +151,28 @@ def kernel_lines(rows):
     if out:
         out.insert(0, "Kernel memory per TCP socket (/proc/meminfo Slab growth ÷ 2 sockets per connection; "
                       "machine-wide, so approximate):")
+    return out
+
+
+def persist_lines(rows):
+    """fsyncs/s and bytes written per message of the "persist" workloads."""
+    out = []
+    for row, w, b, med, _n, _r in rows:
+        if med is None or WORKLOADS[w]["kind"] != "persist":
+            continue
+        f = med.get("fsyncs_per_s")
+        if b == "mosquitto":
+            # Checked once with strace -f -e trace=fsync,fdatasync: one
+            # fsync, at exit.
+            fsyncs = "no fsync within the run"
+        else:
+            fsyncs = "fsyncs/s not counted" if f is None else f"{f:,.0f} fsyncs/s"
+        out.append(f"  {row}, {b}: {fmt_rate(med['rate'], 'msg/s')}, {fsyncs}, "
+                   f"{fmt_bytes(med.get('write_b_per_msg'))} written per message")
+    if out:
+        out.insert(0, "Persistence (fsyncs/s: Portcullis' store group commits over the run; bytes written: "
+                      "/proc/PID/io write_bytes ÷ messages delivered; Mosquitto `persistence true` writes its "
+                      "database every autosave_interval = 1800 s and at exit, so nothing within the run):")
     return out
 
 
@@ -186,6 +217,11 @@ def check_targets(rows):
         ("latency p99 ≤ Mosquitto", within(ratio(t["latency"], "mosquitto", "p99"), 1.0),
          ratio(t["latency"], "mosquitto", "p99")),
     ]
+    for w in ["persist1", "persist10"]:
+        strict = med(persist_row(t[w], "strict"), "portcullis", "rate")
+        off = med(persist_row(t[w], "off"), "portcullis", "rate")
+        share = None if strict is None or not off else strict / off
+        checks.append((f"strict ≥ 50 % of mode off: {t[w]} (issue 14)", within(share, 0.5, False), share))
     for w in ["fanin", "qos1", "fanout", "latency"]:
         v = med(t[w], "portcullis", "peak_rss_kb")
         checks.append((f"peak RSS ≤ 64 MB: {t[w]}", within(v, 64 * 1024), fmt_kb(v)))

@@ -9,6 +9,13 @@ AUTH_PASSWORD = "bench-secret"
 # "conn" (connects/s, CPU per connection, CONNACK latency, RSS per held
 # connection) or "auth" (a connect storm against brokers with a password
 # file; for Portcullis a second, warm-cache pass with the same client ids).
+# "persist" is "pubsub" with persistent subscriber sessions (clean start 0,
+# session expiry 60 s): Portcullis runs it once per `[persistence] mode`
+# (PERSIST_MODES, one row each), the peers once with their persistence on
+# (Mosquitto: `persistence true`), shown in the strict row and compared
+# with every mode's row. Besides the pubsub figures it reports fsyncs/s
+# (Portcullis: the store's group commits) and bytes written per delivered
+# message (/proc/PID/io write_bytes).
 # ratios: figures for "our ratio to each peer"; rate = msgs/s or
 # connects/s, cpu = CPU us per message or connection, p99 = latency,
 # rss_conn = RSS per idle connection.
@@ -45,6 +52,30 @@ WORKLOADS = {
         "quick": ["--duration", "2s"],
         "ratios": ["p99", "cpu"],
     },
+    # The window is the publisher's unacknowledged PUBLISHes (also the
+    # in-memory qos1 workload's): in strict mode a PUBACK waits for the
+    # fsync that carries the PUBLISH, so one publisher can never have more
+    # than 64 PUBLISHes in one group commit.
+    "persist1": {
+        "title": "persistent QoS 1 1→1 256 B",
+        "kind": "persist",
+        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "256", "--window", "64", "--persistent",
+                 "--duration", "60s"],
+        "full": ["--count", "100000"],
+        "quick": ["--count", "10000"],
+        "ratios": ["rate", "cpu"],
+    },
+    # Ten publishers to ten persistent subscribers (each message delivered
+    # ten times): group commit has ten windows of 64 to gather from.
+    "persist10": {
+        "title": "persistent QoS 1 10→10 256 B",
+        "kind": "persist",
+        "args": ["-p", "10", "-s", "10", "--qos", "1", "--size", "256", "--window", "64", "--persistent",
+                 "--duration", "60s"],
+        "full": ["--count", "10000"],
+        "quick": ["--count", "1000"],
+        "ratios": ["rate", "cpu"],
+    },
     "idle10k": {
         "title": "{n} idle connections",
         "kind": "conn",
@@ -70,6 +101,19 @@ WORKLOADS = {
         "ratios": ["rate", "cpu"],
     },
 }
+# Portcullis' `[persistence] mode` per pass of a "persist" workload; the
+# first is the row the peers' runs are shown in.
+PERSIST_MODES = ["strict", "relaxed", "off"]
+
+
+def persist_row(title, mode):
+    """The row label of one Portcullis pass of a "persist" workload (the
+    first mode's row also holds the peers' runs)."""
+    if mode == PERSIST_MODES[0]:
+        return f"{title} ({mode}; peers: persistence on)"
+    return f"{title} ({mode})"
+
+
 # Row labels of the auth workload's two passes.
 AUTH_COLD, AUTH_WARM = "auth (cold)", "auth (warm cache)"
 

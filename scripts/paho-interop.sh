@@ -16,9 +16,11 @@ bin="${PORTCULLIS_BIN:-$here/target/release/portcullis}"
 [ -x "$bin" ] || (cd "$here" && cargo build --release --bin portcullis)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
-# etc/examples/interop.toml with a free port and an absolute ACL path.
+# etc/examples/interop.toml with a free port and an absolute ACL path; the
+# store (strict, the default) in this run's own directory.
 sed -e "s|127.0.0.1:1883|127.0.0.1:$port|" -e "s|etc/examples/|$here/etc/examples/|" \
   "$here/etc/examples/interop.toml" > "$dir/portcullis.toml"
+printf '\n[persistence]\ndir = "%s/data"\n' "$dir" >> "$dir/portcullis.toml"
 "$bin" --config "$dir/portcullis.toml" 2>"$dir/broker.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT

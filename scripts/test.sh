@@ -22,6 +22,12 @@ if ! python3 -c 'import jwt, jwcrypto' >/dev/null 2>&1; then
   echo "==> installing PyJWT and jwcrypto (pip)"
   python3 -m pip install -q PyJWT jwcrypto
 fi
+# SCRAM enhanced authentication is checked against an independent SCRAM
+# implementation (tests/scram_client.py imports scramp from PyPI).
+python3 -c 'import scramp' >/dev/null 2>&1 || python3 -m pip install --quiet scramp
+# The dashboard's browser test (tests/tests/dashboard.rs) drives Debian's
+# chromium over the DevTools protocol.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

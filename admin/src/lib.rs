@@ -13,6 +13,8 @@
 //!   emqttd's `POST /mqtt/publish`.
 //! * [`access`] — API keys (HTTP Basic), roles, lockout; the same API on
 //!   a Unix socket (mode 0600) acts as administrator without a key.
+//! * [`dashboard`] — the web dashboard at `/dashboard/` (embedded assets,
+//!   login sessions over API keys).
 //! * [`ctl`] — `portcullis ctl`, the API's command-line client.
 //! * [`error`] — `{"code", "message"}` errors everywhere.
 //! * `openapi` — the OpenAPI document at `/api-docs/openapi.json`,
@@ -21,6 +23,7 @@
 pub mod access;
 mod api;
 pub mod ctl;
+pub mod dashboard;
 pub mod error;
 mod openapi;
 mod page;
@@ -47,6 +50,8 @@ pub(crate) struct Ctx {
     pub node: Arc<Node>,
     pub keys: KeyStore,
     pub lockout: Lockout,
+    /// The dashboard's login sessions.
+    pub sessions: dashboard::Sessions,
     /// emqttd's publish form: the listener it checks credentials with,
     /// and that listener's gateway; `None` when off.
     pub shim: Option<(String, Gateway)>,
@@ -106,6 +111,7 @@ pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
         node,
         keys,
         lockout: Lockout::new(cfg.login_failures, cfg.login_lockout),
+        sessions: dashboard::Sessions::new(cfg.dashboard_session_timeout),
         shim,
         user_stores: Default::default(),
     });
@@ -148,8 +154,11 @@ fn app(ctx: Arc<Ctx>, cfg: &AdminConfig, access: Access) -> Router {
             .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&ctx), access::require_key)),
         Access::Socket => api::protected().router.route_layer(axum::middleware::from_fn(access::local_administrator)),
     };
-    api::public()
-        .router
+    let public = match access {
+        Access::Key => api::public().router.merge(dashboard::routes()),
+        Access::Socket => api::public().router,
+    };
+    public
         .merge(protected)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

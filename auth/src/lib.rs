@@ -15,6 +15,8 @@
 //! * [`guard`] — [`guard::BruteForceGuard`]: bans an address, or one
 //!   username from an address, after repeated failed logins, and bounds
 //!   the attempts in flight; outages never count.
+//! * [`scram`] — SCRAM-SHA-256/512 (RFC 5802/7677) as MQTT 5 enhanced
+//!   authentication: credentials, their derivation, the server exchange.
 //!
 //! This crate depends on `portcullis-acl` only for the rule type that an
 //! auth provider may return with a user (`inline_acl`).
@@ -28,3 +30,4 @@ pub mod hash;
 pub mod passwd;
 pub mod provider;
 pub mod providers;
+pub mod scram;

@@ -89,6 +89,9 @@ pub struct Broker {
     pub preauth: PreAuth,
     /// Paces the log lines of refused CONNECTs.
     pub refusal_log: LogLimiter,
+    /// Paces the log lines of PUBLISHes the durable store refused (disk
+    /// full: one a second, with the count of those not logged).
+    pub store_failure_log: LogLimiter,
     shutdown: watch::Sender<bool>,
     /// The hooks modules registered (see [`crate::hooks`]).
     pub hooks: Hooks,
@@ -128,6 +131,7 @@ impl Broker {
             next_conn_id: AtomicU64::new(1),
             preauth,
             refusal_log: LogLimiter::new(REFUSAL_LINES_PER_SEC),
+            store_failure_log: LogLimiter::new(1),
             shutdown,
             hooks: Hooks::default(),
             drained: tokio::sync::Notify::new(),

@@ -276,6 +276,22 @@ pub trait Gate: Send + Sync + 'static {
     fn acl_epoch(&self) -> u64 {
         0
     }
+    /// Starts an MQTT 5 enhanced-authentication exchange for the
+    /// Authentication Method `method` (see [`crate::enhanced`]); `None`
+    /// when this gate knows no such method (CONNACK 0x8C, or DISCONNECT
+    /// 0x8C for a re-authentication). Default: no method.
+    fn enhanced_auth(
+        &self,
+        _method: &str,
+        _info: &ConnectInfo,
+        _purpose: crate::enhanced::Purpose,
+    ) -> Option<Box<dyn crate::enhanced::Exchange>> {
+        None
+    }
+    /// A connected client re-authenticated and its identity-derived state
+    /// (superuser flag, inline ACL) was replaced: decisions handed out for
+    /// `client` before must not be reused. Default: nothing cached.
+    fn reauthenticated(&self, _client: &ClientInfo) {}
 }
 
 /// The last publish a connection was allowed (see

@@ -10,7 +10,8 @@
 //! * [`retain`] — the retained message store.
 //! * [`broker`] — shared state: session registry, routing, wills, expiry.
 //! * [`gate`] — the port through which every auth and ACL decision is asked;
-//!   [`provider`] — the error, failure policy and metrics every provider shares.
+//!   [`provider`] — the error, failure policy and metrics every provider shares;
+//!   [`enhanced`] — the MQTT 5 enhanced-authentication (AUTH) exchange seam.
 //! * [`connection`] — the per-connection state machine over any stream.
 //! * [`persist`] — session and retained snapshots across a graceful restart;
 //!   [`durable`] — the session-store seam: typed changes and the port a
@@ -26,6 +27,7 @@ pub mod broker;
 pub mod codec;
 pub mod connection;
 pub mod durable;
+pub mod enhanced;
 pub mod gate;
 pub mod hooks;
 pub mod inject;

@@ -185,6 +185,16 @@ pub struct StoreSlot<'a> {
     pub commits: Option<&'a mut Vec<Commit>>,
 }
 
+/// One MQTT session. Outside core it is read through views
+/// ([`Session::subscription`], [`Session::queued_snapshot`], …) and never
+/// locked: its state changes only through core's intent methods, which
+/// also feed the durable store.
+///
+/// ```compile_fail
+/// fn outside(s: &portcullis_core::session::Session) {
+///     let _state = s.lock(); // core's only
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
@@ -215,8 +225,45 @@ impl Session {
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+    /// The session's state, for core only: outside it a session changes
+    /// through the broker's intent methods (which also emit the durable
+    /// store's changes) and is read through the views below.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock()
+    }
+
+    /// Whether the connection `conn_id` holds the session now.
+    pub fn is_attached_to(&self, conn_id: u64) -> bool {
+        self.lock().attached_to(conn_id)
+    }
+
+    /// Gives the session to the connection `conn_id` (what a CONNECT
+    /// does); returns the kick of the connection that held it.
+    pub fn attach(&self, conn_id: u64, kick: oneshot::Sender<Kick>) -> Option<oneshot::Sender<Kick>> {
+        self.lock().attach(conn_id, kick)
+    }
+
+    /// Lets go of the connection `conn_id` (if it still holds the
+    /// session); true when it did.
+    pub fn detach(&self, conn_id: u64) -> bool {
+        self.lock().detach(conn_id)
+    }
+
+    /// The subscription under `filter` (as the client wrote it), if any.
+    pub fn subscription(&self, filter: &str) -> Option<SubRecord> {
+        self.lock().subscriptions().get(filter).cloned()
+    }
+
+    /// The filters the session subscribes to, sorted.
+    pub fn subscription_filters(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self.lock().subscriptions().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A copy of the queued deliveries, in order.
+    pub fn queued_snapshot(&self) -> Vec<Delivery> {
+        self.lock().queued().cloned().collect()
     }
 
     /// Queues a delivery, or drops and counts it when a bound is hit.

@@ -42,6 +42,8 @@ pub struct Gateway {
     pub v5_deny_reason: u8,
     /// `acl.check_on_delivery`.
     pub check_on_delivery: bool,
+    /// MQTT 5 enhanced-authentication methods (shared by every listener).
+    pub enhanced: Arc<crate::enhanced::EnhancedMethods>,
 }
 
 /// The decision for a CONNECT, and the gate outcome it maps to.
@@ -139,6 +141,36 @@ impl Gate for Gateway {
 
     fn v5_deny_reason(&self) -> u8 {
         self.v5_deny_reason
+    }
+
+    fn enhanced_auth(
+        &self,
+        method: &str,
+        info: &ConnectInfo,
+        purpose: portcullis_core::enhanced::Purpose,
+    ) -> Option<Box<dyn portcullis_core::enhanced::Exchange>> {
+        if let Some(m) = self.enhanced.registry.get(method) {
+            return Some(Box::new(crate::enhanced::Guarded {
+                inner: m.start(info, purpose),
+                shared: Arc::clone(&self.shared),
+                info: info.clone(),
+            }));
+        }
+        if self.enhanced.token_methods.contains(method) {
+            return Some(Box::new(crate::enhanced::TokenExchange {
+                auth: Arc::clone(&self.auth),
+                shared: Arc::clone(&self.shared),
+                info: info.clone(),
+                done: false,
+            }));
+        }
+        None
+    }
+
+    fn reauthenticated(&self, client: &ClientInfo) {
+        // Cached decisions are keyed by connection; a re-authentication
+        // keeps the connection but may change its rules.
+        self.shared.acl_cache.invalidate_client(&client.client_id);
     }
 
     fn check_on_delivery(&self) -> bool {

@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod enhanced;
 pub mod explain;
 pub mod gateway;
 pub mod listener;

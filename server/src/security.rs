@@ -48,6 +48,9 @@ pub struct Security {
     /// Policy directories: watched, and rescanned on SIGHUP; holding them
     /// keeps their watchers alive.
     policy_dirs: Vec<Arc<PolicyDir>>,
+    /// MQTT 5 enhanced-authentication methods (`[auth.scram.*]`,
+    /// `[auth.enhanced_token.*]`).
+    pub enhanced: Arc<crate::enhanced::EnhancedMethods>,
 }
 
 impl Security {
@@ -70,6 +73,7 @@ impl Security {
         let acl_providers = cfg.acl.build_providers(&mut cx).await?;
         let providers::Context { stores, files, dirs: policy_dirs, .. } = cx;
         let builtin_auth = cfg.auth.chain.is_empty();
+        let enhanced = Arc::new(crate::enhanced::EnhancedMethods::build(&cfg.auth, mode).await?);
 
         let mut auth_chains = HashMap::new();
         let no_match = match cfg.auth.no_match {
@@ -192,6 +196,7 @@ impl Security {
             check_on_delivery: cfg.acl.check_on_delivery,
             files,
             policy_dirs,
+            enhanced,
         })
     }
 
@@ -236,6 +241,7 @@ impl Security {
             shared: Arc::clone(&self.shared),
             v5_deny_reason: self.v5_deny_reason,
             check_on_delivery: self.check_on_delivery,
+            enhanced: Arc::clone(&self.enhanced),
         })
     }
 }

@@ -171,9 +171,13 @@ async fn start(dir: &Path, users: usize) -> (Arc<Node>, SocketAddr) {
         "[sys]\ninterval = \"off\"\n\
          [[listeners]]\nname = \"main\"\ntype = \"tcp\"\nbind = \"127.0.0.1:0\"\n\
          [auth]\nchain = [\"pw\"]\n[auth.password_file.pw]\npath = {:?}\n\
-         [acl]\nchain = [\"rules\"]\n[acl.file.rules]\npath = {:?}\n",
+         [acl]\nchain = [\"rules\"]\n[acl.file.rules]\npath = {:?}\n\
+         [persistence]\ndir = {:?}\n",
         passwd.to_str().expect("utf-8"),
         acl.to_str().expect("utf-8"),
+        // The default store (strict, ./data) is per test: never the
+        // crate's directory, shared by tests running at once.
+        dir.join("data").to_str().expect("utf-8"),
     );
     let cfg = Config::from_str(&text, "metrics-test").expect("config");
     let node = Node::start(cfg, None).await.expect("node starts");

@@ -37,6 +37,13 @@ pub struct StoreConfig {
     /// The most changes one group commit (one fsync) carries; more wait
     /// for the next. Default [`default_max_group_changes`].
     pub max_group_changes: usize,
+    /// Strict mode: how long at most a group waits for more batches when
+    /// it still has rows to write, in case the deliveries it queued are
+    /// acknowledged meanwhile and it nets out to nothing (no write, no
+    /// fsync: see `apply.rs`). Adaptive: a group that waited in vain halves
+    /// the next one's wait (down to a sixteenth). Zero: never wait.
+    /// Default [`default_max_linger`].
+    pub max_linger: Duration,
     /// Verify every page checksum of the file when opening (reads the
     /// whole file once). Without it a damaged page is found when it is
     /// read. Default [`default_verify_on_open`].
@@ -55,6 +62,10 @@ pub fn default_max_group_changes() -> usize {
     50_000
 }
 
+pub fn default_max_linger() -> Duration {
+    Duration::from_millis(2)
+}
+
 pub fn default_verify_on_open() -> bool {
     true
 }
@@ -68,6 +79,7 @@ impl StoreConfig {
             sync_interval: default_sync_interval(),
             max_pending: default_max_pending(),
             max_group_changes: default_max_group_changes(),
+            max_linger: default_max_linger(),
             verify_on_open: default_verify_on_open(),
         }
     }

@@ -39,6 +39,9 @@ pub struct StoreStats {
     pub changes: u64,
     /// Group commits written: one atomic write and one fsync each.
     pub groups: u64,
+    /// Group commits that netted out to nothing (every delivery they
+    /// queued was acknowledged within them): no write, no fsync.
+    pub empty_groups: u64,
     /// Group commits that failed (every batch in them failed).
     pub failed_groups: u64,
     /// Queued deliveries dropped at recovery because they had expired.
@@ -154,6 +157,7 @@ impl Store {
             batches: s.batches.load(Ordering::Relaxed),
             changes: s.changes.load(Ordering::Relaxed),
             groups: s.groups.load(Ordering::Relaxed),
+            empty_groups: s.empty_groups.load(Ordering::Relaxed),
             failed_groups: s.failed_groups.load(Ordering::Relaxed),
             expired_at_recovery: s.expired_at_recovery.load(Ordering::Relaxed),
         }
@@ -195,14 +199,15 @@ impl SessionStore for Store {
         if changes.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
-        let wait = match self.mode {
-            SyncMode::Strict => true,
-            SyncMode::Relaxed => {
-                if let Some(e) = self.shared.failure() {
-                    return Box::pin(std::future::ready(Err(e)));
-                }
-                self.shared.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending
-            }
+        // (wait for the write, counted as accepted-and-unwritten)
+        let (wait, counted) = match self.mode {
+            SyncMode::Strict => (true, false),
+            // Relaxed, after a failed write: nothing is accepted from
+            // memory any more; each commit waits for its own write (and
+            // fails if that fails too), so that the first one that gets
+            // written — the disk has room again — clears the failure.
+            SyncMode::Relaxed if self.shared.failure().is_some() => (true, false),
+            SyncMode::Relaxed => (self.shared.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending, true),
         };
         if !wait {
             if let Err(e) = self.send(Job::Commit { changes, done: None }) {
@@ -212,7 +217,7 @@ impl SessionStore for Store {
             return Box::pin(std::future::ready(Ok(())));
         }
         let (done, rx) = oneshot::channel();
-        if self.mode == SyncMode::Relaxed {
+        if counted {
             // This one waits: it is not counted as accepted.
             self.shared.pending.fetch_sub(1, Ordering::Relaxed);
         }

@@ -229,3 +229,101 @@ fn a_newer_format_is_refused_and_an_older_one_migrated() {
         other => panic!("expected a format error, got {other:?}"),
     }
 }
+
+/// Every row of `t` in the store file in `dir` (the store closed).
+fn rows(dir: &std::path::Path, t: Table) -> usize {
+    let engine = crate::engine::redb::Redb::open(&dir.join(crate::store::FILE_NAME), true).unwrap();
+    let mut n = 0;
+    engine
+        .scan(t, &[], &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+    n
+}
+
+/// The lifecycle of one delivery: queued, sent under packet id 7, acknowledged.
+fn delivered(cid: &Arc<str>, seq: u64, id: u64) -> Vec<Change> {
+    vec![
+        Change::QueuePop { client_id: cid.clone(), seq },
+        Change::InflightPut {
+            client_id: cid.clone(),
+            packet_id: 7,
+            id: MessageId(id),
+            qos: 1,
+            retain: false,
+            state: InflightState::Published,
+        },
+        Change::InflightDelete { client_id: cid.clone(), packet_id: 7 },
+    ]
+}
+
+#[test]
+fn a_delivery_queued_sent_and_acknowledged_in_one_group_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        block_on(store.commit(vec![session(&a)])).unwrap();
+        let before = store.stats();
+        let mut group = vec![Change::MessagePut { id: MessageId(1), msg: msg("t", b"x") }, push(&a, 1, 1)];
+        group.extend(delivered(&a, 1, 1));
+        block_on(store.commit(group)).unwrap();
+        let after = store.stats();
+        assert_eq!(after.groups, before.groups, "no write and no fsync");
+        assert_eq!(after.empty_groups, before.empty_groups + 1);
+        assert_eq!(after.batches, before.batches + 1);
+    }
+    for t in [Table::Messages, Table::Refs, Table::Queue, Table::Inflight] {
+        assert_eq!(rows(dir.path(), t), 0, "table {}", t.name());
+    }
+}
+
+#[test]
+fn a_delivery_not_acknowledged_within_its_group_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        block_on(store.commit(vec![session(&a)])).unwrap();
+        // Queued and sent, not acknowledged: the in-flight row stays.
+        let mut group = vec![Change::MessagePut { id: MessageId(1), msg: msg("t", b"x") }, push(&a, 1, 1)];
+        group.extend(delivered(&a, 1, 1));
+        group.pop();
+        let before = store.stats().groups;
+        block_on(store.commit(group)).unwrap();
+        assert_eq!(store.stats().groups, before + 1);
+        // Queued only.
+        let push2 = vec![Change::MessagePut { id: MessageId(2), msg: msg("t", b"y") }, push(&a, 2, 2)];
+        block_on(store.commit(push2)).unwrap();
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let r = store.recover().unwrap();
+    let s = &r.sessions[0];
+    assert_eq!(s.inflight.len(), 1);
+    assert_eq!((s.inflight[0].packet_id, &s.inflight[0].msg.payload[..]), (7, &b"x"[..]));
+    assert_eq!(s.queue.len(), 1);
+    assert_eq!((s.queue[0].seq, &s.queue[0].msg.payload[..]), (2, &b"y"[..]));
+}
+
+#[test]
+fn an_acknowledgement_of_a_delivery_written_earlier_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        let first = vec![session(&a), Change::MessagePut { id: MessageId(1), msg: msg("t", b"x") }, push(&a, 1, 1)];
+        block_on(store.commit(first)).unwrap();
+        let before = store.stats().groups;
+        block_on(store.commit(delivered(&a, 1, 1))).unwrap();
+        assert_eq!(store.stats().groups, before + 1, "the rows written before are deleted: a write");
+    }
+    for t in [Table::Messages, Table::Refs, Table::Queue, Table::Inflight] {
+        assert_eq!(rows(dir.path(), t), 0, "table {}", t.name());
+    }
+    assert_eq!(rows(dir.path(), Table::Sessions), 1);
+}

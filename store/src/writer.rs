@@ -9,9 +9,21 @@
 //! stays bounded by the disk while the batches per fsync grow with the
 //! number of committers.
 //!
+//! Strict mode, elision: the writer applies each batch as it takes it.
+//! A delivery queued, sent and acknowledged within one group leaves no
+//! row (see `apply.rs`), and a group that nets out to nothing is done
+//! without a write or an fsync: its commits complete at once. So when
+//! the channel is empty and the group still has rows to write, the writer
+//! waits up to [`StoreConfig::max_linger`] for more batches and stops as
+//! soon as the group nets out (a subscriber that keeps up acknowledges
+//! what the group queued within a fraction of a millisecond). The wait
+//! adapts: a group that waited in vain halves the next one's (down to a
+//! sixteenth), one that emptied resets it, so a workload whose writes
+//! never cancel (an offline subscriber) pays little.
+//!
 //! Relaxed mode: commits have completed already; the writer waits up to
 //! `sync_interval` after a group's first batch to gather more, then writes
-//! them with one fsync.
+//! them with one fsync (none if they net out to nothing).
 //!
 //! A failed group (disk full) fails every batch in it and applies none of
 //! them; the next group is tried afresh.
@@ -19,14 +31,14 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use portcullis_core::durable::{Change, Recovered, StoreError};
 use tokio::sync::oneshot;
 
 use crate::apply::Txn;
 use crate::config::{StoreConfig, SyncMode};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError, Op};
 use crate::error::store_error;
 
 /// What the writer is asked to do, in order.
@@ -50,15 +62,42 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Completes a strict-mode commit.
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
 /// A batch in a group, with the commit to complete after its fsync.
-type Pending = (Vec<Change>, Option<oneshot::Sender<Result<(), StoreError>>>);
+type Pending = (Vec<Change>, Option<Done>);
+
+/// Whether a strict group waited for more batches, and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lingered {
+    No,
+    /// It netted out to nothing while waiting: no write, no fsync.
+    Emptied,
+    /// It waited and still had rows to write.
+    InVain,
+}
+
+/// A group taken from the channel: its batches and the rows they come to.
+struct Gathered {
+    group: Vec<Pending>,
+    rows: Result<(Vec<Op>, u64), EngineError>,
+    /// A job that is not a commit, answered after this group.
+    carry: Option<Job>,
+    /// The channel closed: the writer stops after this group.
+    closed: bool,
+    lingered: Lingered,
+}
 
 /// Counters the writer keeps (read by [`crate::Store::stats`]).
 #[derive(Debug, Default)]
 pub struct Shared {
     pub batches: AtomicU64,
     pub changes: AtomicU64,
+    /// Groups written (one atomic write and one fsync each).
     pub groups: AtomicU64,
+    /// Groups that netted out to nothing: no write, no fsync.
+    pub empty_groups: AtomicU64,
     pub failed_groups: AtomicU64,
     pub expired_at_recovery: AtomicU64,
     /// Relaxed mode: batches accepted and not written yet.
@@ -91,6 +130,7 @@ pub struct Writer {
 impl Writer {
     pub fn run(mut self) {
         let mut carry: Option<Job> = None;
+        let mut linger = self.config.max_linger;
         loop {
             let first = match carry.take() {
                 Some(j) => j,
@@ -110,52 +150,118 @@ impl Writer {
                     continue;
                 }
             };
-            let mut size = changes.len();
-            let mut group = vec![(changes, done)];
-            let deadline = match self.config.mode {
-                SyncMode::Strict => None,
-                SyncMode::Relaxed => Some(Instant::now() + self.config.sync_interval),
-            };
-            let mut closed = false;
-            while size < self.config.max_group_changes {
-                let next = match deadline {
-                    None => self.rx.try_recv().map_err(|e| e == TryRecvError::Disconnected),
-                    Some(d) => self
-                        .rx
-                        .recv_timeout(d.saturating_duration_since(Instant::now()))
-                        .map_err(|e| e == RecvTimeoutError::Disconnected),
-                };
-                match next {
-                    Ok(Job::Commit { changes, done }) => {
-                        size += changes.len();
-                        group.push((changes, done));
-                    }
-                    Ok(other) => {
-                        // Written first, then answered.
-                        carry = Some(other);
-                        break;
-                    }
-                    Err(disconnected) => {
-                        closed = disconnected;
-                        break;
-                    }
-                }
-            }
-            self.write_group(group);
-            if closed {
+            let g = self.gather(changes, done, linger);
+            linger = self.next_linger(linger, g.lingered);
+            carry = g.carry;
+            self.write_group(g.group, g.rows);
+            if g.closed {
                 return;
             }
         }
     }
 
-    fn write_group(&mut self, group: Vec<Pending>) {
+    /// Strict mode: how long the next group may linger. A group that
+    /// emptied while it lingered resets it to the most; one that lingered
+    /// in vain halves it (down to a sixteenth), so that a workload whose
+    /// writes never cancel (an offline subscriber) pays little.
+    fn next_linger(&self, linger: Duration, lingered: Lingered) -> Duration {
+        let max = self.config.max_linger;
+        match lingered {
+            Lingered::No => linger,
+            Lingered::Emptied => max,
+            Lingered::InVain => (linger / 2).max(max / 16),
+        }
+    }
+
+    /// Takes `first`, then every batch already waiting (strict) or
+    /// arriving within `sync_interval` (relaxed), applying each as it
+    /// comes. Strict mode: when the channel is empty and the group still
+    /// has rows to write, waits up to `linger` for more, and stops as soon
+    /// as the group nets out to nothing (its deliveries acknowledged):
+    /// such a group needs no write and no fsync.
+    fn gather(&self, changes: Vec<Change>, done: Option<Done>, linger: Duration) -> Gathered {
+        let mut txn = Txn::new(&*self.engine, self.next_order);
+        let mut failed: Option<EngineError> = None;
+        let mut size = 0;
+        let mut group = Vec::new();
+        let mut take = |changes: Vec<Change>, done, txn: &mut Txn<'_>, failed: &mut Option<EngineError>| {
+            size += changes.len();
+            if failed.is_none() {
+                for c in &changes {
+                    if let Err(e) = txn.apply(c) {
+                        *failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            group.push((changes, done));
+            size
+        };
+        let mut size_now = take(changes, done, &mut txn, &mut failed);
+        let start = Instant::now();
+        let relaxed_deadline = start + self.config.sync_interval;
+        let linger_until = start + linger;
+        let (mut carry, mut closed, mut lingered) = (None, false, Lingered::No);
+        while size_now < self.config.max_group_changes && failed.is_none() {
+            let next = match self.config.mode {
+                SyncMode::Relaxed => self
+                    .rx
+                    .recv_timeout(relaxed_deadline.saturating_duration_since(Instant::now()))
+                    .map_err(|e| e == RecvTimeoutError::Disconnected),
+                SyncMode::Strict => match self.rx.try_recv() {
+                    Ok(j) => Ok(j),
+                    Err(TryRecvError::Disconnected) => Err(true),
+                    Err(TryRecvError::Empty) => {
+                        if txn.is_empty() {
+                            if lingered != Lingered::No {
+                                lingered = Lingered::Emptied;
+                            }
+                            break;
+                        }
+                        let now = Instant::now();
+                        if now >= linger_until {
+                            if lingered != Lingered::No {
+                                lingered = Lingered::InVain;
+                            }
+                            break;
+                        }
+                        lingered = Lingered::InVain;
+                        self.rx.recv_timeout(linger_until - now).map_err(|e| e == RecvTimeoutError::Disconnected)
+                    }
+                },
+            };
+            match next {
+                Ok(Job::Commit { changes, done }) => size_now = take(changes, done, &mut txn, &mut failed),
+                Ok(other) => {
+                    // Written first, then answered.
+                    carry = Some(other);
+                    break;
+                }
+                Err(disconnected) => {
+                    closed = disconnected;
+                    break;
+                }
+            }
+        }
+        let rows = match failed {
+            Some(e) => Err(e),
+            None => txn.finish(),
+        };
+        Gathered { group, rows, carry, closed, lingered }
+    }
+
+    fn write_group(&mut self, group: Vec<Pending>, rows: Result<(Vec<Op>, u64), EngineError>) {
         let batches = group.len();
         let changes: usize = group.iter().map(|(c, _)| c.len()).sum();
-        let result = self.write(&group);
+        let result = self.write(rows);
         let s = &self.shared;
         match &result {
-            Ok(()) => {
-                s.groups.fetch_add(1, Ordering::Relaxed);
+            Ok(wrote) => {
+                if *wrote {
+                    s.groups.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.empty_groups.fetch_add(1, Ordering::Relaxed);
+                }
                 s.batches.fetch_add(batches as u64, Ordering::Relaxed);
                 s.changes.fetch_add(changes as u64, Ordering::Relaxed);
                 s.set_failure(None);
@@ -165,6 +271,7 @@ impl Writer {
                 s.set_failure(Some(e.clone()));
             }
         }
+        let result = result.map(|_| ());
         let mut accepted = 0;
         for (_, done) in group {
             match done {
@@ -179,17 +286,16 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, group: &[Pending]) -> Result<(), StoreError> {
-        let mut txn = Txn::new(&*self.engine, self.next_order);
-        for (changes, _) in group {
-            for c in changes {
-                txn.apply(c).map_err(store_error)?;
-            }
-        }
-        let (ops, next_order) = txn.finish().map_err(store_error)?;
-        self.engine.write(&ops, true).map_err(store_error)?;
+    /// Writes a group's rows with one fsync; a group with none is done
+    /// without touching the engine (returns false).
+    fn write(&mut self, rows: Result<(Vec<Op>, u64), EngineError>) -> Result<bool, StoreError> {
+        let (ops, next_order) = rows.map_err(store_error)?;
         self.next_order = next_order;
-        Ok(())
+        if ops.is_empty() {
+            return Ok(false);
+        }
+        self.engine.write(&ops, true).map_err(store_error)?;
+        Ok(true)
     }
 
     fn recover(&mut self) -> Result<Recovered, StoreError> {

@@ -156,8 +156,17 @@ pub fn free_port() -> u16 {
 }
 
 /// Runs a command that should exit by itself within 15 s: (success, stderr).
+/// It runs in a temporary working directory (a broker that opens the
+/// default store, `./data`, before it fails does so there).
 pub fn run_bounded(cmd: &mut Command) -> (bool, String) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let mut child = cmd
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Some(_)) = child.try_wait() {

@@ -44,8 +44,12 @@ pub fn binary() -> PathBuf {
 /// Runs the binary with `args` (stdin empty) and waits for it to exit;
 /// `None` when it still ran after `timeout` (it is then killed): a config
 /// that should have been refused was accepted and the broker started.
+/// It runs in a temporary working directory: a broker that gets as far as
+/// opening the default store (`./data`) before it fails does so there.
 pub fn run_bounded<S: AsRef<std::ffi::OsStr>>(args: &[S], timeout: Duration) -> Option<std::process::Output> {
+    let cwd = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(binary())
+        .current_dir(cwd.path())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,8 +111,21 @@ impl Broker {
     /// Starts a broker with exactly this config text, plus — when it has
     /// no `[admin]` table — the admin API on a free loopback port and its
     /// Unix socket in the broker's temporary directory (many brokers run
-    /// at once; none may take the default 18083 or socket path).
+    /// at once; none may take the default 18083 or socket path), and —
+    /// when it has no `[persistence]` table — the default (strict) store
+    /// in `data/` of that directory ([`Broker::data_dir`]).
     pub fn start_with_config(cfg: &str) -> Broker {
+        Broker::spawn(cfg, None)
+    }
+
+    /// As [`Broker::start_with_config`], but run from the working
+    /// directory `cwd` and without a `[persistence]` table added: the
+    /// config's own (or the default `./data`, relative to `cwd`) is used.
+    pub fn start_in(cwd: &std::path::Path, cfg: &str) -> Broker {
+        Broker::spawn(cfg, Some(cwd))
+    }
+
+    fn spawn(cfg: &str, cwd: Option<&std::path::Path>) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = cfg.to_string();
         if !cfg.contains("[admin]") {
@@ -117,10 +134,21 @@ impl Broker {
             let socket = dir.path().join("admin.sock");
             cfg.push_str(&format!("\n[admin]\nbind = \"127.0.0.1:0\"\nsocket = {:?}\n", socket.display().to_string()));
         }
+        if cwd.is_none() && !cfg.contains("[persistence]") {
+            // The default mode is strict: its own data directory, never
+            // the shared `./data` of the test's working directory (many
+            // brokers run at once; one store per directory).
+            let data = dir.path().join("data");
+            cfg.push_str(&format!("\n[persistence]\ndir = {:?}\n", data.display().to_string()));
+        }
         let cfg = cfg.as_str();
         let config_path = dir.path().join("portcullis.toml");
         std::fs::File::create(&config_path).and_then(|mut f| f.write_all(cfg.as_bytes())).expect("write config");
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .env("PORTCULLIS_LOG", std::env::var("PORTCULLIS_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -153,6 +181,12 @@ impl Broker {
             }
         };
         Broker { addr, child: Some(child), log, _dir: dir, config_path }
+    }
+
+    /// The data directory the harness gave the store (used only when the
+    /// config had no `[persistence]` table).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
     }
 
     /// The admin API's address, from its start line (waits up to 10 s).

@@ -18,8 +18,11 @@ const SECRET: &str = "s3cret-0123456789abcdef";
 /// Runs `portcullis --config <broker's config> ARGS` with `env`, stdin
 /// empty, killed after 20 s.
 fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    // A broker that opens the default store (./data) before it fails does
+    // so in its own directory.
+    let cwd = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(binary());
-    cmd.arg("--config").arg(config).args(args).env_remove("PORTCULLIS_API_KEY");
+    cmd.current_dir(cwd.path()).arg("--config").arg(config).args(args).env_remove("PORTCULLIS_API_KEY");
     for (k, v) in env {
         cmd.env(k, v);
     }

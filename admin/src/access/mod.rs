@@ -14,6 +14,11 @@
 //! * `viewer` — `GET` only;
 //! * `publisher` — `POST /api/v5/publish` and `/api/v5/publish/bulk` only.
 //!
+//! Without an `Authorization` header, the dashboard's session cookie
+//! stands for the key it was opened with (see [`crate::dashboard`]);
+//! a request that changes something must then carry the session's CSRF
+//! header, or it is answered 403.
+//!
 //! `[admin] prometheus_public = true` lets `GET` of the Prometheus paths
 //! through without a key (for scrapers); off by default.
 
@@ -117,6 +122,29 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
         return res;
     }
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        // The dashboard's session cookie stands for the key it was opened
+        // with; a request that changes something must carry its CSRF token.
+        if ctx.node.config.admin.dashboard {
+            if let Some(s) = ctx.sessions.lookup(req.headers(), &ctx.keys) {
+                let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+                if !safe && !crate::dashboard::sessions::csrf_ok(req.headers(), &s.csrf) {
+                    return crate::dashboard::sessions::csrf_refused();
+                }
+                if !s.role.permits(req.method(), req.uri().path()) {
+                    return forbidden(s.role);
+                }
+                req.extensions_mut().insert(Principal { name: s.key_name, role: s.role });
+                return next.run(req).await;
+            }
+        }
+        // No Basic challenge for the dashboard (a stale cookie, or its
+        // header): a browser would pop up its own login dialog.
+        if crate::dashboard::sessions::cookie_token(req.headers()).is_some()
+            || req.headers().contains_key(crate::dashboard::CSRF_HEADER)
+        {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "not logged in (or the session ended)")
+                .into_response();
+        }
         return unauthorized("an API key is required (HTTP Basic: key:secret)");
     };
     let Some((id, secret)) = basic_credentials(value) else {
@@ -128,15 +156,19 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
         return unauthorized("unknown, disabled or expired API key, or wrong secret");
     };
     if !role.permits(req.method(), req.uri().path()) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            format!("the {role:?} role does not allow this request").to_lowercase(),
-        )
-        .into_response();
+        return forbidden(role);
     }
     req.extensions_mut().insert(Principal { name, role });
     next.run(req).await
+}
+
+fn forbidden(role: Role) -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        format!("the {role:?} role does not allow this request").to_lowercase(),
+    )
+    .into_response()
 }
 
 /// In front of the API on the Unix socket instead of [`require_key`]: its

@@ -9,6 +9,7 @@
 //! poll = "1s"
 //! timeout = "5s"
 //! on_error = "deny"
+//! iteration_count = 4096           # SCRAM credentials derived on password set
 //! ```
 //!
 //! A relative `path` is relative to the broker's working directory, like
@@ -77,6 +78,11 @@ pub struct BuiltinConfig {
     /// What the chain does when the store fails: `deny` (fail closed) or `ignore`.
     #[serde(default)]
     pub on_error: OnError,
+    /// PBKDF2 iterations of the SCRAM credentials derived when a password
+    /// is set (`portcullis users`, the admin API; EMQX's
+    /// `iteration_count`). At least 4096 (RFC 7677).
+    #[serde(default = "portcullis_auth::scram::default_iteration_count")]
+    pub iteration_count: u32,
 }
 
 /// `[auth.builtin.<name>]`
@@ -95,6 +101,7 @@ impl Default for BuiltinConfig {
             poll: default_poll(),
             timeout: default_timeout(),
             on_error: OnError::default(),
+            iteration_count: portcullis_auth::scram::default_iteration_count(),
         }
     }
 }
@@ -108,6 +115,10 @@ impl BuiltinConfig {
         }
         if self.readers == 0 {
             return Err(BuildError::invalid("readers", "must be at least 1"));
+        }
+        let (min, max) = (portcullis_auth::scram::MIN_ITERATIONS, portcullis_auth::scram::MAX_ITERATIONS);
+        if !(min..=max).contains(&self.iteration_count) {
+            return Err(BuildError::invalid("iteration_count", format!("must be {min} to {max}")));
         }
         if self.poll < MIN_POLL {
             return Err(BuildError::invalid("poll", format!("must be at least {}", humanize(MIN_POLL))));

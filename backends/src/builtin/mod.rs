@@ -14,6 +14,8 @@
 //! * [`auth`] / [`acl`] — the providers, following the SQL backend's
 //!   contract: an unknown user is Ignore after a decoy hash of equal cost,
 //!   a store failure is an error (never a deny), health is tracked.
+//! * [`scram`] — the store as a SCRAM credential source (credentials
+//!   derived whenever a password is set, `iteration_count` PBKDF2 rounds).
 //!
 //! SQLite is compiled in (sqlx's `sqlite` feature bundles it), so the
 //! broker needs no system library for it.
@@ -40,6 +42,7 @@ pub mod config;
 pub mod model;
 mod rules;
 pub mod schema;
+pub mod scram;
 pub mod store;
 mod users;
 
@@ -82,6 +85,12 @@ pub async fn acl_provider(
 ) -> Result<(DynAclProvider, Arc<UserStore>), BuildError> {
     let store = open(cfg, mode).await?;
     Ok((Arc::new(acl::BuiltinAcl::new(name, Arc::clone(&store))), store))
+}
+
+/// Opens the store `cfg.path` as a SCRAM credential source (see
+/// [`auth_provider`] for `mode`).
+pub async fn scram_source(cfg: &BuiltinConfig, mode: OpenMode) -> Result<Arc<scram::BuiltinScram>, BuildError> {
+    Ok(Arc::new(scram::BuiltinScram::new(open(cfg, mode).await?)))
 }
 
 async fn open(cfg: &BuiltinConfig, mode: OpenMode) -> Result<Arc<UserStore>, BuildError> {

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | 1 | `users` (unique, case-sensitive username; argon2id hash; superuser flag; created/updated times) and `acl_rules` (per username or client id: permission, action, topic, QoS list, retain, priority) |
 //! | 2 | `revision`: a counter every change to either table bumps (triggers), so a broker notices writes from other processes |
+//! | 3 | SCRAM credentials on `users` (salt, iterations, StoredKey and ServerKey for SHA-256 and SHA-512), derived whenever a password is set; NULL for users whose password was set before |
 //!
 //! A migration is appended, never edited: a file at version N has run
 //! exactly the first N steps.
@@ -72,6 +73,18 @@ CREATE TRIGGER users_delete AFTER DELETE ON users BEGIN UPDATE revision SET valu
 CREATE TRIGGER acl_rules_insert AFTER INSERT ON acl_rules BEGIN UPDATE revision SET value = value + 1; END;
 CREATE TRIGGER acl_rules_update AFTER UPDATE ON acl_rules BEGIN UPDATE revision SET value = value + 1; END;
 CREATE TRIGGER acl_rules_delete AFTER DELETE ON acl_rules BEGIN UPDATE revision SET value = value + 1; END;
+"#,
+    },
+    Migration {
+        version: 3,
+        what: "SCRAM credentials (MQTT 5 enhanced authentication)",
+        sql: r#"
+ALTER TABLE users ADD COLUMN scram_salt BLOB;
+ALTER TABLE users ADD COLUMN scram_iterations INTEGER CHECK (scram_iterations > 0);
+ALTER TABLE users ADD COLUMN scram_sha256_stored_key BLOB;
+ALTER TABLE users ADD COLUMN scram_sha256_server_key BLOB;
+ALTER TABLE users ADD COLUMN scram_sha512_stored_key BLOB;
+ALTER TABLE users ADD COLUMN scram_sha512_server_key BLOB;
 "#,
     },
 ];
@@ -152,6 +165,6 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.what);
         }
-        assert_eq!(CURRENT_VERSION, 2);
+        assert_eq!(CURRENT_VERSION, 3);
     }
 }

@@ -106,6 +106,9 @@ pub struct UserStore {
     /// Connected on the first write (or at open, for the migration).
     writer: Mutex<Option<SqliteConnection>>,
     revision: watch::Sender<u64>,
+    /// PBKDF2 iterations of the SCRAM credentials derived when a password
+    /// is set (`iteration_count`).
+    pub(super) scram_iterations: u32,
 }
 
 impl std::fmt::Debug for UserStore {
@@ -137,8 +140,14 @@ impl UserStore {
         // WAL is set once, at open, after the file proved to be a store
         // (it is then the file's own setting).
         let writer_options = base.clone().synchronous(SqliteSynchronous::Full).foreign_keys(true);
-        let store =
-            UserStore { path, readers, writer_options, writer: Mutex::new(None), revision: watch::Sender::new(0) };
+        let store = UserStore {
+            path,
+            readers,
+            writer_options,
+            writer: Mutex::new(None),
+            revision: watch::Sender::new(0),
+            scram_iterations: cfg.iteration_count,
+        };
         match mode {
             OpenMode::CheckOnly => store.check_existing(base).await?,
             OpenMode::Create | OpenMode::Existing => store.prepare(mode).await?,

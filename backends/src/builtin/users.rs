@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use portcullis_auth::hash::{hash_password, HashError, NewHash};
+use portcullis_auth::scram::{self, Algorithm, ScramCredential};
 use portcullis_core::gate::Password;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -16,24 +17,33 @@ use super::store::{corrupt, now, Credentials, StoreError, UserFilter, UserStore}
 const USER_COLUMNS: &str = "username, is_superuser, created_at, updated_at";
 
 impl UserStore {
-    /// Adds a user with an argon2id hash of `password` (hashed off the
-    /// async threads; the password itself is never stored).
+    /// Adds a user with an argon2id hash of `password` and its SCRAM
+    /// credentials (both computed off the async threads; the password
+    /// itself is never stored).
     pub async fn add_user(&self, username: &str, password: &Password, superuser: bool) -> Result<User, StoreError> {
         validate_name("username", username)?;
-        let hash = hash(password).await?;
+        let (hash, scram) = hash(password, self.scram_iterations).await?;
         let now = now();
         let name = username.to_string();
         self.write(move |c| {
             Box::pin(async move {
                 let r = sqlx::query(
-                    "INSERT INTO users (username, password_hash, is_superuser, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO users (username, password_hash, is_superuser, created_at, updated_at, \
+                     scram_salt, scram_iterations, scram_sha256_stored_key, scram_sha256_server_key, \
+                     scram_sha512_stored_key, scram_sha512_server_key) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&name)
                 .bind(&hash)
                 .bind(superuser)
                 .bind(now)
                 .bind(now)
+                .bind(&scram.salt)
+                .bind(scram.iterations)
+                .bind(&scram.sha256.stored_key)
+                .bind(&scram.sha256.server_key)
+                .bind(&scram.sha512.stored_key)
+                .bind(&scram.sha512.server_key)
                 .execute(&mut *c)
                 .await;
                 match r {
@@ -46,10 +56,35 @@ impl UserStore {
         .await
     }
 
-    /// Replaces a user's password.
+    /// Replaces a user's password (and its SCRAM credentials).
     pub async fn set_password(&self, username: &str, password: &Password) -> Result<User, StoreError> {
-        let hash = hash(password).await?;
-        self.update_user(username, "password_hash = ?", Bind::Text(hash)).await
+        let (hash, scram) = hash(password, self.scram_iterations).await?;
+        let name = username.to_string();
+        let now = now();
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = format!(
+                    "UPDATE users SET password_hash = ?, scram_salt = ?, scram_iterations = ?, \
+                     scram_sha256_stored_key = ?, scram_sha256_server_key = ?, \
+                     scram_sha512_stored_key = ?, scram_sha512_server_key = ?, updated_at = ? \
+                     WHERE username = ? RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(hash)
+                    .bind(&scram.salt)
+                    .bind(scram.iterations)
+                    .bind(&scram.sha256.stored_key)
+                    .bind(&scram.sha256.server_key)
+                    .bind(&scram.sha512.stored_key)
+                    .bind(&scram.sha512.server_key)
+                    .bind(now)
+                    .bind(&name)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                row.map(|r| user(&r)).transpose()?.ok_or(StoreError::NoSuchUser(name))
+            })
+        })
+        .await
     }
 
     /// Makes a user a superuser or not.
@@ -64,7 +99,6 @@ impl UserStore {
             Box::pin(async move {
                 let sql = format!("UPDATE users SET {set}, updated_at = ? WHERE username = ? RETURNING {USER_COLUMNS}");
                 let q = match value {
-                    Bind::Text(t) => sqlx::query(&sql).bind(t),
                     Bind::Bool(b) => sqlx::query(&sql).bind(b),
                 };
                 let row = q.bind(now).bind(&name).fetch_optional(&mut *c).await?;
@@ -129,17 +163,65 @@ impl UserStore {
         let Some(row) = row else { return Ok(None) };
         Ok(Some(Credentials { password_hash: row.try_get(0)?, superuser: flag(&row, 1)? }))
     }
+
+    /// A user's SCRAM credential for `alg` and superuser flag: `None` for
+    /// an unknown user, or one whose password was set before the store
+    /// kept SCRAM credentials.
+    pub async fn scram_credential(
+        &self,
+        username: &str,
+        alg: Algorithm,
+    ) -> Result<Option<ScramCredential>, StoreError> {
+        let sql = match alg {
+            Algorithm::Sha256 => {
+                "SELECT scram_salt, scram_iterations, scram_sha256_stored_key, scram_sha256_server_key, is_superuser \
+                 FROM users WHERE username = ?"
+            }
+            Algorithm::Sha512 => {
+                "SELECT scram_salt, scram_iterations, scram_sha512_stored_key, scram_sha512_server_key, is_superuser \
+                 FROM users WHERE username = ?"
+            }
+        };
+        let row = sqlx::query(sql).bind(username).fetch_optional(self.readers()).await?;
+        let Some(row) = row else { return Ok(None) };
+        let salt: Option<Vec<u8>> = row.try_get(0)?;
+        let iterations: Option<i64> = row.try_get(1)?;
+        let stored_key: Option<Vec<u8>> = row.try_get(2)?;
+        let server_key: Option<Vec<u8>> = row.try_get(3)?;
+        let (Some(salt), Some(iterations), Some(stored_key), Some(server_key)) =
+            (salt, iterations, stored_key, server_key)
+        else {
+            return Ok(None);
+        };
+        let iterations = u32::try_from(iterations).map_err(|_| corrupt(format!("scram_iterations {iterations}")))?;
+        Ok(Some(ScramCredential {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+            superuser: flag(&row, 4)?,
+            inline_acl: None,
+        }))
+    }
 }
 
 enum Bind {
-    Text(String),
     Bool(bool),
 }
 
-/// An argon2id hash of `password`, computed on the blocking pool, at most
-/// one per CPU at a time (each holds Argon2's 19 MiB): a burst of API
-/// writes queues instead of spawning a thread each.
-async fn hash(password: &Password) -> Result<String, StoreError> {
+/// A password's SCRAM credentials, one salt for both algorithms.
+struct ScramColumns {
+    salt: Vec<u8>,
+    iterations: u32,
+    sha256: ScramCredential,
+    sha512: ScramCredential,
+}
+
+/// An argon2id hash of `password` and its SCRAM credentials
+/// (`iterations` of PBKDF2 per algorithm), computed on the blocking pool,
+/// at most one per CPU at a time (each holds Argon2's 19 MiB): a burst of
+/// API writes queues instead of spawning a thread each.
+async fn hash(password: &Password, iterations: u32) -> Result<(String, ScramColumns), StoreError> {
     static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
     validate_password(password.expose())?;
     let permits = PERMITS.get_or_init(|| {
@@ -151,7 +233,11 @@ async fn hash(password: &Password) -> Result<String, StoreError> {
     let password = password.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        hash_password(password.expose(), NewHash::Argon2id)
+        let hash = hash_password(password.expose(), NewHash::Argon2id)?;
+        let salt = scram::new_salt();
+        let sha256 = scram::derive(Algorithm::Sha256, password.expose(), &salt, iterations);
+        let sha512 = scram::derive(Algorithm::Sha512, password.expose(), &salt, iterations);
+        Ok::<_, HashError>((hash, ScramColumns { salt, iterations, sha256, sha512 }))
     })
     .await
     .map_err(|_| HashError::Internal("hash worker panicked or was cancelled"))?

@@ -8,6 +8,8 @@
 //! * [`response`] — reading answers (EMQX 5 JSON or emqttd status codes,
 //!   configurable status mapping, `Cache-Control: max-age`).
 //! * [`auth`] / [`acl`] — the providers.
+//! * [`scram`] — an endpoint as a SCRAM credential source (EMQX's
+//!   REST-based SCRAM answer).
 
 pub mod acl;
 pub mod auth;
@@ -15,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod request;
 pub mod response;
+pub mod scram;
 #[cfg(test)]
 mod tests;
 

@@ -10,6 +10,8 @@
 //! * [`client`] — the pool: timeouts, retry on a dead connection, health.
 //! * [`auth`] — users and password hashes (EMQX 5 and emqttd 1.x tables).
 //! * [`acl`] — rule rows (both schemas, detected when no query is set).
+//! * [`scram`] — SCRAM credentials (EMQX's columns) for MQTT 5 enhanced
+//!   authentication.
 
 pub mod acl;
 pub mod auth;
@@ -17,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod query;
 pub mod row;
+pub mod scram;
 
 use std::sync::Arc;
 

@@ -19,6 +19,12 @@ pub enum Violation {
     ReceiveMaximumExceeded,
     /// A DISCONNECT set a session expiry after connecting with 0.
     SessionExpiryAfterZero,
+    /// A re-authentication (AUTH 0x19) named another Authentication
+    /// Method than the CONNECT's (MQTT-4.12.1-1).
+    ReauthMethodChanged,
+    /// AUTH 0x18 with no exchange in progress, 0x19 during one, another
+    /// reason code, too many rounds or data too large.
+    AuthOutOfSequence,
 }
 
 impl Violation {
@@ -28,7 +34,9 @@ impl Violation {
             | Violation::AuthWithoutMethod
             | Violation::ServerOnlyPacket
             | Violation::UnknownTopicAlias
-            | Violation::SessionExpiryAfterZero => ReasonCode::ProtocolError,
+            | Violation::SessionExpiryAfterZero
+            | Violation::ReauthMethodChanged
+            | Violation::AuthOutOfSequence => ReasonCode::ProtocolError,
             Violation::TopicAliasOutOfRange => ReasonCode::TopicAliasInvalid,
             Violation::InvalidTopic => ReasonCode::TopicNameInvalid,
             Violation::RetainNotAvailable => ReasonCode::RetainNotSupported,
@@ -47,6 +55,8 @@ impl Violation {
             Violation::RetainNotAvailable => "retain not available",
             Violation::ReceiveMaximumExceeded => "receive maximum exceeded",
             Violation::SessionExpiryAfterZero => "DISCONNECT set a session expiry after connecting with 0",
+            Violation::ReauthMethodChanged => "re-authentication with another authentication method",
+            Violation::AuthOutOfSequence => "AUTH out of sequence",
         }
     }
 }
@@ -93,6 +103,11 @@ pub enum DisconnectReason {
     /// the client speaks 3.x, which has no way to hear it: the connection
     /// closes without the acknowledgement, so the client sends it again.
     StoreFailed,
+    /// A re-authentication (AUTH 0x19) was refused.
+    ReauthDenied,
+    /// A re-authentication could not be decided (a backend failed; fail
+    /// closed).
+    ReauthUnavailable,
 }
 
 impl DisconnectReason {
@@ -111,7 +126,13 @@ impl DisconnectReason {
             DisconnectReason::Malformed(c) => Some(c),
             DisconnectReason::Protocol(v) => Some(v.code()),
             DisconnectReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
-            DisconnectReason::StoreFailed => Some(ReasonCode::ServerUnavailable),
+            // Only 3.x connections close for it today (v5 hears PUBACK 0x97);
+            // 0x88 Server unavailable is a CONNACK code, not a DISCONNECT
+            // one: 0x97 is valid in both PUBACK and DISCONNECT.
+            DisconnectReason::StoreFailed => Some(ReasonCode::QuotaExceeded),
+            DisconnectReason::ReauthDenied => Some(ReasonCode::NotAuthorized),
+            // 0x88 Server unavailable is not a DISCONNECT code; 0x89 Server busy is.
+            DisconnectReason::ReauthUnavailable => Some(ReasonCode::ServerBusy),
             // Not 0x87 Not authorized: the client was authorized, and its
             // time is up. 0xA0 says exactly that ("the maximum connection
             // time authorized for this connection has been exceeded"), so
@@ -150,6 +171,8 @@ impl DisconnectReason {
             DisconnectReason::NotAuthorized => "not authorized (deny_action = disconnect)",
             DisconnectReason::StoreFailed => "the durable store failed",
             DisconnectReason::AuthExpired => "authentication expired",
+            DisconnectReason::ReauthDenied => "re-authentication refused",
+            DisconnectReason::ReauthUnavailable => "re-authentication backend unavailable",
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{Close, Conn, DisconnectReason, Violation};
 use crate::codec::reason::{v3, v5};
@@ -74,7 +74,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 })
             }
             Packet::Connect(_) => Err(Close::protocol(Violation::SecondConnect)),
-            Packet::Auth(_) => Err(Close::protocol(Violation::AuthWithoutMethod)),
+            Packet::Auth(a) => self.on_auth(a).await,
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 Err(Close::protocol(Violation::ServerOnlyPacket))
             }
@@ -136,8 +136,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     /// A commit failed: v5 hears 0x97 and the QoS 2 exchange ends; on 3.x
     /// returns true (the connection must close, unacknowledged).
     fn store_failed(&mut self, qos: QoS, packet_id: u16, e: &StoreError) -> bool {
-        if let Some(suppressed) = self.broker.refusal_log.allow() {
-            warn!(client_id = %Peer(&self.client.client_id), error = %e, suppressed, "PUBLISH not acknowledged: the durable store failed");
+        if let Some(suppressed) = self.broker.store_failure_log.allow() {
+            error!(client_id = %Peer(&self.client.client_id), error = %e, suppressed, "PUBLISH to a persistent session refused: the durable store failed (v5: PUBACK/PUBREC 0x97; 3.x: connection closed)");
         }
         if !self.version.is_v5() {
             return true;

@@ -95,11 +95,37 @@ fn assigned_id() -> String {
 async fn read_connect<R, W>(
     broker: &Broker,
     listener: &ListenerContext,
-    reader: &mut R,
-    writer: &mut W,
-    rbuf: &mut BytesMut,
-    ticket: &mut Ticket<'_>,
+    io: &mut HandshakeIo<'_, '_, R, W>,
 ) -> Option<Box<Connect>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match read_packet(broker, listener, io, None).await? {
+        Packet::Connect(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// What the handshake reads and writes through, and its deadline (the
+/// connect timeout, which covers an enhanced-authentication exchange too).
+pub(super) struct HandshakeIo<'a, 't, R, W> {
+    pub reader: &'a mut R,
+    pub writer: &'a mut W,
+    pub rbuf: &'a mut BytesMut,
+    pub ticket: &'a mut Ticket<'t>,
+    pub deadline: Instant,
+}
+
+/// Reads the next packet of the handshake: the CONNECT (`version` None) or
+/// an AUTH of an enhanced-authentication exchange (`version` the
+/// CONNECT's). `None`: the socket is to be closed (see [`read_connect`]).
+pub(super) async fn read_packet<R, W>(
+    broker: &Broker,
+    listener: &ListenerContext,
+    io: &mut HandshakeIo<'_, '_, R, W>,
+    version: Option<ProtocolVersion>,
+) -> Option<Packet>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -107,23 +133,23 @@ where
     let limits = &broker.settings.limits;
     let max = listener.max_packet_size(limits).min(limits.max_connect_size);
     let decode_limits = limits.decode_limits(max);
-    let deadline = Instant::now() + limits.connect_timeout;
+    let HandshakeIo { reader, writer, rbuf, ticket, deadline } = io;
     loop {
         let before = rbuf.len();
-        match codec::decode(rbuf, None, decode_limits) {
-            Ok(Some(Packet::Connect(c))) => {
-                broker.metrics.packet_received(1, before - rbuf.len());
-                return Some(c);
+        let ty = rbuf.first().map_or(0, |b| b >> 4);
+        match codec::decode(rbuf, version, decode_limits) {
+            Ok(Some(p)) => {
+                broker.metrics.packet_received(ty, before - rbuf.len());
+                return Some(p);
             }
-            Ok(Some(_)) => return None,
             Ok(None) => {}
             Err(e) => {
                 broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                debug!(error = %e, "invalid CONNECT");
+                debug!(error = %e, packet_type = ty, "invalid packet before CONNACK");
                 // The decoder leaves the buffer untouched on error, so the client's
                 // protocol level can still be read to answer in its version.
                 let reason = e.to_string();
-                match codec::peek_connect_version(rbuf) {
+                match version.or_else(|| codec::peek_connect_version(rbuf)) {
                     Some(ProtocolVersion::V5) => {
                         refuse_code(broker, writer, ProtocolVersion::V5, e.v5_reason(), Some(&reason)).await;
                     }
@@ -153,9 +179,9 @@ where
                 }
             })
         });
-        match tokio::time::timeout_at(deadline, read).await {
+        match tokio::time::timeout_at(*deadline, read).await {
             Err(_) => {
-                debug!("no CONNECT within the connect timeout; closing");
+                debug!("handshake not complete within the connect timeout; closing");
                 broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
@@ -278,7 +304,10 @@ where
         broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
         return None;
     };
-    let connect = read_connect(broker, listener, reader, &mut writer, rbuf, &mut ticket).await?;
+    let deadline = Instant::now() + broker.settings.limits.connect_timeout;
+    let mut io =
+        HandshakeIo { reader: &mut *reader, writer: &mut writer, rbuf: &mut *rbuf, ticket: &mut ticket, deadline };
+    let connect = read_connect(broker, listener, &mut io).await?;
     let asker = Asker::of(&connect);
 
     if connect.bridge && listener.options.bridges == BridgeAdmission::Refuse {
@@ -295,9 +324,7 @@ where
             return None;
         }
     };
-    let pre_auth = if connect.properties.authentication_method.is_some() {
-        Some(Refusal::AuthMethod)
-    } else if broker.is_shutting_down() {
+    let pre_auth = if broker.is_shutting_down() {
         Some(Refusal::ShuttingDown)
     } else if connect.will.as_ref().is_some_and(|w| w.retain) && !broker.retained.enabled() {
         Some(Refusal::RetainUnavailable)
@@ -310,7 +337,8 @@ where
         return None;
     }
 
-    let info = ConnectInfo {
+    let mut id = id;
+    let mut info = ConnectInfo {
         client_id: id.client_id.clone(),
         username: id.username.clone(),
         password: connect.password.clone().map(Password::new),
@@ -319,7 +347,37 @@ where
         protocol: connect.protocol,
         cert,
     };
-    let (superuser, context, auth_expires) = match gate.authenticate(&info).await {
+    // MQTT 5 enhanced authentication (an Authentication Method in the
+    // CONNECT) runs its AUTH exchange in place of the password check.
+    let (outcome, auth_reply) = match connect.properties.authentication_method.as_deref() {
+        None => (gate.authenticate(&info).await, None),
+        Some(method) => {
+            let mut io = HandshakeIo {
+                reader: &mut *reader,
+                writer: &mut writer,
+                rbuf: &mut *rbuf,
+                ticket: &mut ticket,
+                deadline,
+            };
+            match super::enhanced::at_connect(broker, &*gate, listener, &connect, method, &info, &mut io).await {
+                Ok(done) => {
+                    if id.username.is_none() {
+                        id.username = done.username.clone();
+                        info.username = done.username.clone();
+                    }
+                    let reply = super::enhanced::Reply { method: method.to_string(), data: done.data };
+                    (done.outcome, Some(reply))
+                }
+                Err(super::enhanced::Failed::Refuse(r)) => {
+                    log_refusal(broker, r, &id.client_id, id.username.as_deref());
+                    asker.refuse(broker, &mut writer, r).await;
+                    return None;
+                }
+                Err(super::enhanced::Failed::Closed) => return None,
+            }
+        }
+    };
+    let (superuser, context, auth_expires) = match outcome {
         AuthOutcome::Allow { superuser, context, expires_at } => (superuser, context, expires_at),
         AuthOutcome::Deny(d) => {
             let r = Refusal::Denied(d);
@@ -371,7 +429,7 @@ where
         }
     };
     drop(ticket);
-    let admitted = Admitted { id, info, superuser, context, auth_expires, conn_id, expiry, connect_expiry };
+    let admitted = Admitted { id, info, superuser, context, auth_expires, conn_id, expiry, connect_expiry, auth_reply };
     let (conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, opened);
     Some((conn, kicked))
 }
@@ -387,6 +445,9 @@ struct Admitted {
     conn_id: u64,
     expiry: Option<Duration>,
     connect_expiry: u32,
+    /// The enhanced-authentication method and the server's last data, for
+    /// the CONNACK (and the method, for re-authentication).
+    auth_reply: Option<super::enhanced::Reply>,
 }
 
 /// Builds the connection and queues its CONNACK.
@@ -422,6 +483,10 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         props.topic_alias_maximum = Some(limits.max_topic_alias);
         if !broker.retained.enabled() {
             props.retain_available = Some(0);
+        }
+        if let Some(r) = &a.auth_reply {
+            props.authentication_method = Some(r.method.clone());
+            props.authentication_data = r.data.clone();
         }
         if Some(Duration::from_secs(u64::from(a.connect_expiry))) != a.expiry && a.connect_expiry != 0 {
             // The cap applied: tell the client what it got.
@@ -487,6 +552,7 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         max_packet_size,
         publish_memo: None,
         auth_deadline: None,
+        enhanced: a.auth_reply.map(|r| Box::new(super::enhanced::EnhancedAuth::new(r.method))),
     };
     conn.set_auth_deadline(a.auth_expires);
     let session_present = opened.session_present;

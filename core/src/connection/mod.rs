@@ -16,6 +16,7 @@
 
 mod acks;
 mod close;
+mod enhanced;
 mod handlers;
 mod handshake;
 mod outbound;
@@ -262,6 +263,10 @@ pub(crate) struct Conn<W> {
     /// ([`Conn::set_auth_deadline`]) and the loop re-arms its timer on the
     /// next turn. `None`: the session never expires this way.
     pub auth_deadline: Option<Instant>,
+    /// The Authentication Method the client connected with (MQTT 5
+    /// enhanced authentication) and a re-authentication in progress; see
+    /// [`enhanced`]. Boxed: most connections use none.
+    pub(crate) enhanced: Option<Box<enhanced::EnhancedAuth>>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {

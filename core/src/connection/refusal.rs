@@ -23,8 +23,12 @@ pub enum Refusal {
     CertFieldMissing,
     /// Longer than `limits.max_username_len`.
     UsernameTooLong,
-    /// MQTT 5 enhanced authentication was asked for.
+    /// An Authentication Method the gate does not know.
     AuthMethod,
+    /// The enhanced-authentication exchange broke the protocol (another
+    /// packet than AUTH 0x18, another method, too many rounds, data too
+    /// large).
+    AuthExchange,
     /// The broker is shutting down.
     ShuttingDown,
     /// A retained will while retained messages are off.
@@ -53,6 +57,7 @@ impl Refusal {
             Refusal::ClientIdInUse
             | Refusal::CertFieldMissing
             | Refusal::AuthMethod
+            | Refusal::AuthExchange
             | Refusal::RetainUnavailable
             | Refusal::Denied(DenyReason::NotAuthorized | DenyReason::Banned) => v3::NOT_AUTHORIZED,
             Refusal::UsernameTooLong | Refusal::Denied(DenyReason::BadCredentials) => v3::BAD_USER_NAME_OR_PASSWORD,
@@ -73,6 +78,7 @@ impl Refusal {
             Refusal::UsernameTooLong | Refusal::Denied(DenyReason::BadCredentials) => v5::BAD_USER_NAME_OR_PASSWORD,
             Refusal::Denied(DenyReason::Banned) => v5::BANNED,
             Refusal::AuthMethod => v5::BAD_AUTHENTICATION_METHOD,
+            Refusal::AuthExchange => v5::PROTOCOL_ERROR,
             Refusal::ShuttingDown => v5::SERVER_SHUTTING_DOWN,
             Refusal::RetainUnavailable => v5::RETAIN_NOT_SUPPORTED,
             Refusal::AuthUnavailable => v5::SERVER_UNAVAILABLE,
@@ -100,6 +106,7 @@ impl Refusal {
             Refusal::CertFieldMissing => "the client certificate lacks the field this listener needs",
             Refusal::UsernameTooLong => "bad user name or password",
             Refusal::AuthMethod => "authentication method not supported",
+            Refusal::AuthExchange => "authentication exchange out of protocol",
             Refusal::ShuttingDown => "server shutting down",
             Refusal::RetainUnavailable => "retained messages are not available",
             Refusal::Denied(DenyReason::BadCredentials) => "bad user name or password",
@@ -127,6 +134,7 @@ mod tests {
             Refusal::CertFieldMissing,
             Refusal::UsernameTooLong,
             Refusal::AuthMethod,
+            Refusal::AuthExchange,
             Refusal::ShuttingDown,
             Refusal::RetainUnavailable,
             Refusal::Denied(DenyReason::BadCredentials),

@@ -206,7 +206,7 @@ impl Job {
         let (inner, client) = (&*self.inner, &self.client);
         for (i, e) in inner.entries.iter().enumerate() {
             let Some(broker) = inner.broker.upgrade() else { return };
-            if !self.session.lock().attached_to(client.conn_id) {
+            if !self.session.is_attached_to(client.conn_id) {
                 inner.stats.abandoned.fetch_add((inner.entries.len() - i) as u64, Relaxed);
                 return;
             }

@@ -126,7 +126,7 @@ fn session(c: &ClientInfo) -> Arc<Session> {
     let owner = SessionOwner::of(c.username.as_ref(), None, &c.listener);
     let s = Arc::new(Session::new(c.client_id.clone(), owner, None));
     let (tx, _rx) = tokio::sync::oneshot::channel();
-    s.lock().attach(c.conn_id, tx);
+    s.attach(c.conn_id, tx);
     s
 }
 
@@ -161,11 +161,11 @@ async fn one_template_like_a_client_subscribe() {
     let out = subscribe(&broker, &gate, &c, &s, "in/c1".into(), o).await;
     assert_eq!(out, Outcome::Subscribed { filter: "in/c1".into(), retained: 1 });
     {
-        let st = s.lock();
-        let rec = &st.subscriptions()["in/c1"];
+        let rec = s.subscription("in/c1").expect("subscribed");
         assert_eq!(rec.options, o);
         assert!(!rec.check);
-        let q: Vec<_> = st.queued().map(|d| (d.msg.topic.as_str().to_string(), d.qos, d.retain)).collect();
+        let q: Vec<_> =
+            s.queued_snapshot().iter().map(|d| (d.msg.topic.as_str().to_string(), d.qos, d.retain)).collect();
         assert_eq!(q, [("in/c1".to_string(), QoS::AtLeastOnce, true)]);
     }
     // Retain handling 1: not again for a subscription the session holds.
@@ -180,12 +180,12 @@ async fn one_template_like_a_client_subscribe() {
     // Denied (even with deny_action = disconnect): not subscribed.
     let out = subscribe(&broker, &gate, &c, &s, "deny/c1".into(), o).await;
     assert_eq!(out, Outcome::Denied { filter: "deny/c1".into() });
-    assert!(!s.lock().subscriptions().contains_key("deny/c1"));
+    assert!(s.subscription("deny/c1").is_none());
 
     // The gate's delivery-check mark is kept.
     let out = subscribe(&broker, &gate, &c, &s, "#".into(), o2).await;
     assert!(matches!(out, Outcome::Subscribed { .. }));
-    assert!(s.lock().subscriptions()["#"].check);
+    assert!(s.subscription("#").expect("subscribed").check);
     // A shared subscription gets no retained messages.
     let out = subscribe(&broker, &gate, &c, &s, "$share/g/in/c1".into(), o).await;
     assert_eq!(out, Outcome::Subscribed { filter: "$share/g/in/c1".into(), retained: 0 });
@@ -237,8 +237,7 @@ async fn templates_per_client_in_order_counted() {
     let sa = session(&alice);
     m.client_connected(&connected(&alice, &gate, &sa));
     settle(&m).await;
-    let mut subs: Vec<String> = sa.lock().subscriptions().keys().map(|k| k.to_string()).collect();
-    subs.sort();
+    let subs: Vec<String> = sa.subscription_filters().iter().map(|k| k.to_string()).collect();
     assert_eq!(subs, ["c/a1/in", "dev-a1/x", "u/alice/in"]);
 
     // No username: nothing from the template that names it. A client id
@@ -250,19 +249,18 @@ async fn templates_per_client_in_order_counted() {
     let so = session(&odd);
     m.client_connected(&connected(&odd, &gate, &so));
     settle(&m).await;
-    let mut subs: Vec<String> = sn.lock().subscriptions().keys().map(|k| k.to_string()).collect();
-    subs.sort();
+    let subs: Vec<String> = sn.subscription_filters().iter().map(|k| k.to_string()).collect();
     assert_eq!(subs, ["c/n1/in", "dev-n1/x"]);
-    let subs: Vec<String> = so.lock().subscriptions().keys().map(|k| k.to_string()).collect();
+    let subs: Vec<String> = so.subscription_filters().iter().map(|k| k.to_string()).collect();
     assert_eq!(subs, ["u/bob/in"]);
 
     // A client that is gone gets nothing.
     let gone = client("g1", None, 4);
     let sg = session(&gone);
-    sg.lock().detach(4);
+    sg.detach(4);
     m.client_connected(&connected(&gone, &gate, &sg));
     settle(&m).await;
-    assert!(sg.lock().subscriptions().is_empty());
+    assert!(sg.subscription_filters().is_empty());
 
     let v: std::collections::HashMap<_, _> = stats.values().into_iter().collect();
     assert_eq!(v["subscribed"], 3 + 2 + 1);
@@ -285,8 +283,8 @@ async fn connects_beyond_max_pending_get_nothing() {
     m.client_connected(&connected(&a, &gate, &sa));
     m.client_connected(&connected(&b, &gate, &sb));
     settle(&m).await;
-    assert_eq!(sa.lock().subscriptions().len(), 1);
-    assert!(sb.lock().subscriptions().is_empty());
+    assert_eq!(sa.subscription_filters().len(), 1);
+    assert!(sb.subscription_filters().is_empty());
     let v: std::collections::HashMap<_, _> = stats.values().into_iter().collect();
     assert_eq!(v["overloaded"], 1);
 }

@@ -326,6 +326,8 @@ pub fn disconnect_reason(r: DisconnectReason) -> &'static str {
         DisconnectReason::SlowConsumer => "slow_consumer",
         DisconnectReason::StoreFailed => "store_failed",
         DisconnectReason::AuthExpired => "auth_expired",
+        DisconnectReason::ReauthDenied => "not_authorized",
+        DisconnectReason::ReauthUnavailable => "auth_unavailable",
     }
 }
 

@@ -73,6 +73,21 @@ pub struct AdminConfig {
     /// default): the form answers 404.
     #[serde(default)]
     pub mqtt_publish_listener: Option<String>,
+    /// Serve the web dashboard at `/dashboard/` (its login takes an API
+    /// key of role `administrator` or `viewer`).
+    #[serde(default = "default_dashboard")]
+    pub dashboard: bool,
+    /// The path under which browsers reach this server's root: `/` when
+    /// they reach it directly, `/portcullis/` when a reverse proxy serves
+    /// it under that prefix (stripping it before forwarding). The
+    /// dashboard's session cookie is scoped to it; every URL the dashboard
+    /// itself uses is relative. Starts and ends with `/` (a missing
+    /// trailing `/` is added).
+    #[serde(default = "default_dashboard_base_path")]
+    pub dashboard_base_path: String,
+    /// A dashboard session unused for this long ends (log in again).
+    #[serde(default = "default_dashboard_session_timeout", deserialize_with = "units::duration")]
+    pub dashboard_session_timeout: Duration,
 }
 
 impl Default for AdminConfig {
@@ -90,10 +105,22 @@ impl Default for AdminConfig {
             login_lockout: default_login_lockout(),
             prometheus_public: default_prometheus_public(),
             mqtt_publish_listener: None,
+            dashboard: default_dashboard(),
+            dashboard_base_path: default_dashboard_base_path(),
+            dashboard_session_timeout: default_dashboard_session_timeout(),
         }
     }
 }
 
+pub fn default_dashboard() -> bool {
+    true
+}
+pub fn default_dashboard_base_path() -> String {
+    "/".to_string()
+}
+pub fn default_dashboard_session_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
 pub fn default_enabled() -> bool {
     true
 }

@@ -14,6 +14,7 @@
 
 pub mod admin;
 mod de;
+pub mod enhanced;
 pub mod listener;
 mod model;
 mod path;

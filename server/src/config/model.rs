@@ -708,13 +708,15 @@ pub struct PersistenceConfig {
     /// `kill -9` or power loss), `"relaxed"` (acknowledged from memory,
     /// on disk within `relaxed_window`; a crash loses that window), or
     /// `"off"` (memory only; a restart forgets everything). Clean sessions
-    /// and QoS 0 never touch the disk.
+    /// and QoS 0 never touch the disk. Default `"strict"`.
     #[serde(default = "default_persistence_mode")]
     pub mode: PersistenceMode,
     /// The data directory of the store (`"strict"` and `"relaxed"`):
     /// created 0700 if missing; the store is one file in it,
     /// `store.redb`, created 0600. A relative path is taken from the
-    /// broker's working directory. One broker per directory.
+    /// broker's working directory (`"data"` by default: `./data` where the
+    /// broker is started, `/var/lib/portcullis/data` in the Docker image).
+    /// One broker per directory: a second one refuses to start.
     #[serde(default = "default_persistence_dir")]
     pub dir: std::path::PathBuf,
     /// `"relaxed"`: the longest time between acknowledging a PUBLISH and
@@ -723,7 +725,9 @@ pub struct PersistenceConfig {
     pub relaxed_window: Duration,
     /// Deprecated (the store replaces it): a file the broker writes
     /// persistent sessions and retained messages to on a graceful
-    /// shutdown, and reads back at start. Only with `mode = "off"`.
+    /// shutdown, and reads back at start. Only with `mode = "off"` (the
+    /// default mode is `"strict"`: an old config that sets it must set
+    /// `mode = "off"` too, or drop it; docs/durability.md).
     #[serde(default)]
     pub snapshot_file: Option<std::path::PathBuf>,
 }
@@ -740,8 +744,10 @@ pub enum PersistenceMode {
     Off,
 }
 
+/// Strict: with no setup a persistent session and what it was
+/// acknowledged survive `kill -9` (docs/durability.md).
 pub fn default_persistence_mode() -> PersistenceMode {
-    PersistenceMode::Off
+    PersistenceMode::Strict
 }
 
 pub fn default_persistence_dir() -> std::path::PathBuf {

@@ -367,6 +367,12 @@ provider_section! {
         pub cache: AuthCacheSection,
         #[serde(default)]
         pub guard: GuardSection,
+        /// MQTT 5 enhanced authentication: SCRAM methods (`[auth.scram.<name>]`).
+        #[serde(default)]
+        pub scram: BTreeMap<String, super::enhanced::ScramConfig>,
+        /// Single-step token methods (`[auth.enhanced_token.<name>]`).
+        #[serde(default)]
+        pub enhanced_token: BTreeMap<String, super::enhanced::TokenMethodConfig>,
     }
     section "auth", provider portcullis_auth::provider::DynAuthProvider;
     kinds {

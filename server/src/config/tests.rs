@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 109, "a key was added or removed: update this count");
+    assert_eq!(keys, 112, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -637,7 +637,23 @@ fn persistence_modes_and_their_checks() {
     assert_eq!(c.persistence.dir, std::path::PathBuf::from("/var/lib/p"));
     assert_eq!(c.persistence.relaxed_window, Duration::from_millis(250));
     one_error("[persistence]\nmode = \"strict\"\nsnapshot_file = \"s.bin\"\n", "persistence.snapshot_file");
+    // Strict is the default, in ./data; an old config that only names a
+    // snapshot file is refused (it must say mode = "off" to keep it).
+    assert_eq!(ok("").persistence.mode, super::PersistenceMode::Strict);
+    assert_eq!(ok("").persistence.dir, std::path::PathBuf::from("data"));
+    one_error("[persistence]\nsnapshot_file = \"s.bin\"\n", "persistence.snapshot_file");
+    assert!(ok("[persistence]\nmode = \"off\"\nsnapshot_file = \"s.bin\"\n").persistence.snapshot_file.is_some());
     one_error("[persistence]\nmode = \"relaxed\"\ndir = \"\"\n", "persistence.dir");
     one_error("[persistence]\nrelaxed_window = \"0s\"\n", "persistence.relaxed_window");
     assert!(errors("[persistence]\nmode = \"fast\"\n").join("\n").contains("mode"));
+}
+
+#[test]
+fn dashboard_base_path_and_session_timeout() {
+    assert_eq!(ok("[admin]\ndashboard_base_path = \"/portcullis\"\n").admin.dashboard_base_path, "/portcullis");
+    assert_eq!(ok("[admin]\ndashboard_base_path = \"/a/b-c_d.e~/\"\n").admin.dashboard_base_path, "/a/b-c_d.e~/");
+    for bad in ["portcullis/", "/a b/", "/a;Secure", "/a//b/", ""] {
+        one_error(&format!("[admin]\ndashboard_base_path = {bad:?}\n"), "admin.dashboard_base_path");
+    }
+    one_error("[admin]\ndashboard_session_timeout = \"10s\"\n", "admin.dashboard_session_timeout");
 }

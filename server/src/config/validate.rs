@@ -36,7 +36,7 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     if file.persistence.snapshot_file.is_some() && file.persistence.mode != super::model::PersistenceMode::Off {
         checks.fail(
             "persistence.snapshot_file",
-            "only with persistence.mode = \"off\": the store keeps sessions and retained messages (remove snapshot_file)",
+            "only with persistence.mode = \"off\" (the default mode is \"strict\"): the store keeps sessions and retained messages; remove snapshot_file, or set mode = \"off\" to keep the snapshot (docs/durability.md)",
         );
     }
     if file.persistence.mode != super::model::PersistenceMode::Off && file.persistence.dir.as_os_str().is_empty() {
@@ -50,6 +50,9 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
     }
     check_log_level(&mut checks, &file.log.level);
     check_security(&mut checks, file);
+    for (key, message) in super::enhanced::validate(&file.auth.scram, &file.auth.enhanced_token) {
+        checks.fail(key, message);
+    }
     for (key, message) in file.modules.validate() {
         checks.fail(format!("modules.{key}"), message);
     }
@@ -162,6 +165,21 @@ fn check_admin(checks: &mut Checks, file: &FileConfig) {
         checks.fail("admin.login_failures", "must be at least 1");
     }
     checks.duration_at_least("admin.login_lockout", admin.login_lockout, Duration::from_secs(1));
+    let base = &admin.dashboard_base_path;
+    if !base.starts_with('/')
+        || base.contains("//")
+        || !base.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        checks.fail(
+            "admin.dashboard_base_path",
+            "must start with `/` and hold only letters, digits, `-._~` and single `/` (it becomes the cookie's Path)",
+        );
+    }
+    checks.duration_at_least(
+        "admin.dashboard_session_timeout",
+        admin.dashboard_session_timeout,
+        Duration::from_secs(60),
+    );
     if admin.data_dir.as_os_str().is_empty() {
         checks.fail("admin.data_dir", "must not be empty");
     }

@@ -2,14 +2,18 @@
 //! whose commit with `Durability::Immediate` is durable when it returns.
 //!
 //! redb remembers an I/O error and refuses every later transaction
-//! (`PreviousIo`); after a failed write the engine reopens the file, which
-//! brings back the last committed state, so that a disk that was full and
-//! has room again takes commits again without a restart.
+//! (`PreviousIo`); after a failed write the engine closes the file and
+//! reopens it at its next use — a read or a write — which brings back the
+//! last committed state, so that a disk that was full and has room again
+//! takes commits again without a restart. (The store's writer reads rows
+//! before it writes a group, so the reopen cannot wait for a write.)
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Engine, EngineError, Op, Table};
 
@@ -17,13 +21,41 @@ fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(t.name())
 }
 
+/// A read transaction kept between writes, with the tables opened so far:
+/// the writer reads a row or two per change while it gathers a group, and
+/// a transaction (and a table) per read cost more than the read.
+struct Reader {
+    tx: ReadTransaction,
+    tables: Vec<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
 #[derive(Debug)]
 pub struct Redb {
-    db: Option<Database>,
+    /// `None` after a failed write: reopened at the next use. A `RefCell`:
+    /// reads (`&self`) may reopen too, and the engine is used by one
+    /// thread (the store's writer) at a time.
+    db: RefCell<Option<Database>>,
+    /// The committed state as of the last write (dropped by every write,
+    /// which must not keep the pages it replaces pinned, and on close).
+    reader: RefCell<Option<Reader>>,
     path: PathBuf,
-    /// Verify every page checksum when opening (see [`Redb::open`]).
-    check_on_open: bool,
+    /// After a failure: the error, and when to try to reopen again. Until
+    /// then every use fails at once with that error: reopening a file
+    /// that was not closed cleanly makes redb repair it (read all of it),
+    /// which must not happen once per refused commit while a disk stays
+    /// full.
+    failed: RefCell<Option<(EngineError, Instant)>>,
 }
+
+/// How long after a failure the file is not reopened: a disk that has
+/// room again takes commits again within this time.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 impl Redb {
     /// Opens (or creates) the store file. With `check_on_open`, redb reads
@@ -32,23 +64,60 @@ impl Redb {
     /// cannot make sense of).
     pub fn open(path: &Path, check_on_open: bool) -> Result<Redb, EngineError> {
         let db = open_db(path, check_on_open)?;
-        let mut me = Redb { db: Some(db), path: path.to_path_buf(), check_on_open };
+        let mut me = Redb {
+            db: RefCell::new(Some(db)),
+            reader: RefCell::new(None),
+            path: path.to_path_buf(),
+            failed: RefCell::new(None),
+        };
         // Every table exists from the start, so that reads never meet a
         // missing one.
         me.write(&[], true)?;
         Ok(me)
     }
 
-    fn db(&self) -> Result<&Database, EngineError> {
-        self.db.as_ref().ok_or_else(|| EngineError::Failed { file: self.path.clone(), detail: "not open".into() })
+    /// Runs `f` on the open database, reopening it first after a failed
+    /// write (the reopen's own error — still full, damaged — is returned).
+    fn with_db<R>(&self, f: impl FnOnce(&Database) -> Result<R, redb::Error>) -> Result<R, EngineError> {
+        if self.db.borrow().is_none() {
+            if let Some((e, retry_at)) = &*self.failed.borrow() {
+                if Instant::now() < *retry_at {
+                    return Err(e.clone());
+                }
+            }
+            // No page verification here: the file was verified when the
+            // broker started, and since then only this engine wrote it
+            // (a full verification on every attempt while the disk is
+            // full would make each refused commit cost a read of the
+            // whole file).
+            let db = open_db(&self.path, false).inspect_err(|e| self.failing(e))?;
+            *self.db.borrow_mut() = Some(db);
+        }
+        let guard = self.db.borrow();
+        let db =
+            guard.as_ref().ok_or_else(|| EngineError::Failed { file: self.path.clone(), detail: "not open".into() })?;
+        f(db).map_err(|e| self.classify(e))
+    }
+
+    fn failing(&self, e: &EngineError) {
+        *self.failed.borrow_mut() = Some((e.clone(), Instant::now() + RETRY_AFTER));
+    }
+
+    /// Closes the database after a failed write (redb refuses every later
+    /// transaction); a use after [`RETRY_AFTER`] reopens it.
+    fn close(&self) {
+        self.reader.borrow_mut().take();
+        let db = self.db.borrow_mut().take();
+        // Dropping may try to write on a disk that is still full; a
+        // panic there must not take the writer down.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
     }
 
     fn classify(&self, e: redb::Error) -> EngineError {
         classify(&self.path, e)
     }
 
-    fn write_inner(&self, ops: &[Op], sync: bool) -> Result<(), redb::Error> {
-        let db = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    fn write_inner(db: &Database, ops: &[Op], sync: bool) -> Result<(), redb::Error> {
         let mut tx = db.begin_write()?;
         tx.set_durability(if sync { Durability::Immediate } else { Durability::None })?;
         {
@@ -99,14 +168,24 @@ fn classify(path: &Path, e: redb::Error) -> EngineError {
 
 impl Engine for Redb {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        let f = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let rx = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?.begin_read()?;
-            let table = rx.open_table(def(t))?;
-            let v = table.get(key)?.map(|v| v.value().to_vec());
-            Ok(v)
+        let f = || {
+            self.with_db(|db| {
+                let mut reader = self.reader.borrow_mut();
+                if reader.is_none() {
+                    *reader = Some(Reader { tx: db.begin_read()?, tables: Table::ALL.iter().map(|_| None).collect() });
+                }
+                let Some(r) = reader.as_mut() else { unreachable!("set above") };
+                let slot = &mut r.tables[t as usize];
+                if slot.is_none() {
+                    *slot = Some(r.tx.open_table(def(t))?);
+                }
+                let Some(table) = slot.as_ref() else { unreachable!("set above") };
+                let v = table.get(key)?.map(|v| v.value().to_vec());
+                Ok(v)
+            })
         };
         match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(r) => r.map_err(|e| self.classify(e)),
+            Ok(r) => r,
             Err(_) => {
                 Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed reading it".into() })
             }
@@ -114,24 +193,26 @@ impl Engine for Redb {
     }
 
     fn scan(&self, t: Table, prefix: &[u8], f: &mut super::RowFn<'_>) -> Result<(), EngineError> {
-        let mut run = || -> Result<Result<(), EngineError>, redb::Error> {
-            let rx = self.db().map_err(|e| redb::Error::Corrupted(e.to_string()))?.begin_read()?;
-            let table = rx.open_table(def(t))?;
-            for row in table.range(prefix..)? {
-                let (k, v) = row?;
-                let k = k.value();
-                if !k.starts_with(prefix) {
-                    break;
+        let mut run = || -> Result<Result<(), EngineError>, EngineError> {
+            self.with_db(|db| {
+                let rx = db.begin_read()?;
+                let table = rx.open_table(def(t))?;
+                for row in table.range(prefix..)? {
+                    let (k, v) = row?;
+                    let k = k.value();
+                    if !k.starts_with(prefix) {
+                        break;
+                    }
+                    if let Err(e) = f(k, v.value()) {
+                        return Ok(Err(e));
+                    }
                 }
-                if let Err(e) = f(k, v.value()) {
-                    return Ok(Err(e));
-                }
-            }
-            Ok(Ok(()))
+                Ok(Ok(()))
+            })
         };
         match catch_unwind(AssertUnwindSafe(&mut run)) {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(self.classify(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed reading it".into() })
             }
@@ -139,18 +220,23 @@ impl Engine for Redb {
     }
 
     fn write(&mut self, ops: &[Op], sync: bool) -> Result<(), EngineError> {
-        if self.db.is_none() {
-            // A previous write failed: start again from what is on disk.
-            self.db = Some(open_db(&self.path, self.check_on_open)?);
-        }
-        let r = match catch_unwind(AssertUnwindSafe(|| self.write_inner(ops, sync))) {
-            Ok(r) => r.map_err(|e| self.classify(e)),
+        self.reader.get_mut().take();
+        let r = match catch_unwind(AssertUnwindSafe(|| self.with_db(|db| Redb::write_inner(db, ops, sync)))) {
+            Ok(r) => r,
             Err(_) => Err(EngineError::Corrupt { file: self.path.clone(), detail: "the engine failed writing".into() }),
         };
-        if r.is_err() {
-            // redb refuses every transaction after an I/O error; reopen on
-            // the next write.
-            self.db = None;
+        match &r {
+            Ok(()) => {
+                self.failed.borrow_mut().take();
+            }
+            Err(e) => {
+                // redb refuses every transaction after an I/O error; reopen
+                // at a use after RETRY_AFTER.
+                if self.db.borrow().is_some() {
+                    self.failing(e);
+                }
+                self.close();
+            }
         }
         r
     }
