@@ -46,6 +46,18 @@ pub async fn auth_provider(name: &str, cfg: &AuthConfig) -> Result<DynAuthProvid
 }
 
 pub fn build(name: &str, cfg: &AuthConfig) -> Result<Arc<JwtAuth>, BuildError> {
+    if !cfg.verify_claims.values().any(|v| v.contains("${username}") || v.contains("${clientid}")) {
+        // Not an error (EMQX's default is the same), but the operator
+        // should know: the token then proves nothing about the names the
+        // client connects under, and an ACL claim's placeholders follow
+        // whatever names it picks.
+        tracing::warn!(
+            provider = name,
+            "auth.jwt.{name}: verify_claims binds no claim to ${{username}} or ${{clientid}}: a valid token \
+             admits its holder under any user name and client id, and the ACL claim's placeholders follow \
+             them; set e.g. verify_claims = {{ sub = \"${{username}}\" }}"
+        );
+    }
     let rules = ClaimRules::new(
         cfg.leeway,
         cfg.issuer.clone(),
