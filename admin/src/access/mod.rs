@@ -110,16 +110,7 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
     }
     let ip = canonical(peer);
     if let Err(left) = ctx.lockout.check(ip) {
-        let mut res = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_FAILED_LOGINS",
-            "too many failed logins from this address; try again later",
-        )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&(left.as_secs() + 1).to_string()) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return res;
+        return locked_out(left);
     }
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         // The dashboard's session cookie stands for the key it was opened
@@ -160,6 +151,21 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
     }
     req.extensions_mut().insert(Principal { name, role });
     next.run(req).await
+}
+
+/// 429 for an address locked out after failed logins (API and dashboard
+/// login alike), with when to try again.
+pub fn locked_out(left: std::time::Duration) -> Response {
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_FAILED_LOGINS",
+        "too many failed logins from this address; try again later",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&(left.as_secs() + 1).to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
 }
 
 fn forbidden(role: Role) -> Response {

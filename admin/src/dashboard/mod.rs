@@ -29,7 +29,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{canonical, Role};
+use crate::access::{canonical, locked_out, Role};
 use crate::error::ApiError;
 use crate::server::PeerAddr;
 use crate::Ctx;
@@ -159,16 +159,7 @@ async fn login(
     }
     let ip = canonical(peer);
     if let Err(left) = ctx.lockout.check(ip) {
-        let mut res = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_FAILED_LOGINS",
-            "too many failed logins from this address; try again later",
-        )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&(left.as_secs() + 1).to_string()) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return res;
+        return locked_out(left);
     }
     let Some((name, role)) = ctx.keys.authenticate(&body.username, body.password.as_bytes()) else {
         ctx.lockout.failed(ip, &body.username);
