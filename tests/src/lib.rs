@@ -10,6 +10,7 @@
 //! it before the tests run (`cargo build --bins`).
 
 pub mod backend;
+pub mod dashboard;
 pub mod jwt;
 pub mod mosquitto;
 pub mod net;

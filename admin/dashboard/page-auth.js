@@ -1,0 +1,7 @@
+// Auth & ACL: not built yet.
+import { el } from './ui.js';
+
+export function render(root) {
+  root.append(el('h2', { text: 'Auth & ACL' }), el('p', { class: 'hint', text: 'Not built yet.' }));
+  return () => {};
+}

@@ -1,0 +1,7 @@
+// Modules: not built yet.
+import { el } from './ui.js';
+
+export function render(root) {
+  root.append(el('h2', { text: 'Modules' }), el('p', { class: 'hint', text: 'Not built yet.' }));
+  return () => {};
+}

@@ -1,0 +1,7 @@
+// Retained: not built yet.
+import { el } from './ui.js';
+
+export function render(root) {
+  root.append(el('h2', { text: 'Retained' }), el('p', { class: 'hint', text: 'Not built yet.' }));
+  return () => {};
+}

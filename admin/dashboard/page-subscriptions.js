@@ -1,0 +1,7 @@
+// Subscriptions: not built yet.
+import { el } from './ui.js';
+
+export function render(root) {
+  root.append(el('h2', { text: 'Subscriptions' }), el('p', { class: 'hint', text: 'Not built yet.' }));
+  return () => {};
+}

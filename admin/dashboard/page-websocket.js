@@ -1,0 +1,7 @@
+// WebSocket client: not built yet.
+import { el } from './ui.js';
+
+export function render(root) {
+  root.append(el('h2', { text: 'WebSocket client' }), el('p', { class: 'hint', text: 'Not built yet.' }));
+  return () => {};
+}
