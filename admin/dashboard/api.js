@@ -44,6 +44,7 @@ export const api = {
   get: (path) => request('GET', '../api/v5/' + path),
   del: (path) => request('DELETE', '../api/v5/' + path),
   post: (path, body) => request('POST', '../api/v5/' + path, body),
+  put: (path, body) => request('PUT', '../api/v5/' + path, body),
 };
 
 export const session = {
