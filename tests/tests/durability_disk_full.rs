@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis_core::codec::{Packet, Properties, QoS};
-use portcullis_tests::kit::{disconnect, drain_publishes, open_v3, open_v5, pub_simple, publish, subscribe};
+use portcullis_tests::kit::{
+    disconnect, drain_publishes, open_v3, open_v5, opts, pub_simple, publish, subscribe, subscribe_with,
+};
 use portcullis_tests::Broker;
 
 /// A tmpfs mounted on a fresh directory; unmounted (lazily if busy) and
@@ -111,6 +113,10 @@ async fn a_full_disk_refuses_persistent_work_serves_the_rest_and_recovers() {
     subscribe(&mut sink, 1, &[("full/#", QoS::AtLeastOnce)]).await;
     disconnect(sink).await;
 
+    // Persistent sessions that will subscribe while the disk is full.
+    let (mut late5, _) = open_v5(broker.addr, "late5", false, persistent()).await;
+    let (mut late3, _) = open_v3(broker.addr, "late3", false).await;
+
     // Fill until the first refusal.
     let (mut p5, _) = open_v5(broker.addr, "p5", true, Properties::default()).await;
     let mut acked = Vec::new();
@@ -147,6 +153,17 @@ async fn a_full_disk_refuses_persistent_work_serves_the_rest_and_recovers() {
         n += 1;
         let code = pub_simple(&mut p5, "full/q", QoS::ExactlyOnce, 60_001, &payload(n), false).await;
         assert_eq!(code, 0x97, "QoS 2 while full");
+    }
+    // A persistent session's SUBSCRIBE cannot be written: refused (v5
+    // 0x97, 3.1.1 0x80), not in the router, so nothing reaches it.
+    let ack = subscribe_with(&mut late5, 1, &[("late/#", opts(QoS::AtLeastOnce))], Properties::default()).await;
+    assert_eq!(ack.return_codes, vec![0x97], "v5 SUBSCRIBE while full");
+    let ack = subscribe_with(&mut late3, 1, &[("late/#", opts(QoS::AtLeastOnce))], Properties::default()).await;
+    assert_eq!(ack.return_codes, vec![0x80], "3.1.1 SUBSCRIBE while full");
+    assert_eq!(pub_simple(&mut p5, "late/x", QoS::AtMostOnce, 0, b"not for you", false).await, 0);
+    for c in [&mut late5, &mut late3] {
+        let got = drain_publishes(c, Duration::from_millis(300), Duration::from_secs(2)).await;
+        assert!(got.is_empty(), "a refused subscription delivered {got:?}");
     }
     eprintln!(
         "{} acknowledged before the disk filled ({:?}); 201 refused in {:?}",
@@ -194,6 +211,7 @@ async fn a_full_disk_refuses_persistent_work_serves_the_rest_and_recovers() {
             after += 1;
         }
     }
+    subscribe(&mut late5, 2, &[("late/#", QoS::AtLeastOnce)]).await;
     let (mut p3, _) = open_v3(broker.addr, "p3", true).await;
     n += 1;
     assert_eq!(pub_simple(&mut p3, "full/q", QoS::AtLeastOnce, 2, &payload(n), false).await, 0, "3.1.1 too");

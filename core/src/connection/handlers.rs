@@ -371,6 +371,9 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
+        // What this SUBSCRIBE granted (index into `codes`, the filter as
+        // stored, whether it is new): refused again if the store fails.
+        let mut granted: Vec<(usize, String, bool)> = Vec::new();
         for (raw, opts) in s.filters {
             let mut opts = opts;
             if self.bridge {
@@ -416,6 +419,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             let check = self.gate.needs_delivery_check(&self.client, &filter);
             let rec = SubRecord { filter: filter.clone(), options: *opts, subscription_id: sub_id, check };
             let is_new = self.broker.subscribe(&self.session, filter.clone(), rec);
+            granted.push((codes.len(), raw.clone(), is_new));
             codes.push(opts.qos as u8);
             let send_retained = !shared
                 && match opts.retain_handling {
@@ -429,9 +433,21 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
         // A persistent session's SUBACK says the subscriptions are on disk
         // (strict mode: one group commit; SUBSCRIBE is rare).
+        // When the commit fails, what it held is not on disk: refused (v5
+        // 0x97, 3.x 0x80), and a new subscription leaves the router again,
+        // so that the client is not told of, nor served by, a subscription
+        // a restart would lose. A re-subscription (new options for a
+        // filter already held) keeps the earlier one.
         if let Some(barrier) = self.broker.durable_barrier(&self.session) {
             if let Err(e) = barrier.await {
-                warn!(client_id = %Peer(&self.client.client_id), error = %e, "subscription not written to the durable store");
+                warn!(client_id = %Peer(&self.client.client_id), error = %e, filters = granted.len(), "SUBSCRIBE refused: the durable store failed (v5: SUBACK 0x97; 3.x: 0x80)");
+                for (i, raw, is_new) in granted.drain(..) {
+                    codes[i] = if self.version.is_v5() { v5::QUOTA_EXCEEDED } else { v3::SUBACK_FAILURE };
+                    if is_new {
+                        self.broker.unsubscribe(&self.session, &raw);
+                    }
+                }
+                retained_for.clear();
             }
         }
         self.send(&Packet::SubAck(SubAck {
