@@ -109,6 +109,9 @@ pub struct Broker {
     store: OnceLock<Arc<dyn SessionStore>>,
     /// The next stored message id.
     next_message_id: AtomicU64,
+    /// Delayed publishes the store returned at start, until the delayed
+    /// module takes them ([`Broker::take_recovered_delayed`]).
+    recovered_delayed: Mutex<Vec<crate::durable::RecoveredDelayed>>,
 }
 
 /// Unix time in milliseconds.
@@ -139,6 +142,7 @@ impl Broker {
             sys_topics: Mutex::new(std::collections::HashSet::new()),
             store: OnceLock::new(),
             next_message_id: AtomicU64::new(1),
+            recovered_delayed: Mutex::new(Vec::new()),
         })
     }
 
@@ -451,6 +455,24 @@ impl Broker {
         self.store.get()
     }
 
+    /// A new id from the store's message ids (unique for the life of the
+    /// store), for rows other than messages (delayed publishes).
+    pub fn next_stored_id(&self) -> u64 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The delayed publishes the store held at start (once: later calls
+    /// get none). The delayed module schedules them again; while it is
+    /// off they stay in the store.
+    pub fn take_recovered_delayed(&self) -> Vec<crate::durable::RecoveredDelayed> {
+        std::mem::take(&mut *self.recovered_delayed.lock())
+    }
+
+    /// How many recovered delayed publishes wait for the delayed module.
+    pub fn recovered_delayed_waiting(&self) -> usize {
+        self.recovered_delayed.lock().len()
+    }
+
     /// Takes `store` as the broker's durable store and rebuilds what it
     /// held: retained messages, and every persistent session detached,
     /// with its subscriptions, queue, in-flight window (same packet ids)
@@ -463,6 +485,7 @@ impl Broker {
             return (0, 0, 0);
         }
         self.next_message_id.store(r.next_message_id.max(1), Ordering::Relaxed);
+        *self.recovered_delayed.lock() = r.delayed;
         let retained = r.retained.len();
         for m in &r.retained {
             self.retained.set(m);

@@ -4,7 +4,8 @@
 //! The core emits [`Change`]s from the intent methods that change durable
 //! state (a persistent session opened or ended, a subscription added or
 //! removed, a QoS 1/2 message queued, sent, acknowledged, a QoS 2 packet id
-//! awaiting PUBREL, a retained message set or cleared) and hands them to
+//! awaiting PUBREL, a retained message set or cleared, a delayed publish
+//! held or ended) and hands them to
 //! the [`SessionStore`] in batches. Only persistent sessions (expiry above
 //! zero) and QoS 1/2 messages reach it: clean sessions and QoS 0 never
 //! touch the disk.
@@ -123,6 +124,18 @@ pub enum Change {
     RetainDelete {
         topic: Arc<str>,
     },
+    /// A message held by the delayed-publish module until `due_ms` (Unix
+    /// time), under an id unique for the life of the store (taken from
+    /// the message ids), and its end (published, expired or dropped).
+    DelayedPut {
+        due_ms: u64,
+        id: u64,
+        msg: Arc<Message>,
+    },
+    DelayedDelete {
+        due_ms: u64,
+        id: u64,
+    },
 }
 
 /// Why the store could not take a batch: the broker refuses new
@@ -177,11 +190,22 @@ pub struct RecoveredInflight {
     pub state: InflightState,
 }
 
+/// A delayed publish as the store returns it (see [`Change::DelayedPut`]).
+#[derive(Debug, Clone)]
+pub struct RecoveredDelayed {
+    pub due_ms: u64,
+    pub id: u64,
+    pub msg: Arc<Message>,
+}
+
 /// Everything a store holds, at start.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub sessions: Vec<RecoveredSession>,
     pub retained: Vec<Arc<Message>>,
+    /// Delayed publishes, in deadline order (expired ones are not
+    /// returned).
+    pub delayed: Vec<RecoveredDelayed>,
     /// The first message id not used yet.
     pub next_message_id: u64,
 }
@@ -246,6 +270,8 @@ mod tests {
                 Change::AwaitRelDelete { .. } => "AwaitRelDelete",
                 Change::RetainPut { .. } => "RetainPut",
                 Change::RetainDelete { .. } => "RetainDelete",
+                Change::DelayedPut { .. } => "DelayedPut",
+                Change::DelayedDelete { .. } => "DelayedDelete",
             })
             .collect()
     }

@@ -120,7 +120,9 @@ impl Broker {
     pub fn complete_publish(&self, ready: Ready) -> Published {
         match ready.taken {
             Some(h) => {
-                h.take(ready.msg);
+                // Written to the store, if the module stores it, with the
+                // next group commit (not awaited here).
+                drop(h.take(ready.msg));
                 Published::Taken
             }
             None => Published::Routed(self.publish(ready.msg)),

@@ -251,8 +251,13 @@ impl ModuleSet {
                 }
                 Some(Slot { cfg: cfg.delayed.clone(), module: s.module })
             }
-            // Switched off: dropped with the hook set it was in.
-            _ => None,
+            // Switched off: what it holds goes (from the store too); the
+            // instance is dropped with the hook set it was in.
+            (Some(s), None) => {
+                s.module.switched_off();
+                None
+            }
+            (None, None) => None,
         };
         if let (Some(s), Some(sys)) = (&self.delayed, &self.delayed_sys) {
             sys.point_at(&s.module);

@@ -172,6 +172,13 @@ impl Node {
         let mut modules = ModuleSet::new(&broker, crate::plugins::compiled_in());
         modules.apply(&cfg.modules).map_err(|e| Rejected(e.to_string()))?;
         info!(modules = ?modules.enabled(), "modules");
+        let waiting = broker.recovered_delayed_waiting();
+        if waiting > 0 {
+            warn!(
+                messages = waiting,
+                "the store holds delayed publishes but [modules.delayed] is off: they stay in the store until it is switched on"
+            );
+        }
         // Bridges subscribe locally before clients can publish.
         let bridges = portcullis_bridge::start(&broker, &cfg.bridges).map_err(|e| Rejected(e.to_string()))?;
         if !cfg.bridges.is_empty() {

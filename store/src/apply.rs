@@ -294,6 +294,13 @@ impl<'e> Txn<'e> {
             Change::RetainDelete { topic } => {
                 self.del(Table::Retained, topic.as_bytes().to_vec());
             }
+            Change::DelayedPut { due_ms, id, msg } => {
+                let v = codec::encode_message(msg, self.now, self.now_ms);
+                self.put(Table::Delayed, codec::delayed_key(*due_ms, *id), v, false);
+            }
+            Change::DelayedDelete { due_ms, id } => {
+                self.del(Table::Delayed, codec::delayed_key(*due_ms, *id));
+            }
         }
         Ok(())
     }

@@ -198,6 +198,23 @@ pub fn session_prefix(client_id: &str) -> Vec<u8> {
     k
 }
 
+/// A delayed publish's key: its deadline (Unix ms), then its id, both
+/// big-endian, so that a scan returns them in deadline order.
+pub fn delayed_key(due_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The deadline and id of a delayed publish's key.
+pub fn parse_delayed_key(k: &[u8]) -> Result<(u64, u64), DecodeError> {
+    if k.len() != 16 {
+        return Err(DecodeError("bad delayed key"));
+    }
+    Ok((be_u64(&k[..8])?, be_u64(&k[8..])?))
+}
+
 pub fn key_with_u64(client_id: &str, n: u64) -> Vec<u8> {
     let mut k = session_prefix(client_id);
     k.extend_from_slice(&n.to_be_bytes());

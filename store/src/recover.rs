@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use portcullis_core::durable::{MessageId, Recovered, RecoveredInflight, RecoveredQueued, RecoveredSession};
+use portcullis_core::durable::{
+    MessageId, Recovered, RecoveredDelayed, RecoveredInflight, RecoveredQueued, RecoveredSession,
+};
 use portcullis_core::message::Message;
 
 use crate::apply::msg_key;
@@ -225,5 +227,20 @@ pub fn recover(engine: &dyn Engine) -> Result<Recovery, EngineError> {
     })?;
     repairs.extend(expired_retained.into_iter().map(|k| (Table::Retained, k, None)));
 
-    Ok(Recovery { recovered: Recovered { sessions, retained, next_message_id }, repairs, next_order, expired })
+    // Delayed publishes (in key order: deadline, then id); their ids come
+    // from the message ids, so the next one is past them too.
+    let mut delayed = Vec::new();
+    let mut expired_delayed = Vec::new();
+    cx.each(Table::Delayed, &mut |k, v| {
+        let (due_ms, id) = codec::parse_delayed_key(k)?;
+        next_message_id = next_message_id.max(id + 1);
+        match codec::decode_message(v, now, now_ms)? {
+            (msg, false) => delayed.push(RecoveredDelayed { due_ms, id, msg }),
+            (_, true) => expired_delayed.push(k.to_vec()),
+        }
+        Ok(())
+    })?;
+    repairs.extend(expired_delayed.into_iter().map(|k| (Table::Delayed, k, None)));
+
+    Ok(Recovery { recovered: Recovered { sessions, retained, delayed, next_message_id }, repairs, next_order, expired })
 }

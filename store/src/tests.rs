@@ -327,3 +327,30 @@ fn an_acknowledgement_of_a_delivery_written_earlier_deletes_it() {
     }
     assert_eq!(rows(dir.path(), Table::Sessions), 1);
 }
+
+#[test]
+fn delayed_publishes_come_back_in_deadline_order_and_expired_ones_are_tidied() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        let mut expired = Arc::into_inner(msg("d/x", b"gone")).unwrap();
+        expired.expires_at = Some(std::time::Instant::now());
+        let batch = vec![
+            Change::DelayedPut { due_ms: 2_000, id: 40, msg: msg("d/b", b"second") },
+            Change::DelayedPut { due_ms: 1_000, id: 41, msg: msg("d/a", b"first") },
+            Change::DelayedPut { due_ms: 3_000, id: 42, msg: Arc::new(expired) },
+            Change::DelayedPut { due_ms: 4_000, id: 43, msg: msg("d/c", b"deleted") },
+        ];
+        block_on(store.commit(batch)).unwrap();
+        block_on(store.commit(vec![Change::DelayedDelete { due_ms: 4_000, id: 43 }])).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let r = store.recover().unwrap();
+    let got: Vec<(u64, u64, &[u8])> = r.delayed.iter().map(|d| (d.due_ms, d.id, &d.msg.payload[..])).collect();
+    assert_eq!(got, vec![(1_000, 41, &b"first"[..]), (2_000, 40, &b"second"[..])]);
+    assert_eq!(r.next_message_id, 43, "past every id a row holds");
+    drop(store);
+    assert_eq!(rows(dir.path(), Table::Delayed), 2, "the expired row was deleted at recovery");
+}

@@ -352,3 +352,87 @@ fn a_bad_setting_names_its_key() {
     assert!(err.contains("modules.delayed.max_delay") && err.contains("4294967s"), "{err}");
     assert!(err.contains("modules.delayed.max_messages"), "{err}");
 }
+
+/// With the strict store, held messages survive `kill -9`: acknowledged
+/// before the kill, published after the restart at their deadline (wall
+/// clock: the downtime counts), once; the start after that has nothing
+/// left to publish.
+#[tokio::test]
+async fn held_messages_survive_kill_9_with_their_deadlines_and_are_published_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}\n[persistence]\nmode = \"strict\"\ndir = {:?}\n",
+        config(dir.path(), "enabled = true"),
+        dir.path().join("data").display().to_string()
+    );
+    let b = Broker::start_with_config(&cfg);
+    let mut p = client(b.addr, V5, "pub").await;
+    let sent = Instant::now();
+    for (id, secs) in [(1u16, 4u32), (2, 5)] {
+        let code =
+            pub_simple(&mut p, &format!("$delayed/{secs}/a/k"), Q1, id, format!("m{secs}").as_bytes(), false).await;
+        assert_eq!(code, 0, "PUBACK for the {secs} s one");
+    }
+    drop(p);
+    drop(b); // SIGKILL, right after the PUBACKs
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let b = Broker::start_with_config(&cfg);
+    assert!(b.log().contains("held messages restored from the store"), "{}", b.log());
+    let restarted = Instant::now();
+    let mut sub = client(b.addr, V5, "sub").await;
+    subscribe(&mut sub, 1, &[("a/k", Q1)]).await;
+    let first = arrival(&mut sub, Duration::from_secs(10)).await.expect("m4 after the restart");
+    let (since_publish, since_restart) = (sent.elapsed(), restarted.elapsed());
+    assert_eq!(&first.payload[..], b"m4");
+    assert!(since_publish >= Duration::from_secs(4), "before its deadline: {since_publish:?}");
+    // Its delay did not start again at the restart (it would be >= 4 s).
+    assert!(since_restart < Duration::from_millis(3500), "{since_restart:?} after the restart");
+    let second = arrival(&mut sub, Duration::from_secs(10)).await.expect("m5 after the restart");
+    assert_eq!(&second.payload[..], b"m5");
+    assert!(arrival(&mut sub, Duration::from_millis(500)).await.is_none(), "each once");
+    drop(sub);
+    // The rows went with the publishes (their deletes are written with
+    // the next group commit: give it a moment before the kill).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(b);
+
+    let b = Broker::start_with_config(&cfg);
+    assert!(!b.log().contains("held messages restored"), "{}", b.log());
+    let mut sub = client(b.addr, V5, "sub").await;
+    subscribe(&mut sub, 1, &[("a/k", Q1)]).await;
+    assert!(arrival(&mut sub, Duration::from_secs(2)).await.is_none(), "nothing published twice");
+}
+
+/// Switched off, the module drops what it holds — from the store too: a
+/// restart with it on again publishes none of it.
+#[tokio::test]
+async fn switched_off_it_deletes_what_it_held_from_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with = |module: &str| {
+        format!(
+            "{}\n[persistence]\nmode = \"strict\"\ndir = {:?}\n",
+            config(dir.path(), module),
+            dir.path().join("data").display().to_string()
+        )
+    };
+    let b = Broker::start_with_config(&with("enabled = true"));
+    let mut p = client(b.addr, V5, "pub").await;
+    assert_eq!(pub_simple(&mut p, "$delayed/3/a/off", Q1, 1, b"dropped", false).await, 0);
+    drop(p);
+    std::fs::write(&b.config_path, with("enabled = false")).expect("write config");
+    sighup(&b);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !b.log().contains("the messages it held are dropped") {
+        assert!(Instant::now() < end, "not switched off:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(b); // SIGKILL
+
+    let b = Broker::start_with_config(&with("enabled = true"));
+    assert!(!b.log().contains("held messages restored"), "{}", b.log());
+    let mut sub = client(b.addr, V5, "sub").await;
+    subscribe(&mut sub, 1, &[("a/off", Q1)]).await;
+    assert!(arrival(&mut sub, Duration::from_secs(4)).await.is_none(), "a dropped message came back");
+}

@@ -304,9 +304,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 
         let msg = self.message(topic, payload, p.qos, retain, properties, expires_at);
         if let Some(h) = taken {
-            // The module publishes it later (delayed publish): accepted.
-            h.take(msg);
-            self.ack(p.qos, p.packet_id, 0);
+            // The module publishes it later (delayed publish): accepted,
+            // once it is on disk if the module stores it.
+            let commits = h.take(msg).into_iter().collect();
+            self.ack_after(p.qos, p.packet_id, 0, commits);
             return Ok(());
         }
         let mut congested = Vec::new();

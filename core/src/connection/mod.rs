@@ -752,7 +752,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             return;
         }
         if let Some(h) = taken {
-            h.take(msg);
+            // A will has nobody to acknowledge: its commit is not awaited.
+            drop(h.take(msg));
             return;
         }
         let delay = match expiry {

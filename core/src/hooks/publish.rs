@@ -117,6 +117,11 @@ pub trait OnMessagePublish: Send + Sync + 'static {
     fn publish(&self, from: Publisher<'_>, msg: &mut PublishedMessage) -> PublishFlow;
 
     /// Receives a message this hook took ([`PublishFlow::Take`]) once the
-    /// ACL allowed it. The default drops it.
-    fn take(&self, _msg: Arc<Message>) {}
+    /// ACL allowed it. The default drops it. A hook that writes the
+    /// message to the durable store returns the commit: a client's PUBLISH
+    /// is acknowledged once it completed (strict mode), and refused (v5
+    /// 0x97) when it failed.
+    fn take(&self, _msg: Arc<Message>) -> Option<crate::durable::Commit> {
+        None
+    }
 }

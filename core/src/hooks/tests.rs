@@ -106,9 +106,10 @@ impl OnMessagePublish for Recorder {
         }
         self.publish.unwrap_or(PublishFlow::Continue)
     }
-    fn take(&self, msg: Arc<Message>) {
+    fn take(&self, msg: Arc<Message>) -> Option<crate::durable::Commit> {
         self.note(format!("take {}", msg.topic));
         self.taken.lock().push(msg);
+        None
     }
 }
 impl OnMessageDelivered for Recorder {
@@ -223,15 +224,18 @@ fn publish_flows() {
     let a = Arc::new(Recorder { publish: Some(PublishFlow::Take), ..Recorder::new("a", &log) });
     let hooks = hooks_of(vec![a.clone(), Arc::new(Recorder::new("b", &log))]);
     match hooks.publish(Publisher::Client(&c), &mut msg()) {
-        PublishOutcome::Taken(h) => h.take(Arc::new(Message {
-            topic: TopicName::new("t").expect("t"),
-            payload: Bytes::new(),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: None,
-            publisher: None,
-            expires_at: None,
-        })),
+        PublishOutcome::Taken(h) => {
+            let commit = h.take(Arc::new(Message {
+                topic: TopicName::new("t").expect("t"),
+                payload: Bytes::new(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: None,
+                publisher: None,
+                expires_at: None,
+            }));
+            assert!(commit.is_none(), "the recorder stores nothing");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(*log.lock(), vec!["a:publish t", "a:take t"]);

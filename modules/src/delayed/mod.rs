@@ -27,9 +27,20 @@
 //! * Run time: settings changed by SIGHUP apply to the same instance (what
 //!   it holds stays, with its deadlines; new bounds apply to new
 //!   publishes). Switched off, the instance is dropped: its task ends and
-//!   the messages it held are dropped (counted, logged) — an operator who
-//!   switches the module off wants no more delayed messages. Held messages
-//!   are not written to the snapshot: a restart loses them.
+//!   the messages it held are dropped (counted, logged, and deleted from
+//!   the durable store) — an operator who switches the module off wants no
+//!   more delayed messages.
+//! * Durability: with a durable store (`[persistence] mode = "strict"` or
+//!   `"relaxed"`), a held message is written to it
+//!   ([`Change::DelayedPut`], keyed by its deadline in Unix time), and a
+//!   client's PUBLISH to `$delayed/…` is acknowledged once that commit
+//!   completed (strict mode; a failed commit is refused, v5 0x97); the
+//!   row goes when the message is published, expires or is dropped. At
+//!   start the module takes the held messages back with their deadlines
+//!   (wall clock: downtime counts; one overdue is published at once). A
+//!   will or an HTTP publish to `$delayed/…` is written with the next
+//!   group commit, not awaited. While the module is off, stored messages
+//!   stay in the store (a warning at start says how many).
 //! * Metrics: [`sys`].
 
 pub mod config;
@@ -49,6 +60,7 @@ use portcullis_core::broker::Broker;
 use portcullis_core::codec::properties::{encoded_len, PropCtx};
 use portcullis_core::codec::reason::ReasonCode;
 use portcullis_core::codec::Properties;
+use portcullis_core::durable::{Change, Commit};
 use portcullis_core::hooks::{
     HookSetBuilder, Module, OnMessageDropped, OnMessagePublish, PublishFlow, PublishedMessage, Publisher,
 };
@@ -62,7 +74,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::set::ModuleError;
-use queue::{Committed, Limits, Queue, Refused};
+use queue::{Committed, Limits, Queue, Refused, StoredKey};
 use sys::Stats;
 use topic::Parsed;
 
@@ -118,8 +130,32 @@ impl Delayed {
             broker: Arc::downgrade(broker),
             stats,
         });
+        let restored = shared.restore(broker);
+        if restored > 0 {
+            info!(messages = restored, "delayed publish: held messages restored from the store");
+        }
         let task = rt.spawn(run(Arc::clone(&shared))).abort_handle();
         Ok(Delayed { shared, task })
+    }
+
+    /// Switched off (not a broker stop): what it holds is dropped, and
+    /// deleted from the store.
+    pub fn switched_off(&self) {
+        let (n, stored) = self.shared.queue.lock().clear();
+        if let (Some(b), false) = (self.shared.broker.upgrade(), stored.is_empty()) {
+            self.shared.forget(&b, stored);
+        }
+        self.count_dropped(n);
+    }
+
+    fn count_dropped(&self, n: usize) {
+        if n > 0 {
+            self.shared.stats.dropped(n as u64);
+            if let Some(b) = self.shared.broker.upgrade() {
+                b.metrics.dropped_n(DropReason::Module, n as u64);
+            }
+            info!(dropped = n, "delayed publish switched off: the messages it held are dropped");
+        }
     }
 
     /// Applies new settings (a SIGHUP that kept the module on).
@@ -143,15 +179,11 @@ impl Delayed {
 
 impl Drop for Delayed {
     fn drop(&mut self) {
+        // A broker that stops keeps the stored rows for the next start
+        // ([`Delayed::switched_off`] deletes them).
         self.task.abort();
-        let n = self.shared.queue.lock().clear();
-        if n > 0 {
-            self.shared.stats.dropped(n as u64);
-            if let Some(b) = self.shared.broker.upgrade() {
-                b.metrics.dropped_n(DropReason::Module, n as u64);
-            }
-            info!(dropped = n, "delayed publish switched off: the messages it held are dropped");
-        }
+        let (n, _) = self.shared.queue.lock().clear();
+        self.count_dropped(n);
     }
 }
 
@@ -207,20 +239,34 @@ impl OnMessagePublish for Delayed {
         }
     }
 
-    fn take(&self, msg: Arc<Message>) {
+    fn take(&self, msg: Arc<Message>) -> Option<Commit> {
         let topic = msg.topic.clone();
-        let done = self.shared.queue.lock().commit(msg, Instant::now(), std::time::Instant::now());
+        let broker = self.shared.broker.upgrade();
+        let store = broker.as_ref().and_then(|b| b.store().cloned());
+        let id = broker.as_ref().filter(|_| store.is_some()).map(|b| b.next_stored_id());
+        // The row is written before the timer task can see the message, so
+        // that its delete cannot overtake it.
+        let mut q = self.shared.queue.lock();
+        let done = q.commit(Arc::clone(&msg), Instant::now(), std::time::Instant::now(), unix_now_ms(), id);
+        let commit = match (&done, store) {
+            (Committed::Held { stored: Some((due_ms, id)), .. }, Some(store)) => {
+                Some(store.commit(vec![Change::DelayedPut { due_ms: *due_ms, id: *id, msg }]))
+            }
+            _ => None,
+        };
+        drop(q);
         match done {
-            Committed::Held { earliest: true } => self.shared.wake.notify_one(),
-            Committed::Held { earliest: false } => {}
+            Committed::Held { earliest: true, .. } => self.shared.wake.notify_one(),
+            Committed::Held { earliest: false, .. } => {}
             Committed::NoReservation | Committed::Full => {
                 self.shared.stats.dropped(1);
-                if let Some(b) = self.shared.broker.upgrade() {
+                if let Some(b) = &broker {
                     b.metrics.dropped(DropReason::Module);
                 }
                 debug!(topic = %Peer(topic.as_str()), result = ?done, "delayed message dropped: its reservation is gone");
             }
         }
+        commit
     }
 }
 
@@ -245,9 +291,14 @@ async fn run(shared: Arc<Shared>) {
             if !due.is_empty() {
                 let Some(broker) = shared.broker.upgrade() else { return };
                 let now = std::time::Instant::now();
-                for msg in due.drain(..) {
+                let mut done = Vec::new();
+                for (msg, stored) in due.drain(..) {
                     shared.publish(&broker, msg, now);
+                    done.extend(stored);
                 }
+                // After the publishes: their own rows (queued for
+                // persistent sessions) go to the writer first.
+                shared.forget(&broker, done);
             }
             if !more {
                 break;
@@ -270,7 +321,41 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Unix time in milliseconds.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Shared {
+    /// Takes back what the store held at start; how many.
+    fn restore(&self, broker: &Broker) -> usize {
+        let rows = broker.take_recovered_delayed();
+        if rows.is_empty() {
+            return 0;
+        }
+        let (now, now_ms) = (Instant::now(), unix_now_ms());
+        let mut q = self.queue.lock();
+        for r in &rows {
+            let due = now + Duration::from_millis(r.due_ms.saturating_sub(now_ms));
+            q.restore(Arc::clone(&r.msg), due, (r.due_ms, r.id));
+        }
+        rows.len()
+    }
+
+    /// Deletes these rows from the store (not awaited: a crash before the
+    /// write publishes them again at the next start — at least once).
+    fn forget(&self, broker: &Broker, rows: Vec<StoredKey>) {
+        if rows.is_empty() {
+            return;
+        }
+        if let Some(store) = broker.store() {
+            let changes = rows.into_iter().map(|(due_ms, id)| Change::DelayedDelete { due_ms, id }).collect();
+            drop(store.commit(changes));
+        }
+    }
+
     fn publish(&self, broker: &Broker, msg: Arc<Message>, now: std::time::Instant) {
         if msg.expired(now) {
             self.stats.dropped(1);

@@ -59,8 +59,9 @@ pub enum Refused {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
     /// Held; `earliest` when it is now the first deadline (the timer task
-    /// must be woken to sleep less).
-    Held { earliest: bool },
+    /// must be woken to sleep less); `stored`: its row, when it was given
+    /// an id to store it under.
+    Held { earliest: bool, stored: Option<StoredKey> },
     /// No reservation for it (its lease ran out): dropped.
     NoReservation,
     /// It weighs more than reserved and there is no room left: dropped.
@@ -70,10 +71,14 @@ pub enum Committed {
 /// Deadline, then a sequence number (ties keep their arrival order).
 type Key = (Instant, u64);
 
+/// A held message's row in the durable store: its deadline (Unix ms) and
+/// id ([`portcullis_core::durable::Change::DelayedPut`]).
+pub type StoredKey = (u64, u64);
+
 #[derive(Debug)]
 enum Timer {
-    /// A message to publish.
-    Publish { msg: Arc<Message>, weight: usize },
+    /// A message to publish (and its row, when the broker has a store).
+    Publish { msg: Arc<Message>, weight: usize, stored: Option<StoredKey> },
     /// A reservation's lease ends (the reservation's key).
     Lease(usize),
 }
@@ -195,9 +200,17 @@ impl Queue {
 
     /// Turns the publisher's reservation into a held message, due at the
     /// reserved deadline or when the message expires, whichever is first
-    /// (`now` and `std_now` are the same moment on the two clocks: the
-    /// message's expiry is a std `Instant`).
-    pub fn commit(&mut self, msg: Arc<Message>, now: Instant, std_now: std::time::Instant) -> Committed {
+    /// (`now`, `std_now` and `now_ms`, Unix ms, are the same moment on
+    /// three clocks: the message's expiry is a std `Instant`). With a
+    /// `stored_id`, the message gets a row key (its deadline in Unix ms).
+    pub fn commit(
+        &mut self,
+        msg: Arc<Message>,
+        now: Instant,
+        std_now: std::time::Instant,
+        now_ms: u64,
+        stored_id: Option<u64>,
+    ) -> Committed {
         let Some(r) = msg.publisher.as_ref().and_then(|p| self.take_reservation(publisher_key(p))) else {
             return Committed::NoReservation;
         };
@@ -209,12 +222,28 @@ impl Queue {
             Some(at) => r.deadline.min(now + at.saturating_duration_since(std_now)),
             None => r.deadline,
         };
+        let stored = stored_id.map(|id| {
+            let ms = u64::try_from(due.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX);
+            (now_ms.saturating_add(ms), id)
+        });
+        let earliest = self.hold(msg, weight, due, stored);
+        Committed::Held { earliest, stored }
+    }
+
+    fn hold(&mut self, msg: Arc<Message>, weight: usize, due: Instant, stored: Option<StoredKey>) -> bool {
         let earliest = self.next_due().is_none_or(|first| due < first);
         let key = self.key(due);
-        self.timers.insert(key, Timer::Publish { msg, weight });
+        self.timers.insert(key, Timer::Publish { msg, weight, stored });
         self.held += 1;
         self.held_bytes += weight;
-        Committed::Held { earliest }
+        earliest
+    }
+
+    /// Holds a message the store returned at start, due at `due`, outside
+    /// the bounds (it was admitted under them before the restart).
+    pub fn restore(&mut self, msg: Arc<Message>, due: Instant, stored: StoredKey) {
+        let weight = msg.weight();
+        self.hold(msg, weight, due, Some(stored));
     }
 
     /// Releases the reservation of the connection whose client id
@@ -242,7 +271,7 @@ impl Queue {
     /// Moves the messages due at `now` into `out`, in deadline order (ties
     /// in arrival order), releasing lapsed reservations on the way; at
     /// most `max` entries. Returns whether more are due.
-    pub fn pop_due(&mut self, now: Instant, max: usize, out: &mut Vec<Arc<Message>>) -> bool {
+    pub fn pop_due(&mut self, now: Instant, max: usize, out: &mut Vec<(Arc<Message>, Option<StoredKey>)>) -> bool {
         let mut n = 0;
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
@@ -254,10 +283,10 @@ impl Queue {
             n += 1;
             let key = *entry.key();
             match entry.remove() {
-                Timer::Publish { msg, weight } => {
+                Timer::Publish { msg, weight, stored } => {
                     self.held -= 1;
                     self.held_bytes -= weight;
-                    out.push(msg);
+                    out.push((msg, stored));
                 }
                 Timer::Lease(k) => {
                     if let Some(r) = self.reservations.remove(&k) {
@@ -270,12 +299,21 @@ impl Queue {
         false
     }
 
-    /// Drops everything; returns how many messages were held.
-    pub fn clear(&mut self) -> usize {
+    /// Drops everything; returns how many messages were held, and the
+    /// rows of those that were stored.
+    pub fn clear(&mut self) -> (usize, Vec<StoredKey>) {
         let n = self.held;
+        let stored = self
+            .timers
+            .values()
+            .filter_map(|t| match t {
+                Timer::Publish { stored, .. } => *stored,
+                Timer::Lease(_) => None,
+            })
+            .collect();
         self.timers.clear();
         self.reservations.clear();
         (self.held, self.held_bytes, self.reserved_bytes) = (0, 0, 0);
-        n
+        (n, stored)
     }
 }

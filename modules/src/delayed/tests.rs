@@ -188,9 +188,9 @@ fn reservations_count_against_the_bounds_and_never_leak() {
     assert_eq!(q.reserved(), 2);
 
     // Committed: held, no longer reserved.
-    assert_eq!(q.commit(msg_from(&a, &p), now, std_now), Committed::Held { earliest: true });
+    assert_eq!(q.commit(msg_from(&a, &p), now, std_now, 0, None), Committed::Held { earliest: true, stored: None });
     assert_eq!((q.held(), q.reserved()), (1, 1));
-    assert_eq!(q.commit(msg_from(&a, &p), now, std_now), Committed::NoReservation, "one take per reservation");
+    assert_eq!(q.commit(msg_from(&a, &p), now, std_now, 0, None), Committed::NoReservation, "one take per reservation");
 
     // Refused by the ACL: only the reservation for that very payload goes.
     let other = Bytes::from_static(b"other");
@@ -201,7 +201,7 @@ fn reservations_count_against_the_bounds_and_never_leak() {
     // Bytes: 2 held (topic "t", payload "x"); 998 more fit, 999 do not.
     let mut q = Queue::new(limits(10, 1000));
     assert!(q.reserve(&a, &p, 2, s, now).is_ok());
-    assert_eq!(q.commit(msg_from(&a, &p), now, std_now), Committed::Held { earliest: true });
+    assert_eq!(q.commit(msg_from(&a, &p), now, std_now, 0, None), Committed::Held { earliest: true, stored: None });
     assert_eq!(q.held_bytes(), 2);
     assert_eq!(q.reserve(&b, &p, 999, s, now), Err(Refused::Full));
     assert!(q.reserve(&b, &p, 998, s, now).is_ok());
@@ -212,7 +212,7 @@ fn reservations_count_against_the_bounds_and_never_leak() {
     assert!(!q.pop_due(now + LEASE, 100, &mut out));
     assert_eq!(out.len(), 1, "the held message was due long before");
     assert_eq!((q.held(), q.held_bytes(), q.reserved()), (0, 0, 0));
-    assert_eq!(q.commit(msg_from(&b, &p), now + LEASE, std_now), Committed::NoReservation);
+    assert_eq!(q.commit(msg_from(&b, &p), now + LEASE, std_now, 0, None), Committed::NoReservation);
     assert!(q.reserve(&c, &p, 1000, s, now + LEASE).is_ok(), "all room is back");
 }
 
@@ -226,10 +226,11 @@ fn deadlines_come_out_in_order_in_batches() {
     // Deadlines 3, 1, 2, 1, 3, 2 s: ties keep their arrival order.
     for (id, secs) in ids.iter().zip([3, 1, 2, 1, 3, 2]) {
         q.reserve(id, &p, 1, Duration::from_secs(secs), now).expect("room");
-        assert!(matches!(q.commit(msg_from(id, &p), now, std_now), Committed::Held { .. }));
+        assert!(matches!(q.commit(msg_from(id, &p), now, std_now, 0, None), Committed::Held { .. }));
     }
-    let who =
-        |v: &Vec<Arc<Message>>| v.iter().map(|m| m.publisher.as_deref().unwrap_or("").to_string()).collect::<Vec<_>>();
+    let who = |v: &Vec<(Arc<Message>, _)>| {
+        v.iter().map(|(m, _)| m.publisher.as_deref().unwrap_or("").to_string()).collect::<Vec<_>>()
+    };
     let mut out = Vec::new();
     assert!(!q.pop_due(now + Duration::from_millis(999), 10, &mut out));
     assert!(out.is_empty(), "nothing before its deadline");
@@ -256,7 +257,7 @@ fn an_expiry_before_the_deadline_is_due_first() {
     q.reserve(&a, &p, 2, Duration::from_secs(60), now).expect("room");
     let mut m = Arc::try_unwrap(msg_from(&a, &p)).expect("one owner");
     m.expires_at = Some(std_now + Duration::from_secs(5));
-    q.commit(Arc::new(m), now, std_now);
+    q.commit(Arc::new(m), now, std_now, 0, None);
     assert_eq!(q.next_due(), Some(now + Duration::from_secs(5)));
 }
 

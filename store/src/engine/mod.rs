@@ -39,7 +39,7 @@ pub enum Table {
     Retained,
     /// Reserved for guard bans (not written yet).
     Bans,
-    /// Reserved for delayed publishes (not written yet).
+    /// (deadline Unix ms, id) → a message held by the delayed-publish module.
     Delayed,
 }
 
