@@ -112,6 +112,9 @@ pub struct Broker {
     /// Delayed publishes the store returned at start, until the delayed
     /// module takes them ([`Broker::take_recovered_delayed`]).
     recovered_delayed: Mutex<Vec<crate::durable::RecoveredDelayed>>,
+    /// Guard bans the store returned at start, until the guard takes them
+    /// ([`Broker::take_recovered_bans`]).
+    recovered_bans: Mutex<Vec<crate::durable::RecoveredBan>>,
 }
 
 /// Unix time in milliseconds.
@@ -143,6 +146,7 @@ impl Broker {
             store: OnceLock::new(),
             next_message_id: AtomicU64::new(1),
             recovered_delayed: Mutex::new(Vec::new()),
+            recovered_bans: Mutex::new(Vec::new()),
         })
     }
 
@@ -468,6 +472,11 @@ impl Broker {
         std::mem::take(&mut *self.recovered_delayed.lock())
     }
 
+    /// The guard bans the store held at start (once).
+    pub fn take_recovered_bans(&self) -> Vec<crate::durable::RecoveredBan> {
+        std::mem::take(&mut *self.recovered_bans.lock())
+    }
+
     /// How many recovered delayed publishes wait for the delayed module.
     pub fn recovered_delayed_waiting(&self) -> usize {
         self.recovered_delayed.lock().len()
@@ -486,6 +495,7 @@ impl Broker {
         }
         self.next_message_id.store(r.next_message_id.max(1), Ordering::Relaxed);
         *self.recovered_delayed.lock() = r.delayed;
+        *self.recovered_bans.lock() = r.bans;
         let retained = r.retained.len();
         for m in &r.retained {
             self.retained.set(m);

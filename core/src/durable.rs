@@ -5,7 +5,7 @@
 //! state (a persistent session opened or ended, a subscription added or
 //! removed, a QoS 1/2 message queued, sent, acknowledged, a QoS 2 packet id
 //! awaiting PUBREL, a retained message set or cleared, a delayed publish
-//! held or ended) and hands them to
+//! held or ended, a guard ban started or lifted) and hands them to
 //! the [`SessionStore`] in batches. Only persistent sessions (expiry above
 //! zero) and QoS 1/2 messages reach it: clean sessions and QoS 0 never
 //! touch the disk.
@@ -136,6 +136,15 @@ pub enum Change {
         due_ms: u64,
         id: u64,
     },
+    /// A brute-force guard ban (its subject in the guard's own encoding)
+    /// until `until_ms` (Unix time), and its lifting.
+    BanPut {
+        key: Arc<[u8]>,
+        until_ms: u64,
+    },
+    BanDelete {
+        key: Arc<[u8]>,
+    },
 }
 
 /// Why the store could not take a batch: the broker refuses new
@@ -198,6 +207,13 @@ pub struct RecoveredDelayed {
     pub msg: Arc<Message>,
 }
 
+/// A guard ban as the store returns it (see [`Change::BanPut`]).
+#[derive(Debug, Clone)]
+pub struct RecoveredBan {
+    pub key: Vec<u8>,
+    pub until_ms: u64,
+}
+
 /// Everything a store holds, at start.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -206,6 +222,8 @@ pub struct Recovered {
     /// Delayed publishes, in deadline order (expired ones are not
     /// returned).
     pub delayed: Vec<RecoveredDelayed>,
+    /// Guard bans still running (ended ones are not returned).
+    pub bans: Vec<RecoveredBan>,
     /// The first message id not used yet.
     pub next_message_id: u64,
 }
@@ -272,6 +290,8 @@ mod tests {
                 Change::RetainDelete { .. } => "RetainDelete",
                 Change::DelayedPut { .. } => "DelayedPut",
                 Change::DelayedDelete { .. } => "DelayedDelete",
+                Change::BanPut { .. } => "BanPut",
+                Change::BanDelete { .. } => "BanDelete",
             })
             .collect()
     }

@@ -155,6 +155,12 @@ impl Node {
         let broker = Broker::new(settings);
         broker.add_metric_source(Arc::clone(&security) as Arc<dyn portcullis_core::metrics::MetricSource>);
         let store = open_store(&cfg, &broker)?;
+        if let Some(s) = broker.store() {
+            let bans = security.shared.guard.attach_store(Arc::clone(s), broker.take_recovered_bans());
+            if bans > 0 {
+                info!(bans, "brute-force guard: bans restored from the store");
+            }
+        }
         if let Some(file) = &cfg.persistence.snapshot_file {
             let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;
             info!(file = %file.display(), sessions = r.sessions, messages = r.messages, retained = r.retained, "snapshot restored");

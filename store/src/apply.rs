@@ -301,6 +301,12 @@ impl<'e> Txn<'e> {
             Change::DelayedDelete { due_ms, id } => {
                 self.del(Table::Delayed, codec::delayed_key(*due_ms, *id));
             }
+            Change::BanPut { key, until_ms } => {
+                self.put(Table::Bans, key.to_vec(), until_ms.to_le_bytes().to_vec(), false);
+            }
+            Change::BanDelete { key } => {
+                self.del(Table::Bans, key.to_vec());
+            }
         }
         Ok(())
     }

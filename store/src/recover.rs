@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use portcullis_core::durable::{
-    MessageId, Recovered, RecoveredDelayed, RecoveredInflight, RecoveredQueued, RecoveredSession,
+    MessageId, Recovered, RecoveredBan, RecoveredDelayed, RecoveredInflight, RecoveredQueued, RecoveredSession,
 };
 use portcullis_core::message::Message;
 
@@ -242,5 +242,25 @@ pub fn recover(engine: &dyn Engine) -> Result<Recovery, EngineError> {
     })?;
     repairs.extend(expired_delayed.into_iter().map(|k| (Table::Delayed, k, None)));
 
-    Ok(Recovery { recovered: Recovered { sessions, retained, delayed, next_message_id }, repairs, next_order, expired })
+    // Guard bans that still run.
+    let mut bans = Vec::new();
+    let mut ended_bans = Vec::new();
+    cx.each(Table::Bans, &mut |k, v| {
+        let mut r = codec::R(v);
+        let until_ms = r.u64()?;
+        r.end()?;
+        match until_ms > now_ms {
+            true => bans.push(RecoveredBan { key: k.to_vec(), until_ms }),
+            false => ended_bans.push(k.to_vec()),
+        }
+        Ok(())
+    })?;
+    repairs.extend(ended_bans.into_iter().map(|k| (Table::Bans, k, None)));
+
+    Ok(Recovery {
+        recovered: Recovered { sessions, retained, delayed, bans, next_message_id },
+        repairs,
+        next_order,
+        expired,
+    })
 }

@@ -354,3 +354,27 @@ fn delayed_publishes_come_back_in_deadline_order_and_expired_ones_are_tidied() {
     drop(store);
     assert_eq!(rows(dir.path(), Table::Delayed), 2, "the expired row was deleted at recovery");
 }
+
+#[test]
+fn guard_bans_that_still_run_come_back_and_ended_ones_are_tidied() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = crate::codec::unix_now_ms();
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        let key = |s: &str| -> Arc<[u8]> { Arc::from(s.as_bytes()) };
+        let batch = vec![
+            Change::BanPut { key: key("running"), until_ms: now_ms + 60_000 },
+            Change::BanPut { key: key("ended"), until_ms: now_ms.saturating_sub(1) },
+            Change::BanPut { key: key("lifted"), until_ms: now_ms + 60_000 },
+        ];
+        block_on(store.commit(batch)).unwrap();
+        block_on(store.commit(vec![Change::BanDelete { key: key("lifted") }])).unwrap();
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let r = store.recover().unwrap();
+    let got: Vec<(&[u8], u64)> = r.bans.iter().map(|b| (&b.key[..], b.until_ms)).collect();
+    assert_eq!(got, vec![(&b"running"[..], now_ms + 60_000)]);
+    drop(store);
+    assert_eq!(rows(dir.path(), Table::Bans), 1, "the ended ban was deleted at recovery");
+}

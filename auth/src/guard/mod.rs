@@ -46,6 +46,14 @@
 //!   Prometheus, `auth/guard/*` in `$SYS`.
 //! * **Logs** — a ban is logged once when it starts, with its subject,
 //!   never a password.
+//! * **Durability** — with the broker's durable store
+//!   ([`BruteForceGuard::attach_store`]), a ban is written when it starts
+//!   and deleted when it is lifted (not awaited: a crash within the group
+//!   commit's few milliseconds can lose it), and the bans still running
+//!   are back after a restart, with their ends in wall-clock time. The
+//!   row names the subject itself (the username's hash is keyed per
+//!   process), so a ban on a username longer than [`LABEL_MAX`] bytes is
+//!   not stored (the address's own ban, if any, is).
 
 mod ttl;
 
@@ -58,10 +66,12 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use parking_lot::Mutex;
+use portcullis_core::durable::{Change, RecoveredBan, SessionStore};
 use portcullis_core::gate::{ConnectInfo, DenyReason};
 use portcullis_core::metrics::{Family, Kind, Scrape};
 use tokio::time::Instant;
@@ -218,6 +228,8 @@ pub struct BruteForceGuard {
     /// CONNECTs refused for want of a free slot.
     throttled: AtomicU64,
     bans_started: AtomicU64,
+    /// The broker's durable store, once attached.
+    store: OnceLock<Arc<dyn SessionStore>>,
 }
 
 impl fmt::Debug for BruteForceGuard {
@@ -256,6 +268,62 @@ fn failed(result: &AuthResult) -> Option<bool> {
     }
 }
 
+/// Unix time in milliseconds.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A ban's row key in the durable store: `i` or `u`, the address (4 or 16
+/// bytes after its length), and for `u` the username; `None` for a
+/// username the ban does not keep whole.
+fn stored_key(key: Key, label: &Label) -> Option<Arc<[u8]>> {
+    let ip = |out: &mut Vec<u8>, ip: IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(16);
+            out.extend_from_slice(&v6.octets());
+        }
+    };
+    let mut out = Vec::with_capacity(24);
+    match key {
+        Key::Ip(a) => {
+            out.push(b'i');
+            ip(&mut out, a);
+        }
+        Key::User(a, _) => {
+            let username = label.username.as_deref().filter(|_| !label.truncated)?;
+            out.push(b'u');
+            ip(&mut out, a);
+            out.extend_from_slice(username.as_bytes());
+        }
+    }
+    Some(out.into())
+}
+
+/// The subject a [`stored_key`] names.
+fn parse_stored_key(b: &[u8]) -> Option<Subject> {
+    let (&kind, rest) = b.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let (addr, rest) = rest.split_at_checked(usize::from(len))?;
+    let ip = match len {
+        4 => IpAddr::from(<[u8; 4]>::try_from(addr).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
+        _ => return None,
+    };
+    match (kind, rest.is_empty()) {
+        (b'i', true) => Some(Subject::Ip(ip)),
+        (b'u', false) if rest.len() <= LABEL_MAX => {
+            Some(Subject::User { ip, username: std::str::from_utf8(rest).ok()?.to_string() })
+        }
+        _ => None,
+    }
+}
+
 impl BruteForceGuard {
     pub fn new(cfg: GuardConfig) -> Self {
         BruteForceGuard::with_capacity(cfg, MAX_TRACKED)
@@ -270,6 +338,7 @@ impl BruteForceGuard {
             refused: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             bans_started: AtomicU64::new(0),
+            store: OnceLock::new(),
         }
     }
 
@@ -435,15 +504,16 @@ impl BruteForceGuard {
                         if n >= self.limit(k) {
                             st.failures.remove(&k);
                             let label = Label::of(k, info.username.as_deref());
-                            started.push((label.subject(k), self.limit(k)));
+                            started.push((label.subject(k), self.limit(k), stored_key(k, &label)));
                             st.bans.insert(k, label, now + self.cfg.ban);
                         }
                     }
                 }
             }
         }
-        for (subject, failures) in started {
+        for (subject, failures, row) in started {
             self.bans_started.fetch_add(1, Relaxed);
+            self.persist(row, self.cfg.ban);
             tracing::warn!(
                 subject = %subject,
                 failures,
@@ -495,11 +565,13 @@ impl BruteForceGuard {
         let label = Label::of(key, username);
         let shown = label.subject(key);
         let ban = duration.unwrap_or(self.cfg.ban);
+        let row = stored_key(key, &label);
         {
             let mut st = self.state.lock();
             st.failures.remove(&key);
             st.bans.insert(key, label, Instant::now() + ban);
         }
+        self.persist(row, ban);
         self.bans_started.fetch_add(1, Relaxed);
         tracing::warn!(subject = %shown, ban = ?ban, "brute-force guard: ban added");
     }
@@ -509,10 +581,48 @@ impl BruteForceGuard {
     pub fn unban(&self, subject: &Subject) -> bool {
         let key = self.key_of(subject);
         let now = Instant::now();
+        let lifted = {
+            let mut st = self.state.lock();
+            st.bans.purge(now);
+            st.failures.remove(&key);
+            st.bans.remove(&key)
+        };
+        let Some(label) = lifted else { return false };
+        if let (Some(store), Some(row)) = (self.store.get(), stored_key(key, &label)) {
+            drop(store.commit(vec![Change::BanDelete { key: row }]));
+        }
+        true
+    }
+
+    /// Writes bans to `store` from now on, and takes back the bans it held
+    /// at start (`bans`, from the store's recovery); returns how many.
+    /// Once: a second call changes nothing.
+    pub fn attach_store(&self, store: Arc<dyn SessionStore>, bans: Vec<RecoveredBan>) -> usize {
+        if self.store.set(store).is_err() {
+            return 0;
+        }
+        let (now, now_ms) = (Instant::now(), unix_now_ms());
         let mut st = self.state.lock();
-        st.bans.purge(now);
-        st.failures.remove(&key);
-        st.bans.remove(&key).is_some()
+        let mut n = 0;
+        for b in bans {
+            let Some(subject) = parse_stored_key(&b.key) else { continue };
+            let key = self.key_of(&subject);
+            let username = match &subject {
+                Subject::User { username, .. } => Some(username.as_str()),
+                Subject::Ip(_) => None,
+            };
+            let until = now + Duration::from_millis(b.until_ms.saturating_sub(now_ms));
+            st.bans.insert(key, Label::of(key, username), until);
+            n += 1;
+        }
+        n
+    }
+
+    /// Writes a ban that runs `ban` from now (not awaited).
+    fn persist(&self, row: Option<Arc<[u8]>>, ban: Duration) {
+        let (Some(store), Some(key)) = (self.store.get(), row) else { return };
+        let until_ms = unix_now_ms().saturating_add(u64::try_from(ban.as_millis()).unwrap_or(u64::MAX));
+        drop(store.commit(vec![Change::BanPut { key, until_ms }]));
     }
 
     /// Reads the guard's counters into `out` (`portcullis_guard_*`,

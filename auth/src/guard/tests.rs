@@ -297,3 +297,23 @@ async fn churn_does_not_grow_the_queue() {
     assert_eq!(st.failures.len(), 1, "the address; a success forgets the pair");
     assert!(st.failures.queue_len() <= 8);
 }
+
+#[test]
+fn stored_keys_name_their_subject_and_long_usernames_are_not_stored() {
+    use super::{parse_stored_key, stored_key, Key, Label};
+    use std::net::IpAddr;
+    let v4 = IpAddr::from([10, 1, 2, 3]);
+    let v6: IpAddr = "2001:db8::".parse().unwrap();
+    let k = stored_key(Key::Ip(v4), &Label::of(Key::Ip(v4), None)).unwrap();
+    assert_eq!(parse_stored_key(&k), Some(Subject::Ip(v4)));
+    let user = Key::User(v6, 7);
+    let k = stored_key(user, &Label::of(user, Some("ålice"))).unwrap();
+    assert_eq!(parse_stored_key(&k), Some(Subject::User { ip: v6, username: "ålice".into() }));
+    let long = "x".repeat(LABEL_MAX + 1);
+    assert!(stored_key(user, &Label::of(user, Some(&long))).is_none(), "a cut-short username is not stored");
+    for bad in
+        [&b""[..], b"i", b"i\x05abcde", b"u\x04\x01\x02\x03\x04", b"z\x04\x01\x02\x03\x04", b"i\x04\x01\x02\x03\x04x"]
+    {
+        assert_eq!(parse_stored_key(bad), None, "{bad:?}");
+    }
+}

@@ -37,7 +37,7 @@ pub enum Table {
     AwaitRel,
     /// topic → retained message (its own copy).
     Retained,
-    /// Reserved for guard bans (not written yet).
+    /// guard's subject key → the ban's end (Unix ms).
     Bans,
     /// (deadline Unix ms, id) → a message held by the delayed-publish module.
     Delayed,
