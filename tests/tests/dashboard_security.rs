@@ -1,0 +1,335 @@
+//! The dashboard's security side through the real binary and headless
+//! Chromium: the first password (the first administrator created on the
+//! login page over loopback only, never through a proxy, one winner of
+//! concurrent attempts; the initial password from config or environment
+//! that must be changed before anything else), the lockout on those
+//! paths; the explain form against `portcullis auth check` / `acl
+//! explain`; the built-in users and rules pages with their effect over
+//! MQTT; the auth and ACL page against the API.
+
+use std::path::Path;
+
+use portcullis_tests::dashboard::*;
+use portcullis_tests::Broker;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A broker with anonymous loopback clients and the admin API without any
+/// key; `extra` goes into `[admin]`.
+fn no_keys(dir: &Path, extra: &str) -> String {
+    format!(
+        "[auth]\nchain = [\"anon\"]\n[auth.anonymous.anon]\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\n{extra}\n",
+        tp(&dir.join("data")),
+    )
+}
+
+fn admin_of(b: &Broker) -> std::net::SocketAddr {
+    b.admin_addr().unwrap_or_else(|| panic!("no admin API:\n{}", b.log()))
+}
+
+async fn with_basic(addr: std::net::SocketAddr, user: &str, pw: &str, path: &str) -> (StatusCode, Value) {
+    let res = http().get(format!("http://{addr}{path}")).basic_auth(user, Some(pw)).send().await.expect("request");
+    let st = res.status();
+    (st, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn first_admin(addr: std::net::SocketAddr, name: &str, secret: &str, proxied: bool) -> (StatusCode, Value) {
+    let mut req =
+        http().post(format!("http://{addr}/dashboard/first-admin")).json(&json!({"name": name, "secret": secret}));
+    if proxied {
+        req = req.header("x-forwarded-for", "203.0.113.9");
+    }
+    let res = req.send().await.expect("request");
+    let st = res.status();
+    (st, res.json().await.unwrap_or(Value::Null))
+}
+
+const FIRST_SECRET: &str = "first-admin-secret-0123";
+
+#[tokio::test]
+async fn first_admin_is_created_over_loopback_only_and_logs_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Broker::start(&no_keys(dir.path(), ""));
+    let addr = admin_of(&b);
+    // Nobody can log in, and the login page offers the first administrator.
+    let (st, _, _, _) = login(addr, "admin", "admin").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, v) = call(addr, Method::GET, "/dashboard/first-admin", None, None, None).await;
+    assert_eq!((st, v["open"].as_bool(), v["why"].as_str()), (StatusCode::OK, Some(true), Some("open")), "{v}");
+
+    // Through a proxy (a forwarded header): refused, API and page.
+    for h in ["x-forwarded-for", "x-real-ip", "forwarded"] {
+        let res = http()
+            .get(format!("http://{addr}/dashboard/first-admin"))
+            .header(h, "for=203.0.113.9")
+            .send()
+            .await
+            .expect("request");
+        let v: Value = res.json().await.expect("json");
+        assert_eq!((v["open"].as_bool(), v["why"].as_str()), (Some(false), Some("proxied")), "{h}: {v}");
+    }
+    let (st, v) = first_admin(addr, "mallory", FIRST_SECRET, true).await;
+    assert_eq!((st, v["code"].as_str()), (StatusCode::FORBIDDEN, Some("FIRST_ADMIN_LOOPBACK_ONLY")), "{v}");
+    let px = proxy(addr).await;
+    {
+        let mut c = Chromium::start().await;
+        c.cmd("Network.enable", json!({})).await;
+        c.cmd("Network.setExtraHTTPHeaders", json!({"headers": {"X-Forwarded-For": "203.0.113.9"}})).await;
+        c.cmd("Page.navigate", json!({"url": format!("http://{}/portcullis/dashboard/", px.addr)})).await;
+        c.wait_for("!document.getElementById('first-admin-refused').hidden").await;
+        assert_eq!(c.eval("document.getElementById('first-admin-refused').dataset.why").await, "proxied");
+        assert_eq!(c.eval("document.getElementById('first-admin').hidden").await, true);
+        let text = c.eval("document.getElementById('first-admin-refused').textContent").await;
+        assert!(text.as_str().is_some_and(|t| t.contains("loopback") && t.contains("bootstrap_file")), "{text}");
+        c.screenshot("first-admin-refused-proxied").await;
+    }
+    // Still no administrator.
+    let (_, _, v) = call(addr, Method::GET, "/dashboard/first-admin", None, None, None).await;
+    assert_eq!(v["open"], true);
+
+    // Straight from loopback: the form creates the key and logs in.
+    let mut c = Chromium::start().await;
+    c.cmd("Page.navigate", json!({"url": format!("http://{addr}/dashboard/")})).await;
+    c.wait_for("!document.getElementById('first-admin').hidden").await;
+    assert_eq!(c.eval("document.getElementById('first-admin-refused').hidden").await, true);
+    c.screenshot("first-admin").await;
+    // A mismatched confirmation is caught before anything is sent.
+    c.eval(&format!(
+        "document.getElementById('first-name').value = 'root'; \
+         document.getElementById('first-secret').value = {FIRST_SECRET:?}; \
+         document.getElementById('first-confirm').value = 'something-else-0123456'; \
+         document.getElementById('first-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("document.getElementById('first-error').textContent.includes('differ')").await;
+    let (_, _, v) = call(addr, Method::GET, "/dashboard/first-admin", None, None, None).await;
+    assert_eq!(v["open"], true, "nothing created");
+    c.eval(&format!(
+        "document.getElementById('first-secret').value = {FIRST_SECRET:?}; \
+         document.getElementById('first-confirm').value = {FIRST_SECRET:?}; \
+         document.getElementById('first-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("!document.getElementById('nav').hidden").await;
+    assert_eq!(c.eval("document.getElementById('who-name').textContent").await, "root");
+    assert_eq!(c.eval("document.getElementById('who-role').textContent").await, "administrator");
+    assert_eq!(
+        c.eval(
+            "['first-secret', 'first-confirm', 'login-pass'].map((id) => document.getElementById(id).value).join('')"
+        )
+        .await,
+        "",
+        "no secret left in the page"
+    );
+    // The key works for the API, and the offer is gone.
+    let (st, v) = with_basic(addr, "root", FIRST_SECRET, "/api/v5/api_key").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["role"], "administrator");
+    let (_, _, v) = call(addr, Method::GET, "/dashboard/first-admin", None, None, None).await;
+    assert_eq!((v["open"].as_bool(), v["why"].as_str()), (Some(false), Some("admin_exists")));
+    let (st, v) = first_admin(addr, "second", FIRST_SECRET, false).await;
+    assert_eq!((st, v["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_EXISTS")));
+    assert!(!b.log().contains(FIRST_SECRET), "the secret is never logged");
+}
+
+#[tokio::test]
+async fn first_admin_refuses_a_short_secret_or_a_bad_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Broker::start(&no_keys(dir.path(), ""));
+    let addr = admin_of(&b);
+    let (st, v) = first_admin(addr, "root", "short-secret", false).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = first_admin(addr, "9bad name", FIRST_SECRET, false).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, _, v) = call(addr, Method::GET, "/dashboard/first-admin", None, None, None).await;
+    assert_eq!(v["open"], true);
+}
+
+#[tokio::test]
+async fn concurrent_first_admins_make_one_winner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Broker::start(&no_keys(dir.path(), ""));
+    let addr = admin_of(&b);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(async move { first_admin(addr, &format!("root{i}"), FIRST_SECRET, false).await.0 }))
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.expect("task"));
+    }
+    let won = codes.iter().filter(|c| **c == StatusCode::OK).count();
+    let lost = codes.iter().filter(|c| **c == StatusCode::CONFLICT).count();
+    assert_eq!((won, lost), (1, 7), "{codes:?}");
+    let keys = std::fs::read_to_string(dir.path().join("data/api_keys.json")).expect("key store");
+    let v: Value = serde_json::from_str(&keys).expect("json");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["keys"][0]["role"], "administrator");
+}
+
+const INITIAL: &str = "initial-pass-0123456789";
+const CHANGED: &str = "changed-pass-0123456789";
+
+#[tokio::test]
+async fn initial_password_must_be_changed_before_anything_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = no_keys(dir.path(), &format!("dashboard_initial_password = {INITIAL:?}"));
+    let b = Broker::start(&cfg);
+    let addr = admin_of(&b);
+    let store = dir.path().join("data/api_keys.json");
+    let text = std::fs::read_to_string(&store).expect("key store");
+    assert!(text.contains("\"must_change\": true") && !text.contains(INITIAL), "{text}");
+    // No first-admin offer: an administrator exists.
+    let (_, _, v) = call(addr, Method::GET, "/dashboard/first-admin", None, None, None).await;
+    assert_eq!(v["why"], "admin_exists");
+
+    // Logged in with it, every API call is refused until the change.
+    let (st, _, cookie, v) = login(addr, "admin", INITIAL).await;
+    assert_eq!((st, v["must_change"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let cookie = cookie.expect("cookie");
+    let csrf = v["csrf"].as_str().expect("csrf").to_string();
+    for (m, path) in [
+        (Method::GET, "/api/v5/stats"),
+        (Method::GET, "/api/v5/api_key"),
+        (Method::DELETE, "/api/v5/authentication/cache"),
+        (Method::POST, "/api/v5/api_key"),
+    ] {
+        let (st, _, e) = call(addr, m.clone(), path, Some(&cookie), Some(&csrf), Some(json!({"name": "x"}))).await;
+        assert_eq!((st, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("PASSWORD_CHANGE_REQUIRED")), "{m} {path}");
+    }
+    let (st, e) = with_basic(addr, "admin", INITIAL, "/api/v5/stats").await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("PASSWORD_CHANGE_REQUIRED")));
+    // The change needs the CSRF token.
+    let body = json!({"current": INITIAL, "new": CHANGED});
+    let (st, _, _) = call(addr, Method::POST, "/dashboard/password", Some(&cookie), None, Some(body)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    // The page shows the change form first, and nothing else.
+    let mut c = Chromium::start().await;
+    c.cmd("Page.navigate", json!({"url": format!("http://{addr}/dashboard/")})).await;
+    c.wait_for("!document.getElementById('login').hidden").await;
+    c.eval(&format!(
+        "document.getElementById('login-user').value = 'admin'; \
+         document.getElementById('login-pass').value = {INITIAL:?}; \
+         document.getElementById('login-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("!document.getElementById('pw-change').hidden").await;
+    assert_eq!(c.eval("document.getElementById('nav').hidden").await, true);
+    assert_eq!(c.eval("document.getElementById('page').children.length").await, 0);
+    c.screenshot("forced-password-change").await;
+    // A wrong current secret is refused.
+    c.eval(&format!(
+        "document.getElementById('pw-current').value = 'wrong-current-0123456789'; \
+         document.getElementById('pw-new').value = {CHANGED:?}; \
+         document.getElementById('pw-confirm').value = {CHANGED:?}; \
+         document.getElementById('pw-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("document.getElementById('pw-error').textContent.includes('Wrong current')").await;
+    // Reloaded, the page still asks for the change first.
+    c.cmd("Page.reload", json!({})).await;
+    c.wait_for("!document.getElementById('pw-change').hidden").await;
+    c.eval(&format!(
+        "document.getElementById('pw-current').value = {INITIAL:?}; \
+         document.getElementById('pw-new').value = {CHANGED:?}; \
+         document.getElementById('pw-confirm').value = {CHANGED:?}; \
+         document.getElementById('pw-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("!document.getElementById('nav').hidden && document.querySelector('#page h2')").await;
+    assert_eq!(
+        c.eval("['pw-current', 'pw-new', 'pw-confirm', 'login-pass'].map((id) => document.getElementById(id).value).join('')")
+            .await,
+        ""
+    );
+    // The page's session now reads the API.
+    assert_eq!(c.eval("fetch('../api/v5/stats').then((r) => r.status)").await, 200);
+
+    // The flag is gone (in the store too), the initial password is dead.
+    let (st, v) = with_basic(addr, "admin", CHANGED, "/api/v5/api_key").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let text = std::fs::read_to_string(&store).expect("key store");
+    assert!(!text.contains("must_change"), "{text}");
+    let (st, _, _, _) = login(addr, "admin", INITIAL).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(!b.log().contains(INITIAL) && !b.log().contains(CHANGED), "secrets never logged");
+    drop(c);
+    drop(b);
+    // Restarted with the same config: the initial password is not applied
+    // again (an administrator exists).
+    let b = Broker::start(&cfg);
+    let addr = admin_of(&b);
+    let (st, _, _, _) = login(addr, "admin", INITIAL).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _, v) = login(addr, "admin", CHANGED).await;
+    assert_eq!((st, v["must_change"].as_bool()), (StatusCode::OK, Some(false)));
+}
+
+#[tokio::test]
+async fn the_environment_wins_over_the_config_and_short_ones_refuse_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = "from-the-environment-0123";
+    let cfg = no_keys(dir.path(), &format!("dashboard_initial_password = {INITIAL:?}"));
+    let b = Broker::start_with_env(&cfg, &[("PORTCULLIS_DASHBOARD_PASSWORD", env)]);
+    let addr = admin_of(&b);
+    let (st, _, _, _) = login(addr, "admin", INITIAL).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _, v) = login(addr, "admin", env).await;
+    assert_eq!((st, v["must_change"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    assert!(!b.log().contains(env), "never logged");
+
+    // Too short in the config: the key is named.
+    let out = std::process::Command::new(portcullis_tests::binary())
+        .arg("--config")
+        .arg({
+            let p = dir.path().join("short.toml");
+            std::fs::write(&p, no_keys(&dir.path().join("x"), "dashboard_initial_password = \"short\"")).expect("cfg");
+            p
+        })
+        .arg("--check-config")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("admin.dashboard_initial_password"), "{err}");
+}
+
+#[tokio::test]
+async fn lockout_covers_first_admin_attempts_and_password_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Broker::start(&no_keys(dir.path(), "login_failures = 3\nlogin_lockout = \"1h\""));
+    let addr = admin_of(&b);
+    for _ in 0..3 {
+        let (st, _) = first_admin(addr, "root", FIRST_SECRET, true).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+    }
+    // Locked out: even a good attempt straight from loopback.
+    let (st, _) = first_admin(addr, "root", FIRST_SECRET, false).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Broker::start(&no_keys(
+        dir.path(),
+        &format!("login_failures = 3\nlogin_lockout = \"1h\"\ndashboard_initial_password = {INITIAL:?}"),
+    ));
+    let addr = admin_of(&b);
+    let (_, _, cookie, v) = login(addr, "admin", INITIAL).await;
+    let cookie = cookie.expect("cookie");
+    let csrf = v["csrf"].as_str().expect("csrf").to_string();
+    let change = |current: &str| json!({"current": current, "new": CHANGED});
+    for _ in 0..3 {
+        let (st, _, e) = call(
+            addr,
+            Method::POST,
+            "/dashboard/password",
+            Some(&cookie),
+            Some(&csrf),
+            Some(change("wrong-0123456789abc")),
+        )
+        .await;
+        assert_eq!((st, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("BAD_USERNAME_OR_PWD")));
+    }
+    let (st, _, _) =
+        call(addr, Method::POST, "/dashboard/password", Some(&cookie), Some(&csrf), Some(change(INITIAL))).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+}
