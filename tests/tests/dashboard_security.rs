@@ -333,3 +333,195 @@ async fn lockout_covers_first_admin_attempts_and_password_changes() {
         call(addr, Method::POST, "/dashboard/password", Some(&cookie), Some(&csrf), Some(change(INITIAL))).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
 }
+
+// ---------------------------------------------------------------------
+// Explain: the page answers like the CLI.
+
+fn passwd(file: &Path, user: &str, password: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(portcullis_tests::binary())
+        .args(["passwd", file.to_str().expect("utf-8"), user, "--hash", "pbkdf2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("portcullis passwd");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
+    assert!(child.wait().expect("wait").success(), "passwd {user}");
+}
+
+/// A broker with a password file (alice, bob) after an anonymous provider,
+/// an ACL file, and the kit's keys.
+fn explain_broker(dir: &Path) -> Broker {
+    let boot = dir.join("bootstrap");
+    std::fs::write(&boot, format!("admin:{SECRET}:administrator\nview:{SECRET}:viewer\n")).expect("bootstrap");
+    let pw = dir.join("passwd");
+    passwd(&pw, "alice", "alice-pw-explained");
+    passwd(&pw, "bob", "bob-pw-explained");
+    let acl = dir.join("acl.toml");
+    std::fs::write(
+        &acl,
+        "[[rule]]\npermission = \"deny\"\naction = \"publish\"\ntopics = [\"denied/#\"]\n\n\
+         [[rule]]\npermission = \"allow\"\naction = \"all\"\ntopics = [\"#\"]\n",
+    )
+    .expect("acl");
+    Broker::start(&format!(
+        "[auth]\nchain = [\"anon\", \"pw\"]\n[auth.anonymous.anon]\n[auth.password_file.pw]\npath = {}\n\
+         [acl]\nchain = [\"rules\"]\n[acl.file.rules]\npath = {}\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\nbootstrap_file = {}\n",
+        tp(&pw),
+        tp(&acl),
+        tp(&dir.join("data")),
+        tp(&boot),
+    ))
+}
+
+/// The CLI's JSON answer (`--json`), the password on stdin.
+fn cli(config: &Path, args: &[&str], stdin: &str) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new(portcullis_tests::binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .arg("--json")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("portcullis");
+    child.stdin.take().expect("stdin").write_all(format!("{stdin}\n").as_bytes()).expect("write");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("{args:?}: the CLI did not exit within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Decision, deciding provider/rule, and each step (provider, result,
+/// rule), as the page shows them in its data-* attributes.
+async fn page_answer(c: &mut Chromium, prefix: &str) -> Value {
+    c.eval(&format!(
+        "(() => {{ const b = document.getElementById('{prefix}-result'); \
+           return {{ decision: b.dataset.decision, decided_by: b.dataset.decidedBy, chain: b.dataset.chain, \
+             steps: [...b.querySelectorAll('tbody tr')].map((r) => [r.dataset.provider, r.dataset.result, r.dataset.rule]) }}; }})()"
+    ))
+    .await
+}
+
+fn cli_answer(v: &Value) -> Value {
+    let steps: Vec<Value> = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| json!([s["provider"], s["result"], s["rule"].as_str().unwrap_or("")]))
+        .collect();
+    json!({"decision": v["decision"], "decided_by": v["decided_by"], "chain": v["chain"], "steps": steps})
+}
+
+async fn explain_auth_on_page(c: &mut Chromium, client: &str, user: &str, password: &str) -> Value {
+    c.eval(&format!(
+        "delete document.getElementById('xa-result').dataset.decision; \
+         document.getElementById('xa-client').value = {client:?}; \
+         document.getElementById('xa-user').value = {user:?}; \
+         document.getElementById('xa-pass').value = {password:?}; \
+         document.getElementById('xa-peer').value = '127.0.0.1'; \
+         document.getElementById('xa-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("document.getElementById('xa-result').dataset.decision").await;
+    assert_eq!(c.eval("document.getElementById('xa-pass').value").await, "", "the password is not kept");
+    let html = c.eval("document.documentElement.outerHTML").await;
+    assert!(!html.as_str().expect("html").contains(password), "the password is nowhere in the page");
+    page_answer(c, "xa").await
+}
+
+async fn explain_acl_on_page(c: &mut Chromium, client: &str, user: &str, action: &str, topic: &str) -> Value {
+    c.eval(&format!(
+        "delete document.getElementById('xc-result').dataset.decision; \
+         document.getElementById('xc-client').value = {client:?}; \
+         document.getElementById('xc-user').value = {user:?}; \
+         document.getElementById('xc-topic').value = {topic:?}; \
+         document.getElementById('xc-action').value = {action:?}; \
+         document.getElementById('xc-qos').value = '1'; \
+         document.getElementById('xc-submit').click(); true"
+    ))
+    .await;
+    c.wait_for("document.getElementById('xc-result').dataset.decision").await;
+    page_answer(c, "xc").await
+}
+
+#[tokio::test]
+async fn explain_page_answers_like_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = explain_broker(dir.path());
+    let addr = admin_of(&b);
+    let cfg = b.config_path.clone();
+    let mut c = Chromium::start().await;
+    c.log_in(&format!("http://{addr}/dashboard/"), "admin", SECRET).await;
+    c.open_page("explain").await;
+
+    // Authentication: allowed by the password file, denied (bad password).
+    let page = explain_auth_on_page(&mut c, "dev1", "alice", "alice-pw-explained").await;
+    let cli_v = cli(&cfg, &["auth", "check", "--client-id", "dev1", "--username", "alice"], "alice-pw-explained");
+    assert_eq!(page, cli_answer(&cli_v), "auth allow: page vs CLI");
+    assert_eq!(page["decision"], "allow");
+    assert!(page["decided_by"].as_str().is_some_and(|d| d.starts_with("provider pw")), "{page}");
+    let allow_auth = page;
+
+    // ACL: allowed by the catch-all rule.
+    let page = explain_acl_on_page(&mut c, "dev1", "alice", "subscribe", "a/#").await;
+    let cli_v = cli(
+        &cfg,
+        &["acl", "explain", "--client-id", "dev1", "--username", "alice", "--subscribe", "a/#", "--qos", "1"],
+        "",
+    );
+    assert_eq!(page, cli_answer(&cli_v), "acl allow: page vs CLI");
+    assert_eq!(page["decision"], "allow");
+    c.eval("document.getElementById('xc-result').scrollIntoView({block: 'end'}); true").await;
+    c.screenshot("explain-allow").await;
+
+    let page = explain_auth_on_page(&mut c, "dev2", "bob", "not-bobs-password").await;
+    let cli_v = cli(&cfg, &["auth", "check", "--client-id", "dev2", "--username", "bob"], "not-bobs-password");
+    assert_eq!(page, cli_answer(&cli_v), "auth deny: page vs CLI");
+    assert_eq!(page["decision"], "deny");
+    assert_ne!(page, allow_auth);
+    let page = explain_acl_on_page(&mut c, "dev2", "bob", "publish", "denied/x").await;
+    let cli_v = cli(
+        &cfg,
+        &["acl", "explain", "--client-id", "dev2", "--username", "bob", "--publish", "denied/x", "--qos", "1"],
+        "",
+    );
+    assert_eq!(page, cli_answer(&cli_v), "acl deny: page vs CLI");
+    assert_eq!(page["decision"], "deny");
+    assert!(page["steps"][0][2].as_str().is_some_and(|r| !r.is_empty()), "the deciding rule is named: {page}");
+    c.eval("document.getElementById('xc-result').scrollIntoView({block: 'end'}); true").await;
+    c.screenshot("explain-deny").await;
+    for pw in ["alice-pw-explained", "not-bobs-password"] {
+        assert!(!b.log().contains(pw), "never logged");
+    }
+
+    // A viewer sees the form but cannot run it (a POST).
+    let mut v = Chromium::start().await;
+    v.log_in(&format!("http://{addr}/dashboard/"), "view", SECRET).await;
+    v.open_page("explain").await;
+    assert_eq!(
+        v.eval("document.getElementById('xa-submit').disabled && document.getElementById('xc-submit').disabled").await,
+        true
+    );
+    let (_, _, cookie, s) = login(addr, "view", SECRET).await;
+    let (st, _, _) = call(
+        addr,
+        Method::POST,
+        "/api/v5/authorization/explain",
+        cookie.as_deref(),
+        s["csrf"].as_str(),
+        Some(json!({"clientid": "x", "action": "publish", "topic": "a"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+}
