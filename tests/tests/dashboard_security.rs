@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+use portcullis_core::codec::{ProtocolVersion, QoS};
+use portcullis_tests::backend::{sub_code, try_login, V3, V5};
 use portcullis_tests::dashboard::*;
 use portcullis_tests::Broker;
 use reqwest::{Method, StatusCode};
@@ -524,4 +526,189 @@ async fn explain_page_answers_like_the_cli() {
     )
     .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+}
+
+// ---------------------------------------------------------------------
+// Users and rules of the built-in store, and their effect over MQTT.
+
+fn users_broker(dir: &Path) -> Broker {
+    let boot = dir.join("bootstrap");
+    std::fs::write(&boot, format!("admin:{SECRET}:administrator\nview:{SECRET}:viewer\n")).expect("bootstrap");
+    Broker::start(&format!(
+        "[auth]\nchain = [\"users\"]\n[auth.builtin.users]\npath = {db}\npoll = \"100ms\"\n\
+         [acl]\nchain = [\"rules\"]\nno_match = \"deny\"\n[acl.builtin.rules]\npath = {db}\npoll = \"100ms\"\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\nbootstrap_file = {}\n",
+        tp(&dir.join("data")),
+        tp(&boot),
+        db = tp(&dir.join("users.db")),
+    ))
+}
+
+/// The CONNACK code of `user`/`password` once it equals `want` (the broker
+/// sees a store change at its next poll), or the last one after 5 s.
+async fn connack_becomes(b: &Broker, version: ProtocolVersion, user: &str, password: &str, want: u8) -> u8 {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, c) = try_login(b.addr, version, &format!("c-{user}"), Some(user), Some(password)).await;
+        let c = c.expect("a CONNACK");
+        if c == want || std::time::Instant::now() > end {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The SUBACK code for `filter` once it equals `want`, or the last one.
+async fn suback_becomes(b: &Broker, user: &str, password: &str, filter: &str, want: u8) -> u8 {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut id = 1;
+    loop {
+        let (mut raw, c) = try_login(b.addr, V5, &format!("s-{user}"), Some(user), Some(password)).await;
+        assert_eq!(c, Some(0));
+        let code = sub_code(&mut raw, id, filter, QoS::AtLeastOnce).await;
+        if code == want || std::time::Instant::now() > end {
+            return code;
+        }
+        id += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The user ids the page shows, and the API's.
+async fn users_match(c: &mut Chromium, addr: std::net::SocketAddr) -> Vec<String> {
+    let api = api_get(addr, "/api/v5/authentication/users/users?limit=1000").await;
+    let mut want: Vec<String> =
+        api["data"].as_array().expect("data").iter().map(|u| u["user_id"].as_str().expect("id").to_string()).collect();
+    want.sort();
+    let js = format!(
+        "(() => {{ const ids = [...document.querySelectorAll('#users-rows tr')].map((r) => r.dataset.userId).sort(); \
+           return JSON.stringify(ids) === {:?} && document.getElementById('users-rows').dataset.count === '{}'; }})()",
+        serde_json::to_string(&want).expect("json"),
+        api["meta"]["count"]
+    );
+    c.wait_for(&js).await;
+    want
+}
+
+#[tokio::test]
+async fn users_page_adds_changes_and_deletes_users_and_rules_with_effect_over_mqtt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = users_broker(dir.path());
+    let addr = admin_of(&b);
+    let mut c = Chromium::start().await;
+    c.log_in(&format!("http://{addr}/dashboard/"), "admin", SECRET).await;
+    c.open_page("users").await;
+    c.wait_for("document.getElementById('users-rows') && document.getElementById('users-rows').dataset.count === '0'")
+        .await;
+    assert_eq!(c.eval("document.getElementById('users-store').value").await, "users");
+    assert_eq!(c.eval("document.getElementById('rules-source').value").await, "rules");
+
+    // Add: alice logs in with that password.
+    c.eval(
+        "document.getElementById('user-add-id').value = 'alice'; \
+         document.getElementById('user-add-pass').value = 'alice-pw-one'; \
+         document.getElementById('user-add-submit').click(); true",
+    )
+    .await;
+    c.wait_for("document.querySelector('#users-rows tr[data-user-id=\"alice\"]')").await;
+    assert_eq!(c.eval("document.getElementById('user-add-pass').value").await, "");
+    assert_eq!(users_match(&mut c, addr).await, vec!["alice".to_string()]);
+    assert_eq!(connack_becomes(&b, V5, "alice", "alice-pw-one", 0).await, 0, "added from the page: logs in");
+
+    // A rule: denied (no_match = deny) until the page adds one.
+    assert_eq!(suback_becomes(&b, "alice", "alice-pw-one", "a/b", 0x87).await, 0x87);
+    c.eval(
+        "document.getElementById('rule-kind').value = 'username'; \
+         document.getElementById('rule-who').value = 'alice'; \
+         document.getElementById('rule-permission').value = 'allow'; \
+         document.getElementById('rule-action').value = 'subscribe'; \
+         document.getElementById('rule-topic').value = 'a/#'; \
+         document.getElementById('rule-add-submit').click(); true",
+    )
+    .await;
+    c.wait_for("document.getElementById('rules-rows').dataset.count === '1'").await;
+    let rules = api_get(addr, "/api/v5/authorization/sources/rules/rules").await;
+    let rule_id = rules["data"][0]["id"].as_i64().expect("id");
+    assert_eq!(
+        (rules["data"][0]["topic"].as_str(), rules["data"][0]["username"].as_str()),
+        (Some("a/#"), Some("alice"))
+    );
+    assert_eq!(
+        c.eval(&format!("document.querySelector('#rules-rows tr[data-rule-id=\"{rule_id}\"]').dataset.topic")).await,
+        "a/#"
+    );
+    assert_eq!(suback_becomes(&b, "alice", "alice-pw-one", "a/b", 1).await, 1, "the rule grants the subscription");
+    c.screenshot("users").await;
+    c.eval("document.getElementById('rules-section').scrollIntoView(); true").await;
+    c.screenshot("users-rules").await;
+    c.viewport(390, 844, true).await;
+    c.screenshot("users-phone").await;
+    c.viewport(1280, 800, false).await;
+
+    // Delete the rule from the page: refused again.
+    c.eval(&format!(
+        "{{ const b = document.querySelector('#rules-rows tr[data-rule-id=\"{rule_id}\"] button.del'); b.click(); b.click(); }} true"
+    ))
+    .await;
+    c.wait_for("document.getElementById('rules-rows').dataset.count === '0'").await;
+    assert_eq!(suback_becomes(&b, "alice", "alice-pw-one", "a/b", 0x87).await, 0x87);
+
+    // Change the password: the old one is refused (0x86 in 5.0, 0x04 in
+    // 3.1.1), the new one works.
+    c.eval(
+        "{ const r = document.querySelector('#users-rows tr[data-user-id=\"alice\"]'); \
+         r.querySelector('input.newpw').value = 'alice-pw-two'; r.querySelector('button.pw-save').click(); } true",
+    )
+    .await;
+    c.wait_for("document.getElementById('users-status').textContent.includes('changed')").await;
+    assert_eq!(c.eval("[...document.querySelectorAll('input.newpw')].map((i) => i.value).join('')").await, "");
+    assert_eq!(connack_becomes(&b, V5, "alice", "alice-pw-one", 0x86).await, 0x86);
+    assert_eq!(connack_becomes(&b, V3, "alice", "alice-pw-one", 0x04).await, 0x04);
+    assert_eq!(connack_becomes(&b, V5, "alice", "alice-pw-two", 0).await, 0);
+
+    // Delete: refused.
+    c.eval("{ const b = document.querySelector('#users-rows tr[data-user-id=\"alice\"] button.del'); b.click(); b.click(); } true")
+        .await;
+    c.wait_for("document.getElementById('users-rows').dataset.count === '0'").await;
+    assert!(users_match(&mut c, addr).await.is_empty());
+    assert_ne!(connack_becomes(&b, V5, "alice", "alice-pw-two", 0x86).await, 0, "deleted: refused");
+    for pw in ["alice-pw-one", "alice-pw-two"] {
+        assert!(!b.log().contains(pw), "never logged");
+    }
+
+    // A viewer: every write control disabled, and the API refuses.
+    let (st, _) = http()
+        .post(format!("http://{addr}/api/v5/authentication/users/users"))
+        .basic_auth("admin", Some(SECRET))
+        .json(&json!({"user_id": "bob", "password": "bob-pw"}))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .expect("request");
+    assert_eq!(st, StatusCode::CREATED);
+    let mut v = Chromium::start().await;
+    v.log_in(&format!("http://{addr}/dashboard/"), "view", SECRET).await;
+    v.open_page("users").await;
+    v.wait_for("document.querySelector('#users-rows tr[data-user-id=\"bob\"]')").await;
+    assert_eq!(
+        v.eval(
+            "['user-add-submit', 'rule-add-submit'].every((id) => document.getElementById(id).disabled) \
+             && [...document.querySelectorAll('#users-rows button, #users-rows input')].every((b) => b.disabled)"
+        )
+        .await,
+        true
+    );
+    let (_, _, cookie, s) = login(addr, "view", SECRET).await;
+    for (m, path, body) in [
+        (Method::POST, "/api/v5/authentication/users/users", Some(json!({"user_id": "eve", "password": "x"}))),
+        (Method::DELETE, "/api/v5/authentication/users/users/bob", None),
+        (
+            Method::POST,
+            "/api/v5/authorization/sources/rules/rules",
+            Some(json!({"username": "bob", "permission": "allow", "action": "all", "topic": "#"})),
+        ),
+    ] {
+        let (st, _, _) = call(addr, m.clone(), path, cookie.as_deref(), s["csrf"].as_str(), body).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{m} {path}");
+    }
 }
