@@ -712,3 +712,107 @@ async fn users_page_adds_changes_and_deletes_users_and_rules_with_effect_over_mq
         assert_eq!(st, StatusCode::FORBIDDEN, "{m} {path}");
     }
 }
+
+// ---------------------------------------------------------------------
+// Auth & ACL: providers, counters, health, caches, as the API says.
+
+/// Waits until every row of the page's table `id` (auth or acl) carries
+/// the API's counters and health for its (provider, chain).
+async fn sources_match(c: &mut Chromium, id: &str, sources: &Value) {
+    let want: Vec<Value> = sources
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| {
+            let m = &s["metrics"];
+            json!([
+                s["id"],
+                s["chain"],
+                s["status"],
+                m["calls"],
+                m["allow"],
+                m["deny"],
+                m["ignore"],
+                m["error"],
+                m["timeout"]
+            ])
+        })
+        .collect();
+    let want = serde_json::to_string(&want).expect("json");
+    c.wait_for(&format!(
+        "JSON.stringify([...document.querySelectorAll('#{id}-rows tr')].map((r) => [r.dataset.id, r.dataset.chain, \
+           r.dataset.status, ...['calls', 'allow', 'deny', 'ignore', 'error', 'timeout'].map((k) => Number(r.dataset[k]))])) === {want:?}"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn auth_page_shows_every_provider_and_source_with_the_apis_counters_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = explain_broker(dir.path());
+    let addr = admin_of(&b);
+    // Traffic: an allow by the password file, a deny, an ACL allow and deny.
+    let (mut raw, code) = try_login(b.addr, V5, "t1", Some("alice"), Some("alice-pw-explained")).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(sub_code(&mut raw, 1, "a/b", QoS::AtLeastOnce).await, 1);
+    let (_, code) = try_login(b.addr, V5, "t2", Some("bob"), Some("wrong")).await;
+    assert_eq!(code, Some(0x86));
+
+    let mut c = Chromium::start().await;
+    c.log_in(&format!("http://{addr}/dashboard/"), "admin", SECRET).await;
+    c.open_page("auth").await;
+    let auth = api_get(addr, "/api/v5/authentication").await;
+    assert_eq!(auth.as_array().map(Vec::len), Some(2), "{auth}");
+    sources_match(&mut c, "auth", &auth).await;
+    let acl = api_get(addr, "/api/v5/authorization/sources").await;
+    sources_match(&mut c, "acl", &acl["sources"]).await;
+    assert_eq!(c.eval("document.querySelector('#auth-rows tr[data-id=\"pw\"]').dataset.deny").await, "1");
+
+    // Live: another deny shows without a reload.
+    let (_, code) = try_login(b.addr, V5, "t3", Some("bob"), Some("wrong-again")).await;
+    assert_eq!(code, Some(0x86));
+    let auth = api_get(addr, "/api/v5/authentication").await;
+    sources_match(&mut c, "auth", &auth).await;
+    assert_eq!(c.eval("document.querySelector('#auth-rows tr[data-id=\"pw\"]').dataset.deny").await, "2");
+
+    // A provider's totals (its /status).
+    c.eval("document.querySelector('#auth-rows tr[data-id=\"pw\"] button').click(); true").await;
+    let st = api_get(addr, "/api/v5/authentication/pw/status").await;
+    c.wait_for(&format!(
+        "(() => {{ const d = document.getElementById('provider-detail'); return !d.hidden && d.dataset.id === 'pw' \
+           && d.dataset.status === {:?} && d.dataset.calls === '{}' && d.dataset.deny === '{}'; }})()",
+        st["status"].as_str().expect("status"),
+        st["metrics"]["calls"],
+        st["metrics"]["deny"]
+    ))
+    .await;
+
+    // Caches: the API's numbers, and purge.
+    let ac = api_get(addr, "/api/v5/authentication/cache").await;
+    let cc = api_get(addr, "/api/v5/authorization/cache").await;
+    assert!(cc["entries"].as_u64().is_some(), "the ACL cache reports its size: {cc}");
+    c.wait_for(&format!(
+        "document.getElementById('cache-auth').dataset.misses === '{}' && document.getElementById('cache-auth').dataset.entries === '{}' \
+         && document.getElementById('cache-acl').dataset.hits === '{}' && document.getElementById('cache-acl').dataset.misses === '{}'",
+        ac["misses"], ac["entries"], cc["hits"], cc["misses"]
+    ))
+    .await;
+    c.screenshot("auth").await;
+    c.eval("{ const b = document.getElementById('purge-acl'); b.click(); b.click(); } true").await;
+    c.wait_for("document.getElementById('auth-status').textContent.includes('ACL cache purged')").await;
+    // A purged ACL cache asks the chain again: one more miss.
+    let before = api_get(addr, "/api/v5/authorization/cache").await["misses"].as_u64().expect("misses");
+    assert_eq!(sub_code(&mut raw, 2, "a/b", QoS::AtLeastOnce).await, 1);
+    let after = api_get(addr, "/api/v5/authorization/cache").await["misses"].as_u64().expect("misses");
+    assert_eq!(after, before + 1, "purged from the page: the same subscribe missed");
+
+    // A viewer cannot purge.
+    let mut v = Chromium::start().await;
+    v.log_in(&format!("http://{addr}/dashboard/"), "view", SECRET).await;
+    v.open_page("auth").await;
+    v.wait_for("document.querySelector('#auth-rows tr')").await;
+    assert_eq!(
+        v.eval("document.getElementById('purge-auth').disabled && document.getElementById('purge-acl').disabled").await,
+        true
+    );
+}
