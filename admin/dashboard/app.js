@@ -28,7 +28,7 @@ async function own(method, path, body, csrf) {
 
 const HOW = {
   not_loopback: 'No administrator key exists yet. Create one from the broker\'s host: open this page over loopback '
-    + '(http://127.0.0.1:…/dashboard/), or add a line to [admin] bootstrap_file, or set '
+    + '(127.0.0.1 or ::1, without a proxy), or add a line to [admin] bootstrap_file, or set '
     + '[admin] dashboard_initial_password (or PORTCULLIS_DASHBOARD_PASSWORD), or run `portcullis ctl` there.',
   proxied: 'No administrator key exists yet. It cannot be created through a reverse proxy: open this page '
     + 'directly over loopback on the broker\'s host, or use [admin] bootstrap_file, '

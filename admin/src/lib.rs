@@ -124,7 +124,7 @@ pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
     if keys.is_empty() {
         warn!(
             "admin API: no API key exists; every HTTP request but /api/v5/status is refused (401; the Unix socket, if on, acts as administrator). \
-             Add one with [admin] bootstrap_file"
+             Add one with [admin] bootstrap_file or dashboard_initial_password, or create the first administrator on the dashboard's login page opened over loopback"
         );
     }
     let shim = match &cfg.mqtt_publish_listener {

@@ -517,6 +517,37 @@ mod tests {
         assert!(KeyStore::load(&data, None).unwrap().is_empty());
     }
 
+    #[tokio::test]
+    async fn first_admin_once_and_the_must_change_flag_kept_until_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = KeyStore::load(&data, None).unwrap();
+        assert!(!store.has_administrator());
+        assert!(matches!(store.create_first_admin("admin", b"short", true).await, Err(KeyError::Invalid(_))));
+        let rec = store.create_first_admin("admin", b"initial-0123456789", true).await.unwrap();
+        assert!(rec.must_change && store.has_administrator());
+        assert!(matches!(
+            store.create_first_admin("other", b"initial-0123456789", false).await,
+            Err(KeyError::AdminExists)
+        ));
+        let again = KeyStore::load(&data, None).unwrap();
+        assert!(again.get("admin").unwrap().must_change, "the flag is kept in the store");
+        assert!(matches!(
+            again.change_secret("admin", b"wrong-0123456789ab", b"changed-0123456789").await,
+            Err(KeyError::WrongSecret)
+        ));
+        assert!(matches!(
+            again.change_secret("admin", b"initial-0123456789", b"initial-0123456789").await,
+            Err(KeyError::Invalid(_))
+        ));
+        let rec = again.change_secret("admin", b"initial-0123456789", b"changed-0123456789").await.unwrap();
+        assert!(!rec.must_change);
+        let third = KeyStore::load(&data, None).unwrap();
+        assert!(!third.get("admin").unwrap().must_change);
+        assert_eq!(third.authenticate("admin", b"initial-0123456789"), None);
+        assert_eq!(third.authenticate("admin", b"changed-0123456789"), Some(("admin".into(), Role::Administrator)));
+    }
+
     #[test]
     fn bootstrap_lines_and_their_errors() {
         let dir = tempfile::tempdir().unwrap();
