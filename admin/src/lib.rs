@@ -77,6 +77,38 @@ pub fn check(cfg: &Config) -> Result<(), Rejected> {
     KeyStore::load(&a.data_dir, a.bootstrap_file.as_deref()).map(drop).map_err(|e| Rejected(format!("admin: {e}")))
 }
 
+/// The environment variable whose value, when set, is the dashboard's
+/// initial password (it wins over `[admin] dashboard_initial_password`).
+pub const INITIAL_PASSWORD_ENV: &str = "PORTCULLIS_DASHBOARD_PASSWORD";
+
+/// Creates the administrator key `admin`, flagged "must change", from the
+/// initial password (environment first, then config) when one is given and
+/// no administrator key exists. The password is never logged.
+async fn initial_admin(cfg: &AdminConfig, keys: &KeyStore) -> anyhow::Result<()> {
+    let (password, key) = match std::env::var(INITIAL_PASSWORD_ENV) {
+        Ok(v) if !v.is_empty() => (v, INITIAL_PASSWORD_ENV),
+        _ => match &cfg.dashboard_initial_password {
+            None => return Ok(()),
+            Some(s) => (
+                s.resolve("admin.dashboard_initial_password").map_err(|e| Rejected(format!("admin: {e}")))?,
+                "admin.dashboard_initial_password",
+            ),
+        },
+    };
+    if keys.has_administrator() {
+        info!("admin API: an administrator key exists; the dashboard's initial password is not used");
+        return Ok(());
+    }
+    match keys.create_first_admin("admin", password.as_bytes(), true).await {
+        Ok(_) => {
+            warn!("admin API: administrator key `admin` created from the initial password; it must be changed at the first dashboard login");
+            Ok(())
+        }
+        Err(access::keys::KeyError::Invalid(m)) => Err(Rejected(format!("{key}: {m}")).into()),
+        Err(e) => Err(Rejected(format!("{key}: key `admin` not created: {e}")).into()),
+    }
+}
+
 /// Starts the admin API of `node` as `[admin]` says; `None` when it is
 /// off. Call it after [`Node::start`]; stop it before
 /// [`Node::shutdown`].
@@ -88,10 +120,11 @@ pub async fn start(node: Arc<Node>) -> anyhow::Result<Option<AdminServer>> {
     }
     let keys =
         KeyStore::load(&cfg.data_dir, cfg.bootstrap_file.as_deref()).map_err(|e| Rejected(format!("admin: {e}")))?;
+    initial_admin(&cfg, &keys).await?;
     if keys.is_empty() {
         warn!(
             "admin API: no API key exists; every HTTP request but /api/v5/status is refused (401; the Unix socket, if on, acts as administrator). \
-             Add one with [admin] bootstrap_file"
+             Add one with [admin] bootstrap_file or dashboard_initial_password, or create the first administrator on the dashboard's login page opened over loopback"
         );
     }
     let shim = match &cfg.mqtt_publish_listener {

@@ -116,17 +116,23 @@ impl Broker {
     /// when it has no `[persistence]` table — the default (strict) store
     /// in `data/` of that directory ([`Broker::data_dir`]).
     pub fn start_with_config(cfg: &str) -> Broker {
-        Broker::spawn(cfg, None)
+        Broker::spawn(cfg, None, &[])
+    }
+
+    /// As [`Broker::start_with_config`], with these environment variables
+    /// set for the broker process.
+    pub fn start_with_env(cfg: &str, env: &[(&str, &str)]) -> Broker {
+        Broker::spawn(cfg, None, env)
     }
 
     /// As [`Broker::start_with_config`], but run from the working
     /// directory `cwd` and without a `[persistence]` table added: the
     /// config's own (or the default `./data`, relative to `cwd`) is used.
     pub fn start_in(cwd: &std::path::Path, cfg: &str) -> Broker {
-        Broker::spawn(cfg, Some(cwd))
+        Broker::spawn(cfg, Some(cwd), &[])
     }
 
-    fn spawn(cfg: &str, cwd: Option<&std::path::Path>) -> Broker {
+    fn spawn(cfg: &str, cwd: Option<&std::path::Path>, env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = cfg.to_string();
         if !cfg.contains("[admin]") {
@@ -153,6 +159,7 @@ impl Broker {
             .arg("--config")
             .arg(&config_path)
             .env("PORTCULLIS_LOG", std::env::var("PORTCULLIS_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -70,6 +70,10 @@ pub struct Record {
     pub expired_at: Option<u64>,
     #[serde(skip, default = "api_source")]
     pub source: Source,
+    /// Set on the key made from `[admin] dashboard_initial_password`:
+    /// until its secret is changed, it may do nothing but change it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_change: bool,
 }
 
 fn api_source() -> Source {
@@ -91,6 +95,7 @@ impl Record {
             created_at: now_secs(),
             expired_at: None,
             source,
+            must_change: false,
         }
     }
 
@@ -148,6 +153,10 @@ pub enum KeyError {
     Invalid(String),
     #[error("{MAX_KEYS} API keys exist; delete one first")]
     TooMany,
+    #[error("an administrator key exists")]
+    AdminExists,
+    #[error("wrong secret")]
+    WrongSecret,
     #[error("cannot write the key store {}: {error}", .path.display())]
     Write { path: PathBuf, error: std::io::Error },
 }
@@ -324,6 +333,64 @@ impl KeyStore {
         self.commit(keys).await
     }
 
+    /// Whether a key of role administrator exists (enabled or not).
+    pub fn has_administrator(&self) -> bool {
+        self.keys.read().iter().any(|k| k.role == Role::Administrator)
+    }
+
+    /// Creates the first administrator key, `name` (also its id), with
+    /// this secret (at least [`MIN_BOOTSTRAP_SECRET`] characters) — only
+    /// while no administrator key exists: the check and the creation are
+    /// one step under the store's write lock, so of two concurrent calls
+    /// one wins and the other gets [`KeyError::AdminExists`].
+    /// `must_change`: the key may do nothing but change its secret.
+    pub async fn create_first_admin(&self, name: &str, secret: &[u8], must_change: bool) -> Result<Record, KeyError> {
+        check_name(name)?;
+        check_secret(secret)?;
+        let _w = self.writing.lock().await;
+        let mut keys = self.keys.read().clone();
+        if keys.iter().any(|k| k.role == Role::Administrator) {
+            return Err(KeyError::AdminExists);
+        }
+        if keys.iter().any(|k| k.name == name || k.api_key == name) {
+            return Err(KeyError::Exists(name.to_string()));
+        }
+        if keys.len() >= MAX_KEYS {
+            return Err(KeyError::TooMany);
+        }
+        let mut rec = Record::new(name.to_string(), name.to_string(), secret, Role::Administrator, Source::Api);
+        rec.must_change = must_change;
+        keys.push(rec.clone());
+        self.commit(keys).await?;
+        Ok(rec)
+    }
+
+    /// Changes the secret of the created key `name` from `current` to
+    /// `new` (at least [`MIN_BOOTSTRAP_SECRET`] characters, not `current`),
+    /// and clears its "must change" flag.
+    pub async fn change_secret(&self, name: &str, current: &[u8], new: &[u8]) -> Result<Record, KeyError> {
+        check_secret(new)?;
+        if bool::from(current.ct_eq(new)) {
+            return Err(KeyError::Invalid("the new secret must differ from the current one".to_string()));
+        }
+        let _w = self.writing.lock().await;
+        let mut keys = self.keys.read().clone();
+        let k = keys.iter_mut().find(|k| k.name == name).ok_or_else(|| KeyError::NotFound(name.to_string()))?;
+        if !k.matches(current) {
+            return Err(KeyError::WrongSecret);
+        }
+        if k.source == Source::BootstrapFile {
+            return Err(KeyError::Bootstrap(name.to_string()));
+        }
+        let fresh = Record::new(k.name.clone(), k.api_key.clone(), new, k.role, k.source);
+        k.salt = fresh.salt;
+        k.hash = fresh.hash;
+        k.must_change = false;
+        let out = k.clone();
+        self.commit(keys).await?;
+        Ok(out)
+    }
+
     /// Writes the created keys, then makes `keys` the ones in force.
     async fn commit(&self, keys: Vec<Record>) -> Result<(), KeyError> {
         let file = StoreFile { version: 1, keys: keys.iter().filter(|k| k.source == Source::Api).cloned().collect() };
@@ -360,6 +427,14 @@ fn warn_if_readable(path: &Path) {
         if m.permissions().mode() & 0o077 != 0 {
             tracing::warn!(file = %path.display(), "the API key store is readable by others than its owner (chmod 600)");
         }
+    }
+}
+
+/// A secret people choose: at least [`MIN_BOOTSTRAP_SECRET`] characters.
+pub fn check_secret(secret: &[u8]) -> Result<(), KeyError> {
+    match String::from_utf8_lossy(secret).chars().count() >= MIN_BOOTSTRAP_SECRET {
+        true => Ok(()),
+        false => Err(KeyError::Invalid(format!("the secret must be at least {MIN_BOOTSTRAP_SECRET} characters"))),
     }
 }
 
@@ -440,6 +515,37 @@ mod tests {
         assert_eq!(again.authenticate(&rec.api_key, secret.as_bytes()), None, "disabled");
         again.delete("ops").await.unwrap();
         assert!(KeyStore::load(&data, None).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn first_admin_once_and_the_must_change_flag_kept_until_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = KeyStore::load(&data, None).unwrap();
+        assert!(!store.has_administrator());
+        assert!(matches!(store.create_first_admin("admin", b"short", true).await, Err(KeyError::Invalid(_))));
+        let rec = store.create_first_admin("admin", b"initial-0123456789", true).await.unwrap();
+        assert!(rec.must_change && store.has_administrator());
+        assert!(matches!(
+            store.create_first_admin("other", b"initial-0123456789", false).await,
+            Err(KeyError::AdminExists)
+        ));
+        let again = KeyStore::load(&data, None).unwrap();
+        assert!(again.get("admin").unwrap().must_change, "the flag is kept in the store");
+        assert!(matches!(
+            again.change_secret("admin", b"wrong-0123456789ab", b"changed-0123456789").await,
+            Err(KeyError::WrongSecret)
+        ));
+        assert!(matches!(
+            again.change_secret("admin", b"initial-0123456789", b"initial-0123456789").await,
+            Err(KeyError::Invalid(_))
+        ));
+        let rec = again.change_secret("admin", b"initial-0123456789", b"changed-0123456789").await.unwrap();
+        assert!(!rec.must_change);
+        let third = KeyStore::load(&data, None).unwrap();
+        assert!(!third.get("admin").unwrap().must_change);
+        assert_eq!(third.authenticate("admin", b"initial-0123456789"), None);
+        assert_eq!(third.authenticate("admin", b"changed-0123456789"), Some(("admin".into(), Role::Administrator)));
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //! a request that changes something must then carry the session's CSRF
 //! header, or it is answered 403.
 //!
+//! A key made from `[admin] dashboard_initial_password` and still
+//! flagged "must change" is answered 403 `PASSWORD_CHANGE_REQUIRED` on
+//! every route (Basic or session) until its secret is changed through
+//! the dashboard.
+//!
 //! `[admin] prometheus_public = true` lets `GET` of the Prometheus paths
 //! through without a key (for scrapers); off by default.
 
@@ -121,6 +126,9 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
                 if !safe && !crate::dashboard::sessions::csrf_ok(req.headers(), &s.csrf) {
                     return crate::dashboard::sessions::csrf_refused();
                 }
+                if s.must_change {
+                    return password_change_required();
+                }
                 if !s.role.permits(req.method(), req.uri().path()) {
                     return forbidden(s.role);
                 }
@@ -146,6 +154,9 @@ pub(crate) async fn require_key(State(ctx): State<Arc<Ctx>>, mut req: Request, n
         ctx.lockout.failed(ip, &id);
         return unauthorized("unknown, disabled or expired API key, or wrong secret");
     };
+    if ctx.keys.get(&name).is_some_and(|k| k.must_change) {
+        return password_change_required();
+    }
     if !role.permits(req.method(), req.uri().path()) {
         return forbidden(role);
     }
@@ -166,6 +177,17 @@ pub fn locked_out(left: std::time::Duration) -> Response {
         res.headers_mut().insert(header::RETRY_AFTER, v);
     }
     res
+}
+
+/// 403 for a key made from `dashboard_initial_password` whose secret
+/// has not been changed yet: it may do nothing else.
+pub fn password_change_required() -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "PASSWORD_CHANGE_REQUIRED",
+        "this key's initial secret must be changed first (the dashboard asks for it at login)",
+    )
+    .into_response()
 }
 
 fn forbidden(role: Role) -> Response {

@@ -91,7 +91,7 @@ pub struct ApiKeyChange {
 /// Longest description.
 const MAX_DESC: usize = 1000;
 
-fn key_error(e: KeyError) -> ApiError {
+pub(crate) fn key_error(e: KeyError) -> ApiError {
     match e {
         KeyError::NotFound(_) => ApiError::not_found("NOT_FOUND", e.to_string()),
         KeyError::Exists(_) => ApiError::new(StatusCode::BAD_REQUEST, "ALREADY_EXISTS", e.to_string()),
@@ -99,6 +99,8 @@ fn key_error(e: KeyError) -> ApiError {
             tracing::error!(error = %e, "admin API: API key store not written");
             ApiError::internal(e.to_string())
         }
+        KeyError::AdminExists => ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", e.to_string()),
+        KeyError::WrongSecret => ApiError::new(StatusCode::UNAUTHORIZED, "BAD_USERNAME_OR_PWD", e.to_string()),
         KeyError::Bootstrap(_) | KeyError::Invalid(_) | KeyError::TooMany => ApiError::bad_request(e.to_string()),
     }
 }

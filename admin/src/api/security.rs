@@ -248,12 +248,20 @@ pub async fn purge_auth_cache(State(ctx): State<Arc<Ctx>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// The ACL cache: hits and misses.
+/// The ACL cache: hits, misses and entries (decisions stored now,
+/// approximate).
 #[utoipa::path(get, path = "/api/v5/authorization/cache", tag = "Authorization",
     responses((status = 200, body = CacheStats)))]
 pub async fn acl_cache(State(ctx): State<Arc<Ctx>>) -> Json<CacheStats> {
-    let s = ctx.node.security.shared.acl_cache.stats();
-    Json(CacheStats { counters: BTreeMap::from([("hits".to_string(), s.hits), ("misses".to_string(), s.misses)]) })
+    let cache = &ctx.node.security.shared.acl_cache;
+    let s = cache.stats();
+    Json(CacheStats {
+        counters: BTreeMap::from([
+            ("hits".to_string(), s.hits),
+            ("misses".to_string(), s.misses),
+            ("entries".to_string(), cache.entry_count()),
+        ]),
+    })
 }
 
 /// Empties the ACL cache (of every client): the next action of everyone

@@ -14,10 +14,15 @@
 //! SameSite=Strict` cookie, kept server-side only as its SHA-256 hash,
 //! ended by `POST /dashboard/logout` or `dashboard_session_timeout` of
 //! inactivity, and whenever its key is deleted, disabled or expires.
+//! The first administrator ([`first`]): while no administrator key
+//! exists, the login page reached directly over loopback (no proxy
+//! header) can create one; `dashboard_initial_password` makes one that
+//! must change its secret before doing anything else.
 //! Requests that change something (not `GET`/`HEAD`) made with the
 //! cookie must also carry the session's CSRF token in [`CSRF_HEADER`]
 //! (see [`sessions`]).
 
+pub mod first;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -90,6 +95,8 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .route("/dashboard/login", post(login))
         .route("/dashboard/logout", post(logout))
         .route("/dashboard/session", get(session))
+        .route("/dashboard/first-admin", get(first::state).post(first::create))
+        .route("/dashboard/password", post(first::change_password))
         .route("/dashboard/{file}", get(asset))
 }
 
@@ -143,7 +150,7 @@ async fn asset(State(ctx): State<Arc<Ctx>>, Path(file): Path<String>) -> Respons
     serve(&file)
 }
 
-fn off() -> Response {
+pub(crate) fn off() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "the dashboard is off ([admin] dashboard = false)")
         .into_response()
 }
@@ -164,6 +171,8 @@ pub struct SessionInfo {
     pub username: String,
     pub role: Role,
     pub csrf: String,
+    /// The key's initial secret must be changed before anything else.
+    pub must_change: bool,
 }
 
 async fn login(
@@ -188,18 +197,25 @@ async fn login(
         return ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "a publisher key cannot log in to the dashboard")
             .into_response();
     }
-    let (token, csrf) = ctx.sessions.create(name.clone(), body.username.clone());
-    let mut res = Json(SessionInfo { username: body.username, role, csrf }).into_response();
-    if let Ok(v) = HeaderValue::from_str(&sessions::set_cookie(&token, &cfg.dashboard_base_path)) {
+    let must_change = ctx.keys.get(&name).is_some_and(|k| k.must_change);
+    tracing::info!(key = %name, must_change, "dashboard login");
+    open_session(&ctx, name, body.username, role, must_change)
+}
+
+/// Opens a session for a key just authenticated: its info and cookie.
+pub(crate) fn open_session(ctx: &Ctx, name: String, api_key: String, role: Role, must_change: bool) -> Response {
+    let (token, csrf) = ctx.sessions.create(name, api_key.clone());
+    let mut res = Json(SessionInfo { username: api_key, role, csrf, must_change }).into_response();
+    if let Ok(v) = HeaderValue::from_str(&sessions::set_cookie(&token, &ctx.node.config.admin.dashboard_base_path)) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
-    tracing::info!(key = %name, "dashboard login");
     res
 }
 
 async fn session(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     match ctx.sessions.lookup(&headers, &ctx.keys) {
-        Some(s) => Json(SessionInfo { username: s.api_key, role: s.role, csrf: s.csrf }).into_response(),
+        Some(s) => Json(SessionInfo { username: s.api_key, role: s.role, csrf: s.csrf, must_change: s.must_change })
+            .into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "not logged in").into_response(),
     }
 }

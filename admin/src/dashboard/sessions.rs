@@ -47,6 +47,9 @@ pub struct Session {
     pub api_key: String,
     pub role: Role,
     pub csrf: String,
+    /// The key's secret must be changed before anything else (see
+    /// [`crate::dashboard`]).
+    pub must_change: bool,
 }
 
 /// The sessions (see the module docs).
@@ -120,6 +123,7 @@ impl Sessions {
                     api_key: entry.api_key.clone(),
                     role: k.role,
                     csrf: entry.csrf.clone(),
+                    must_change: k.must_change,
                 })
             }
             _ => {

@@ -88,6 +88,17 @@ pub struct AdminConfig {
     /// A dashboard session unused for this long ends (log in again).
     #[serde(default = "default_dashboard_session_timeout", deserialize_with = "units::duration")]
     pub dashboard_session_timeout: Duration,
+    /// A first password for the dashboard: at start, when no key of role
+    /// administrator exists, an administrator key `admin` is created with
+    /// it as its secret (at least 16 characters), flagged "must change":
+    /// logged in with it, one can do nothing but change it. Inline, `{ env
+    /// = "VAR" }` or `{ file = "path" }`; the environment variable
+    /// `PORTCULLIS_DASHBOARD_PASSWORD`, when set, wins over it. Never
+    /// logged. Unset (the default): no such key; the first administrator
+    /// comes from `bootstrap_file`, `ctl`, or the dashboard's login page
+    /// reached over loopback.
+    #[serde(default)]
+    pub dashboard_initial_password: Option<portcullis_backends::common::secret::Secret>,
 }
 
 impl Default for AdminConfig {
@@ -108,6 +119,7 @@ impl Default for AdminConfig {
             dashboard: default_dashboard(),
             dashboard_base_path: default_dashboard_base_path(),
             dashboard_session_timeout: default_dashboard_session_timeout(),
+            dashboard_initial_password: None,
         }
     }
 }

@@ -649,6 +649,16 @@ fn persistence_modes_and_their_checks() {
 }
 
 #[test]
+fn dashboard_initial_password_is_at_least_16_characters() {
+    one_error("[admin]\ndashboard_initial_password = \"short\"\n", "admin.dashboard_initial_password");
+    assert!(ok("[admin]\ndashboard_initial_password = \"0123456789abcdef\"\n")
+        .admin
+        .dashboard_initial_password
+        .is_some());
+    assert!(ok("[admin]\ndashboard_initial_password = { env = \"X\" }\n").admin.dashboard_initial_password.is_some());
+}
+
+#[test]
 fn dashboard_base_path_and_session_timeout() {
     assert_eq!(ok("[admin]\ndashboard_base_path = \"/portcullis\"\n").admin.dashboard_base_path, "/portcullis");
     assert_eq!(ok("[admin]\ndashboard_base_path = \"/a/b-c_d.e~/\"\n").admin.dashboard_base_path, "/a/b-c_d.e~/");

@@ -183,6 +183,11 @@ fn check_admin(checks: &mut Checks, file: &FileConfig) {
     if admin.data_dir.as_os_str().is_empty() {
         checks.fail("admin.data_dir", "must not be empty");
     }
+    if let Some(portcullis_backends::common::secret::Secret::Inline(pw)) = &admin.dashboard_initial_password {
+        if pw.chars().count() < 16 {
+            checks.fail("admin.dashboard_initial_password", "must be at least 16 characters");
+        }
+    }
     // sun_path holds 108 bytes with the terminating NUL.
     if admin.socket.as_os_str().len() > 107 {
         checks.fail("admin.socket", "a Unix socket path is at most 107 bytes long");
