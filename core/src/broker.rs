@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use crate::codec::QoS;
 use crate::connection::PreAuth;
+use crate::deadlines::Due;
 use crate::durable::{Change, Commit, Recovered, SessionStore};
 use crate::hooks::{Hooks, SessionEndReason, SessionEvent};
 use crate::logsafe::{LogLimiter, Peer};
@@ -115,6 +116,8 @@ pub struct Broker {
     /// Guard bans the store returned at start, until the guard takes them
     /// ([`Broker::take_recovered_bans`]).
     recovered_bans: Mutex<Vec<crate::durable::RecoveredBan>>,
+    /// Session expiries and delayed wills: one timer for all.
+    deadlines: Arc<crate::deadlines::Deadlines>,
 }
 
 /// Unix time in milliseconds.
@@ -147,6 +150,7 @@ impl Broker {
             next_message_id: AtomicU64::new(1),
             recovered_delayed: Mutex::new(Vec::new()),
             recovered_bans: Mutex::new(Vec::new()),
+            deadlines: Arc::default(),
         })
     }
 
@@ -392,15 +396,35 @@ impl Broker {
         match expiry {
             Some(d) if d.is_zero() => self.end_session_if(session, generation, SessionEndReason::ConnectionClosed),
             Some(d) => {
-                let broker = Arc::clone(self);
-                let session = Arc::clone(session);
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    broker.end_session_if(&session, generation, SessionEndReason::Expired);
-                });
+                let due = Due::Expire { session: Arc::clone(session), generation };
+                self.deadlines.add(self, tokio::time::Instant::now() + d, due);
             }
             None => {}
         }
+    }
+
+    /// Something the deadline queue holds fell due.
+    pub(crate) fn fire(&self, due: Due) {
+        match due {
+            Due::Expire { session, generation } => {
+                self.end_session_if(&session, generation, SessionEndReason::Expired);
+            }
+            Due::Will { session, will, generation } => {
+                let resumed = {
+                    let st = session.lock();
+                    st.generation != generation && !st.ended
+                };
+                if !resumed {
+                    self.publish(will);
+                }
+            }
+        }
+    }
+
+    /// Session expiries and delayed wills waiting (fired or not: one
+    /// whose session was resumed leaves when its time comes).
+    pub fn deadlines_waiting(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// Every session in the registry (for snapshots).
@@ -575,18 +599,8 @@ impl Broker {
             self.publish(will);
             return;
         }
-        let broker = Arc::clone(self);
-        let session = Arc::clone(session);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let resumed = {
-                let st = session.lock();
-                st.generation != generation && !st.ended
-            };
-            if !resumed {
-                broker.publish(will);
-            }
-        });
+        let due = Due::Will { session: Arc::clone(session), will, generation };
+        self.deadlines.add(self, tokio::time::Instant::now() + delay, due);
     }
 
     /// Adds or replaces a subscription. Returns true if it is new.

@@ -26,6 +26,7 @@ pub mod binding;
 pub mod broker;
 pub mod codec;
 pub mod connection;
+mod deadlines;
 pub mod durable;
 pub mod enhanced;
 pub mod gate;
