@@ -556,3 +556,62 @@ async fn a_viewer_sees_every_page_and_changes_nothing() {
     let m = api_get(addr, "/api/v5/modules").await;
     assert!(m["builtin"].as_array().expect("builtin").iter().any(|m| m["name"] == "presence" && m["enable"] == true));
 }
+
+#[tokio::test]
+async fn behind_a_proxy_under_a_sub_path_odd_topics_and_client_ids_work() {
+    let (b, addr, _d) = setup("dashboard_base_path = \"/portcullis/\"");
+    let odd_client = "c/$+#%?&=x y";
+    let (mut client, _) = open_v5(b.addr, odd_client, false, persistent()).await;
+    // Filters no publish of this test matches: the next packet is the kick.
+    subscribe(&mut client, 1, &[("a/+/b/#", QoS::AtLeastOnce), ("x/$y/+/w", QoS::AtMostOnce)]).await;
+    let (mut publisher, _) = open_v5(b.addr, "proxied-pub", true, Properties::default()).await;
+    for t in [ODD_TOPIC, QUERY_TOPIC] {
+        pub_simple(&mut publisher, t, QoS::AtLeastOnce, 1, t.as_bytes(), true).await;
+    }
+    let proxy = proxy(addr).await;
+    let mut page = Chromium::start().await;
+    page.viewport(1280, 800, false).await;
+    page.log_in(&format!("http://{}/portcullis/dashboard/", proxy.addr), "admin", SECRET).await;
+
+    // Topics: one filter through the encoded path, behind the proxy.
+    page.open_page("topics").await;
+    fill(&mut page, "topics-filter", "a/+/b/#").await;
+    apply(&mut page, "topics").await;
+    let rows =
+        rows_match(&mut page, addr, "topics", "/api/v5/topics/a%2F%2B%2Fb%2F%23", &["topic", "subscriptions"]).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+
+    // Retained: view and delete the odd topics.
+    page.open_page("retained").await;
+    for t in [ODD_TOPIC, QUERY_TOPIC] {
+        page.wait_for(&find("button.show", "topic", t)).await;
+        page.eval(&format!("{}.click(); true", find("button.show", "topic", t))).await;
+        page.wait_for(&format!(
+            "document.getElementById('retained-payload') && \
+             document.getElementById('retained-payload').textContent === {}",
+            json!(t)
+        ))
+        .await;
+        arm_and_press(&mut page, &find("button.kick", "topic", t)).await;
+        page.wait_for(&format!("document.getElementById('retained-status').dataset.done === {}", json!(t))).await;
+    }
+    assert_eq!(api_get(addr, "/api/v5/mqtt/retainer/messages").await["meta"]["count"], json!(0));
+    no_retained(b.addr, "proxied-after-delete", ODD_TOPIC).await;
+
+    // Sessions: the odd client id's subscriptions, then kick it.
+    page.open_page("sessions").await;
+    page.wait_for(&find("button.show", "clientid", odd_client)).await;
+    page.eval(&format!("{}.click(); true", find("button.show", "clientid", odd_client))).await;
+    page.wait_for(&format!("document.getElementById('sessions-detail').dataset.clientid === {}", json!(odd_client)))
+        .await;
+    let path = format!("/api/v5/clients/{}/subscriptions", urlencode(odd_client));
+    let subs = rows_match(&mut page, addr, "sessions-subs", &path, &["topic", "qos"]).await;
+    assert_eq!(subs.len(), 2, "{subs:?}");
+    shot(&mut page, "proxy-sessions-odd-client").await;
+    arm_and_press(&mut page, &find("button.kick", "clientid", odd_client)).await;
+    match client.recv_timeout(Duration::from_secs(10)).await {
+        Ok(Some(Packet::Disconnect(d))) => assert_eq!(d.reason, 0x98, "Administrative action"),
+        other => panic!("expected DISCONNECT 0x98, got {other:?}"),
+    }
+    assert_eq!(call_admin(addr, &format!("/api/v5/clients/{}", urlencode(odd_client))).await.0, 404);
+}
