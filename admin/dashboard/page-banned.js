@@ -1,18 +1,20 @@
 // Banned: the brute-force guard's bans (GET banned), add one (POST
-// banned: an address, or a username from an address), lift one (DELETE
-// banned/{as}/{who}; the first press arms the button, the second acts).
+// banned: a client id, an address, or a username from an address), lift
+// one (DELETE banned/{as}/{who}; the first press arms the button, the
+// second acts).
 import { api } from './api.js';
 import { el } from './ui.js';
 import { table, cell, writer, poll, input, select } from './listing.js';
 
-const KINDS = [['peerhost_username', 'username from an address (username@ip)'], ['peerhost', 'address (ip)']];
+const KINDS = [['clientid', 'client id (from any address)'], ['peerhost_username', 'username from an address (username@ip)'],
+  ['peerhost', 'address (ip)']];
 
 export function render(root, ctx) {
   const w = writer(root, ctx);
   const status = el('p', { id: 'banned-status', class: 'hint' });
   const t = table('banned', 'Active bans', ['Kind', 'Who', 'Until', '']);
   const kind = select('ban-as', KINDS);
-  const who = input('ban-who', 'alice@192.0.2.7 or 192.0.2.7', 'text');
+  const who = input('ban-who', 'device-7, alice@192.0.2.7 or 192.0.2.7', 'text');
   who.required = true;
   const until = input('ban-until', '', 'datetime-local');
   const reason = input('ban-reason', 'logged, not kept', 'text');

@@ -244,27 +244,37 @@ async fn connack(addr: SocketAddr, version: ProtocolVersion, id: &str, user: &st
 }
 
 #[tokio::test]
-async fn banned_page_bans_a_client_and_lifting_the_ban_lets_it_in() {
+async fn banned_page_bans_a_client_id_and_a_username_and_lifting_lets_them_in() {
     let (b, addr, _d) = setup_loopback_users();
-    assert_eq!(connack(b.addr, ProtocolVersion::V5, "banme-client", "banme").await, 0, "allowed before the ban");
+    let device = "dev/$+#%? 7";
+    let v5 = ProtocolVersion::V5;
+    assert_eq!(connack(b.addr, v5, device, "any").await, 0, "allowed before the ban");
+    assert_eq!(connack(b.addr, v5, "banme-client", "banme").await, 0, "allowed before the ban");
     let mut page = browser(addr, "admin").await;
     page.open_page("banned").await;
-    fill(&mut page, "ban-as", "peerhost_username").await;
-    fill(&mut page, "ban-who", "banme@127.0.0.1").await;
+
+    // A client id, from any address and with any username.
+    fill(&mut page, "ban-as", "clientid").await;
+    fill(&mut page, "ban-who", device).await;
     fill(&mut page, "ban-reason", "test ban").await;
     page.eval("document.getElementById('ban-add').click(); true").await;
+    page.wait_for(&format!("document.getElementById('banned-status').dataset.done === {}", json!(device))).await;
+    // Refused: 0x8A Banned (5.0), 5 Not authorized (3.1.1); other ids get in.
+    assert_eq!(connack(b.addr, v5, device, "any").await, 0x8A);
+    assert_eq!(connack(b.addr, v5, device, "someone-else").await, 0x8A);
+    assert_eq!(connack(b.addr, ProtocolVersion::V311, device, "any").await, 5);
+    assert_eq!(connack(b.addr, v5, "dev/$+#%? 8", "any").await, 0);
+
+    // A username from an address; another username from it still gets in.
+    fill(&mut page, "ban-as", "peerhost_username").await;
+    fill(&mut page, "ban-who", "banme@127.0.0.1").await;
+    page.eval("document.getElementById('ban-add').click(); true").await;
     page.wait_for("document.getElementById('banned-status').dataset.done === 'banme@127.0.0.1'").await;
-    let rows = rows_match(&mut page, addr, "banned", "/api/v5/banned", &["as", "who", "until"]).await;
-    assert_eq!(rows.len(), 1, "{rows:?}");
-
-    // Refused: 0x8A Banned (5.0), 5 Not authorized (3.1.1); another
-    // username from the same address still gets in.
-    assert_eq!(connack(b.addr, ProtocolVersion::V5, "banme-client", "banme").await, 0x8A);
+    assert_eq!(connack(b.addr, v5, "banme-client", "banme").await, 0x8A);
     assert_eq!(connack(b.addr, ProtocolVersion::V311, "banme-client", "banme").await, 5);
-    assert_eq!(connack(b.addr, ProtocolVersion::V5, "other-client", "someone-else").await, 0);
-    shot(&mut page, "banned").await;
+    assert_eq!(connack(b.addr, v5, "other-client", "someone-else").await, 0);
 
-    // A ban until a time of the form.
+    // An address, until a time of the form.
     fill(&mut page, "ban-as", "peerhost").await;
     fill(&mut page, "ban-who", "192.0.2.7").await;
     page.eval(
@@ -275,14 +285,23 @@ async fn banned_page_bans_a_client_and_lifting_the_ban_lets_it_in() {
     .await;
     page.wait_for("document.getElementById('banned-status').dataset.done === '192.0.2.7'").await;
     let rows = rows_match(&mut page, addr, "banned", "/api/v5/banned", &["as", "who", "until"]).await;
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    shot(&mut page, "banned").await;
 
-    // Lifted from the page: the client gets in again.
+    // Lifted from the page (the client id through an encoded path): both
+    // clients get in again.
+    arm_and_press(&mut page, &find("button.kick", "who", device)).await;
+    page.wait_for(&format!(
+        "document.getElementById('banned-status').textContent === {}",
+        json!(format!("Lifted the ban on {device}."))
+    ))
+    .await;
+    assert_eq!(connack(b.addr, v5, device, "any").await, 0, "let in after the lift");
     arm_and_press(&mut page, &find("button.kick", "who", "banme@127.0.0.1")).await;
-    page.wait_for("document.getElementById('banned-status').textContent.includes('Lifted')").await;
+    page.wait_for("document.getElementById('banned-status').textContent.includes('banme@127.0.0.1')").await;
     let rows = rows_match(&mut page, addr, "banned", "/api/v5/banned", &["as", "who", "until"]).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(connack(b.addr, ProtocolVersion::V5, "banme-client", "banme").await, 0, "let in after the lift");
+    assert_eq!(connack(b.addr, v5, "banme-client", "banme").await, 0, "let in after the lift");
 }
 
 #[tokio::test]
