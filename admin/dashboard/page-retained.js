@@ -16,11 +16,18 @@ function payloadText(b64) {
   return new TextDecoder('utf-8', { fatal: false }).decode(bytes);
 }
 
+// A listed message's first bytes (the API sends 64) as one line of text.
+function preview(m) {
+  const text = payloadText(m.payload_preview || '').replace(/\s+/g, ' ');
+  const short = text.length > 40 ? text.slice(0, 40) : text;
+  return short + (short.length < text.length || m.payload_size > 64 ? '…' : '');
+}
+
 export function render(root, ctx) {
   const w = writer(root, ctx);
   const topic = input('retained-filter', 'topic filter, e.g. a/#');
   const status = el('p', { id: 'retained-status', class: 'hint' });
-  const t = table('retained', 'Retained messages', ['Topic', 'QoS', 'Size', 'From', 'Expires in', '']);
+  const t = table('retained', 'Retained messages', ['Topic', 'QoS', 'Size', 'Payload', 'From', 'Expires in', '']);
   const view = el('section', { id: 'retained-view', 'aria-live': 'polite' });
   let shown = null;
   const delAll = w.button('all', 'Delete all', 'Confirm: delete all', { id: 'retained-delete-all' }, async () => {
@@ -74,6 +81,7 @@ export function render(root, ctx) {
         () => remove(m.topic));
       return el('tr', { 'data-topic': m.topic },
         cell('topic', m.topic), cell('qos', m.qos), cell('payload_size', m.payload_size, m.payload_size + ' B'),
+        cell('payload_preview', m.payload_preview, preview(m)),
         cell('from_clientid', m.from_clientid),
         cell('expiry_interval', m.expiry_interval, m.expiry_interval === null ? 'never' : m.expiry_interval + ' s'),
         el('td', { class: 'actions' }, see, ' ', del));

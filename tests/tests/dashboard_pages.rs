@@ -146,14 +146,27 @@ async fn retained_page_lists_views_and_deletes_with_odd_topics() {
     let (b, addr, _d) = setup("");
     let (mut publisher, _) = open_v5(b.addr, "retainer", true, Properties::default()).await;
     let markup = "<img src=x onerror=\"document.title='owned'\"> & text";
-    for (t, payload) in [(ODD_TOPIC, markup), (QUERY_TOPIC, "percent"), ("r/plain", "plain"), ("x/$y/keep", "kept")] {
+    for (t, payload) in [(ODD_TOPIC, markup), (QUERY_TOPIC, "percent"), ("r/plain", "plain")] {
         pub_simple(&mut publisher, t, QoS::AtLeastOnce, 1, payload.as_bytes(), true).await;
     }
     let mut page = browser(addr, "admin").await;
     page.open_page("retained").await;
-    let fields = ["topic", "qos", "payload_size", "from_clientid", "expiry_interval"];
+    let fields = ["topic", "qos", "payload_size", "payload_preview", "from_clientid", "expiry_interval"];
+    let rows = rows_match(&mut page, addr, "retained", "/api/v5/mqtt/retainer/messages", &fields).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // Live: a message retained after the page opened shows up by itself.
+    pub_simple(&mut publisher, "x/$y/keep", QoS::AtMostOnce, 0, b"kept", true).await;
     let rows = rows_match(&mut page, addr, "retained", "/api/v5/mqtt/retainer/messages", &fields).await;
     assert_eq!(rows.len(), 4, "{rows:?}");
+    // The preview is text: the markup's first 40 characters.
+    let cell = format!(
+        "{}.querySelector('[data-field=payload_preview]').textContent",
+        find("#retained-rows > tr", "topic", ODD_TOPIC)
+    );
+    page.wait_for(&cell).await;
+    let want: String = markup.chars().take(40).chain(std::iter::once('…')).collect();
+    assert_eq!(page.eval(&cell).await, json!(want));
+    assert_eq!(page.eval("document.querySelectorAll('#retained-rows img').length").await, json!(0));
 
     // Viewing the odd topics goes through the encoded path; the payload is
     // text, never markup.
@@ -374,6 +387,13 @@ async fn sessions_page_shows_sessions_and_their_subscriptions_and_kicks_and_disc
     page.open_page("sessions").await;
     let fields =
         ["clientid", "username", "connected", "expiry_interval", "subscriptions_cnt", "mqueue_len", "inflight_cnt"];
+    let rows = rows_match(&mut page, addr, "sessions", "/api/v5/clients?limit=100", &fields).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // Live: a client that connects now shows up by itself.
+    let (late, _) = open_v5(b.addr, "sess-late", true, Properties::default()).await;
+    let rows = rows_match(&mut page, addr, "sessions", "/api/v5/clients?limit=100", &fields).await;
+    assert!(rows.iter().any(|r| r["clientid"] == "sess-late"), "{rows:?}");
+    disconnect(late).await;
     let rows = rows_match(&mut page, addr, "sessions", "/api/v5/clients?limit=100", &fields).await;
     assert_eq!(rows.len(), 3, "{rows:?}");
     let away_row = rows.iter().find(|r| r["clientid"] == "sess-away").expect("sess-away");
