@@ -647,7 +647,7 @@ async fn bans_are_the_guards() {
     let (st, v) = api.delete("/api/v5/banned/peerhost/127.0.0.7").await;
     assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     for body in [
-        json!({"as": "clientid", "who": "x"}),
+        json!({"as": "clientid", "who": ""}),
         json!({"as": "peerhost", "who": "not-an-ip"}),
         json!({"as": "peerhost_username", "who": "no-at-sign"}),
         json!({"as": "peerhost", "who": "127.0.0.9", "until": "2001-01-01T00:00:00Z"}),
@@ -656,7 +656,10 @@ async fn bans_are_the_guards() {
         let (st, v) = api.post("/api/v5/banned", body.clone()).await;
         assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{body}");
     }
+    // A client id is banned by an operator only (never counted).
     let (st, _) = api.delete("/api/v5/banned/clientid/x").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = api.delete("/api/v5/banned/nothing/x").await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
 

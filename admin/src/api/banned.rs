@@ -1,9 +1,10 @@
 //! Bans: the brute-force guard's (`auth.guard`), listed, added and lifted
 //! by an operator. A ban is on an address (`as = "peerhost"`, `who` =
-//! the IP; IPv6 per /64) or on one username from one address
-//! (`as = "peerhost_username"`, `who` = `username@ip`). The guard keeps
-//! subjects and deadlines only: EMQX's `by`, `reason` and `at` are
-//! accepted and not kept.
+//! the IP; IPv6 per /64), on one username from one address
+//! (`as = "peerhost_username"`, `who` = `username@ip`), or on a client id
+//! from any address (`as = "clientid"`; only an operator bans one, failures
+//! never do). The guard keeps subjects and deadlines only: EMQX's `by`,
+//! `reason` and `at` are accepted and not kept.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,15 +26,15 @@ const MAX_BAN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// An active ban.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Ban {
-    /// `peerhost` or `peerhost_username`.
+    /// `peerhost`, `peerhost_username` or `clientid`.
     #[serde(rename = "as")]
     pub kind: String,
-    /// The IP, or `username@ip`.
+    /// The IP, `username@ip`, or the client id.
     pub who: String,
     /// When it ends, RFC 3339.
     pub until: String,
-    /// The username was longer than the guard keeps and is cut short here
-    /// (lifting the ban by it will not find it).
+    /// The username (client id) was longer than the guard keeps and is cut
+    /// short here (lifting the ban by it will not find it).
     pub truncated: bool,
 }
 
@@ -41,6 +42,7 @@ fn ban_view(b: &BanInfo) -> Ban {
     let (kind, who) = match &b.subject {
         Subject::Ip(ip) => ("peerhost", ip.to_string()),
         Subject::User { ip, username } => ("peerhost_username", format!("{username}@{ip}")),
+        Subject::ClientId(id) => ("clientid", id.clone()),
     };
     Ban {
         kind: kind.to_string(),
@@ -79,6 +81,8 @@ pub enum BanKind {
     Peerhost,
     /// A username from an address (`who` = `username@ip`).
     PeerhostUsername,
+    /// A client id, from any address (`who` = the client id).
+    Clientid,
 }
 
 impl BanKind {
@@ -86,6 +90,7 @@ impl BanKind {
         match self {
             BanKind::Peerhost => "peerhost",
             BanKind::PeerhostUsername => "peerhost_username",
+            BanKind::Clientid => "clientid",
         }
     }
 }
@@ -94,10 +99,10 @@ impl BanKind {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBan {
-    /// `peerhost` or `peerhost_username`.
+    /// `peerhost`, `peerhost_username` or `clientid`.
     #[serde(rename = "as")]
     pub kind: BanKind,
-    /// The IP, or `username@ip`.
+    /// The IP, `username@ip`, or the client id.
     pub who: String,
     /// When it ends, RFC 3339 (at most ten years ahead); default: now plus
     /// `auth.guard.ban`.
@@ -121,18 +126,23 @@ fn subject(kind: BanKind, who: &str) -> Result<Subject, ApiError> {
                 .ok_or_else(|| ApiError::bad_request("who: `username@ip` for peerhost_username"))?;
             Ok(Subject::User { ip: ip(addr)?, username: username.to_string() })
         }
+        BanKind::Clientid if who.is_empty() => Err(ApiError::bad_request("who: a client id, not empty")),
+        BanKind::Clientid => Ok(Subject::ClientId(who.to_string())),
     }
 }
 
-fn subject_ip(s: &Subject) -> IpAddr {
+/// The address a ban is on; none for a client id (banned from anywhere).
+fn subject_ip(s: &Subject) -> Option<IpAddr> {
     match s {
-        Subject::Ip(ip) | Subject::User { ip, .. } => *ip,
+        Subject::Ip(ip) | Subject::User { ip, .. } => Some(*ip),
+        Subject::ClientId(_) => None,
     }
 }
 
-/// Bans an address, or a username from an address (replacing a ban it
-/// has). Refused while the guard is off, or for an exempt address: the
-/// ban would not be enforced.
+/// Bans an address, a username from an address, or a client id
+/// (replacing a ban it has). Refused while the guard is off, or for an
+/// exempt address: the ban would not be enforced (a client id ban does not
+/// hold for clients from exempt networks).
 #[utoipa::path(post, path = "/api/v5/banned", tag = "Banned", request_body = NewBan,
     responses((status = 200, body = Ban), (status = 400, body = ErrorBody)))]
 pub async fn add(State(ctx): State<Arc<Ctx>>, Json(b): Json<NewBan>) -> Result<Json<Ban>, ApiError> {
@@ -143,7 +153,7 @@ pub async fn add(State(ctx): State<Arc<Ctx>>, Json(b): Json<NewBan>) -> Result<J
             "the brute-force guard is off (auth.guard.enabled = false): a ban would not be enforced",
         ));
     }
-    if guard.is_exempt(subject_ip(&subject)) {
+    if subject_ip(&subject).is_some_and(|ip| guard.is_exempt(ip)) {
         return Err(ApiError::bad_request("the address is in auth.guard.exempt: a ban would not be enforced"));
     }
     let duration = match &b.until {
@@ -176,8 +186,8 @@ pub async fn add(State(ctx): State<Arc<Ctx>>, Json(b): Json<NewBan>) -> Result<J
 
 /// Lifts a ban (and forgets the subject's failures).
 #[utoipa::path(delete, path = "/api/v5/banned/{as}/{who}", tag = "Banned",
-    params(("as" = BanKind, Path, description = "`peerhost` or `peerhost_username`"),
-           ("who" = String, Path, description = "The IP, or `username@ip`, percent-encoded")),
+    params(("as" = BanKind, Path, description = "`peerhost`, `peerhost_username` or `clientid`"),
+           ("who" = String, Path, description = "The IP, `username@ip`, or the client id, percent-encoded")),
     responses((status = 204, description = "Lifted"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(ctx): State<Arc<Ctx>>,

@@ -18,6 +18,9 @@ use crate::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::page::{paginate, Meta, PageParams};
 use crate::Ctx;
 
+/// Payload bytes a listed message shows (`payload_preview`).
+pub const PREVIEW_BYTES: usize = 64;
+
 /// A retained message without its payload.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RetainedSummary {
@@ -29,6 +32,16 @@ pub struct RetainedSummary {
     pub payload_size: u64,
     /// Seconds until it expires; null: never.
     pub expiry_interval: Option<u32>,
+}
+
+/// A listed retained message: the summary and the payload's first bytes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RetainedListed {
+    #[serde(flatten)]
+    pub summary: RetainedSummary,
+    /// The payload's first 64 bytes, base64 (all of it when shorter; a
+    /// multi-byte character may be cut at the end).
+    pub payload_preview: String,
 }
 
 /// A retained message with its payload (base64).
@@ -66,7 +79,7 @@ pub struct RetainedFilters {
 /// A page of retained messages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RetainedPage {
-    pub data: Vec<RetainedSummary>,
+    pub data: Vec<RetainedListed>,
     pub meta: Meta,
 }
 
@@ -93,8 +106,15 @@ pub async fn list(
             // `retained.count`; a `$SYS/…` filter lists them.
             None => store.all().into_iter().filter(|m| !m.expired(now) && !is_sys(&m.topic)).collect(),
         };
-        let mut rows: Vec<RetainedSummary> = msgs.iter().map(|m| summary(m, now)).collect();
-        rows.sort_by(|a, b| a.topic.cmp(&b.topic));
+        let mut rows: Vec<RetainedListed> = msgs
+            .iter()
+            .map(|m| RetainedListed {
+                summary: summary(m, now),
+                payload_preview: base64::engine::general_purpose::STANDARD
+                    .encode(&m.payload[..m.payload.len().min(PREVIEW_BYTES)]),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.summary.topic.cmp(&b.summary.topic));
         let p = paginate(rows, page, limit);
         RetainedPage { data: p.data, meta: p.meta }
     })

@@ -230,6 +230,8 @@ pub enum BanAs {
     Peerhost,
     /// A username from an address (`username@ip`).
     PeerhostUsername,
+    /// A client id, from any address.
+    Clientid,
 }
 
 impl BanAs {
@@ -237,6 +239,7 @@ impl BanAs {
         match self {
             BanAs::Peerhost => "peerhost",
             BanAs::PeerhostUsername => "peerhost_username",
+            BanAs::Clientid => "clientid",
         }
     }
 }
@@ -245,7 +248,7 @@ impl BanAs {
 pub enum BannedCmd {
     /// List bans.
     List(PageArgs),
-    /// Ban an address (or `username@ip`).
+    /// Ban an address (or `username@ip`, or a client id).
     Add {
         #[arg(value_enum)]
         kind: BanAs,

@@ -73,6 +73,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ("uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/uPlot.iife.min.js")),
     ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../../dashboard/uPlot.min.css")),
     ("uPlot.LICENSE", "text/plain; charset=utf-8", include_bytes!("../../dashboard/uPlot.LICENSE")),
+    ("listing.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/listing.js")),
 ];
 
 /// The vendored files (not ours to hold to our own rules of style).

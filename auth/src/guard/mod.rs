@@ -3,9 +3,11 @@
 //! CONNECTs with `Deny(Banned)` without asking any provider.
 //!
 //! * **Subjects** — the peer address, and the pair (address, username).
-//!   A client id is never a subject: anyone may send any client id, so
+//!   A client id is never counted: anyone may send any client id, so
 //!   counting it would let a stranger lock a device out by failing with
-//!   its id. IPv4-mapped IPv6 addresses count as their IPv4 address; other
+//!   its id. An operator may still ban one ([`Subject::ClientId`], through
+//!   [`BruteForceGuard::ban`] only): then every CONNECT with that id is
+//!   refused, from any address outside `exempt`. IPv4-mapped IPv6 addresses count as their IPv4 address; other
 //!   IPv6 addresses count per /64 (one subscriber's usual allocation, so an
 //!   attacker cannot walk its own prefix). Loopback is not exempt unless
 //!   listed in `exempt`: a local attacker is an attacker.
@@ -128,6 +130,9 @@ pub enum Subject {
     Ip(IpAddr),
     /// One username tried from one address (grouped as for `Ip`).
     User { ip: IpAddr, username: String },
+    /// A client id, from any address: banned by an operator only, never
+    /// counted (see the module docs).
+    ClientId(String),
 }
 
 impl fmt::Display for Subject {
@@ -143,6 +148,7 @@ impl fmt::Display for Subject {
                 // Escaped and cut like every peer string in a log line.
                 write!(f, " username {}", portcullis_core::logsafe::Peer(username))
             }
+            Subject::ClientId(id) => write!(f, "client id {}", portcullis_core::logsafe::Peer(id)),
         }
     }
 }
@@ -151,8 +157,9 @@ impl fmt::Display for Subject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanInfo {
     pub subject: Subject,
-    /// The username was longer than [`LABEL_MAX`] bytes and is cut short
-    /// in `subject` (so `unban` with it would not find the ban).
+    /// The username (or client id) was longer than [`LABEL_MAX`] bytes
+    /// and is cut short in `subject` (so `unban` with it would not find
+    /// the ban).
     pub truncated: bool,
     /// Time left.
     pub remaining: Duration,
@@ -170,39 +177,44 @@ pub enum Admission<'a> {
     Busy,
 }
 
-/// A subject in the maps: usernames are hashed (see the module docs).
+/// A subject in the maps: usernames and client ids are hashed (see the
+/// module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     Ip(IpAddr),
     User(IpAddr, u64),
+    /// Only ever in `bans`: client ids are never counted.
+    Client(u64),
 }
 
-/// What a ban keeps to show its subject: the username's first bytes and
-/// whether it was longer.
+/// What a ban keeps to show its subject: the username's (or client id's)
+/// first bytes and whether it was longer.
 #[derive(Debug)]
 struct Label {
-    username: Option<Box<str>>,
+    name: Option<Box<str>>,
     truncated: bool,
 }
 
 impl Label {
-    fn of(key: Key, username: Option<&str>) -> Label {
-        match (key, username) {
-            (Key::User(..), Some(u)) => {
+    fn of(key: Key, name: Option<&str>) -> Label {
+        match (key, name) {
+            (Key::User(..) | Key::Client(_), Some(u)) => {
                 let mut end = u.len().min(LABEL_MAX);
                 while !u.is_char_boundary(end) {
                     end -= 1;
                 }
-                Label { username: Some(u[..end].into()), truncated: end < u.len() }
+                Label { name: Some(u[..end].into()), truncated: end < u.len() }
             }
-            _ => Label { username: None, truncated: false },
+            _ => Label { name: None, truncated: false },
         }
     }
 
     fn subject(&self, key: Key) -> Subject {
+        let name = || self.name.as_deref().unwrap_or("").to_string();
         match key {
             Key::Ip(ip) => Subject::Ip(ip),
-            Key::User(ip, _) => Subject::User { ip, username: self.username.as_deref().unwrap_or("").to_string() },
+            Key::User(ip, _) => Subject::User { ip, username: name() },
+            Key::Client(_) => Subject::ClientId(name()),
         }
     }
 }
@@ -276,8 +288,8 @@ fn unix_now_ms() -> u64 {
 }
 
 /// A ban's row key in the durable store: `i` or `u`, the address (4 or 16
-/// bytes after its length), and for `u` the username; `None` for a
-/// username the ban does not keep whole.
+/// bytes after its length), and for `u` the username; or `c` and the
+/// client id; `None` for a name the ban does not keep whole.
 fn stored_key(key: Key, label: &Label) -> Option<Arc<[u8]>> {
     let ip = |out: &mut Vec<u8>, ip: IpAddr| match ip {
         IpAddr::V4(v4) => {
@@ -296,10 +308,15 @@ fn stored_key(key: Key, label: &Label) -> Option<Arc<[u8]>> {
             ip(&mut out, a);
         }
         Key::User(a, _) => {
-            let username = label.username.as_deref().filter(|_| !label.truncated)?;
+            let username = label.name.as_deref().filter(|_| !label.truncated)?;
             out.push(b'u');
             ip(&mut out, a);
             out.extend_from_slice(username.as_bytes());
+        }
+        Key::Client(_) => {
+            let id = label.name.as_deref().filter(|_| !label.truncated)?;
+            out.push(b'c');
+            out.extend_from_slice(id.as_bytes());
         }
     }
     Some(out.into())
@@ -308,6 +325,12 @@ fn stored_key(key: Key, label: &Label) -> Option<Arc<[u8]>> {
 /// The subject a [`stored_key`] names.
 fn parse_stored_key(b: &[u8]) -> Option<Subject> {
     let (&kind, rest) = b.split_first()?;
+    if kind == b'c' {
+        return match rest.len() {
+            1..=LABEL_MAX => Some(Subject::ClientId(std::str::from_utf8(rest).ok()?.to_string())),
+            _ => None,
+        };
+    }
     let (&len, rest) = rest.split_first()?;
     let (addr, rest) = rest.split_at_checked(usize::from(len))?;
     let ip = match len {
@@ -369,10 +392,20 @@ impl BruteForceGuard {
         [Some(Key::Ip(ip)), info.username.as_deref().map(|u| self.user_key(ip, u))]
     }
 
+    /// The CONNECT's client id as a ban key (never counted): none when
+    /// the guard is off or the peer exempt.
+    fn client_key(&self, info: &ConnectInfo) -> Option<Key> {
+        if !self.cfg.enabled || self.is_exempt(info.peer.ip()) {
+            return None;
+        }
+        Some(Key::Client(self.hasher.hash_one(info.client_id.as_bytes())))
+    }
+
     fn key_of(&self, s: &Subject) -> Key {
         match s {
             Subject::Ip(ip) => Key::Ip(group(*ip)),
             Subject::User { ip, username } => self.user_key(group(*ip), username),
+            Subject::ClientId(id) => Key::Client(self.hasher.hash_one(id.as_bytes())),
         }
     }
 
@@ -380,6 +413,8 @@ impl BruteForceGuard {
         match k {
             Key::Ip(_) => self.cfg.max_failures_per_ip.max(1),
             Key::User(..) => self.cfg.max_failures.max(1),
+            // Never in `keys`, so never counted; no count reaches this.
+            Key::Client(_) => u32::MAX,
         }
     }
 
@@ -391,11 +426,12 @@ impl BruteForceGuard {
         if keys.iter().all(Option::is_none) {
             return false;
         }
+        let client = self.client_key(info);
         let now = Instant::now();
         let banned = {
             let mut st = self.state.lock();
             st.bans.purge(now);
-            keys.iter().flatten().any(|k| st.bans.contains(k, now))
+            keys.iter().chain(std::iter::once(&client)).flatten().any(|k| st.bans.contains(k, now))
         };
         if banned {
             self.refused.fetch_add(1, Relaxed);
@@ -412,12 +448,13 @@ impl BruteForceGuard {
         if keys.iter().all(Option::is_none) {
             return Admission::Go(Attempt { guard: self, info, keys, open: false });
         }
+        let client = self.client_key(info);
         let now = Instant::now();
         {
             let mut st = self.state.lock();
             st.bans.purge(now);
             st.failures.purge(now);
-            if keys.iter().flatten().any(|k| st.bans.contains(k, now)) {
+            if keys.iter().chain(std::iter::once(&client)).flatten().any(|k| st.bans.contains(k, now)) {
                 drop(st);
                 self.refused.fetch_add(1, Relaxed);
                 return Admission::Banned;
@@ -558,11 +595,11 @@ impl BruteForceGuard {
     /// enabled and for addresses outside `exempt`.
     pub fn ban(&self, subject: &Subject, duration: Option<Duration>) {
         let key = self.key_of(subject);
-        let username = match subject {
-            Subject::User { username, .. } => Some(username.as_str()),
+        let name = match subject {
+            Subject::User { username: name, .. } | Subject::ClientId(name) => Some(name.as_str()),
             Subject::Ip(_) => None,
         };
-        let label = Label::of(key, username);
+        let label = Label::of(key, name);
         let shown = label.subject(key);
         let ban = duration.unwrap_or(self.cfg.ban);
         let row = stored_key(key, &label);
@@ -607,12 +644,12 @@ impl BruteForceGuard {
         for b in bans {
             let Some(subject) = parse_stored_key(&b.key) else { continue };
             let key = self.key_of(&subject);
-            let username = match &subject {
-                Subject::User { username, .. } => Some(username.as_str()),
+            let name = match &subject {
+                Subject::User { username: name, .. } | Subject::ClientId(name) => Some(name.as_str()),
                 Subject::Ip(_) => None,
             };
             let until = now + Duration::from_millis(b.until_ms.saturating_sub(now_ms));
-            st.bans.insert(key, Label::of(key, username), until);
+            st.bans.insert(key, Label::of(key, name), until);
             n += 1;
         }
         n

@@ -72,7 +72,7 @@ async fn failures_ban_the_pair_then_the_address() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_client_id_is_never_a_subject() {
+async fn a_client_id_is_never_counted() {
     let g = BruteForceGuard::new(cfg());
     // A stranger fails with the device's client id (and its username).
     fail(&g, &from("device-7", Some("device-7"), "203.0.113.9:1"), 10);
@@ -311,9 +311,52 @@ fn stored_keys_name_their_subject_and_long_usernames_are_not_stored() {
     assert_eq!(parse_stored_key(&k), Some(Subject::User { ip: v6, username: "ålice".into() }));
     let long = "x".repeat(LABEL_MAX + 1);
     assert!(stored_key(user, &Label::of(user, Some(&long))).is_none(), "a cut-short username is not stored");
-    for bad in
-        [&b""[..], b"i", b"i\x05abcde", b"u\x04\x01\x02\x03\x04", b"z\x04\x01\x02\x03\x04", b"i\x04\x01\x02\x03\x04x"]
-    {
+    let client = Key::Client(9);
+    let k = stored_key(client, &Label::of(client, Some("dev/7"))).unwrap();
+    assert_eq!(parse_stored_key(&k), Some(Subject::ClientId("dev/7".into())));
+    for bad in [
+        &b""[..],
+        b"i",
+        b"c",
+        b"i\x05abcde",
+        b"u\x04\x01\x02\x03\x04",
+        b"z\x04\x01\x02\x03\x04",
+        b"i\x04\x01\x02\x03\x04x",
+    ] {
         assert_eq!(parse_stored_key(bad), None, "{bad:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_bans_a_client_id_from_every_address_and_lifts_it() {
+    let g = BruteForceGuard::new(GuardConfig { exempt: vec!["10.0.0.0/8".parse().unwrap()], ..cfg() });
+    let dev = Subject::ClientId("device-7".into());
+    g.ban(&dev, Some(Duration::from_secs(60)));
+    assert!(g.is_banned(&from("device-7", None, "192.0.2.1:1")));
+    assert!(g.is_banned(&from("device-7", Some("anyone"), "[2001:db8::1]:1")), "any address, any username");
+    assert!(matches!(g.admit(&from("device-7", None, "192.0.2.2:1")), Admission::Banned));
+    assert!(!g.is_banned(&from("device-8", None, "192.0.2.1:1")), "another id");
+    assert!(!g.is_banned(&from("device-7", None, "10.1.2.3:1")), "exempt networks are never banned");
+    let bans = g.bans();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!((&bans[0].subject, bans[0].truncated), (&dev, false));
+    assert_eq!(dev.to_string(), "client id device-7");
+    // Failures with the id never ban it (nor count for it).
+    let other = Subject::ClientId("device-9".into());
+    fail(&g, &from("device-9", None, "203.0.113.9:1"), 20);
+    assert!(!g.is_banned(&from("device-9", None, "192.0.2.50:1")));
+    assert!(!g.unban(&other));
+    // Lifted; and a ban that runs out ends.
+    assert!(g.unban(&dev));
+    assert!(!g.is_banned(&from("device-7", None, "192.0.2.1:1")));
+    g.ban(&dev, Some(Duration::from_secs(5)));
+    assert!(g.is_banned(&from("device-7", None, "192.0.2.1:1")));
+    advance(Duration::from_secs(6)).await;
+    assert!(!g.is_banned(&from("device-7", None, "192.0.2.1:1")));
+    // A long id is kept cut short to show.
+    let long = "d".repeat(LABEL_MAX + 5);
+    g.ban(&Subject::ClientId(long.clone()), None);
+    assert!(g.is_banned(&from(&long, None, "192.0.2.1:1")));
+    let cut = g.bans().into_iter().next().expect("ban");
+    assert!(cut.truncated && matches!(&cut.subject, Subject::ClientId(id) if id.len() == LABEL_MAX));
 }
