@@ -112,9 +112,9 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin>(
         return Err(Failed::Error(error_frame("expected a CONNECT frame")));
     }
     let version = negotiate(&frame)?;
-    if version >= Version::V11 && frame.header("host").is_none() {
-        return Err(Failed::Error(error_frame("missing host header")));
-    }
+    // `host` (a virtual host, required by 1.1 and 1.2) is read and not
+    // checked: one broker, no virtual hosts, and clients such as stomp.py
+    // leave it out unless told.
     let (cx, cy) = match (version, frame.header("heart-beat")) {
         (Version::V10, _) | (_, None) => (0, 0),
         (_, Some(hb)) => parse_heartbeat(hb).ok_or_else(|| Failed::Error(error_frame("invalid heart-beat header")))?,

@@ -77,7 +77,7 @@ fn frames_split_anywhere_decode_the_same() {
         let mut d = decoder(Version::V12);
         let mut buf = BytesMut::from(&bytes[..cut]);
         let mut frames = Vec::new();
-        let mut drain = |d: &mut Decoder, buf: &mut BytesMut, frames: &mut Vec<Frame>| {
+        let drain = |d: &mut Decoder, buf: &mut BytesMut, frames: &mut Vec<Frame>| {
             while let Some(x) = d.decode(buf).unwrap() {
                 if let Decoded::Frame(f) = x {
                     frames.push(f);
