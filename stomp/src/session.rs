@@ -238,10 +238,9 @@ impl Session {
             match self.decoder.decode(rbuf) {
                 Ok(None) => return Ok(()),
                 Ok(Some(Decoded::Heartbeat)) => {}
-                Ok(Some(Decoded::Frame(f))) => {
-                    self.broker.metrics.packet_received(0, f.body.len());
-                    self.handle(f).await?;
-                }
+                // Not counted as MQTT packets (`packets_received` is per
+                // MQTT packet type).
+                Ok(Some(Decoded::Frame(f))) => self.handle(f).await?,
                 Err(e) => {
                     self.broker.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     let reason = DisconnectReason::Malformed(ReasonCode::MalformedPacket);

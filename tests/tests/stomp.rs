@@ -514,3 +514,53 @@ async fn missed_heart_beats_drop_the_connection() {
     let r = String::from_utf8(c.frame().await.expect("RECEIPT after 1.2 s of beats")).expect("utf-8");
     assert_eq!(header(&r, "receipt-id"), Some("bye"), "{r}");
 }
+
+/// `stomp_tls`: STOMP over TLS, the client certificate's CN as the
+/// username, admitted by the certificate provider of the listener's chain.
+#[tokio::test]
+async fn stomp_over_tls_with_certificate_identity() {
+    use portcullis_tests::net::{self, Ca};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("Portcullis Test CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert_file, key_file) = ca.server("broker").write(dir.path(), "server");
+    let cfg = format!(
+        "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"stomps\"\ntype = \"stomp_tls\"\n\
+         bind = \"127.0.0.1:0\"\nauth_chain = \"certs\"\npeer_cert_as_username = \"cn\"\n\
+         tls = {{ cert_file = {cert_file:?}, key_file = {key_file:?}, ca_file = {ca_file:?}, client_cert = \"required\" }}\n\n\
+         [auth.chains]\ncerts = [\"certs\"]\n\n[auth.certificate.certs]\n"
+    );
+    let (b, addrs) = net::start(&cfg);
+    let (mut mqtt, _) = open_v3(b.addr, "tls-sub", true).await;
+    subscribe(&mut mqtt, 1, &[("tls/#", QoS::AtMostOnce)]).await;
+    let leaf = ca.client("dev42", &[], &[]);
+    let config = net::tls_config(&ca.pem(), Some(&leaf), &[]);
+    let mut s = net::tls_connect(addrs["stomps"], config).await.expect("TLS handshake");
+    s.write_all(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:tls/a\nreceipt:r\n\nover tls\0")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while got.iter().filter(|&&b| b == 0).count() < 2 && Instant::now() < end {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("CONNECTED\n") && text.contains("RECEIPT\nreceipt-id:r\n"), "{text}");
+    let p = next_publish(&mut mqtt).await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("tls/a", &b"over tls"[..]));
+    // Without a client certificate the TLS handshake itself fails.
+    let config = net::tls_config(&ca.pem(), None, &[]);
+    let refused = match net::tls_connect(addrs["stomps"], config).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = s.write_all(b"CONNECT\n\n\0").await;
+            let mut chunk = [0u8; 64];
+            matches!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await, Ok(Ok(0)) | Ok(Err(_)))
+        }
+    };
+    assert!(refused, "a client without a certificate got through");
+}
