@@ -564,3 +564,31 @@ async fn stomp_over_tls_with_certificate_identity() {
     };
     assert!(refused, "a client without a certificate got through");
 }
+
+/// The brute-force guard counts STOMP logins as it counts MQTT ones: after
+/// `max_failures` wrong passcodes the right one is refused as banned, and
+/// an MQTT client of the same user from the same address is banned too.
+#[tokio::test]
+async fn the_guard_bans_after_failed_logins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!("{}[auth.guard]\nmax_failures = 2\n", password_file(dir.path()));
+    let (b, addr) = start(&extra, "");
+    let login = |pass: &str| format!("CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:{pass}\n\n\0");
+    for _ in 0..2 {
+        let mut c = Stomp::open(addr).await;
+        c.send(login("wrong").as_bytes()).await;
+        assert!(c.expect_error("wrong passcode").await.contains("message:bad user name or password"));
+    }
+    let mut c = Stomp::open(addr).await;
+    c.send(login("s3cret").as_bytes()).await;
+    let e = c.expect_error("banned").await;
+    assert!(e.contains("message:banned after too many failed logins"), "{e}");
+    // The same ban for MQTT (one guard for every protocol).
+    let mut raw = portcullis_tests::Raw::connect(b.addr).await;
+    let v = portcullis_core::codec::ProtocolVersion::V311;
+    raw.send(&portcullis_tests::backend::connect_bytes_raw(v, "m", Some("alice"), Some(b"s3cret"))).await;
+    match raw.recv().await {
+        Some(portcullis_core::codec::Packet::ConnAck(a)) => assert_eq!(a.code, 0x05, "3.1.1 banned: not authorized"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
