@@ -206,3 +206,64 @@ pub fn log_refusal(broker: &Broker, r: Refusal, client_id: &str, username: Optio
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::ProtocolVersion;
+    use crate::gate::{DenyReason, LoopbackOnly};
+    use crate::settings::BrokerSettings;
+
+    fn info(client_id: &str, username: Option<&str>, peer: &str) -> ConnectInfo {
+        ConnectInfo {
+            client_id: Arc::from(client_id),
+            username: username.map(Arc::from),
+            password: None,
+            peer: peer.parse().unwrap(),
+            listener: Arc::from("l"),
+            protocol: ProtocolVersion::V311,
+            cert: None,
+        }
+    }
+
+    const TERMS: Terms = Terms { clean_start: false, expiry: None, keep_alive: 30 };
+
+    #[tokio::test]
+    async fn admits_attaches_the_client_info_and_refuses_as_mqtt_does() {
+        let broker = Broker::new(BrokerSettings::default());
+        let gate = LoopbackOnly;
+        let a = admit(&broker, &gate, info("c1", Some("alice"), "127.0.0.1:1"), TERMS).await.unwrap();
+        assert!(!a.session_present);
+        assert_eq!(a.client.keep_alive, 30);
+        let attached = a.session.lock().client().cloned().unwrap();
+        assert!(Arc::ptr_eq(&attached, &a.client), "the session shows this connection's client");
+        assert!(a.session.is_attached_to(a.conn_id()));
+
+        // The gate's deny is a refusal with MQTT's meaning.
+        let r = admit(&broker, &gate, info("c2", None, "10.0.0.1:1"), TERMS).await.unwrap_err();
+        assert_eq!(r, Refusal::Denied(DenyReason::NotAuthorized));
+        // Another identity never takes the session over.
+        let r = admit(&broker, &gate, info("c1", Some("mallory"), "127.0.0.1:2"), TERMS).await.unwrap_err();
+        assert_eq!(r, Refusal::ClientIdInUse);
+        // The same identity resumes it, and the old connection is kicked.
+        let mut old = a;
+        let b = admit(&broker, &gate, info("c1", Some("alice"), "127.0.0.1:3"), TERMS).await.unwrap();
+        assert!(b.session_present);
+        assert!(matches!(old.kicked.try_recv(), Ok(Kick::TakenOver { .. })));
+        // Shutting down: refused before the gate is asked.
+        broker.shutdown();
+        let r = admit(&broker, &gate, info("c3", None, "127.0.0.1:4"), TERMS).await.unwrap_err();
+        assert_eq!(r, Refusal::ShuttingDown);
+    }
+
+    #[test]
+    fn outcomes_map_to_refusals() {
+        let broker = Broker::new(BrokerSettings::default());
+        let i = info("c", None, "127.0.0.1:1");
+        let r = Authenticated::from_outcome(&broker, &i, AuthOutcome::Unavailable).unwrap_err();
+        assert_eq!(r, Refusal::AuthUnavailable);
+        let r = Authenticated::from_outcome(&broker, &i, AuthOutcome::Deny(DenyReason::Banned)).unwrap_err();
+        assert_eq!(r, Refusal::Denied(DenyReason::Banned));
+        assert!(Authenticated::from_outcome(&broker, &i, AuthOutcome::allow(true)).unwrap().superuser);
+    }
+}

@@ -169,3 +169,92 @@ impl Drain {
         self.gate.authorize(&self.client, access).await == AclOutcome::Allow
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{admit, Terms};
+    use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+    use crate::gate::{ConnectInfo, GateFuture, LoopbackOnly};
+    use crate::message::Message;
+    use crate::session::SubRecord;
+    use crate::topic::TopicName;
+
+    /// Allows everything but deliveries under `secret/`, and asks for the
+    /// delivery check on every subscription.
+    struct Checking;
+    impl Gate for Checking {
+        fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> GateFuture<'a, crate::gate::AuthOutcome> {
+            LoopbackOnly.authenticate(info)
+        }
+        fn authorize<'a>(&'a self, _c: &'a ClientInfo, access: Access<'a>) -> GateFuture<'a, AclOutcome> {
+            let deny = matches!(access, Access::Subscribe { filter, .. } if filter.raw.starts_with("secret/"));
+            Box::pin(async move {
+                if deny {
+                    AclOutcome::Deny
+                } else {
+                    AclOutcome::Allow
+                }
+            })
+        }
+        fn needs_delivery_check(&self, _c: &ClientInfo, _f: &SubscriptionFilter) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn drains_within_the_window_with_acks_nacks_and_delivery_checks() {
+        let broker = Broker::new(Default::default());
+        let gate: Arc<dyn Gate> = Arc::new(Checking);
+        let info = ConnectInfo {
+            client_id: Arc::from("d"),
+            username: None,
+            password: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: Arc::from("l"),
+            protocol: ProtocolVersion::V311,
+            cert: None,
+        };
+        let terms = Terms { clean_start: true, expiry: Some(std::time::Duration::ZERO), keep_alive: 0 };
+        let a = admit(&broker, &*gate, info, terms).await.unwrap();
+        let mut drain = Drain::new(&broker, &gate, &a, 2);
+        let filter = SubscriptionFilter::parse("#").unwrap();
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::Never,
+        };
+        let rec = SubRecord { filter: filter.clone(), options, subscription_id: Some(7), check: true };
+        broker.subscribe(drain.session(), filter, rec);
+        for t in ["a", "secret/x", "b", "c"] {
+            broker.publish(Arc::new(Message {
+                topic: TopicName::new(t).unwrap(),
+                payload: bytes::Bytes::from_static(b"p"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: None,
+                publisher: None,
+                expires_at: None,
+            }));
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(1), drain.wait()).await.expect("woken");
+        let first = drain.next().await.unwrap();
+        assert_eq!(first.delivery.msg.topic.as_str(), "a");
+        assert_eq!(first.delivery.subscription_ids, [7]);
+        // secret/x is refused by the delivery check and leaves the window.
+        let second = drain.next().await.unwrap();
+        assert_eq!(second.delivery.msg.topic.as_str(), "b");
+        assert!(drain.next().await.is_none(), "window of 2 full");
+        assert!(drain.ack(first.packet_id.unwrap()));
+        assert!(!drain.ack(first.packet_id.unwrap()), "acknowledged once");
+        let third = drain.next().await.unwrap();
+        assert_eq!(third.delivery.msg.topic.as_str(), "c");
+        assert!(drain.nack(second.packet_id.unwrap()));
+        assert!(drain.nack(third.packet_id.unwrap()));
+        assert!(drain.next().await.is_none(), "nothing delivered again");
+        assert_eq!(broker.metrics.dropped_count(DropReason::Denied), 1);
+        drain.close();
+        assert!(broker.find_session("d").is_none(), "an expiry-0 session ends with its connection");
+    }
+}
