@@ -592,3 +592,30 @@ async fn the_guard_bans_after_failed_logins() {
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
+
+/// CONNECTs in progress count against `limits.max_handshakes_per_ip` as
+/// MQTT's do: a third half-sent CONNECT from one address is closed at once.
+#[tokio::test]
+async fn handshakes_in_progress_per_address_are_bounded() {
+    let (b, addr) = start("[limits]\nmax_handshakes_per_ip = 2\nconnect_timeout = \"10s\"\n", "");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = Stomp::open(addr).await;
+        c.send(b"CONNECT\naccept-version:1.2\n").await;
+        held.push(c);
+    }
+    // Both are in their handshake before the third arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = Stomp::open(addr).await;
+    third.send(b"CONNECT\naccept-version:1.2\n").await;
+    third.expect_closed(Duration::from_secs(3), "third CONNECT in progress").await;
+    // An MQTT CONNECT from the same address meets the same bound.
+    let mut raw = portcullis_tests::Raw::connect(b.addr).await;
+    raw.send(b"\x10").await;
+    assert!(raw.expect_closed(Duration::from_secs(3)).await.is_empty(), "MQTT handshake over the bound");
+    // Finishing one frees its place.
+    held[0].send(b"\n\0").await;
+    held[0].frame().await.expect("CONNECTED");
+    let c = Stomp::connected(addr, "1.2").await;
+    drop(c);
+}
