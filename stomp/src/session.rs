@@ -255,6 +255,8 @@ impl Session {
             "SEND" => self.on_send(&f, true).await?,
             "SUBSCRIBE" => self.on_subscribe(&f).await?,
             "UNSUBSCRIBE" => self.on_unsubscribe(&f)?,
+            // STOMP 1.0 has no NACK.
+            "NACK" if self.version == Version::V10 => return Err(End::protocol(&f, "unknown command")),
             "ACK" | "NACK" => self.on_ack(&f, true)?,
             "BEGIN" => self.on_begin(&f)?,
             "COMMIT" => self.on_commit(&f).await?,

@@ -424,6 +424,9 @@ async fn header_escapes_and_a_bad_escape() {
     let r = String::from_utf8(c.frame().await.expect("RECEIPT")).expect("utf-8");
     assert!(r.starts_with("RECEIPT"), "{r}");
     assert_eq!(next_publish(&mut mqtt).await.topic, "e/\\t");
+    // ... nor NACK.
+    c.send(b"NACK\nmessage-id:1\n\n\0").await;
+    assert!(c.expect_error("NACK in 1.0").await.contains("unknown command"));
 }
 
 /// content-length bodies with NUL bytes, both ways, byte-exact.
