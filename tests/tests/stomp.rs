@@ -622,3 +622,36 @@ async fn handshakes_in_progress_per_address_are_bounded() {
     let c = Stomp::connected(addr, "1.2").await;
     drop(c);
 }
+
+/// A mountpoint puts the listener's STOMP clients under a prefix (after
+/// the group of a shared subscription); retained messages come on
+/// SUBSCRIBE; `send_qos` sets the QoS MQTT subscribers see.
+#[tokio::test]
+async fn mountpoint_retained_and_send_qos() {
+    let (b, addr) = start("", "stomp = { mountpoint = \"st/\", send_qos = 2 }");
+    let (mut mqtt, _) = open_v3(b.addr, "mp", true).await;
+    subscribe(&mut mqtt, 1, &[("#", QoS::ExactlyOnce)]).await;
+    let (mut publisher, _) = open_v3(b.addr, "mp-pub", true).await;
+    pub_simple(&mut publisher, "st/kept", QoS::AtLeastOnce, 2, b"retained", true).await;
+    let p = next_publish(&mut mqtt).await;
+    ack_incoming(&mut mqtt, &p).await;
+    let mut c = Stomp::connected(addr, "1.2").await;
+    c.send(b"SEND\ndestination:a/b\n\nfrom stomp\0").await;
+    let p = next_publish(&mut mqtt).await;
+    assert_eq!((p.topic.as_str(), p.qos), ("st/a/b", QoS::ExactlyOnce), "under the mountpoint, send_qos 2");
+    ack_incoming(&mut mqtt, &p).await;
+    c.send(b"SUBSCRIBE\nid:1\ndestination:+\n\n\0").await;
+    let m = String::from_utf8(c.frame().await.expect("retained MESSAGE")).expect("utf-8");
+    assert_eq!(header(&m, "destination"), Some("kept"), "without the mountpoint: {m}");
+    assert!(m.ends_with("retained"), "{m}");
+    c.send(b"SUBSCRIBE\nid:2\ndestination:$share/g/s/#\nreceipt:r\n\n\0").await;
+    let r = String::from_utf8(c.frame().await.expect("RECEIPT")).expect("utf-8");
+    assert!(r.starts_with("RECEIPT"), "{r}");
+    pub_simple(&mut publisher, "st/s/1", QoS::AtMostOnce, 0, b"shared", false).await;
+    pub_simple(&mut publisher, "s/1", QoS::AtMostOnce, 0, b"outside the mountpoint", false).await;
+    pub_simple(&mut publisher, "st/x", QoS::AtMostOnce, 0, b"one level", false).await;
+    let m = String::from_utf8(c.frame().await.expect("shared MESSAGE")).expect("utf-8");
+    assert_eq!((header(&m, "destination"), header(&m, "subscription")), (Some("s/1"), Some("2")), "{m}");
+    let m = String::from_utf8(c.frame().await.expect("MESSAGE")).expect("utf-8");
+    assert_eq!(header(&m, "destination"), Some("x"), "s/1 outside the mountpoint never came: {m}");
+}
