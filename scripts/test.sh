@@ -25,6 +25,8 @@ fi
 # SCRAM enhanced authentication is checked against an independent SCRAM
 # implementation (tests/scram_client.py imports scramp from PyPI).
 python3 -c 'import scramp' >/dev/null 2>&1 || python3 -m pip install --quiet scramp
+# The STOMP gateway is checked with stomp.py from PyPI (tests/stomp_client.py).
+python3 -c 'import stomp' >/dev/null 2>&1 || python3 -m pip install --quiet stomp.py
 # The dashboard's browser test (tests/tests/dashboard.rs) drives Debian's
 # chromium over the DevTools protocol.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)

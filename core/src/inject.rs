@@ -82,6 +82,18 @@ impl Broker {
     /// Counts the message as received and runs the publish hooks, as for a
     /// client's PUBLISH, on behalf of `from`.
     pub fn prepare_publish(&self, from: &ClientInfo, m: OutsideMessage) -> Prepared {
+        self.prepare_publish_by(Publisher::Api(from), m)
+    }
+
+    /// [`Broker::prepare_publish`] for a message a connected client of
+    /// another protocol sent (STOMP's SEND): the hooks see
+    /// [`Publisher::Client`], as for a PUBLISH.
+    pub fn prepare_client_publish(&self, from: &ClientInfo, m: OutsideMessage) -> Prepared {
+        self.prepare_publish_by(Publisher::Client(from), m)
+    }
+
+    fn prepare_publish_by(&self, publisher: Publisher<'_>, m: OutsideMessage) -> Prepared {
+        let from = publisher.client();
         self.metrics.message_received(m.qos);
         let expires_at = m.expiry.map(|d| Instant::now() + d);
         let forwarded = Message::forwarded_properties(&m.properties).map(|b| *b).unwrap_or_default();
@@ -101,7 +113,7 @@ impl Broker {
             return Prepared::Ready(Ready { msg, taken: None });
         }
         let mut pm = PublishedMessage::new(m.topic, m.payload, m.qos, m.retain, forwarded);
-        let outcome = self.hooks.publish(Publisher::Api(from), &mut pm);
+        let outcome = self.hooks.publish(publisher, &mut pm);
         let (topic, payload, qos, retain, properties) = pm.into_parts();
         let msg = message(topic, payload, qos, retain, properties);
         match outcome {

@@ -12,7 +12,10 @@
 //! * [`gate`] — the port through which every auth and ACL decision is asked;
 //!   [`provider`] — the error, failure policy and metrics every provider shares;
 //!   [`enhanced`] — the MQTT 5 enhanced-authentication (AUTH) exchange seam.
-//! * [`connection`] — the per-connection state machine over any stream.
+//! * [`admission`] — identity → authentication → session → client info,
+//!   shared by every protocol; [`connection`] — the MQTT per-connection
+//!   state machine over any stream; [`drain`] — a session's deliveries
+//!   for a writer in another protocol.
 //! * [`persist`] — session and retained snapshots across a graceful restart;
 //!   [`durable`] — the session-store seam: typed changes and the port a
 //!   durable store implements.
@@ -22,11 +25,13 @@
 //! * [`sys`] — `$SYS` topics; [`metrics`] — the counters behind them.
 //! * [`settings`] — runtime settings and their defaults.
 //! * [`logsafe`] — peer-supplied strings escaped and truncated for logs.
+pub mod admission;
 pub mod binding;
 pub mod broker;
 pub mod codec;
 pub mod connection;
 mod deadlines;
+pub mod drain;
 pub mod durable;
 pub mod enhanced;
 pub mod gate;

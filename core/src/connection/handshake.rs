@@ -5,8 +5,9 @@
 //! 2. [`identify`] — client id and username (from the CONNECT or the
 //!    client certificate) and the checks that need no provider: lengths,
 //!    the listener's client id pattern;
-//! 3. the gate's authentication, then the session, opened for the client's
-//!    identity ([`Broker::open_session`]);
+//! 3. admission ([`crate::admission`], shared with every protocol): the
+//!    gate's authentication (or the MQTT 5 AUTH exchange's outcome), then
+//!    the session, opened for the client's identity, and its client info;
 //! 4. [`establish`] — the connection's state and the CONNACK.
 //!
 //! Every refusal is a [`Refusal`]: one CONNACK code per protocol version,
@@ -21,16 +22,15 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{poll_read_chunk, BridgeAdmission, Conn, ListenerContext, Refusal, Ticket, Will};
-use crate::broker::{Broker, OpenError, OpenRequest, Opened};
+use crate::admission::{self, log_refusal, Admission, Authenticated, Terms};
+use crate::broker::Broker;
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, ProtocolVersion};
-use crate::gate::{AuthOutcome, CertField, CertIdentity, ClientContext, ClientInfo, ConnectInfo, Gate, Password};
-use crate::hooks::{ClientConnected, SessionEvent};
-use crate::logsafe::{Peer, PeerOpt};
+use crate::gate::{CertField, CertIdentity, ConnectInfo, Gate, Password};
+use crate::logsafe::Peer;
 use crate::message::Message;
-use crate::owner::SessionOwner;
 use crate::session::Kick;
 use crate::topic::TopicName;
 
@@ -268,20 +268,6 @@ fn identify(
     Ok(Identity { client_id: Arc::from(client_id), assigned, username })
 }
 
-/// Logs a refused CONNECT: peer-supplied values escaped and cut, at most a
-/// few lines a second (the rest are counted).
-fn log_refusal(broker: &Broker, r: Refusal, client_id: &str, username: Option<&str>) {
-    if let Some(suppressed) = broker.refusal_log.allow() {
-        info!(
-            client_id = %Peer(client_id),
-            username = %PeerOpt(username),
-            reason = r.reason(),
-            suppressed,
-            "connection refused"
-        );
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn handshake<R, W>(
     broker: &Arc<Broker>,
@@ -349,8 +335,8 @@ where
     };
     // MQTT 5 enhanced authentication (an Authentication Method in the
     // CONNECT) runs its AUTH exchange in place of the password check.
-    let (outcome, auth_reply) = match connect.properties.authentication_method.as_deref() {
-        None => (gate.authenticate(&info).await, None),
+    let (auth, auth_reply) = match connect.properties.authentication_method.as_deref() {
+        None => (admission::authenticate(broker, &*gate, &info).await, None),
         Some(method) => {
             let mut io = HandshakeIo {
                 reader: &mut *reader,
@@ -366,7 +352,7 @@ where
                         info.username = done.username.clone();
                     }
                     let reply = super::enhanced::Reply { method: method.to_string(), data: done.data };
-                    (done.outcome, Some(reply))
+                    (Authenticated::from_outcome(broker, &info, done.outcome), Some(reply))
                 }
                 Err(super::enhanced::Failed::Refuse(r)) => {
                     log_refusal(broker, r, &id.client_id, id.username.as_deref());
@@ -377,19 +363,10 @@ where
             }
         }
     };
-    let (superuser, context, auth_expires) = match outcome {
-        AuthOutcome::Allow { superuser, context, expires_at } => (superuser, context, expires_at),
-        AuthOutcome::Deny(d) => {
-            let r = Refusal::Denied(d);
-            log_refusal(broker, r, &id.client_id, id.username.as_deref());
+    let auth = match auth {
+        Ok(a) => a,
+        Err(r) => {
             asker.refuse(broker, &mut writer, r).await;
-            return None;
-        }
-        AuthOutcome::Unavailable => {
-            if let Some(suppressed) = broker.refusal_log.allow() {
-                warn!(client_id = %Peer(&id.client_id), suppressed, "authentication backend unavailable; connection refused");
-            }
-            asker.refuse(broker, &mut writer, Refusal::AuthUnavailable).await;
             return None;
         }
     };
@@ -404,45 +381,38 @@ where
         _ if connect.clean_start => Some(Duration::ZERO),
         _ => session_settings.v3_session_expiry,
     };
-
-    let owner =
-        SessionOwner::of(id.username.as_ref(), info.cert.as_deref().map(|c| c.subject.as_str()), &listener.name);
-    let conn_id = broker.next_conn_id();
-    let opened = broker.open_session(OpenRequest {
-        client_id: &id.client_id,
-        owner: &owner,
-        clean_start: connect.clean_start,
-        expiry,
-        conn_id,
-    });
-    let opened = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            let r = match e {
-                OpenError::OwnerMismatch => Refusal::ClientIdInUse,
-                OpenError::TooManySessions => Refusal::TooManySessions,
-                OpenError::TooManyForIdentity => Refusal::TooManySessionsForIdentity,
-            };
-            log_refusal(broker, r, &id.client_id, id.username.as_deref());
+    let (keep_alive, server_keep_alive) = negotiate_keep_alive(broker, &connect);
+    let terms = Terms { clean_start: connect.clean_start, expiry, keep_alive };
+    let admission = match admission::open(broker, info, auth, terms) {
+        Ok(a) => a,
+        Err(r) => {
             asker.refuse(broker, &mut writer, r).await;
             return None;
         }
     };
     drop(ticket);
-    let admitted = Admitted { id, info, superuser, context, auth_expires, conn_id, expiry, connect_expiry, auth_reply };
-    let (conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, opened);
+    let admitted = Admitted { assigned: id.assigned, server_keep_alive, expiry, connect_expiry, auth_reply };
+    let (conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, admission);
     Some((conn, kicked))
 }
 
-/// A client the gate admitted, with its session's terms.
+/// The keep-alive in force and, when the cap changed it, the value a v5
+/// client is told (Server Keep Alive).
+fn negotiate_keep_alive(broker: &Broker, connect: &Connect) -> (u16, Option<u16>) {
+    let max_ka = broker.settings.limits.max_keep_alive;
+    let keep_alive = connect.keep_alive;
+    if connect.protocol.is_v5() && max_ka > 0 && (keep_alive == 0 || keep_alive > max_ka) {
+        return (max_ka, Some(max_ka));
+    }
+    (keep_alive, None)
+}
+
+/// What the CONNACK tells a client the admission step let in.
 struct Admitted {
-    id: Identity,
-    info: ConnectInfo,
-    superuser: bool,
-    context: Option<ClientContext>,
-    /// When the credentials expire (see `Conn::auth_deadline`).
-    auth_expires: Option<std::time::SystemTime>,
-    conn_id: u64,
+    /// The client id the broker chose or took from the certificate.
+    assigned: Option<String>,
+    /// The capped keep-alive, to tell a v5 client.
+    server_keep_alive: Option<u16>,
     expiry: Option<Duration>,
     connect_expiry: u32,
     /// The enhanced-authentication method and the server's last data, for
@@ -458,26 +428,19 @@ fn establish<W: AsyncWrite + Unpin + Send>(
     writer: W,
     connect: &Connect,
     a: Admitted,
-    opened: Opened,
+    admission: Admission,
 ) -> (Box<Conn<W>>, oneshot::Receiver<Kick>) {
     let limits = &broker.settings.limits;
     let session_settings = &broker.settings.session;
     let version = connect.protocol;
     let max_packet_size = listener.max_packet_size(limits);
 
-    // Keep-alive, capped for v5 clients (who are told the value).
-    let max_ka = limits.max_keep_alive;
-    let mut server_keep_alive = None;
-    let mut keep_alive = connect.keep_alive;
-    if version.is_v5() && max_ka > 0 && (keep_alive == 0 || keep_alive > max_ka) {
-        keep_alive = max_ka;
-        server_keep_alive = Some(max_ka);
-    }
-
+    let client = Arc::clone(&admission.client);
+    let keep_alive = client.keep_alive;
     let mut props = Properties::default();
     if version.is_v5() {
-        props.assigned_client_identifier = a.id.assigned;
-        props.server_keep_alive = server_keep_alive;
+        props.assigned_client_identifier = a.assigned;
+        props.server_keep_alive = a.server_keep_alive;
         props.receive_maximum = Some(session_settings.max_awaiting_rel);
         props.maximum_packet_size = Some(max_packet_size);
         props.topic_alias_maximum = Some(limits.max_topic_alias);
@@ -494,7 +457,7 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         }
     }
 
-    let client_id = a.id.client_id;
+    let client_id = client.client_id.clone();
     let will = connect.will.as_ref().and_then(|w| {
         let topic = TopicName::new(&w.topic).ok()?;
         let expires_at =
@@ -513,29 +476,14 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         }))
     });
 
-    let client = ClientInfo {
-        client_id: client_id.clone(),
-        username: a.id.username,
-        peer: a.info.peer,
-        listener: listener.name.clone(),
-        protocol: version,
-        superuser: a.superuser,
-        context: a.context,
-        conn_id: a.conn_id,
-        cert: a.info.cert,
-        connected_at: ClientInfo::now_millis(),
-        keep_alive,
-    };
-    let client = Arc::new(client);
-    opened.session.lock().set_client(a.conn_id, Arc::clone(&client));
     let receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
     let mut conn = Conn {
         broker: Arc::clone(broker),
         gate,
+        conn_id: client.conn_id,
         client,
-        session: opened.session,
-        conn_id: a.conn_id,
-        generation: opened.generation,
+        session: Arc::clone(&admission.session),
+        generation: admission.generation,
         version,
         writer,
         wbuf: BytesMut::new(),
@@ -554,8 +502,8 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         auth_deadline: None,
         enhanced: a.auth_reply.map(|r| Box::new(super::enhanced::EnhancedAuth::new(r.method))),
     };
-    conn.set_auth_deadline(a.auth_expires);
-    let session_present = opened.session_present;
+    conn.set_auth_deadline(admission.auth_expires);
+    let session_present = admission.session_present;
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: 0, properties: props }));
     info!(
         client_id = %Peer(&client_id),
@@ -566,20 +514,6 @@ fn establish<W: AsyncWrite + Unpin + Send>(
         bridge = connect.bridge,
         "client connected"
     );
-    let hooks = &broker.hooks;
-    let ev = SessionEvent { client_id: &client_id, owner: &conn.session.owner };
-    if session_present {
-        hooks.session_resumed(&ev);
-    } else {
-        hooks.session_created(&ev);
-    }
-    hooks.client_connected(&ClientConnected {
-        client: &conn.client,
-        gate: &conn.gate,
-        session: &conn.session,
-        keep_alive,
-        clean_start: connect.clean_start,
-        session_present,
-    });
-    (Box::new(conn), opened.kicked)
+    admission.announce(broker, &conn.gate, connect.clean_start);
+    (Box::new(conn), admission.kicked)
 }

@@ -66,7 +66,7 @@ fn every_transport_with_its_settings() {
 fn tables_belong_to_their_types() {
     one_error("[[listeners]]\ntype = \"tls\"\n", "listeners[0].tls: required for type \"tls\"");
     one_error("[[listeners]]\ntype = \"wss\"\n", "listeners[0].tls: required for type \"wss\"");
-    one_error(&format!("[[listeners]]\n{TLS}"), "listeners[0].tls: only for type \"tls\" or \"wss\"");
+    one_error(&format!("[[listeners]]\n{TLS}"), "listeners[0].tls: only for type \"tls\", \"wss\" or \"stomp_tls\"");
     one_error(
         "[[listeners]]\ntype = \"tls\"\nwebsocket = {}\ntls = { cert_file = \"a\", key_file = \"b\" }\n",
         "listeners[0].websocket: only for type \"ws\" or \"wss\"",
@@ -176,4 +176,22 @@ fn per_listener_limits() {
     one_error("[[listeners]]\nhandshake_timeout = \"0s\"\n", "listeners[0].handshake_timeout: must be at least 1ms");
     // The per-listener checks run on port-0 listeners too.
     one_error("[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_connections = 0\n", "listeners[0].max_connections");
+}
+
+#[test]
+fn stomp_listeners() {
+    let config = ok("[[listeners]]\nname = \"a\"\ntype = \"stomp\"\n\n[[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\ntype = \"stomp\"\n\
+         stomp = { mountpoint = \"s/\", send_qos = 0, heartbeat_send = \"off\" }\n");
+    let [a, b] = &config.listeners[..] else { panic!("two listeners") };
+    assert_eq!(a.bind, "0.0.0.0:61613".parse().unwrap(), "STOMP's port by default");
+    assert_eq!(a.stomp, Some(portcullis_stomp::StompConfig::default()));
+    let s = b.stomp.as_ref().unwrap();
+    assert_eq!((s.mountpoint.as_str(), s.send_qos, s.heartbeat_send), ("s/", 0, None));
+    one_error(
+        "[[listeners]]\ntype = \"stomp\"\nstomp = { send_qos = 3 }\n",
+        "listeners[0].stomp.send_qos: 3 is not a QoS",
+    );
+    one_error("[[listeners]]\nstomp = { }\n", "listeners[0].stomp: only for type \"stomp\" or \"stomp_tls\"");
+    one_error("[[listeners]]\ntype = \"stomp_tls\"\n", "listeners[0].tls: required for type \"stomp_tls\"");
+    one_error("[[listeners]]\ntype = \"stomp\"\nstomp = { mountpoint = \"a/#\" }\n", "listeners[0].stomp.mountpoint");
 }

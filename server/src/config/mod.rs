@@ -115,6 +115,8 @@ pub struct ListenerConfig {
     pub tls: Option<listener::ListenerTlsConfig>,
     /// WebSocket settings; present exactly for `ws` and `wss` listeners.
     pub websocket: Option<listener::WebSocketConfig>,
+    /// STOMP settings; present exactly for `stomp` and `stomp_tls` listeners.
+    pub stomp: Option<portcullis_stomp::StompConfig>,
 }
 
 impl ListenerConfig {

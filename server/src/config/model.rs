@@ -118,10 +118,12 @@ pub(super) struct ListenerEntry {
     /// than one listener; a single unnamed listener is called `default`.
     #[serde(default = "default_listener_name")]
     pub(super) name: Option<String>,
-    /// Transport: `"tcp"`, `"tls"`, `"ws"` or `"wss"`.
+    /// Transport: `"tcp"`, `"tls"`, `"ws"` or `"wss"` (MQTT), `"stomp"`
+    /// or `"stomp_tls"` (STOMP).
     #[serde(default = "default_listener_kind", rename = "type")]
     pub(super) kind: ListenerKind,
-    /// Socket address to bind, `IP:PORT`.
+    /// Socket address to bind, `IP:PORT`; left out, a STOMP listener
+    /// binds `0.0.0.0:61613` (`stomp_tls`: `0.0.0.0:61614`).
     #[serde(default = "default_bind", deserialize_with = "socket_addr")]
     pub(super) bind: SocketAddr,
     /// Connections open at once on this listener; more are refused.
@@ -190,6 +192,21 @@ pub(super) struct ListenerEntry {
     /// WebSocket settings (`ws` and `wss` listeners); unset = defaults.
     #[serde(default = "default_listener_websocket")]
     pub(super) websocket: Option<listener::WebSocketConfig>,
+    /// STOMP settings (`stomp` and `stomp_tls` listeners); unset = defaults.
+    #[serde(default = "default_listener_stomp")]
+    pub(super) stomp: Option<portcullis_stomp::StompConfig>,
+}
+
+impl ListenerEntry {
+    /// The address to bind: `bind`, or for a STOMP listener that left it
+    /// out, STOMP's port.
+    pub(super) fn effective_bind(&self) -> SocketAddr {
+        match self.kind {
+            ListenerKind::Stomp if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61613)),
+            ListenerKind::StompTls if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61614)),
+            _ => self.bind,
+        }
+    }
 }
 
 /// The chain a listener uses unless it names another.
@@ -219,6 +236,7 @@ impl Default for ListenerEntry {
             accept_bridges: default_accept_bridges(),
             tls: default_listener_tls(),
             websocket: default_listener_websocket(),
+            stomp: default_listener_stomp(),
         }
     }
 }
@@ -259,6 +277,9 @@ pub fn default_listener_tls() -> Option<listener::ListenerTlsConfig> {
 pub fn default_listener_websocket() -> Option<listener::WebSocketConfig> {
     None
 }
+pub fn default_listener_stomp() -> Option<portcullis_stomp::StompConfig> {
+    None
+}
 
 /// Unnamed: the name is resolved from the listener's position.
 pub(super) fn default_listener_name() -> Option<String> {
@@ -291,6 +312,11 @@ pub enum ListenerKind {
     Ws,
     /// MQTT over WebSocket over TLS.
     Wss,
+    /// STOMP 1.0/1.1/1.2 over TCP.
+    Stomp,
+    /// STOMP over TLS.
+    #[serde(rename = "stomp_tls")]
+    StompTls,
 }
 
 impl ListenerKind {
@@ -301,12 +327,19 @@ impl ListenerKind {
             ListenerKind::Tls => "tls",
             ListenerKind::Ws => "ws",
             ListenerKind::Wss => "wss",
+            ListenerKind::Stomp => "stomp",
+            ListenerKind::StompTls => "stomp_tls",
         }
     }
 
-    /// True for `tls` and `wss`.
+    /// True for `tls`, `wss` and `stomp_tls`.
     pub fn is_tls(self) -> bool {
-        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss | ListenerKind::StompTls)
+    }
+
+    /// True for `stomp` and `stomp_tls`.
+    pub fn is_stomp(self) -> bool {
+        matches!(self, ListenerKind::Stomp | ListenerKind::StompTls)
     }
 
     /// True for `ws` and `wss`.

@@ -107,6 +107,7 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             accept_bridges: true,
             tls: None,
             websocket: None,
+            stomp: None,
         }]
     );
     assert_eq!(config.log.level, "info");

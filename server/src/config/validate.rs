@@ -218,7 +218,8 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         .listeners
         .into_iter()
         .enumerate()
-        .map(|(index, entry)| ListenerConfig {
+        .map(|(index, entry)| (index, entry.effective_bind(), entry))
+        .map(|(index, bind, entry)| ListenerConfig {
             name: entry.name.unwrap_or_else(|| {
                 if sole {
                     SOLE_LISTENER_NAME.to_owned()
@@ -227,7 +228,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
                 }
             }),
             kind: entry.kind,
-            bind: entry.bind,
+            bind,
             max_connections: entry.max_connections,
             backlog: entry.backlog,
             auth_chain: entry.auth_chain,
@@ -247,6 +248,11 @@ pub(super) fn resolve(file: FileConfig) -> Config {
             websocket: match entry.kind.is_websocket() {
                 true => Some(entry.websocket.unwrap_or_default()),
                 false => entry.websocket,
+            },
+            // Likewise a STOMP listener.
+            stomp: match entry.kind.is_stomp() {
+                true => Some(entry.stomp.unwrap_or_default()),
+                false => entry.stomp,
             },
         })
         .collect();
@@ -373,13 +379,14 @@ fn check_listeners(checks: &mut Checks, listeners: &[ListenerEntry]) {
             }
         }
         // Port 0 asks the OS for a free port: several such listeners never clash.
-        if listener.bind.port() != 0 {
-            match binds.entry(listener.bind) {
+        let bind = listener.effective_bind();
+        if bind.port() != 0 {
+            match binds.entry(bind) {
                 Entry::Vacant(slot) => {
                     slot.insert(index);
                 }
                 Entry::Occupied(first) => {
-                    checks.fail(at("bind"), format!("{} is already bound by listeners[{}]", listener.bind, first.get()))
+                    checks.fail(at("bind"), format!("{bind} is already bound by listeners[{}]", first.get()))
                 }
             }
         }
@@ -402,9 +409,10 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
             at("tls"),
             format!("required for type \"{}\" (tls = {{ cert_file = …, key_file = … }})", kind.name()),
         ),
-        (Some(_), false) => {
-            checks.fail(at("tls"), format!("only for type \"tls\" or \"wss\", this listener is \"{}\"", kind.name()))
-        }
+        (Some(_), false) => checks.fail(
+            at("tls"),
+            format!("only for type \"tls\", \"wss\" or \"stomp_tls\", this listener is \"{}\"", kind.name()),
+        ),
         _ => {}
     }
     if let Some(tls) = &listener.tls {
@@ -425,6 +433,17 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
         }
         if let Some(poll) = tls.reload_poll {
             checks.duration_at_least(&at("tls.reload_poll"), poll, Duration::from_millis(100));
+        }
+    }
+    if listener.stomp.is_some() && !kind.is_stomp() {
+        checks.fail(
+            at("stomp"),
+            format!("only for type \"stomp\" or \"stomp_tls\", this listener is \"{}\"", kind.name()),
+        );
+    }
+    if let Some(stomp) = &listener.stomp {
+        for (key, message) in stomp.validate() {
+            checks.fail(at(&format!("stomp.{key}")), message);
         }
     }
     if listener.websocket.is_some() && !kind.is_websocket() {

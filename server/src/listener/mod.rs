@@ -8,6 +8,8 @@
 //! * `identity` — a client certificate's CN, subject DN and SANs.
 //! * `ws` — the WebSocket upgrade and the message ⇄ byte stream adapter.
 //! * `forwarded` — `Forwarded` / `X-Forwarded-For` from trusted proxies.
+//! * STOMP listeners (`stomp`, `stomp_tls`) hand the stream to
+//!   [`portcullis_stomp::serve`] instead of the MQTT state machine.
 //! * `stats` — the listeners' metrics (connections, handshake failures,
 //!   sockets refused at accept).
 //!
@@ -88,6 +90,8 @@ struct Listener {
     ctx: Arc<ListenerContext>,
     tls: Option<tls::TlsState>,
     ws: Option<ws::WsOptions>,
+    /// STOMP settings (`stomp` and `stomp_tls` listeners).
+    stomp: Option<Arc<portcullis_stomp::StompConfig>>,
     /// Sockets accepted and not yet handed to the core.
     handshaking: AtomicUsize,
     /// Handshake failures since start.
@@ -199,10 +203,13 @@ pub fn check(configs: &[ListenerConfig]) -> Result<(), String> {
     }
 }
 
-/// A browser offers h2 and http/1.1 for wss; MQTT clients offer mqtt.
+/// A browser offers h2 and http/1.1 for wss; MQTT clients offer mqtt;
+/// STOMP clients offer none, or `stomp`.
 fn alpn(kind: ListenerKind) -> &'static [&'static str] {
     if kind.is_websocket() {
         &["http/1.1"]
+    } else if kind.is_stomp() {
+        &["stomp"]
     } else {
         &["mqtt"]
     }
@@ -231,6 +238,7 @@ impl Listener {
             ctx,
             tls,
             ws,
+            stomp: cfg.stomp.clone().map(Arc::new),
             handshaking: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
             failure_log: Mutex::new((None, 0)),
@@ -319,6 +327,15 @@ impl Listener {
             Ok(Err((stage, e))) => return self.failed(remote, stage, e),
             Err(_) => return self.failed(remote, "handshake", "timed out"),
         };
+        if let Some(stomp) = &self.stomp {
+            let stomp = Arc::clone(stomp);
+            match transport {
+                Transport::Tcp(s) => portcullis_stomp::serve(broker, gate, slot, stomp, s, peer, cert).await,
+                Transport::Tls(s) => portcullis_stomp::serve(broker, gate, slot, stomp, s, peer, cert).await,
+                Transport::Ws(_) | Transport::Wss(_) => self.failed(remote, "setup", "STOMP over WebSocket"),
+            }
+            return;
+        }
         match transport {
             Transport::Tcp(s) => serve(broker, gate, slot, s, peer, cert).await,
             Transport::Tls(s) => serve(broker, gate, slot, s, peer, cert).await,
@@ -343,8 +360,8 @@ impl Listener {
             }
         }
         match (self.cfg.kind, &self.tls, &self.ws) {
-            (ListenerKind::Tcp, _, _) => Ok((Transport::Tcp(stream), peer, None)),
-            (ListenerKind::Tls, Some(tls), _) => {
+            (ListenerKind::Tcp | ListenerKind::Stomp, _, _) => Ok((Transport::Tcp(stream), peer, None)),
+            (ListenerKind::Tls | ListenerKind::StompTls, Some(tls), _) => {
                 let (s, cert) = accept_tls(tls, stream).await?;
                 Ok((Transport::Tls(Box::new(s)), peer, cert))
             }
