@@ -403,6 +403,39 @@ impl Broker {
         }
     }
 
+    /// The next delivery of `session` for connection `conn_id` (the MQTT
+    /// writer's and the socketless drain's), within `window`, while that
+    /// connection still owns the session. Expired messages are counted on
+    /// the way and given to the dropped hook once the lock is released;
+    /// publishers held back by this session's congestion read on when it
+    /// drained.
+    pub(crate) fn next_delivery(
+        &self,
+        session: &Session,
+        conn_id: u64,
+        client_id: &str,
+        window: usize,
+        now: Instant,
+    ) -> Option<crate::session::Outgoing> {
+        let want_expired = self.hooks.wants(crate::hooks::HookPoint::MessageDropped);
+        let mut expired = Vec::new();
+        let (out, drained) = {
+            let mut st = session.lock();
+            if !st.attached_to(conn_id) {
+                return None;
+            }
+            let out = st.next_outgoing(window, now, &self.metrics, want_expired.then_some(&mut expired));
+            (out, st.take_drained())
+        };
+        if drained {
+            self.drained.notify_waiters();
+        }
+        for msg in expired {
+            self.hooks.message_dropped(&msg, DropReason::Expired, Some(client_id));
+        }
+        out
+    }
+
     /// Something the deadline queue holds fell due.
     pub(crate) fn fire(&self, due: Due) {
         match due {

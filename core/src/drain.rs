@@ -19,7 +19,6 @@ use std::time::Instant;
 use crate::admission::Admission;
 use crate::broker::Broker;
 use crate::gate::{Access, AclOutcome, ClientInfo, Gate};
-use crate::hooks::HookPoint;
 use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::{Outgoing, Session};
@@ -136,28 +135,13 @@ impl Drain {
     }
 
     fn take(&mut self) -> Option<Outgoing> {
-        let want_expired = self.broker.hooks.wants(HookPoint::MessageDropped);
-        let mut expired = Vec::new();
-        let (out, drained) = {
-            let mut st = self.session.lock();
-            if !st.attached_to(self.client.conn_id) {
-                return None;
-            }
-            let out = st.next_outgoing(
-                self.window,
-                Instant::now(),
-                &self.broker.metrics,
-                want_expired.then_some(&mut expired),
-            );
-            (out, st.take_drained())
-        };
-        if drained {
-            self.broker.drained.notify_waiters();
-        }
-        for msg in expired {
-            self.broker.hooks.message_dropped(&msg, DropReason::Expired, Some(&self.client.client_id));
-        }
-        out
+        self.broker.next_delivery(
+            &self.session,
+            self.client.conn_id,
+            &self.client.client_id,
+            self.window,
+            Instant::now(),
+        )
     }
 
     /// The delivery check (see [`Gate::needs_delivery_check`]).

@@ -9,7 +9,6 @@ use tracing::debug;
 
 use super::{Conn, WRITE_HIGH_WATER};
 use crate::codec::{Packet, Properties, PubResp, PublishRef, QoS};
-use crate::hooks::HookPoint;
 use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::{OutState, Outgoing};
@@ -74,25 +73,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         if self.wbuf.len() >= WRITE_HIGH_WATER {
             return None;
         }
-        let want_expired = self.broker.hooks.wants(HookPoint::MessageDropped);
-        // Expired messages go to the dropped hook once the lock is released.
-        let mut expired = Vec::new();
-        let (out, drained) = {
-            let mut st = self.session.lock();
-            if !st.attached_to(self.conn_id) {
-                return None;
-            }
-            let out = st.next_outgoing(self.window, now, &self.broker.metrics, want_expired.then_some(&mut expired));
-            (out, st.take_drained())
-        };
-        if drained {
-            // Publishers held back by this session's congestion read on.
-            self.broker.drained.notify_waiters();
-        }
-        for msg in expired {
-            self.broker.hooks.message_dropped(&msg, DropReason::Expired, Some(&self.client.client_id));
-        }
-        out
+        self.broker.next_delivery(&self.session, self.conn_id, &self.client.client_id, self.window, now)
     }
 
     /// Encodes a delivery; one that cannot be sent leaves the window.
