@@ -1,0 +1,238 @@
+//! The dashboard's live parts through the real binary in headless
+//! Chromium (issue 15): the WebSocket test client (the vendored MQTT.js in
+//! the page) exchanging messages both ways with a native client; the
+//! overview's charts, whose plotted rates are held against the counters
+//! the API reports over the same interval (messages, and one auth
+//! provider's allow / deny decisions); and every page of the navigation
+//! behind a reverse proxy under a sub-path, with no script error and no
+//! failed request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portcullis_core::codec::{Packet, Properties, QoS};
+use portcullis_tests::dashboard::*;
+use portcullis_tests::kit::*;
+use portcullis_tests::{net, Broker, Raw};
+use serde_json::{json, Value};
+
+/// A broker with a TCP listener `tcp` and a WebSocket listener `ws`, the
+/// given `[auth]` tables (and anything else in `extra`), and the admin
+/// API with the keys of [`setup`] (`admin`, `view`, `pub`; [`SECRET`]).
+struct Dash {
+    broker: Broker,
+    addrs: HashMap<String, SocketAddr>,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn start(extra: &str, admin_extra: &str) -> Dash {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let boot = dir.path().join("bootstrap");
+    std::fs::write(&boot, format!("admin:{SECRET}:administrator\nview:{SECRET}:viewer\npub:{SECRET}:publisher\n"))
+        .expect("bootstrap");
+    let cfg = format!(
+        "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"ws\"\ntype = \"ws\"\nbind = \"127.0.0.1:0\"\n\n\
+         {extra}\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {}\nbootstrap_file = {}\n{admin_extra}\n",
+        tp(&dir.path().join("data")),
+        tp(&boot),
+    );
+    let (broker, addrs) = net::start(&cfg);
+    let admin = broker.admin_addr().unwrap_or_else(|| panic!("no admin API:\n{}", broker.log()));
+    Dash { broker, addrs, admin, _dir: dir }
+}
+
+const ANON: &str = "[auth]\nchain = [\"anon\"]\n[auth.anonymous.anon]\n";
+
+/// Installed before any page script: records script errors, failed
+/// loads, CSP violations, `console.error`, and API requests that failed
+/// or answered >= 400, in `window.__problems`.
+const WATCH: &str = r#"
+(() => {
+  const problems = [];
+  window.__problems = problems;
+  const note = (m) => { if (problems.length < 200) problems.push(String(m)); };
+  window.addEventListener('error', (e) => {
+    const t = e.target;
+    if (t && t !== window && (t.src || t.href)) note('load failed: ' + (t.src || t.href));
+    else note('error: ' + e.message + ' at ' + e.filename + ':' + e.lineno);
+  }, true);
+  window.addEventListener('unhandledrejection', (e) => note('unhandled rejection: ' + (e.reason && e.reason.stack || e.reason)));
+  document.addEventListener('securitypolicyviolation', (e) => note('CSP: ' + e.violatedDirective + ' ' + e.blockedURI + ' from ' + e.sourceFile + ':' + e.lineNumber + ':' + e.columnNumber));
+  const error = console.error.bind(console);
+  console.error = (...a) => { note('console.error: ' + a.join(' ')); error(...a); };
+  const fetch = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const url = typeof input === 'string' ? input : input.url;
+    try {
+      const r = await fetch(input, init);
+      if (r.status >= 400) note('HTTP ' + r.status + ' ' + ((init && init.method) || 'GET') + ' ' + url);
+      return r;
+    } catch (e) { note('request failed: ' + url + ': ' + e); throw e; }
+  };
+})();
+"#;
+
+async fn browser() -> Chromium {
+    let mut page = Chromium::start().await;
+    page.viewport(1280, 800, false).await;
+    page.cmd("Page.enable", json!({})).await;
+    page.cmd("Page.addScriptToEvaluateOnNewDocument", json!({"source": WATCH})).await;
+    page
+}
+
+/// What the watcher saw since the last call (and forgets it).
+async fn problems(page: &mut Chromium) -> Vec<String> {
+    let v = page.eval("(window.__problems || []).splice(0)").await;
+    serde_json::from_value(v).expect("strings")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `document.querySelector` of a log entry.
+fn log_entry(dir: &str, topic: &str) -> String {
+    format!("document.querySelector('#ws-log li[data-dir=\"{dir}\"][data-topic=\"{topic}\"]')")
+}
+
+async fn set_value(page: &mut Chromium, id: &str, value: &str) {
+    let v = serde_json::to_string(value).expect("json");
+    page.eval(&format!("document.getElementById('{id}').value = {v}; true")).await;
+}
+
+async fn click(page: &mut Chromium, id: &str) {
+    page.eval(&format!("document.getElementById('{id}').click(); true")).await;
+}
+
+/// The page's client exchanges QoS 0 and 1 messages, with non-ASCII and
+/// invalid UTF-8 payloads, both ways with a native MQTT 5 client on the
+/// same broker; its log is bounded; MQTT 3.1.1 works too; leaving the
+/// page disconnects.
+#[tokio::test]
+async fn the_websocket_client_exchanges_messages_with_a_native_client() {
+    let d = start(ANON, "");
+    let ws_port = d.addrs["ws"].port();
+    let (mut native, _) = open_v5(d.addrs["tcp"], "native-peer", true, Properties::default()).await;
+    subscribe(&mut native, 1, &[("ws/out/#", QoS::AtLeastOnce)]).await;
+
+    let mut page = browser().await;
+    page.log_in(&format!("http://{}/dashboard/", d.admin), "admin", SECRET).await;
+    assert_eq!(problems(&mut page).await, ["HTTP 401 GET session"], "before the login, and nothing else");
+    page.open_page("websocket").await;
+    // The default URL: this page's host, the ws listener's port and path.
+    let want_url = format!("ws://127.0.0.1:{ws_port}/mqtt");
+    page.wait_for(&format!("document.getElementById('ws-url').value === {want_url:?}")).await;
+    let listeners = api_get(d.admin, "/api/v5/listeners").await;
+    let ws = listeners.as_array().expect("list").iter().find(|l| l["type"] == "ws").expect("ws listener").clone();
+    assert_eq!(ws["websocket_path"], "/mqtt", "{listeners}");
+    assert!(listeners
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|l| l["type"] == "tcp" && l.get("websocket_path").is_none()));
+
+    set_value(&mut page, "ws-clientid", "dash-ws-5").await;
+    click(&mut page, "ws-connect").await;
+    page.wait_for("document.getElementById('ws-state').dataset.state === 'connected'").await;
+    let c = api_get(d.admin, "/api/v5/clients/dash-ws-5").await;
+    assert_eq!((c["connected"].clone(), c["proto_ver"].clone()), (json!(true), json!(5)), "{c}");
+
+    set_value(&mut page, "ws-sub-filter", "ws/in/#").await;
+    set_value(&mut page, "ws-sub-qos", "1").await;
+    click(&mut page, "ws-subscribe").await;
+    page.wait_for("document.querySelector('#ws-subs li[data-filter=\"ws/in/#\"][data-granted=\"1\"]')").await;
+
+    // Native → page: QoS 0 and 1, UTF-8 beyond ASCII, bytes that are not
+    // UTF-8, and markup that must stay text.
+    let utf8 = "Grüße, 日本語, ✓ — ünïcødé".as_bytes();
+    let not_utf8: &[u8] = &[0x66, 0x6f, 0xff, 0xfe, 0x80, 0x6f];
+    let markup = b"<img src=x id=injected onerror=\"window.__pwned=1\">";
+    pub_simple(&mut native, "ws/in/zero", QoS::AtMostOnce, 0, utf8, false).await;
+    pub_simple(&mut native, "ws/in/one", QoS::AtLeastOnce, 11, utf8, false).await;
+    pub_simple(&mut native, "ws/in/bytes", QoS::AtLeastOnce, 12, not_utf8, false).await;
+    pub_simple(&mut native, "ws/in/markup", QoS::AtMostOnce, 0, markup, false).await;
+    for (topic, qos, bytes) in
+        [("ws/in/zero", 0, utf8), ("ws/in/one", 1, utf8), ("ws/in/bytes", 1, not_utf8), ("ws/in/markup", 0, markup)]
+    {
+        let e = log_entry("in", topic);
+        page.wait_for(&e).await;
+        let got = page.eval(&format!("[{e}.dataset.qos, {e}.dataset.hex, {e}.dataset.payload]")).await;
+        assert_eq!(got[0], json!(qos.to_string()), "{topic}");
+        assert_eq!(got[1], json!(hex(bytes)), "{topic}: the bytes received");
+        assert_eq!(got[2], json!(String::from_utf8_lossy(bytes)), "{topic}: shown as text");
+    }
+    let shown = page.eval(&format!("{}.querySelector('.ws-payload').textContent", log_entry("in", "ws/in/one"))).await;
+    assert_eq!(shown, json!("Grüße, 日本語, ✓ — ünïcødé"));
+    assert_eq!(
+        page.eval("[!!document.getElementById('injected'), !!window.__pwned]").await,
+        json!([false, false]),
+        "markup in a payload stays text"
+    );
+
+    // Page → native: QoS 0 and 1, non-ASCII.
+    for (topic, qos, text) in [("ws/out/zero", "0", "vom Browser: größer ✓"), ("ws/out/one", "1", "ブラウザ ← QoS 1")]
+    {
+        set_value(&mut page, "ws-pub-topic", topic).await;
+        set_value(&mut page, "ws-pub-payload", text).await;
+        set_value(&mut page, "ws-pub-qos", qos).await;
+        click(&mut page, "ws-publish").await;
+        let p = next_publish(&mut native).await;
+        ack_incoming(&mut native, &p).await;
+        assert_eq!((p.topic.as_str(), &p.payload[..]), (topic, text.as_bytes()));
+        assert_eq!(p.qos, if qos == "0" { QoS::AtMostOnce } else { QoS::AtLeastOnce }, "{topic}");
+        page.wait_for(&log_entry("out", topic)).await;
+    }
+    page.screenshot("websocket").await;
+
+    // The log keeps the newest 500.
+    for i in 0..520u32 {
+        pub_simple(&mut native, &format!("ws/in/flood/{i}"), QoS::AtMostOnce, 0, b"x", false).await;
+    }
+    sync(&mut native).await;
+    page.wait_for(&log_entry("in", "ws/in/flood/519")).await;
+    assert_eq!(page.eval("document.querySelectorAll('#ws-log li').length").await, json!(500));
+    assert_eq!(page.eval("document.getElementById('ws-log-count').dataset.count").await, json!("500"));
+    assert_eq!(
+        page.eval("document.querySelector('#ws-log li').dataset.topic").await,
+        json!("ws/in/flood/519"),
+        "newest first"
+    );
+
+    // Disconnect; then MQTT 3.1.1, and leaving the page disconnects.
+    click(&mut page, "ws-disconnect").await;
+    page.wait_for("document.getElementById('ws-state').dataset.state === 'disconnected'").await;
+    wait_gone(d.admin, "dash-ws-5").await;
+    set_value(&mut page, "ws-clientid", "dash-ws-3").await;
+    set_value(&mut page, "ws-version", "4").await;
+    click(&mut page, "ws-connect").await;
+    page.wait_for("document.getElementById('ws-state').dataset.state === 'connected'").await;
+    assert_eq!(api_get(d.admin, "/api/v5/clients/dash-ws-3").await["proto_ver"], json!(4));
+    set_value(&mut page, "ws-pub-topic", "ws/out/v3").await;
+    set_value(&mut page, "ws-pub-payload", "drei ✓").await;
+    set_value(&mut page, "ws-pub-qos", "1").await;
+    click(&mut page, "ws-publish").await;
+    let p = next_publish(&mut native).await;
+    ack_incoming(&mut native, &p).await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("ws/out/v3", "drei ✓".as_bytes()));
+    page.open_page("overview").await;
+    wait_gone(d.admin, "dash-ws-3").await;
+    assert_eq!(problems(&mut page).await, Vec::<String>::new());
+    drop(d.broker);
+}
+
+/// Waits (10 s) until the API no longer lists `id` as connected.
+async fn wait_gone(admin: SocketAddr, id: &str) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = api_get(admin, &format!("/api/v5/clients/{id}")).await;
+        if c["connected"] != json!(true) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "{id} still connected: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
