@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use portcullis_core::codec::{Packet, Properties, QoS};
+use portcullis_core::codec::{Packet, Properties, ProtocolVersion, QoS};
 use portcullis_tests::dashboard::*;
 use portcullis_tests::kit::*;
-use portcullis_tests::{net, Broker, Raw};
-use serde_json::{json, Value};
+use portcullis_tests::{connect_v5, net, Broker, Raw};
+use serde_json::json;
 
 /// A broker with a TCP listener `tcp` and a WebSocket listener `ws`, the
 /// given `[auth]` tables (and anything else in `extra`), and the admin
@@ -235,4 +235,192 @@ async fn wait_gone(admin: SocketAddr, id: &str) {
         assert!(tokio::time::Instant::now() < end, "{id} still connected: {c}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A series of the overview as the page exposes it: the last two samples
+/// of its counter, their times, the plotted rate, and the page's sample
+/// number then.
+#[derive(Debug)]
+struct Series {
+    counter: f64,
+    prev_counter: f64,
+    t: f64,
+    prev_t: f64,
+    rate: f64,
+    sample: u64,
+}
+
+async fn series(page: &mut Chromium, selector: &str) -> Series {
+    let sel = serde_json::to_string(selector).expect("json");
+    let v = page
+        .eval(&format!(
+            "(() => {{ const e = document.querySelector({sel}).dataset; \
+             return [e.counter, e.prevCounter, e.t, e.prevT, e.rate, \
+             document.getElementById('ov-auth').dataset.samples]; }})()"
+        ))
+        .await;
+    let f = |i: usize| -> f64 {
+        v[i].as_str().unwrap_or_else(|| panic!("{selector}: {v}")).parse().unwrap_or_else(|_| panic!("{v}"))
+    };
+    Series { counter: f(0), prev_counter: f(1), t: f(2), prev_t: f(3), rate: f(4), sample: f(5) as u64 }
+}
+
+async fn samples(page: &mut Chromium) -> u64 {
+    let v = page.eval("Number(document.getElementById('ov-auth').dataset.samples || 0)").await;
+    v.as_u64().expect("a number")
+}
+
+/// Waits until the overview has taken sample `n` (or a later one).
+async fn wait_sample(page: &mut Chromium, n: u64) {
+    page.wait_for(&format!("Number(document.getElementById('ov-auth').dataset.samples || 0) >= {n}")).await;
+}
+
+/// The plotted rate over the interval between the series' two samples
+/// gives back the counter's delta.
+fn assert_rate_is_the_delta(s: &Series, what: &str) {
+    let delta = s.counter - s.prev_counter;
+    let dt = s.t - s.prev_t;
+    assert!(dt > 0.0, "{what}: {s:?}");
+    assert!((s.rate * dt - delta).abs() <= 1e-9 * delta.abs().max(1.0), "{what}: rate × Δt ≠ Δcounter: {s:?}");
+}
+
+/// Runs `act` between two overview samples and returns the series of each
+/// selector at the second one, with the API's counters (read by `api`)
+/// before the first sample and after the second. Retries (3 times) when
+/// a sample fell in the middle of `act`.
+async fn between_samples<A, F, Fut>(
+    page: &mut Chromium,
+    selectors: &[&str],
+    api: A,
+    mut act: F,
+) -> (Vec<Series>, Vec<u64>, Vec<u64>)
+where
+    A: Fn() -> Fut + Copy,
+    Fut: std::future::Future<Output = Vec<u64>>,
+    F: AsyncFnMut(),
+{
+    for attempt in 0..3 {
+        let before = api().await;
+        // The sample after next was requested after `before` was read.
+        let s0 = samples(page).await;
+        wait_sample(page, s0 + 2).await;
+        let s1 = samples(page).await;
+        act().await;
+        if samples(page).await != s1 {
+            eprintln!("attempt {attempt}: a sample fell during the action; again");
+            continue;
+        }
+        wait_sample(page, s1 + 1).await;
+        let after = api().await;
+        let mut got = Vec::new();
+        for sel in selectors {
+            got.push(series(page, sel).await);
+        }
+        if got.iter().any(|s| s.sample != s1 + 1) {
+            eprintln!("attempt {attempt}: another sample came before the read; again");
+            continue;
+        }
+        return (got, before, after);
+    }
+    panic!("no two samples bracketed the action in 3 attempts");
+}
+
+/// The overview's charts plot the API's counter deltas: messages in and
+/// out (QoS 0 and 1 from a real client to a real subscriber) and one auth
+/// provider's allow and deny decisions (real CONNECTs), each checked as
+/// rate × (t − prev t) = counter − prev counter, and that delta equal to
+/// what the API reports between two reads bracketing the interval, and
+/// to what the test did (nothing else runs on this broker).
+#[tokio::test]
+async fn the_overview_charts_plot_the_counter_deltas() {
+    let d = start(
+        "[auth]\nchain = [\"net\"]\n[auth.cache]\nmax_entries = 0\n[auth.guard]\nenabled = false\n\
+         [auth.ip.net]\nallow = [\"127.0.0.1/32\"]\ndeny = [\"127.0.0.2/32\"]\n\
+         [sys]\ninterval = \"off\"\n",
+        "",
+    );
+    let tcp = d.addrs["tcp"];
+    let admin = d.admin;
+    let (mut sub, _) = open_v5(tcp, "chart-sub", true, Properties::default()).await;
+    subscribe(&mut sub, 1, &[("chart/#", QoS::AtLeastOnce)]).await;
+    let (mut publisher, _) = open_v5(tcp, "chart-pub", true, Properties::default()).await;
+
+    let mut page = browser().await;
+    page.log_in(&format!("http://{admin}/dashboard/"), "admin", SECRET).await;
+    page.open_page("overview").await;
+    wait_sample(&mut page, 2).await;
+    page.wait_for("document.querySelector('[data-series=\"auth:net:allow\"]').dataset.rate !== undefined").await;
+
+    // Messages: 7 at QoS 0 and 5 at QoS 1, all delivered to `sub`.
+    const QOS0: u64 = 7;
+    const QOS1: u64 = 5;
+    let metrics = move || async move {
+        let m = api_get(admin, "/api/v5/metrics?aggregate=true").await;
+        vec![m["messages.received"].as_u64().expect("received"), m["messages.sent"].as_u64().expect("sent")]
+    };
+    let (got, before, after) = between_samples(&mut page, &["#ov-received", "#ov-sent"], metrics, async || {
+        for i in 0..QOS0 {
+            pub_simple(&mut publisher, &format!("chart/zero/{i}"), QoS::AtMostOnce, 0, b"0", false).await;
+        }
+        for i in 0..QOS1 {
+            let id = u16::try_from(i + 1).expect("small");
+            pub_simple(&mut publisher, &format!("chart/one/{i}"), QoS::AtLeastOnce, id, b"1", false).await;
+        }
+        sync(&mut publisher).await;
+    })
+    .await;
+    for (i, (s, what)) in got.iter().zip(["messages.received", "messages.sent"]).enumerate() {
+        assert_rate_is_the_delta(s, what);
+        let delta = s.counter - s.prev_counter;
+        assert_eq!(delta, (after[i] - before[i]) as f64, "{what}: the chart's delta is the API's: {s:?}");
+        assert_eq!(delta, (QOS0 + QOS1) as f64, "{what}: what was sent");
+        assert!(s.prev_counter >= before[i] as f64 && s.counter <= after[i] as f64, "{what}: {s:?}");
+    }
+    let shown = page.eval("document.getElementById('ov-received').textContent").await;
+    assert_eq!(shown, json!(format!("{:.1}", got[0].rate)));
+    let delivered = drain_publishes(&mut sub, Duration::from_millis(300), Duration::from_secs(5)).await;
+    assert_eq!(delivered.len() as u64, QOS0 + QOS1);
+
+    // Auth: 3 CONNECTs the provider allows, 2 it denies.
+    const ALLOWED: usize = 3;
+    const DENIED: usize = 2;
+    let status = move || async move {
+        let s = api_get(admin, "/api/v5/authentication/net/status").await;
+        vec![s["metrics"]["allow"].as_u64().expect("allow"), s["metrics"]["deny"].as_u64().expect("deny")]
+    };
+    let (got, before, after) = between_samples(
+        &mut page,
+        &["[data-series=\"auth:net:allow\"]", "[data-series=\"auth:net:deny\"]"],
+        status,
+        async || {
+            for i in 0..ALLOWED {
+                let (c, ack) = open_v5(tcp, &format!("allowed-{i}"), true, Properties::default()).await;
+                assert_eq!(ack.code, 0);
+                disconnect(c).await;
+            }
+            for i in 0..DENIED {
+                let mut raw = Raw::connect_from(tcp, "127.0.0.2".parse().expect("ip")).await;
+                raw.version = ProtocolVersion::V5;
+                raw.send(&connect_v5(&format!("denied-{i}"), true, 30)).await;
+                match raw.recv().await {
+                    Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0x87, "not authorized"),
+                    other => panic!("expected CONNACK, got {other:?}"),
+                }
+            }
+        },
+    )
+    .await;
+    for (i, (s, what, want)) in [(&got[0], "allow", ALLOWED), (&got[1], "deny", DENIED)].into_iter().enumerate() {
+        assert_rate_is_the_delta(s, what);
+        let delta = s.counter - s.prev_counter;
+        assert_eq!(delta, (after[i] - before[i]) as f64, "{what}: the chart's delta is the API's: {s:?}");
+        assert_eq!(delta, want as f64, "{what}: the CONNECTs made");
+    }
+    let api = api_get(admin, "/api/v5/authentication/net/status").await;
+    let card = "document.querySelector('.auth-card[data-provider=\"net\"]')";
+    assert_eq!(page.eval(&format!("{card}.querySelector('.health').dataset.status")).await, api["status"]);
+    page.wait_for(&format!("Number({card}.querySelector('.latency').dataset.value) >= 0")).await;
+    page.wait_for(&format!("{card}.querySelector('.uplot canvas')")).await;
+    page.screenshot("overview-auth").await;
+    assert_eq!(problems(&mut page).await, ["HTTP 401 GET session"], "only the check before the login");
 }
