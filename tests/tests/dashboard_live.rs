@@ -65,13 +65,18 @@ const WATCH: &str = r#"
   const error = console.error.bind(console);
   console.error = (...a) => { note('console.error: ' + a.join(' ')); error(...a); };
   const fetch = window.fetch.bind(window);
+  window.__inflight = 0;
+  window.__requests = [];
   window.fetch = async (input, init) => {
     const url = typeof input === 'string' ? input : input.url;
+    window.__inflight += 1;
+    if (window.__requests.length < 1000) window.__requests.push(new URL(url, location.href).pathname);
     try {
       const r = await fetch(input, init);
       if (r.status >= 400) note('HTTP ' + r.status + ' ' + ((init && init.method) || 'GET') + ' ' + url);
       return r;
     } catch (e) { note('request failed: ' + url + ': ' + e); throw e; }
+    finally { window.__inflight -= 1; }
   };
 })();
 "#;
@@ -187,6 +192,9 @@ async fn the_websocket_client_exchanges_messages_with_a_native_client() {
         page.wait_for(&log_entry("out", topic)).await;
     }
     page.screenshot("websocket").await;
+    page.viewport(390, 844, true).await;
+    page.screenshot("websocket-phone").await;
+    page.viewport(1280, 800, false).await;
 
     // The log keeps the newest 500.
     for i in 0..520u32 {
@@ -423,4 +431,104 @@ async fn the_overview_charts_plot_the_counter_deltas() {
     page.wait_for(&format!("{card}.querySelector('.uplot canvas')")).await;
     page.screenshot("overview-auth").await;
     assert_eq!(problems(&mut page).await, ["HTTP 401 GET session"], "only the check before the login");
+}
+
+/// The navigation's pages, in its order (index.html).
+const PAGES: [&str; 13] = [
+    "overview",
+    "clients",
+    "sessions",
+    "subscriptions",
+    "topics",
+    "retained",
+    "auth",
+    "explain",
+    "users",
+    "banned",
+    "listeners",
+    "modules",
+    "websocket",
+];
+
+/// A topic and filters with the characters a URL treats specially.
+const ODD_TOPIC: &str = "dash/$price/50%/a?b=c&d/ü x";
+const ODD_FILTERS: [&str; 2] = ["dash/+/50%/#", "dash/$price/#"];
+
+/// Every page of the navigation behind a reverse proxy under
+/// `/portcullis/`: each renders its heading with no script error, CSP
+/// violation or failed request, while the broker holds a retained message
+/// and subscriptions whose topic and filters have `/ + # $ % ? &` and
+/// non-ASCII in them; every request the pages make goes through the
+/// proxy's prefix; and the WebSocket client's module loads through it.
+#[tokio::test]
+async fn every_page_works_behind_a_proxy_under_a_sub_path() {
+    let d = start(ANON, "dashboard_base_path = \"/portcullis/\"");
+    let tcp = d.addrs["tcp"];
+    let (mut holder, _) = open_v5(tcp, "odd/client $ # + ?", false, Properties::default()).await;
+    subscribe(&mut holder, 1, &[(ODD_FILTERS[0], QoS::AtLeastOnce), (ODD_FILTERS[1], QoS::AtMostOnce)]).await;
+    let (mut publisher, _) = open_v5(tcp, "odd-publisher", true, Properties::default()).await;
+    pub_simple(&mut publisher, ODD_TOPIC, QoS::AtLeastOnce, 1, "retained ✓".as_bytes(), true).await;
+    let p = next_publish(&mut holder).await;
+    ack_incoming(&mut holder, &p).await;
+    assert_eq!(p.topic.as_str(), ODD_TOPIC);
+    let retained = api_get(d.admin, "/api/v5/mqtt/retainer/messages").await;
+    assert!(retained.to_string().contains("dash/$price/50%/a?b=c&d/ü x"), "{retained}");
+
+    let proxy = proxy(d.admin).await;
+    let mut page = browser().await;
+    page.log_in(&format!("http://{}/portcullis/dashboard/", proxy.addr), "admin", SECRET).await;
+    assert_eq!(problems(&mut page).await, ["HTTP 401 GET session"], "before the login, and nothing else");
+    let nav = page.eval("[...document.querySelectorAll('#nav a')].map((a) => a.id.replace(/^nav-/, ''))").await;
+    assert_eq!(nav, json!(PAGES), "the navigation lists every page");
+    for name in PAGES {
+        page.open_page(name).await;
+        // Its first requests answered (a second look after a pause: a
+        // page may start one after another).
+        for _ in 0..2 {
+            page.wait_for("window.__inflight === 0").await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        page.wait_for("window.__inflight === 0").await;
+        let heading = page.eval("document.querySelector('#page h2').textContent").await;
+        assert!(!heading.as_str().unwrap_or_default().is_empty(), "{name}: no heading");
+        assert_eq!(
+            page.eval(&format!("document.getElementById('nav-{name}').getAttribute('aria-current')")).await,
+            json!("page")
+        );
+        page.screenshot(&format!("proxy-{name}")).await;
+        assert_eq!(problems(&mut page).await, Vec::<String>::new(), "{name}");
+    }
+    // Every API request went through the proxy's prefix.
+    let paths: Vec<String> = serde_json::from_value(page.eval("window.__requests").await).expect("paths");
+    assert!(paths.iter().any(|p| p.starts_with("/portcullis/api/v5/")), "{paths:?}");
+    for p in &paths {
+        assert!(p.starts_with("/portcullis/"), "a request outside the prefix: {p}");
+    }
+
+    // The WebSocket client: its module comes through the proxy, the
+    // MQTT connection goes to the listener, and it receives the retained
+    // message with the odd topic.
+    page.open_page("websocket").await;
+    page.wait_for(&format!(
+        "document.getElementById('ws-url').value === 'ws://127.0.0.1:{}/mqtt'",
+        d.addrs["ws"].port()
+    ))
+    .await;
+    set_value(&mut page, "ws-clientid", "proxied-ws").await;
+    click(&mut page, "ws-connect").await;
+    page.wait_for("document.getElementById('ws-state').dataset.state === 'connected'").await;
+    let loaded = page
+        .eval("performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname).filter((p) => p.endsWith('mqtt.esm.js'))")
+        .await;
+    assert_eq!(loaded, json!(["/portcullis/dashboard/mqtt.esm.js"]));
+    set_value(&mut page, "ws-sub-filter", ODD_FILTERS[0]).await;
+    click(&mut page, "ws-subscribe").await;
+    let topic = serde_json::to_string(ODD_TOPIC).expect("json");
+    page.wait_for(&format!(
+        "[...document.querySelectorAll('#ws-log li')].some((li) => li.dataset.topic === {topic} \
+         && li.dataset.retain === 'true' && li.dataset.payload === 'retained ✓')"
+    ))
+    .await;
+    page.screenshot("proxy-websocket-connected").await;
+    assert_eq!(problems(&mut page).await, Vec::<String>::new());
 }
