@@ -192,6 +192,9 @@ async fn the_websocket_client_exchanges_messages_with_a_native_client() {
         page.wait_for(&log_entry("out", topic)).await;
     }
     page.screenshot("websocket").await;
+    page.eval("document.getElementById('ws-h-log').scrollIntoView(); true").await;
+    page.screenshot("websocket-log").await;
+    page.eval("window.scrollTo(0, 0); true").await;
     page.viewport(390, 844, true).await;
     page.screenshot("websocket-phone").await;
     page.viewport(1280, 800, false).await;
