@@ -158,8 +158,11 @@ export function render(root, ctx) {
       if (client !== c) return;
       client = null;
       subs.replaceChildren();
-      if (state.dataset.state !== 'error') setState('disconnected', 'Disconnected.');
-      else setState('error', state.textContent);
+      const was = state.dataset.state;
+      if (was === 'connected') setState('disconnected', 'Disconnected.');
+      else if (was === 'error') setState('error', state.textContent);
+      // Closed before a CONNACK: a wrong URL, a refused origin, no listener.
+      else setState('error', 'Could not connect to ' + url.value + ' (closed before the broker answered).');
     });
   });
 
