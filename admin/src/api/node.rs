@@ -278,6 +278,10 @@ pub struct ListenerInfo {
     pub handshake_failures: u64,
     pub auth_chain: String,
     pub acl_chain: String,
+    /// The HTTP path of the WebSocket upgrade (`ws` and `wss` listeners;
+    /// absent for the others): what a browser client connects to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket_path: Option<String>,
 }
 
 fn listener_infos(ctx: &Ctx) -> Vec<ListenerInfo> {
@@ -298,6 +302,7 @@ fn listener_infos(ctx: &Ctx) -> Vec<ListenerInfo> {
             handshake_failures: v.handshake_failures,
             auth_chain: v.auth_chain,
             acl_chain: v.acl_chain,
+            websocket_path: v.websocket_path,
         })
         .collect()
 }

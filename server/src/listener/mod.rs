@@ -81,6 +81,8 @@ pub struct ListenerView {
     pub handshake_failures: u64,
     pub auth_chain: String,
     pub acl_chain: String,
+    /// The HTTP path of the WebSocket upgrade (`ws` and `wss` only).
+    pub websocket_path: Option<String>,
 }
 
 /// One listener's settings and counters, shared by its connections.
@@ -161,6 +163,7 @@ impl Listeners {
                 handshake_failures: l.failures.load(Ordering::Relaxed),
                 auth_chain: l.cfg.auth_chain.clone(),
                 acl_chain: l.cfg.acl_chain.clone(),
+                websocket_path: l.ws.as_ref().map(|w| w.path.clone()),
             })
             .collect()
     }
