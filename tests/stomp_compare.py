@@ -308,6 +308,55 @@ def wildcard_rows(b):
     return [(label, lambda b, f=f, n=n: s_wildcard(b, f, n)) for label, f, n in forms]
 
 
+def s_custom_header(b):
+    """SEND with `x-custom` and `content-type`: what the MESSAGE carries."""
+    conn, l = connect(b)
+    d = b.topic("hdr")
+    conn.subscribe(destination=d, id="h", ack="auto", headers={"receipt": "sub"})
+    l.wait(lambda: "sub" in l.receipts)
+    conn.send(destination=d, body=b"x", content_type="text/plain", headers={"x-custom": "1"})
+    l.wait(lambda: l.messages)
+    if not l.messages:
+        out = "nothing " + err(l)
+    else:
+        h = l.messages[0][0]
+        out = "x-custom=%s content-type=%s" % (h.get("x-custom"), h.get("content-type"))
+    close(conn)
+    return out
+
+
+def s_queue_before_subscribe(b):
+    """SEND to /queue/q with nobody subscribed, then SUBSCRIBE."""
+    conn, l = connect(b)
+    d = "/queue/cmp%s-early" % RUN
+    conn.send(destination=d, body=b"early", receipt="s")
+    l.wait(lambda: "s" in l.receipts)
+    conn.subscribe(destination=d, id="q", ack="auto")
+    l.wait(lambda: l.messages, 1.5)
+    out = ("got %r" % l.bodies()) if l.messages else "nothing (not kept)"
+    out += (" " + err(l)) if l.errors else ""
+    close(conn)
+    return out
+
+
+def s_queue_two_consumers(b):
+    """Two connections SUBSCRIBE /queue/q; four SENDs: who gets what."""
+    d = "/queue/cmp%s-two" % RUN
+    pairs = [connect(b) for _ in range(2)]
+    for i, (conn, l) in enumerate(pairs):
+        conn.subscribe(destination=d, id="q%d" % i, ack="auto", headers={"receipt": "sub"})
+        l.wait(lambda l=l: "sub" in l.receipts)
+    for i in range(4):
+        pairs[0][0].send(destination=d, body="q%d" % i, receipt="s%d" % i)
+    end = time.time() + 2
+    while time.time() < end and sum(len(l.messages) for _, l in pairs) < 8:
+        time.sleep(0.05)
+    out = "counts %s" % [len(l.messages) for _, l in pairs]
+    for conn, _ in pairs:
+        close(conn)
+    return out
+
+
 def ack_msg(conn, version, h):
     if version == "1.2":
         conn.ack(h["ack"])
@@ -502,6 +551,9 @@ def scenarios():
     for v in ("1.0", "1.2"):
         rows.append(("SEND->SUBSCRIBE round trip (%s)" % v, lambda b, v=v: s_roundtrip(b, v)))
     rows += [("wildcards: " + label, fn) for label, fn in wildcard_rows(None)]
+    rows.append(("/queue/: SEND before any SUBSCRIBE", s_queue_before_subscribe))
+    rows.append(("/queue/: two subscribers, 4 SENDs", s_queue_two_consumers))
+    rows.append(("SEND headers x-custom, content-type -> MESSAGE", s_custom_header))
     for v, mode in (("1.2", "auto"), ("1.2", "client"), ("1.2", "client-individual"), ("1.1", "client-individual")):
         rows.append(("ack %s (%s)" % (mode, v), lambda b, v=v, m=mode: s_ack(b, v, m)))
     rows.append(("NACK in 1.0", s_nack_10))
