@@ -438,7 +438,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         // 0x97, 3.x 0x80), and a new subscription leaves the router again,
         // so that the client is not told of, nor served by, a subscription
         // a restart would lose. A re-subscription (new options for a
-        // filter already held) keeps the earlier one.
+        // filter already held) stays: in memory with the new options, on
+        // disk with the old ones.
         if let Some(barrier) = self.broker.durable_barrier(&self.session) {
             if let Err(e) = barrier.await {
                 warn!(client_id = %Peer(&self.client.client_id), error = %e, filters = granted.len(), "SUBSCRIBE refused: the durable store failed (v5: SUBACK 0x97; 3.x: 0x80)");
