@@ -30,9 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{off, open_session, sessions, SessionInfo};
+use super::{admit, off, open_session, sessions, SessionInfo};
 use crate::access::keys::KeyError;
-use crate::access::{canonical, locked_out, Role};
+use crate::access::{canonical, Role};
 use crate::api::api_keys::key_error;
 use crate::error::ApiError;
 use crate::server::PeerAddr;
@@ -101,13 +101,10 @@ pub(crate) async fn create(
     headers: HeaderMap,
     Json(body): Json<FirstAdminBody>,
 ) -> Response {
-    if !ctx.node.config.admin.dashboard {
-        return off();
-    }
-    let ip = canonical(peer);
-    if let Err(left) = ctx.lockout.check(ip) {
-        return locked_out(left);
-    }
+    let ip = match admit(&ctx, peer) {
+        Ok(ip) => ip,
+        Err(refused) => return *refused,
+    };
     match why(&ctx, ip, &headers) {
         Why::Open => {}
         Why::AdminExists => {
@@ -156,13 +153,10 @@ pub(crate) async fn change_password(
     headers: HeaderMap,
     Json(body): Json<PasswordBody>,
 ) -> Response {
-    if !ctx.node.config.admin.dashboard {
-        return off();
-    }
-    let ip = canonical(peer);
-    if let Err(left) = ctx.lockout.check(ip) {
-        return locked_out(left);
-    }
+    let ip = match admit(&ctx, peer) {
+        Ok(ip) => ip,
+        Err(refused) => return *refused,
+    };
     let Some(s) = ctx.sessions.lookup(&headers, &ctx.keys) else {
         return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "not logged in").into_response();
     };

@@ -172,7 +172,20 @@ async fn asset(State(ctx): State<Arc<Ctx>>, Path(file): Path<String>) -> Respons
     serve(&file)
 }
 
-pub(crate) fn off() -> Response {
+/// The start of every dashboard request that checks a secret (login,
+/// first administrator, password change): the dashboard is on and the
+/// peer's address is not locked out. The address as the lockout counts it.
+/// (The refusal boxed: a `Response` is large.)
+pub(crate) fn admit(ctx: &Ctx, peer: std::net::SocketAddr) -> Result<std::net::IpAddr, Box<Response>> {
+    if !ctx.node.config.admin.dashboard {
+        return Err(Box::new(off()));
+    }
+    let ip = canonical(peer);
+    ctx.lockout.check(ip).map_err(|left| Box::new(locked_out(left)))?;
+    Ok(ip)
+}
+
+fn off() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "the dashboard is off ([admin] dashboard = false)")
         .into_response()
 }
@@ -202,14 +215,10 @@ async fn login(
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     Json(body): Json<LoginBody>,
 ) -> Response {
-    let cfg = &ctx.node.config.admin;
-    if !cfg.dashboard {
-        return off();
-    }
-    let ip = canonical(peer);
-    if let Err(left) = ctx.lockout.check(ip) {
-        return locked_out(left);
-    }
+    let ip = match admit(&ctx, peer) {
+        Ok(ip) => ip,
+        Err(refused) => return *refused,
+    };
     let Some((name, role)) = ctx.keys.authenticate(&body.username, body.password.as_bytes()) else {
         ctx.lockout.failed(ip, &body.username);
         return ApiError::new(StatusCode::UNAUTHORIZED, "BAD_USERNAME_OR_PWD", "wrong username or password")
