@@ -301,6 +301,40 @@ async fn xhr_polling_and_send_carry_stomp_both_ways() {
     assert!(m.starts_with("MESSAGE\n") && m.ends_with("\n\nto xhr\0"), "{m:?}");
 }
 
+/// A session id travels in the URL and is chosen by the client: another
+/// address that learns it can neither read the session's messages nor
+/// write frames into its (authenticated) STOMP connection.
+#[tokio::test]
+async fn another_address_cannot_use_a_session() {
+    let (b, addr) = start("", "", "");
+    let c = http();
+    let other = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let (mut mqtt, _) = open_v3(b.addr, "m-own", true).await;
+    subscribe(&mut mqtt, 1, &[("own/in", QoS::AtMostOnce)]).await;
+    assert!(xhr_connected(&c, addr, "mine", CONNECT).await.starts_with("CONNECTED\n"));
+    let sub = payload("SUBSCRIBE\nid:1\ndestination:own/out\nreceipt:r\n\n\0");
+    assert_eq!(xhr_send(&c, addr, "mine", &sub).await.0, 204);
+    assert!(messages(&poll_frame(&c, addr, "mine").await)[0].starts_with("RECEIPT\n"));
+    // From 127.0.0.2: sending and receiving on that id are refused.
+    let forged = payload("SEND\ndestination:own/in\n\nforged\0");
+    assert_eq!(xhr_send(&other, addr, "mine", &forged).await.0, 404);
+    for transport in ["xhr", "xhr_streaming"] {
+        let r = other.post(url(addr, &format!("/000/mine/{transport}"))).send().await.expect("receive");
+        assert_eq!(r.status(), 404, "{transport}");
+    }
+    // The owner still has its session and its messages; nothing forged
+    // reached MQTT.
+    pub_simple(&mut mqtt, "own/out", QoS::AtMostOnce, 0, b"for the owner", false).await;
+    let m = messages(&poll_frame(&c, addr, "mine").await).concat();
+    assert!(m.starts_with("MESSAGE\n") && m.ends_with("\n\nfor the owner\0"), "{m:?}");
+    assert_eq!(xhr_send(&c, addr, "mine", &payload("SEND\ndestination:own/in\n\nreal\0")).await.0, 204);
+    assert_eq!(&next_publish(&mut mqtt).await.payload[..], b"real");
+}
+
 #[tokio::test]
 async fn xhr_streaming_prelude_frames_and_byte_budget() {
     let (b, addr) = start("", "streaming_bytes = \"4KiB\"", "");
@@ -430,8 +464,13 @@ async fn forwarded_addresses_only_from_trusted_proxies() {
     for trusted in [false, true] {
         let listener = if trusted { "trusted_proxies = [\"127.0.0.0/8\"]" } else { "" };
         let (b, addr) = start(listener, "", "");
-        let c = http();
-        let r = c.post(url(addr, "/000/f/xhr")).header("x-forwarded-for", "10.9.8.7").send().await.expect("xhr");
+        // A proxy adds the header to every request of the session (an xhr
+        // session belongs to the address that opened it).
+        let mut fwd = reqwest::header::HeaderMap::new();
+        fwd.insert("x-forwarded-for", reqwest::header::HeaderValue::from_static("10.9.8.7"));
+        let c =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(fwd).build().expect("client");
+        let r = c.post(url(addr, "/000/f/xhr")).send().await.expect("xhr");
         assert_eq!(r.text().await.expect("body"), "o\n");
         let connect = "CONNECT\naccept-version:1.2\nhost:x\nclient-id:fwd\n\n\0";
         assert_eq!(xhr_send(&c, addr, "f", &payload(connect)).await.0, 204);

@@ -109,7 +109,7 @@ async fn route(sockjs: &Arc<SockJs>, req: Request<Incoming>, peer: SocketAddr) -
                 ("xhr" | "xhr_streaming" | "xhr_send", Method::OPTIONS) => preflight(req.headers(), "OPTIONS, POST"),
                 ("xhr", Method::POST) => receive(sockjs, req.headers(), session, peer, false),
                 ("xhr_streaming", Method::POST) => receive(sockjs, req.headers(), session, peer, true),
-                ("xhr_send", Method::POST) => xhr_send(sockjs, req, session).await,
+                ("xhr_send", Method::POST) => xhr_send(sockjs, req, session, peer).await,
                 ("xhr" | "xhr_streaming" | "xhr_send", _) => method_not_allowed("OPTIONS, POST"),
                 _ => not_found(),
             }
@@ -231,6 +231,9 @@ fn receive(sockjs: &Arc<SockJs>, headers: &HeaderMap, id: String, peer: SocketAd
     let session = {
         let mut map = sockjs.sessions.lock();
         match map.get(&id) {
+            // Another address's session: as if there were none to it (and
+            // its id is taken, so no new one either).
+            Some(s) if !s.owned_by(peer.ip()) => return not_found(),
             Some(s) => Some(Arc::clone(s)),
             // Closed sessions wait in the map for their delay, so the map
             // is capped like the sockets.
@@ -239,7 +242,7 @@ fn receive(sockjs: &Arc<SockJs>, headers: &HeaderMap, id: String, peer: SocketAd
                 None => None,
                 Some(slot) => {
                     let max = usize::try_from(sockjs.cfg.max_queued_bytes).unwrap_or(usize::MAX);
-                    let s = Session::start(sockjs.open_stomp(slot, peer), max);
+                    let s = Session::start(sockjs.open_stomp(slot, peer), max, peer.ip());
                     map.insert(id, Arc::clone(&s));
                     Some(s)
                 }
@@ -299,14 +302,16 @@ fn prelude() -> String {
 
 /// `xhr_send`: the body (bounded before it is read) is the client's
 /// messages, written to the session's STOMP connection.
-async fn xhr_send(sockjs: &Arc<SockJs>, req: Request<Incoming>, id: String) -> Response<Body> {
+async fn xhr_send(sockjs: &Arc<SockJs>, req: Request<Incoming>, id: String, peer: SocketAddr) -> Response<Body> {
     let headers = req.headers().clone();
     let answer = |mut r: Response<Body>| {
         cors(&headers, r.headers_mut());
         r
     };
     let session = sockjs.sessions.lock().get(&id).cloned();
-    let Some(session) = session.filter(|s| !s.is_closed()) else { return answer(not_found()) };
+    let Some(session) = session.filter(|s| !s.is_closed() && s.owned_by(peer.ip())) else {
+        return answer(not_found());
+    };
     let max = sockjs.cfg.max_message_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {

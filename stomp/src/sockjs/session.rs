@@ -14,6 +14,7 @@
 //!   later.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub struct Session {
     /// pipe then reads EOF and the STOMP connection ends).
     to_stomp: tokio::sync::Mutex<Option<WriteHalf<DuplexStream>>>,
     max_queued: usize,
+    /// The address that opened the session: the only one whose receiving
+    /// and `xhr_send` requests reach it. The session id is chosen by the
+    /// client and travels in the URL, so without this anyone who learned
+    /// it (a log, a shared proxy) could read another client's messages or
+    /// write frames into its authenticated STOMP connection.
+    owner: IpAddr,
 }
 
 struct State {
@@ -69,7 +76,7 @@ pub enum Next {
 
 impl Session {
     /// A new session over the STOMP connection `pipe`; starts its pump.
-    pub fn start(pipe: DuplexStream, max_queued: usize) -> Arc<Session> {
+    pub fn start(pipe: DuplexStream, max_queued: usize, owner: IpAddr) -> Arc<Session> {
         let (rd, wr) = tokio::io::split(pipe);
         let s = Arc::new(Session {
             state: Mutex::new(State {
@@ -83,6 +90,7 @@ impl Session {
             wake: Notify::new(),
             to_stomp: tokio::sync::Mutex::new(Some(wr)),
             max_queued,
+            owner,
         });
         tokio::spawn(pump(Arc::clone(&s), rd));
         s
@@ -104,6 +112,11 @@ impl Session {
         st.receiving = true;
         let open = !std::mem::replace(&mut st.opened, true);
         Ok((Receiver(Arc::clone(self)), open))
+    }
+
+    /// Whether a request from `peer` may use this session.
+    pub fn owned_by(&self, peer: IpAddr) -> bool {
+        self.owner == peer
     }
 
     /// The session is closed and forgotten once idle this long.
