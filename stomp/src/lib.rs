@@ -9,12 +9,14 @@
 //!   modes, transactions, heart-beats; deliveries come from the session's
 //!   [`portcullis_core::drain::Drain`], as MQTT's come to its writer.
 //! * [`config`] — the listener's `stomp = { … }` table.
+//! * [`demo`] — the embedded STOMP-over-SockJS demo page.
 //!
 //! The server's listeners call [`serve`] for each accepted socket of a
 //! `stomp` / `stomp_tls` listener.
 
 pub mod config;
 mod connect;
+pub mod demo;
 pub mod frame;
 mod session;
 #[cfg(test)]
