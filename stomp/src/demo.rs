@@ -135,6 +135,9 @@ mod tests {
             for (at, _) in html.match_indices(attr) {
                 let rest = &html[at + attr.len()..];
                 let url = &rest[..rest.find('"').expect("closing quote")];
+                if url == "data:," {
+                    continue; // the empty icon: no /favicon.ico request
+                }
                 assert!(asset(url).is_some(), "index.html loads {url}, which is not embedded");
             }
         }
