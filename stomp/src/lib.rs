@@ -9,16 +9,21 @@
 //!   modes, transactions, heart-beats; deliveries come from the session's
 //!   [`portcullis_core::drain::Drain`], as MQTT's come to its writer.
 //! * [`config`] — the listener's `stomp = { … }` table.
-//! * [`demo`] — the embedded STOMP-over-SockJS demo page.
+//! * [`sockjs`] — STOMP over SockJS (and raw STOMP over WebSocket) for
+//!   browsers: each SockJS session is one STOMP connection, served by
+//!   [`serve`] over an in-memory pipe.
+//! * [`demo`] — the embedded demo page a `sockjs` listener can serve.
 //!
 //! The server's listeners call [`serve`] for each accepted socket of a
-//! `stomp` / `stomp_tls` listener.
+//! `stomp` / `stomp_tls` listener, and [`sockjs::SockJs`] for each
+//! `sockjs` listener.
 
 pub mod config;
 mod connect;
 pub mod demo;
 pub mod frame;
 mod session;
+pub mod sockjs;
 #[cfg(test)]
 mod tests;
 

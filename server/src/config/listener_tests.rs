@@ -191,7 +191,7 @@ fn stomp_listeners() {
         "[[listeners]]\ntype = \"stomp\"\nstomp = { send_qos = 3 }\n",
         "listeners[0].stomp.send_qos: 3 is not a QoS",
     );
-    one_error("[[listeners]]\nstomp = { }\n", "listeners[0].stomp: only for type \"stomp\" or \"stomp_tls\"");
+    one_error("[[listeners]]\nstomp = { }\n", "listeners[0].stomp: only for type \"stomp\", \"stomp_tls\" or \"sockjs\"");
     one_error("[[listeners]]\ntype = \"stomp_tls\"\n", "listeners[0].tls: required for type \"stomp_tls\"");
     one_error("[[listeners]]\ntype = \"stomp\"\nstomp = { mountpoint = \"a/#\" }\n", "listeners[0].stomp.mountpoint");
 }

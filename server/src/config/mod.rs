@@ -115,8 +115,11 @@ pub struct ListenerConfig {
     pub tls: Option<listener::ListenerTlsConfig>,
     /// WebSocket settings; present exactly for `ws` and `wss` listeners.
     pub websocket: Option<listener::WebSocketConfig>,
-    /// STOMP settings; present exactly for `stomp` and `stomp_tls` listeners.
+    /// STOMP settings; present exactly for `stomp`, `stomp_tls` and
+    /// `sockjs` listeners.
     pub stomp: Option<portcullis_stomp::StompConfig>,
+    /// SockJS settings; present exactly for `sockjs` listeners.
+    pub sockjs: Option<portcullis_stomp::sockjs::SockJsConfig>,
 }
 
 impl ListenerConfig {

@@ -119,11 +119,13 @@ pub(super) struct ListenerEntry {
     #[serde(default = "default_listener_name")]
     pub(super) name: Option<String>,
     /// Transport: `"tcp"`, `"tls"`, `"ws"` or `"wss"` (MQTT), `"stomp"`
-    /// or `"stomp_tls"` (STOMP).
+    /// or `"stomp_tls"` (STOMP), `"sockjs"` (STOMP over SockJS and
+    /// WebSocket, for browsers).
     #[serde(default = "default_listener_kind", rename = "type")]
     pub(super) kind: ListenerKind,
     /// Socket address to bind, `IP:PORT`; left out, a STOMP listener
-    /// binds `0.0.0.0:61613` (`stomp_tls`: `0.0.0.0:61614`).
+    /// binds `0.0.0.0:61613` (`stomp_tls`: `0.0.0.0:61614`, `sockjs`:
+    /// `0.0.0.0:61616`).
     #[serde(default = "default_bind", deserialize_with = "socket_addr")]
     pub(super) bind: SocketAddr,
     /// Connections open at once on this listener; more are refused.
@@ -192,9 +194,13 @@ pub(super) struct ListenerEntry {
     /// WebSocket settings (`ws` and `wss` listeners); unset = defaults.
     #[serde(default = "default_listener_websocket")]
     pub(super) websocket: Option<listener::WebSocketConfig>,
-    /// STOMP settings (`stomp` and `stomp_tls` listeners); unset = defaults.
+    /// STOMP settings (`stomp`, `stomp_tls` and `sockjs` listeners); unset
+    /// = defaults.
     #[serde(default = "default_listener_stomp")]
     pub(super) stomp: Option<portcullis_stomp::StompConfig>,
+    /// SockJS settings (`sockjs` listeners); unset = defaults.
+    #[serde(default = "default_listener_sockjs")]
+    pub(super) sockjs: Option<portcullis_stomp::sockjs::SockJsConfig>,
 }
 
 impl ListenerEntry {
@@ -204,6 +210,7 @@ impl ListenerEntry {
         match self.kind {
             ListenerKind::Stomp if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61613)),
             ListenerKind::StompTls if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61614)),
+            ListenerKind::SockJs if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61616)),
             _ => self.bind,
         }
     }
@@ -237,6 +244,7 @@ impl Default for ListenerEntry {
             tls: default_listener_tls(),
             websocket: default_listener_websocket(),
             stomp: default_listener_stomp(),
+            sockjs: default_listener_sockjs(),
         }
     }
 }
@@ -280,6 +288,9 @@ pub fn default_listener_websocket() -> Option<listener::WebSocketConfig> {
 pub fn default_listener_stomp() -> Option<portcullis_stomp::StompConfig> {
     None
 }
+pub fn default_listener_sockjs() -> Option<portcullis_stomp::sockjs::SockJsConfig> {
+    None
+}
 
 /// Unnamed: the name is resolved from the listener's position.
 pub(super) fn default_listener_name() -> Option<String> {
@@ -317,6 +328,9 @@ pub enum ListenerKind {
     /// STOMP over TLS.
     #[serde(rename = "stomp_tls")]
     StompTls,
+    /// STOMP over SockJS (and over plain WebSocket), for browsers.
+    #[serde(rename = "sockjs")]
+    SockJs,
 }
 
 impl ListenerKind {
@@ -329,6 +343,7 @@ impl ListenerKind {
             ListenerKind::Wss => "wss",
             ListenerKind::Stomp => "stomp",
             ListenerKind::StompTls => "stomp_tls",
+            ListenerKind::SockJs => "sockjs",
         }
     }
 
@@ -337,9 +352,10 @@ impl ListenerKind {
         matches!(self, ListenerKind::Tls | ListenerKind::Wss | ListenerKind::StompTls)
     }
 
-    /// True for `stomp` and `stomp_tls`.
+    /// True for `stomp`, `stomp_tls` and `sockjs` (the listeners that
+    /// carry STOMP, and so take a `stomp` table).
     pub fn is_stomp(self) -> bool {
-        matches!(self, ListenerKind::Stomp | ListenerKind::StompTls)
+        matches!(self, ListenerKind::Stomp | ListenerKind::StompTls | ListenerKind::SockJs)
     }
 
     /// True for `ws` and `wss`.

@@ -108,6 +108,7 @@ fn embedded_defaults_are_valid_and_match_the_core() {
             tls: None,
             websocket: None,
             stomp: None,
+            sockjs: None,
         }]
     );
     assert_eq!(config.log.level, "info");

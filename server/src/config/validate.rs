@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::model::{FileConfig, LimitsConfig, ListenerEntry, SessionConfig, SOLE_LISTENER_NAME};
+use super::model::{FileConfig, LimitsConfig, ListenerEntry, ListenerKind, SessionConfig, SOLE_LISTENER_NAME};
 use super::{Config, ListenerConfig, Problem, ProblemKind};
 
 /// Largest MQTT packet: the Remaining Length field tops out at 268 435 455.
@@ -254,6 +254,11 @@ pub(super) fn resolve(file: FileConfig) -> Config {
                 true => Some(entry.stomp.unwrap_or_default()),
                 false => entry.stomp,
             },
+            // And a SockJS listener.
+            sockjs: match entry.kind == ListenerKind::SockJs {
+                true => Some(entry.sockjs.unwrap_or_default()),
+                false => entry.sockjs,
+            },
         })
         .collect();
     Config {
@@ -438,8 +443,16 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
     if listener.stomp.is_some() && !kind.is_stomp() {
         checks.fail(
             at("stomp"),
-            format!("only for type \"stomp\" or \"stomp_tls\", this listener is \"{}\"", kind.name()),
+            format!("only for type \"stomp\", \"stomp_tls\" or \"sockjs\", this listener is \"{}\"", kind.name()),
         );
+    }
+    if listener.sockjs.is_some() && kind != ListenerKind::SockJs {
+        checks.fail(at("sockjs"), format!("only for type \"sockjs\", this listener is \"{}\"", kind.name()));
+    }
+    if let Some(sockjs) = &listener.sockjs {
+        for (key, message) in sockjs.validate() {
+            checks.fail(at(&format!("sockjs.{key}")), message);
+        }
     }
     if let Some(stomp) = &listener.stomp {
         for (key, message) in stomp.validate() {

@@ -9,7 +9,10 @@
 //! * `ws` — the WebSocket upgrade and the message ⇄ byte stream adapter.
 //! * `forwarded` — `Forwarded` / `X-Forwarded-For` from trusted proxies.
 //! * STOMP listeners (`stomp`, `stomp_tls`) hand the stream to
-//!   [`portcullis_stomp::serve`] instead of the MQTT state machine.
+//!   [`portcullis_stomp::serve`] instead of the MQTT state machine;
+//!   `sockjs` listeners hand each socket (after the PROXY header, if any)
+//!   to their [`portcullis_stomp::sockjs::SockJs`] HTTP server, which
+//!   starts a STOMP connection per SockJS session.
 //! * `stats` — the listeners' metrics (connections, handshake failures,
 //!   sockets refused at accept).
 //!
@@ -92,8 +95,13 @@ struct Listener {
     ctx: Arc<ListenerContext>,
     tls: Option<tls::TlsState>,
     ws: Option<ws::WsOptions>,
-    /// STOMP settings (`stomp` and `stomp_tls` listeners).
+    /// STOMP settings (`stomp`, `stomp_tls` and `sockjs` listeners).
     stomp: Option<Arc<portcullis_stomp::StompConfig>>,
+    /// A `sockjs` listener's HTTP sockets (its `ctx` counts the STOMP
+    /// connections, which its SockJS server admits itself).
+    sockets: Option<Arc<ListenerContext>>,
+    /// A `sockjs` listener's server (set when it starts).
+    sockjs: OnceLock<Arc<portcullis_stomp::sockjs::SockJs>>,
     /// Sockets accepted and not yet handed to the core.
     handshaking: AtomicUsize,
     /// Handshake failures since start.
@@ -242,6 +250,11 @@ impl Listener {
             tls,
             ws,
             stomp: cfg.stomp.clone().map(Arc::new),
+            sockets: (cfg.kind == ListenerKind::SockJs).then(|| {
+                let max = portcullis_stomp::sockjs::SockJs::socket_limit(cfg.max_connections);
+                ListenerContext::with_options(&cfg.name, max, cfg.core_options())
+            }),
+            sockjs: OnceLock::new(),
             handshaking: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
             failure_log: Mutex::new((None, 0)),
@@ -279,6 +292,17 @@ impl Listener {
             ws_path = self.ws.as_ref().map_or("-", |w| w.path.as_str()),
             "listening"
         );
+        if let (Some(sockjs), Some(stomp)) = (&cfg.sockjs, &self.stomp) {
+            let server = portcullis_stomp::sockjs::SockJs::start(
+                sockjs.clone(),
+                Arc::clone(stomp),
+                Arc::clone(&broker),
+                Arc::clone(&gate),
+                Arc::clone(&self.ctx),
+                cfg.handshake_timeout,
+            );
+            let _ = self.sockjs.set(server);
+        }
         let me = Arc::clone(self);
         Ok(tokio::spawn(async move {
             loop {
@@ -286,7 +310,9 @@ impl Listener {
                     Ok((stream, peer)) => {
                         // The connection limit holds from accept: a socket
                         // over it is closed before anything is read from it.
-                        let Some(slot) = me.ctx.admit() else {
+                        // (A SockJS listener's sockets have their own limit;
+                        // its sessions take places in `ctx`.)
+                        let Some(slot) = me.sockets.as_ref().unwrap_or(&me.ctx).admit() else {
                             drop(stream);
                             me.over_limit(peer);
                             continue;
@@ -330,6 +356,14 @@ impl Listener {
             Ok(Err((stage, e))) => return self.failed(remote, stage, e),
             Err(_) => return self.failed(remote, "handshake", "timed out"),
         };
+        if let Some(sockjs) = self.sockjs.get() {
+            match transport {
+                Transport::Tcp(s) => Arc::clone(sockjs).serve_connection(s, peer).await,
+                _ => self.failed(remote, "setup", "SockJS over TLS or WebSocket"),
+            }
+            drop(slot);
+            return;
+        }
         if let Some(stomp) = &self.stomp {
             let stomp = Arc::clone(stomp);
             match transport {
@@ -363,7 +397,9 @@ impl Listener {
             }
         }
         match (self.cfg.kind, &self.tls, &self.ws) {
-            (ListenerKind::Tcp | ListenerKind::Stomp, _, _) => Ok((Transport::Tcp(stream), peer, None)),
+            (ListenerKind::Tcp | ListenerKind::Stomp | ListenerKind::SockJs, _, _) => {
+                Ok((Transport::Tcp(stream), peer, None))
+            }
             (ListenerKind::Tls | ListenerKind::StompTls, Some(tls), _) => {
                 let (s, cert) = accept_tls(tls, stream).await?;
                 Ok((Transport::Tls(Box::new(s)), peer, cert))
