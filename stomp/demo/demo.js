@@ -101,7 +101,8 @@ function connect() {
   };
   c.onStompError = (frame) => {
     const message = frame.headers.message || 'ERROR';
-    showError(frame.body ? `${message}: ${frame.body}` : message);
+    const body = (frame.body || '').trim();
+    showError(body && body !== message ? `${message}: ${body}` : message);
   };
   c.onWebSocketError = () => {
     if (root.dataset.state === 'connecting') showError(`cannot reach ${url}`);
