@@ -30,6 +30,9 @@ python3 -c 'import stomp' >/dev/null 2>&1 || python3 -m pip install --quiet stom
 # The dashboard's browser test (tests/tests/dashboard.rs) drives Debian's
 # chromium over the DevTools protocol.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+# sockjs-client (npm) in Node drives the sockjs listener (tests/tests/sockjs_node.rs).
+command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
@@ -39,6 +42,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "missing packages: ${need_pkgs[*]} (run as root or install them)" >&2
     exit 1
   fi
+fi
+
+# The pinned sockjs-client (tests/node/package-lock.json).
+if [ ! -d tests/node/node_modules ]; then
+  echo "==> npm ci --prefix tests/node"
+  npm ci --prefix tests/node --quiet --no-audit --no-fund >/dev/null
 fi
 
 echo "==> docker-compose config"

@@ -191,7 +191,54 @@ fn stomp_listeners() {
         "[[listeners]]\ntype = \"stomp\"\nstomp = { send_qos = 3 }\n",
         "listeners[0].stomp.send_qos: 3 is not a QoS",
     );
-    one_error("[[listeners]]\nstomp = { }\n", "listeners[0].stomp: only for type \"stomp\", \"stomp_tls\" or \"sockjs\"");
+    one_error(
+        "[[listeners]]\nstomp = { }\n",
+        "listeners[0].stomp: only for type \"stomp\", \"stomp_tls\" or \"sockjs\"",
+    );
     one_error("[[listeners]]\ntype = \"stomp_tls\"\n", "listeners[0].tls: required for type \"stomp_tls\"");
     one_error("[[listeners]]\ntype = \"stomp\"\nstomp = { mountpoint = \"a/#\" }\n", "listeners[0].stomp.mountpoint");
+}
+
+#[test]
+fn sockjs_listeners() {
+    use portcullis_stomp::sockjs::SockJsConfig;
+    let config =
+        ok("[[listeners]]\nname = \"a\"\ntype = \"sockjs\"\n\n[[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\n\
+         type = \"sockjs\"\nstomp = { mountpoint = \"web/\" }\n\
+         sockjs = { path = \"/s\", heartbeat = \"200ms\", disconnect_delay = \"1s\", max_message_bytes = \"4KiB\", \
+         websocket = false, demo = true }\n");
+    let [a, b] = &config.listeners[..] else { panic!("two listeners") };
+    assert_eq!(a.bind, "0.0.0.0:61616".parse().unwrap(), "SockJS's port by default");
+    assert_eq!(a.sockjs, Some(SockJsConfig::default()));
+    assert_eq!(a.stomp, Some(portcullis_stomp::StompConfig::default()), "STOMP settings on their defaults");
+    let d = SockJsConfig::default();
+    assert_eq!(
+        (d.path.as_str(), d.heartbeat, d.disconnect_delay),
+        ("/stomp", Duration::from_secs(25), Duration::from_secs(5))
+    );
+    assert_eq!((d.websocket, d.demo, d.streaming_bytes), (true, false, 128 * 1024));
+    let s = b.sockjs.as_ref().unwrap();
+    assert_eq!(
+        (s.path.as_str(), s.heartbeat, s.disconnect_delay),
+        ("/s", Duration::from_millis(200), Duration::from_secs(1))
+    );
+    assert_eq!((s.max_message_bytes, s.websocket, s.demo), (4096, false, true));
+    assert_eq!(b.stomp.as_ref().unwrap().mountpoint, "web/");
+    // Errors name the key.
+    for (table, expected) in [
+        ("path = \"stomp\"", "listeners[0].sockjs.path: \"stomp\" is not a path"),
+        ("path = \"/stomp/\"", "listeners[0].sockjs.path"),
+        ("path = \"/demo\"", "listeners[0].sockjs.path: \"/demo\" is the demo page's"),
+        ("heartbeat = \"10ms\"", "listeners[0].sockjs.heartbeat: at least 100ms"),
+        ("disconnect_delay = \"0s\"", "listeners[0].sockjs.disconnect_delay: at least 100ms"),
+        ("max_message_bytes = 10", "listeners[0].sockjs.max_message_bytes: at least 1KiB"),
+        ("max_queued_bytes = 10", "listeners[0].sockjs.max_queued_bytes: at least 1KiB"),
+        ("streaming_bytes = 10", "listeners[0].sockjs.streaming_bytes: at least 4KiB"),
+    ] {
+        one_error(&format!("[[listeners]]\ntype = \"sockjs\"\nsockjs = {{ {table} }}\n"), expected);
+    }
+    one_error("[[listeners]]\nsockjs = { }\n", "listeners[0].sockjs: only for type \"sockjs\"");
+    one_error("[[listeners]]\ntype = \"stomp\"\nsockjs = { }\n", "listeners[0].sockjs: only for type \"sockjs\"");
+    let e = errors("[[listeners]]\ntype = \"sockjs\"\nsockjs = { pth = \"/x\" }\n");
+    assert!(e.iter().any(|l| l.contains("unknown key `listeners[0].sockjs.pth`")), "{e:?}");
 }

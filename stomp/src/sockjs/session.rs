@@ -124,11 +124,10 @@ impl Session {
             }
         }
         self.wake.notify_one();
-        // Without the writer the STOMP connection reads EOF and ends.
         if let Ok(mut w) = self.to_stomp.try_lock() {
-            w.take();
+            end_input(w.take());
         } else {
-            // A send is in progress; it drops the writer when it sees the
+            // A send is in progress; it ends the input when it sees the
             // session closed.
         }
     }
@@ -142,7 +141,7 @@ impl Session {
     pub async fn send(&self, msgs: &[String]) -> bool {
         let mut w = self.to_stomp.lock().await;
         if self.is_closed() {
-            w.take();
+            end_input(w.take());
             return false;
         }
         let Some(writer) = w.as_mut() else { return false };
@@ -154,17 +153,27 @@ impl Session {
         };
         match tokio::time::timeout(SEND_TIMEOUT, write).await {
             Ok(Ok(())) if self.is_closed() => {
-                w.take();
+                end_input(w.take());
                 false
             }
             Ok(Ok(())) => true,
             _ => {
-                w.take();
+                end_input(w.take());
                 drop(w);
                 self.close(GO_AWAY, false);
                 false
             }
         }
+    }
+}
+
+/// Shuts the STOMP connection's input: it reads EOF and ends. (Dropping
+/// the write half is not enough: the pump's read half keeps the pipe.)
+fn end_input(w: Option<WriteHalf<DuplexStream>>) {
+    if let Some(mut w) = w {
+        tokio::spawn(async move {
+            let _ = w.shutdown().await;
+        });
     }
 }
 
