@@ -177,11 +177,11 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 async fn ws_connect(addr: SocketAddr, path: &str, protocol: Option<&str>) -> (Ws, Option<String>) {
     let mut req = format!("ws://{addr}/stomp{path}").into_client_request().expect("request");
     if let Some(p) = protocol {
-        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+        req.headers_mut().insert("sec-websocket-protocol", p.parse().expect("header value"));
     }
     let (ws, resp) =
         tokio::time::timeout(T, tokio_tungstenite::connect_async(req)).await.expect("in time").expect("ws");
-    let proto = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
+    let proto = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().expect("ascii").to_owned());
     (ws, proto)
 }
 
@@ -417,8 +417,8 @@ async fn disconnect_delay_closes_the_session_and_its_stomp_connection() {
 /// Sends raw bytes on a fresh socket and reads what comes back until the
 /// broker closes or 5 s pass.
 async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(T, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
