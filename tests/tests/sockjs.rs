@@ -414,6 +414,35 @@ async fn disconnect_delay_closes_the_session_and_its_stomp_connection() {
     assert_eq!(poll(&c, addr, "d1").await, "o\n");
 }
 
+/// The client address auth and the guard see: the TCP peer, or what a
+/// trusted proxy's `X-Forwarded-For` says (`trusted_proxies`), as on `ws`
+/// listeners; an untrusted peer's header is ignored. (Without an auth
+/// provider anonymous clients are admitted from loopback only: the
+/// forwarded 10.9.8.7 is refused.)
+#[tokio::test]
+async fn forwarded_addresses_only_from_trusted_proxies() {
+    for trusted in [false, true] {
+        let listener = if trusted { "trusted_proxies = [\"127.0.0.0/8\"]" } else { "" };
+        let (b, addr) = start(listener, "", "");
+        let c = http();
+        let r = c.post(url(addr, "/000/f/xhr")).header("x-forwarded-for", "10.9.8.7").send().await.expect("xhr");
+        assert_eq!(r.text().await.expect("body"), "o\n");
+        let connect = "CONNECT\naccept-version:1.2\nhost:x\nclient-id:fwd\n\n\0";
+        assert_eq!(xhr_send(&c, addr, "f", &payload(connect)).await.0, 204);
+        let frame = messages(&poll_frame(&c, addr, "f").await).concat();
+        if !trusted {
+            assert!(frame.starts_with("CONNECTED\n"), "{frame:?}");
+            let log = b.log();
+            let line = log.lines().find(|l| l.contains("STOMP client connected")).expect("connected line");
+            assert!(line.contains("peer=127.0.0.1:"), "{line}");
+        } else {
+            assert!(frame.starts_with("ERROR\n") && frame.contains("not authorized"), "{frame:?}");
+            let r = c.post(url(addr, "/000/g/xhr")).header("x-forwarded-for", "not-an-ip").send().await.expect("xhr");
+            assert_eq!(r.status(), 400);
+        }
+    }
+}
+
 /// Sends raw bytes on a fresh socket and reads what comes back until the
 /// broker closes or 5 s pass.
 async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {

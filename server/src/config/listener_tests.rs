@@ -137,7 +137,7 @@ fn tcp_keepalive() {
 fn proxies_websocket_paths_and_origins() {
     one_error(
         "[[listeners]]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
-        "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss listeners",
+        "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss/sockjs listeners",
     );
     ok("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
     one_error("[[listeners]]\nproxy_protocol = true\n", "listeners[0].proxy_protocol: needs trusted_proxies");

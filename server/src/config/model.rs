@@ -159,8 +159,8 @@ pub(super) struct ListenerEntry {
     #[serde(default = "default_proxy_protocol")]
     pub(super) proxy_protocol: bool,
     /// Proxies (networks) trusted to say who the client is: with
-    /// `proxy_protocol`, only these may connect; on `ws`/`wss`, only their
-    /// `Forwarded` / `X-Forwarded-For` headers are believed.
+    /// `proxy_protocol`, only these may connect; on `ws`/`wss`/`sockjs`,
+    /// only their `Forwarded` / `X-Forwarded-For` headers are believed.
     #[serde(default = "default_trusted_proxies")]
     pub(super) trusted_proxies: Vec<ipnet::IpNet>,
     /// TCP keepalive on accepted sockets: `"off"` or `{ idle, interval,

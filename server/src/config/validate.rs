@@ -496,10 +496,14 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
             "needs trusted_proxies (the networks of the load balancers): otherwise any client could send a PROXY header and claim any source address",
         );
     }
-    if !listener.trusted_proxies.is_empty() && !listener.proxy_protocol && !kind.is_websocket() {
+    if !listener.trusted_proxies.is_empty()
+        && !listener.proxy_protocol
+        && !kind.is_websocket()
+        && kind != ListenerKind::SockJs
+    {
         checks.fail(
             at("trusted_proxies"),
-            "only used with proxy_protocol = true or on ws/wss listeners (X-Forwarded-For, Forwarded)",
+            "only used with proxy_protocol = true or on ws/wss/sockjs listeners (X-Forwarded-For, Forwarded)",
         );
     }
     if let Some(keepalive) = &listener.tcp_keepalive {

@@ -300,6 +300,7 @@ impl Listener {
                 Arc::clone(&gate),
                 Arc::clone(&self.ctx),
                 cfg.handshake_timeout,
+                client_address(&cfg.trusted_proxies),
             );
             let _ = self.sockjs.set(server);
         }
@@ -477,6 +478,21 @@ impl Listener {
             ),
         }
     }
+}
+
+/// A `sockjs` listener's reading of `Forwarded` / `X-Forwarded-For`, as
+/// the `ws` listeners': only with `trusted_proxies`, and only as far as
+/// the hops are trusted.
+fn client_address(trusted: &[ipnet::IpNet]) -> Option<portcullis_stomp::sockjs::ClientAddress> {
+    if trusted.is_empty() {
+        return None;
+    }
+    let trusted = trusted.to_vec();
+    Some(Arc::new(move |headers: &tokio_tungstenite::tungstenite::http::HeaderMap, peer: SocketAddr| {
+        let ip = forwarded::client_address(headers, peer.ip(), &trusted).map_err(|e| e.to_string())?;
+        // The port of a forwarded client is not known.
+        Ok(if ip == peer.ip() { peer } else { SocketAddr::new(ip, 0) })
+    }))
 }
 
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;

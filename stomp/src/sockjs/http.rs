@@ -74,6 +74,16 @@ where
 }
 
 async fn route(sockjs: &Arc<SockJs>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let peer = match &sockjs.client_address {
+        None => peer,
+        Some(find) => match find(req.headers(), peer) {
+            Ok(client) => client,
+            Err(e) => {
+                debug!(%peer, error = %e, "SockJS request with a bad forwarding header");
+                return text(StatusCode::BAD_REQUEST, "Bad Forwarded / X-Forwarded-For header.");
+            }
+        },
+    };
     let path = req.uri().path().to_owned();
     if sockjs.cfg.demo && (path == "/demo" || path.starts_with("/demo/")) {
         return demo_route(sockjs, req.method(), &path);

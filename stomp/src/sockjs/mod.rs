@@ -45,6 +45,13 @@ use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 
 pub use config::SockJsConfig;
 
+/// The client's address behind trusted HTTP proxies (`Forwarded`,
+/// `X-Forwarded-For`), given a request's headers and the socket's peer;
+/// `Err` is the reason a request is refused (400). The server supplies it
+/// when the listener has `trusted_proxies`.
+pub type ClientAddress =
+    Arc<dyn Fn(&hyper::HeaderMap, SocketAddr) -> Result<SocketAddr, String> + Send + Sync + 'static>;
+
 use crate::StompConfig;
 
 /// One `sockjs` listener's shared state.
@@ -58,6 +65,9 @@ pub struct SockJs {
     /// `handshake_timeout`); also how long an idle keep-alive connection
     /// is kept.
     header_timeout: Duration,
+    /// How to read the client's address from proxy headers; `None`: the
+    /// peer's address is the client's.
+    client_address: Option<ClientAddress>,
     /// The xhr sessions by id.
     sessions: Mutex<HashMap<String, Arc<session::Session>>>,
 }
@@ -78,6 +88,7 @@ impl SockJs {
         gate: Arc<dyn Gate>,
         listener: Arc<ListenerContext>,
         header_timeout: Duration,
+        client_address: Option<ClientAddress>,
     ) -> Arc<SockJs> {
         let me = Arc::new(SockJs {
             cfg,
@@ -86,6 +97,7 @@ impl SockJs {
             gate,
             listener,
             header_timeout,
+            client_address,
             sessions: Mutex::new(HashMap::new()),
         });
         tokio::spawn(session::reap(Arc::downgrade(&me)));
