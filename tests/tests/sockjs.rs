@@ -156,8 +156,8 @@ async fn info_greeting_and_cors_preflight() {
 }
 
 #[tokio::test]
-async fn demo_routes_when_on() {
-    let (_b, addr) = start("", "demo = true, path = \"/s\"", "");
+async fn demo_routes_and_websocket_off() {
+    let (_b, addr) = start("", "demo = true, path = \"/s\", websocket = false", "");
     let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = c.get(format!("http://{addr}/demo")).send().await.unwrap();
     assert_eq!(r.status(), 301);
@@ -170,6 +170,12 @@ async fn demo_routes_when_on() {
     assert_eq!(v["sockjs_path"], "/s");
     assert_eq!(c.post(format!("http://{addr}/demo/x")).send().await.unwrap().status(), 405);
     assert_eq!(c.get(format!("http://{addr}/demo/no-such-file")).send().await.unwrap().status(), 404);
+    // websocket = false: /info says so, and the WebSocket endpoints are 404.
+    let v: Value = c.get(format!("http://{addr}/s/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["websocket"], false);
+    for path in ["/s/websocket", "/s/000/a/websocket"] {
+        assert_eq!(c.get(format!("http://{addr}{path}")).send().await.unwrap().status(), 404, "{path}");
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;

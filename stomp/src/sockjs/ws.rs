@@ -4,7 +4,8 @@
 //! direction waits on the other.
 //!
 //! * raw (`<path>/websocket`): text and binary messages carry STOMP bytes
-//!   as they are; the broker sends text (binary if not UTF-8).
+//!   as they are; the broker sends text messages, one or more whole
+//!   frames each (bytes that are not UTF-8 become U+FFFD).
 //! * framed (`<path>/<server>/<session>/websocket`): the broker sends `o`,
 //!   then `a[…]` and `h` every `heartbeat`, and `c[3000,"Go away!"]` when
 //!   the STOMP connection ends; the client sends JSON arrays of strings
