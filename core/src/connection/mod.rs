@@ -761,8 +761,20 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             return;
         }
         if let Some(h) = taken {
-            // A will has nobody to acknowledge: its commit is not awaited.
-            drop(h.take(msg));
+            // A will has nobody to acknowledge: its commit is not awaited
+            // here, but a failure is logged and counted.
+            if let Some(commit) = h.take(msg) {
+                let broker = Arc::clone(&self.broker);
+                let client_id = Arc::clone(&self.client.client_id);
+                tokio::spawn(async move {
+                    if let Err(e) = commit.await {
+                        broker.metrics.wills_store_failed.fetch_add(1, Ordering::Relaxed);
+                        if let Some(suppressed) = broker.store_failure_log.allow() {
+                            tracing::error!(client_id = %crate::logsafe::Peer(&client_id), error = %e, suppressed, "delayed will not stored: the durable store failed (held in memory only: a restart loses it)");
+                        }
+                    }
+                });
+            }
             self.will_gone(will.stored);
             return;
         }
