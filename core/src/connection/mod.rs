@@ -802,7 +802,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     /// reconnect cancels a pending will). The will's topic is authorized
     /// here, as at CONNECT: after a crash there is no client to ask, and
     /// a will the ACL refuses now is not stored (at a disconnect it is
-    /// still authorized again, as before).
+    /// still authorized again, as before); nor is a will to a `$` topic.
     pub(crate) async fn store_will(&mut self, session_present: bool) {
         use crate::gate::{Access, AclOutcome};
         // A new session has no will row to clear.
@@ -810,6 +810,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             return;
         }
         let allowed = match self.will.as_deref() {
+            // A `$` topic is for the broker's modules (`$delayed/…`),
+            // whose publish hooks see the will at run time; one published
+            // after a restart does not pass them, so it is not stored.
+            Some(w) if w.msg.topic.as_str().starts_with('$') => false,
             Some(w) => {
                 let access = Access::Publish { topic: &w.msg.topic, qos: w.msg.qos, retain: w.msg.retain };
                 self.gate.authorize(&self.client, access).await == AclOutcome::Allow
