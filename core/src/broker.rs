@@ -449,6 +449,9 @@ impl Broker {
                 };
                 if !resumed {
                     self.publish(will);
+                    // Its stored row goes (a crash before this line
+                    // publishes it again after the restart: at least once).
+                    self.store_will(&session, generation, None);
                 }
             }
         }
@@ -559,7 +562,7 @@ impl Broker {
         }
         self.metrics.retained.set(self.retained.len() as u64);
         let now_ms = unix_ms(SystemTime::now());
-        let (mut sessions, mut messages) = (0, 0);
+        let (mut sessions, mut messages, mut wills) = (0, 0, 0usize);
         for s in r.sessions {
             let expiry = s.expiry_secs.map(|e| Duration::from_secs(u64::from(e)));
             let session = Arc::new(Session::new(s.client_id.clone(), s.owner, expiry));
@@ -608,14 +611,70 @@ impl Broker {
             });
             if first.is_some_and(|d| d.is_zero()) {
                 // Expired while the broker was down: it ends now, before
-                // any client can resume it.
+                // any client can resume it — and its will with it (see
+                // below).
                 self.adopt_session_for(session, Some(Duration::ZERO));
                 continue;
             }
-            self.adopt_session_for(session, first);
+            // Its will, if it was pending: the client was connected when
+            // the broker stopped (it never saw the client leave), or left
+            // and the will's delay had not run out. Published when its
+            // delay (capped by the session expiry, as at run time) has run
+            // from when the client left — for a client that was connected,
+            // from now: when the broker crashed is not known, and now is
+            // the first moment it knows the client is gone, so the client
+            // gets its whole delay to reconnect, as after a network
+            // failure — or at once if that time has passed. Through the
+            // deadline queue, so that a reconnect before then cancels it.
+            let will = s.will.map(|w| {
+                let delay = Duration::from_secs(u64::from(w.delay_secs));
+                let delay = expiry.map_or(delay, |e| delay.min(e));
+                let from = s.detached_at_ms.unwrap_or(now_ms);
+                let due = from.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+                (w.msg, Duration::from_millis(due.saturating_sub(now_ms)))
+            });
+            let generation = session.lock().generation;
+            self.adopt_session_for(Arc::clone(&session), first);
+            if let Some((msg, wait)) = will {
+                let due = Due::Will { session, will: msg, generation };
+                self.deadlines.add(self, tokio::time::Instant::now() + wait, due);
+                wills += 1;
+            }
             sessions += 1;
         }
+        if wills > 0 {
+            info!(wills, "pending wills restored from the store");
+        }
         (sessions, messages, retained)
+    }
+
+    /// Writes the will of connection `generation` to the store with its
+    /// persistent session (`Some`), or deletes the stored one (`None`):
+    /// only while that connection still holds the session (a connection
+    /// taken over leaves the newcomer's will alone) and the session is
+    /// durable. Not awaited: written with the next group commit. Returns
+    /// whether a will was written.
+    pub(crate) fn store_will(
+        &self,
+        session: &Session,
+        generation: u64,
+        will: Option<(&Arc<Message>, Duration)>,
+    ) -> bool {
+        let st = session.lock();
+        if st.generation != generation || st.ended {
+            return false;
+        }
+        let Some((client_id, store)) = st.durable_link() else { return false };
+        let change = match will {
+            Some((msg, delay)) => Change::WillPut {
+                client_id,
+                msg: Arc::clone(msg),
+                delay_secs: u32::try_from(delay.as_secs()).unwrap_or(u32::MAX),
+            },
+            None => Change::WillDelete { client_id },
+        };
+        drop(store.commit(vec![change]));
+        will.is_some()
     }
 
     /// Publishes `will` after `delay` unless the session was resumed by a

@@ -5,7 +5,8 @@
 //! state (a persistent session opened or ended, a subscription added or
 //! removed, a QoS 1/2 message queued, sent, acknowledged, a QoS 2 packet id
 //! awaiting PUBREL, a retained message set or cleared, a delayed publish
-//! held or ended, a guard ban started or lifted) and hands them to
+//! held or ended, a guard ban started or lifted, a persistent session's
+//! will set or gone) and hands them to
 //! the [`SessionStore`] in batches. Only persistent sessions (expiry above
 //! zero) and QoS 1/2 messages reach it: clean sessions and QoS 0 never
 //! touch the disk.
@@ -145,6 +146,20 @@ pub enum Change {
     BanDelete {
         key: Arc<[u8]>,
     },
+    /// The will of a persistent session's client, as its CONNECT set it
+    /// (and the ACL allowed it then), with its will delay: published after
+    /// a restart if the broker never saw the client leave, or its delay
+    /// had not run out. Replaces the session's earlier will.
+    WillPut {
+        client_id: Arc<str>,
+        msg: Arc<Message>,
+        delay_secs: u32,
+    },
+    /// The will is gone: published, cancelled by a normal DISCONNECT or a
+    /// graceful stop, or replaced by a CONNECT without one.
+    WillDelete {
+        client_id: Arc<str>,
+    },
 }
 
 /// Why the store could not take a batch: the broker refuses new
@@ -175,6 +190,15 @@ pub struct RecoveredSession {
     /// In-flight deliveries in the order they were sent.
     pub inflight: Vec<RecoveredInflight>,
     pub awaiting_rel: Vec<u16>,
+    /// The will stored with the session ([`Change::WillPut`]), if any.
+    pub will: Option<RecoveredWill>,
+}
+
+/// A stored will as the store returns it.
+#[derive(Debug, Clone)]
+pub struct RecoveredWill {
+    pub msg: Arc<Message>,
+    pub delay_secs: u32,
 }
 
 /// A queued delivery as the store returns it.
@@ -292,6 +316,8 @@ mod tests {
                 Change::DelayedDelete { .. } => "DelayedDelete",
                 Change::BanPut { .. } => "BanPut",
                 Change::BanDelete { .. } => "BanDelete",
+                Change::WillPut { .. } => "WillPut",
+                Change::WillDelete { .. } => "WillDelete",
             })
             .collect()
     }

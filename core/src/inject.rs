@@ -130,14 +130,19 @@ impl Broker {
     /// Retains (if flagged) and routes the message, or hands it to the
     /// hook that took it.
     pub fn complete_publish(&self, ready: Ready) -> Published {
+        // Written to the store, if the module stores it, with the next
+        // group commit (not awaited here).
+        self.complete_publish_stored(ready).0
+    }
+
+    /// [`Broker::complete_publish`], with the store commit of a message a
+    /// hook took and wrote to the durable store (a delayed publish), for
+    /// the caller to await: it fails when the store could not take it (the
+    /// hook still holds the message in memory).
+    pub fn complete_publish_stored(&self, ready: Ready) -> (Published, Option<crate::durable::Commit>) {
         match ready.taken {
-            Some(h) => {
-                // Written to the store, if the module stores it, with the
-                // next group commit (not awaited here).
-                drop(h.take(ready.msg));
-                Published::Taken
-            }
-            None => Published::Routed(self.publish(ready.msg)),
+            Some(h) => (Published::Taken, h.take(ready.msg)),
+            None => (Published::Routed(self.publish(ready.msg)), None),
         }
     }
 

@@ -19,6 +19,10 @@ use crate::config::Config;
 use crate::listener::Listeners;
 use crate::security::Security;
 
+/// How often the brute-force guard drops ended bans (and their stored
+/// rows) even while nobody connects.
+const GUARD_SWEEP: Duration = Duration::from_secs(10);
+
 /// The config is valid TOML with valid values, but what it points to is
 /// not usable (a missing password file, a bad ACL line, a certificate that
 /// does not load, a backend setting its provider refuses): exit status 2,
@@ -160,6 +164,19 @@ impl Node {
             if bans > 0 {
                 info!(bans, "brute-force guard: bans restored from the store");
             }
+            // Rows of bans that ended go as the guard finds them ended (at
+            // a CONNECT or a scrape); this sweep also deletes them while
+            // nobody connects. Ends with the guard.
+            let shared = Arc::downgrade(&security.shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(GUARD_SWEEP);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = shared.upgrade() else { return };
+                    shared.guard.sweep();
+                }
+            });
         }
         if let Some(file) = &cfg.persistence.snapshot_file {
             let r = portcullis_core::persist::load(&broker, file).with_context(|| "loading the session snapshot")?;

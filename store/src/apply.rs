@@ -210,6 +210,7 @@ impl<'e> Txn<'e> {
             }
             Change::SessionDelete { client_id } => {
                 self.del(Table::Sessions, client_id.as_bytes().to_vec());
+                self.del(Table::Wills, client_id.as_bytes().to_vec());
                 let prefix = codec::session_prefix(client_id);
                 for t in [Table::Subscriptions, Table::AwaitRel] {
                     for k in self.keys(t, &prefix)? {
@@ -306,6 +307,13 @@ impl<'e> Txn<'e> {
             }
             Change::BanDelete { key } => {
                 self.del(Table::Bans, key.to_vec());
+            }
+            Change::WillPut { client_id, msg, delay_secs } => {
+                let v = codec::encode_will(*delay_secs, msg, self.now, self.now_ms);
+                self.put(Table::Wills, client_id.as_bytes().to_vec(), v, false);
+            }
+            Change::WillDelete { client_id } => {
+                self.del(Table::Wills, client_id.as_bytes().to_vec());
             }
         }
         Ok(())

@@ -345,6 +345,22 @@ pub fn decode_message(b: &[u8], now: Instant, now_ms: u64) -> Result<(Arc<Messag
     Ok((Arc::new(Message { topic, payload, qos, retain, properties, publisher, expires_at }), expired))
 }
 
+/// A will row (format 2): the will delay in seconds, then the message.
+pub fn encode_will(delay_secs: u32, m: &Message, now: Instant, now_ms: u64) -> Vec<u8> {
+    let mut w = W::default();
+    w.u32(delay_secs);
+    w.0.extend_from_slice(&encode_message(m, now, now_ms));
+    w.0
+}
+
+/// A will row: its delay, and its message as [`decode_message`] returns it.
+pub fn decode_will(b: &[u8], now: Instant, now_ms: u64) -> Result<(u32, Arc<Message>, bool), DecodeError> {
+    let mut r = R(b);
+    let delay = r.u32()?;
+    let (msg, expired) = decode_message(r.0, now, now_ms)?;
+    Ok((delay, msg, expired))
+}
+
 /// A session row: owner, expiry, when its client left.
 pub fn encode_session(owner: &SessionOwner, expiry_secs: Option<u32>, detached_at_ms: Option<u64>) -> Vec<u8> {
     let mut w = W::default();

@@ -11,7 +11,17 @@ use crate::codec;
 use crate::engine::{Engine, EngineError, Op, Table};
 
 /// The format this build writes.
-pub const CURRENT: u32 = 1;
+///
+/// * 1 — sessions, subscriptions, messages, queue, in-flight, QoS 2
+///   state, retained, delayed publishes, guard bans.
+/// * 2 — adds the `wills` table (a persistent session's will). No row of
+///   version 1 changes: the step writes nothing but the version (the
+///   engine creates a missing table at open). The version moves anyway so
+///   that a build of version 1 refuses the store instead of ignoring its
+///   wills: it would neither publish them nor delete them when a client
+///   disconnects normally, and a later upgrade would then publish a will
+///   that had been cancelled.
+pub const CURRENT: u32 = 2;
 
 pub const VERSION_KEY: &[u8] = b"format_version";
 
@@ -26,8 +36,17 @@ pub struct Format {
     pub migrations: &'static [Migration],
 }
 
+/// The migrations of this build, `MIGRATIONS[i]` from `i + 1` to `i + 2`.
+pub static MIGRATIONS: [Migration; 1] = [v1_to_v2];
+
 /// The format of this build.
-pub const FORMAT: Format = Format { version: CURRENT, migrations: &[] };
+pub const FORMAT: Format = Format { version: CURRENT, migrations: &MIGRATIONS };
+
+/// 1 → 2: the `wills` table is new and starts empty (the engine created
+/// it at open); no existing row changes.
+pub fn v1_to_v2(_: &dyn Engine) -> Result<Vec<Op>, EngineError> {
+    Ok(Vec::new())
+}
 
 /// Why the format check failed.
 #[derive(Debug, thiserror::Error)]

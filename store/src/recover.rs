@@ -7,6 +7,7 @@
 //! write before the broker runs:
 //! * a queued delivery whose message expired (wall clock) is dropped — an
 //!   in-flight one is kept, since its onward delivery had started;
+//! * a will whose message expired is dropped;
 //! * rows of a session that is not there, and queue / in-flight rows whose
 //!   message is not there, are deleted;
 //! * message reference counts are recounted from the rows that hold them;
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use portcullis_core::durable::{
     MessageId, Recovered, RecoveredBan, RecoveredDelayed, RecoveredInflight, RecoveredQueued, RecoveredSession,
+    RecoveredWill,
 };
 use portcullis_core::message::Message;
 
@@ -117,6 +119,7 @@ pub fn recover(engine: &dyn Engine) -> Result<Recovery, EngineError> {
             queue: Vec::new(),
             inflight: Vec::new(),
             awaiting_rel: Vec::new(),
+            will: None,
         });
         Ok(())
     })?;
@@ -139,6 +142,18 @@ pub fn recover(engine: &dyn Engine) -> Result<Recovery, EngineError> {
         match index.get(cid) {
             Some(&i) => sessions[i].awaiting_rel.push(packet_id),
             None => stale.push((Table::AwaitRel, k.to_vec())),
+        }
+        Ok(())
+    })?;
+
+    // Wills (format 2): one per session; one whose message expired would
+    // never be delivered, and goes.
+    cx.each(Table::Wills, &mut |k, v| {
+        let cid = std::str::from_utf8(k).map_err(|_| DecodeError("client id is not UTF-8"))?;
+        let (delay_secs, msg, expired) = codec::decode_will(v, now, now_ms)?;
+        match index.get(cid) {
+            Some(&i) if !expired => sessions[i].will = Some(RecoveredWill { msg, delay_secs }),
+            _ => stale.push((Table::Wills, k.to_vec())),
         }
         Ok(())
     })?;

@@ -200,11 +200,12 @@ fn a_newer_format_is_refused_and_an_older_one_migrated() {
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         store.recover().unwrap();
         block_on(store.commit(vec![session(&a)])).unwrap();
-        assert_eq!(store.found_version(), 1);
+        assert_eq!(store.found_version(), crate::format::CURRENT);
     }
-    // A test version 2: its migration stamps every session row's client
-    // id into the meta table (any row rewrite would do).
-    fn to_v2(e: &dyn Engine) -> Result<Vec<Op>, EngineError> {
+    // A test version 3 after this build's 2: its migration stamps every
+    // session row's client id into the meta table (any row rewrite would
+    // do).
+    fn to_v3(e: &dyn Engine) -> Result<Vec<Op>, EngineError> {
         let mut ops = Vec::new();
         e.scan(Table::Sessions, &[], &mut |k, _| {
             let key = [b"migrated:".as_slice(), k].concat();
@@ -213,21 +214,111 @@ fn a_newer_format_is_refused_and_an_older_one_migrated() {
         })?;
         Ok(ops)
     }
-    static V2: [Migration; 1] = [to_v2];
-    let v2 = Format { version: 2, migrations: &V2 };
+    static V3: [Migration; 2] = [crate::format::v1_to_v2, to_v3];
+    let v3 = Format { version: 3, migrations: &V3 };
     {
-        let store = Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v2).unwrap();
-        assert_eq!(store.found_version(), 1);
+        let store = Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v3).unwrap();
+        assert_eq!(store.found_version(), 2);
         assert_eq!(store.recover().unwrap().sessions.len(), 1, "the data survives the migration");
     }
-    let store = Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v2).unwrap();
-    assert_eq!(store.found_version(), 2);
+    let store = Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v3).unwrap();
+    assert_eq!(store.found_version(), 3);
     drop(store);
-    // This build (version 1) refuses the version 2 file.
+    // This build (version 2) refuses the version 3 file.
     match Store::open(StoreConfig::new(dir.path())) {
-        Err(OpenError::Format(e)) => assert!(e.to_string().contains("store format 2"), "{e}"),
+        Err(OpenError::Format(e)) => assert!(e.to_string().contains("store format 3"), "{e}"),
         other => panic!("expected a format error, got {other:?}"),
     }
+}
+
+/// A file as a version 1 build left it (no `wills` table at all),
+/// written with redb directly: this build migrates it to 2 and reads it,
+/// and a version 1 build then refuses it (it would ignore the wills).
+#[test]
+fn a_version_1_store_without_a_wills_table_is_migrated_to_2() {
+    use redb::{Database, TableDefinition};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(crate::store::FILE_NAME);
+    {
+        let db = Database::create(&file).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(TableDefinition::<&[u8], &[u8]>::new("meta")).unwrap();
+            let (k, v) = (crate::format::VERSION_KEY, 1u32.to_le_bytes().to_vec());
+            meta.insert(k, crate::codec::seal(k, v).as_slice()).unwrap();
+            let mut sessions = tx.open_table(TableDefinition::<&[u8], &[u8]>::new("sessions")).unwrap();
+            let v = crate::codec::encode_session(&SessionOwner::User(Arc::from("alice")), Some(3600), Some(1));
+            sessions.insert(b"a".as_slice(), crate::codec::seal(b"a", v).as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let a: Arc<str> = Arc::from("a");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(store.found_version(), 1);
+        let r = store.recover().unwrap();
+        assert_eq!(r.sessions.len(), 1, "the version 1 rows are read");
+        assert!(r.sessions[0].will.is_none());
+        block_on(store.commit(vec![Change::WillPut { client_id: a.clone(), msg: msg("w/a", b"gone"), delay_secs: 5 }]))
+            .unwrap();
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.found_version(), 2);
+    let will = store.recover().unwrap().sessions[0].will.clone().expect("the will written after the migration");
+    assert_eq!((will.delay_secs, &will.msg.payload[..]), (5, &b"gone"[..]));
+    drop(store);
+    let v1 = Format { version: 1, migrations: &[] };
+    match Store::open_with(StoreConfig::new(dir.path()), EngineKind::Redb, &v1) {
+        Err(OpenError::Format(e)) => assert!(e.to_string().contains("store format 2"), "{e}"),
+        other => panic!("a version 1 build must refuse it, got {other:?}"),
+    }
+}
+
+/// A will is stored with its session, replaced by the next, deleted by
+/// `WillDelete` and with its session; one whose message expired, or
+/// whose session is gone, is tidied at recovery.
+#[test]
+fn wills_are_stored_replaced_and_go_with_their_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c, d): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+        (Arc::from("a"), Arc::from("b"), Arc::from("c"), Arc::from("d"));
+    let put =
+        |cid: &Arc<str>, m: Arc<Message>, delay_secs| Change::WillPut { client_id: cid.clone(), msg: m, delay_secs };
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.recover().unwrap();
+        let mut expired = Arc::into_inner(msg("w/c", b"old")).unwrap();
+        expired.expires_at = Some(std::time::Instant::now());
+        let batch = vec![
+            session(&a),
+            session(&b),
+            session(&c),
+            session(&d),
+            put(&a, msg("w/a", b"first"), 1),
+            put(&b, msg("w/b", b"b"), 2),
+            put(&c, Arc::new(expired), 3),
+            put(&d, msg("w/d", b"d"), 4),
+        ];
+        block_on(store.commit(batch)).unwrap();
+        let batch = vec![
+            put(&a, msg("w/a", b"second"), 9),
+            Change::WillDelete { client_id: b.clone() },
+            Change::SessionDelete { client_id: d.clone() },
+        ];
+        block_on(store.commit(batch)).unwrap();
+    }
+    assert_eq!(rows(dir.path(), Table::Wills), 2, "a's and c's");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let r = store.recover().unwrap();
+    let wills: Vec<(&str, u32, &[u8])> = r
+        .sessions
+        .iter()
+        .filter_map(|s| s.will.as_ref().map(|w| (&*s.client_id, w.delay_secs, &w.msg.payload[..])))
+        .collect();
+    assert_eq!(wills, vec![("a", 9, &b"second"[..])]);
+    drop(store);
+    assert_eq!(rows(dir.path(), Table::Wills), 1, "the expired will was deleted at recovery");
 }
 
 /// Every row of `t` in the store file in `dir` (the store closed).

@@ -299,3 +299,70 @@ async fn relaxed_mode_refuses_on_a_full_disk_and_recovers() {
         assert!(got.contains(a), "{a}, acknowledged after the recovery, is lost");
     }
 }
+
+/// A `$delayed/…` message the store cannot take: the HTTP publish API
+/// answers 503 with reason code 151 (0x97) instead of 200, and a delayed
+/// will whose commit fails is logged and counted
+/// (`metrics/messages/wills_store_failed`). Before, both were
+/// fire-and-forget: the API said 200 and the will's failure went unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_publish_the_store_cannot_take_is_refused_over_http_and_a_failed_will_counted() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let data = fs.path.join("data");
+    let admin = tempfile::tempdir().expect("tempdir");
+    let boot = admin.path().join("bootstrap");
+    std::fs::write(&boot, "admin:s3cret-s3cret-s3cret:administrator\n").expect("bootstrap");
+    let cfg = format!(
+        "[persistence]\nmode = \"strict\"\ndir = {:?}\n\n[modules.delayed]\nenabled = true\n\n[sys]\ninterval = \"1s\"\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = \"\"\ndata_dir = {:?}\nbootstrap_file = {:?}\n",
+        data.display().to_string(),
+        admin.path().join("admin").display().to_string(),
+        boot.display().to_string()
+    );
+    let broker = Broker::start(&cfg);
+    let api = broker.admin_addr().unwrap_or_else(|| panic!("no admin API:\n{}", broker.log()));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let post = |topic: String, payload: String| {
+        let req = http
+            .post(format!("http://{api}/api/v5/publish"))
+            .basic_auth("admin", Some("s3cret-s3cret-s3cret"))
+            .json(&serde_json::json!({"topic": topic, "payload": payload}));
+        async move {
+            let res = req.send().await.expect("request");
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.expect("JSON body"))
+        }
+    };
+    let (st, body) = post("$delayed/600/a/small".into(), "x".into()).await;
+    assert_eq!(st, 200, "taken while the disk has room: {body}");
+
+    fill_up(&fs.path.join("filler"));
+    let big = ".".repeat(300_000);
+    let mut refused = None;
+    for i in 0..10 {
+        let (st, body) = post(format!("$delayed/600/a/big{i}"), big.clone()).await;
+        if st != 200 {
+            refused = Some((st, body));
+            break;
+        }
+    }
+    let (st, body) = refused.expect("a 300 kB delayed message on a full disk was never refused");
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["reason_code"], 151, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.starts_with("store_failed")), "{body}");
+
+    // A delayed will the store cannot take either.
+    let mut c = portcullis_tests::kit::connect_packet(portcullis_core::codec::ProtocolVersion::V5, "dying", true);
+    // (a will's payload has a 2-byte length)
+    let mut w = portcullis_tests::kit::will("$delayed/600/a/will", &big[..60_000], QoS::AtLeastOnce, false);
+    w.properties = Properties::default();
+    c.will = Some(w);
+    let (raw, ack) = portcullis_tests::kit::open(broker.addr, c).await;
+    assert_eq!(ack.code, 0);
+    drop(raw);
+    assert!(broker.wait_log("delayed will not stored", Duration::from_secs(10)), "{}", broker.log());
+    let n =
+        portcullis_tests::kit::sys_fresh(broker.addr, "metrics/messages/wills_store_failed", Duration::from_secs(5))
+            .await;
+    assert_eq!(n, "1");
+}

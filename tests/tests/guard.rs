@@ -251,3 +251,52 @@ async fn a_ban_survives_kill_9() {
     assert_eq!(connack_from(b.addr, ip(8), V5, "a5", "alice", "right-one").await, OK, "alice from elsewhere");
     assert_eq!(connack_from(b.addr, ip(7), V3, "b1", "bob", "right-two").await, 0, "bob from the same address");
 }
+
+/// The `bans` rows in the store file of `data` (the broker killed).
+fn ban_rows(data: &Path) -> usize {
+    use portcullis_store::engine::{redb::Redb, Engine, Table};
+    let engine = Redb::open(&data.join("store.redb"), true).expect("open the store file");
+    let mut n = 0;
+    engine
+        .scan(Table::Bans, &[], &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .expect("scan bans");
+    n
+}
+
+/// A ban that ends while the broker runs loses its row then, not at the
+/// next start: the row is there after a `kill -9` during the ban, the ban
+/// comes back at the restart, ends, is found ended by the next CONNECT,
+/// and after another `kill -9` (no start in between to tidy) its row is
+/// gone. Before, ended bans' rows stayed until a start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_row_of_a_ban_that_ends_at_run_time_is_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = format!(
+        "[auth]\nchain = [\"pw\"]\n{}\n[auth.guard]\nmax_failures = 3\nban = \"4s\"\n\
+         [persistence]\nmode = \"strict\"\ndir = {:?}\n",
+        password_file(dir.path(), &[("alice", "right-one")]),
+        data.display().to_string()
+    );
+    let b = Broker::start(&cfg);
+    let banned_at = std::time::Instant::now();
+    for i in 0..3 {
+        assert_eq!(connack_from(b.addr, ip(7), V5, &format!("a{i}"), "alice", "wrong").await, BAD_CREDENTIALS);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(b); // SIGKILL during the ban
+    assert_eq!(ban_rows(&data), 1, "the ban's row");
+
+    let b = Broker::start(&cfg);
+    assert!(b.log().contains("bans restored from the store"), "{}", b.log());
+    assert_eq!(connack_from(b.addr, ip(7), V5, "a3", "alice", "right-one").await, BANNED, "still banned");
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(banned_at.elapsed()) + Duration::from_millis(300)).await;
+    assert_eq!(connack_from(b.addr, ip(7), V5, "a4", "alice", "right-one").await, OK, "the ban ended");
+    // The delete goes with the next group commit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(b); // SIGKILL: no start in between deletes anything
+    assert_eq!(ban_rows(&data), 0, "the ended ban's row was deleted at run time");
+}

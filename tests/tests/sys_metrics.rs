@@ -17,7 +17,7 @@ use portcullis_tests::{net, Raw};
 /// Every `$SYS` topic (under `$SYS/brokers/<node>/`) the broker below
 /// publishes, as the code before the registry published them (taken from
 /// it with `mosquitto_sub -t '$SYS/#'`).
-const TOPICS: [&str; 134] = [
+const TOPICS: [&str; 135] = [
     "metrics/messages/backpressure_waits",
     "modules/auto_subscribe/abandoned",
     "modules/auto_subscribe/denied",
@@ -105,6 +105,7 @@ const TOPICS: [&str; 134] = [
     "metrics/messages/received",
     "metrics/messages/retained",
     "metrics/messages/sent",
+    "metrics/messages/wills_store_failed",
     "metrics/packets/auth/received",
     "metrics/packets/auth/sent",
     "metrics/packets/connack/received",

@@ -5,7 +5,9 @@
 //! subscriber (or a hook took it to publish later); 202 with reason code
 //! 16 when no subscriber matched; 400 with the reason code for a message
 //! that cannot be published (nothing of a bulk is published then); 503
-//! while the broker shuts down.
+//! while the broker shuts down, and with reason code 151 (0x97) when the
+//! durable store could not take a message a module stores (a delayed
+//! publish): the answer waits for that commit.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -233,8 +235,10 @@ pub fn message_id() -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-/// Publishes one checked message: (status, body).
-fn publish_one(ctx: &Ctx, from: &ClientInfo, m: OutsideMessage) -> (u16, PublishResult) {
+/// Publishes one checked message: (status, body). A message a hook took
+/// and wrote to the durable store (`$delayed/…`) is answered once the
+/// store has it: 503 with reason code 0x97 if the commit failed.
+async fn publish_one(ctx: &Ctx, from: &ClientInfo, m: OutsideMessage) -> (u16, PublishResult) {
     let broker = &ctx.node.broker;
     if broker.is_shutting_down() {
         let code = ReasonCode::ServerShuttingDown;
@@ -246,7 +250,19 @@ fn publish_one(ctx: &Ctx, from: &ClientInfo, m: OutsideMessage) -> (u16, Publish
     let id = message_id();
     let topic = m.topic.clone();
     let outcome = match broker.prepare_publish(from, m) {
-        Prepared::Ready(ready) => broker.complete_publish(ready),
+        Prepared::Ready(ready) => {
+            let (outcome, commit) = broker.complete_publish_stored(ready);
+            if let Some(commit) = commit {
+                if let Err(e) = commit.await {
+                    tracing::warn!(id = %id, topic = %portcullis_core::logsafe::Peer(topic.as_str()), error = %e, "admin API: publish refused: the durable store failed");
+                    let code = ReasonCode::QuotaExceeded;
+                    let message =
+                        format!("store_failed: the durable store could not take the message (not stored; held in memory only): {e}");
+                    return (503, PublishResult::Error(PublishError { reason_code: code.code(), message }));
+                }
+            }
+            outcome
+        }
         Prepared::Dropped(ReasonCode::Success) => Published::Taken,
         Prepared::Dropped(code) if !code.is_error() => Published::Routed(0),
         Prepared::Dropped(code) => {
@@ -285,7 +301,7 @@ fn status(code: u16) -> StatusCode {
         (status = 200, description = "Delivered to at least one subscriber", body = PublishOk),
         (status = 202, description = "No subscriber matched", body = PublishError),
         (status = 400, description = "Cannot be published", body = PublishBadRequest),
-        (status = 503, description = "The broker is shutting down", body = PublishError),
+        (status = 503, description = "The broker is shutting down, or the durable store could not take a message a module stores (`$delayed/…`): reason code 151", body = PublishError),
     ))]
 pub async fn publish(
     State(ctx): State<Arc<Ctx>>,
@@ -297,7 +313,7 @@ pub async fn publish(
         Err(e) => return e.into_response(),
     };
     let from = api_client(&ctx, m.clientid.as_deref(), peer);
-    let (code, body) = publish_one(&ctx, &from, msg);
+    let (code, body) = publish_one(&ctx, &from, msg).await;
     (status(code), axum::Json(body)).into_response()
 }
 
@@ -334,7 +350,7 @@ pub async fn publish_bulk(
     let mut bodies = Vec::new();
     for (client_id, msg) in checked {
         let from = api_client(&ctx, client_id.as_deref(), peer);
-        let (code, body) = publish_one(&ctx, &from, msg);
+        let (code, body) = publish_one(&ctx, &from, msg).await;
         codes.push(code);
         bodies.push(body);
     }

@@ -430,7 +430,7 @@ impl BruteForceGuard {
         let now = Instant::now();
         let banned = {
             let mut st = self.state.lock();
-            st.bans.purge(now);
+            self.purge_bans(&mut st, now);
             keys.iter().chain(std::iter::once(&client)).flatten().any(|k| st.bans.contains(k, now))
         };
         if banned {
@@ -452,7 +452,7 @@ impl BruteForceGuard {
         let now = Instant::now();
         {
             let mut st = self.state.lock();
-            st.bans.purge(now);
+            self.purge_bans(&mut st, now);
             st.failures.purge(now);
             if keys.iter().chain(std::iter::once(&client)).flatten().any(|k| st.bans.contains(k, now)) {
                 drop(st);
@@ -515,7 +515,7 @@ impl BruteForceGuard {
                 }
             }
             st.failures.purge(now);
-            st.bans.purge(now);
+            self.purge_bans(&mut st, now);
             match outcome {
                 None => {}
                 Some(false) => {
@@ -542,7 +542,7 @@ impl BruteForceGuard {
                             st.failures.remove(&k);
                             let label = Label::of(k, info.username.as_deref());
                             started.push((label.subject(k), self.limit(k), stored_key(k, &label)));
-                            st.bans.insert(k, label, now + self.cfg.ban);
+                            self.insert_ban(&mut st, k, label, now + self.cfg.ban);
                         }
                     }
                 }
@@ -576,7 +576,7 @@ impl BruteForceGuard {
         let now = Instant::now();
         let mut out: Vec<BanInfo> = {
             let mut st = self.state.lock();
-            st.bans.purge(now);
+            self.purge_bans(&mut st, now);
             st.bans
                 .iter()
                 .map(|(k, (until, label))| BanInfo {
@@ -606,7 +606,7 @@ impl BruteForceGuard {
         {
             let mut st = self.state.lock();
             st.failures.remove(&key);
-            st.bans.insert(key, label, Instant::now() + ban);
+            self.insert_ban(&mut st, key, label, Instant::now() + ban);
         }
         self.persist(row, ban);
         self.bans_started.fetch_add(1, Relaxed);
@@ -620,7 +620,7 @@ impl BruteForceGuard {
         let now = Instant::now();
         let lifted = {
             let mut st = self.state.lock();
-            st.bans.purge(now);
+            self.purge_bans(&mut st, now);
             st.failures.remove(&key);
             st.bans.remove(&key)
         };
@@ -649,10 +649,53 @@ impl BruteForceGuard {
                 Subject::Ip(_) => None,
             };
             let until = now + Duration::from_millis(b.until_ms.saturating_sub(now_ms));
-            st.bans.insert(key, Label::of(key, name), until);
+            self.insert_ban(&mut st, key, Label::of(key, name), until);
             n += 1;
         }
         n
+    }
+
+    /// Drops the bans that ended by `now` and deletes their rows from the
+    /// store, in one batch with the next group commit (not awaited: a
+    /// crash before it leaves rows that the next start deletes, as ended).
+    /// Every look at the bans purges first, so rows go as the bans are
+    /// found ended — at the next CONNECT, scrape or [`BruteForceGuard::sweep`].
+    fn purge_bans(&self, st: &mut State, now: Instant) {
+        let store = self.store.get();
+        let mut rows = Vec::new();
+        st.bans.purge_with(now, |k, label| {
+            if let (Some(_), Some(key)) = (store, stored_key(k, &label)) {
+                rows.push(Change::BanDelete { key });
+            }
+        });
+        if let (Some(store), false) = (store, rows.is_empty()) {
+            drop(store.commit(rows));
+        }
+    }
+
+    /// Starts (or replaces) a ban; one evicted to make room (the map is
+    /// full: the one closest to its end) loses its row too.
+    fn insert_ban(&self, st: &mut State, k: Key, label: Label, until: Instant) {
+        let store = self.store.get();
+        let mut rows = Vec::new();
+        st.bans.insert_with(k, label, until, |k, label| {
+            if let (Some(_), Some(key)) = (store, stored_key(k, &label)) {
+                rows.push(Change::BanDelete { key });
+            }
+        });
+        if let (Some(store), false) = (store, rows.is_empty()) {
+            drop(store.commit(rows));
+        }
+    }
+
+    /// Drops ended bans and failure counts now (their rows too): the
+    /// server calls it periodically, so that rows of bans that ended go
+    /// even while nobody connects.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.failures.purge(now);
+        self.purge_bans(&mut st, now);
     }
 
     /// Writes a ban that runs `ban` from now (not awaited).
@@ -671,7 +714,7 @@ impl BruteForceGuard {
             let now = Instant::now();
             let mut st = self.state.lock();
             st.failures.purge(now);
-            st.bans.purge(now);
+            self.purge_bans(&mut st, now);
             (st.bans.len() as u64, st.failures.len() as u64, st.in_flight.len() as u64)
         };
         out.add(&REFUSED, &[], self.banned_count());

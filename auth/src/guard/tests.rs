@@ -360,3 +360,56 @@ async fn an_operator_bans_a_client_id_from_every_address_and_lifts_it() {
     let cut = g.bans().into_iter().next().expect("ban");
     assert!(cut.truncated && matches!(&cut.subject, Subject::ClientId(id) if id.len() == LABEL_MAX));
 }
+
+/// A store that keeps the ban rows it is given, as the store would.
+#[derive(Default)]
+struct BanRows(parking_lot::Mutex<std::collections::BTreeMap<Vec<u8>, u64>>);
+
+impl portcullis_core::durable::SessionStore for BanRows {
+    fn commit(&self, changes: Vec<portcullis_core::durable::Change>) -> portcullis_core::durable::Commit {
+        use portcullis_core::durable::Change;
+        let mut rows = self.0.lock();
+        for c in changes {
+            match c {
+                Change::BanPut { key, until_ms } => {
+                    rows.insert(key.to_vec(), until_ms);
+                }
+                Change::BanDelete { key } => {
+                    rows.remove(&key[..]);
+                }
+                _ => {}
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn recover(&self) -> Result<portcullis_core::durable::Recovered, portcullis_core::durable::StoreError> {
+        Ok(Default::default())
+    }
+}
+
+/// Rows of bans that end at run time go when the guard finds them ended
+/// (a CONNECT, a scrape, a sweep), not at the next start; so do those of
+/// bans evicted to make room.
+#[tokio::test(start_paused = true)]
+async fn rows_of_bans_that_end_at_run_time_are_deleted() {
+    let rows = std::sync::Arc::new(BanRows::default());
+    let g = BruteForceGuard::with_capacity(GuardConfig { max_failures_per_ip: 100, ..cfg() }, 2);
+    g.attach_store(rows.clone(), Vec::new());
+    let count = |r: &BanRows| r.0.lock().len();
+    fail(&g, &user("alice", "192.0.2.1:1"), 3);
+    g.ban(&Subject::Ip("192.0.2.9".parse().unwrap()), Some(Duration::from_secs(10)));
+    assert_eq!(count(&rows), 2);
+    advance(Duration::from_secs(11)).await;
+    g.sweep();
+    assert_eq!(count(&rows), 1, "the 10 s ban's row went when it ended");
+    advance(Duration::from_secs(290)).await;
+    assert!(!g.is_banned(&user("alice", "192.0.2.1:1")));
+    assert_eq!(count(&rows), 0, "found ended by a CONNECT: its row went");
+    // Capacity 2: a third ban evicts the one closest to its end, row and all.
+    for (i, secs) in [(1u8, 30u64), (2, 60), (3, 90)] {
+        g.ban(&Subject::Ip(format!("198.51.100.{i}").parse().unwrap()), Some(Duration::from_secs(secs)));
+    }
+    let left: Vec<Vec<u8>> = rows.0.lock().keys().cloned().collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.iter().any(|k| k.ends_with(&[198, 51, 100, 1])), "the evicted ban's row went");
+}

@@ -27,13 +27,20 @@ impl<K: Copy + Ord + Hash, V> TtlMap<K, V> {
 
     /// Drops every entry whose deadline is at or before `now`.
     pub(super) fn purge(&mut self, now: Instant) {
+        self.purge_with(now, |_, _| {});
+    }
+
+    /// [`TtlMap::purge`], handing each entry dropped to `gone`.
+    pub(super) fn purge_with(&mut self, now: Instant, mut gone: impl FnMut(K, V)) {
         while let Some(Reverse((at, _))) = self.queue.peek() {
             if *at > now {
                 break;
             }
             if let Some(Reverse((at, k))) = self.queue.pop() {
                 if self.map.get(&k).is_some_and(|(until, _)| *until == at) {
-                    self.map.remove(&k);
+                    if let Some((_, v)) = self.map.remove(&k) {
+                        gone(k, v);
+                    }
                 }
             }
         }
@@ -56,8 +63,14 @@ impl<K: Copy + Ord + Hash, V> TtlMap<K, V> {
     /// Inserts or replaces `k` until `until`; when full, the entry that
     /// expires soonest makes room.
     pub(super) fn insert(&mut self, k: K, v: V, until: Instant) {
+        self.insert_with(k, v, until, |_, _| {});
+    }
+
+    /// [`TtlMap::insert`], handing the entry evicted to make room (if
+    /// any) to `gone`.
+    pub(super) fn insert_with(&mut self, k: K, v: V, until: Instant, mut gone: impl FnMut(K, V)) {
         if !self.map.contains_key(&k) {
-            while self.map.len() >= self.cap && self.evict_soonest() {}
+            while self.map.len() >= self.cap && self.evict_soonest(&mut gone) {}
         }
         self.map.insert(k, (until, v));
         self.queue.push(Reverse((until, k)));
@@ -70,10 +83,12 @@ impl<K: Copy + Ord + Hash, V> TtlMap<K, V> {
         self.map.remove(k).map(|(_, v)| v)
     }
 
-    fn evict_soonest(&mut self) -> bool {
+    fn evict_soonest(&mut self, gone: &mut impl FnMut(K, V)) -> bool {
         while let Some(Reverse((at, k))) = self.queue.pop() {
             if self.map.get(&k).is_some_and(|(until, _)| *until == at) {
-                self.map.remove(&k);
+                if let Some((_, v)) = self.map.remove(&k) {
+                    gone(k, v);
+                }
                 return true;
             }
         }

@@ -392,7 +392,11 @@ where
     };
     drop(ticket);
     let admitted = Admitted { assigned: id.assigned, server_keep_alive, expiry, connect_expiry, auth_reply };
-    let (conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, admission);
+    let present = admission.session_present;
+    let (mut conn, kicked) = establish(broker, gate, listener, writer, &connect, admitted, admission);
+    // Before the CONNACK (queued, not written yet) reaches the client: a
+    // SUBACK it gets later then finds the will row durable too.
+    conn.store_will(present).await;
     Some((conn, kicked))
 }
 
@@ -473,6 +477,7 @@ fn establish<W: AsyncWrite + Unpin + Send>(
                 expires_at,
             }),
             delay: Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0))),
+            stored: false,
         }))
     });
 

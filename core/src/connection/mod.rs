@@ -181,6 +181,9 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Will {
     pub msg: Arc<Message>,
     pub delay: Duration,
+    /// Written to the durable store with the session
+    /// ([`Conn::store_will`]): its row goes when the will does.
+    pub stored: bool,
 }
 
 /// A map that costs one pointer until its first insert. The topic alias
@@ -702,10 +705,14 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         };
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
 
-        if close.will {
-            if let Some(will) = self.will.take() {
-                self.publish_will(*will, expiry).await;
+        match self.will.take() {
+            Some(will) if close.will => self.publish_will(*will, expiry).await,
+            // A normal DISCONNECT (or a graceful stop): the will is
+            // cancelled, on disk too.
+            Some(will) if will.stored => {
+                broker.store_will(&self.session, self.generation, None);
             }
+            _ => {}
         }
         info!(client_id = %crate::logsafe::Peer(&self.client.client_id), peer = %self.client.peer, reason = %close.reason, "client disconnected");
         broker.hooks.client_disconnected(&ClientDisconnected { client: &self.client, reason: close.reason });
@@ -738,6 +745,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 PublishOutcome::Dropped(_) => {
                     self.broker.metrics.dropped(DropReason::Module);
                     hooks.message_dropped(&msg, DropReason::Module, None);
+                    self.will_gone(will.stored);
                     return;
                 }
             }
@@ -749,18 +757,77 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             self.broker.metrics.dropped(DropReason::Denied);
             hooks.message_dropped(&msg, DropReason::Denied, None);
             debug!(topic = %crate::logsafe::Peer(msg.topic.as_str()), "will message denied by ACL");
+            self.will_gone(will.stored);
             return;
         }
         if let Some(h) = taken {
-            // A will has nobody to acknowledge: its commit is not awaited.
-            drop(h.take(msg));
+            // A will has nobody to acknowledge: its commit is not awaited
+            // here, but a failure is logged and counted.
+            if let Some(commit) = h.take(msg) {
+                let broker = Arc::clone(&self.broker);
+                let client_id = Arc::clone(&self.client.client_id);
+                tokio::spawn(async move {
+                    if let Err(e) = commit.await {
+                        broker.metrics.wills_store_failed.fetch_add(1, Ordering::Relaxed);
+                        if let Some(suppressed) = broker.store_failure_log.allow() {
+                            tracing::error!(client_id = %crate::logsafe::Peer(&client_id), error = %e, suppressed, "delayed will not stored: the durable store failed (held in memory only: a restart loses it)");
+                        }
+                    }
+                });
+            }
+            self.will_gone(will.stored);
             return;
         }
         let delay = match expiry {
             Some(e) => will.delay.min(e),
             None => will.delay,
         };
+        // Published now (delay 0), or by the deadline queue, which deletes
+        // the stored row when it publishes.
         self.broker.schedule_will(&self.session, msg, delay, self.generation);
+        if delay.is_zero() {
+            self.will_gone(will.stored);
+        }
+    }
+
+    /// The stored will (if it was stored) is done with.
+    fn will_gone(&self, stored: bool) {
+        if stored {
+            self.broker.store_will(&self.session, self.generation, None);
+        }
+    }
+
+    /// Writes the CONNECT's will to the durable store with a persistent
+    /// session, or clears the one an earlier connection left (a
+    /// reconnect cancels a pending will). The will's topic is authorized
+    /// here, as at CONNECT: after a crash there is no client to ask, and
+    /// a will the ACL refuses now is not stored (at a disconnect it is
+    /// still authorized again, as before); nor is a will to a `$` topic.
+    pub(crate) async fn store_will(&mut self, session_present: bool) {
+        use crate::gate::{Access, AclOutcome};
+        // A new session has no will row to clear.
+        if (self.will.is_none() && !session_present) || !self.session.lock().is_durable() {
+            return;
+        }
+        let allowed = match self.will.as_deref() {
+            // A `$` topic is for the broker's modules (`$delayed/…`),
+            // whose publish hooks see the will at run time; one published
+            // after a restart does not pass them, so it is not stored.
+            Some(w) if w.msg.topic.as_str().starts_with('$') => false,
+            Some(w) => {
+                let access = Access::Publish { topic: &w.msg.topic, qos: w.msg.qos, retain: w.msg.retain };
+                self.gate.authorize(&self.client, access).await == AclOutcome::Allow
+            }
+            None => false,
+        };
+        match self.will.as_deref_mut() {
+            Some(w) if allowed => {
+                w.stored = self.broker.store_will(&self.session, self.generation, Some((&w.msg, w.delay)));
+            }
+            _ => {
+                self.broker.store_will(&self.session, self.generation, None);
+            }
+        }
     }
 }
 #[cfg(test)]

@@ -97,6 +97,11 @@ pub static BACKPRESSURE_WAITS: Family = counter(
     "Times a publisher's connection stopped reading to wait for a congested subscriber.",
     "metrics/messages/backpressure_waits",
 );
+pub static WILLS_STORE_FAILED: Family = counter(
+    "wills_store_failed",
+    "Delayed wills the durable store failed to take (held in memory only: a restart loses them).",
+    "metrics/messages/wills_store_failed",
+);
 pub static CONNECTS_REFUSED_PER_IP: Family = counter(
     "connects_refused_per_ip",
     "Connections closed before their CONNECT: too many handshakes from one address.",
@@ -166,6 +171,7 @@ pub fn collect(broker: &Broker, out: &mut Scrape) {
     out.add(&MESSAGES_RETAINED, &[], m.messages_retained_stored.load(Relaxed));
     out.add(&CONNECTS_REFUSED, &[], m.connects_refused.load(Relaxed));
     out.add(&BACKPRESSURE_WAITS, &[], m.backpressure_waits.load(Relaxed));
+    out.add(&WILLS_STORE_FAILED, &[], m.wills_store_failed.load(Relaxed));
     let pre = &broker.preauth;
     out.add(&CONNECTS_REFUSED_PER_IP, &[], pre.refused_per_ip());
     out.add(&CONNECTS_REFUSED_HANDSHAKE_MEMORY, &[], pre.refused_memory());

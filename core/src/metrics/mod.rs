@@ -149,6 +149,9 @@ pub struct Metrics {
     /// congested subscriber (back-pressure).
     pub backpressure_waits: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Wills taken by a module that stores them (a delayed will) whose
+    /// store commit failed: held in memory only.
+    pub wills_store_failed: AtomicU64,
 }
 
 impl Metrics {

@@ -16,7 +16,7 @@ use crate::hooks::{HookSetBuilder, Module};
 /// The broker's own `$SYS` metric topics (under `$SYS/brokers/<node>/`)
 /// as the code before the registry published them, taken from a running
 /// broker: the registry must publish exactly these.
-const CORE_SYS_TOPICS: [&str; 69] = [
+const CORE_SYS_TOPICS: [&str; 70] = [
     "metrics/bytes/received",
     "metrics/bytes/sent",
     "metrics/connects/refused",
@@ -42,6 +42,7 @@ const CORE_SYS_TOPICS: [&str; 69] = [
     "metrics/messages/received",
     "metrics/messages/retained",
     "metrics/messages/sent",
+    "metrics/messages/wills_store_failed",
     "metrics/packets/auth/received",
     "metrics/packets/auth/sent",
     "metrics/packets/connack/received",

@@ -41,10 +41,13 @@ pub enum Table {
     Bans,
     /// (deadline Unix ms, id) → a message held by the delayed-publish module.
     Delayed,
+    /// client id → the will of a persistent session's client, with its
+    /// delay (format 2).
+    Wills,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Sessions,
         Table::Subscriptions,
@@ -56,6 +59,7 @@ impl Table {
         Table::Retained,
         Table::Bans,
         Table::Delayed,
+        Table::Wills,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Table {
             Table::Retained => "retained",
             Table::Bans => "bans",
             Table::Delayed => "delayed",
+            Table::Wills => "wills",
         }
     }
 }
