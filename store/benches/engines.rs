@@ -18,6 +18,14 @@
 //!   write_bytes), p99 commit latency.
 //! * `group` — the same lifecycle through [`Store`] (writer thread, group
 //!   commit) with 1, 10, 100 concurrent committers, one session each.
+//! * `writer` — the writer's cost per delivery when it is the bottleneck
+//!   (the broker's 10 → 10 persistent QoS 1 workload, issue 14): 10
+//!   sessions, windows of 64 messages, each message one commit per session
+//!   (`MessagePut` with the first `QueuePush`), then per delivery a
+//!   dropped commit `QueuePop + InflightPut` and one `InflightDelete`, as
+//!   the broker sends them; only the pushes are awaited, at the end of each
+//!   window (so groups net out: no fsync). Deliveries/s and the writer
+//!   thread's CPU per delivery (`/proc/self/task/*/stat`).
 //! * `recovery` — reopening each engine with 100,000 queued messages in
 //!   1,000 sessions.
 //! * `startup` — the store (redb) with 100,000 sessions and 1,000,000
@@ -246,6 +254,103 @@ fn group(base: &Path) {
     }
 }
 
+/// CPU seconds (user + system) of this process's thread named `name`.
+fn thread_cpu_s(name: &str) -> f64 {
+    let mut total = 0.0;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    for t in dir.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the command (which is in parentheses): utime and
+        // stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += ticks / 100.0;
+    }
+    total
+}
+
+fn writer(base: &Path) {
+    const SESSIONS: usize = 10;
+    const WINDOW: u64 = 64;
+    println!("== writer: {SESSIONS} sessions, windows of {WINDOW} messages, each run {RUN_FOR:?}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let dir = fresh(base, "writer");
+    let store = Arc::new(Store::open(StoreConfig::new(&dir)).expect("open"));
+    store.recover().expect("recover");
+    let sessions = clients(SESSIONS);
+    rt.block_on(store.commit(sessions.iter().map(session_put).collect())).expect("sessions");
+    let msg = message();
+    let (s0, cpu0, start) = (store.stats(), thread_cpu_s("store-writer"), Instant::now());
+    let mut deliveries = 0u64;
+    let mut next_id = 0u64;
+    rt.block_on(async {
+        while start.elapsed() < RUN_FOR {
+            let mut waits = Vec::new();
+            let first = next_id;
+            for i in first..first + WINDOW {
+                let id = MessageId(i);
+                for (n, c) in sessions.iter().enumerate() {
+                    let mut set = Vec::with_capacity(2);
+                    if n == 0 {
+                        set.push(Change::MessagePut { id, msg: msg.clone() });
+                    }
+                    set.push(Change::QueuePush {
+                        client_id: c.clone(),
+                        seq: i,
+                        id,
+                        qos: 1,
+                        retain: false,
+                        subscription_ids: Vec::new(),
+                    });
+                    waits.push(store.commit(set));
+                }
+            }
+            for i in first..first + WINDOW {
+                let packet_id = (i % 65_535) as u16 + 1;
+                for c in &sessions {
+                    drop(store.commit(vec![
+                        Change::QueuePop { client_id: c.clone(), seq: i },
+                        Change::InflightPut {
+                            client_id: c.clone(),
+                            packet_id,
+                            id: MessageId(i),
+                            qos: 1,
+                            retain: false,
+                            state: InflightState::Published,
+                        },
+                    ]));
+                    drop(store.commit(vec![Change::InflightDelete { client_id: c.clone(), packet_id }]));
+                }
+            }
+            for w in waits {
+                w.await.expect("commit");
+            }
+            next_id += WINDOW;
+            deliveries += WINDOW * SESSIONS as u64;
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let (s, cpu) = (store.stats(), thread_cpu_s("store-writer") - cpu0);
+    println!(
+        "deliveries/s {:>10.0}  changes/s {:>10.0}  writer CPU µs/delivery {:>6.2}  writer CPU {:>4.0} %  groups {} (fsyncs {}, empty {})",
+        deliveries as f64 / secs,
+        (s.changes - s0.changes) as f64 / secs,
+        cpu * 1e6 / deliveries.max(1) as f64,
+        cpu * 100.0 / secs,
+        (s.groups - s0.groups) + (s.empty_groups - s0.empty_groups),
+        s.groups - s0.groups,
+        s.empty_groups - s0.empty_groups,
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Fills a store with `sessions` sessions and `messages` queued messages
 /// (round robin), in atomic writes of `chunk` messages.
 fn fill(e: &mut EngineBench, sessions: usize, messages: u64, chunk: u64) {
@@ -337,7 +442,7 @@ fn startup(base: &Path) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let want = |s: &str| if args.is_empty() { s != "startup" } else { args.iter().any(|a| a == s) };
+    let want = |s: &str| if args.is_empty() { s != "startup" && s != "writer" } else { args.iter().any(|a| a == s) };
     let base = std::env::var_os("STORE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let base = base.join(format!("portcullis-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("bench dir");
@@ -346,6 +451,9 @@ fn main() {
     }
     if want("group") {
         group(&base);
+    }
+    if want("writer") {
+        writer(&base);
     }
     if want("recovery") {
         recovery(&base);

@@ -36,7 +36,7 @@ impl EngineBench {
 
     /// Every set in one atomic write with one fsync.
     pub fn commit(&mut self, sets: &[Vec<Change>]) -> Result<(), StoreError> {
-        let mut txn = Txn::new(&*self.engine, self.next_order);
+        let mut txn = Txn::new(&*self.engine, None, self.next_order);
         for c in sets.iter().flatten() {
             txn.apply(c).map_err(store_error)?;
         }

@@ -124,7 +124,7 @@ impl Store {
         let found_version = format::check_and_migrate(&mut *engine, format)?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
-        let writer = Writer { engine, rx, config: config.clone(), shared: shared.clone(), next_order: 0 };
+        let writer = Writer { engine, rx, config: config.clone(), shared: shared.clone(), next_order: 0, disk: None };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run())

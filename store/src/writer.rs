@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use portcullis_core::durable::{Change, Recovered, StoreError};
 use tokio::sync::oneshot;
 
-use crate::apply::Txn;
+use crate::apply::{DiskKeys, Txn};
 use crate::config::{StoreConfig, SyncMode};
 use crate::engine::{Engine, EngineError, Op};
 use crate::error::store_error;
@@ -125,6 +125,10 @@ pub struct Writer {
     pub config: StoreConfig,
     pub shared: Arc<Shared>,
     pub next_order: u64,
+    /// The queue and in-flight keys the engine holds, known from the
+    /// recovery on (`None` before it, or if they were lost track of: then
+    /// each is read from the engine).
+    pub disk: Option<DiskKeys>,
 }
 
 impl Writer {
@@ -180,7 +184,7 @@ impl Writer {
     /// as the group nets out to nothing (its deliveries acknowledged):
     /// such a group needs no write and no fsync.
     fn gather(&self, changes: Vec<Change>, done: Option<Done>, linger: Duration) -> Gathered {
-        let mut txn = Txn::new(&*self.engine, self.next_order);
+        let mut txn = Txn::new(&*self.engine, self.disk.as_ref(), self.next_order);
         let mut failed: Option<EngineError> = None;
         let mut size = 0;
         let mut group = Vec::new();
@@ -295,6 +299,9 @@ impl Writer {
             return Ok(false);
         }
         self.engine.write(&ops, true).map_err(store_error)?;
+        if self.disk.as_mut().is_some_and(|d| !d.apply(&ops)) {
+            self.disk = None;
+        }
         Ok(true)
     }
 
@@ -304,6 +311,7 @@ impl Writer {
             self.engine.write(&r.repairs, true).map_err(store_error)?;
         }
         self.next_order = self.next_order.max(r.next_order);
+        self.disk = Some(DiskKeys::from_recovered(&r.recovered));
         self.shared.expired_at_recovery.store(r.expired as u64, Ordering::Relaxed);
         Ok(r.recovered)
     }
