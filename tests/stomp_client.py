@@ -266,6 +266,32 @@ def scenario_shared(version, port, n):
         conn.disconnect()
 
 
+def scenario_headers(version, port):
+    """SEND with custom headers (to the test's MQTT 5 subscriber); then
+    reports the MESSAGE frames of the test's MQTT 5 publishes."""
+    conn, listener = connect(version, port)
+    subscribe(conn, version, "h/out", "s", rid="sub")
+    receipt(conn, listener, "sub")
+    conn.send(destination="h/in", body=b"with-headers", content_type="text/plain", receipt="r1",
+              headers={"x-custom": "1", "x-other": "two words", "reply-to": "h/reply", "correlation-id": "c-42"})
+    receipt(conn, listener, "r1")
+    out({"ready": True})
+    listener.wait(lambda: len(listener.messages) >= 1, 10)
+    time.sleep(0.2)
+    out({"messages": listener.messages, "errors": listener.errors})
+    conn.disconnect()
+
+
+def scenario_many_headers(version, port, n):
+    """SEND with n custom headers: more than max_user_properties is an ERROR."""
+    conn, listener = connect(version, port)
+    headers = {"x-h%d" % i: "v" for i in range(int(n))}
+    conn.send(destination="h/many", body=b"x", receipt="r", headers=headers)
+    listener.wait(lambda: listener.errors or listener.receipts)
+    listener.wait(lambda: listener.disconnected, 3)
+    out({"errors": listener.errors, "receipts": listener.receipts, "disconnected": listener.disconnected})
+
+
 if __name__ == "__main__":
     name, version, port, *rest = sys.argv[1:]
     globals()["scenario_" + name](version, int(port), *rest)

@@ -8,6 +8,9 @@
 //! * `session` — the connected client: commands, subscriptions, ack
 //!   modes, transactions, heart-beats; deliveries come from the session's
 //!   [`portcullis_core::drain::Drain`], as MQTT's come to its writer.
+//! * `headers` — SEND headers → MQTT 5 properties (user properties,
+//!   content type, response topic, correlation data) and back to MESSAGE
+//!   headers.
 //! * [`config`] — the listener's `stomp = { … }` table.
 //!
 //! The server's listeners call [`serve`] for each accepted socket of a
@@ -16,6 +19,7 @@
 pub mod config;
 mod connect;
 pub mod frame;
+mod headers;
 mod session;
 #[cfg(test)]
 mod tests;

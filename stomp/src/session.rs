@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use portcullis_core::broker::Broker;
 use portcullis_core::codec::reason::ReasonCode;
-use portcullis_core::codec::{Properties, RetainHandling, SubscriptionOptions};
+use portcullis_core::codec::{RetainHandling, SubscriptionOptions};
 use portcullis_core::connection::DisconnectReason;
 use portcullis_core::drain::Drain;
 use portcullis_core::gate::{Access, AclOutcome, ClientInfo, Gate};
@@ -36,6 +36,7 @@ use tracing::debug;
 use crate::config::StompConfig;
 use crate::connect::error_frame;
 use crate::frame::{Decoded, Decoder, Frame, Version};
+use crate::headers;
 
 /// Above this many unsent bytes no more deliveries are pulled.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -331,14 +332,16 @@ impl Session {
 
     async fn on_send(&mut self, f: &Frame, may_hold: bool) -> Result<(), End> {
         let topic = self.topic_of(f)?;
+        let limits = &self.broker.settings.limits;
+        let properties =
+            headers::to_properties(f, &self.cfg.mountpoint, limits.max_user_properties, limits.max_user_property_bytes)
+                .map_err(|r| End::protocol(f, r.message()))?;
         if may_hold && self.hold(f)? {
             return Ok(());
         }
         if topic.has_more_levels_than(self.broker.settings.limits.max_topic_levels) {
             return Err(End::protocol(f, "destination has too many levels"));
         }
-        let properties =
-            Properties { content_type: f.header("content-type").map(str::to_string), ..Default::default() };
         let qos = self.cfg.send_qos();
         let m = OutsideMessage { topic, payload: f.body.clone(), qos, retain: false, properties, expiry: None };
         let ready = match self.broker.prepare_client_publish(&self.client, m) {
@@ -512,9 +515,7 @@ impl Session {
         if self.version == Version::V12 && sub.ack != AckMode::Auto {
             frame = frame.with("ack", message_id.to_string());
         }
-        if let Some(ct) = &d.msg.properties().content_type {
-            frame = frame.with("content-type", ct.clone());
-        }
+        headers::add_properties(&mut frame, d.msg.properties(), &self.cfg.mountpoint, self.version);
         frame = frame.with("content-length", d.msg.payload.len().to_string());
         frame.body = d.msg.payload.clone();
         let ack = sub.ack;
