@@ -292,6 +292,18 @@ def scenario_many_headers(version, port, n):
     out({"errors": listener.errors, "receipts": listener.receipts, "disconnected": listener.disconnected})
 
 
+def scenario_idle(version, port, client_id, seconds):
+    """Connects with a client-id, says ready, stays connected a while."""
+    cls = CLASSES[version]
+    conn = cls([("127.0.0.1", port)], auto_decode=False)
+    listener = Listener()
+    conn.set_listener("", listener)
+    conn.connect(wait=True, headers={"client-id": client_id})
+    out({"ready": True, "connected": listener.connected})
+    time.sleep(float(seconds))
+    conn.disconnect()
+
+
 if __name__ == "__main__":
     name, version, port, *rest = sys.argv[1:]
     globals()["scenario_" + name](version, int(port), *rest)

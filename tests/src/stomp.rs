@@ -52,6 +52,7 @@ fn python() -> String {
 }
 
 /// One run of `stomp_client.py SCENARIO VERSION PORT ARGS…`.
+#[derive(Debug)]
 pub struct Py {
     child: Child,
     lines: mpsc::Receiver<String>,
