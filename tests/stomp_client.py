@@ -304,6 +304,33 @@ def scenario_idle(version, port, client_id, seconds):
     conn.disconnect()
 
 
+def scenario_rewrite(version, port):
+    """old/x and ctl subscribed; the test publishes old/x, new/x, ctl; then
+    UNSUBSCRIBE old/x and the test publishes new/x, ctl; then SUBSCRIBE
+    s/x, which the test's rewrite makes denied/x (an ACL refusal)."""
+    conn, listener = connect(version, port)
+    subscribe(conn, version, "old/x", "s", rid="sub")
+    receipt(conn, listener, "sub")
+    subscribe(conn, version, "ctl", "c", rid="sub2")
+    receipt(conn, listener, "sub2")
+    out({"ready": True})
+
+    def ctl(n):
+        return lambda: sum(1 for m in listener.messages if m["headers"].get("destination") == "ctl") >= n
+
+    listener.wait(ctl(1), 10)
+    conn.unsubscribe(id="s", receipt="unsub")
+    receipt(conn, listener, "unsub")
+    out({"ready": True})
+    listener.wait(ctl(2), 10)
+    subscribe(conn, version, "s/x", "d", rid="sub3")
+    listener.wait(lambda: listener.errors or "sub3" in listener.receipts)
+    listener.wait(lambda: listener.disconnected, 3)
+    got = [(m["headers"].get("destination"), bytes.fromhex(m["body"]).decode()) for m in listener.messages]
+    out({"messages": got, "errors": listener.errors, "receipts": listener.receipts,
+         "disconnected": listener.disconnected})
+
+
 if __name__ == "__main__":
     name, version, port, *rest = sys.argv[1:]
     globals()["scenario_" + name](version, int(port), *rest)

@@ -27,8 +27,9 @@ use portcullis_core::gate::{Access, AclOutcome, ClientInfo, Gate};
 use portcullis_core::inject::{OutsideMessage, Prepared};
 use portcullis_core::logsafe::Peer;
 use portcullis_core::message::Delivery;
-use portcullis_core::session::{Kick, Outgoing, SubRecord};
-use portcullis_core::topic::{SubscriptionFilter, TopicName};
+use portcullis_core::session::{Kick, Outgoing};
+use portcullis_core::subscription::{self, Refused};
+use portcullis_core::topic::TopicName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::debug;
@@ -56,7 +57,9 @@ enum AckMode {
 struct Sub {
     /// The STOMP `id`.
     id: String,
-    /// The MQTT filter (after the mountpoint), the session's key.
+    /// The MQTT filter the destination names (after the mountpoint).
+    asked: String,
+    /// The filter the session holds (after the subscribe hooks), its key.
     raw: String,
     ack: AckMode,
 }
@@ -393,38 +396,46 @@ impl Session {
         if self.subs.values().any(|s| s.id == id) {
             return Err(End::protocol(f, "subscription id already in use"));
         }
-        let raw = self.filter_of(dest);
-        let filter = SubscriptionFilter::parse(&raw)
-            .map_err(|_| End::protocol(f, "destination is not a valid MQTT topic filter"))?;
+        let asked = self.filter_of(dest);
         let session = Arc::clone(self.drain.session());
-        if session.subscription(&raw).is_some() {
-            return Err(End::protocol(f, "already subscribed to this destination"));
-        }
-        if let Some(why) = session.subscription_limit(&raw, &filter, &self.broker.settings.limits) {
-            return Err(End::protocol(f, why));
-        }
-        let qos = self.cfg.subscribe_qos();
-        let access = Access::Subscribe { filter: &filter, qos };
-        if self.gate.authorize(&self.client, access).await != AclOutcome::Allow {
-            debug!(client_id = %Peer(&self.client.client_id), filter = %Peer(&raw), "SUBSCRIBE denied");
-            return Err(End::error(
-                DisconnectReason::NotAuthorized,
-                f,
-                "not authorized to subscribe to this destination",
-            ));
-        }
-        let n = self.next_sub;
-        self.next_sub = self.next_sub.wrapping_add(1).max(1);
-        let check = self.gate.needs_delivery_check(&self.client, &filter);
         let options = SubscriptionOptions {
-            qos,
+            qos: self.cfg.subscribe_qos(),
             no_local: false,
             retain_as_published: false,
             retain_handling: RetainHandling::OnSubscribe,
         };
-        let rec = SubRecord { filter: filter.clone(), options, subscription_id: Some(n), check };
-        self.broker.subscribe(&session, filter.clone(), rec);
-        self.subs.insert(n, Sub { id, raw, ack });
+        // The same step as an MQTT SUBSCRIBE's filter: hooks (which may
+        // rewrite it), limits, ACL.
+        let checked = subscription::check(&self.broker, &*self.gate, &session, &self.client, asked.clone(), options);
+        let c = match checked.await {
+            Ok(c) => c,
+            Err(Refused::Hook(code)) => {
+                debug!(client_id = %Peer(&self.client.client_id), filter = %Peer(&asked), ?code, "SUBSCRIBE refused by a hook");
+                return Err(End::protocol(f, "subscription refused"));
+            }
+            Err(Refused::InvalidFilter) => {
+                return Err(End::protocol(f, "destination is not a valid MQTT topic filter"))
+            }
+            Err(Refused::Limit(why)) => return Err(End::protocol(f, why)),
+            Err(Refused::Denied | Refused::DenyDisconnect) => {
+                debug!(client_id = %Peer(&self.client.client_id), filter = %Peer(&asked), "SUBSCRIBE denied");
+                return Err(End::error(
+                    DisconnectReason::NotAuthorized,
+                    f,
+                    "not authorized to subscribe to this destination",
+                ));
+            }
+        };
+        // One STOMP subscription per MQTT filter: a second would take the
+        // first one's place in the session.
+        if session.subscription(&c.raw).is_some() {
+            return Err(End::protocol(f, "already subscribed to this destination"));
+        }
+        let n = self.next_sub;
+        self.next_sub = self.next_sub.wrapping_add(1).max(1);
+        c.commit(&self.broker, &session, Some(n));
+        let (filter, qos, check) = (c.filter, c.options.qos, c.check);
+        self.subs.insert(n, Sub { id, asked, raw: c.raw, ack });
         if !filter.is_shared() {
             let now = std::time::Instant::now();
             for msg in self.broker.retained.matching(&filter.filter, now) {
@@ -445,7 +456,17 @@ impl Session {
             return Err(End::protocol(f, "no such subscription"));
         };
         let Some(sub) = self.subs.remove(&n) else { return Ok(()) };
-        self.broker.unsubscribe(self.drain.session(), &sub.raw);
+        // The same step as an MQTT UNSUBSCRIBE, on the destination as asked
+        // (the hooks rewrite it as they did at SUBSCRIBE).
+        let session = self.drain.session();
+        match subscription::unsubscribe(&self.broker, session, &self.client, sub.asked) {
+            Err(_) => return Err(End::protocol(f, "unsubscribe refused")),
+            // Hooks that changed since: the held filter goes too.
+            Ok((raw, _)) if raw != sub.raw => {
+                self.broker.unsubscribe(session, &sub.raw);
+            }
+            Ok(_) => {}
+        }
         // Its unacknowledged messages leave the window.
         let (gone, keep): (VecDeque<_>, VecDeque<_>) = self.unacked.drain(..).partition(|u| u.sub == n);
         self.unacked = keep;
