@@ -82,7 +82,7 @@ impl Py {
     }
 
     /// The next JSON line (30 s at most).
-    pub fn next(&mut self) -> Value {
+    pub fn line(&mut self) -> Value {
         let line = self.lines.recv_timeout(Duration::from_secs(30)).expect("a line from stomp_client.py within 30 s");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     }
@@ -90,7 +90,7 @@ impl Py {
     /// The first line of a scenario that prints one.
     pub fn run(scenario: &str, version: &str, addr: SocketAddr, args: &[&str]) -> Value {
         let mut py = Py::start(scenario, version, addr, args);
-        py.next()
+        py.line()
     }
 }
 

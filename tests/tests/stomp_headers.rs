@@ -23,7 +23,7 @@ async fn send_headers_become_user_properties_and_back() {
         let (mut mqtt, _) = open_v5(b.addr, &format!("m5-{v}"), true, Properties::default()).await;
         subscribe(&mut mqtt, 1, &[("h/in", QoS::AtLeastOnce)]).await;
         let mut py = Py::start("headers", v, addr, &[]);
-        assert_eq!(py.next()["ready"], true, "{v}");
+        assert_eq!(py.line()["ready"], true, "{v}");
 
         let p = tokio::time::timeout(Duration::from_secs(10), next_publish(&mut mqtt)).await.expect("the SEND");
         ack_incoming(&mut mqtt, &p).await;
@@ -55,7 +55,7 @@ async fn send_headers_become_user_properties_and_back() {
             ..Properties::default()
         };
         assert_eq!(publish_complete(&mut mqtt, out).await, 0, "{v}");
-        let r = py.next();
+        let r = py.line();
         assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{v}: {r}");
         let h = &r["messages"][0]["headers"];
         assert_eq!(h["destination"], "h/out", "{v}: {r}");

@@ -32,15 +32,15 @@ async fn topic_rewrite_applies_to_stomp_subscriptions() {
     for v in ["1.0", "1.1", "1.2"] {
         let (mut p, _) = open_v3(b.addr, &format!("pub-{v}"), true).await;
         let mut py = Py::start("rewrite", v, addr, &[]);
-        assert_eq!(py.next()["ready"], true, "{v}");
+        assert_eq!(py.line()["ready"], true, "{v}");
         for (topic, body) in [("old/x", "1"), ("new/x", "2"), ("ctl", "c1")] {
             pub_simple(&mut p, topic, QoS::AtLeastOnce, 1, body.as_bytes(), false).await;
         }
-        assert_eq!(py.next()["ready"], true, "{v}");
+        assert_eq!(py.line()["ready"], true, "{v}");
         for (topic, body) in [("new/x", "3"), ("ctl", "c2")] {
             pub_simple(&mut p, topic, QoS::AtLeastOnce, 1, body.as_bytes(), false).await;
         }
-        let r = py.next();
+        let r = py.line();
         // old/x held new/x; its UNSUBSCRIBE removed new/x.
         assert_eq!(r["messages"], json!([["new/x", "2"], ["ctl", "c1"], ["ctl", "c2"]]), "{v}: {r}");
         // s/x became denied/x, which the ACL refuses.

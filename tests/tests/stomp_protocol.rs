@@ -38,7 +38,7 @@ async fn admin_api_lists_a_stomp_client_as_stomp() {
     for v in ["1.0", "1.2"] {
         let id = format!("stomp-{}", v.replace('.', ""));
         let mut py = Py::start("idle", v, addr, &[&id, "5"]);
-        assert_eq!(py.next()["ready"], true);
+        assert_eq!(py.line()["ready"], true);
         let list = clients(admin, &format!("clientid={id}")).await;
         let c = &list["data"][0];
         assert_eq!(c["connected"], true, "{list}");

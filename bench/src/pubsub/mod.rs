@@ -63,7 +63,7 @@ pub struct PubSubPlan {
 
 /// A connected client of either protocol.
 enum Client {
-    Mqtt(Session),
+    Mqtt(Box<Session>),
     Stomp(stomp::StompConn),
 }
 
@@ -83,7 +83,7 @@ pub async fn run(
         if plan.persistent {
             opts.session_expiry = Some(60);
         }
-        let stomp_sub = plan.stomp_sub.clone();
+        let stomp_sub = plan.stomp_sub;
         async move {
             let id = format!("{}s{i}", opts.client_prefix);
             if let Some(t) = stomp_sub {
@@ -93,19 +93,19 @@ pub async fn run(
             }
             let mut s = client::open(&sub_target, i, id, &opts).await?;
             subscriber::subscribe(&mut s, &topic, sub_qos, opts.timeout).await?;
-            Ok(Client::Mqtt(s))
+            Ok(Client::Mqtt(Box::new(s)))
         }
     })
     .await
     .context("connecting the subscribers")?;
     let pubs = connect_all(plan.publishers, plan.concurrency, |i| {
-        let (opts, stomp_pub) = (opts.clone(), plan.stomp_pub.clone());
+        let (opts, stomp_pub) = (opts.clone(), plan.stomp_pub);
         let idx = plan.subscribers + i; // spread over other source addresses
         async move {
             let id = format!("{}p{i}", opts.client_prefix);
             Ok(match stomp_pub {
                 Some(t) => Client::Stomp(stomp::open(&t, idx, id, &opts).await?),
-                None => Client::Mqtt(client::open(&target, idx, id, &opts).await?),
+                None => Client::Mqtt(Box::new(client::open(&target, idx, id, &opts).await?)),
             })
         }
     })
@@ -125,7 +125,7 @@ pub async fn run(
         let (opts, tally, stop) = (opts.clone(), Arc::clone(&tally), stop_rx.clone());
         let count = plan.publish.count;
         match s {
-            Client::Mqtt(s) => sub_tasks.spawn(subscriber::run(s, publishers, count, opts, epoch, tally, stop)),
+            Client::Mqtt(s) => sub_tasks.spawn(subscriber::run(*s, publishers, count, opts, epoch, tally, stop)),
             Client::Stomp(c) => sub_tasks.spawn(stomp::run_subscriber(c, publishers, count, epoch, tally, stop)),
         };
     }
@@ -146,7 +146,7 @@ pub async fn run(
         let idx = u32::try_from(i).context("too many publishers")?;
         let (publish, opts, sent) = (Arc::clone(&publish), opts.clone(), Arc::clone(&sent));
         match s {
-            Client::Mqtt(s) => pub_tasks.spawn(publisher::run(idx, s, publish, opts, epoch, start, sent)),
+            Client::Mqtt(s) => pub_tasks.spawn(publisher::run(idx, *s, publish, opts, epoch, start, sent)),
             Client::Stomp(c) => pub_tasks.spawn(stomp::run_publisher(idx, c, publish, opts, epoch, start, sent)),
         };
     }
