@@ -266,6 +266,71 @@ def scenario_shared(version, port, n):
         conn.disconnect()
 
 
+def scenario_headers(version, port):
+    """SEND with custom headers (to the test's MQTT 5 subscriber); then
+    reports the MESSAGE frames of the test's MQTT 5 publishes."""
+    conn, listener = connect(version, port)
+    subscribe(conn, version, "h/out", "s", rid="sub")
+    receipt(conn, listener, "sub")
+    conn.send(destination="h/in", body=b"with-headers", content_type="text/plain", receipt="r1",
+              headers={"x-custom": "1", "x-other": "two words", "reply-to": "h/reply", "correlation-id": "c-42"})
+    receipt(conn, listener, "r1")
+    out({"ready": True})
+    listener.wait(lambda: len(listener.messages) >= 1, 10)
+    time.sleep(0.2)
+    out({"messages": listener.messages, "errors": listener.errors})
+    conn.disconnect()
+
+
+def scenario_many_headers(version, port, n):
+    """SEND with n custom headers: more than max_user_properties is an ERROR."""
+    conn, listener = connect(version, port)
+    headers = {"x-h%d" % i: "v" for i in range(int(n))}
+    conn.send(destination="h/many", body=b"x", receipt="r", headers=headers)
+    listener.wait(lambda: listener.errors or listener.receipts)
+    listener.wait(lambda: listener.disconnected, 3)
+    out({"errors": listener.errors, "receipts": listener.receipts, "disconnected": listener.disconnected})
+
+
+def scenario_idle(version, port, client_id, seconds):
+    """Connects with a client-id, says ready, stays connected a while."""
+    cls = CLASSES[version]
+    conn = cls([("127.0.0.1", port)], auto_decode=False)
+    listener = Listener()
+    conn.set_listener("", listener)
+    conn.connect(wait=True, headers={"client-id": client_id})
+    out({"ready": True, "connected": listener.connected})
+    time.sleep(float(seconds))
+    conn.disconnect()
+
+
+def scenario_rewrite(version, port):
+    """old/x and ctl subscribed; the test publishes old/x, new/x, ctl; then
+    UNSUBSCRIBE old/x and the test publishes new/x, ctl; then SUBSCRIBE
+    s/x, which the test's rewrite makes denied/x (an ACL refusal)."""
+    conn, listener = connect(version, port)
+    subscribe(conn, version, "old/x", "s", rid="sub")
+    receipt(conn, listener, "sub")
+    subscribe(conn, version, "ctl", "c", rid="sub2")
+    receipt(conn, listener, "sub2")
+    out({"ready": True})
+
+    def ctl(n):
+        return lambda: sum(1 for m in listener.messages if m["headers"].get("destination") == "ctl") >= n
+
+    listener.wait(ctl(1), 10)
+    conn.unsubscribe(id="s", receipt="unsub")
+    receipt(conn, listener, "unsub")
+    out({"ready": True})
+    listener.wait(ctl(2), 10)
+    subscribe(conn, version, "s/x", "d", rid="sub3")
+    listener.wait(lambda: listener.errors or "sub3" in listener.receipts)
+    listener.wait(lambda: listener.disconnected, 3)
+    got = [(m["headers"].get("destination"), bytes.fromhex(m["body"]).decode()) for m in listener.messages]
+    out({"messages": got, "errors": listener.errors, "receipts": listener.receipts,
+         "disconnected": listener.disconnected})
+
+
 if __name__ == "__main__":
     name, version, port, *rest = sys.argv[1:]
     globals()["scenario_" + name](version, int(port), *rest)

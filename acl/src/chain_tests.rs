@@ -104,7 +104,7 @@ fn client(superuser: bool) -> ClientInfo {
         username: Some(Arc::from("alice")),
         peer: "192.0.2.7:40000".parse().expect("literal address"),
         listener: Arc::from("tcp"),
-        protocol: ProtocolVersion::V311,
+        protocol: ProtocolVersion::V311.into(),
         superuser,
         context: None,
         conn_id: 1,

@@ -13,7 +13,7 @@ pub fn client(id: &str, user: Option<&str>, peer: &str) -> ClientInfo {
         username: user.map(Arc::from),
         peer: peer.parse().unwrap(),
         listener: Arc::from("tcp"),
-        protocol: ProtocolVersion::V311,
+        protocol: ProtocolVersion::V311.into(),
         superuser: false,
         context: None,
         conn_id: 1,

@@ -42,7 +42,7 @@ export function render(root, ctx) {
           el('td', { text: c.clientid }),
           el('td', { text: c.username ?? '' }),
           el('td', { text: c.ip_address ? c.ip_address + ':' + (c.port ?? '') : '' }),
-          el('td', { text: c.proto_ver ? 'MQTT ' + c.proto_ver : '' }),
+          el('td', { text: c.protocol === 'stomp' ? 'STOMP ' + c.protocol_version : (c.proto_ver ? 'MQTT ' + c.proto_ver : '') }),
           el('td', { text: c.connected ? 'yes' : 'no' }),
           el('td', {}, kick));
         return tr;

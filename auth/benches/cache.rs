@@ -71,7 +71,7 @@ fn info(client_id: &str) -> ConnectInfo {
         password: Some(Password::new(Bytes::from_static(b"correct horse battery staple"))),
         peer: SocketAddr::from(([127, 0, 0, 1], 50_000)),
         listener: Arc::from("default"),
-        protocol: ProtocolVersion::V311,
+        protocol: ProtocolVersion::V311.into(),
         cert: None,
     }
 }

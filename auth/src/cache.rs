@@ -324,7 +324,7 @@ impl AuthCache {
             }
         }
         if has(Inputs::PROTOCOL) {
-            field(&mut h, &[info.protocol.level()]);
+            field(&mut h, &[info.protocol.code()]);
         }
         *h.finalize().as_bytes()
     }

@@ -145,7 +145,7 @@ pub(crate) fn connect(client: &str, user: Option<&str>, password: Option<&[u8]>)
         password: password.map(|p| Password::new(Bytes::copy_from_slice(p))),
         peer: "192.0.2.1:50000".parse().expect("literal address"),
         listener: Arc::from("tcp"),
-        protocol: ProtocolVersion::V311,
+        protocol: ProtocolVersion::V311.into(),
         cert: None,
     }
 }

@@ -28,7 +28,7 @@ fn info(token: &str) -> ConnectInfo {
         password: Some(Password::new(Bytes::from(token.to_string()))),
         peer: "127.0.0.1:50000".parse().expect("addr"),
         listener: Arc::from("bench"),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         cert: None,
     }
 }

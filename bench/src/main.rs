@@ -168,6 +168,16 @@ struct PubSubArgs {
     /// holds what they are sent.
     #[arg(long)]
     persistent: bool,
+    /// Publishers are STOMP 1.2 clients of the STOMP listener on this port
+    /// (same host): SEND frames with content-length; with --qos 1/2 each
+    /// asks a receipt, at most --window outstanding. The MQTT QoS of the
+    /// message is the listener's send_qos.
+    #[arg(long)]
+    stomp_pub_port: Option<u16>,
+    /// Subscribers are STOMP 1.2 clients of the STOMP listener on this port
+    /// (SUBSCRIBE ack:auto; the QoS is the listener's subscribe_qos).
+    #[arg(long)]
+    stomp_sub_port: Option<u16>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -216,6 +226,12 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             let mut plan = pubsub_plan(&a)?;
             if let Some(port) = a.sub_port {
                 plan.sub_target = Some(Target::new(&a.common.host, port, a.common.sources)?);
+            }
+            if let Some(port) = a.stomp_pub_port {
+                plan.stomp_pub = Some(Target::new(&a.common.host, port, a.common.sources)?);
+            }
+            if let Some(port) = a.stomp_sub_port {
+                plan.stomp_sub = Some(Target::new(&a.common.host, port, a.common.sources)?);
             }
             let mut summary = rt.block_on(pubsub::run(target, opts, plan, progress))?;
             let ok = summary["errors"].as_array().is_some_and(Vec::is_empty)
@@ -302,6 +318,8 @@ fn pubsub_plan(a: &PubSubArgs) -> anyhow::Result<pubsub::PubSubPlan> {
         sub_target: None,
         sub_topic: a.sub_topic.clone(),
         persistent: a.persistent,
+        stomp_pub: None,
+        stomp_sub: None,
         publish: pubsub::PubPlan {
             topic,
             qos: qos(a.qos),

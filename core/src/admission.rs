@@ -221,7 +221,7 @@ mod tests {
             password: None,
             peer: peer.parse().unwrap(),
             listener: Arc::from("l"),
-            protocol: ProtocolVersion::V311,
+            protocol: ProtocolVersion::V311.into(),
             cert: None,
         }
     }

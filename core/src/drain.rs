@@ -196,7 +196,7 @@ mod tests {
             password: None,
             peer: "127.0.0.1:1".parse().unwrap(),
             listener: Arc::from("l"),
-            protocol: ProtocolVersion::V311,
+            protocol: ProtocolVersion::V311.into(),
             cert: None,
         };
         let terms = Terms { clean_start: true, expiry: Some(std::time::Duration::ZERO), keep_alive: 0 };

@@ -52,9 +52,84 @@ pub struct ConnectInfo {
     pub peer: SocketAddr,
     /// Name of the listener the client came in on.
     pub listener: Arc<str>,
-    pub protocol: ProtocolVersion,
+    pub protocol: ClientProtocol,
     /// The verified client certificate (TLS listeners only).
     pub cert: Option<Arc<CertIdentity>>,
+}
+
+/// What a client speaks on the wire: MQTT at a level, or STOMP through
+/// the gateway. Set by whoever calls the admission step; providers,
+/// modules and the admin API read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientProtocol {
+    Mqtt(ProtocolVersion),
+    Stomp(StompVersion),
+}
+
+/// A STOMP version, as the gateway negotiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StompVersion {
+    V10,
+    V11,
+    V12,
+}
+
+impl From<ProtocolVersion> for ClientProtocol {
+    fn from(v: ProtocolVersion) -> ClientProtocol {
+        ClientProtocol::Mqtt(v)
+    }
+}
+
+impl ClientProtocol {
+    /// True for MQTT 5.0 only (MQTT 5 features, properties).
+    pub fn is_v5(self) -> bool {
+        matches!(self, ClientProtocol::Mqtt(ProtocolVersion::V5))
+    }
+    /// The MQTT protocol level (3, 4, 5); `None` for STOMP.
+    pub fn mqtt_level(self) -> Option<u8> {
+        match self {
+            ClientProtocol::Mqtt(v) => Some(v.level()),
+            ClientProtocol::Stomp(_) => None,
+        }
+    }
+    /// `mqtt` or `stomp`.
+    pub fn family(self) -> &'static str {
+        match self {
+            ClientProtocol::Mqtt(_) => "mqtt",
+            ClientProtocol::Stomp(_) => "stomp",
+        }
+    }
+    /// The version within the family: `3.1`, `3.1.1`, `5.0`; `1.0`,
+    /// `1.1`, `1.2`.
+    pub fn version(self) -> &'static str {
+        match self {
+            ClientProtocol::Mqtt(ProtocolVersion::V31) => "3.1",
+            ClientProtocol::Mqtt(ProtocolVersion::V311) => "3.1.1",
+            ClientProtocol::Mqtt(ProtocolVersion::V5) => "5.0",
+            ClientProtocol::Stomp(StompVersion::V10) => "1.0",
+            ClientProtocol::Stomp(StompVersion::V11) => "1.1",
+            ClientProtocol::Stomp(StompVersion::V12) => "1.2",
+        }
+    }
+    /// The protocol name a CONNECT carries (`MQIsdp` for 3.1, `MQTT`), or
+    /// `STOMP`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientProtocol::Mqtt(ProtocolVersion::V31) => "MQIsdp",
+            ClientProtocol::Mqtt(_) => "MQTT",
+            ClientProtocol::Stomp(_) => "STOMP",
+        }
+    }
+    /// One byte per protocol and version (cache keys): the MQTT level, or
+    /// `0x10` + the STOMP minor version.
+    pub fn code(self) -> u8 {
+        match self {
+            ClientProtocol::Mqtt(v) => v.level(),
+            ClientProtocol::Stomp(StompVersion::V10) => 0x10,
+            ClientProtocol::Stomp(StompVersion::V11) => 0x11,
+            ClientProtocol::Stomp(StompVersion::V12) => 0x12,
+        }
+    }
 }
 
 /// What a verified client certificate says about its holder; providers
@@ -108,7 +183,7 @@ pub struct ClientInfo {
     pub username: Option<Arc<str>>,
     pub peer: SocketAddr,
     pub listener: Arc<str>,
-    pub protocol: ProtocolVersion,
+    pub protocol: ClientProtocol,
     /// Set by authentication; the ACL chain bypasses its rules for superusers.
     pub superuser: bool,
     /// Whatever the gateway attached at authentication.
@@ -360,7 +435,7 @@ mod tests {
             password: Some(Password::new(Bytes::from_static(b"hunter2"))),
             peer: peer.parse().unwrap(),
             listener: Arc::from("tcp"),
-            protocol: ProtocolVersion::V311,
+            protocol: ProtocolVersion::V311.into(),
             cert: None,
         }
     }

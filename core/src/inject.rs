@@ -166,7 +166,7 @@ mod tests {
             username: None,
             peer: "127.0.0.1:1".parse().unwrap(),
             listener: Arc::from("admin"),
-            protocol: ProtocolVersion::V5,
+            protocol: ProtocolVersion::V5.into(),
             superuser: false,
             context: None,
             conn_id: 0,

@@ -49,6 +49,7 @@ pub mod retain;
 pub mod router;
 pub mod session;
 pub mod settings;
+pub mod subscription;
 pub mod sys;
 pub mod topic;
 pub mod units;

@@ -154,7 +154,7 @@ pub async fn auth_check(
         password: password.map(|p| Password::new(p.into())),
         peer: SocketAddr::new(who.peer, 0),
         listener: Arc::from(who.listener.as_deref().unwrap_or("cli")),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         cert: None,
     };
     let verdict = gw.auth.authenticate(&info).await;
@@ -220,7 +220,7 @@ pub async fn acl_explain(
         username: who.username.as_deref().map(Arc::from),
         peer: SocketAddr::new(who.peer, 0),
         listener: Arc::from(who.listener.as_deref().unwrap_or("cli")),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         superuser,
         context: None,
         conn_id: 0,

@@ -12,9 +12,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use portcullis_core::admission::{self, log_refusal, Admission, Terms};
 use portcullis_core::broker::Broker;
-use portcullis_core::codec::ProtocolVersion;
 use portcullis_core::connection::{ListenerContext, Refusal};
-use portcullis_core::gate::{CertField, CertIdentity, ConnectInfo, Gate, Password};
+use portcullis_core::gate::{CertField, CertIdentity, ClientProtocol, ConnectInfo, Gate, Password};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::debug;
@@ -124,7 +123,7 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin>(
     let send_every = (sx > 0 && cy > 0).then(|| Duration::from_millis(sx.max(cy)));
     let receive_every = (sy > 0 && cx > 0).then(|| Duration::from_millis(sy.max(cx)));
 
-    let info = identify(broker, listener, &frame, peer, cert).map_err(|r| {
+    let info = identify(broker, listener, &frame, version, peer, cert).map_err(|r| {
         log_refusal(broker, r, frame.header("client-id").unwrap_or(""), frame.header("login"));
         broker.metrics.connects_refused.fetch_add(1, Ordering::Relaxed);
         Failed::Error(refusal_frame(r))
@@ -169,6 +168,7 @@ fn identify(
     broker: &Broker,
     listener: &ListenerContext,
     frame: &Frame,
+    version: Version,
     peer: SocketAddr,
     cert: Option<Arc<CertIdentity>>,
 ) -> Result<ConnectInfo, Refusal> {
@@ -213,9 +213,7 @@ fn identify(
         password: frame.header("passcode").map(|p| Password::new(bytes::Bytes::copy_from_slice(p.as_bytes()))),
         peer,
         listener: listener.name.clone(),
-        // The gate, providers and modules see a STOMP client as a 3.1.1
-        // client: no MQTT 5 properties travel through the gateway.
-        protocol: ProtocolVersion::V311,
+        protocol: ClientProtocol::Stomp(version.into()),
         cert,
     })
 }

@@ -39,6 +39,16 @@ impl Version {
     }
 }
 
+impl From<Version> for portcullis_core::gate::StompVersion {
+    fn from(v: Version) -> Self {
+        match v {
+            Version::V10 => Self::V10,
+            Version::V11 => Self::V11,
+            Version::V12 => Self::V12,
+        }
+    }
+}
+
 /// A decoded or to-be-encoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

@@ -8,6 +8,9 @@
 //! * `session` — the connected client: commands, subscriptions, ack
 //!   modes, transactions, heart-beats; deliveries come from the session's
 //!   [`portcullis_core::drain::Drain`], as MQTT's come to its writer.
+//! * `headers` — SEND headers → MQTT 5 properties (user properties,
+//!   content type, response topic, correlation data) and back to MESSAGE
+//!   headers.
 //! * [`config`] — the listener's `stomp = { … }` table.
 //! * [`sockjs`] — STOMP over SockJS (and raw STOMP over WebSocket) for
 //!   browsers: each SockJS session is one STOMP connection, served by
@@ -22,6 +25,7 @@ pub mod config;
 mod connect;
 pub mod demo;
 pub mod frame;
+mod headers;
 mod session;
 pub mod sockjs;
 #[cfg(test)]

@@ -20,15 +20,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use portcullis_core::broker::Broker;
 use portcullis_core::codec::reason::ReasonCode;
-use portcullis_core::codec::{Properties, RetainHandling, SubscriptionOptions};
+use portcullis_core::codec::{RetainHandling, SubscriptionOptions};
 use portcullis_core::connection::DisconnectReason;
 use portcullis_core::drain::Drain;
 use portcullis_core::gate::{Access, AclOutcome, ClientInfo, Gate};
 use portcullis_core::inject::{OutsideMessage, Prepared};
 use portcullis_core::logsafe::Peer;
 use portcullis_core::message::Delivery;
-use portcullis_core::session::{Kick, Outgoing, SubRecord};
-use portcullis_core::topic::{SubscriptionFilter, TopicName};
+use portcullis_core::session::{Kick, Outgoing};
+use portcullis_core::subscription::{self, Refused};
+use portcullis_core::topic::TopicName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::debug;
@@ -36,6 +37,7 @@ use tracing::debug;
 use crate::config::StompConfig;
 use crate::connect::error_frame;
 use crate::frame::{Decoded, Decoder, Frame, Version};
+use crate::headers;
 
 /// Above this many unsent bytes no more deliveries are pulled.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -55,7 +57,9 @@ enum AckMode {
 struct Sub {
     /// The STOMP `id`.
     id: String,
-    /// The MQTT filter (after the mountpoint), the session's key.
+    /// The MQTT filter the destination names (after the mountpoint).
+    asked: String,
+    /// The filter the session holds (after the subscribe hooks), its key.
     raw: String,
     ack: AckMode,
 }
@@ -331,14 +335,16 @@ impl Session {
 
     async fn on_send(&mut self, f: &Frame, may_hold: bool) -> Result<(), End> {
         let topic = self.topic_of(f)?;
+        let limits = &self.broker.settings.limits;
+        let properties =
+            headers::to_properties(f, &self.cfg.mountpoint, limits.max_user_properties, limits.max_user_property_bytes)
+                .map_err(|r| End::protocol(f, r.message()))?;
         if may_hold && self.hold(f)? {
             return Ok(());
         }
         if topic.has_more_levels_than(self.broker.settings.limits.max_topic_levels) {
             return Err(End::protocol(f, "destination has too many levels"));
         }
-        let properties =
-            Properties { content_type: f.header("content-type").map(str::to_string), ..Default::default() };
         let qos = self.cfg.send_qos();
         let m = OutsideMessage { topic, payload: f.body.clone(), qos, retain: false, properties, expiry: None };
         let ready = match self.broker.prepare_client_publish(&self.client, m) {
@@ -390,38 +396,46 @@ impl Session {
         if self.subs.values().any(|s| s.id == id) {
             return Err(End::protocol(f, "subscription id already in use"));
         }
-        let raw = self.filter_of(dest);
-        let filter = SubscriptionFilter::parse(&raw)
-            .map_err(|_| End::protocol(f, "destination is not a valid MQTT topic filter"))?;
+        let asked = self.filter_of(dest);
         let session = Arc::clone(self.drain.session());
-        if session.subscription(&raw).is_some() {
-            return Err(End::protocol(f, "already subscribed to this destination"));
-        }
-        if let Some(why) = session.subscription_limit(&raw, &filter, &self.broker.settings.limits) {
-            return Err(End::protocol(f, why));
-        }
-        let qos = self.cfg.subscribe_qos();
-        let access = Access::Subscribe { filter: &filter, qos };
-        if self.gate.authorize(&self.client, access).await != AclOutcome::Allow {
-            debug!(client_id = %Peer(&self.client.client_id), filter = %Peer(&raw), "SUBSCRIBE denied");
-            return Err(End::error(
-                DisconnectReason::NotAuthorized,
-                f,
-                "not authorized to subscribe to this destination",
-            ));
-        }
-        let n = self.next_sub;
-        self.next_sub = self.next_sub.wrapping_add(1).max(1);
-        let check = self.gate.needs_delivery_check(&self.client, &filter);
         let options = SubscriptionOptions {
-            qos,
+            qos: self.cfg.subscribe_qos(),
             no_local: false,
             retain_as_published: false,
             retain_handling: RetainHandling::OnSubscribe,
         };
-        let rec = SubRecord { filter: filter.clone(), options, subscription_id: Some(n), check };
-        self.broker.subscribe(&session, filter.clone(), rec);
-        self.subs.insert(n, Sub { id, raw, ack });
+        // The same step as an MQTT SUBSCRIBE's filter: hooks (which may
+        // rewrite it), limits, ACL.
+        let checked = subscription::check(&self.broker, &*self.gate, &session, &self.client, asked.clone(), options);
+        let c = match checked.await {
+            Ok(c) => c,
+            Err(Refused::Hook(code)) => {
+                debug!(client_id = %Peer(&self.client.client_id), filter = %Peer(&asked), ?code, "SUBSCRIBE refused by a hook");
+                return Err(End::protocol(f, "subscription refused"));
+            }
+            Err(Refused::InvalidFilter) => {
+                return Err(End::protocol(f, "destination is not a valid MQTT topic filter"))
+            }
+            Err(Refused::Limit(why)) => return Err(End::protocol(f, why)),
+            Err(Refused::Denied | Refused::DenyDisconnect) => {
+                debug!(client_id = %Peer(&self.client.client_id), filter = %Peer(&asked), "SUBSCRIBE denied");
+                return Err(End::error(
+                    DisconnectReason::NotAuthorized,
+                    f,
+                    "not authorized to subscribe to this destination",
+                ));
+            }
+        };
+        // One STOMP subscription per MQTT filter: a second would take the
+        // first one's place in the session.
+        if session.subscription(&c.raw).is_some() {
+            return Err(End::protocol(f, "already subscribed to this destination"));
+        }
+        let n = self.next_sub;
+        self.next_sub = self.next_sub.wrapping_add(1).max(1);
+        c.commit(&self.broker, &session, Some(n));
+        let (filter, qos, check) = (c.filter, c.options.qos, c.check);
+        self.subs.insert(n, Sub { id, asked, raw: c.raw, ack });
         if !filter.is_shared() {
             let now = std::time::Instant::now();
             for msg in self.broker.retained.matching(&filter.filter, now) {
@@ -442,7 +456,17 @@ impl Session {
             return Err(End::protocol(f, "no such subscription"));
         };
         let Some(sub) = self.subs.remove(&n) else { return Ok(()) };
-        self.broker.unsubscribe(self.drain.session(), &sub.raw);
+        // The same step as an MQTT UNSUBSCRIBE, on the destination as asked
+        // (the hooks rewrite it as they did at SUBSCRIBE).
+        let session = self.drain.session();
+        match subscription::unsubscribe(&self.broker, session, &self.client, sub.asked) {
+            Err(_) => return Err(End::protocol(f, "unsubscribe refused")),
+            // Hooks that changed since: the held filter goes too.
+            Ok((raw, _)) if raw != sub.raw => {
+                self.broker.unsubscribe(session, &sub.raw);
+            }
+            Ok(_) => {}
+        }
         // Its unacknowledged messages leave the window.
         let (gone, keep): (VecDeque<_>, VecDeque<_>) = self.unacked.drain(..).partition(|u| u.sub == n);
         self.unacked = keep;
@@ -512,9 +536,7 @@ impl Session {
         if self.version == Version::V12 && sub.ack != AckMode::Auto {
             frame = frame.with("ack", message_id.to_string());
         }
-        if let Some(ct) = &d.msg.properties().content_type {
-            frame = frame.with("content-type", ct.clone());
-        }
+        headers::add_properties(&mut frame, d.msg.properties(), &self.cfg.mountpoint, self.version);
         frame = frame.with("content-length", d.msg.payload.len().to_string());
         frame.body = d.msg.payload.clone();
         let ack = sub.ack;

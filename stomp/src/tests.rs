@@ -140,3 +140,57 @@ fn random_input_never_panics() {
         }
     }
 }
+
+mod headers {
+    use portcullis_core::codec::Properties;
+
+    use crate::frame::{Frame, Version};
+    use crate::headers::{add_properties, to_properties, Refused};
+
+    #[test]
+    fn send_headers_map_first_wins_and_bounded() {
+        let f = Frame::new("SEND")
+            .with("destination", "a")
+            .with("x", "1")
+            .with("receipt", "r")
+            .with("y", "2")
+            .with("x", "again")
+            .with("content-type", "text/plain")
+            .with("reply-to", "back");
+        let p = to_properties(&f, "m/", 2, 100).unwrap();
+        assert_eq!(p.user_properties, vec![("x".into(), "1".into()), ("y".into(), "2".into())]);
+        assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(p.response_topic.as_deref(), Some("m/back"));
+        assert_eq!(to_properties(&f, "", 1, 100), Err(Refused::TooMany));
+        assert_eq!(to_properties(&f, "", 2, 3), Err(Refused::TooLarge));
+        let f = Frame::new("SEND").with("reply-to", "a/+");
+        assert_eq!(to_properties(&f, "", 2, 100), Err(Refused::BadReplyTo));
+        let f = Frame::new("SEND").with("n", "a\0b");
+        assert_eq!(to_properties(&f, "", 2, 100), Err(Refused::Nul));
+    }
+
+    #[test]
+    fn user_properties_never_override_broker_headers() {
+        let p = Properties {
+            content_type: Some("ct".into()),
+            user_properties: vec![
+                ("destination".into(), "evil".into()),
+                ("content-length".into(), "9".into()),
+                ("content-type".into(), "evil".into()),
+                ("a:b".into(), "v".into()),
+                ("k".into(), "1".into()),
+                ("k".into(), "2".into()),
+            ],
+            ..Properties::default()
+        };
+        let base = Frame::new("MESSAGE").with("destination", "t").with("message-id", "1");
+        let mut f = base.clone();
+        add_properties(&mut f, &p, "", Version::V12);
+        let names: Vec<&str> = f.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["destination", "message-id", "content-type", "a:b", "k", "k"]);
+        assert_eq!(f.header("content-type"), Some("ct"));
+        let mut f = base;
+        add_properties(&mut f, &p, "", Version::V10);
+        assert!(f.header("a:b").is_none());
+    }
+}

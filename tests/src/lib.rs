@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod mosquitto;
 pub mod net;
 pub mod services;
+pub mod stomp;
 pub mod webhook;
 
 use std::io::{BufRead, BufReader, Write};

@@ -21,7 +21,7 @@ fn client() -> ClientInfo {
         username: Some(Arc::from("u")),
         peer: "127.0.0.1:1".parse().expect("addr"),
         listener: Arc::from("l"),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         superuser: false,
         context: None,
         conn_id: 1,

@@ -32,10 +32,15 @@ pub struct Client {
     pub ip_address: Option<String>,
     pub port: Option<u16>,
     pub listener: Option<String>,
-    /// `MQTT` (`MQIsdp` for 3.1).
+    /// `MQTT` (`MQIsdp` for 3.1), `STOMP`.
     pub proto_name: Option<String>,
-    /// 3 (3.1), 4 (3.1.1) or 5.
+    /// 3 (3.1), 4 (3.1.1) or 5; null for a STOMP client (see
+    /// `protocol_version`).
     pub proto_ver: Option<u8>,
+    /// `mqtt` or `stomp` (a client of the STOMP gateway).
+    pub protocol: Option<String>,
+    /// `3.1`, `3.1.1`, `5.0`; `1.0`, `1.1`, `1.2` for STOMP.
+    pub protocol_version: Option<String>,
     pub keepalive: Option<u16>,
     pub is_superuser: Option<bool>,
     /// RFC 3339, milliseconds.
@@ -71,8 +76,10 @@ fn client(ctx: &Ctx, v: &SessionView) -> Client {
         ip_address: c.map(|c| crate::access::canonical(c.peer).to_string()),
         port: c.map(|c| c.peer.port()),
         listener: c.map(|c| c.listener.to_string()),
-        proto_name: c.map(|c| if c.protocol.level() == 3 { "MQIsdp" } else { "MQTT" }.to_string()),
-        proto_ver: c.map(|c| c.protocol.level()),
+        proto_name: c.map(|c| c.protocol.name().to_string()),
+        proto_ver: c.and_then(|c| c.protocol.mqtt_level()),
+        protocol: c.map(|c| c.protocol.family().to_string()),
+        protocol_version: c.map(|c| c.protocol.version().to_string()),
         keepalive: c.map(|c| c.keep_alive),
         is_superuser: c.map(|c| c.superuser),
         connected_at: c

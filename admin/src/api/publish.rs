@@ -219,7 +219,7 @@ fn api_client(ctx: &Ctx, client_id: Option<&str>, peer: SocketAddr) -> ClientInf
         username: None,
         peer,
         listener: Arc::from("admin"),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         superuser: false,
         context: None,
         conn_id: ctx.node.broker.next_conn_id(),

@@ -84,7 +84,7 @@ pub async fn mqtt_publish(
         password: (!password.is_empty()).then(|| Password::new(Bytes::from(password))),
         peer,
         listener: Arc::from(listener.as_str()),
-        protocol: ProtocolVersion::V311,
+        protocol: ProtocolVersion::V311.into(),
         cert: None,
     };
     let (superuser, context) = match portcullis::gateway::authenticate(&gw.auth, &gw.shared, &info).await.1 {
@@ -129,7 +129,7 @@ pub async fn mqtt_publish(
         username: info.username.clone(),
         peer,
         listener: Arc::from(listener.as_str()),
-        protocol: ProtocolVersion::V311,
+        protocol: ProtocolVersion::V311.into(),
         superuser,
         context,
         conn_id: broker.next_conn_id(),

@@ -75,7 +75,7 @@ pub(crate) mod test_support {
             password: password.map(|p| Password::new(Bytes::copy_from_slice(p))),
             peer: peer.parse().expect("test peer address"),
             listener: Arc::from("tcp"),
-            protocol: ProtocolVersion::V311,
+            protocol: ProtocolVersion::V311.into(),
             cert: None,
         }
     }

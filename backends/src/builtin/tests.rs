@@ -376,7 +376,7 @@ fn connect_info(username: Option<&str>, password: Option<&str>) -> ConnectInfo {
         password: password.map(pw),
         peer: SocketAddr::from(([127, 0, 0, 1], 1)),
         listener: "l".into(),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         cert: None,
     }
 }
@@ -387,7 +387,7 @@ fn client(username: Option<&str>, client_id: &str) -> ClientInfo {
         username: username.map(Into::into),
         peer: SocketAddr::from(([127, 0, 0, 1], 1)),
         listener: "l".into(),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         superuser: false,
         context: None,
         conn_id: 0,

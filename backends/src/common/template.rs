@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use portcullis_core::codec::ProtocolVersion;
-use portcullis_core::gate::{Access, ClientInfo, ConnectInfo};
+use portcullis_core::gate::{Access, ClientInfo, ClientProtocol, ConnectInfo, StompVersion};
 
 use super::BuildError;
 
@@ -306,11 +306,16 @@ pub struct Values<'a> {
     pub retain: Option<bool>,
 }
 
-fn protocol_name(p: ProtocolVersion) -> &'static str {
+/// `${protocol}`: `MQIsdp` (3.1), `MQTT 3.1.1`, `MQTT 5.0`; `STOMP 1.0`,
+/// `STOMP 1.1`, `STOMP 1.2`.
+fn protocol_name(p: ClientProtocol) -> &'static str {
     match p {
-        ProtocolVersion::V31 => "MQIsdp",
-        ProtocolVersion::V311 => "MQTT 3.1.1",
-        ProtocolVersion::V5 => "MQTT 5.0",
+        ClientProtocol::Mqtt(ProtocolVersion::V31) => "MQIsdp",
+        ClientProtocol::Mqtt(ProtocolVersion::V311) => "MQTT 3.1.1",
+        ClientProtocol::Mqtt(ProtocolVersion::V5) => "MQTT 5.0",
+        ClientProtocol::Stomp(StompVersion::V10) => "STOMP 1.0",
+        ClientProtocol::Stomp(StompVersion::V11) => "STOMP 1.1",
+        ClientProtocol::Stomp(StompVersion::V12) => "STOMP 1.2",
     }
 }
 

@@ -21,7 +21,7 @@ fn info(user: &str, client: &str) -> ConnectInfo {
         password: Some(Password::new(Bytes::from_static(b"x"))),
         peer: "127.0.0.1:1".parse().unwrap(),
         listener: Arc::from("l"),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         cert: None,
     }
 }

@@ -5,6 +5,8 @@
 //! * `publisher` — sends, with an inflight window for QoS 1/2.
 //! * `subscriber` — receives, acknowledges, measures latency, finds
 //!   duplicates.
+//! * `stomp` — STOMP 1.2 publishers / subscribers in their place
+//!   (`--stomp-pub-port`, `--stomp-sub-port`: the STOMP gateway measured).
 //!
 //! The run: connect and subscribe every subscriber, connect every
 //! publisher, start publishing on one shared instant, wait for the
@@ -14,6 +16,7 @@
 
 mod payload;
 mod publisher;
+mod stomp;
 mod subscriber;
 
 use std::future::Future;
@@ -51,7 +54,17 @@ pub struct PubSubPlan {
     pub sub_topic: Option<String>,
     /// Subscribers with persistent sessions.
     pub persistent: bool,
+    /// Publishers speak STOMP to this listener instead of MQTT.
+    pub stomp_pub: Option<Target>,
+    /// Subscribers speak STOMP to this listener instead of MQTT.
+    pub stomp_sub: Option<Target>,
     pub publish: PubPlan,
+}
+
+/// A connected client of either protocol.
+enum Client {
+    Mqtt(Box<Session>),
+    Stomp(stomp::StompConn),
 }
 
 pub async fn run(
@@ -70,18 +83,31 @@ pub async fn run(
         if plan.persistent {
             opts.session_expiry = Some(60);
         }
+        let stomp_sub = plan.stomp_sub;
         async move {
-            let mut s = client::open(&sub_target, i, format!("{}s{i}", opts.client_prefix), &opts).await?;
+            let id = format!("{}s{i}", opts.client_prefix);
+            if let Some(t) = stomp_sub {
+                let mut c = stomp::open(&t, i, id, &opts).await?;
+                stomp::subscribe(&mut c, &topic, opts.timeout).await?;
+                return Ok(Client::Stomp(c));
+            }
+            let mut s = client::open(&sub_target, i, id, &opts).await?;
             subscriber::subscribe(&mut s, &topic, sub_qos, opts.timeout).await?;
-            Ok(s)
+            Ok(Client::Mqtt(Box::new(s)))
         }
     })
     .await
     .context("connecting the subscribers")?;
     let pubs = connect_all(plan.publishers, plan.concurrency, |i| {
-        let opts = opts.clone();
+        let (opts, stomp_pub) = (opts.clone(), plan.stomp_pub);
         let idx = plan.subscribers + i; // spread over other source addresses
-        async move { Ok(client::open(&target, idx, format!("{}p{i}", opts.client_prefix), &opts).await?) }
+        async move {
+            let id = format!("{}p{i}", opts.client_prefix);
+            Ok(match stomp_pub {
+                Some(t) => Client::Stomp(stomp::open(&t, idx, id, &opts).await?),
+                None => Client::Mqtt(Box::new(client::open(&target, idx, id, &opts).await?)),
+            })
+        }
     })
     .await
     .context("connecting the publishers")?;
@@ -97,7 +123,11 @@ pub async fn run(
     for s in subs.drain(..) {
         let publishers = u32::try_from(plan.publishers).context("too many publishers")?;
         let (opts, tally, stop) = (opts.clone(), Arc::clone(&tally), stop_rx.clone());
-        sub_tasks.spawn(subscriber::run(s, publishers, plan.publish.count, opts, epoch, tally, stop));
+        let count = plan.publish.count;
+        match s {
+            Client::Mqtt(s) => sub_tasks.spawn(subscriber::run(*s, publishers, count, opts, epoch, tally, stop)),
+            Client::Stomp(c) => sub_tasks.spawn(stomp::run_subscriber(c, publishers, count, epoch, tally, stop)),
+        };
     }
     let ticker = progress.start({
         let (tally, sent) = (Arc::clone(&tally), Arc::clone(&sent));
@@ -115,7 +145,10 @@ pub async fn run(
     for (i, s) in pubs.into_iter().enumerate() {
         let idx = u32::try_from(i).context("too many publishers")?;
         let (publish, opts, sent) = (Arc::clone(&publish), opts.clone(), Arc::clone(&sent));
-        pub_tasks.spawn(publisher::run(idx, s, publish, opts, epoch, start, sent));
+        match s {
+            Client::Mqtt(s) => pub_tasks.spawn(publisher::run(idx, *s, publish, opts, epoch, start, sent)),
+            Client::Stomp(c) => pub_tasks.spawn(stomp::run_publisher(idx, c, publish, opts, epoch, start, sent)),
+        };
     }
     let mut pub_reports = Vec::with_capacity(plan.publishers);
     while let Some(r) = pub_tasks.join_next().await {
@@ -139,10 +172,10 @@ pub async fn run(
 /// Opens `n` clients with at most `concurrency` handshakes at once; the
 /// first failure fails the run (a load test with missing clients would
 /// measure something else).
-async fn connect_all<F, Fut>(n: usize, concurrency: usize, open: F) -> anyhow::Result<Vec<Session>>
+async fn connect_all<F, Fut>(n: usize, concurrency: usize, open: F) -> anyhow::Result<Vec<Client>>
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<Session>> + Send + 'static,
+    Fut: Future<Output = anyhow::Result<Client>> + Send + 'static,
 {
     let sem = Arc::new(Semaphore::new(concurrency));
     let mut set = JoinSet::new();
@@ -154,7 +187,7 @@ where
             anyhow::Ok((i, fut.await.with_context(|| format!("client {i}"))?))
         });
     }
-    let mut out: Vec<Option<Session>> = (0..n).map(|_| None).collect();
+    let mut out: Vec<Option<Client>> = (0..n).map(|_| None).collect();
     while let Some(r) = set.join_next().await {
         let (i, s) = r??;
         out[i] = Some(s);
@@ -205,6 +238,8 @@ fn summary(
     let us = |ns: u64| ns / 1_000;
     json!({
         "mode": "pubsub",
+        "publishers_speak": if plan.stomp_pub.is_some() { "stomp" } else { "mqtt" },
+        "subscribers_speak": if plan.stomp_sub.is_some() { "stomp" } else { "mqtt" },
         "subscribers": plan.subscribers,
         "publishers": plan.publishers,
         "qos": plan.publish.qos as u8,

@@ -85,14 +85,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> SubReport {
     let Session { mut reader, writer, .. } = session;
-    let mut sub = Subscriber {
-        writer,
-        epoch,
-        max_seq,
-        seen: vec![SeqSet::default(); publishers as usize],
-        tally,
-        report: SubReport::default(),
-    };
+    let mut sub = MqttSubscriber { writer, sub: Subscriber::new(publishers, max_seq, epoch, tally) };
     let ping_every = opts.ping_every();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let result: Result<(), ClientError> = async {
@@ -117,16 +110,17 @@ pub async fn run(
         }
     }
     .await;
-    if let Err(e) = result {
-        sub.report.error = Some(e.to_string());
-    }
     sub.writer.close(opts.timeout).await;
-    sub.report
+    let mut report = sub.sub.into_report();
+    if let Err(e) = result {
+        report.error = Some(e.to_string());
+    }
+    report
 }
 
+/// Counts what one subscriber (MQTT or STOMP) receives.
 #[derive(Debug)]
-struct Subscriber {
-    writer: PacketWriter,
+pub struct Subscriber {
     epoch: Instant,
     max_seq: u64,
     /// Per publisher: sequence numbers received.
@@ -135,12 +129,18 @@ struct Subscriber {
     report: SubReport,
 }
 
-impl Subscriber {
+#[derive(Debug)]
+struct MqttSubscriber {
+    writer: PacketWriter,
+    sub: Subscriber,
+}
+
+impl MqttSubscriber {
     fn handle(&mut self, p: Packet) -> Result<(), ClientError> {
         match p {
             Packet::Publish(publish) => {
                 self.acknowledge(&publish)?;
-                self.record(&publish);
+                self.sub.record(&publish.payload);
             }
             Packet::PubRel(r) => self.writer.push(&Packet::PubComp(PubResp::ok(r.packet_id)))?,
             Packet::PingResp => {}
@@ -159,10 +159,22 @@ impl Subscriber {
         };
         self.writer.push(&ack)
     }
+}
 
-    fn record(&mut self, publish: &Publish) {
+impl Subscriber {
+    pub fn new(publishers: u32, max_seq: u64, epoch: Instant, tally: Arc<Tally>) -> Subscriber {
+        let seen = vec![SeqSet::default(); publishers as usize];
+        Subscriber { epoch, max_seq, seen, tally, report: SubReport::default() }
+    }
+
+    pub fn into_report(self) -> SubReport {
+        self.report
+    }
+
+    /// One received payload: latency, first or duplicate, or foreign.
+    pub fn record(&mut self, payload: &[u8]) {
         let now = payload::now_ns(self.epoch);
-        let stamp = payload::decode(&publish.payload).filter(|s| s.seq < self.max_seq);
+        let stamp = payload::decode(payload).filter(|s| s.seq < self.max_seq);
         let Some((stamp, seen)) = stamp.and_then(|s| Some((s, self.seen.get_mut(s.publisher as usize)?))) else {
             self.report.foreign += 1;
             return;

@@ -191,7 +191,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                     password: None,
                     peer: self.client.peer,
                     listener: self.client.listener.clone(),
-                    protocol: self.version,
+                    protocol: self.version.into(),
                     cert: self.client.cert.clone(),
                 };
                 let Some(exchange) = self.gate.enhanced_auth(&state.method, &info, Purpose::Reauthenticate) else {

@@ -13,12 +13,12 @@ use crate::codec::{
 };
 use crate::durable::{Commit, StoreError};
 use crate::gate::{Access, AclOutcome, PublishMemo};
-use crate::hooks::{HookPoint, PublishOutcome, PublishedMessage, Publisher, SubscribeOutcome, Subscription};
+use crate::hooks::{HookPoint, PublishOutcome, PublishedMessage, Publisher};
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
 use crate::metrics::DropReason;
-use crate::session::SubRecord;
-use crate::topic::{SubscriptionFilter, TopicName};
+use crate::subscription::Refused;
+use crate::topic::TopicName;
 
 impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     pub(super) async fn handle(&mut self, p: Packet) -> Result<(), Close> {
@@ -381,45 +381,25 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 opts.no_local = true;
                 opts.retain_as_published = true;
             }
-            // Subscribe hooks may refuse or rewrite the filter; the ACL
-            // judges what they leave.
-            let (raw, opts) = if self.broker.hooks.wants(HookPoint::Subscribe) {
-                let mut sub = Subscription::new(raw, opts);
-                if let SubscribeOutcome::Refused(code) = self.broker.hooks.subscribe(&self.client, &mut sub) {
-                    codes.push(if self.version.is_v5() { code.code() } else { v3::SUBACK_FAILURE });
+            let v5 = self.version.is_v5();
+            let checked = crate::subscription::check(&self.broker, &*self.gate, &self.session, &self.client, raw, opts);
+            let c = match checked.await {
+                Ok(c) => c,
+                Err(r) => {
+                    codes.push(match r {
+                        Refused::DenyDisconnect => return Err(Close::new(DisconnectReason::NotAuthorized)),
+                        _ if !v5 => v3::SUBACK_FAILURE,
+                        Refused::Hook(code) => code.code(),
+                        Refused::InvalidFilter => v5::TOPIC_FILTER_INVALID,
+                        Refused::Limit(_) => v5::QUOTA_EXCEEDED,
+                        Refused::Denied => self.gate.v5_deny_reason(),
+                    });
                     continue;
                 }
-                let opts = sub.options;
-                (sub.into_filter(), opts)
-            } else {
-                (raw, opts)
             };
-            let (raw, opts) = (&raw, &opts);
-            let Ok(filter) = SubscriptionFilter::parse(raw) else {
-                codes.push(if self.version.is_v5() { v5::TOPIC_FILTER_INVALID } else { v3::SUBACK_FAILURE });
-                continue;
-            };
-            if let Some(why) = self.session.subscription_limit(raw, &filter, &self.broker.settings.limits) {
-                debug!(filter = %Peer(raw), why, "subscription refused: limit");
-                codes.push(if self.version.is_v5() { v5::QUOTA_EXCEEDED } else { v3::SUBACK_FAILURE });
-                continue;
-            }
-            let access = Access::Subscribe { filter: &filter, qos: opts.qos };
-            match self.gate.authorize(&self.client, access).await {
-                AclOutcome::Allow => {}
-                AclOutcome::Deny => {
-                    debug!(filter = %Peer(raw), "subscribe denied");
-                    codes.push(if self.version.is_v5() { self.gate.v5_deny_reason() } else { v3::SUBACK_FAILURE });
-                    continue;
-                }
-                AclOutcome::DenyDisconnect => {
-                    return Err(Close::new(DisconnectReason::NotAuthorized));
-                }
-            }
+            let is_new = c.commit(&self.broker, &self.session, sub_id);
+            let (raw, opts, filter, check) = (&c.raw, &c.options, c.filter.clone(), c.check);
             let shared = filter.is_shared();
-            let check = self.gate.needs_delivery_check(&self.client, &filter);
-            let rec = SubRecord { filter: filter.clone(), options: *opts, subscription_id: sub_id, check };
-            let is_new = self.broker.subscribe(&self.session, filter.clone(), rec);
             granted.push((codes.len(), raw.clone(), is_new));
             codes.push(opts.qos as u8);
             let send_retained = !shared
@@ -479,18 +459,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for raw in u.filters {
-            let raw = if self.broker.hooks.wants(HookPoint::Unsubscribe) {
-                let mut sub = Subscription::new(raw, Default::default());
-                if let SubscribeOutcome::Refused(code) = self.broker.hooks.unsubscribe(&self.client, &mut sub) {
-                    codes.push(code.code());
-                    continue;
-                }
-                sub.into_filter()
-            } else {
-                raw
-            };
-            let existed = self.broker.unsubscribe(&self.session, &raw);
-            codes.push(if existed { 0 } else { v5::NO_SUBSCRIPTION_EXISTED });
+            codes.push(match crate::subscription::unsubscribe(&self.broker, &self.session, &self.client, raw) {
+                Err(code) => code.code(),
+                Ok((_, true)) => 0,
+                Ok((_, false)) => v5::NO_SUBSCRIPTION_EXISTED,
+            });
         }
         if !self.version.is_v5() {
             codes.clear();

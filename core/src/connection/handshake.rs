@@ -330,7 +330,7 @@ where
         password: connect.password.clone().map(Password::new),
         peer,
         listener: listener.name.clone(),
-        protocol: connect.protocol,
+        protocol: connect.protocol.into(),
         cert,
     };
     // MQTT 5 enhanced authentication (an Authentication Method in the

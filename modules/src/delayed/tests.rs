@@ -29,7 +29,7 @@ fn client(id: &str) -> ClientInfo {
         username: None,
         peer: "127.0.0.1:1".parse().expect("addr"),
         listener: Arc::from("tcp"),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         superuser: false,
         context: None,
         conn_id: 1,

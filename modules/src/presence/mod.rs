@@ -69,15 +69,20 @@ impl OnClientConnected for Presence {
         let topic = Presence::topic(&broker, c, "connected");
         broker.publish_sys_event(&topic, self.qos, || {
             let t = now();
+            // emqttd's number (3, 4, 5); a STOMP client's version as a string.
+            let proto = match c.protocol.mqtt_level() {
+                Some(l) => serde_json::json!(l),
+                None => serde_json::json!(c.protocol.version()),
+            };
             serde_json::json!({
                 "clientid": &*c.client_id,
                 "username": c.username.as_deref(),
                 "ipaddress": c.peer.ip().to_string(),
                 "clean_sess": ev.clean_start,
-                "protocol": c.protocol.level(),
+                "protocol": proto,
                 "connack": 0,
                 "ts": t.as_secs(),
-                "proto_ver": c.protocol.level(),
+                "proto_ver": proto,
                 "keepalive": ev.keep_alive,
                 "clean_start": ev.clean_start,
                 "listener": &*c.listener,

@@ -149,7 +149,7 @@ fn client(id: &str, username: Option<&str>) -> ClientInfo {
         username: username.map(Arc::from),
         peer: "127.0.0.1:1".parse().unwrap(),
         listener: Arc::from("tcp"),
-        protocol: ProtocolVersion::V5,
+        protocol: ProtocolVersion::V5.into(),
         superuser: false,
         context: None,
         conn_id: 1,

@@ -200,10 +200,28 @@ pub struct Connected<'a> {
     pub who: Who<'a>,
     pub ipaddress: String,
     pub keepalive: u16,
-    pub proto_ver: u8,
+    pub proto_ver: ProtoVer,
     /// Milliseconds since the epoch.
     pub connected_at: u64,
     pub clean_start: bool,
+}
+
+/// `proto_ver`: the MQTT level (3, 4, 5) as EMQX sends it; for a STOMP
+/// client the version as a string (`"1.2"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ProtoVer {
+    Mqtt(u8),
+    Stomp(&'static str),
+}
+
+impl ProtoVer {
+    pub fn of(p: portcullis_core::gate::ClientProtocol) -> ProtoVer {
+        match p.mqtt_level() {
+            Some(l) => ProtoVer::Mqtt(l),
+            None => ProtoVer::Stomp(p.version()),
+        }
+    }
 }
 
 /// `client.disconnected`.

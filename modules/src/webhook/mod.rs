@@ -185,7 +185,7 @@ impl OnClientConnected for Webhook {
             who: who(EventKind::ClientConnected, &self.node, c),
             ipaddress: event::ipaddress(c.peer.ip()),
             keepalive: ev.keep_alive,
-            proto_ver: c.protocol.level(),
+            proto_ver: event::ProtoVer::of(c.protocol),
             connected_at: ts,
             clean_start: ev.clean_start,
         });

@@ -32,7 +32,7 @@ fn client(id: &str, username: Option<&str>, protocol: ProtocolVersion) -> Client
         username: username.map(Arc::from),
         peer: "127.0.0.1:50000".parse().expect("addr"),
         listener: Arc::from("tcp"),
-        protocol,
+        protocol: protocol.into(),
         superuser: false,
         context: None,
         conn_id: 1,
@@ -82,7 +82,7 @@ async fn client_connected_has_emqx_fields() {
         who: Who { action: EventKind::ClientConnected.action(), node: "n@h", clientid: &c.client_id, username: None },
         ipaddress: event::ipaddress(c.peer.ip()),
         keepalive: 60,
-        proto_ver: c.protocol.level(),
+        proto_ver: event::ProtoVer::of(c.protocol),
         connected_at: 1_700_000_000_123,
         clean_start: true,
     };
