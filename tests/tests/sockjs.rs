@@ -192,7 +192,10 @@ async fn ws_connect(addr: SocketAddr, path: &str, protocol: Option<&str>) -> (Ws
 }
 
 /// The next text message (None: closed).
-async fn ws_text(ws: &mut Ws) -> Option<String> {
+async fn ws_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match tokio::time::timeout(T, ws.next()).await.expect("a message in time") {
             Some(Ok(Message::Text(t))) => return Some(t),
@@ -584,4 +587,52 @@ async fn bounds_on_bodies_queues_heads_and_connections() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+}
+
+/// `sockjs_tls`: the same server over TLS — `/info` over HTTPS and STOMP
+/// over WSS both ways with MQTT; a plain-HTTP request on the TLS port gets
+/// no answer.
+#[tokio::test]
+async fn sockjs_tls_serves_https_and_wss() {
+    use portcullis_tests::net;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = net::Ca::new("sockjs test CA");
+    let (cert_file, key_file) = ca.server("127.0.0.1").write(dir.path(), "server");
+    let b = Broker::start(&format!(
+        "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"sj\"\ntype = \"sockjs_tls\"\n\
+         bind = \"127.0.0.1:0\"\ntls = {{ cert_file = {cert_file:?}, key_file = {key_file:?} }}\n"
+    ));
+    let addr = sockjs_addr(&b);
+    let config = net::tls_config(&ca.pem(), None, &[]);
+    // /info over HTTPS.
+    let mut s = net::tls_connect(addr, config.clone()).await.expect("TLS handshake");
+    s.write_all(b"GET /stomp/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"websocket\":true"), "{text}");
+    // STOMP over WSS, both ways.
+    let (mut mqtt, _) = open_v3(b.addr, "m-tls", true).await;
+    subscribe(&mut mqtt, 1, &[("tls/in", QoS::AtMostOnce)]).await;
+    let tls = net::tls_connect(addr, config).await.expect("TLS handshake");
+    let (mut ws, _) = tokio::time::timeout(
+        T,
+        tokio_tungstenite::client_async(format!("wss://{addr}/stomp/websocket").into_client_request().unwrap(), tls),
+    )
+    .await
+    .expect("in time")
+    .expect("wss");
+    ws.send(Message::text(CONNECT)).await.unwrap();
+    assert!(ws_text(&mut ws).await.unwrap().starts_with("CONNECTED\n"));
+    ws.send(Message::text("SUBSCRIBE\nid:1\ndestination:tls/out\nreceipt:r\n\n\0")).await.unwrap();
+    assert!(ws_text(&mut ws).await.unwrap().starts_with("RECEIPT\n"));
+    ws.send(Message::text("SEND\ndestination:tls/in\n\nover wss\0")).await.unwrap();
+    assert_eq!(&next_publish(&mut mqtt).await.payload[..], b"over wss");
+    pub_simple(&mut mqtt, "tls/out", QoS::AtMostOnce, 0, b"to wss", false).await;
+    let m = ws_text(&mut ws).await.unwrap();
+    assert!(m.starts_with("MESSAGE\n") && m.ends_with("\n\nto wss\0"), "{m:?}");
+    // Plain HTTP on the TLS port: no HTTP answer.
+    let plain = raw_http(addr, b"GET /stomp/info HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(!plain.contains("websocket"), "{plain}");
 }

@@ -66,7 +66,10 @@ fn every_transport_with_its_settings() {
 fn tables_belong_to_their_types() {
     one_error("[[listeners]]\ntype = \"tls\"\n", "listeners[0].tls: required for type \"tls\"");
     one_error("[[listeners]]\ntype = \"wss\"\n", "listeners[0].tls: required for type \"wss\"");
-    one_error(&format!("[[listeners]]\n{TLS}"), "listeners[0].tls: only for type \"tls\", \"wss\" or \"stomp_tls\"");
+    one_error(
+        &format!("[[listeners]]\n{TLS}"),
+        "listeners[0].tls: only for type \"tls\", \"wss\", \"stomp_tls\" or \"sockjs_tls\"",
+    );
     one_error(
         "[[listeners]]\ntype = \"tls\"\nwebsocket = {}\ntls = { cert_file = \"a\", key_file = \"b\" }\n",
         "listeners[0].websocket: only for type \"ws\" or \"wss\"",
@@ -137,7 +140,7 @@ fn tcp_keepalive() {
 fn proxies_websocket_paths_and_origins() {
     one_error(
         "[[listeners]]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
-        "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss/sockjs listeners",
+        "listeners[0].trusted_proxies: only used with proxy_protocol = true or on ws/wss/sockjs/sockjs_tls listeners",
     );
     ok("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
     one_error("[[listeners]]\nproxy_protocol = true\n", "listeners[0].proxy_protocol: needs trusted_proxies");
@@ -193,7 +196,7 @@ fn stomp_listeners() {
     );
     one_error(
         "[[listeners]]\nstomp = { }\n",
-        "listeners[0].stomp: only for type \"stomp\", \"stomp_tls\" or \"sockjs\"",
+        "listeners[0].stomp: only for type \"stomp\", \"stomp_tls\", \"sockjs\" or \"sockjs_tls\"",
     );
     one_error("[[listeners]]\ntype = \"stomp_tls\"\n", "listeners[0].tls: required for type \"stomp_tls\"");
     one_error("[[listeners]]\ntype = \"stomp\"\nstomp = { mountpoint = \"a/#\" }\n", "listeners[0].stomp.mountpoint");
@@ -239,6 +242,19 @@ fn sockjs_listeners() {
     }
     one_error("[[listeners]]\nsockjs = { }\n", "listeners[0].sockjs: only for type \"sockjs\"");
     one_error("[[listeners]]\ntype = \"stomp\"\nsockjs = { }\n", "listeners[0].sockjs: only for type \"sockjs\"");
+    // sockjs_tls: the same tables, TLS required, its own port.
+    let config = ok(&format!("[[listeners]]\ntype = \"sockjs_tls\"\n{TLS}sockjs = {{ path = \"/s\" }}\n"));
+    let t = &config.listeners[0];
+    assert_eq!(t.bind, "0.0.0.0:61617".parse().unwrap(), "SockJS over TLS's port by default");
+    assert_eq!(t.sockjs.as_ref().unwrap().path, "/s");
+    assert_eq!(t.stomp, Some(portcullis_stomp::StompConfig::default()));
+    one_error("[[listeners]]\ntype = \"sockjs_tls\"\n", "listeners[0].tls: required for type \"sockjs_tls\"");
+    one_error(&format!("[[listeners]]\ntype = \"sockjs\"\n{TLS}"), "listeners[0].tls: only for type");
+    one_error(
+        "[[listeners]]\ntype = \"sockjs_tls\"\npeer_cert_as_username = \"cn\"\n\
+         tls = { cert_file = \"s.pem\", key_file = \"s.key\", ca_file = \"ca.pem\", client_cert = \"required\" }\n",
+        "listeners[0].peer_cert_as_username: not used on sockjs",
+    );
     let e = errors("[[listeners]]\ntype = \"sockjs\"\nsockjs = { pth = \"/x\" }\n");
     assert!(e.iter().any(|l| l.contains("unknown key `listeners[0].sockjs.pth`")), "{e:?}");
 }

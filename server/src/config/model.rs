@@ -119,13 +119,13 @@ pub(super) struct ListenerEntry {
     #[serde(default = "default_listener_name")]
     pub(super) name: Option<String>,
     /// Transport: `"tcp"`, `"tls"`, `"ws"` or `"wss"` (MQTT), `"stomp"`
-    /// or `"stomp_tls"` (STOMP), `"sockjs"` (STOMP over SockJS and
-    /// WebSocket, for browsers).
+    /// or `"stomp_tls"` (STOMP), `"sockjs"` or `"sockjs_tls"` (STOMP over
+    /// SockJS and WebSocket, for browsers; `_tls`: HTTPS and WSS).
     #[serde(default = "default_listener_kind", rename = "type")]
     pub(super) kind: ListenerKind,
     /// Socket address to bind, `IP:PORT`; left out, a STOMP listener
     /// binds `0.0.0.0:61613` (`stomp_tls`: `0.0.0.0:61614`, `sockjs`:
-    /// `0.0.0.0:61616`).
+    /// `0.0.0.0:61616`, `sockjs_tls`: `0.0.0.0:61617`).
     #[serde(default = "default_bind", deserialize_with = "socket_addr")]
     pub(super) bind: SocketAddr,
     /// Connections open at once on this listener; more are refused.
@@ -211,6 +211,7 @@ impl ListenerEntry {
             ListenerKind::Stomp if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61613)),
             ListenerKind::StompTls if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61614)),
             ListenerKind::SockJs if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61616)),
+            ListenerKind::SockJsTls if self.bind == default_bind() => SocketAddr::from(([0, 0, 0, 0], 61617)),
             _ => self.bind,
         }
     }
@@ -331,6 +332,9 @@ pub enum ListenerKind {
     /// STOMP over SockJS (and over plain WebSocket), for browsers.
     #[serde(rename = "sockjs")]
     SockJs,
+    /// STOMP over SockJS (and over WebSocket) over TLS: HTTPS and WSS.
+    #[serde(rename = "sockjs_tls")]
+    SockJsTls,
 }
 
 impl ListenerKind {
@@ -344,18 +348,24 @@ impl ListenerKind {
             ListenerKind::Stomp => "stomp",
             ListenerKind::StompTls => "stomp_tls",
             ListenerKind::SockJs => "sockjs",
+            ListenerKind::SockJsTls => "sockjs_tls",
         }
     }
 
-    /// True for `tls`, `wss` and `stomp_tls`.
+    /// True for `tls`, `wss`, `stomp_tls` and `sockjs_tls`.
     pub fn is_tls(self) -> bool {
-        matches!(self, ListenerKind::Tls | ListenerKind::Wss | ListenerKind::StompTls)
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss | ListenerKind::StompTls | ListenerKind::SockJsTls)
     }
 
-    /// True for `stomp`, `stomp_tls` and `sockjs` (the listeners that
-    /// carry STOMP, and so take a `stomp` table).
+    /// True for `stomp`, `stomp_tls`, `sockjs` and `sockjs_tls` (the
+    /// listeners that carry STOMP, and so take a `stomp` table).
     pub fn is_stomp(self) -> bool {
-        matches!(self, ListenerKind::Stomp | ListenerKind::StompTls | ListenerKind::SockJs)
+        matches!(self, ListenerKind::Stomp | ListenerKind::StompTls) || self.is_sockjs()
+    }
+
+    /// True for `sockjs` and `sockjs_tls` (they take a `sockjs` table).
+    pub fn is_sockjs(self) -> bool {
+        matches!(self, ListenerKind::SockJs | ListenerKind::SockJsTls)
     }
 
     /// True for `ws` and `wss`.

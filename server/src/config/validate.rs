@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::model::{FileConfig, LimitsConfig, ListenerEntry, ListenerKind, SessionConfig, SOLE_LISTENER_NAME};
+use super::model::{FileConfig, LimitsConfig, ListenerEntry, SessionConfig, SOLE_LISTENER_NAME};
 use super::{Config, ListenerConfig, Problem, ProblemKind};
 
 /// Largest MQTT packet: the Remaining Length field tops out at 268 435 455.
@@ -255,7 +255,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
                 false => entry.stomp,
             },
             // And a SockJS listener.
-            sockjs: match entry.kind == ListenerKind::SockJs {
+            sockjs: match entry.kind.is_sockjs() {
                 true => Some(entry.sockjs.unwrap_or_default()),
                 false => entry.sockjs,
             },
@@ -416,7 +416,10 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
         ),
         (Some(_), false) => checks.fail(
             at("tls"),
-            format!("only for type \"tls\", \"wss\" or \"stomp_tls\", this listener is \"{}\"", kind.name()),
+            format!(
+                "only for type \"tls\", \"wss\", \"stomp_tls\" or \"sockjs_tls\", this listener is \"{}\"",
+                kind.name()
+            ),
         ),
         _ => {}
     }
@@ -443,11 +446,17 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
     if listener.stomp.is_some() && !kind.is_stomp() {
         checks.fail(
             at("stomp"),
-            format!("only for type \"stomp\", \"stomp_tls\" or \"sockjs\", this listener is \"{}\"", kind.name()),
+            format!(
+                "only for type \"stomp\", \"stomp_tls\", \"sockjs\" or \"sockjs_tls\", this listener is \"{}\"",
+                kind.name()
+            ),
         );
     }
-    if listener.sockjs.is_some() && kind != ListenerKind::SockJs {
-        checks.fail(at("sockjs"), format!("only for type \"sockjs\", this listener is \"{}\"", kind.name()));
+    if listener.sockjs.is_some() && !kind.is_sockjs() {
+        checks.fail(
+            at("sockjs"),
+            format!("only for type \"sockjs\" or \"sockjs_tls\", this listener is \"{}\"", kind.name()),
+        );
     }
     if let Some(sockjs) = &listener.sockjs {
         for (key, message) in sockjs.validate() {
@@ -481,7 +490,12 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
             _ => listener.peer_cert_as_client_id.is_some(),
         };
         let required = listener.tls.as_ref().is_some_and(|t| t.client_cert == ClientCertMode::Required);
-        if set && !(kind.is_tls() && required) {
+        if set && kind.is_sockjs() {
+            checks.fail(
+                at(key),
+                "not used on sockjs / sockjs_tls listeners: their STOMP sessions do not take identities from client certificates",
+            );
+        } else if set && !(kind.is_tls() && required) {
             checks.fail(
                 at(key),
                 "needs a tls or wss listener with tls.client_cert = \"required\" (otherwise a client without a certificate would choose its own)",
@@ -496,14 +510,10 @@ fn check_listener_transport(checks: &mut Checks, index: usize, listener: &Listen
             "needs trusted_proxies (the networks of the load balancers): otherwise any client could send a PROXY header and claim any source address",
         );
     }
-    if !listener.trusted_proxies.is_empty()
-        && !listener.proxy_protocol
-        && !kind.is_websocket()
-        && kind != ListenerKind::SockJs
-    {
+    if !listener.trusted_proxies.is_empty() && !listener.proxy_protocol && !kind.is_websocket() && !kind.is_sockjs() {
         checks.fail(
             at("trusted_proxies"),
-            "only used with proxy_protocol = true or on ws/wss/sockjs listeners (X-Forwarded-For, Forwarded)",
+            "only used with proxy_protocol = true or on ws/wss/sockjs/sockjs_tls listeners (X-Forwarded-For, Forwarded)",
         );
     }
     if let Some(keepalive) = &listener.tcp_keepalive {

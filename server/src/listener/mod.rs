@@ -10,7 +10,8 @@
 //! * `forwarded` — `Forwarded` / `X-Forwarded-For` from trusted proxies.
 //! * STOMP listeners (`stomp`, `stomp_tls`) hand the stream to
 //!   [`portcullis_stomp::serve`] instead of the MQTT state machine;
-//!   `sockjs` listeners hand each socket (after the PROXY header, if any)
+//!   `sockjs` / `sockjs_tls` listeners hand each socket (after the PROXY
+//!   header and the TLS handshake, if any)
 //!   to their [`portcullis_stomp::sockjs::SockJs`] HTTP server, which
 //!   starts a STOMP connection per SockJS session.
 //! * `stats` — the listeners' metrics (connections, handshake failures,
@@ -250,7 +251,7 @@ impl Listener {
             tls,
             ws,
             stomp: cfg.stomp.clone().map(Arc::new),
-            sockets: (cfg.kind == ListenerKind::SockJs).then(|| {
+            sockets: cfg.kind.is_sockjs().then(|| {
                 let max = portcullis_stomp::sockjs::SockJs::socket_limit(cfg.max_connections);
                 ListenerContext::with_options(&cfg.name, max, cfg.core_options())
             }),
@@ -360,7 +361,8 @@ impl Listener {
         if let Some(sockjs) = self.sockjs.get() {
             match transport {
                 Transport::Tcp(s) => Arc::clone(sockjs).serve_connection(s, peer).await,
-                _ => self.failed(remote, "setup", "SockJS over TLS or WebSocket"),
+                Transport::Tls(s) => Arc::clone(sockjs).serve_connection(s, peer).await,
+                Transport::Ws(_) | Transport::Wss(_) => self.failed(remote, "setup", "SockJS over WebSocket"),
             }
             drop(slot);
             return;
@@ -401,7 +403,7 @@ impl Listener {
             (ListenerKind::Tcp | ListenerKind::Stomp | ListenerKind::SockJs, _, _) => {
                 Ok((Transport::Tcp(stream), peer, None))
             }
-            (ListenerKind::Tls | ListenerKind::StompTls, Some(tls), _) => {
+            (ListenerKind::Tls | ListenerKind::StompTls | ListenerKind::SockJsTls, Some(tls), _) => {
                 let (s, cert) = accept_tls(tls, stream).await?;
                 Ok((Transport::Tls(Box::new(s)), peer, cert))
             }
