@@ -27,17 +27,19 @@ pub fn start(extra: &str, stomp: &str) -> (Broker, SocketAddr) {
 
 /// The STOMP listener's address, from the broker's log.
 pub fn stomp_addr(b: &Broker) -> SocketAddr {
+    listener_addr(b, "stomp")
+}
+
+/// The address of the listener named `name`, from the broker's log
+/// (waits up to 10 s for its `listening` line).
+pub fn listener_addr(b: &Broker, name: &str) -> SocketAddr {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let log = b.log();
-        let found = log
-            .lines()
-            .filter(|l| l.contains(" listening ") && l.contains("listener=stomp "))
-            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.parse().ok()));
-        if let Some(a) = found {
-            return a;
+        if let Some(a) = crate::net::listening(&log).get(name) {
+            return *a;
         }
-        assert!(Instant::now() < end, "no STOMP listener in the log:\n{log}");
+        assert!(Instant::now() < end, "no listener {name:?} in the log:\n{log}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -34,19 +34,7 @@ fn start(listener: &str, sockjs: &str, extra: &str) -> (Broker, SocketAddr) {
 }
 
 fn sockjs_addr(b: &Broker) -> SocketAddr {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = b.log();
-        let found = log
-            .lines()
-            .filter(|l| l.contains(" listening ") && l.contains("listener=sj "))
-            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.parse().ok()));
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(Instant::now() < end, "no SockJS listener in the log:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    portcullis_tests::stomp::listener_addr(b, "sj")
 }
 
 fn http() -> reqwest::Client {

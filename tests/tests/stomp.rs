@@ -3,113 +3,17 @@
 //! the same broker, and raw sockets for the byte-level rules (escapes,
 //! content-length bodies with NUL, limits, pre-auth bounds, heart-beats).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use portcullis_core::codec::QoS;
 use portcullis_tests::kit::*;
-use portcullis_tests::Broker;
+use portcullis_tests::stomp::{start, Py};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
-
-/// A broker with an MQTT listener (`b.addr`) and a STOMP listener; `extra`
-/// is appended (auth, ACL, session settings), `stomp` goes into the STOMP
-/// listener's table.
-fn start(extra: &str, stomp: &str) -> (Broker, SocketAddr) {
-    let cfg = format!(
-        "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"stomp\"\ntype = \"stomp\"\n\
-         bind = \"127.0.0.1:0\"\n{stomp}\n\n{extra}"
-    );
-    let b = Broker::start(&cfg);
-    let addr = stomp_addr(&b);
-    (b, addr)
-}
-
-fn stomp_addr(b: &Broker) -> SocketAddr {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = b.log();
-        let found = log
-            .lines()
-            .filter(|l| l.contains(" listening ") && l.contains("listener=stomp "))
-            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.parse().ok()));
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(Instant::now() < end, "no STOMP listener in the log:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn python() -> String {
-    for py in std::env::var("PORTCULLIS_PYTHON").into_iter().chain(["python3".to_string()]) {
-        if Command::new(&py).args(["-c", "import stomp"]).output().is_ok_and(|o| o.status.success()) {
-            return py;
-        }
-    }
-    panic!("no Python with stomp.py: python3 -m pip install stomp.py");
-}
-
-/// One run of `stomp_client.py`, read line by line (each line JSON).
-struct Py {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Py {
-    fn start(scenario: &str, version: &str, addr: SocketAddr, args: &[&str]) -> Py {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("stomp_client.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args([scenario, version, &addr.port().to_string()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python");
-        let stdout: ChildStdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Py { child, lines }
-    }
-
-    fn next(&mut self) -> Value {
-        let line = self.lines.recv_timeout(Duration::from_secs(30)).expect("a line from stomp_client.py within 30 s");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-    }
-
-    fn run(scenario: &str, version: &str, addr: SocketAddr, args: &[&str]) -> Value {
-        let mut py = Py::start(scenario, version, addr, args);
-        py.next()
-    }
-}
-
-impl Drop for Py {
-    fn drop(&mut self) {
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn hex(v: &Value) -> Vec<u8> {
     let s = v.as_str().expect("hex string");
@@ -139,7 +43,7 @@ async fn send_and_subscribe_with_wildcards_both_ways_byte_exact() {
         let (mut mqtt, _) = open_v3(b.addr, &format!("m-{v}"), true).await;
         subscribe(&mut mqtt, 1, &[("w/#", QoS::AtLeastOnce)]).await;
         let mut py = Py::start("basic", v, addr, &[]);
-        assert_eq!(py.next()["ready"], true);
+        assert_eq!(py.line()["ready"], true);
         // stomp.py's own SEND reached the MQTT subscriber.
         let p = next_publish(&mut mqtt).await;
         assert_eq!((p.topic.as_str(), &p.payload[..]), ("w/a/x", &b"hello"[..]));
@@ -150,7 +54,7 @@ async fn send_and_subscribe_with_wildcards_both_ways_byte_exact() {
         pub_simple(&mut publisher, "w/c/y", QoS::AtLeastOnce, 11, b"not for the filter", false).await;
         pub_simple(&mut publisher, "w/c/x", QoS::AtMostOnce, 0, b"", false).await;
         disconnect(publisher).await;
-        let r = py.next();
+        let r = py.line();
         let msgs = r["messages"].as_array().expect("messages");
         let got: Vec<(String, Vec<u8>)> = msgs
             .iter()
@@ -280,12 +184,12 @@ async fn shared_subscriptions_split_the_messages() {
     let (mut mqtt, _) = open_v3(b.addr, "shared-pub", true).await;
     for v in VERSIONS {
         let mut py = Py::start("shared", v, addr, &["10"]);
-        assert_eq!(py.next()["ready"], true);
+        assert_eq!(py.line()["ready"], true);
         for i in 0..10u16 {
             pub_simple(&mut mqtt, &format!("sh/{i}"), QoS::AtLeastOnce, i + 1, format!("m{i:02}").as_bytes(), false)
                 .await;
         }
-        let r = py.next();
+        let r = py.line();
         let counts: Vec<u64> = r["counts"].as_array().expect("counts").iter().filter_map(Value::as_u64).collect();
         assert_eq!(counts.iter().sum::<u64>(), 10, "{v}: each message once: {r}");
         assert!(counts.iter().all(|&c| c > 0), "{v}: both members got some: {r}");
