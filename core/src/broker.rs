@@ -562,7 +562,8 @@ impl Broker {
         }
         self.metrics.retained.set(self.retained.len() as u64);
         let now_ms = unix_ms(SystemTime::now());
-        let (mut sessions, mut messages, mut wills) = (0, 0, 0usize);
+        let (mut sessions, mut messages) = (0, 0);
+        let mut pending_wills = Vec::new();
         for s in r.sessions {
             let expiry = s.expiry_secs.map(|e| Duration::from_secs(u64::from(e)));
             let session = Arc::new(Session::new(s.client_id.clone(), s.owner, expiry));
@@ -636,11 +637,17 @@ impl Broker {
             let generation = session.lock().generation;
             self.adopt_session_for(Arc::clone(&session), first);
             if let Some((msg, wait)) = will {
-                let due = Due::Will { session, will: msg, generation };
-                self.deadlines.add(self, tokio::time::Instant::now() + wait, due);
-                wills += 1;
+                pending_wills.push((wait, Due::Will { session, will: msg, generation }));
             }
             sessions += 1;
+        }
+        // Scheduled only once every session is back with its
+        // subscriptions: a will due at once must reach the sessions
+        // restored after its own (the deadline task runs beside this).
+        let wills = pending_wills.len();
+        let start = tokio::time::Instant::now();
+        for (wait, due) in pending_wills {
+            self.deadlines.add(self, start + wait, due);
         }
         if wills > 0 {
             info!(wills, "pending wills restored from the store");
