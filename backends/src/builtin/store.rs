@@ -106,6 +106,10 @@ pub struct UserStore {
     /// Connected on the first write (or at open, for the migration).
     writer: Mutex<Option<SqliteConnection>>,
     revision: watch::Sender<u64>,
+    /// Held from reading the revision to publishing it, so a poll that
+    /// read the file before a write committed cannot publish its older
+    /// value after the write published its own.
+    publishing: Mutex<()>,
     /// PBKDF2 iterations of the SCRAM credentials derived when a password
     /// is set (`iteration_count`).
     pub(super) scram_iterations: u32,
@@ -146,6 +150,7 @@ impl UserStore {
             writer_options,
             writer: Mutex::new(None),
             revision: watch::Sender::new(0),
+            publishing: Mutex::new(()),
             scram_iterations: cfg.iteration_count,
         };
         match mode {
@@ -269,6 +274,7 @@ impl UserStore {
         let revision = read_revision(&mut tx).await?;
         tx.commit().await?;
         drop(conn);
+        let _publishing = self.publishing.lock().await;
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         Ok(out)
     }
@@ -294,6 +300,7 @@ impl UserStore {
 
     /// Reads the revision from the file now (and publishes it).
     pub async fn revision(&self) -> Result<u64, StoreError> {
+        let _publishing = self.publishing.lock().await;
         let mut conn = self.readers.acquire().await?;
         let revision = read_revision(&mut conn).await?;
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);

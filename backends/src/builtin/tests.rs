@@ -369,6 +369,36 @@ async fn changes_are_published() {
     assert_eq!(*changes.borrow(), r1 + 1);
 }
 
+/// A poll that read the file before a write committed never publishes
+/// its older revision over the write's (the revision seen never goes
+/// back while this process writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_poll_does_not_go_back() {
+    let (_dir, store) = fresh().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.revision().await.unwrap();
+            }
+        })
+    };
+    let changes = store.changes();
+    let mut last = *changes.borrow();
+    for i in 0..200 {
+        store.add_rule(&user_rule("u", Permission::Allow, Action::All, &format!("t/{i}"))).await.unwrap();
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+            let now = *changes.borrow();
+            assert!(now > last, "write {i}: revision seen went from {last} to {now}");
+        }
+        last = *changes.borrow();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.await.unwrap();
+}
+
 fn connect_info(username: Option<&str>, password: Option<&str>) -> ConnectInfo {
     ConnectInfo {
         client_id: "c1".into(),
