@@ -257,6 +257,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Takes a batch of changes, in order. The returned commit completes
     /// when they are durable (strict mode) or accepted (relaxed mode).
     fn commit(&self, changes: Vec<Change>) -> Commit;
+    /// [`SessionStore::commit`] for a batch nobody waits for (a delivery
+    /// sent or acknowledged: a crash before it is written sends the
+    /// message again, as QoS 1/2 allow). In the same order as commits; a
+    /// store may skip what a commit costs only for a waiter.
+    fn record(&self, changes: Vec<Change>) {
+        drop(self.commit(changes));
+    }
     /// Everything the store holds (called once, at start).
     fn recover(&self) -> Result<Recovered, StoreError>;
 }

@@ -459,11 +459,13 @@ impl Session {
 }
 
 impl SessionState {
-    /// Sends `changes` to the store when the session is persistent; the
-    /// commit is returned for whoever must wait for it.
-    fn emit(&self, changes: Vec<Change>) -> Option<Commit> {
-        let d = self.activity.as_ref()?.durable.as_ref()?;
-        Some(d.store.commit(changes))
+    /// Sends `changes` to the store when the session is persistent,
+    /// without waiting for them (a wait goes through
+    /// [`crate::broker::Broker::durable_barrier`]).
+    fn emit(&self, changes: Vec<Change>) {
+        if let Some(d) = self.activity.as_ref().and_then(|a| a.durable.as_ref()) {
+            d.store.record(changes);
+        }
     }
 
     /// The session's client id as the store knows it (persistent only).

@@ -381,6 +381,8 @@ impl Node {
                         info!(
                             file = %store.path().display(),
                             group_commits = st.groups,
+                            empty_group_commits = st.empty_groups,
+                            settled_early = st.settled_early,
                             batches = st.batches,
                             changes = st.changes,
                             failed_group_commits = st.failed_groups,

@@ -95,6 +95,37 @@ struct Typed<R> {
     row: Option<R>,
     /// The engine did not hold the key before this group.
     fresh: bool,
+    /// The batch answerable for a fresh row (see [`Owed`]).
+    owner: u32,
+}
+
+/// What a batch of this group still owes before its commit may complete
+/// without the group's fsync ("settled").
+///
+/// A delivery's batches (the router's `MessagePut` + `QueuePush`, the
+/// connection's `QueuePop` + `InflightPut`, its `InflightDelete`) create
+/// rows that the later ones delete again. The batch that queued a delivery
+/// answers for its queue row, then for the in-flight row the delivery
+/// moved to (handed over by the `QueuePop` that took the row), and the
+/// batch that put a message for the message while anything in the group
+/// holds it. Once none of these is left, the batch changed nothing the
+/// disk must hold: the delivery was acknowledged, so its commit completes
+/// at once, without waiting for the fsync of the rest of the group.
+/// A batch with any other effect (a row the engine holds, a session, a
+/// subscription, a retained message, a count of a message on disk ...)
+/// is `pinned`: it completes after the group's fsync, as every batch did
+/// before.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Owed {
+    /// Fresh rows and live new messages this batch answers for.
+    pub outstanding: u32,
+    pub pinned: bool,
+}
+
+impl Owed {
+    pub fn settled(&self) -> bool {
+        self.outstanding == 0 && !self.pinned
+    }
 }
 
 /// One session's queue and in-flight rows in this group.
@@ -104,37 +135,50 @@ struct SessionRows {
     inflight: IntMap<u16, Typed<InflightRow>>,
 }
 
+/// How a typed put landed (see [`put_typed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Put {
+    /// A new fresh row: `owner` answers for it.
+    Fresh,
+    /// A fresh row this group put before, replaced (its owner stays).
+    Replaced,
+    /// A row the engine holds (or a delete of one, undone): a disk write.
+    Disk,
+}
+
 /// Puts a typed row (see [`Txn::put`]); returns the change in the number
-/// of rows held.
-fn put_typed<K: Hash + Eq, R>(map: &mut IntMap<K, Typed<R>>, k: K, row: R, fresh: bool) -> isize {
+/// of rows held and how it landed.
+fn put_typed<K: Hash + Eq, R>(map: &mut IntMap<K, Typed<R>>, k: K, row: R, fresh: bool, owner: u32) -> (isize, Put) {
     match map.entry(k) {
         Entry::Occupied(mut o) => {
-            o.get_mut().row = Some(row);
-            0
+            let t = o.get_mut();
+            let put = if t.fresh && t.row.is_some() { Put::Replaced } else { Put::Disk };
+            t.row = Some(row);
+            (0, put)
         }
         Entry::Vacant(v) => {
-            v.insert(Typed { row: Some(row), fresh });
-            1
+            v.insert(Typed { row: Some(row), fresh, owner });
+            (1, if fresh { Put::Fresh } else { Put::Disk })
         }
     }
 }
 
 /// Deletes a typed row (see [`Txn::del`]); returns the change in the
-/// number of rows held.
-fn del_typed<K: Hash + Eq, R>(map: &mut IntMap<K, Typed<R>>, k: K) -> isize {
+/// number of rows held, and the owner of a fresh row that left nothing
+/// behind (`None`: the delete is a disk write).
+fn del_typed<K: Hash + Eq, R>(map: &mut IntMap<K, Typed<R>>, k: K) -> (isize, Option<u32>) {
     match map.entry(k) {
         Entry::Occupied(mut o) => {
             if o.get().fresh {
-                o.remove();
-                -1
+                (-1, Some(o.remove().owner))
             } else {
                 o.get_mut().row = None;
-                0
+                (0, None)
             }
         }
         Entry::Vacant(v) => {
-            v.insert(Typed { row: None, fresh: false });
-            1
+            v.insert(Typed { row: None, fresh: false, owner: 0 });
+            (1, None)
         }
     }
 }
@@ -236,11 +280,17 @@ pub struct Txn<'e> {
     /// Messages whose count changed by other than zero (a group that has
     /// none, and no rows, writes nothing).
     ref_changed: usize,
-    /// Messages put in this group, encoded only if they are still held at
-    /// the end.
-    new_messages: IntMap<u64, Arc<Message>>,
-    now: Instant,
-    now_ms: u64,
+    /// Messages put in this group (and the batch that put them), encoded
+    /// only if they are still held at the end.
+    new_messages: IntMap<u64, (Arc<Message>, u32)>,
+    /// What each batch of the group still owes, by batch index.
+    owed: Vec<Owed>,
+    /// Batches whose outstanding count fell to zero in the current batch
+    /// (settled if it is still zero once the batch is applied).
+    touched: Vec<u32>,
+    /// The queue row the current batch's `QueuePop` took: its message id
+    /// and owner, which the `InflightPut` that follows inherits.
+    handoff: Option<(u64, u32)>,
     /// Next in-flight order stamp (kept by the writer across groups).
     pub next_order: u64,
 }
@@ -283,8 +333,9 @@ impl<'e> Txn<'e> {
             ref_delta: IntMap::default(),
             ref_changed: 0,
             new_messages: IntMap::default(),
-            now: Instant::now(),
-            now_ms: codec::unix_now_ms(),
+            owed: Vec::new(),
+            touched: Vec::new(),
+            handoff: None,
             next_order,
         }
     }
@@ -388,10 +439,72 @@ impl<'e> Txn<'e> {
         let d = self.ref_delta.entry(id).or_default();
         let was_zero = *d == 0;
         *d += by;
-        match (was_zero, *d == 0) {
-            (true, false) => self.ref_changed += 1,
-            (false, true) => self.ref_changed -= 1,
-            _ => {}
+        let edge = match (was_zero, *d == 0) {
+            (true, false) => {
+                self.ref_changed += 1;
+                1
+            }
+            (false, true) => {
+                self.ref_changed -= 1;
+                -1
+            }
+            _ => 0,
+        };
+        // A new message's batch answers for it while it is held; a count
+        // of a message the engine holds is a disk write.
+        match self.new_messages.get(&id) {
+            Some(&(_, owner)) => self.owe(owner, edge),
+            None => self.pin(),
+        }
+    }
+
+    /// Starts the next batch of the group; returns its index.
+    pub fn begin_batch(&mut self) -> u32 {
+        self.handoff = None;
+        self.owed.push(Owed::default());
+        u32::try_from(self.owed.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// The batch being applied.
+    fn current(&self) -> u32 {
+        u32::try_from(self.owed.len().saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+
+    /// The current batch changed what the disk holds.
+    fn pin(&mut self) {
+        if let Some(o) = self.owed.last_mut() {
+            o.pinned = true;
+        }
+    }
+
+    fn owe(&mut self, batch: u32, by: i32) {
+        let Some(o) = self.owed.get_mut(batch as usize) else { return };
+        o.outstanding = o.outstanding.saturating_add_signed(by);
+        if by < 0 && o.outstanding == 0 {
+            self.touched.push(batch);
+        }
+    }
+
+    /// What batch `i` still owes.
+    pub fn owed(&self, i: u32) -> Owed {
+        self.owed.get(i as usize).copied().unwrap_or_default()
+    }
+
+    /// Ends the current batch: calls `settled` with every batch of the
+    /// group that owes nothing any more since the last call (the current
+    /// one included), each once at most per fall to zero.
+    pub fn end_batch(&mut self, mut settled: impl FnMut(u32)) {
+        let cur = self.current();
+        let mut touched = std::mem::take(&mut self.touched);
+        for &b in &touched {
+            if b != cur && self.owed(b).settled() {
+                settled(b);
+            }
+        }
+        touched.clear();
+        self.touched = touched;
+        if !self.owed.is_empty() && self.owed(cur).settled() {
+            settled(cur);
         }
     }
 
@@ -469,14 +582,14 @@ impl<'e> Txn<'e> {
         // Rows only the engine has: deleted, their message released.
         for (seq, id) in queued {
             if let Entry::Vacant(v) = rows.queue.entry(seq) {
-                v.insert(Typed { row: None, fresh: false });
+                v.insert(Typed { row: None, fresh: false, owner: 0 });
                 released.push(id);
                 added += 1;
             }
         }
         for (packet_id, id) in sent {
             if let Entry::Vacant(v) = rows.inflight.entry(packet_id) {
-                v.insert(Typed { row: None, fresh: false });
+                v.insert(Typed { row: None, fresh: false, owner: 0 });
                 released.push(id);
                 added += 1;
             }
@@ -504,8 +617,28 @@ impl<'e> Txn<'e> {
         Ok(())
     }
 
-    /// Applies one change.
+    /// What a typed put means for the batch answerable for it.
+    fn owe_put(&mut self, put: Put, owner: u32) {
+        match put {
+            Put::Fresh => self.owe(owner, 1),
+            Put::Replaced => {}
+            Put::Disk => self.pin(),
+        }
+    }
+
+    /// Applies one change (of the batch begun last, see
+    /// [`Txn::begin_batch`]).
     pub fn apply(&mut self, c: &Change) -> Result<(), EngineError> {
+        if !matches!(
+            c,
+            Change::MessagePut { .. }
+                | Change::QueuePush { .. }
+                | Change::QueuePop { .. }
+                | Change::InflightPut { .. }
+                | Change::InflightDelete { .. }
+        ) {
+            self.pin();
+        }
         match c {
             Change::SessionPut { client_id, owner, expiry_secs, detached_at_ms } => {
                 let v = codec::encode_session(owner, *expiry_secs, *detached_at_ms);
@@ -530,7 +663,8 @@ impl<'e> Txn<'e> {
                 self.del(Table::Subscriptions, codec::key_with_str(client_id, filter));
             }
             Change::MessagePut { id, msg } => {
-                self.new_messages.insert(id.0, Arc::clone(msg));
+                let cur = self.current();
+                self.new_messages.insert(id.0, (Arc::clone(msg), cur));
                 self.ref_delta.entry(id.0).or_default();
             }
             Change::QueuePush { client_id, seq, id, qos, retain, subscription_ids } => {
@@ -539,15 +673,24 @@ impl<'e> Txn<'e> {
                     self.release(old);
                 }
                 let row = QueueRow { id: id.0, qos: *qos, retain: *retain, subscription_ids: subscription_ids.clone() };
-                let d = put_typed(&mut self.rows(client_id).queue, *seq, row, fresh);
+                let cur = self.current();
+                let (d, put) = put_typed(&mut self.rows(client_id).queue, *seq, row, fresh, cur);
                 self.count_typed(d);
+                self.owe_put(put, cur);
                 self.hold(id.0);
             }
             Change::QueuePop { client_id, seq } => {
                 if let (Some(old), _) = self.queue_row(client_id, *seq)? {
                     self.release(old);
-                    let d = del_typed(&mut self.rows(client_id).queue, *seq);
+                    let (d, owner) = del_typed(&mut self.rows(client_id).queue, *seq);
                     self.count_typed(d);
+                    match owner {
+                        Some(owner) => {
+                            self.owe(owner, -1);
+                            self.handoff = Some((old, owner));
+                        }
+                        None => self.pin(),
+                    }
                 }
             }
             Change::InflightPut { client_id, packet_id, id, qos, retain, state } => {
@@ -563,15 +706,26 @@ impl<'e> Txn<'e> {
                     }
                 };
                 let row = InflightRow { id: id.0, qos: *qos, retain: *retain, state: *state, order };
-                let d = put_typed(&mut self.rows(client_id).inflight, *packet_id, row, fresh);
+                // The delivery the queue row held moves here: whoever
+                // answered for that row answers for this one.
+                let owner = match self.handoff.take() {
+                    Some((msg, owner)) if msg == id.0 => owner,
+                    _ => self.current(),
+                };
+                let (d, put) = put_typed(&mut self.rows(client_id).inflight, *packet_id, row, fresh, owner);
                 self.count_typed(d);
+                self.owe_put(put, owner);
                 self.hold(id.0);
             }
             Change::InflightDelete { client_id, packet_id } => {
                 if let (Some((old, _)), _) = self.inflight_row(client_id, *packet_id)? {
                     self.release(old);
-                    let d = del_typed(&mut self.rows(client_id).inflight, *packet_id);
+                    let (d, owner) = del_typed(&mut self.rows(client_id).inflight, *packet_id);
                     self.count_typed(d);
+                    match owner {
+                        Some(owner) => self.owe(owner, -1),
+                        None => self.pin(),
+                    }
                 }
             }
             Change::AwaitRelPut { client_id, packet_id } => {
@@ -581,14 +735,14 @@ impl<'e> Txn<'e> {
                 self.del(Table::AwaitRel, codec::key_with_u16(client_id, *packet_id));
             }
             Change::RetainPut { msg } => {
-                let v = codec::encode_message(msg, self.now, self.now_ms);
+                let v = codec::encode_message(msg, Instant::now(), codec::unix_now_ms());
                 self.put(Table::Retained, msg.topic.as_str().as_bytes().to_vec(), v, false);
             }
             Change::RetainDelete { topic } => {
                 self.del(Table::Retained, topic.as_bytes().to_vec());
             }
             Change::DelayedPut { due_ms, id, msg } => {
-                let v = codec::encode_message(msg, self.now, self.now_ms);
+                let v = codec::encode_message(msg, Instant::now(), codec::unix_now_ms());
                 self.put(Table::Delayed, codec::delayed_key(*due_ms, *id), v, false);
             }
             Change::DelayedDelete { due_ms, id } => {
@@ -601,7 +755,7 @@ impl<'e> Txn<'e> {
                 self.del(Table::Bans, key.to_vec());
             }
             Change::WillPut { client_id, msg, delay_secs } => {
-                let v = codec::encode_will(*delay_secs, msg, self.now, self.now_ms);
+                let v = codec::encode_will(*delay_secs, msg, Instant::now(), codec::unix_now_ms());
                 self.put(Table::Wills, client_id.as_bytes().to_vec(), v, false);
             }
             Change::WillDelete { client_id } => {
@@ -614,9 +768,12 @@ impl<'e> Txn<'e> {
     /// Settles reference counts and returns the rows to write (none when
     /// [`Txn::is_empty`]).
     pub fn finish(mut self) -> Result<(Vec<Op>, u64), EngineError> {
+        // Messages are encoded with their expiry as of now (a group can
+        // last a while when its batches settle as they come).
+        let (now, now_ms) = (Instant::now(), codec::unix_now_ms());
         let deltas: Vec<(u64, i64)> = self.ref_delta.iter().map(|(k, v)| (*k, *v)).collect();
         for (id, delta) in deltas {
-            let body = self.new_messages.remove(&id);
+            let body = self.new_messages.remove(&id).map(|(msg, _)| msg);
             if delta == 0 {
                 // Unchanged, or put and released again in this group.
                 continue;
@@ -644,7 +801,7 @@ impl<'e> Txn<'e> {
                     self.put(Table::Refs, key.clone(), n.to_le_bytes().to_vec(), fresh);
                 }
                 if let Some(msg) = body {
-                    let body = codec::encode_message(&msg, self.now, self.now_ms);
+                    let body = codec::encode_message(&msg, now, now_ms);
                     self.put(Table::Messages, key, body, true);
                 }
             }

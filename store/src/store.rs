@@ -42,6 +42,9 @@ pub struct StoreStats {
     /// Group commits that netted out to nothing (every delivery they
     /// queued was acknowledged within them): no write, no fsync.
     pub empty_groups: u64,
+    /// Strict mode: commits completed before their group's write, their
+    /// deliveries acknowledged within the group (nothing to write for them).
+    pub settled_early: u64,
     /// Group commits that failed (every batch in them failed).
     pub failed_groups: u64,
     /// Queued deliveries dropped at recovery because they had expired.
@@ -158,6 +161,7 @@ impl Store {
             changes: s.changes.load(Ordering::Relaxed),
             groups: s.groups.load(Ordering::Relaxed),
             empty_groups: s.empty_groups.load(Ordering::Relaxed),
+            settled_early: s.settled_early.load(Ordering::Relaxed),
             failed_groups: s.failed_groups.load(Ordering::Relaxed),
             expired_at_recovery: s.expired_at_recovery.load(Ordering::Relaxed),
         }
@@ -195,6 +199,16 @@ impl Drop for Store {
 }
 
 impl SessionStore for Store {
+    fn record(&self, changes: Vec<Change>) {
+        // Strict: no completion to send, so no channel to allocate (a
+        // send and an acknowledgement of every delivery come this way).
+        if self.mode == SyncMode::Strict && !changes.is_empty() {
+            let _ = self.send(Job::Commit { changes, done: None });
+        } else {
+            drop(self.commit(changes));
+        }
+    }
+
     fn commit(&self, changes: Vec<Change>) -> Commit {
         if changes.is_empty() {
             return Box::pin(std::future::ready(Ok(())));

@@ -520,3 +520,120 @@ fn guard_bans_that_still_run_come_back_and_ended_ones_are_tidied() {
     drop(store);
     assert_eq!(rows(dir.path(), Table::Bans), 1, "the ended ban was deleted at recovery");
 }
+
+fn inflight_put(cid: &Arc<str>, packet_id: u16, id: u64, state: InflightState) -> Change {
+    Change::InflightPut { client_id: cid.clone(), packet_id, id: MessageId(id), qos: 2, retain: false, state }
+}
+
+/// A delivery's commits complete as soon as it is acknowledged, without
+/// waiting for the group's write that another batch (a session) needs.
+#[test]
+fn an_acknowledged_delivery_completes_before_its_groups_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.max_linger = std::time::Duration::from_secs(3);
+    let store = Store::open(cfg).unwrap();
+    store.recover().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        let mut pinned = store.commit(vec![session(&b)]);
+        let queued = store.commit(vec![Change::MessagePut { id: MessageId(1), msg: msg("t", b"x") }, push(&a, 1, 1)]);
+        let delivery = delivered(&a, 1, 1);
+        let sent = store.commit(delivery[..2].to_vec());
+        let acked = store.commit(delivery[2..].to_vec());
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            queued.await.unwrap();
+            sent.await.unwrap();
+            acked.await.unwrap();
+        })
+        .await;
+        assert!(waited.is_ok(), "the acknowledged delivery's commits completed before the group's write");
+        let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(pinned.as_mut().poll(cx).is_pending(), "the session's commit waits for the write");
+        pinned.await.unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_secs(2), "the session waited for the linger");
+    });
+    assert!(store.stats().settled_early >= 3, "{:?}", store.stats());
+    drop(store);
+    for t in [Table::Messages, Table::Refs, Table::Queue, Table::Inflight] {
+        assert_eq!(rows(dir.path(), t), 0, "table {}", t.name());
+    }
+    assert_eq!(rows(dir.path(), Table::Sessions), 1);
+}
+
+/// What each batch owes, change by change: a message sent to two
+/// sessions settles its batch only when both deliveries are
+/// acknowledged; a QoS 2 delivery only at PUBCOMP; a row the engine holds
+/// pins the batch that touches it.
+#[test]
+fn what_a_batch_owes() {
+    use crate::apply::Txn;
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = crate::engine::redb::Redb::open(&dir.path().join("s.redb"), true).unwrap();
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    let mut txn = Txn::new(&engine, None, 0);
+    let mut settled = Vec::new();
+    let batch = |txn: &mut Txn<'_>, changes: Vec<Change>, settled: &mut Vec<u32>| {
+        let i = txn.begin_batch();
+        for c in &changes {
+            txn.apply(c).unwrap();
+        }
+        txn.end_batch(|b| settled.push(b));
+        i
+    };
+    // One PUBLISH to a and b: the first batch puts the message.
+    let to_a = batch(
+        &mut txn,
+        vec![Change::MessagePut { id: MessageId(1), msg: msg("t", b"x") }, push(&a, 1, 1)],
+        &mut settled,
+    );
+    let to_b = batch(&mut txn, vec![push(&b, 1, 1)], &mut settled);
+    assert!(settled.is_empty());
+    // a's delivery sent (the pop hands the row over) and acknowledged.
+    let d = delivered(&a, 1, 1);
+    let sent_a = batch(&mut txn, d[..2].to_vec(), &mut settled);
+    assert_eq!(settled, vec![sent_a], "the send owes nothing: the queued batch answers for the in-flight row");
+    let acked_a = batch(&mut txn, d[2..].to_vec(), &mut settled);
+    assert_eq!(settled, vec![sent_a, acked_a], "a's queued batch still answers for the message b holds");
+    assert_eq!(txn.owed(to_a).outstanding, 1);
+    // b's as QoS 2: PUBLISH, PUBREC (released), PUBCOMP.
+    let sent_b = batch(
+        &mut txn,
+        vec![Change::QueuePop { client_id: b.clone(), seq: 1 }, inflight_put(&b, 9, 1, InflightState::Published)],
+        &mut settled,
+    );
+    let released = batch(&mut txn, vec![inflight_put(&b, 9, 1, InflightState::Released)], &mut settled);
+    assert_eq!(settled, vec![sent_a, acked_a, sent_b, released]);
+    assert!(!txn.owed(to_b).settled());
+    let done = batch(&mut txn, vec![Change::InflightDelete { client_id: b.clone(), packet_id: 9 }], &mut settled);
+    settled.sort_unstable();
+    let mut want = vec![to_a, to_b, sent_a, acked_a, sent_b, released, done];
+    want.sort_unstable();
+    assert_eq!(settled, want, "every batch settled once b acknowledged");
+    assert!(txn.is_empty());
+    // Anything else is pinned: a session, and a delete of a row the engine holds.
+    let s = batch(&mut txn, vec![session(&a)], &mut settled);
+    assert!(txn.owed(s).pinned);
+    let (ops, _) = txn.finish().unwrap();
+    engine.write(&ops, true).unwrap();
+    let mut txn = Txn::new(&engine, None, 0);
+    let mut settled = Vec::new();
+    let mut batch = |txn: &mut Txn<'_>, changes: Vec<Change>| {
+        let i = txn.begin_batch();
+        for c in &changes {
+            txn.apply(c).unwrap();
+        }
+        txn.end_batch(|b| settled.push(b));
+        i
+    };
+    let queued = batch(&mut txn, vec![Change::MessagePut { id: MessageId(2), msg: msg("t", b"y") }, push(&a, 2, 2)]);
+    let (ops, _) = txn.finish().unwrap();
+    engine.write(&ops, true).unwrap();
+    let _ = queued;
+    let mut txn = Txn::new(&engine, None, 0);
+    let i = txn.begin_batch();
+    txn.apply(&Change::QueuePop { client_id: a.clone(), seq: 2 }).unwrap();
+    assert!(txn.owed(i).pinned, "the pop of a row on disk is a write");
+}

@@ -43,8 +43,9 @@ use crate::error::store_error;
 
 /// What the writer is asked to do, in order.
 pub enum Job {
-    /// Write a batch; `done` completes after its group's fsync (`None`:
-    /// relaxed mode, already completed).
+    /// Write a batch; `done` completes after its group's fsync, or before
+    /// it when the batch settled early (`None`: relaxed mode, already
+    /// completed; strict mode, nobody waits).
     Commit { changes: Vec<Change>, done: Option<oneshot::Sender<Result<(), StoreError>>> },
     /// Read everything back (and tidy it).
     Recover { reply: Sender<Result<Recovered, StoreError>> },
@@ -61,6 +62,9 @@ impl std::fmt::Debug for Job {
         })
     }
 }
+
+/// How often a lingering strict group looks for more batches.
+const LINGER_POLL: Duration = Duration::from_micros(100);
 
 /// Completes a strict-mode commit.
 type Done = oneshot::Sender<Result<(), StoreError>>;
@@ -89,6 +93,72 @@ struct Gathered {
     lingered: Lingered,
 }
 
+/// A group being gathered.
+struct Building<'e> {
+    txn: Txn<'e>,
+    failed: Option<EngineError>,
+    /// Changes taken.
+    size: usize,
+    batches: Vec<Pending>,
+    /// Strict mode: when each batch arrived.
+    arrived: Vec<Instant>,
+    /// No batch before this one still waits for its commit.
+    first_open: usize,
+    /// Commits completed before the group's write.
+    early: u64,
+    /// Settled commits not told yet: told together when the channel runs
+    /// dry (one wake of a publisher's task for many of its commits,
+    /// rather than one per commit).
+    ready: Vec<Done>,
+}
+
+impl Building<'_> {
+    /// Applies a batch; in strict mode, completes every commit that owes
+    /// nothing any more.
+    fn take(&mut self, changes: Vec<Change>, done: Option<Done>, strict: bool) {
+        self.size += changes.len();
+        self.txn.begin_batch();
+        if self.failed.is_none() {
+            for c in &changes {
+                if let Err(e) = self.txn.apply(c) {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.batches.push((changes, done));
+        if !strict {
+            return;
+        }
+        self.arrived.push(Instant::now());
+        if self.failed.is_some() {
+            return;
+        }
+        let (batches, ready) = (&mut self.batches, &mut self.ready);
+        self.txn.end_batch(|b| {
+            if let Some(done) = batches.get_mut(b as usize).and_then(|(_, d)| d.take()) {
+                ready.push(done);
+            }
+        });
+    }
+
+    /// Completes the settled commits.
+    fn tell_ready(&mut self) {
+        self.early += self.ready.len() as u64;
+        for done in self.ready.drain(..) {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// When the oldest batch whose commit still waits arrived.
+    fn oldest_open(&mut self) -> Option<Instant> {
+        while self.batches.get(self.first_open).is_some_and(|(_, d)| d.is_none()) {
+            self.first_open += 1;
+        }
+        self.arrived.get(self.first_open).copied()
+    }
+}
+
 /// Counters the writer keeps (read by [`crate::Store::stats`]).
 #[derive(Debug, Default)]
 pub struct Shared {
@@ -98,6 +168,9 @@ pub struct Shared {
     pub groups: AtomicU64,
     /// Groups that netted out to nothing: no write, no fsync.
     pub empty_groups: AtomicU64,
+    /// Strict mode: commits completed before their group's write, their
+    /// deliveries acknowledged within the group (nothing left to write).
+    pub settled_early: AtomicU64,
     pub failed_groups: AtomicU64,
     pub expired_at_recovery: AtomicU64,
     /// Relaxed mode: batches accepted and not written yet.
@@ -179,34 +252,31 @@ impl Writer {
 
     /// Takes `first`, then every batch already waiting (strict) or
     /// arriving within `sync_interval` (relaxed), applying each as it
-    /// comes. Strict mode: when the channel is empty and the group still
-    /// has rows to write, waits up to `linger` for more, and stops as soon
-    /// as the group nets out to nothing (its deliveries acknowledged):
-    /// such a group needs no write and no fsync.
+    /// comes.
+    ///
+    /// Strict mode: a batch that owes nothing any more once applied (its
+    /// deliveries acknowledged within the group: see [`crate::apply::Owed`])
+    /// completes at once. When the channel is empty and the group still
+    /// has rows to write, the writer waits for more batches until the
+    /// oldest commit still waiting is `linger` old, and stops as soon as
+    /// the group nets out to nothing (no write, no fsync).
     fn gather(&self, changes: Vec<Change>, done: Option<Done>, linger: Duration) -> Gathered {
-        let mut txn = Txn::new(&*self.engine, self.disk.as_ref(), self.next_order);
-        let mut failed: Option<EngineError> = None;
-        let mut size = 0;
-        let mut group = Vec::new();
-        let mut take = |changes: Vec<Change>, done, txn: &mut Txn<'_>, failed: &mut Option<EngineError>| {
-            size += changes.len();
-            if failed.is_none() {
-                for c in &changes {
-                    if let Err(e) = txn.apply(c) {
-                        *failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            group.push((changes, done));
-            size
+        let strict = self.config.mode == SyncMode::Strict;
+        let mut g = Building {
+            txn: Txn::new(&*self.engine, self.disk.as_ref(), self.next_order),
+            failed: None,
+            size: 0,
+            batches: Vec::new(),
+            arrived: Vec::new(),
+            first_open: 0,
+            early: 0,
+            ready: Vec::new(),
         };
-        let mut size_now = take(changes, done, &mut txn, &mut failed);
+        g.take(changes, done, strict);
         let start = Instant::now();
         let relaxed_deadline = start + self.config.sync_interval;
-        let linger_until = start + linger;
         let (mut carry, mut closed, mut lingered) = (None, false, Lingered::No);
-        while size_now < self.config.max_group_changes && failed.is_none() {
+        while g.size < self.config.max_group_changes && g.failed.is_none() {
             let next = match self.config.mode {
                 SyncMode::Relaxed => self
                     .rx
@@ -216,26 +286,34 @@ impl Writer {
                     Ok(j) => Ok(j),
                     Err(TryRecvError::Disconnected) => Err(true),
                     Err(TryRecvError::Empty) => {
-                        if txn.is_empty() {
+                        g.tell_ready();
+                        if g.txn.is_empty() {
                             if lingered != Lingered::No {
                                 lingered = Lingered::Emptied;
                             }
                             break;
                         }
                         let now = Instant::now();
-                        if now >= linger_until {
+                        let until = g.oldest_open().unwrap_or(now) + linger;
+                        if now >= until {
                             if lingered != Lingered::No {
                                 lingered = Lingered::InVain;
                             }
                             break;
                         }
                         lingered = Lingered::InVain;
-                        self.rx.recv_timeout(linger_until - now).map_err(|e| e == RecvTimeoutError::Disconnected)
+                        // Polled, not woken by each batch: while a group
+                        // lingers, batches come at hundreds of thousands a
+                        // second, and a wake for each (a futex and two
+                        // context switches) cost more CPU than the writer's
+                        // work on them.
+                        std::thread::sleep((until - now).min(LINGER_POLL));
+                        continue;
                     }
                 },
             };
             match next {
-                Ok(Job::Commit { changes, done }) => size_now = take(changes, done, &mut txn, &mut failed),
+                Ok(Job::Commit { changes, done }) => g.take(changes, done, strict),
                 Ok(other) => {
                     // Written first, then answered.
                     carry = Some(other);
@@ -247,11 +325,18 @@ impl Writer {
                 }
             }
         }
-        let rows = match failed {
+        g.tell_ready();
+        // Waiting paid off if commits completed early: the next group may
+        // wait as long.
+        if g.early > 0 && lingered == Lingered::InVain {
+            lingered = Lingered::Emptied;
+        }
+        self.shared.settled_early.fetch_add(g.early, Ordering::Relaxed);
+        let rows = match g.failed {
             Some(e) => Err(e),
-            None => txn.finish(),
+            None => g.txn.finish(),
         };
-        Gathered { group, rows, carry, closed, lingered }
+        Gathered { group: g.batches, rows, carry, closed, lingered }
     }
 
     fn write_group(&mut self, group: Vec<Pending>, rows: Result<(Vec<Op>, u64), EngineError>) {
@@ -277,12 +362,15 @@ impl Writer {
         }
         let result = result.map(|_| ());
         let mut accepted = 0;
+        let relaxed = self.config.mode == SyncMode::Relaxed;
         for (_, done) in group {
             match done {
                 Some(done) => {
                     let _ = done.send(result.clone());
                 }
-                None => accepted += 1,
+                // Strict: completed early.
+                None if relaxed => accepted += 1,
+                None => {}
             }
         }
         if accepted > 0 {
