@@ -13,4 +13,5 @@
 //!   `$` topics so that a wildcard-first filter never sees a `$` topic;
 //!   `+` → `*`, `x/#` → `x` and `x.>`; `$share/g/f` → a queue group per
 //!   (group, filter).
+pub mod limits;
 pub mod subject;
