@@ -13,5 +13,6 @@
 //!   `$` topics so that a wildcard-first filter never sees a `$` topic;
 //!   `+` → `*`, `x/#` → `x` and `x.>`; `$share/g/f` → a queue group per
 //!   (group, filter).
+pub mod config;
 pub mod limits;
 pub mod subject;
