@@ -14,5 +14,6 @@
 //!   `+` → `*`, `x/#` → `x` and `x.>`; `$share/g/f` → a queue group per
 //!   (group, filter).
 pub mod config;
+pub mod connect;
 pub mod limits;
 pub mod subject;

@@ -196,7 +196,7 @@ fn check(prefix: &Prefix, levels: &[&'static str], plan: &FilterPlan, shared: bo
 }
 
 fn cases(n: u32, use_router: bool) {
-    let prefix = Prefix::new("pc.t1").unwrap();
+    let prefix = Prefix::new("pc.t1").expect("valid prefix");
     let mut runner = TestRunner::new(Config { cases: n, failure_persistence: None, ..Config::default() });
     let strategy = (topic_levels(), filter_plan(), any::<bool>());
     let counted = std::cell::Cell::new((0u32, 0u32));
@@ -211,7 +211,7 @@ fn cases(n: u32, use_router: bool) {
             counted.set((m + u32::from(hit), d + u32::from(t.starts_with('$'))));
             Ok(())
         })
-        .unwrap();
+        .expect("no counterexample");
     let (matched, dollar) = counted.get();
     // The bias works: a good share of the cases match, and $ topics occur.
     assert!(matched > n / 5, "only {matched} of {n} cases matched");
