@@ -120,3 +120,15 @@ fn secrets_are_not_in_debug_output() {
     let c = parse("nkey_seed = \"SUhunter2\"").unwrap();
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn the_readme_block_parses_and_is_the_defaults() {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("\n## Cluster (groundwork)\n").expect("README has the section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("end of block")];
+    let table: toml::Table = toml::from_str(block).unwrap();
+    let c: ClusterConfig = table["cluster"].clone().try_into().unwrap();
+    c.validate().unwrap();
+    assert_eq!(c, ClusterConfig::default(), "the README shows the defaults");
+}
