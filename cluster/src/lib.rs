@@ -1,0 +1,63 @@
+//! Portcullis as one broker on several nodes, on NATS (issue 19): the
+//! groundwork. Nothing here is wired into the server yet; single-node mode
+//! needs none of it.
+//!
+//! ```text
+//!   server/ (later: builds the cluster from [cluster] and [node] name)
+//!      │
+//!   cluster/ ──► portcullis-core      topics and filters as validated types
+//!            ──► portcullis-backends  (common only: Secret, TlsConfig, BuildError)
+//!            ──► async-nats           the official NATS client
+//! ```
+//!
+//! Arrows point down only: core never depends on cluster; the remote
+//! routing seam in core is a trait that this crate will implement.
+//!
+//! # Parts
+//!
+//! - [`subject`]: MQTT topics and filters as NATS subjects, reversibly.
+//!   One token per level: `[A-Za-z0-9_-]` kept, every other byte `=HH`
+//!   (uppercase hex), an empty level a lone `=`. Plain topics live under
+//!   `<prefix>.m`, `$` topics under `<prefix>.s`, so that a wildcard-first
+//!   filter (mapped under `m` only) never matches a `$` topic
+//!   (MQTT-4.7.2-1). `+` → `*`, `x/#` → `x` and `x.>`, `#` → `<prefix>.m.>`;
+//!   `$share/g/f` → the subjects of `f` in a queue group per (g, f).
+//!   `tests/subject_props.rs` proves on 100,000 random cases that MQTT
+//!   matching and NATS matching of the encoded subjects agree.
+//! - [`limits`]: what fits through NATS: a topic's subject within the
+//!   control line (4,015 bytes with NATS' defaults), SUB lines, headers and
+//!   payload within `max_payload`, the MQTT maximum packet size no larger
+//!   than `max_payload`; each refusal a typed reason.
+//! - [`config`]: `[cluster]` (`enabled`, `nats`, `subject_prefix`,
+//!   credentials, `tls`, timeouts, the servers' `max_payload` and
+//!   `max_control_line`), validated with errors naming the key.
+//! - [`connect`]: async-nats options from `[cluster]`: credentials, TLS
+//!   (CA, client certificate, expected server name), timeouts, the node's
+//!   name, no echo.
+//!
+//! # Subjects in use
+//!
+//! Everything the cluster sends is under `<prefix>.`: `m` and `s` carry
+//! messages; other roots are free for what is to come.
+//!
+//! # To come (later sessions)
+//!
+//! - **Routing**: one NATS subscription per distinct local filter,
+//!   reference-counted; a PUBLISH forwarded once, after local routing, with
+//!   no echo; inbound messages delivered locally.
+//! - **Session registry** in JetStream KV: client id → owner node, epoch,
+//!   identity, subscriptions; takeover by request/reply to the owner with
+//!   compare-and-set on the revision.
+//! - **Retained messages** in KV, mirrored on each node by a KV watch.
+//! - **Membership**: nodes in `$SYS/brokers`, `ctl cluster status`, the
+//!   admin API.
+
+pub mod config;
+pub mod connect;
+pub mod limits;
+pub mod subject;
+
+pub use config::ClusterConfig;
+pub use connect::{ConnectError, ConnectPlan};
+pub use limits::{LimitError, Limits};
+pub use subject::{NatsSubscription, Prefix};
