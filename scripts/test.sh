@@ -54,7 +54,7 @@ echo "==> docker-compose config"
 # Every password comes from the environment: without them the file must be
 # refused, with them (throwaway values here) it must be valid.
 compose_vars=(MQTT_DEMO_PASSWORD MQTT_ADMIN_PASSWORD PG_ADMIN_PASSWORD PG_PASSWORD MYSQL_PASSWORD
-  REDIS_ADMIN_PASSWORD REDIS_PASSWORD LDAP_ADMIN_PASSWORD LDAP_PASSWORD MONGO_ADMIN_PASSWORD MONGO_PASSWORD)
+  REDIS_ADMIN_PASSWORD REDIS_PASSWORD LDAP_ADMIN_PASSWORD LDAP_PASSWORD MONGO_ADMIN_PASSWORD MONGO_PASSWORD NATS_PASSWORD)
 if env -i PATH="$PATH" docker-compose -f docker-compose.yml config -q 2>/dev/null; then
   echo "docker-compose.yml is valid without its passwords set: it must refuse to start" >&2
   exit 1

@@ -343,3 +343,28 @@ async fn partition_minority_cannot_write_and_heals() {
         if plain.is_some() { "APPLIED" } else { "not applied" }
     );
 }
+
+/// The docker compose `cluster` profile's config (etc/cluster/nats.conf)
+/// passes the pinned nats-server's own check with the variables compose
+/// gives each server, and is refused without them.
+#[test]
+fn compose_nats_config_passes_the_servers_check() {
+    let Some(bin) = portcullis_tests::nats::server_binary() else { return };
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/cluster/nats.conf");
+    let check = |vars: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(&bin);
+        c.env_clear().args(["-t", "-c"]).arg(&conf);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run nats-server -t");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, text) = check(&[("NATS_NAME", "nats-1"), ("NATS_PASSWORD", "x")]);
+    assert!(ok, "{text}");
+    let (ok, text) = check(&[("NATS_NAME", "nats-1")]);
+    assert!(!ok && text.contains("NATS_PASSWORD"), "accepted without NATS_PASSWORD: {text}");
+}
