@@ -497,7 +497,15 @@ impl Drop for Nats {
             }
         }
         if let Some(net) = self.net.take() {
-            // Deleting a namespace deletes the veth pairs with an end in it.
+            // Deleting one end of a veth pair deletes both; the kernel may
+            // take its time to destroy an unmounted namespace (and its
+            // links with it), so the links go first, explicitly.
+            for i in 1..=net.namespaces.len() {
+                for side in ["a", "x"] {
+                    let link = format!("pc{}{side}{i}", net.tag);
+                    let _ = Command::new("ip").args(["link", "del", &link]).stderr(Stdio::null()).status();
+                }
+            }
             for ns in &net.namespaces {
                 let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             }

@@ -47,9 +47,20 @@ async fn bucket(client: &Client, name: &str) -> kv::Store {
         .unwrap_or_else(|e| panic!("create bucket {name}: {e}"))
 }
 
-/// The same bucket through another client.
+/// The same bucket through another client: retried for up to 10 s, since
+/// a bucket just made through another server may not be known to this
+/// one's JetStream yet (each failure is printed).
 async fn open(client: &Client, name: &str, timeout: Duration) -> kv::Store {
-    js(client, timeout).get_key_value(name).await.unwrap_or_else(|e| panic!("open bucket {name}: {e}"))
+    let js = js(client, timeout);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match js.get_key_value(name).await {
+            Ok(kv) => return kv,
+            Err(e) if Instant::now() < end => eprintln!("open bucket {name}: {e} (retrying)"),
+            Err(e) => panic!("open bucket {name}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
