@@ -379,3 +379,22 @@ fn compose_nats_config_passes_the_servers_check() {
     let (ok, text) = check(&[("NATS_NAME", "nats-1")]);
     assert!(!ok && text.contains("NATS_PASSWORD"), "accepted without NATS_PASSWORD: {text}");
 }
+
+/// One server: JetStream without a cluster, a bucket with one replica,
+/// and a restart that keeps the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_server_keeps_its_store_across_a_restart() {
+    let Some(mut nats) = Nats::start(1) else { return };
+    assert_eq!(nats.urls().len(), 1);
+    let c = connect(&nats.url(1)).await;
+    let kv = js(&c, Duration::from_secs(5))
+        .create_key_value(kv::Config { bucket: "one".to_string(), num_replicas: 1, ..Default::default() })
+        .await
+        .expect("create bucket");
+    kv.put("k", Bytes::from_static(b"kept")).await.expect("put");
+    drop(c);
+    nats.restart(1);
+    let c = connect(&nats.url(1)).await;
+    let kv = open(&c, "one", Duration::from_secs(5)).await;
+    assert_eq!(kv.get("k").await.expect("get").as_deref(), Some(&b"kept"[..]), "the store survived the restart");
+}
