@@ -149,10 +149,12 @@ async fn publish_on_one_server_reaches_subscribers_on_another() {
         c.flush().await.expect("flush");
         members.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            // Until 1 s of silence, at most 10 s.
-            let end = Instant::now() + Duration::from_secs(10);
+            // The first message within 10 s, then until 2 s of silence;
+            // at most 20 s in all.
+            let end = Instant::now() + Duration::from_secs(20);
             while Instant::now() < end {
-                match tokio::time::timeout(Duration::from_secs(1), s.next()).await {
+                let wait = if got.is_empty() { 10 } else { 2 };
+                match tokio::time::timeout(Duration::from_secs(wait), s.next()).await {
                     Ok(Some(m)) => got.push(String::from_utf8(m.payload.to_vec()).expect("utf8")),
                     _ => break,
                 }
