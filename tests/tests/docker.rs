@@ -27,7 +27,7 @@ fn read(rel: &str) -> String {
 }
 
 /// The passwords docker-compose.yml takes from the environment.
-const COMPOSE_VARS: [&str; 11] = [
+const COMPOSE_VARS: [&str; 12] = [
     "MQTT_DEMO_PASSWORD",
     "MQTT_ADMIN_PASSWORD",
     "PG_ADMIN_PASSWORD",
@@ -39,6 +39,8 @@ const COMPOSE_VARS: [&str; 11] = [
     "LDAP_PASSWORD",
     "MONGO_ADMIN_PASSWORD",
     "MONGO_PASSWORD",
+    // The NATS servers of the `cluster` profile.
+    "NATS_PASSWORD",
 ];
 
 /// Runs `cmd` with `stdin`, bounded in time: (exit code, stdout + stderr).
