@@ -4,6 +4,13 @@
 //! Lock order, to stay deadlock free: registry → session → router. The
 //! publish path takes the router's read lock, releases it, then locks each
 //! target session on its own; it never holds two of them at once.
+//!
+//! With a cluster, the remote routing seam ([`crate::remote`]) joins in:
+//! a message published here is forwarded after local routing, one from
+//! another node enters through `deliver_remote*` / `retain_remote` (never
+//! forwarded again), and a CONNECT asks it where the session is first
+//! ([`Broker::open_session_located`]). Without one, each of those is a
+//! single `OnceLock` read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -116,8 +123,9 @@ pub struct Opened {
     pub session_present: bool,
     /// Kick signal for this connection (takeover).
     pub kicked: oneshot::Receiver<Kick>,
-    /// The session's generation for this connection; a later one means the
-    /// client came back (which cancels a delayed will).
+    /// The session's generation for this connection (its connection id,
+    /// unique cluster-wide); another one means the client came back (which
+    /// cancels a delayed will).
     pub generation: u64,
 }
 
