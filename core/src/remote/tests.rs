@@ -370,3 +370,28 @@ async fn open_asks_the_locator_first_and_refuses_when_it_cannot_answer() {
     let req = OpenRequest { client_id: &id, owner: &o, clean_start: false, expiry: None, conn_id: 1 };
     assert!(b.open_session_located(req).await.is_ok());
 }
+
+#[tokio::test]
+async fn admission_refuses_with_server_unavailable_when_the_registry_is_out_of_reach() {
+    use crate::admission::{admit, Terms};
+    use crate::codec::ProtocolVersion;
+    use crate::connection::Refusal;
+    use crate::gate::{ConnectInfo, LoopbackOnly};
+    let rec =
+        Arc::new(Recorder { pending: true, answer: Mutex::new(Some(LocateError::Unavailable)), ..Recorder::default() });
+    let b = broker_with(&rec);
+    let info = ConnectInfo {
+        client_id: Arc::from("c"),
+        username: None,
+        password: None,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        listener: Arc::from("l"),
+        protocol: ProtocolVersion::V5.into(),
+        cert: None,
+    };
+    let terms = Terms { clean_start: true, expiry: None, keep_alive: 0 };
+    let r = admit(&b, &LoopbackOnly, info, terms).await.unwrap_err();
+    assert_eq!(r, Refusal::SessionRegistryUnavailable);
+    assert_eq!((r.v3_code(), r.v5_code()), (3, 0x88), "server unavailable");
+    assert_eq!(b.session_count(), 0);
+}
