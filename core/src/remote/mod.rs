@@ -14,7 +14,9 @@
 //! PUBLISH, the HTTP publish API, STOMP SEND, wills, delayed publishes
 //! when due, messages a bridge brings in). After local routing it calls
 //! [`RemoteRouting::forward`] once, whatever matched locally; the
-//! implementation sends it to the nodes that want it.
+//! implementation sends it to the nodes that want it. A bridge's inbound
+//! messages are local publishes of the node it runs on: the same
+//! `[[bridges]]` on every node would bring each message in once per node.
 //!
 //! **Origin** is the entry point, not a field of the message: a message
 //! from another node enters through
@@ -130,6 +132,14 @@
 //! request/reply to another node is [`Locate::Pending`]. When the session
 //! registry cannot be reached, [`LocateError::Unavailable`] refuses the
 //! CONNECT with "server unavailable".
+//!
+//! Not here yet: the core call that installs a handed-over session (its
+//! subscriptions, queue, in-flight window and QoS 2 state) as a detached
+//! local one. [`crate::durable::RecoveredSession`] already carries exactly
+//! that state, and `Broker::restore_from_store` rebuilds sessions from it;
+//! the hand-over is to reuse that rebuild (and, with a durable store, write
+//! the session's rows, which a restore does not need to) — left to the
+//! session that builds the cluster's session registry.
 
 use std::future::Future;
 use std::pin::Pin;
