@@ -135,17 +135,26 @@ pub async fn authenticate(broker: &Broker, gate: &dyn Gate, info: &ConnectInfo) 
 
 /// Opens (resumes, takes over) the session of an authenticated client and
 /// attaches its client info to it.
-pub fn open(broker: &Arc<Broker>, info: ConnectInfo, auth: Authenticated, terms: Terms) -> Result<Admission, Refusal> {
+/// Asks the remote routing seam first, when there is one, whether another
+/// node holds the session ([`Broker::open_session_located`]).
+pub async fn open(
+    broker: &Arc<Broker>,
+    info: ConnectInfo,
+    auth: Authenticated,
+    terms: Terms,
+) -> Result<Admission, Refusal> {
     let listener = info.listener.clone();
     let owner = SessionOwner::of(info.username.as_ref(), info.cert.as_deref().map(|c| c.subject.as_str()), &listener);
     let conn_id = broker.next_conn_id();
-    let opened = broker.open_session(OpenRequest {
-        client_id: &info.client_id,
-        owner: &owner,
-        clean_start: terms.clean_start,
-        expiry: terms.expiry,
-        conn_id,
-    });
+    let opened = broker
+        .open_session_located(OpenRequest {
+            client_id: &info.client_id,
+            owner: &owner,
+            clean_start: terms.clean_start,
+            expiry: terms.expiry,
+            conn_id,
+        })
+        .await;
     let opened = match opened {
         Ok(o) => o,
         Err(e) => {
@@ -153,6 +162,7 @@ pub fn open(broker: &Arc<Broker>, info: ConnectInfo, auth: Authenticated, terms:
                 OpenError::OwnerMismatch => Refusal::ClientIdInUse,
                 OpenError::TooManySessions => Refusal::TooManySessions,
                 OpenError::TooManyForIdentity => Refusal::TooManySessionsForIdentity,
+                OpenError::RegistryUnavailable => Refusal::SessionRegistryUnavailable,
             };
             log_refusal(broker, r, &info.client_id, info.username.as_deref());
             return Err(r);
@@ -190,7 +200,7 @@ pub async fn admit(
     terms: Terms,
 ) -> Result<Admission, Refusal> {
     let auth = authenticate(broker, gate, &info).await?;
-    open(broker, info, auth, terms)
+    open(broker, info, auth, terms).await
 }
 
 /// Logs a refused client: peer-supplied values escaped and cut, at most a

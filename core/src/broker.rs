@@ -4,6 +4,13 @@
 //! Lock order, to stay deadlock free: registry → session → router. The
 //! publish path takes the router's read lock, releases it, then locks each
 //! target session on its own; it never holds two of them at once.
+//!
+//! With a cluster, the remote routing seam ([`crate::remote`]) joins in:
+//! a message published here is forwarded after local routing, one from
+//! another node enters through `deliver_remote*` / `retain_remote` (never
+//! forwarded again), and a CONNECT asks it where the session is first
+//! ([`Broker::open_session_located`]). Without one, each of those is a
+//! single `OnceLock` read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,6 +30,7 @@ use crate::message::{Delivery, Message};
 use crate::metrics::{DropReason, MetricSource, Metrics, Scrape};
 use crate::owner::{OwnerMismatch, SessionOwner};
 use crate::registry::Registry;
+use crate::remote::{Locate, LocateError, LocateRequest, RemoteRouting};
 use crate::retain::{RetainResult, RetainStore};
 use crate::router::{for_each_delivery, remove_no_local, Clients, Route, Router, Subscriber};
 use crate::session::{Inflight, Kick, OutState, Session, StoreSlot, SubRecord};
@@ -61,6 +69,51 @@ pub enum OpenError {
     /// `session.max_sessions_per_identity` reached for this identity.
     #[error("too many sessions for this identity")]
     TooManyForIdentity,
+    /// The cluster's session registry could not be reached
+    /// ([`LocateError::Unavailable`]).
+    #[error("the session registry is unavailable")]
+    RegistryUnavailable,
+}
+
+impl From<LocateError> for OpenError {
+    fn from(e: LocateError) -> OpenError {
+        match e {
+            LocateError::Unavailable => OpenError::RegistryUnavailable,
+            LocateError::OwnerMismatch => OpenError::OwnerMismatch,
+        }
+    }
+}
+
+/// Where a published message went: what [`Broker::publish`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Routed {
+    /// Local sessions it matched (after no-local), including any whose
+    /// full queue dropped it.
+    pub local: usize,
+    /// Nothing local matched, but the remote routing seam has somewhere to
+    /// deliver it ([`RemoteRouting::has_interest`]); always false in
+    /// single-node mode.
+    pub remote: bool,
+}
+
+impl Routed {
+    /// Some subscriber, here or on another node, matched: false is MQTT 5's
+    /// "no matching subscribers" (0x10).
+    pub fn matched(self) -> bool {
+        self.local > 0 || self.remote
+    }
+}
+
+/// The high bits of a connection id that hold the node slot.
+const NODE_SLOT_SHIFT: u32 = 48;
+
+/// Where this process's connection ids start: the start time in seconds
+/// times 65,536, within the 48 bits below the node slot (see
+/// [`crate::remote`]: a restarted node does not reuse its previous run's
+/// ids). Never 0.
+fn conn_id_seed() -> u64 {
+    let secs = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    (((secs & 0xFFFF_FFFF) << 16) | 1) & ((1 << NODE_SLOT_SHIFT) - 1)
 }
 
 /// Result of [`Broker::open_session`].
@@ -70,8 +123,9 @@ pub struct Opened {
     pub session_present: bool,
     /// Kick signal for this connection (takeover).
     pub kicked: oneshot::Receiver<Kick>,
-    /// The session's generation for this connection; a later one means the
-    /// client came back (which cancels a delayed will).
+    /// The session's generation for this connection (its connection id,
+    /// unique cluster-wide); another one means the client came back (which
+    /// cancels a delayed will).
     pub generation: u64,
 }
 
@@ -118,6 +172,9 @@ pub struct Broker {
     recovered_bans: Mutex<Vec<crate::durable::RecoveredBan>>,
     /// Session expiries and delayed wills: one timer for all.
     deadlines: Arc<crate::deadlines::Deadlines>,
+    /// The other nodes of a cluster, when there are some
+    /// ([`Broker::set_remote`], once, at start). Read once per publish.
+    remote: OnceLock<Arc<dyn RemoteRouting>>,
 }
 
 /// Unix time in milliseconds.
@@ -137,7 +194,7 @@ impl Broker {
             metrics: Metrics::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
-            next_conn_id: AtomicU64::new(1),
+            next_conn_id: AtomicU64::new(conn_id_seed()),
             preauth,
             refusal_log: LogLimiter::new(REFUSAL_LINES_PER_SEC),
             store_failure_log: LogLimiter::new(1),
@@ -151,7 +208,37 @@ impl Broker {
             recovered_delayed: Mutex::new(Vec::new()),
             recovered_bans: Mutex::new(Vec::new()),
             deadlines: Arc::default(),
+            remote: OnceLock::new(),
         })
+    }
+
+    /// Installs the remote routing seam (a cluster's, see
+    /// [`crate::remote`]): once, at start, before the listeners accept
+    /// clients. Connection ids given out from now on carry its node slot;
+    /// the distinct filters that already exist (sessions restored from the
+    /// store) are announced to it with `filter_added`. Returns the
+    /// argument back when one was installed already.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteRouting>) -> Result<(), Arc<dyn RemoteRouting>> {
+        let slot = remote.node_slot().0;
+        self.remote.set(remote)?;
+        self.next_conn_id.fetch_or(u64::from(slot) << NODE_SLOT_SHIFT, Ordering::Relaxed);
+        let Some(remote) = self.remote.get() else { return Ok(()) };
+        let mut seen = std::collections::HashSet::new();
+        for session in self.sessions_snapshot() {
+            let st = session.lock();
+            for rec in st.subscriptions().values() {
+                let f = &rec.filter;
+                if seen.insert((f.share_group.clone(), f.filter.clone())) {
+                    remote.filter_added(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The remote routing seam, if one is installed.
+    pub fn remote(&self) -> Option<&Arc<dyn RemoteRouting>> {
+        self.remote.get()
     }
 
     /// Registers metrics kept outside the core (the auth and ACL chains,
@@ -177,6 +264,8 @@ impl Broker {
         out
     }
 
+    /// A connection id, unique in the cluster: the node slot in the high
+    /// 16 bits, a counter below (see [`crate::remote`]).
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -210,6 +299,24 @@ impl Broker {
 
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
+    }
+
+    /// [`Broker::open_session`] after asking the remote routing seam, when
+    /// there is one, whether another node holds the session (it is handed
+    /// over or discarded first: [`RemoteRouting::locate`]). What admission
+    /// calls; in single-node mode it is `open_session` behind one `None`
+    /// check.
+    pub async fn open_session_located(self: &Arc<Self>, req: OpenRequest<'_>) -> Result<Opened, OpenError> {
+        if let Some(remote) = self.remote.get() {
+            let held_here = self.sessions.lock().contains(req.client_id);
+            let ask =
+                LocateRequest { client_id: req.client_id, owner: req.owner, clean_start: req.clean_start, held_here };
+            match remote.locate(ask) {
+                Locate::Done(r) => r?,
+                Locate::Pending(f) => f.await?,
+            }
+        }
+        self.open_session(req)
     }
 
     /// Attaches connection `req.conn_id` to the session for its client id:
@@ -349,7 +456,7 @@ impl Broker {
             drop(store.commit(vec![Change::SessionDelete { client_id }]));
         }
         for rec in st.subscriptions().values() {
-            self.router.unsubscribe(&rec.filter, &session.client_id);
+            self.router_unsubscribe(&rec.filter, &session.client_id);
         }
         st.clear();
         drop(st);
@@ -716,7 +823,12 @@ impl Broker {
             handle: Arc::clone(session),
         };
         let existed = st.insert_subscription(filter.raw.clone(), rec);
-        self.router.subscribe(&filter, sub);
+        let remote = self.remote.get();
+        self.router.subscribe_notify(&filter, sub, || {
+            if let Some(r) = remote {
+                r.filter_added(&filter);
+            }
+        });
         drop(st);
         self.refresh_router_gauges();
         !existed
@@ -728,10 +840,21 @@ impl Broker {
         let Some(rec) = st.remove_subscription(raw) else {
             return false;
         };
-        self.router.unsubscribe(&rec.filter, &session.client_id);
+        self.router_unsubscribe(&rec.filter, &session.client_id);
         drop(st);
         self.refresh_router_gauges();
         true
+    }
+
+    /// Takes a subscription out of the router, telling the remote routing
+    /// seam when it was the last of its (group, filter) here.
+    fn router_unsubscribe(&self, filter: &SubscriptionFilter, client_id: &str) {
+        let remote = self.remote.get();
+        self.router.unsubscribe_notify(filter, client_id, || {
+            if let Some(r) = remote {
+                r.filter_removed(filter);
+            }
+        });
     }
 
     fn refresh_router_gauges(&self) {
@@ -783,10 +906,11 @@ impl Broker {
         r
     }
 
-    /// Routes a message to every matching session (retaining it first if
-    /// its retain flag is set). Returns the number of sessions it matched
-    /// (after no-local), including any whose full queue dropped it.
-    pub fn publish(&self, msg: Arc<Message>) -> usize {
+    /// Routes a message that originated on this node to every matching
+    /// session (retaining it first if its retain flag is set), then hands
+    /// it to the remote routing seam, if there is one, for the other nodes
+    /// ([`crate::remote`]).
+    pub fn publish(&self, msg: Arc<Message>) -> Routed {
         self.publish_from(msg, None, None)
     }
 
@@ -803,24 +927,86 @@ impl Broker {
         msg: Arc<Message>,
         congested: Option<&mut Vec<Arc<Session>>>,
         mut commits: Option<&mut Vec<Commit>>,
-    ) -> usize {
+    ) -> Routed {
         if msg.retain {
             self.retain_stored(&msg, commits.as_deref_mut());
         }
-        self.route_stored(&msg, congested, commits)
+        self.route_local_origin(&msg, congested, commits)
     }
 
-    /// Routes without touching the retained store.
-    pub fn route(&self, msg: &Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> usize {
-        self.route_stored(msg, congested, None)
+    /// Routes a message that originated here without touching the retained
+    /// store (and forwards it, as [`Broker::publish`] does).
+    pub fn route(&self, msg: &Arc<Message>, congested: Option<&mut Vec<Arc<Session>>>) -> Routed {
+        self.route_local_origin(msg, congested, None)
     }
 
-    fn route_stored(
+    /// Local routing, then the remote step: forward, and ask for remote
+    /// interest when nothing local matched. A message nobody anywhere
+    /// wants is counted dropped (`no_subscribers`).
+    fn route_local_origin(
         &self,
         msg: &Arc<Message>,
         congested: Option<&mut Vec<Arc<Session>>>,
         commits: Option<&mut Vec<Commit>>,
-    ) -> usize {
+    ) -> Routed {
+        // The one read of the seam per publish; `None` in single-node mode.
+        let remote = self.remote.get();
+        // With a remote, shared groups are served through it (see
+        // `crate::remote`): local routing leaves them out.
+        let groups = remote.is_none();
+        let matched = self.route_stored(msg, groups, congested, commits);
+        let local = matched.unwrap_or(0);
+        let remote = match remote {
+            Some(r) => {
+                r.forward(msg);
+                local == 0 && r.has_interest(&msg.topic)
+            }
+            None => false,
+        };
+        if matched.is_none() && !remote {
+            self.metrics.dropped(DropReason::NoSubscribers);
+            self.hooks.message_dropped(msg, DropReason::NoSubscribers, None);
+        }
+        Routed { local, remote }
+    }
+
+    /// Routes a message that came from another node to this node's
+    /// non-shared subscribers (never its shared groups, never forwarded,
+    /// never retained here: see [`crate::remote`]). Returns the sessions it
+    /// matched. Nothing is counted dropped when none did.
+    pub fn deliver_remote(&self, msg: &Arc<Message>) -> usize {
+        self.route_stored(msg, false, None, None).unwrap_or(0)
+    }
+
+    /// Gives a message from another node to the one member of the shared
+    /// group `filter.share_group` on `filter.filter` that the local
+    /// strategy picks (the transport picked this node for the group: see
+    /// [`crate::remote`]). False when the group has no member here (or
+    /// `filter` is not shared).
+    pub fn deliver_remote_shared(&self, msg: &Arc<Message>, filter: &SubscriptionFilter) -> bool {
+        let Some(sub) = self.router.pick_shared(filter) else { return false };
+        let mut routes = vec![Route { subscriber: sub, shared: true }];
+        self.deliver_routes(msg, &mut routes, Clients::Distinct, None, None);
+        true
+    }
+
+    /// Stores (or clears) a retained message that came from another node
+    /// in the local retained index (and the local durable store, as a
+    /// local one): new local subscribers see it. Neither routed nor
+    /// forwarded: its live delivery is [`Broker::deliver_remote`]'s.
+    pub fn retain_remote(&self, msg: &Arc<Message>) -> RetainResult {
+        self.retain_stored(msg, None)
+    }
+
+    /// Routes to local sessions; `None` when no subscription matched at
+    /// all (before no-local), otherwise the sessions it reached.
+    fn route_stored(
+        &self,
+        msg: &Arc<Message>,
+        groups: bool,
+        congested: Option<&mut Vec<Arc<Session>>>,
+        commits: Option<&mut Vec<Commit>>,
+    ) -> Option<usize> {
         // One route list per worker thread, reused: a publish allocates
         // neither it nor the list of copies. Nothing below routes again
         // (enqueueing only queues and wakes), so the borrow cannot nest.
@@ -829,9 +1015,9 @@ impl Broker {
         }
         ROUTES.with(|cell| {
             let Ok(mut routes) = cell.try_borrow_mut() else {
-                return self.route_into(msg, &mut Vec::new(), congested, commits);
+                return self.route_into(msg, groups, &mut Vec::new(), congested, commits);
             };
-            let n = self.route_into(msg, &mut routes, congested, commits);
+            let n = self.route_into(msg, groups, &mut routes, congested, commits);
             // A huge fan-out does not pin its list to the thread.
             if routes.capacity() > 1024 {
                 *routes = Vec::new();
@@ -843,20 +1029,35 @@ impl Broker {
     fn route_into(
         &self,
         msg: &Arc<Message>,
+        groups: bool,
         routes: &mut Vec<Route<Arc<Session>>>,
+        congested: Option<&mut Vec<Arc<Session>>>,
+        commits: Option<&mut Vec<Commit>>,
+    ) -> Option<usize> {
+        routes.clear();
+        let clients = if groups {
+            self.router.matches(&msg.topic, routes)
+        } else {
+            self.router.matches_plain(&msg.topic, routes)
+        };
+        if routes.is_empty() {
+            return None;
+        }
+        remove_no_local(routes, msg.publisher.as_deref());
+        Some(self.deliver_routes(msg, routes, clients, congested, commits))
+    }
+
+    /// Offers `msg` to the sessions of `routes` (one copy per client).
+    fn deliver_routes(
+        &self,
+        msg: &Arc<Message>,
+        routes: &mut Vec<Route<Arc<Session>>>,
+        clients: Clients,
         mut congested: Option<&mut Vec<Arc<Session>>>,
         commits: Option<&mut Vec<Commit>>,
     ) -> usize {
-        routes.clear();
         let mut slot = StoreSlot { ids: &self.next_message_id, id: None, commits };
         let stored = self.store.get().is_some() && msg.qos != QoS::AtMostOnce;
-        let clients = self.router.matches(&msg.topic, routes);
-        if routes.is_empty() {
-            self.metrics.dropped(DropReason::NoSubscribers);
-            self.hooks.message_dropped(msg, DropReason::NoSubscribers, None);
-            return 0;
-        }
-        remove_no_local(routes, msg.publisher.as_deref());
         let mut n = 0;
         for_each_delivery(routes, clients, |d| {
             let delivery = Delivery {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Routed};
 use crate::codec::reason::ReasonCode;
 use crate::codec::{Properties, QoS};
 use crate::gate::ClientInfo;
@@ -72,8 +72,9 @@ impl Ready {
 /// What became of a published message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
-    /// Routed to this many sessions (0: no subscriber matched).
-    Routed(usize),
+    /// Routed: where it went ([`Routed::matched`] false: no subscriber
+    /// matched, here or on another node).
+    Routed(Routed),
     /// A hook took it to publish later.
     Taken,
 }
@@ -216,7 +217,7 @@ mod tests {
         broker.hooks.install(set.build());
         let Prepared::Ready(ready) = broker.prepare_publish(&client(), outside("a/b")) else { panic!("dropped") };
         assert_eq!(ready.message().topic.as_str(), "rewritten");
-        assert_eq!(broker.complete_publish(ready), Published::Routed(0));
+        assert_eq!(broker.complete_publish(ready), Published::Routed(Routed::default()));
         assert!(broker.retained.get("rewritten").is_some(), "retained under the rewritten topic");
         assert!(matches!(
             broker.prepare_publish(&client(), outside("drop")),

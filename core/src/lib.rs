@@ -19,6 +19,9 @@
 //! * [`persist`] — session and retained snapshots across a graceful restart;
 //!   [`durable`] — the session-store seam: typed changes and the port a
 //!   durable store implements.
+//! * [`remote`] — the remote-routing seam a cluster plugs into: forward
+//!   after local routing, inbound delivery without echo, remote interest,
+//!   distinct-filter edges, the session locator.
 //! * [`hooks`] — typed broker events and the runner modules register on;
 //!   [`introspect`] — what the management plane sees and does;
 //!   [`inject`] — publishes that come from outside MQTT (HTTP publish).
@@ -45,6 +48,7 @@ pub mod owner;
 pub mod persist;
 pub mod provider;
 mod registry;
+pub mod remote;
 pub mod retain;
 pub mod router;
 pub mod session;

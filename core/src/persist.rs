@@ -387,7 +387,7 @@ mod tests {
             publisher: Some(Arc::from("p")),
             expires_at: None,
         });
-        assert_eq!(b.publish(msg), 1);
+        assert_eq!(b.publish(msg).local, 1);
 
         let dir = tempfile_dir();
         let path = dir.join("snap.bin");

@@ -157,8 +157,10 @@ pub struct SessionState {
     kick: Option<oneshot::Sender<Kick>>,
     /// The client attached now (for the management plane's listings).
     client: Option<Arc<ClientInfo>>,
-    /// Bumped on every attach; timers compare it to know whether a client
-    /// came back in the meantime.
+    /// The id of the connection that attached last (0 before any): timers
+    /// compare it to know whether a client came back in the meantime.
+    /// Connection ids are unique cluster-wide and never reused, so
+    /// generations are too (see [`crate::remote`]).
     pub generation: u64,
 }
 
@@ -601,7 +603,7 @@ impl SessionState {
     pub fn attach(&mut self, conn_id: u64, kick: oneshot::Sender<Kick>) -> Option<oneshot::Sender<Kick>> {
         self.owner = NonZeroU64::new(conn_id);
         self.client = None;
-        self.generation += 1;
+        self.generation = conn_id;
         self.kick.replace(kick)
     }
 

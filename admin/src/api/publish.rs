@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use portcullis_core::broker::Routed;
 use portcullis_core::codec::reason::ReasonCode;
 use portcullis_core::codec::{Properties, ProtocolVersion, QoS};
 use portcullis_core::gate::ClientInfo;
@@ -264,7 +265,7 @@ async fn publish_one(ctx: &Ctx, from: &ClientInfo, m: OutsideMessage) -> (u16, P
             outcome
         }
         Prepared::Dropped(ReasonCode::Success) => Published::Taken,
-        Prepared::Dropped(code) if !code.is_error() => Published::Routed(0),
+        Prepared::Dropped(code) if !code.is_error() => Published::Routed(Routed::default()),
         Prepared::Dropped(code) => {
             return (
                 400,
@@ -277,7 +278,7 @@ async fn publish_one(ctx: &Ctx, from: &ClientInfo, m: OutsideMessage) -> (u16, P
     };
     tracing::debug!(id = %id, topic = %portcullis_core::logsafe::Peer(topic.as_str()), outcome = ?outcome, "admin API: published");
     match outcome {
-        Published::Routed(0) => {
+        Published::Routed(r) if !r.matched() => {
             let code = ReasonCode::NoMatchingSubscribers;
             (
                 202,

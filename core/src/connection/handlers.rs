@@ -312,8 +312,9 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
         let mut congested = Vec::new();
         let mut commits = Vec::new();
-        let n = self.broker.publish_from(msg, Some(&mut congested), Some(&mut commits));
-        let reason = if n == 0 { v5::NO_MATCHING_SUBSCRIBERS } else { 0 };
+        let routed = self.broker.publish_from(msg, Some(&mut congested), Some(&mut commits));
+        // "No matching subscribers" only when no other node has one either.
+        let reason = if routed.matched() { 0 } else { v5::NO_MATCHING_SUBSCRIBERS };
         self.ack_after(p.qos, p.packet_id, reason, commits);
         if !congested.is_empty() {
             // Back-pressure: a subscriber this publisher feeds is behind;

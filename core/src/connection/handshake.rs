@@ -383,7 +383,7 @@ where
     };
     let (keep_alive, server_keep_alive) = negotiate_keep_alive(broker, &connect);
     let terms = Terms { clean_start: connect.clean_start, expiry, keep_alive };
-    let admission = match admission::open(broker, info, auth, terms) {
+    let admission = match admission::open(broker, info, auth, terms).await {
         Ok(a) => a,
         Err(r) => {
             asker.refuse(broker, &mut writer, r).await;

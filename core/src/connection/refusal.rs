@@ -41,6 +41,9 @@ pub enum Refusal {
     TooManySessions,
     /// `session.max_sessions_per_identity` reached.
     TooManySessionsForIdentity,
+    /// The cluster's session registry could not be reached (this node is
+    /// cut off from it): the client is to try again, here or elsewhere.
+    SessionRegistryUnavailable,
     /// A bridge (protocol level with the 0x80 bit, Mosquitto's
     /// `try_private`) on a listener with `accept_bridges = false`: 3.x
     /// return code 1, which makes Mosquitto and RSMB connect again without
@@ -64,7 +67,8 @@ impl Refusal {
             Refusal::ShuttingDown
             | Refusal::AuthUnavailable
             | Refusal::TooManySessions
-            | Refusal::TooManySessionsForIdentity => v3::SERVER_UNAVAILABLE,
+            | Refusal::TooManySessionsForIdentity
+            | Refusal::SessionRegistryUnavailable => v3::SERVER_UNAVAILABLE,
         }
     }
 
@@ -81,7 +85,7 @@ impl Refusal {
             Refusal::AuthExchange => v5::PROTOCOL_ERROR,
             Refusal::ShuttingDown => v5::SERVER_SHUTTING_DOWN,
             Refusal::RetainUnavailable => v5::RETAIN_NOT_SUPPORTED,
-            Refusal::AuthUnavailable => v5::SERVER_UNAVAILABLE,
+            Refusal::AuthUnavailable | Refusal::SessionRegistryUnavailable => v5::SERVER_UNAVAILABLE,
             Refusal::TooManySessions | Refusal::TooManySessionsForIdentity => v5::QUOTA_EXCEEDED,
             Refusal::BridgeRefused => v5::UNSUPPORTED_PROTOCOL_VERSION,
         }
@@ -115,6 +119,7 @@ impl Refusal {
             Refusal::AuthUnavailable => "authentication service unavailable; try again later",
             Refusal::TooManySessions => "the broker holds as many sessions as it may",
             Refusal::TooManySessionsForIdentity => "this identity holds as many sessions as it may",
+            Refusal::SessionRegistryUnavailable => "the session registry is unavailable; try again later",
             Refusal::BridgeRefused => "bridge connections are not accepted on this listener",
         }
     }
@@ -143,6 +148,7 @@ mod tests {
             Refusal::AuthUnavailable,
             Refusal::TooManySessions,
             Refusal::TooManySessionsForIdentity,
+            Refusal::SessionRegistryUnavailable,
             Refusal::BridgeRefused,
         ];
         for r in all {

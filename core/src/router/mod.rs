@@ -157,9 +157,22 @@ impl<T: Clone + Send + Sync> Router<T> {
     /// [`SubscriptionFilter`] (same group, same filter). Returns `true` if
     /// the subscription is new.
     pub fn subscribe(&self, filter: &SubscriptionFilter, sub: Subscriber<T>) -> bool {
+        self.subscribe_notify(filter, sub, || {})
+    }
+
+    /// [`Router::subscribe`], calling `first` when the subscription is the
+    /// first one of its key — (no group, filter) or (group, filter) — so
+    /// the distinct local filters can be followed elsewhere (the remote
+    /// routing seam). `first` runs under the trie's write lock, so the
+    /// first/last calls of one key are never reordered: it must not block
+    /// nor touch the router.
+    pub fn subscribe_notify(&self, filter: &SubscriptionFilter, sub: Subscriber<T>, first: impl FnOnce()) -> bool {
         let (path, slot) = Slot::split(filter.filter.as_str());
         let mut root = self.trie_for_filter(filter).write();
-        let (new_sub, new_topic) = root.insert(path, slot, filter.share_group.as_ref(), sub);
+        let (new_sub, new_topic, first_of_key) = root.insert(path, slot, filter.share_group.as_ref(), sub);
+        if first_of_key {
+            first();
+        }
         if new_topic {
             self.topics.fetch_add(1, Ordering::Relaxed);
         }
@@ -175,11 +188,23 @@ impl<T: Clone + Send + Sync> Router<T> {
     /// Removes a client's subscription. Returns `true` if it existed. Trie
     /// nodes left without subscriptions are freed.
     pub fn unsubscribe(&self, filter: &SubscriptionFilter, client_id: &str) -> bool {
+        self.unsubscribe_notify(filter, client_id, || {})
+    }
+
+    /// [`Router::unsubscribe`], calling `last` (under the trie's write
+    /// lock, as [`Router::subscribe_notify`] calls `first`) when the
+    /// subscription was the last one of its key.
+    pub fn unsubscribe_notify(&self, filter: &SubscriptionFilter, client_id: &str, last: impl FnOnce()) -> bool {
         let (path, slot) = Slot::split(filter.filter.as_str());
         let mut root = self.trie_for_filter(filter).write();
-        let Some(topic_gone) = root.remove(path, slot, filter.share_group.as_deref(), client_id, self.strategy) else {
+        let Some((topic_gone, last_of_key)) =
+            root.remove(path, slot, filter.share_group.as_deref(), client_id, self.strategy)
+        else {
             return false;
         };
+        if last_of_key {
+            last();
+        }
         if topic_gone {
             self.topics.fetch_sub(1, Ordering::Relaxed);
         }
@@ -203,17 +228,39 @@ impl<T: Clone + Send + Sync> Router<T> {
     /// non-shared routes (more than one filter contributed some), which
     /// [`collapse()`] needs to know.
     pub fn matches(&self, topic: &TopicName, out: &mut Vec<Route<T>>) -> Clients {
+        self.collect(topic, true, out)
+    }
+
+    /// [`Router::matches`] without shared groups: the non-shared routes
+    /// only, and no group picks (so no round-robin turn is spent). For a
+    /// message from another node, whose shared delivery is decided there
+    /// (see [`crate::remote`]).
+    pub fn matches_plain(&self, topic: &TopicName, out: &mut Vec<Route<T>>) -> Clients {
+        self.collect(topic, false, out)
+    }
+
+    fn collect(&self, topic: &TopicName, groups: bool, out: &mut Vec<Route<T>>) -> Clients {
         let name = topic.as_str();
         let first = name.split('/').next().unwrap_or(name);
         let plain = {
             let shard = self.shards[self.shard_of(first)].read();
-            shard.collect(name, self.strategy, out)
+            shard.collect(name, self.strategy, groups, out)
         };
         let wild = self.wild.read();
-        match plain + wild.collect(name, self.strategy, out) {
+        match plain + wild.collect(name, self.strategy, groups, out) {
             0 | 1 => Clients::Distinct,
             _ => Clients::MayRepeat,
         }
+    }
+
+    /// The one member of the shared group `filter.share_group` on
+    /// `filter.filter` that the strategy picks for the next message, if
+    /// the group has a member here; `None` for a non-shared filter.
+    pub fn pick_shared(&self, filter: &SubscriptionFilter) -> Option<Subscriber<T>> {
+        let group = filter.share_group.as_deref()?;
+        let (path, slot) = Slot::split(filter.filter.as_str());
+        let root = self.trie_for_filter(filter).read();
+        root.pick_in_group(path, slot, group, self.strategy)
     }
 
     /// Number of distinct topic filters with at least one subscriber

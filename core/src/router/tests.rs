@@ -685,3 +685,54 @@ fn dollar_subscriptions_are_counted() {
     assert!(router.unsubscribe(&filter("$SYS/#"), "a"));
     assert!(!router.has_dollar_subscriptions());
 }
+
+/// The first/last calls the remote routing seam follows distinct filters
+/// with: per (no group, filter) and per (group, filter), at the 0 ↔ 1
+/// edges only, and never for a failed or replacing (un)subscribe.
+#[test]
+fn first_and_last_of_each_key_are_notified() {
+    let r = Router::new(SharedStrategy::RoundRobin);
+    let calls = std::cell::RefCell::new(Vec::new());
+    let add = |f: &str, c: &str| {
+        r.subscribe_notify(&filter(f), sub(c), || calls.borrow_mut().push(format!("+{f}")));
+    };
+    let remove = |f: &str, c: &str| {
+        r.unsubscribe_notify(&filter(f), c, || calls.borrow_mut().push(format!("-{f}")));
+    };
+    add("a/+", "x");
+    add("a/+", "y");
+    add("a/+", "x");
+    add("$share/g/a/+", "x");
+    add("$share/g/a/+", "y");
+    add("$share/h/a/+", "y");
+    assert_eq!(*calls.borrow(), ["+a/+", "+$share/g/a/+", "+$share/h/a/+"]);
+    calls.borrow_mut().clear();
+    remove("a/+", "nobody");
+    remove("a/+", "x");
+    remove("$share/g/a/+", "x");
+    remove("$share/h/a/+", "y");
+    assert_eq!(*calls.borrow(), ["-$share/h/a/+"]);
+    remove("a/+", "y");
+    remove("$share/g/a/+", "y");
+    assert_eq!(*calls.borrow(), ["-$share/h/a/+", "-a/+", "-$share/g/a/+"]);
+    assert!(r.is_pristine());
+}
+
+#[test]
+fn plain_matching_leaves_groups_alone_and_a_group_can_be_asked_directly() {
+    let r = Router::new(SharedStrategy::RoundRobin);
+    r.subscribe(&filter("a/#"), sub("p"));
+    r.subscribe(&filter("$share/g/a/+"), sub("m1"));
+    r.subscribe(&filter("$share/g/a/+"), sub("m2"));
+    let mut out = Vec::new();
+    let _ = r.matches_plain(&topic("a/1"), &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].shared);
+    // No turn was spent by the plain match: round robin starts at m1.
+    let picks: Vec<String> =
+        (0..3).map(|_| r.pick_shared(&filter("$share/g/a/+")).unwrap().client_id.to_string()).collect();
+    assert_eq!(picks, ["m1", "m2", "m1"]);
+    assert!(r.pick_shared(&filter("$share/nope/a/+")).is_none());
+    assert!(r.pick_shared(&filter("$share/g/a/#")).is_none(), "another filter");
+    assert!(r.pick_shared(&filter("a/#")).is_none(), "not shared");
+}

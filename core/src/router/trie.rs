@@ -143,27 +143,50 @@ impl<T> Node<T> {
 
 impl<T: Clone> Node<T> {
     /// Inserts or replaces a subscription below this (root) node. Returns
-    /// (the subscription is new, the filter had no subscriber before).
+    /// (the subscription is new, the filter had no subscriber before, the
+    /// filter's plain list — or the named group — had no member before).
     pub(super) fn insert(
         &mut self,
         path: Option<&str>,
         slot: Slot,
         group: Option<&Arc<str>>,
         sub: Subscriber<T>,
-    ) -> (bool, bool) {
+    ) -> (bool, bool, bool) {
         let mut node = self;
         for level in levels(path) {
             node = node.child_or_insert(level);
         }
         let entry = node.slot_mut(slot);
         let new_topic = entry.is_none();
-        let new_sub = entry.get_or_insert_with(Box::default).insert(group, sub);
-        (new_sub, new_topic)
+        let (new_sub, first) = entry.get_or_insert_with(Box::default).insert(group, sub);
+        (new_sub, new_topic, first)
+    }
+
+    /// The member of shared group `group` on the filter at `path`/`slot`
+    /// that receives the next message (the strategy picks it), if the
+    /// group has one.
+    pub(super) fn pick_in_group(
+        &self,
+        path: Option<&str>,
+        slot: Slot,
+        group: &str,
+        strategy: SharedStrategy,
+    ) -> Option<Subscriber<T>> {
+        let mut node = self;
+        for level in levels(path) {
+            node = node.child(level)?;
+        }
+        let entry = match slot {
+            Slot::Exact => node.exact.as_deref()?,
+            Slot::Multi => node.multi.as_deref()?,
+        };
+        entry.groups.iter().find(|g| g.name() == group)?.pick(strategy).cloned()
     }
 
     /// Removes a client's subscription below this (root) node and frees the
     /// nodes it leaves empty. `None` if there was no such subscription,
-    /// otherwise whether the filter lost its last subscriber.
+    /// otherwise (whether the filter lost its last subscriber, whether its
+    /// plain list — or the named group — lost its last member).
     pub(super) fn remove(
         &mut self,
         path: Option<&str>,
@@ -171,24 +194,22 @@ impl<T: Clone> Node<T> {
         group: Option<&str>,
         client_id: &str,
         strategy: SharedStrategy,
-    ) -> Option<bool> {
+    ) -> Option<(bool, bool)> {
         let mut node = &mut *self;
         for level in levels(path) {
             node = node.child_mut(level)?;
         }
         let entry = node.slot_mut(slot);
         let e = entry.as_mut()?;
-        if !e.remove(group, client_id, strategy) {
-            return None;
-        }
+        let last = e.remove(group, client_id, strategy)?;
         if !e.is_empty() {
-            return Some(false);
+            return Some((false, last));
         }
         *entry = None;
         if let Some(path) = path {
             self.prune(path);
         }
-        Some(true)
+        Some((true, last))
     }
 
     /// Cuts off the longest chain of nodes at the end of `path` that holds
@@ -235,7 +256,15 @@ impl<T: Clone> Node<T> {
     /// Appends the routes of every subscription below this (root) node that
     /// matches `topic`. Returns how many filters contributed non-shared
     /// routes (a client appears at most once per filter).
-    pub(super) fn collect(&self, topic: &str, strategy: SharedStrategy, out: &mut Vec<Route<T>>) -> usize {
+    ///
+    /// With `groups` false, shared groups are left out (and pick no one).
+    pub(super) fn collect(
+        &self,
+        topic: &str,
+        strategy: SharedStrategy,
+        groups: bool,
+        out: &mut Vec<Route<T>>,
+    ) -> usize {
         // Filters that contributed non-shared routes.
         let mut plain = 0;
         // A leading wildcard never matches a `$` topic: skip the root's `#`
@@ -243,7 +272,7 @@ impl<T: Clone> Node<T> {
         let wild_root = !topic.starts_with('$');
         if wild_root {
             if let Some(e) = &self.multi {
-                plain += usize::from(e.emit(strategy, out));
+                plain += usize::from(e.emit(strategy, groups, out));
             }
         }
         let mut rest = topic.split('/');
@@ -263,11 +292,11 @@ impl<T: Clone> Node<T> {
         while let Some((mut node, mut rest)) = current.take().or_else(|| pending.pop()) {
             loop {
                 if let Some(e) = &node.multi {
-                    plain += usize::from(e.emit(strategy, out));
+                    plain += usize::from(e.emit(strategy, groups, out));
                 }
                 let Some(level) = rest.next() else {
                     if let Some(e) = &node.exact {
-                        plain += usize::from(e.emit(strategy, out));
+                        plain += usize::from(e.emit(strategy, groups, out));
                     }
                     break;
                 };
@@ -299,31 +328,40 @@ impl<T> Default for Entry<T> {
 }
 
 impl<T: Clone> Entry<T> {
-    fn insert(&mut self, group: Option<&Arc<str>>, sub: Subscriber<T>) -> bool {
+    /// Returns (the subscription is new, it is the first of the plain list
+    /// or of its group).
+    fn insert(&mut self, group: Option<&Arc<str>>, sub: Subscriber<T>) -> (bool, bool) {
         let Some(name) = group else {
-            return self.plain.insert(sub);
+            let first = self.plain.subs.is_empty();
+            return (self.plain.insert(sub), first);
         };
         if let Some(g) = self.groups.iter_mut().find(|g| g.name() == &**name) {
-            return g.insert(sub);
+            return (g.insert(sub), false);
         }
         let mut g = SharedGroup::new(Arc::clone(name));
         g.insert(sub);
         self.groups.push(g);
-        true
+        (true, true)
     }
 
-    fn remove(&mut self, group: Option<&str>, client_id: &str, strategy: SharedStrategy) -> bool {
+    /// `None` if there was no such subscription, otherwise whether it was
+    /// the last of the plain list or of its group.
+    fn remove(&mut self, group: Option<&str>, client_id: &str, strategy: SharedStrategy) -> Option<bool> {
         let Some(name) = group else {
-            return self.plain.remove(client_id);
+            if !self.plain.remove(client_id) {
+                return None;
+            }
+            return Some(self.plain.subs.is_empty());
         };
-        let Some(i) = self.groups.iter().position(|g| g.name() == name) else {
-            return false;
-        };
-        let removed = self.groups[i].remove(client_id, strategy);
-        if self.groups[i].is_empty() {
+        let i = self.groups.iter().position(|g| g.name() == name)?;
+        if !self.groups[i].remove(client_id, strategy) {
+            return None;
+        }
+        let last = self.groups[i].is_empty();
+        if last {
             self.groups.swap_remove(i);
         }
-        removed
+        Some(last)
     }
 
     fn is_empty(&self) -> bool {
@@ -331,8 +369,11 @@ impl<T: Clone> Entry<T> {
     }
 
     /// Appends this filter's routes; returns whether any were non-shared.
-    fn emit(&self, strategy: SharedStrategy, out: &mut Vec<Route<T>>) -> bool {
+    fn emit(&self, strategy: SharedStrategy, groups: bool, out: &mut Vec<Route<T>>) -> bool {
         out.extend(self.plain.subs.iter().map(|s| Route { subscriber: s.clone(), shared: false }));
+        if !groups {
+            return !self.plain.subs.is_empty();
+        }
         for g in &self.groups {
             if let Some(s) = g.pick(strategy) {
                 out.push(Route { subscriber: s.clone(), shared: true });
