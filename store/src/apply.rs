@@ -477,6 +477,13 @@ impl<'e> Txn<'e> {
         }
     }
 
+    /// Batch `batch` changed what the disk holds.
+    fn pin_batch(&mut self, batch: u32) {
+        if let Some(o) = self.owed.get_mut(batch as usize) {
+            o.pinned = true;
+        }
+    }
+
     fn owe(&mut self, batch: u32, by: i32) {
         let Some(o) = self.owed.get_mut(batch as usize) else { return };
         o.outstanding = o.outstanding.saturating_add_signed(by);
@@ -715,6 +722,11 @@ impl<'e> Txn<'e> {
                 let (d, put) = put_typed(&mut self.rows(client_id).inflight, *packet_id, row, fresh, owner);
                 self.count_typed(d);
                 self.owe_put(put, owner);
+                if put == Put::Disk {
+                    // Over a row the engine holds: the delivery must be
+                    // written, and whoever queued it waits for that too.
+                    self.pin_batch(owner);
+                }
                 self.hold(id.0);
             }
             Change::InflightDelete { client_id, packet_id } => {

@@ -640,3 +640,39 @@ fn what_a_batch_owes() {
     txn.apply(&Change::QueuePop { client_id: a.clone(), seq: 2 }).unwrap();
     assert!(txn.owed(i).pinned, "the pop of a row on disk is a write");
 }
+
+/// A delivery sent under a packet id whose row the engine still holds
+/// (an earlier run's) is written over it: the batch that queued it is
+/// pinned to the write, even though it did not put the message.
+#[test]
+fn a_send_over_a_stored_row_pins_the_batch_that_queued_it() {
+    use crate::apply::Txn;
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = crate::engine::redb::Redb::open(&dir.path().join("s.redb"), true).unwrap();
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    // On disk: b's in-flight row under packet id 9.
+    let mut txn = Txn::new(&engine, None, 0);
+    txn.begin_batch();
+    txn.apply(&Change::MessagePut { id: MessageId(1), msg: msg("t", b"old") }).unwrap();
+    txn.apply(&inflight_put(&b, 9, 1, InflightState::Published)).unwrap();
+    let (ops, _) = txn.finish().unwrap();
+    engine.write(&ops, true).unwrap();
+    // One PUBLISH to a and b: the message is put by a's batch.
+    let mut txn = Txn::new(&engine, None, 0);
+    let to_a = txn.begin_batch();
+    txn.apply(&Change::MessagePut { id: MessageId(2), msg: msg("t", b"new") }).unwrap();
+    txn.apply(&push(&a, 1, 2)).unwrap();
+    let to_b = txn.begin_batch();
+    txn.apply(&push(&b, 1, 2)).unwrap();
+    txn.end_batch(|_| {});
+    // b's delivery is sent under packet id 9.
+    let sent = txn.begin_batch();
+    txn.apply(&Change::QueuePop { client_id: b.clone(), seq: 1 }).unwrap();
+    txn.apply(&inflight_put(&b, 9, 2, InflightState::Published)).unwrap();
+    let mut settled = Vec::new();
+    txn.end_batch(|i| settled.push(i));
+    assert!(txn.owed(to_b).pinned, "b's queued batch waits for the write of the row it became");
+    assert!(txn.owed(sent).pinned);
+    assert!(!settled.contains(&to_b));
+    assert!(!txn.owed(to_a).settled());
+}
