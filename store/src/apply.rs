@@ -291,6 +291,11 @@ pub struct Txn<'e> {
     /// The queue row the current batch's `QueuePop` took: its message id
     /// and owner, which the `InflightPut` that follows inherits.
     handoff: Option<(u64, u32)>,
+    /// Bytes of the messages put in this group that nothing holds any more
+    /// (delivered and acknowledged): kept until the group ends, in case
+    /// another session's push still comes for them, so the writer ends a
+    /// group that keeps too many ([`Txn::dormant_bytes`]).
+    dormant_bytes: usize,
     /// Next in-flight order stamp (kept by the writer across groups).
     pub next_order: u64,
 }
@@ -300,6 +305,11 @@ impl std::fmt::Debug for Txn<'_> {
         let rows: usize = self.overlay.iter().map(HashMap::len).sum::<usize>() + self.typed_rows;
         f.debug_struct("Txn").field("rows", &rows).finish()
     }
+}
+
+/// What a message held in a group costs, roughly.
+fn message_bytes(msg: &Message) -> usize {
+    msg.payload.len() + msg.topic.as_str().len()
 }
 
 pub fn msg_key(id: u64) -> Vec<u8> {
@@ -336,6 +346,7 @@ impl<'e> Txn<'e> {
             owed: Vec::new(),
             touched: Vec::new(),
             handoff: None,
+            dormant_bytes: 0,
             next_order,
         }
     }
@@ -453,9 +464,23 @@ impl<'e> Txn<'e> {
         // A new message's batch answers for it while it is held; a count
         // of a message the engine holds is a disk write.
         match self.new_messages.get(&id) {
-            Some(&(_, owner)) => self.owe(owner, edge),
+            Some((msg, owner)) => {
+                let (owner, bytes) = (*owner, message_bytes(msg));
+                match edge {
+                    1 => self.dormant_bytes = self.dormant_bytes.saturating_sub(bytes),
+                    -1 => self.dormant_bytes += bytes,
+                    _ => {}
+                }
+                self.owe(owner, edge);
+            }
             None => self.pin(),
         }
+    }
+
+    /// Bytes of this group's new messages that nothing holds (see the
+    /// field).
+    pub fn dormant_bytes(&self) -> usize {
+        self.dormant_bytes
     }
 
     /// Starts the next batch of the group; returns its index.
@@ -671,7 +696,9 @@ impl<'e> Txn<'e> {
             }
             Change::MessagePut { id, msg } => {
                 let cur = self.current();
-                self.new_messages.insert(id.0, (Arc::clone(msg), cur));
+                if self.new_messages.insert(id.0, (Arc::clone(msg), cur)).is_none() {
+                    self.dormant_bytes += message_bytes(msg);
+                }
                 self.ref_delta.entry(id.0).or_default();
             }
             Change::QueuePush { client_id, seq, id, qos, retain, subscription_ids } => {

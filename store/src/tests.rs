@@ -676,3 +676,52 @@ fn a_send_over_a_stored_row_pins_the_batch_that_queued_it() {
     assert!(!settled.contains(&to_b));
     assert!(!txn.owed(to_a).settled());
 }
+
+/// A delivered message a group keeps (another session's push may still
+/// come for it) counts as dormant until the group ends; the writer ends a
+/// group past a bound of them, so a flood of large messages that are
+/// acknowledged at once is not kept for a whole group.
+#[test]
+fn delivered_messages_are_counted_until_the_group_ends() {
+    use crate::apply::Txn;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = crate::engine::redb::Redb::open(&dir.path().join("s.redb"), true).unwrap();
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+    let body: &'static [u8] = &[7u8; 1000];
+    let mut txn = Txn::new(&engine, None, 0);
+    txn.begin_batch();
+    txn.apply(&Change::MessagePut { id: MessageId(1), msg: msg("t", body) }).unwrap();
+    txn.apply(&push(&a, 1, 1)).unwrap();
+    assert_eq!(txn.dormant_bytes(), 0, "held by a's queue");
+    for c in delivered(&a, 1, 1) {
+        txn.begin_batch();
+        txn.apply(&c).unwrap();
+    }
+    assert_eq!(txn.dormant_bytes(), 1001, "acknowledged: payload and topic");
+    txn.begin_batch();
+    txn.apply(&push(&b, 1, 1)).unwrap();
+    assert_eq!(txn.dormant_bytes(), 0, "held again by b's queue");
+}
+
+#[test]
+fn a_group_of_acknowledged_large_messages_ends_at_the_dormant_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.max_linger = std::time::Duration::from_secs(30);
+    let store = Store::open(cfg).unwrap();
+    store.recover().unwrap();
+    let big: &'static [u8] = Box::leak(vec![1u8; 1 << 20].into_boxed_slice());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        // A session record opens the group and waits for its write.
+        let pinned = store.commit(vec![session(&a)]);
+        for i in 1..=12u64 {
+            let mut batch = vec![Change::MessagePut { id: MessageId(i), msg: msg("t", big) }, push(&a, i, i)];
+            batch.extend(delivered(&a, i, i));
+            store.record(batch);
+        }
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), pinned).await;
+        assert!(matches!(waited, Ok(Ok(()))), "the group ended at the bound, not after its 30 s linger");
+    });
+}

@@ -63,6 +63,12 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// A group whose delivered messages (nothing holds them, but a group
+/// keeps them to the end) come to this many bytes ends: a group whose
+/// commits settle as they come could otherwise hold every message of
+/// `max_group_changes` changes.
+const MAX_DORMANT_BYTES: usize = 8 << 20;
+
 /// How often a lingering strict group looks for more batches.
 const LINGER_POLL: Duration = Duration::from_micros(100);
 
@@ -276,7 +282,8 @@ impl Writer {
         let start = Instant::now();
         let relaxed_deadline = start + self.config.sync_interval;
         let (mut carry, mut closed, mut lingered) = (None, false, Lingered::No);
-        while g.size < self.config.max_group_changes && g.failed.is_none() {
+        while g.size < self.config.max_group_changes && g.txn.dormant_bytes() < MAX_DORMANT_BYTES && g.failed.is_none()
+        {
             let next = match self.config.mode {
                 SyncMode::Relaxed => self
                     .rx
