@@ -357,12 +357,10 @@ impl<'e> Txn<'e> {
 
     /// The typed rows of `client_id` in this group.
     fn rows(&mut self, client_id: &Arc<str>) -> &mut SessionRows {
-        // Looked up by the string (two `Arc`s may hold the same id);
-        // inserted once per session and group.
-        if !self.sessions.contains_key(&**client_id) {
-            self.sessions.insert(Arc::clone(client_id), SessionRows::default());
-        }
-        self.sessions.get_mut(&**client_id).unwrap_or_else(|| unreachable!("inserted above"))
+        // One hash of the client id (several per change add up: the
+        // writer applies hundreds of thousands a second); keyed by the
+        // string, so two `Arc`s of one id are one session.
+        self.sessions.entry(Arc::clone(client_id)).or_default()
     }
 
     fn count_typed(&mut self, delta: isize) {
