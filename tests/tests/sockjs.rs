@@ -468,6 +468,9 @@ async fn forwarded_addresses_only_from_trusted_proxies() {
         let frame = messages(&poll_frame(&c, addr, "f").await).concat();
         if !trusted {
             assert!(frame.starts_with("CONNECTED\n"), "{frame:?}");
+            // Logged after the CONNECTED frame went out, and read from the
+            // broker's output by another thread: waited for.
+            assert!(b.wait_log("STOMP client connected", Duration::from_secs(10)), "connected line");
             let log = b.log();
             let line = log.lines().find(|l| l.contains("STOMP client connected")).expect("connected line");
             assert!(line.contains("peer=127.0.0.1:"), "{line}");
