@@ -55,9 +55,11 @@
 pub mod config;
 pub mod connect;
 pub mod limits;
+pub mod routing;
 pub mod subject;
 
 pub use config::ClusterConfig;
 pub use connect::{ConnectError, ConnectPlan};
 pub use limits::{LimitError, Limits};
+pub use routing::Cluster;
 pub use subject::{NatsSubscription, Prefix};
