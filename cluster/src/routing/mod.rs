@@ -208,22 +208,25 @@ impl Inner {
             Ok(t) => t,
             Err(e) => return self.malformed(&e),
         };
-        if shared.is_none() {
-            match self.dedup.lock().check(&origin.node, origin.run, origin.seq) {
-                Seen::New => {}
-                Seen::Duplicate => {
-                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Seen::Stale => return self.counters.dropped(Loss::Stale),
-            }
-        }
         let msg = match wire::message(&m.payload, &topic, self.decode, Instant::now()) {
             Ok(msg) => msg,
             Err(e) => return self.malformed(&e),
         };
         match shared {
             None => {
+                // The check and the delivery under one lock: the first copy
+                // of each message is delivered in the order the copies were
+                // checked, so one publisher's messages keep their order
+                // even when two subscriptions' readers race.
+                let mut dedup = self.dedup.lock();
+                match dedup.check(&origin.node, origin.run, origin.seq) {
+                    Seen::New => {}
+                    Seen::Duplicate => {
+                        self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Seen::Stale => return self.counters.dropped(Loss::Stale),
+                }
                 broker.deliver_remote(&msg);
             }
             Some(f) => {
