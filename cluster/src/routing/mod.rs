@@ -33,9 +33,12 @@
 //!   messages and [`OUTBOUND_BYTES`] bytes; past either, or while NATS is
 //!   unreachable, a message stays local and is counted dropped (logged at
 //!   most once a second). Inbound, each NATS subscription buffers at most
-//!   [`SUBSCRIPTION_CAPACITY`] messages (NATS drops past that: a slow
+//!   [`SUBSCRIPTION_CAPACITY`] messages (the client drops past that: a slow
 //!   consumer), every message at most `max_payload` bytes, decoded under the
-//!   broker's packet size and user-property limits.
+//!   broker's user-property limits; the duplicate window is bounded
+//!   ([`dedup`]); the wanted map holds one entry per distinct local filter.
+//!   Inbound `$SYS` topics are refused (no node forwards them), as is
+//!   anything that is not what a node sends (counted `malformed`).
 //! * **Retained messages, sessions, membership** do not cross yet: a
 //!   retained message published on B is delivered live to A's subscribers
 //!   but not stored on A.
@@ -74,8 +77,11 @@ use metrics::{Counters, Loss};
 pub const OUTBOUND_MESSAGES: usize = 8192;
 /// Bytes (topic, payload, properties) waiting to be published, at most.
 pub const OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
-/// Messages one NATS subscription buffers before NATS drops (slow consumer).
-pub const SUBSCRIPTION_CAPACITY: usize = 8192;
+/// Messages one NATS subscription buffers before the client drops (slow
+/// consumer): with `max_payload` 1 MiB, at most 1 GiB per subscription in
+/// the worst case, reached only when this node's readers fall that far
+/// behind (a reader never waits: delivery is an enqueue).
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 /// This node in the cluster: installed into the broker with
 /// [`Broker::set_remote`] by [`Cluster::start`].
@@ -208,6 +214,11 @@ impl Inner {
             Ok(t) => t,
             Err(e) => return self.malformed(&e),
         };
+        if topic.as_str().starts_with("$SYS/") {
+            // No node forwards $SYS (it stays per node): whoever sent this
+            // is not a node, and local $SYS readers must not believe it.
+            return self.malformed(&"a $SYS topic from NATS");
+        }
         let msg = match wire::message(&m.payload, &topic, self.decode, Instant::now()) {
             Ok(msg) => msg,
             Err(e) => return self.malformed(&e),
