@@ -304,3 +304,43 @@ async fn the_subscribers_acl_holds_for_messages_from_other_nodes() {
     assert_eq!(received(&mut sb).await.len(), 4);
     drop(nats);
 }
+
+/// A NATS server that stops reading (SIGSTOP) must not make its node hold
+/// what its clients publish: the outbound queue is bounded (count and
+/// bytes), the excess is counted dropped, local delivery goes on, and the
+/// node's memory stays within the bound (64 MiB queue + 128 publishes in
+/// the NATS client), far below the 256 MiB published meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_nats_server_costs_bounded_memory_and_counted_drops() {
+    let Some(nats) = Nats::start(1) else { return };
+    let a = node(&nats, 1, "");
+    let mut local = v5(a.addr, "local").await;
+    subscribe(&mut local, 1, &[("big/t", Q0)]).await;
+    let mut p = v5(a.addr, "p").await;
+    let before = portcullis_tests::rss_kib(a.pid()).expect("rss");
+    nats.stop(1);
+    let payload = vec![0x5Au8; 64 * 1024];
+    let (n, mut got) = (4096usize, 0usize);
+    for i in 0..n {
+        p.send_packet(&Packet::Publish(publish("big/t", Q0, None, &payload, false))).await;
+        // Read what the local subscriber got meanwhile, so its own queue
+        // does not hold the messages.
+        while let Ok(Some(Packet::Publish(_))) = local.recv_timeout(Duration::from_millis(1)).await {
+            got += 1;
+        }
+        if i % 512 == 0 {
+            sync(&mut p).await;
+        }
+    }
+    sync(&mut p).await;
+    got += drain_publishes(&mut local, QUIET, Duration::from_secs(30)).await.len();
+    let after = portcullis_tests::rss_kib(a.pid()).expect("rss");
+    let grown_mib = after.saturating_sub(before) / 1024;
+    println!("NATS stalled: {n} × 64 KiB published, {got} delivered locally, RSS grew {grown_mib} MiB");
+    assert_eq!(got, n, "local delivery goes on while NATS is stalled");
+    let dropped = sys_fresh(a.addr, "cluster/dropped/queue_full", Duration::from_secs(5)).await;
+    assert!(dropped.parse::<u64>().unwrap_or(0) > 0, "queue_full drops counted: {dropped}");
+    assert!(grown_mib < 160, "the node held {grown_mib} MiB for a stalled NATS server (bound ~72 MiB + slack)");
+    nats.cont(1);
+    drop(nats);
+}

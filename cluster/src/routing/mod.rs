@@ -30,9 +30,11 @@
 //!   cluster mode v5 publishers never hear 0x10 and nothing is counted
 //!   dropped as `no_subscribers` while the cluster is up.
 //! * **Bounds.** The outbound queue holds at most [`OUTBOUND_MESSAGES`]
-//!   messages and [`OUTBOUND_BYTES`] bytes; past either, or while NATS is
+//!   messages and [`OUTBOUND_BYTES`] bytes, async-nats' own queue
+//!   [`CLIENT_CAPACITY`] publishes; past either, or while NATS is
 //!   unreachable, a message stays local and is counted dropped (logged at
-//!   most once a second). Inbound, each NATS subscription buffers at most
+//!   most once a second). A stalled NATS server costs the node at most
+//!   64 MiB + 128 × `max_payload` (`cluster_pubsub.rs` measures it). Inbound, each NATS subscription buffers at most
 //!   [`SUBSCRIPTION_CAPACITY`] messages (the client drops past that: a slow
 //!   consumer), every message at most `max_payload` bytes, decoded under the
 //!   broker's user-property limits; the duplicate window is bounded
@@ -77,6 +79,11 @@ use metrics::{Counters, Loss};
 pub const OUTBOUND_MESSAGES: usize = 8192;
 /// Bytes (topic, payload, properties) waiting to be published, at most.
 pub const OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+/// Commands (publishes) async-nats' own queue holds before a publish waits;
+/// with [`OUTBOUND_BYTES`] this bounds what a stalled NATS server makes
+/// the node hold: 64 MiB + 128 × `max_payload` (+ async-nats' 64 KiB write
+/// buffer).
+pub const CLIENT_CAPACITY: usize = 128;
 /// Messages one NATS subscription buffers before the client drops (slow
 /// consumer): with `max_payload` 1 MiB, at most 1 GiB per subscription in
 /// the worst case, reached only when this node's readers fall that far
@@ -125,8 +132,12 @@ impl Cluster {
     pub async fn start(config: &ClusterConfig, broker: &Arc<Broker>) -> Result<Arc<Cluster>, ConnectError> {
         let node = broker.settings.node_name.clone();
         let plan = ConnectPlan::new(config, &node)?;
-        let publisher =
-            plan.options()?.subscription_capacity(SUBSCRIPTION_CAPACITY).connect(plan.servers().to_vec()).await?;
+        let publisher = plan
+            .options()?
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .client_capacity(CLIENT_CAPACITY)
+            .connect(plan.servers().to_vec())
+            .await?;
         let queues = plan
             .options_echo(true)?
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
