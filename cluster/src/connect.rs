@@ -175,8 +175,18 @@ impl ConnectPlan {
         Ok(config)
     }
 
-    /// The async-nats options (no I/O but reading the TLS files).
+    /// The async-nats options (no I/O but reading the TLS files), with
+    /// `no_echo`: the connection that publishes this node's messages.
     pub fn options(&self) -> Result<ConnectOptions, BuildError> {
+        self.options_echo(false)
+    }
+
+    /// As [`Self::options`]; `echo` keeps this node's own publishes coming
+    /// back. The queue-group connection needs it: NATS leaves a no-echo
+    /// connection out of a queue group's pick for its own messages, and a
+    /// shared group's members here must be eligible for messages published
+    /// here (see `crate::routing`).
+    pub fn options_echo(&self, echo: bool) -> Result<ConnectOptions, BuildError> {
         let mut options = match &self.auth {
             Auth::None => ConnectOptions::new(),
             Auth::UserPassword { user, password } => {
@@ -187,9 +197,11 @@ impl ConnectPlan {
             Auth::Credentials(text) => ConnectOptions::with_credentials(text)
                 .map_err(|e| BuildError::file("credentials_file", e.to_string()))?,
         };
+        options = options.name(&self.name);
+        if !echo {
+            options = options.no_echo();
+        }
         options = options
-            .name(&self.name)
-            .no_echo()
             .connection_timeout(self.connect_timeout)
             .request_timeout(Some(self.request_timeout))
             .tls_client_config(self.tls_client_config()?);
@@ -201,7 +213,12 @@ impl ConnectPlan {
 
     /// Connects to the first NATS server that answers (in order).
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
-        let options = self.options()?;
+        self.connect_echo(false).await
+    }
+
+    /// [`Self::connect`] with [`Self::options_echo`].
+    pub async fn connect_echo(&self, echo: bool) -> Result<async_nats::Client, ConnectError> {
+        let options = self.options_echo(echo)?;
         Ok(options.connect(self.servers.clone()).await?)
     }
 }

@@ -1,9 +1,9 @@
-//! Portcullis as one broker on several nodes, on NATS (issue 19): the
-//! groundwork. Nothing here is wired into the server yet; single-node mode
-//! needs none of it.
+//! Portcullis as one broker on several nodes, on NATS (issue 19). The
+//! server starts a [`Cluster`] when `[cluster] enabled = true`; single-node
+//! mode needs none of it.
 //!
 //! ```text
-//!   server/ (later: builds the cluster from [cluster] and [node] name)
+//!   server/ (starts the cluster from [cluster] and [node] name)
 //!      │
 //!   cluster/ ──► portcullis-core      topics and filters as validated types
 //!            ──► portcullis-backends  (common only: Secret, TlsConfig, BuildError)
@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Arrows point down only: core never depends on cluster; the remote
-//! routing seam in core is a trait that this crate will implement.
+//! routing seam in core is a trait that this crate implements ([`routing`]).
 //!
 //! # Parts
 //!
@@ -40,11 +40,13 @@
 //! Everything the cluster sends is under `<prefix>.`: `m` and `s` carry
 //! messages; other roots are free for what is to come.
 //!
+//! - [`routing`]: the [`Cluster`], core's `RemoteRouting` on NATS: a
+//!   PUBLISH forwarded once, after local routing, with no echo; one NATS
+//!   subscription per distinct local filter; inbound messages delivered
+//!   locally, one copy per node (a bounded duplicate window); metrics.
+//!
 //! # To come (later sessions)
 //!
-//! - **Routing**: one NATS subscription per distinct local filter,
-//!   reference-counted; a PUBLISH forwarded once, after local routing, with
-//!   no echo; inbound messages delivered locally.
 //! - **Session registry** in JetStream KV: client id → owner node, epoch,
 //!   identity, subscriptions; takeover by request/reply to the owner with
 //!   compare-and-set on the revision.
@@ -55,9 +57,11 @@
 pub mod config;
 pub mod connect;
 pub mod limits;
+pub mod routing;
 pub mod subject;
 
 pub use config::ClusterConfig;
 pub use connect::{ConnectError, ConnectPlan};
 pub use limits::{LimitError, Limits};
+pub use routing::Cluster;
 pub use subject::{NatsSubscription, Prefix};

@@ -189,6 +189,15 @@ impl Node {
                     .with_context(|| format!("renaming {} after restoring it", file.display()))?;
             }
         }
+        // The cluster joins before modules, bridges and listeners: every
+        // subscription made from here on is announced to it, the sessions
+        // restored above are announced by `set_remote`, and no client
+        // publishes before messages can cross to the other nodes.
+        if cfg.cluster.enabled {
+            portcullis_cluster::Cluster::start(&cfg.cluster, &broker)
+                .await
+                .map_err(|e| Rejected(format!("cluster: {e}")))?;
+        }
         // Modules go in before any listener accepts: a client admitted
         // before them would miss their hooks (no auto-subscriptions, topics
         // not rewritten, no presence event).

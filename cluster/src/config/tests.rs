@@ -124,7 +124,8 @@ fn secrets_are_not_in_debug_output() {
 #[test]
 fn the_readme_block_parses_and_is_the_defaults() {
     let readme = include_str!("../../../README.md");
-    let section = &readme[readme.find("\n## Cluster (groundwork)\n").expect("README has the section")..];
+    let section = &readme[readme.find("\n## Cluster\n").expect("README has the section")..];
+    let section = &section[section.find("Every key of `[cluster]`").expect("the key list")..];
     let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let block = &section[start..start + section[start..].find("```").expect("end of block")];
     let table: toml::Table = toml::from_str(block).unwrap();

@@ -66,6 +66,8 @@ pub struct Config {
     pub acl: security::AclSection,
     /// `[modules]`
     pub modules: portcullis_modules::ModulesConfig,
+    /// `[cluster]`
+    pub cluster: portcullis_cluster::ClusterConfig,
     /// `[[bridges]]`
     pub bridges: Vec<portcullis_bridge::BridgeConfig>,
     /// `[log]`

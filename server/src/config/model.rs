@@ -56,6 +56,10 @@ pub(super) struct FileConfig {
     /// Modules built on the hooks (presence, …).
     #[serde(default)]
     pub(super) modules: portcullis_modules::ModulesConfig,
+    /// Several nodes as one broker, on NATS (`[cluster]`, see the cluster
+    /// crate); off by default.
+    #[serde(default)]
+    pub(super) cluster: portcullis_cluster::ClusterConfig,
     /// Bridges to remote brokers (`[[bridges]]`, see the bridge crate).
     #[serde(default)]
     pub(super) bridges: Vec<portcullis_bridge::BridgeConfig>,
@@ -81,6 +85,7 @@ impl Default for FileConfig {
             auth: Default::default(),
             acl: Default::default(),
             modules: Default::default(),
+            cluster: Default::default(),
             bridges: Vec::new(),
             log: LogConfig::default(),
             admin: Default::default(),

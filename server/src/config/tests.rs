@@ -73,7 +73,7 @@ fn shipped_file_documents_every_key_with_its_default() {
             keys += 1;
         }
     }
-    assert_eq!(keys, 112, "a key was added or removed: update this count");
+    assert_eq!(keys, 120, "a key was added or removed: update this count");
 }
 
 #[test]
@@ -668,4 +668,32 @@ fn dashboard_base_path_and_session_timeout() {
         one_error(&format!("[admin]\ndashboard_base_path = {bad:?}\n"), "admin.dashboard_base_path");
     }
     one_error("[admin]\ndashboard_session_timeout = \"10s\"\n", "admin.dashboard_session_timeout");
+}
+
+#[test]
+fn cluster_is_off_by_default_and_its_errors_name_the_key() {
+    assert!(!ok("").cluster.enabled);
+    // Off, the table is not checked further (single-node cost unchanged).
+    assert!(!ok("[cluster]\nnats = []\n").cluster.enabled);
+    one_error("[limits]\nmax_packet_size = \"1MiB\"\n[cluster]\nenabled = true\nnats = []\n", "cluster.nats");
+    one_error(
+        "[limits]\nmax_packet_size = \"1MiB\"\n[cluster]\nenabled = true\nsubject_prefix = \"a..b\"\n",
+        "cluster.subject_prefix",
+    );
+    let c = ok("[node]\nname = \"n1\"\n[limits]\nmax_packet_size = \"1MiB\"\n[cluster]\nenabled = true\nnats = [\"nats://127.0.0.2:4222\"]\n");
+    assert!(c.cluster.enabled);
+    assert_eq!(c.cluster.nats, ["nats://127.0.0.2:4222"]);
+}
+
+#[test]
+fn cluster_needs_every_max_packet_size_within_max_payload() {
+    // The default packet size (1.125 MiB) is above NATS' default 1 MiB.
+    let e = errors("[cluster]\nenabled = true\n").join("\n");
+    assert!(e.contains("limits.max_packet_size") && e.contains("cluster.max_payload"), "{e}");
+    ok("[cluster]\nenabled = true\nmax_payload = \"2MiB\"\n");
+    let e = errors(
+        "[limits]\nmax_packet_size = \"1MiB\"\n[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_packet_size = \"4MiB\"\n[cluster]\nenabled = true\n",
+    )
+    .join("\n");
+    assert!(e.contains("listeners[0].max_packet_size") && e.contains("cluster.max_payload"), "{e}");
 }

@@ -57,6 +57,7 @@ pub(super) fn validate(file: &FileConfig) -> Vec<Problem> {
         checks.fail(format!("modules.{key}"), message);
     }
     check_admin(&mut checks, file);
+    check_cluster(&mut checks, file);
     for (key, message) in portcullis_bridge::validate_all(&file.bridges) {
         checks.fail(key, message);
     }
@@ -273,6 +274,7 @@ pub(super) fn resolve(file: FileConfig) -> Config {
         auth: file.auth,
         acl: file.acl,
         modules: file.modules,
+        cluster: file.cluster,
         bridges: file.bridges,
         log: file.log,
         admin: file.admin,
@@ -556,6 +558,38 @@ fn listener_name_problem(name: &str) -> Option<String> {
         return Some(format!("\"{name}\" may only contain ASCII letters, digits, '-', '_' and '.'"));
     }
     None
+}
+
+/// `[cluster]`, when enabled: its own keys, and every MQTT maximum packet
+/// size (`limits.max_packet_size` and each listener's) within NATS'
+/// `max_payload`, so that any PUBLISH a client may send fits one NATS
+/// message (headers aside: a message that still does not fit is dropped
+/// for the other nodes and counted).
+fn check_cluster(checks: &mut Checks, file: &FileConfig) {
+    let cluster = &file.cluster;
+    if !cluster.enabled {
+        return;
+    }
+    if let Err(e) = cluster.validate() {
+        checks.fail(format!("cluster.{}", e.key), e.reason);
+    }
+    let max_payload = cluster.max_payload;
+    let mut sizes = vec![("limits.max_packet_size".to_string(), file.limits.max_packet_size)];
+    for (index, l) in file.listeners.iter().enumerate() {
+        if let Some(max) = l.max_packet_size {
+            sizes.push((format!("listeners[{index}].max_packet_size"), max));
+        }
+    }
+    for (key, size) in sizes {
+        if size > max_payload {
+            checks.fail(
+                key.clone(),
+                format!(
+                    "{key} ({size} bytes) is larger than cluster.max_payload ({max_payload} bytes): a PUBLISH that size could not cross to the other nodes; lower {key} or raise NATS' max_payload and cluster.max_payload with it"
+                ),
+            );
+        }
+    }
 }
 
 fn check_limits(checks: &mut Checks, limits: &LimitsConfig) {

@@ -1,0 +1,408 @@
+//! The cluster at run time: this node's [`RemoteRouting`] on NATS.
+//!
+//! ```text
+//!  publish here ──► forward ──► outbound queue (bounded: count and bytes) ──► publisher task ──► NATS (no echo)
+//!  filter_added/removed ──► wanted map (latest state per key) ──► subscription task ──► NATS SUB / UNSUB
+//!  NATS MSG ──► reader task per subscription ──► duplicate window ──► Broker::deliver_remote(_shared)
+//! ```
+//!
+//! * **Two connections.** The publishing connection is `no_echo` and holds
+//!   the plain subscriptions: a node never gets its own messages back
+//!   (local routing delivered them). Shared groups are queue subscriptions
+//!   on a second connection that echoes, because core routes no local
+//!   publish to local groups when a cluster is installed (the queue group
+//!   picks the node, this one included), and NATS leaves a no-echo
+//!   connection out of the pick for its own messages.
+//! * **Subscriptions.** Core reference-counts local subscriptions per key
+//!   (group, filter) and calls `filter_added` / `filter_removed` under a
+//!   router lock: they only record the wanted state in a map (one entry per
+//!   key, the latest wins, so it never holds more than the node's distinct
+//!   filters) and wake the subscription task, which subscribes or drops the
+//!   key's NATS subscriptions (one subject, two for `x/#`).
+//! * **One copy per node.** Overlapping filters (`a/+` and `a/b`) make
+//!   NATS send one message per matching subscription; a window of recently
+//!   seen (origin, run, sequence) ([`dedup`]) lets the first through.
+//!   Queue-group copies are not put through it: each group's copy is its
+//!   own.
+//! * **"No matching subscribers".** [`RemoteRouting::has_interest`] answers
+//!   true while connected to NATS: this node does not know the other
+//!   nodes' filters (NATS' interest graph does, and does not tell), so in
+//!   cluster mode v5 publishers never hear 0x10 and nothing is counted
+//!   dropped as `no_subscribers` while the cluster is up.
+//! * **Bounds.** The outbound queue holds at most [`OUTBOUND_MESSAGES`]
+//!   messages and [`OUTBOUND_BYTES`] bytes, async-nats' own queue
+//!   [`CLIENT_CAPACITY`] publishes; past either, or while NATS is
+//!   unreachable, a message stays local and is counted dropped (logged at
+//!   most once a second). A stalled NATS server costs the node at most
+//!   64 MiB + 128 × `max_payload` (`cluster_pubsub.rs` measures it). Inbound, each NATS subscription buffers at most
+//!   [`SUBSCRIPTION_CAPACITY`] messages (the client drops past that: a slow
+//!   consumer), every message at most `max_payload` bytes, decoded under the
+//!   broker's user-property limits; the duplicate window is bounded
+//!   ([`dedup`]); the wanted map holds one entry per distinct local filter.
+//!   Inbound `$SYS` topics are refused (no node forwards them), as is
+//!   anything that is not what a node sends (counted `malformed`).
+//! * **Retained messages, sessions, membership** do not cross yet: a
+//!   retained message published on B is delivered live to A's subscribers
+//!   but not stored on A.
+
+pub mod dedup;
+pub mod metrics;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use async_nats::connection::State;
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use portcullis_core::broker::Broker;
+use portcullis_core::codec::DecodeLimits;
+use portcullis_core::logsafe::LogLimiter;
+use portcullis_core::message::Message;
+use portcullis_core::remote::{Locate, LocateRequest, NodeSlot, RemoteRouting};
+use portcullis_core::topic::{SubscriptionFilter, TopicName};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::ClusterConfig;
+use crate::connect::{ConnectError, ConnectPlan};
+use crate::limits::Limits;
+use crate::subject::{self, Prefix};
+use dedup::{Dedup, Seen};
+use metrics::{Counters, Loss};
+
+/// Messages waiting to be published to NATS, at most.
+pub const OUTBOUND_MESSAGES: usize = 8192;
+/// Bytes (topic, payload, properties) waiting to be published, at most.
+pub const OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+/// Commands (publishes) async-nats' own queue holds before a publish waits;
+/// with [`OUTBOUND_BYTES`] this bounds what a stalled NATS server makes
+/// the node hold: 64 MiB + 128 × `max_payload` (+ async-nats' 64 KiB write
+/// buffer).
+pub const CLIENT_CAPACITY: usize = 128;
+/// Messages one NATS subscription buffers before the client drops (slow
+/// consumer): with `max_payload` 1 MiB, at most 1 GiB per subscription in
+/// the worst case, reached only when this node's readers fall that far
+/// behind (a reader never waits: delivery is an enqueue).
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+/// This node in the cluster: installed into the broker with
+/// [`Broker::set_remote`] by [`Cluster::start`].
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.inner.node).field("run", &self.inner.run).finish()
+    }
+}
+
+struct Inner {
+    node: Arc<str>,
+    /// New at every start: the origin's sequences restart with it.
+    run: u64,
+    slot: NodeSlot,
+    prefix: Prefix,
+    limits: Limits,
+    decode: DecodeLimits,
+    seq: AtomicU64,
+    broker: Weak<Broker>,
+    publisher: async_nats::Client,
+    queues: async_nats::Client,
+    out: mpsc::Sender<Arc<Message>>,
+    out_bytes: AtomicUsize,
+    /// Wanted state per key, not yet applied by the subscription task.
+    wanted: Mutex<HashMap<SubscriptionFilter, bool>>,
+    wake: Arc<Notify>,
+    dedup: Mutex<Dedup>,
+    counters: Arc<Counters>,
+    drop_log: LogLimiter,
+    inbound_log: LogLimiter,
+}
+
+impl Cluster {
+    /// Connects to NATS (both connections), starts the tasks, installs the
+    /// cluster into `broker` (which announces the filters it already has)
+    /// and registers its metrics. Call it before the listeners accept.
+    pub async fn start(config: &ClusterConfig, broker: &Arc<Broker>) -> Result<Arc<Cluster>, ConnectError> {
+        let node = broker.settings.node_name.clone();
+        let plan = ConnectPlan::new(config, &node)?;
+        let publisher = plan
+            .options()?
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .client_capacity(CLIENT_CAPACITY)
+            .connect(plan.servers().to_vec())
+            .await?;
+        let queues = plan
+            .options_echo(true)?
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .connect(plan.servers().to_vec())
+            .await?;
+        let (out, rx) = mpsc::channel(OUTBOUND_MESSAGES);
+        let l = &broker.settings.limits;
+        let decode = DecodeLimits {
+            max_packet_size: u32::try_from(config.max_payload).unwrap_or(u32::MAX),
+            max_user_properties: l.max_user_properties,
+            max_user_property_bytes: l.max_user_property_bytes,
+        };
+        let inner = Arc::new(Inner {
+            slot: slot_of(&node),
+            node: node.into(),
+            run: run_id(),
+            prefix: config.prefix()?,
+            limits: config.limits(),
+            decode,
+            seq: AtomicU64::new(0),
+            broker: Arc::downgrade(broker),
+            publisher,
+            queues,
+            out,
+            out_bytes: AtomicUsize::new(0),
+            wanted: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            dedup: Mutex::new(Dedup::default()),
+            counters: Arc::default(),
+            drop_log: LogLimiter::new(1),
+            inbound_log: LogLimiter::new(1),
+        });
+        tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
+        tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
+        broker.add_metric_source(Arc::clone(&inner.counters) as Arc<dyn portcullis_core::metrics::MetricSource>);
+        let cluster = Arc::new(Cluster { inner });
+        if broker.set_remote(Arc::clone(&cluster) as Arc<dyn RemoteRouting>).is_err() {
+            warn!("a remote routing seam was installed already: the cluster is not used");
+        }
+        info!(node = %cluster.inner.node, slot = cluster.inner.slot.0, servers = ?config.nats, "cluster: connected to NATS");
+        Ok(cluster)
+    }
+
+    /// The cluster's counters (for tests and introspection).
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+}
+
+/// A node slot from the node's name (16 bits, never 0, which is
+/// single-node mode). Two node names can share a slot (1 in 65,535 per
+/// pair): connection ids would then not be unique across those two nodes.
+/// Membership (a later step) is to hand out distinct slots.
+fn slot_of(node: &str) -> NodeSlot {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(node.as_bytes());
+    NodeSlot((u16::from_be_bytes([d[0], d[1]]) % 0xFFFF) + 1)
+}
+
+/// A run id: the start time in nanoseconds mixed with the process id.
+fn run_id() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 40)
+}
+
+impl Inner {
+    fn lose(&self, why: Loss, topic: &TopicName) {
+        self.counters.dropped(why);
+        if let Some(suppressed) = self.drop_log.allow() {
+            warn!(reason = why.as_str(), topic = %portcullis_core::logsafe::Peer(topic.as_str()), suppressed, "cluster: message not sent to the other nodes");
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.publisher.connection_state() == State::Connected
+    }
+
+    fn inbound(&self, m: &async_nats::Message, shared: Option<&SubscriptionFilter>) {
+        let Some(broker) = self.broker.upgrade() else { return };
+        let origin = match wire::origin(m.headers.as_ref()) {
+            Ok(o) => o,
+            Err(e) => return self.malformed(&e),
+        };
+        let topic = match subject::decode_subject(&self.prefix, m.subject.as_str()) {
+            Ok(t) => t,
+            Err(e) => return self.malformed(&e),
+        };
+        if topic.as_str().starts_with("$SYS/") {
+            // No node forwards $SYS (it stays per node): whoever sent this
+            // is not a node, and local $SYS readers must not believe it.
+            return self.malformed(&"a $SYS topic from NATS");
+        }
+        let msg = match wire::message(&m.payload, &topic, self.decode, Instant::now()) {
+            Ok(msg) => msg,
+            Err(e) => return self.malformed(&e),
+        };
+        match shared {
+            None => {
+                // The check and the delivery under one lock: the first copy
+                // of each message is delivered in the order the copies were
+                // checked, so one publisher's messages keep their order
+                // even when two subscriptions' readers race.
+                let mut dedup = self.dedup.lock();
+                match dedup.check(&origin.node, origin.run, origin.seq) {
+                    Seen::New => {}
+                    Seen::Duplicate => {
+                        self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Seen::Stale => return self.counters.dropped(Loss::Stale),
+                }
+                broker.deliver_remote(&msg);
+            }
+            Some(f) => {
+                if !broker.deliver_remote_shared(&msg, f) {
+                    return self.counters.dropped(Loss::NoMember);
+                }
+            }
+        }
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn malformed(&self, e: &dyn std::fmt::Display) {
+        self.counters.dropped(Loss::Malformed);
+        if let Some(suppressed) = self.inbound_log.allow() {
+            warn!(error = %e, suppressed, "cluster: inbound message refused");
+        }
+    }
+}
+
+impl RemoteRouting for Cluster {
+    fn node_slot(&self) -> NodeSlot {
+        self.inner.slot
+    }
+
+    fn forward(&self, msg: &Arc<Message>) {
+        let inner = &self.inner;
+        if inner.limits.check_topic(&inner.prefix, &msg.topic).is_err() {
+            return inner.lose(Loss::TopicTooLong, &msg.topic);
+        }
+        if !inner.connected() {
+            return inner.lose(Loss::Disconnected, &msg.topic);
+        }
+        let weight = msg.weight();
+        if inner.out_bytes.fetch_add(weight, Ordering::Relaxed) + weight > OUTBOUND_BYTES {
+            inner.out_bytes.fetch_sub(weight, Ordering::Relaxed);
+            return inner.lose(Loss::QueueFull, &msg.topic);
+        }
+        if inner.out.try_send(Arc::clone(msg)).is_err() {
+            inner.out_bytes.fetch_sub(weight, Ordering::Relaxed);
+            inner.lose(Loss::QueueFull, &msg.topic);
+        }
+    }
+
+    fn has_interest(&self, _topic: &TopicName) -> bool {
+        self.inner.connected()
+    }
+
+    fn filter_added(&self, filter: &SubscriptionFilter) {
+        self.inner.wanted.lock().insert(filter.clone(), true);
+        self.inner.wake.notify_one();
+    }
+
+    fn filter_removed(&self, filter: &SubscriptionFilter) {
+        self.inner.wanted.lock().insert(filter.clone(), false);
+        self.inner.wake.notify_one();
+    }
+
+    fn locate<'a>(&'a self, _req: LocateRequest<'a>) -> Locate<'a> {
+        // No session registry yet: every session is this node's.
+        Locate::Done(Ok(()))
+    }
+}
+
+/// Publishes what `forward` queued, in order. Ends when the cluster goes.
+async fn publish_task(inner: Weak<Inner>, mut rx: mpsc::Receiver<Arc<Message>>) {
+    while let Some(msg) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.out_bytes.fetch_sub(msg.weight(), Ordering::Relaxed);
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let headers = wire::headers(&inner.node, inner.run, seq);
+        let body: Bytes = match wire::body(&msg, Instant::now()) {
+            Ok(b) => b,
+            Err(_) => {
+                inner.lose(Loss::TooLarge, &msg.topic);
+                continue;
+            }
+        };
+        if inner.limits.check_payload(wire::headers_len(&headers), body.len()).is_err() {
+            inner.lose(Loss::TooLarge, &msg.topic);
+            continue;
+        }
+        let subject = subject::topic_subject(&inner.prefix, &msg.topic);
+        match inner.publisher.publish_with_headers(subject, headers, body).await {
+            Ok(()) => {
+                inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => inner.lose(Loss::PublishFailed, &msg.topic),
+        }
+    }
+}
+
+/// Applies the wanted state of each key: subscribes a key that is wanted
+/// and not subscribed, drops the subscriptions of one that is not wanted.
+async fn subscription_task(weak: Weak<Inner>, wake: Arc<Notify>) {
+    let mut live: HashMap<SubscriptionFilter, Vec<JoinHandle<()>>> = HashMap::new();
+    loop {
+        let Some(inner) = weak.upgrade() else { break };
+        let notified = wake.notified();
+        let changes: Vec<(SubscriptionFilter, bool)> = inner.wanted.lock().drain().collect();
+        for (filter, wanted) in changes {
+            match (wanted, live.contains_key(&filter)) {
+                (true, false) => {
+                    if let Some(readers) = subscribe(&inner, &weak, &filter).await {
+                        live.insert(filter, readers);
+                    }
+                }
+                (false, true) => {
+                    for r in live.remove(&filter).into_iter().flatten() {
+                        // Dropping the subscriber (with the task) unsubscribes.
+                        r.abort();
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(inner);
+        notified.await;
+    }
+    for r in live.into_values().flatten() {
+        r.abort();
+    }
+}
+
+/// The NATS subscriptions of one key, each read by its own task.
+async fn subscribe(inner: &Inner, weak: &Weak<Inner>, filter: &SubscriptionFilter) -> Option<Vec<JoinHandle<()>>> {
+    let sub = subject::subscription(&inner.prefix, filter);
+    if let Err(e) = inner.limits.check_subscription(&sub) {
+        warn!(filter = %portcullis_core::logsafe::Peer(filter.filter.as_str()), error = %e, "cluster: filter not subscribed on NATS; other nodes' messages will not reach it");
+        return None;
+    }
+    let mut readers = Vec::with_capacity(sub.subjects.len());
+    for s in sub.subjects {
+        let subscriber = match &sub.queue {
+            None => inner.publisher.subscribe(s).await,
+            Some(q) => inner.queues.queue_subscribe(s, q.clone()).await,
+        };
+        let mut subscriber = match subscriber {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(filter = %portcullis_core::logsafe::Peer(filter.filter.as_str()), error = %e, "cluster: NATS subscribe failed");
+                for r in readers {
+                    JoinHandle::abort(&r);
+                }
+                return None;
+            }
+        };
+        let weak = weak.clone();
+        let shared = filter.share_group.is_some().then(|| filter.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(m) = subscriber.next().await {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.inbound(&m, shared.as_ref());
+            }
+        }));
+    }
+    Some(readers)
+}
