@@ -443,6 +443,30 @@ async fn await_cross(from: SocketAddr, to: SocketAddr, tag: &str) -> Duration {
     }
 }
 
+/// A node's non-zero drop counters (`$SYS/.../metrics/messages/dropped/+`
+/// and `$SYS/.../cluster/dropped/+`), read for 2.5 s (the `$SYS` interval
+/// is 1 s): "reason=count" pairs.
+async fn drops(addr: SocketAddr, id: &str) -> Vec<String> {
+    let mut raw = v5(addr, &format!("drops-{id}")).await;
+    subscribe(
+        &mut raw,
+        1,
+        &[("$SYS/brokers/+/metrics/messages/dropped/+", Q0), ("$SYS/brokers/+/cluster/dropped/+", Q0)],
+    )
+    .await;
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for p in collect(&mut raw, Duration::from_millis(2500)).await {
+        if let Packet::Publish(p) = p {
+            let what = p.topic.splitn(4, '/').nth(3).unwrap_or_default().to_string();
+            seen.insert(what, text(&p.payload));
+        }
+    }
+    let mut out = vec![format!("{} counters read", seen.len())];
+    out.extend(seen.into_iter().filter(|(_, v)| v != "0").map(|(k, v)| format!("{k}={v}")));
+    out[1..].sort();
+    out
+}
+
 /// Prints what server `i` logged about its routes and clients since
 /// line `from` (at most 12 lines): why a connection closed and when.
 fn print_nats_log(case: &str, nats: &Nats, i: usize, from: usize) {
@@ -548,16 +572,24 @@ async fn sigkill_of_the_nats_server_a_node_uses() {
 }
 
 /// As the SIGKILL case, with the server frozen (SIGSTOP) for 5 s, then
-/// resumed (SIGCONT): a stalled, not dead, server.
+/// resumed (SIGCONT): a stalled, not dead, server; shorter than
+/// nats-server's write deadline (10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigstop_of_the_nats_server_a_node_uses() {
-    nats_server_fault("NATS SIGSTOP", Fault::Stop).await;
+    nats_server_fault("NATS SIGSTOP 5s", Fault::Stop(Duration::from_secs(5))).await;
+}
+
+/// As the SIGSTOP case for 15 s: longer than nats-server's write deadline
+/// (10 s), so the other servers give up on the frozen one's routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_sigstop_of_the_nats_server_a_node_uses() {
+    nats_server_fault("NATS SIGSTOP 15s", Fault::Stop(Duration::from_secs(15))).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
     Kill,
-    Stop,
+    Stop(Duration),
 }
 
 async fn nats_server_fault(case: &str, fault: Fault) {
@@ -593,16 +625,16 @@ async fn nats_server_fault(case: &str, fault: Fault) {
             block_in_place(|| nats.kill(victim));
             Duration::from_secs(8)
         }
-        Fault::Stop => {
+        Fault::Stop(d) => {
             block_in_place(|| nats.stop(victim));
-            Duration::from_secs(5)
+            d
         }
     };
     run_for(outage).await;
     let back = Instant::now();
     match fault {
         Fault::Kill => block_in_place(|| nats.restart(victim)),
-        Fault::Stop => block_in_place(|| nats.cont(victim)),
+        Fault::Stop(_) => block_in_place(|| nats.cont(victim)),
     }
     let back_ready = Instant::now();
     // Delivery back (bounded) from and to node 1, then a tail of normal traffic.
@@ -613,6 +645,16 @@ async fn nats_server_fault(case: &str, fault: Fault) {
     run_for(end - Instant::now()).await;
 
     let dropped = counter(nodes[0].addr, "cluster/dropped").await;
+    for (i, n) in nodes.iter().enumerate() {
+        // async-nats logs a subscription buffer overflow at debug level
+        // only (PORTCULLIS_TEST_LOG=info,async_nats=debug shows them).
+        let slow = n.log().matches("slow consumer").count();
+        println!(
+            "cluster-failure: {case}: node n{} drop counters: {:?}, async-nats slow-consumer lines: {slow}",
+            i + 1,
+            drops(n.addr, &format!("n{i}")).await
+        );
+    }
     let where_now = block_in_place(|| server_of(&nats, "n1")).map(|s| nats.name(s).to_string());
     let (pubs, subs) = load.finish().await;
     let pairs = analyse(case, &pubs, &subs, event);
@@ -650,8 +692,8 @@ async fn nats_server_fault(case: &str, fault: Fault) {
         // Node 1 moved to another server of its list while the victim was
         // down: its messages reached node 3 before the restart.
         let r = &pairs[&("n1".to_string(), "n3".to_string())];
-        let during = r.deliveries.iter().filter(|(sent, _)| *sent > event && *sent < back).count();
-        println!("cluster-failure: {case}: n1->n3 delivered {during} messages sent while the server was down");
+        let during = r.deliveries.iter().filter(|(sent, at)| *sent > event && *at < back).count();
+        println!("cluster-failure: {case}: n1->n3 delivered {during} messages sent after the kill before the restart");
         assert!(
             during > 0,
             "{case}: node 1 did not reconnect to another NATS server while {} was down",
