@@ -17,14 +17,19 @@
 //!   and restarted on the same data directory.
 //! * [`sigkill_of_the_nats_server_a_node_uses`]: the node reconnects to
 //!   another server of its `nats` list; the server is restarted.
-//! * [`sigstop_of_the_nats_server_a_node_uses`]: the server is frozen for
-//!   a few seconds, then resumed.
-//! * [`partition_of_one_nats_server`]: network namespaces, the isolated
-//!   server's route link down for a while, then up (root only; skipped
-//!   elsewhere unless `CI=true`).
+//! * [`sigstop_of_the_nats_server_a_node_uses`] and
+//!   [`long_sigstop_of_the_nats_server_a_node_uses`]: the server is frozen
+//!   for 5 s / 15 s (shorter / longer than nats-server's 10 s write
+//!   deadline), then resumed.
+//! * [`partition_of_one_nats_server`] and
+//!   [`short_partition_of_one_nats_server`]: network namespaces, the
+//!   isolated server's route link down for 15 s / 4 s, then up (root only;
+//!   skipped elsewhere unless `CI=true`).
 //!
 //! Run through `bash scripts/services.sh nats -- cargo test -p
-//! portcullis-tests --test cluster_failures -- --test-threads=1 --nocapture`.
+//! portcullis-tests --test cluster_failures -- --test-threads=1 --nocapture`
+//! (about 2.5 minutes; with `PORTCULLIS_TEST_LOG=info,async_nats=debug`
+//! the NATS client's slow-consumer drops are counted in the output).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
