@@ -24,10 +24,16 @@ pub enum Loss {
     Stale,
     /// An inbound shared message for a group with no member here any more.
     NoMember,
+    /// An inbound message the NATS client dropped because this node's
+    /// subscription buffer was full (async-nats' "slow consumer"): after a
+    /// long stall a server can deliver its backlog faster than the readers
+    /// take it. Counted from the client's events, which it sends through a
+    /// bounded channel and drops when that is full: a lower bound in a burst.
+    SlowConsumer,
 }
 
 impl Loss {
-    const ALL: [Loss; 8] = [
+    const ALL: [Loss; 9] = [
         Loss::Disconnected,
         Loss::QueueFull,
         Loss::TopicTooLong,
@@ -36,6 +42,7 @@ impl Loss {
         Loss::Malformed,
         Loss::Stale,
         Loss::NoMember,
+        Loss::SlowConsumer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +55,7 @@ impl Loss {
             Loss::Malformed => "malformed",
             Loss::Stale => "stale",
             Loss::NoMember => "no_member",
+            Loss::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -94,7 +102,7 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     pub received: AtomicU64,
     pub duplicates: AtomicU64,
-    dropped: [AtomicU64; 8],
+    dropped: [AtomicU64; 9],
 }
 
 impl Counters {

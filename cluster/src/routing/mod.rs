@@ -132,14 +132,17 @@ impl Cluster {
     pub async fn start(config: &ClusterConfig, broker: &Arc<Broker>) -> Result<Arc<Cluster>, ConnectError> {
         let node = broker.settings.node_name.clone();
         let plan = ConnectPlan::new(config, &node)?;
+        let counters: Arc<Counters> = Arc::default();
         let publisher = plan
             .options()?
+            .event_callback(count_slow_consumers(&counters))
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .client_capacity(CLIENT_CAPACITY)
             .connect(plan.servers().to_vec())
             .await?;
         let queues = plan
             .options_echo(true)?
+            .event_callback(count_slow_consumers(&counters))
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connect(plan.servers().to_vec())
             .await?;
@@ -166,7 +169,7 @@ impl Cluster {
             wanted: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             dedup: Mutex::new(Dedup::default()),
-            counters: Arc::default(),
+            counters,
             drop_log: LogLimiter::new(1),
             inbound_log: LogLimiter::new(1),
         });
@@ -184,6 +187,23 @@ impl Cluster {
     /// The cluster's counters (for tests and introspection).
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+}
+
+/// The NATS client's event callback: a message it dropped because a
+/// subscription's buffer was full is counted as lost (`slow_consumer`), so
+/// that a backlog burst after a long stall shows in the metrics (found by
+/// `tests/cluster_failures.rs`: every counter stayed at 0 while messages
+/// were lost). Other events are the client's own business (it logs them).
+fn count_slow_consumers(
+    counters: &Arc<Counters>,
+) -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let counters = Arc::clone(counters);
+    move |event| {
+        if let async_nats::Event::SlowConsumer(_) = event {
+            counters.dropped(Loss::SlowConsumer);
+        }
+        std::future::ready(())
     }
 }
 
