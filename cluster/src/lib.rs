@@ -45,6 +45,10 @@
 //!   subscription per distinct local filter; inbound messages delivered
 //!   locally, one copy per node (a bounded duplicate window); metrics.
 //!
+//! - [`members`]: the node list in KV (`<prefix>_nodes`): node slots
+//!   handed out by compare-and-set, heartbeats, who runs and who stopped,
+//!   `$SYS/brokers`, `cluster_nodes{status}`.
+//!
 //! # To come (later sessions)
 //!
 //! - **Session registry** in JetStream KV: client id → owner node, epoch,
@@ -57,11 +61,13 @@
 pub mod config;
 pub mod connect;
 pub mod limits;
+pub mod members;
 pub mod routing;
 pub mod subject;
 
 pub use config::ClusterConfig;
 pub use connect::{ConnectError, ConnectPlan};
 pub use limits::{LimitError, Limits};
+pub use members::Members;
 pub use routing::Cluster;
 pub use subject::{NatsSubscription, Prefix};
