@@ -42,7 +42,7 @@ fn node(nats: &Nats, nats_i: usize, name: &str, dir: &Path, extra: &str) -> Brok
     std::fs::write(&boot, format!("view:{SECRET}:viewer\n")).expect("bootstrap");
     let url = nats.url(nats_i);
     let b = Broker::start(&format!(
-        "[node]\nname = \"{name}\"\n[sys]\ninterval = \"1s\"\n\
+        "[node]\nname = \"{name}\"\n[limits]\nmax_packet_size = \"1MiB\"\n[sys]\ninterval = \"1s\"\n\
          [cluster]\nenabled = true\nnats = [\"{url}\"]\n{extra}\n\
          [admin]\nbind = \"127.0.0.1:0\"\nsocket = {sock:?}\ndata_dir = {data:?}\nbootstrap_file = {boot:?}\n",
         sock = dir.join(format!("{name}.sock")).display().to_string(),
@@ -280,7 +280,7 @@ async fn a_duplicate_name_is_refused_and_a_dead_nodes_name_gets_its_slot_back() 
     std::fs::create_dir_all(&second).expect("dir");
     let cfg = second.join("portcullis.toml");
     let config = format!(
-        "[node]\nname = \"dup\"\n[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\
+        "[node]\nname = \"dup\"\n[limits]\nmax_packet_size = \"1MiB\"\n[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\
          [cluster]\nenabled = true\nnats = [\"{}\"]\n{extra}\n\
          [admin]\nbind = \"127.0.0.1:0\"\nsocket = {:?}\n[persistence]\ndir = {:?}\n",
         nats.url(1),

@@ -183,6 +183,8 @@ pub struct Members {
     view: Mutex<BTreeMap<String, Seen>>,
     /// The running names last published to `$SYS/brokers`.
     published: Mutex<Option<Vec<String>>>,
+    /// Beat now (the listeners are known).
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Members {
@@ -240,6 +242,7 @@ impl Members {
             listeners: Mutex::new(Vec::new()),
             view: Mutex::new(BTreeMap::new()),
             published: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
         });
         members.view.lock().insert(members.node.clone(), Seen { entry, at: Instant::now() });
         members.publish_brokers();
@@ -260,10 +263,11 @@ impl Members {
         &self.node
     }
 
-    /// The listeners' addresses, written at the next heartbeat.
+    /// The listeners' addresses, written at once.
     pub fn set_listeners(&self, mut listeners: Vec<String>) {
         listeners.truncate(MAX_LISTENERS);
         *self.listeners.lock() = listeners;
+        self.wake.notify_one();
     }
 
     /// Every node this node knows, sorted by name, with its status now.
@@ -526,8 +530,11 @@ async fn heartbeat_task(weak: Weak<Members>, mut shutdown: tokio::sync::watch::R
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let Some(m) = weak.upgrade() else { return };
+        let woken = async move { m.wake.notified().await };
         tokio::select! {
             _ = tick.tick() => {}
+            _ = woken => {}
             _ = shutdown.changed() => {
                 if let Some(m) = weak.upgrade() {
                     m.beat(NodeStatus::Stopped).await;
