@@ -329,3 +329,53 @@ async fn a_single_node_lists_itself() {
     assert!(one.get("slot").is_none(), "no slot in single-node mode: {one}");
     assert_eq!(sys_brokers(b.addr, "sys", None, Duration::from_secs(5)).await, "solo");
 }
+
+/// The shipped cluster configs: the three of the README's recipe
+/// (`etc/cluster/local/`) and the three of the compose `cluster` profile
+/// (`etc/cluster/node*.toml`, with their password file and data paths
+/// pointed at a temporary directory) pass `--check-config`, with distinct
+/// node names, ports and data directories; compose mounts each into its
+/// node.
+#[test]
+fn the_shipped_cluster_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "").expect("passwd");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).expect("compose");
+    let mut seen = Vec::new();
+    for i in 1..=3 {
+        let local = root.join(format!("etc/cluster/local/node{i}.toml"));
+        let text = std::fs::read_to_string(&local).expect("local config");
+        seen.push(text.lines().filter(|l| l.starts_with("name =") || l.starts_with("bind =")).collect::<Vec<_>>().join(";"));
+        let out = Command::new(binary())
+            .current_dir(dir.path())
+            .args(["--config", local.to_str().unwrap(), "--check-config"])
+            .output()
+            .expect("check-config");
+        assert!(out.status.success(), "{}: {}", local.display(), String::from_utf8_lossy(&out.stderr));
+
+        let docker = std::fs::read_to_string(root.join(format!("etc/cluster/node{i}.toml"))).expect("node config");
+        assert!(docker.contains(&format!("name = \"node{i}\"")), "node{i}.toml");
+        let copy = dir.path().join(format!("node{i}.toml"));
+        let data = dir.path().join(format!("data{i}"));
+        std::fs::write(
+            &copy,
+            docker
+                .replace("/var/lib/portcullis/passwd", &passwd.display().to_string())
+                .replace("/var/lib/portcullis/data", &data.display().to_string()),
+        )
+        .expect("copy");
+        let out = Command::new(binary())
+            .args(["--config", copy.to_str().unwrap(), "--check-config"])
+            .env("NATS_PASSWORD", "x")
+            .output()
+            .expect("check-config");
+        assert!(out.status.success(), "node{i}.toml: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(compose.contains(&format!("./etc/cluster/node{i}.toml:/etc/portcullis/node.toml:ro")), "compose node{i}");
+        assert!(compose.contains(&format!("node{i}-data:/var/lib/portcullis/data")), "compose node{i} volume");
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "distinct names and ports: {seen:?}");
+}
