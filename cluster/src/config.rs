@@ -242,7 +242,10 @@ impl ClusterConfig {
         if !(1..=5).contains(&self.kv_replicas) {
             return Err(BuildError::invalid(
                 "kv_replicas",
-                format!("must be 1 to 5 (JetStream's limit) and at most the number of NATS servers, got {}", self.kv_replicas),
+                format!(
+                    "must be 1 to 5 (JetStream's limit) and at most the number of NATS servers, got {}",
+                    self.kv_replicas
+                ),
             ));
         }
         if self.heartbeat_interval < Duration::from_millis(100) {

@@ -137,7 +137,10 @@ fn the_readme_block_parses_and_is_the_defaults() {
 #[test]
 fn membership_keys() {
     let c = parse("").unwrap();
-    assert_eq!((c.kv_replicas, c.heartbeat_interval, c.node_timeout), (3, Duration::from_secs(2), Duration::from_secs(6)));
+    assert_eq!(
+        (c.kv_replicas, c.heartbeat_interval, c.node_timeout),
+        (3, Duration::from_secs(2), Duration::from_secs(6))
+    );
     let c = parse("kv_replicas = 1\nheartbeat_interval = \"500ms\"\nnode_timeout = \"2s\"").unwrap();
     c.validate().unwrap();
     assert!(err("kv_replicas = 0").is("kv_replicas", BuildErrorKind::Invalid));

@@ -450,7 +450,12 @@ async fn claim_name(
         if prev.status == NodeStatus::Running && age < config.node_timeout {
             // Fresh: a live node, or one that died less than node_timeout
             // ago. Watch for a beat.
-            info!(key, run = prev.run, age_ms = age.as_millis() as u64, "cluster: this node's name has a fresh entry: waiting to see whether it beats");
+            info!(
+                key,
+                run = prev.run,
+                age_ms = age.as_millis() as u64,
+                "cluster: this node's name has a fresh entry: waiting to see whether it beats"
+            );
             let deadline = Instant::now() + config.node_timeout;
             while Instant::now() < deadline {
                 tokio::time::sleep((config.heartbeat_interval / 4).max(Duration::from_millis(50))).await;
@@ -591,7 +596,11 @@ async fn watch_task(weak: Weak<Members>) {
             // Aged by its own heartbeat time when it is old (read at
             // start); a live update counts from now.
             let age = Duration::from_millis(now_ms().saturating_sub(entry.heartbeat_ms));
-            let at = if age > m.timeout { Instant::now().checked_sub(age).unwrap_or_else(Instant::now) } else { Instant::now() };
+            let at = if age > m.timeout {
+                Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+            } else {
+                Instant::now()
+            };
             m.seen(entry, at);
             m.publish_brokers();
         }
