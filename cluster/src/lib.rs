@@ -55,8 +55,6 @@
 //!   identity, subscriptions; takeover by request/reply to the owner with
 //!   compare-and-set on the revision.
 //! - **Retained messages** in KV, mirrored on each node by a KV watch.
-//! - **Membership**: nodes in `$SYS/brokers`, `ctl cluster status`, the
-//!   admin API.
 
 pub mod config;
 pub mod connect;

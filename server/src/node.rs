@@ -381,6 +381,10 @@ impl Node {
         info!("shutting down: closing listeners and connections");
         self.broker.shutdown();
         self.listeners.stop();
+        // The node list shows this node stopped now, not after node_timeout.
+        if let Some(c) = &self.cluster {
+            c.members().leave().await;
+        }
         // Bridges tell their remotes they stop (state 0, DISCONNECT).
         let mut bridges = std::mem::take(&mut *self.bridges.lock());
         let _ = tokio::time::timeout(Duration::from_secs(3), bridges.wait()).await;

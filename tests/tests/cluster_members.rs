@@ -5,6 +5,8 @@
 //!   `/api/v5/nodes/{node}`, `ctl cluster status` (table and `--json`) and
 //!   the retained `$SYS/brokers`; the slots (high 16 bits of connection
 //!   ids) are distinct.
+//! * A broker stopped with SIGTERM is shown `stopped` at once (before
+//!   `node_timeout` could have passed).
 //! * A SIGKILLed broker is shown `stopped` on the others within
 //!   `node_timeout` + one `heartbeat_interval` (measured, printed),
 //!   `$SYS/brokers` drops it, `cluster_nodes{status}` counts it, and `ctl
@@ -276,9 +278,14 @@ async fn three_nodes_list_each_other_and_a_killed_one_is_stopped() {
     assert!(err.contains("not running: n3"), "{err}");
     let (code, out, _) = ctl_status(&nodes[0].config_path, true);
     assert_eq!(code, 1, "{out}");
-    for b in &mut nodes[..2] {
-        b.terminate();
-    }
+
+    // --- SIGTERM n2: it writes `stopped` as it goes -------------------------
+    let stopping = Instant::now();
+    nodes[1].terminate().expect("n2 stops");
+    until_statuses(admin[0], &[("n1", "running"), ("n2", "stopped"), ("n3", "stopped")], NODE_TIMEOUT - HEARTBEAT)
+        .await;
+    eprintln!("SIGTERM of n2: stopped on n1 after {:?}", stopping.elapsed());
+    nodes[0].terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

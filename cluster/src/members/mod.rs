@@ -270,6 +270,13 @@ impl Members {
         self.wake.notify_one();
     }
 
+    /// Writes this node's entry as `stopped` (a clean stop: the others
+    /// show it at once instead of after `node_timeout`). The server calls
+    /// it last in its shutdown.
+    pub async fn leave(&self) {
+        self.beat(NodeStatus::Stopped).await;
+    }
+
     /// Every node this node knows, sorted by name, with its status now.
     pub fn nodes(&self) -> Vec<NodeView> {
         let now = Instant::now();
@@ -345,7 +352,12 @@ impl Members {
                         Some(other) if other.run != self.run => {
                             error!(node = %self.node, other_run = other.run, "cluster: another node took over this [node] name (this node was silent past node_timeout); two nodes now share a name — stop one");
                         }
-                        _ => self.revision.store(now.revision, Ordering::Relaxed),
+                        _ => {
+                            // Our own write raced this one (a beat and
+                            // `leave`): write again over the latest.
+                            let r = self.kv.update(&self.key, encode(&entry), now.revision).await;
+                            self.revision.store(r.unwrap_or(now.revision), Ordering::Relaxed);
+                        }
                     },
                     Ok(None) => {
                         // Deleted (by an operator): write it again.

@@ -41,7 +41,9 @@
 //!   ([`dedup`]); the wanted map holds one entry per distinct local filter.
 //!   Inbound `$SYS` topics are refused (no node forwards them), as is
 //!   anything that is not what a node sends (counted `malformed`).
-//! * **Retained messages, sessions, membership** do not cross yet: a
+//! * **Node slot**: from the node list ([`crate::members`]), claimed
+//!   before the cluster is installed into the broker.
+//! * **Retained messages, sessions** do not cross yet: a
 //!   retained message published on B is delivered live to A's subscribers
 //!   but not stored on A.
 
