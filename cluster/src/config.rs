@@ -56,6 +56,23 @@ pub fn default_max_control_line() -> u64 {
     crate::limits::DEFAULT_MAX_CONTROL_LINE as u64
 }
 
+/// Three copies of every JetStream KV bucket (the session registry,
+/// retained messages, the node list): one NATS server may fail.
+pub fn default_kv_replicas() -> usize {
+    3
+}
+
+/// How often a node refreshes its entry in the node list.
+pub fn default_heartbeat_interval() -> Duration {
+    crate::members::DEFAULT_HEARTBEAT_INTERVAL
+}
+
+/// A node is counted down after this long without a heartbeat (three
+/// missed beats at the default interval).
+pub fn default_node_timeout() -> Duration {
+    crate::members::DEFAULT_NODE_TIMEOUT
+}
+
 /// nats-server refuses a `max_payload` above 64 MiB.
 const MAX_PAYLOAD_CEILING: u64 = 64 * 1024 * 1024;
 
@@ -115,6 +132,23 @@ pub struct ClusterConfig {
     /// fit a PUB line is refused with a reason.
     #[serde(default = "default_max_control_line", deserialize_with = "units::size")]
     pub max_control_line: u64,
+    /// Copies JetStream keeps of each KV bucket the cluster creates
+    /// (`<prefix>_nodes`, …): 1 to 5, at most the number of NATS servers
+    /// (1 for a single NATS server). Set when a bucket is created; an
+    /// existing bucket keeps its own.
+    #[serde(default = "default_kv_replicas")]
+    pub kv_replicas: usize,
+    /// How often this node refreshes its entry in the node list
+    /// (`<prefix>_nodes`): name, slot, uptime, connections, listeners.
+    #[serde(default = "default_heartbeat_interval", deserialize_with = "units::duration")]
+    pub heartbeat_interval: Duration,
+    /// After this long without a heartbeat a node is shown `stopped`
+    /// (`/api/v5/nodes`, `ctl cluster status`, `$SYS/brokers`); a node
+    /// starting with the name of one that has not timed out waits up to
+    /// this long to tell a crashed predecessor from a live duplicate.
+    /// More than `heartbeat_interval`.
+    #[serde(default = "default_node_timeout", deserialize_with = "units::duration")]
+    pub node_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -133,6 +167,9 @@ impl Default for ClusterConfig {
             request_timeout: default_request_timeout(),
             max_payload: default_max_payload(),
             max_control_line: default_max_control_line(),
+            kv_replicas: default_kv_replicas(),
+            heartbeat_interval: default_heartbeat_interval(),
+            node_timeout: default_node_timeout(),
         }
     }
 }
@@ -200,6 +237,24 @@ impl ClusterConfig {
             return Err(BuildError::invalid(
                 "max_control_line",
                 format!("must be between 1KiB and 1MiB, got {}", self.max_control_line),
+            ));
+        }
+        if !(1..=5).contains(&self.kv_replicas) {
+            return Err(BuildError::invalid(
+                "kv_replicas",
+                format!(
+                    "must be 1 to 5 (JetStream's limit) and at most the number of NATS servers, got {}",
+                    self.kv_replicas
+                ),
+            ));
+        }
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return Err(BuildError::invalid("heartbeat_interval", "must be at least 100ms"));
+        }
+        if self.node_timeout <= self.heartbeat_interval {
+            return Err(BuildError::invalid(
+                "node_timeout",
+                format!("must be more than heartbeat_interval ({:?})", self.heartbeat_interval),
             ));
         }
         Ok(())

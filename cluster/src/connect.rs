@@ -83,6 +83,10 @@ pub enum ConnectError {
     /// No NATS server could be reached or the handshake failed.
     #[error("cannot connect to NATS: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    /// The node list refused this node (a duplicate `[node] name`) or
+    /// could not be read or written.
+    #[error("joining the cluster: {0}")]
+    Join(String),
 }
 
 impl ConnectPlan {

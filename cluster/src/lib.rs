@@ -45,23 +45,27 @@
 //!   subscription per distinct local filter; inbound messages delivered
 //!   locally, one copy per node (a bounded duplicate window); metrics.
 //!
+//! - [`members`]: the node list in KV (`<prefix>_nodes`): node slots
+//!   handed out by compare-and-set, heartbeats, who runs and who stopped,
+//!   `$SYS/brokers`, `cluster_nodes{status}`.
+//!
 //! # To come (later sessions)
 //!
 //! - **Session registry** in JetStream KV: client id → owner node, epoch,
 //!   identity, subscriptions; takeover by request/reply to the owner with
 //!   compare-and-set on the revision.
 //! - **Retained messages** in KV, mirrored on each node by a KV watch.
-//! - **Membership**: nodes in `$SYS/brokers`, `ctl cluster status`, the
-//!   admin API.
 
 pub mod config;
 pub mod connect;
 pub mod limits;
+pub mod members;
 pub mod routing;
 pub mod subject;
 
 pub use config::ClusterConfig;
 pub use connect::{ConnectError, ConnectPlan};
 pub use limits::{LimitError, Limits};
+pub use members::Members;
 pub use routing::Cluster;
 pub use subject::{NatsSubscription, Prefix};

@@ -1,4 +1,6 @@
-//! `$SYS` topics in emqttd's layout, under `$SYS/brokers/<node>/`:
+//! `$SYS` topics in emqttd's layout: `$SYS/brokers` (the running nodes'
+//! names, comma-separated: this node alone in single-node mode, the
+//! cluster's node list otherwise), and under `$SYS/brokers/<node>/`:
 //! `version`, `sysdescr`, `uptime`, `datetime`, and every metric of the
 //! registry that names a `$SYS` topic (`stats/*`, `metrics/*`, `auth/*`,
 //! `acl/*`, `listeners/*`: see [`crate::metrics`]), published every
@@ -62,6 +64,10 @@ fn format_uptime(d: Duration) -> String {
 /// retained value, so no subscriber reads a stale figure.
 pub fn publish_all(broker: &Broker) {
     let b = base(broker);
+    if broker.remote().is_none() {
+        // emqttd's node list; in a cluster the node list publishes it.
+        broker.publish_sys("$SYS/brokers", broker.settings.node_name.clone(), true);
+    }
     let pub_ = |t: &str, v: String| broker.publish_sys(&format!("{b}/{t}"), v, true);
     pub_("version", VERSION.to_string());
     pub_("sysdescr", "Portcullis MQTT broker".to_string());

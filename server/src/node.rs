@@ -131,6 +131,8 @@ pub struct Node {
     bridges: Mutex<portcullis_bridge::Bridges>,
     /// The durable store (`[persistence] mode = "strict" | "relaxed"`).
     store: Option<Arc<portcullis_store::Store>>,
+    /// The cluster (`[cluster] enabled`): the node list for the admin API.
+    pub cluster: Option<Arc<portcullis_cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -193,11 +195,15 @@ impl Node {
         // subscription made from here on is announced to it, the sessions
         // restored above are announced by `set_remote`, and no client
         // publishes before messages can cross to the other nodes.
-        if cfg.cluster.enabled {
-            portcullis_cluster::Cluster::start(&cfg.cluster, &broker)
-                .await
-                .map_err(|e| Rejected(format!("cluster: {e}")))?;
-        }
+        let cluster = if cfg.cluster.enabled {
+            Some(
+                portcullis_cluster::Cluster::start(&cfg.cluster, &broker)
+                    .await
+                    .map_err(|e| Rejected(format!("cluster: {e}")))?,
+            )
+        } else {
+            None
+        };
         // Modules go in before any listener accepts: a client admitted
         // before them would miss their hooks (no auto-subscriptions, topics
         // not rewritten, no presence event).
@@ -222,6 +228,14 @@ impl Node {
             Ok(gate)
         })
         .await?;
+        if let Some(c) = &cluster {
+            let addrs = listeners
+                .views()
+                .into_iter()
+                .map(|v| format!("{}:{} {}", v.kind.name(), v.name, v.local_addr.unwrap_or(v.bind)))
+                .collect();
+            c.members().set_listeners(addrs);
+        }
         portcullis_core::sys::spawn(Arc::clone(&broker));
         Ok(Arc::new(Node {
             modules: Mutex::new(Running { set: modules, cfg: cfg.modules.clone(), switched: Vec::new() }),
@@ -232,6 +246,7 @@ impl Node {
             listeners,
             bridges: Mutex::new(bridges),
             store,
+            cluster,
         }))
     }
 
@@ -366,6 +381,10 @@ impl Node {
         info!("shutting down: closing listeners and connections");
         self.broker.shutdown();
         self.listeners.stop();
+        // The node list shows this node stopped now, not after node_timeout.
+        if let Some(c) = &self.cluster {
+            c.members().leave().await;
+        }
         // Bridges tell their remotes they stop (state 0, DISCONNECT).
         let mut bridges = std::mem::take(&mut *self.bridges.lock());
         let _ = tokio::time::timeout(Duration::from_secs(3), bridges.wait()).await;

@@ -76,7 +76,9 @@ pub async fn status(State(ctx): State<Arc<Ctx>>, Query(p): Query<StatusParams>) 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeInfo {
     pub node: String,
-    /// `running` or `stopping`.
+    /// `running`, `stopping` (this node, shutting down) or `stopped` (a
+    /// cluster node that stopped, or sent no heartbeat for `[cluster]
+    /// node_timeout`).
     pub node_status: String,
     pub version: String,
     /// Milliseconds since start.
@@ -86,6 +88,61 @@ pub struct NodeInfo {
     pub live_connections: u64,
     /// When it started, RFC 3339.
     pub started_at: String,
+    /// Cluster mode: the node's slot (the high 16 bits of its connection
+    /// ids).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u16>,
+    /// Cluster mode: its MQTT listeners (`<type>:<name> <address>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<String>>,
+    /// Cluster mode: its last heartbeat, RFC 3339 (the node's clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+    /// Cluster mode: milliseconds since its entry last changed, as seen
+    /// by the node answering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent_ms: Option<u64>,
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+/// The nodes: this one alone, or every node of the cluster's node list
+/// (this one with its live figures).
+fn node_infos(ctx: &Ctx) -> Vec<NodeInfo> {
+    let broker = &ctx.node.broker;
+    let Some(cluster) = &ctx.node.cluster else { return vec![node_info(broker)] };
+    cluster
+        .members()
+        .nodes()
+        .into_iter()
+        .map(|v| {
+            let e = v.entry;
+            let mut info = if v.local {
+                node_info(broker)
+            } else {
+                NodeInfo {
+                    node: e.name.clone(),
+                    node_status: v.status.as_str().to_string(),
+                    version: e.version.clone(),
+                    uptime: e.uptime_ms,
+                    connections: e.connections,
+                    live_connections: e.connections,
+                    started_at: rfc3339_ms(e.started_ms),
+                    slot: None,
+                    listeners: None,
+                    last_heartbeat: None,
+                    silent_ms: None,
+                }
+            };
+            info.slot = Some(e.slot);
+            info.listeners = Some(e.listeners);
+            info.last_heartbeat = Some(rfc3339_ms(e.heartbeat_ms));
+            info.silent_ms = Some(u64::try_from(v.silent_for.as_millis()).unwrap_or(u64::MAX));
+            info
+        })
+        .collect()
 }
 
 fn node_info(broker: &Broker) -> NodeInfo {
@@ -98,14 +155,19 @@ fn node_info(broker: &Broker) -> NodeInfo {
         connections,
         live_connections: connections,
         started_at: humantime::format_rfc3339_seconds(broker.started_at).to_string(),
+        slot: None,
+        listeners: None,
+        last_heartbeat: None,
+        silent_ms: None,
     }
 }
 
-/// The nodes of the cluster (this one: Portcullis runs one node).
+/// The nodes: this one in single-node mode; in a cluster, every node of
+/// the node list, running or stopped, sorted by name.
 #[utoipa::path(get, path = "/api/v5/nodes", tag = "Nodes",
     responses((status = 200, body = [NodeInfo]), (status = 401, body = ErrorBody)))]
 pub async fn nodes(State(ctx): State<Arc<Ctx>>) -> Json<Vec<NodeInfo>> {
-    Json(vec![node_info(&ctx.node.broker)])
+    Json(node_infos(&ctx))
 }
 
 /// One node by name.
@@ -113,11 +175,11 @@ pub async fn nodes(State(ctx): State<Arc<Ctx>>) -> Json<Vec<NodeInfo>> {
     params(("node" = String, Path, description = "Node name")),
     responses((status = 200, body = NodeInfo), (status = 404, body = ErrorBody)))]
 pub async fn node(State(ctx): State<Arc<Ctx>>, Path(node): Path<String>) -> Result<Json<NodeInfo>, ApiError> {
-    let info = node_info(&ctx.node.broker);
-    if info.node != node {
-        return Err(ApiError::not_found("NOT_FOUND", format!("no node {node:?}")));
-    }
-    Ok(Json(info))
+    node_infos(&ctx)
+        .into_iter()
+        .find(|i| i.node == node)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("NOT_FOUND", format!("no node {node:?}")))
 }
 
 /// `aggregate` of `/stats` and `/metrics`.

@@ -8,7 +8,8 @@
 //! * [`table`] — human output; `--json` prints the API's body instead.
 //!
 //! Exit codes: 0 done; 1 the API refused or failed (or, for `status`, the
-//! broker is not running); 2 bad usage or no way to reach the API.
+//! broker is not running; for `cluster status`, a node is not running);
+//! 2 bad usage or no way to reach the API.
 
 pub mod client;
 pub mod table;
@@ -87,6 +88,15 @@ pub enum CtlCommand {
     /// Bridges out (`[[bridges]]`): state and counters; stop and start.
     #[command(subcommand)]
     Bridges(BridgesCmd),
+    /// The cluster's nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Every node with its status (exit 1 when one is not running).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -428,6 +438,16 @@ const SOURCES: &[Column] = &[
     ("ON_ERROR", "on_error"),
     ("TIMEOUT_MS", "timeout_ms"),
 ];
+const NODES: &[Column] = &[
+    ("NODE", "node"),
+    ("STATUS", "node_status"),
+    ("SLOT", "slot"),
+    ("VERSION", "version"),
+    ("UPTIME_MS", "uptime"),
+    ("CONNECTIONS", "connections"),
+    ("LISTENERS", "listeners"),
+];
+
 const BRIDGES: &[Column] = &[
     ("NAME", "name"),
     ("STATUS", "status"),
@@ -712,6 +732,7 @@ fn call(cmd: CtlCommand, cfg: &Config) -> Result<Call, String> {
             body: None,
             show: Show::Done(format!("started bridge {name}")),
         },
+        CtlCommand::Cluster(ClusterCmd::Status) => get("/api/v5/nodes".into(), Show::Table(NODES)),
         CtlCommand::Users(cmd) => return users_call(cmd, cfg),
         CtlCommand::Acl(cmd) => return rules_call(cmd, cfg),
     })
@@ -762,6 +783,7 @@ fn target(args: &CtlArgs, cfg: &Config) -> Result<Target, String> {
 /// Runs `ctl`; returns the exit code.
 pub fn run(args: CtlArgs, cfg: &Config) -> u8 {
     let is_status = matches!(args.command, CtlCommand::Status);
+    let is_cluster = matches!(args.command, CtlCommand::Cluster(_));
     let target = match target(&args, cfg) {
         Ok(t) => t,
         // No socket and no key: for `status`, a broker that is not there.
@@ -802,6 +824,23 @@ pub fn run(args: CtlArgs, cfg: &Config) -> u8 {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            1
+        }
+        Ok(a) if is_cluster && a.status.is_success() => {
+            let down: Vec<String> = a
+                .body
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .filter(|n| n.get("node_status").and_then(Value::as_str) != Some("running"))
+                .map(|n| table::cell(n.get("node")))
+                .collect();
+            print_answer(&c, a, json_out, false);
+            if down.is_empty() {
+                return 0;
+            }
+            eprintln!("not running: {}", down.join(", "));
             1
         }
         Ok(a) => print_answer(&c, a, json_out, is_status),

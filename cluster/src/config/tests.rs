@@ -133,3 +133,19 @@ fn the_readme_block_parses_and_is_the_defaults() {
     c.validate().unwrap();
     assert_eq!(c, ClusterConfig::default(), "the README shows the defaults");
 }
+
+#[test]
+fn membership_keys() {
+    let c = parse("").unwrap();
+    assert_eq!(
+        (c.kv_replicas, c.heartbeat_interval, c.node_timeout),
+        (3, Duration::from_secs(2), Duration::from_secs(6))
+    );
+    let c = parse("kv_replicas = 1\nheartbeat_interval = \"500ms\"\nnode_timeout = \"2s\"").unwrap();
+    c.validate().unwrap();
+    assert!(err("kv_replicas = 0").is("kv_replicas", BuildErrorKind::Invalid));
+    assert!(err("kv_replicas = 6").is("kv_replicas", BuildErrorKind::Invalid));
+    assert!(err("heartbeat_interval = \"10ms\"").is("heartbeat_interval", BuildErrorKind::Invalid));
+    let e = err("heartbeat_interval = \"5s\"\nnode_timeout = \"5s\"");
+    assert!(e.is("node_timeout", BuildErrorKind::Invalid), "{e}");
+}

@@ -41,7 +41,9 @@
 //!   ([`dedup`]); the wanted map holds one entry per distinct local filter.
 //!   Inbound `$SYS` topics are refused (no node forwards them), as is
 //!   anything that is not what a node sends (counted `malformed`).
-//! * **Retained messages, sessions, membership** do not cross yet: a
+//! * **Node slot**: from the node list ([`crate::members`]), claimed
+//!   before the cluster is installed into the broker.
+//! * **Retained messages, sessions** do not cross yet: a
 //!   retained message published on B is delivered live to A's subscribers
 //!   but not stored on A.
 
@@ -94,6 +96,7 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 /// [`Broker::set_remote`] by [`Cluster::start`].
 pub struct Cluster {
     inner: Arc<Inner>,
+    members: Arc<crate::members::Members>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -146,6 +149,11 @@ impl Cluster {
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connect(plan.servers().to_vec())
             .await?;
+        // The node list hands out the slot (before set_remote reads it).
+        let run = run_id();
+        let members = crate::members::Members::join(publisher.clone(), config, broker, run)
+            .await
+            .map_err(|e| ConnectError::Join(e.to_string()))?;
         let (out, rx) = mpsc::channel(OUTBOUND_MESSAGES);
         let l = &broker.settings.limits;
         let decode = DecodeLimits {
@@ -154,9 +162,9 @@ impl Cluster {
             max_user_property_bytes: l.max_user_property_bytes,
         };
         let inner = Arc::new(Inner {
-            slot: slot_of(&node),
+            slot: members.slot(),
             node: node.into(),
-            run: run_id(),
+            run,
             prefix: config.prefix()?,
             limits: config.limits(),
             decode,
@@ -176,7 +184,7 @@ impl Cluster {
         tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
         tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
         broker.add_metric_source(Arc::clone(&inner.counters) as Arc<dyn portcullis_core::metrics::MetricSource>);
-        let cluster = Arc::new(Cluster { inner });
+        let cluster = Arc::new(Cluster { inner, members });
         if broker.set_remote(Arc::clone(&cluster) as Arc<dyn RemoteRouting>).is_err() {
             warn!("a remote routing seam was installed already: the cluster is not used");
         }
@@ -187,6 +195,11 @@ impl Cluster {
     /// The cluster's counters (for tests and introspection).
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// The node list: this node's slot and entry, every node's status.
+    pub fn members(&self) -> &Arc<crate::members::Members> {
+        &self.members
     }
 }
 
@@ -205,16 +218,6 @@ fn count_slow_consumers(
         }
         std::future::ready(())
     }
-}
-
-/// A node slot from the node's name (16 bits, never 0, which is
-/// single-node mode). Two node names can share a slot (1 in 65,535 per
-/// pair): connection ids would then not be unique across those two nodes.
-/// Membership (a later step) is to hand out distinct slots.
-fn slot_of(node: &str) -> NodeSlot {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(node.as_bytes());
-    NodeSlot((u16::from_be_bytes([d[0], d[1]]) % 0xFFFF) + 1)
 }
 
 /// A run id: the start time in nanoseconds mixed with the process id.
