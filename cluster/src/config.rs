@@ -46,6 +46,12 @@ pub fn default_request_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+/// Three copies of each JetStream KV bucket (the session registry): one
+/// NATS server can go without losing it.
+pub fn default_kv_replicas() -> usize {
+    3
+}
+
 /// nats-server's default `max_payload`, 1 MiB.
 pub fn default_max_payload() -> u64 {
     crate::limits::DEFAULT_MAX_PAYLOAD as u64
@@ -115,6 +121,11 @@ pub struct ClusterConfig {
     /// fit a PUB line is refused with a reason.
     #[serde(default = "default_max_control_line", deserialize_with = "units::size")]
     pub max_control_line: u64,
+    /// Replicas of the cluster's JetStream KV buckets (the session
+    /// registry, `<subject_prefix>_sessions`): 1 to 5, no more than the
+    /// NATS servers with JetStream (1 for a single NATS server).
+    #[serde(default = "default_kv_replicas")]
+    pub kv_replicas: usize,
 }
 
 impl Default for ClusterConfig {
@@ -133,6 +144,7 @@ impl Default for ClusterConfig {
             request_timeout: default_request_timeout(),
             max_payload: default_max_payload(),
             max_control_line: default_max_control_line(),
+            kv_replicas: default_kv_replicas(),
         }
     }
 }
@@ -194,6 +206,12 @@ impl ClusterConfig {
             return Err(BuildError::invalid(
                 "max_payload",
                 format!("must be between 1KiB and 64MiB (NATS' ceiling), got {}", self.max_payload),
+            ));
+        }
+        if !(1..=5).contains(&self.kv_replicas) {
+            return Err(BuildError::invalid(
+                "kv_replicas",
+                format!("must be between 1 and 5 (JetStream's limit), got {}", self.kv_replicas),
             ));
         }
         if !(1024..=1024 * 1024).contains(&self.max_control_line) {

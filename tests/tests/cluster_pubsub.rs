@@ -41,9 +41,11 @@ fn node(nats: &Nats, i: usize, extra: &str) -> Broker {
     let url = nats.url(i);
     let b = Broker::start(&format!(
         "[node]\nname = \"n{i}\"\n[limits]\nmax_packet_size = \"1MiB\"\n[sys]\ninterval = \"1s\"\n\
-         [cluster]\nenabled = true\nnats = [\"{url}\"]\n{extra}"
+         [cluster]\nenabled = true\nnats = [\"{url}\"]\nkv_replicas = {}\n{extra}",
+        nats.len()
     ));
     assert!(b.wait_log("cluster: connected to NATS", Duration::from_secs(10)), "node {i}: {}", b.log());
+    assert!(b.wait_log("session registry open", Duration::from_secs(20)), "node {i}: {}", b.log());
     b
 }
 

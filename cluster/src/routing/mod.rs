@@ -94,6 +94,8 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 /// [`Broker::set_remote`] by [`Cluster::start`].
 pub struct Cluster {
     inner: Arc<Inner>,
+    /// The session registry ([`crate::registry`]).
+    registry: Arc<crate::registry::Registry>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -173,7 +175,21 @@ impl Cluster {
         tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
         tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
         broker.add_metric_source(Arc::clone(&inner.counters) as Arc<dyn portcullis_core::metrics::MetricSource>);
-        let cluster = Arc::new(Cluster { inner });
+        let registry = crate::registry::Registry::start(
+            inner.publisher.clone(),
+            broker,
+            Arc::clone(&inner.node),
+            inner.run,
+            inner.prefix.clone(),
+            crate::registry::RegistrySettings {
+                replicas: config.kv_replicas,
+                timeout: config.request_timeout,
+                max_payload: inner.limits.max_payload,
+                decode,
+            },
+        )
+        .await;
+        let cluster = Arc::new(Cluster { inner, registry });
         if broker.set_remote(Arc::clone(&cluster) as Arc<dyn RemoteRouting>).is_err() {
             warn!("a remote routing seam was installed already: the cluster is not used");
         }
@@ -184,6 +200,11 @@ impl Cluster {
     /// The cluster's counters (for tests and introspection).
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// The session registry.
+    pub fn registry(&self) -> &Arc<crate::registry::Registry> {
+        &self.registry
     }
 }
 
@@ -306,9 +327,12 @@ impl RemoteRouting for Cluster {
         self.inner.wake.notify_one();
     }
 
-    fn locate<'a>(&'a self, _req: LocateRequest<'a>) -> Locate<'a> {
-        // No session registry yet: every session is this node's.
-        Locate::Done(Ok(()))
+    fn locate<'a>(&'a self, req: LocateRequest<'a>) -> Locate<'a> {
+        Locate::Pending(Box::pin(self.registry.locate(req)))
+    }
+
+    fn session_changed(&self, client_id: &Arc<str>, _ended: bool) {
+        self.registry.changed(client_id);
     }
 }
 

@@ -133,13 +133,21 @@
 //! registry cannot be reached, [`LocateError::Unavailable`] refuses the
 //! CONNECT with "server unavailable".
 //!
-//! Not here yet: the core call that installs a handed-over session (its
-//! subscriptions, queue, in-flight window and QoS 2 state) as a detached
-//! local one. [`crate::durable::RecoveredSession`] already carries exactly
-//! that state, and `Broker::restore_from_store` rebuilds sessions from it;
-//! the hand-over is to reuse that rebuild (and, with a durable store, write
-//! the session's rows, which a restore does not need to) — left to the
-//! session that builds the cluster's session registry.
+//! The hand-over itself is two core calls: on the node that holds the
+//! session, [`Broker::hand_over`](crate::broker::Broker::hand_over) closes
+//! its connection as a local takeover does (v5 DISCONNECT 0x8E), fences it
+//! out and takes the session out of this node whole
+//! ([`crate::durable::RecoveredSession`]: subscriptions, queue, in-flight
+//! window, QoS 2 packet ids awaiting PUBREL); on the node the client came
+//! to, [`Broker::install_handed_over`](crate::broker::Broker::install_handed_over)
+//! rebuilds it as a detached local session with the rebuild
+//! `Broker::restore_from_store` uses, and with a durable store writes its
+//! rows before the CONNACK.
+//!
+//! [`RemoteRouting::session_changed`] tells the implementation that a
+//! session's registry entry is out of date (a subscription came or went,
+//! the session ended): called after the change, never under a lock the
+//! implementation could wait on; it must queue the work.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -168,6 +176,8 @@ pub struct LocateRequest<'a> {
     pub clean_start: bool,
     /// This node holds a session for the client id now (attached or not).
     pub held_here: bool,
+    /// The session expiry the CONNECT asks for; `None` = never.
+    pub expiry: Option<std::time::Duration>,
 }
 
 /// Why [`RemoteRouting::locate`] refused a CONNECT.
@@ -182,6 +192,10 @@ pub enum LocateError {
     /// `session.owner_mismatch = "refuse"`.
     #[error("client identifier in use by another identity on another node")]
     OwnerMismatch,
+    /// The client id does not fit the registry's key (refused as "client
+    /// identifier not valid").
+    #[error("client identifier too long for the cluster's session registry")]
+    ClientIdTooLong,
 }
 
 /// The answer of [`RemoteRouting::locate`].
@@ -233,6 +247,11 @@ pub trait RemoteRouting: Send + Sync + std::fmt::Debug {
     /// Before a CONNECT opens its session here: find out whether another
     /// node holds it, and have it handed over (or discarded) first.
     fn locate<'a>(&'a self, req: LocateRequest<'a>) -> Locate<'a>;
+
+    /// The session of `client_id` on this node changed in a way the
+    /// cluster's registry records (a subscription added or removed, the
+    /// session ended, `ended`). Queue the work; never block.
+    fn session_changed(&self, _client_id: &Arc<str>, _ended: bool) {}
 }
 
 #[cfg(test)]

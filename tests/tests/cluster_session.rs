@@ -1,0 +1,251 @@
+//! The cluster's session registry (issue 19): three Portcullis nodes on
+//! three clustered NATS servers, each with its own store.
+//!
+//! * A persistent session moves from node A to node B: session present,
+//!   its subscriptions work on B, the QoS 1 messages queued for it on A
+//!   arrive on B; a CONNECT on another node while it is connected closes
+//!   the old connection with DISCONNECT 0x8E.
+//! * Two CONNECTs with one client id on two nodes at once: one owner in
+//!   the registry, at most one live connection (20 rounds).
+//! * Another identity's CONNECT on another node is refused
+//!   (`owner_mismatch = "refuse"`) and leaves the owner alone.
+//! * With the registry unreachable (every NATS server stopped), a CONNECT
+//!   gets "server unavailable", not a local session.
+//!
+//! Run through `bash scripts/services.sh nats -- cargo test -p
+//! portcullis-tests --test cluster_session -- --test-threads=1`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use portcullis_core::codec::{Connect, Packet, ProtocolVersion, QoS};
+use portcullis_tests::kit::*;
+use portcullis_tests::nats::Nats;
+use portcullis_tests::{Broker, Raw};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const Q1: QoS = QoS::AtLeastOnce;
+const QUIET: Duration = Duration::from_millis(500);
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Password-file users (alice, bob, pub), shared by every node.
+fn users() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("passwd");
+    std::fs::write(&pw, "alice:alice-pw\nbob:bob-pw\npub:pub-pw\n").expect("passwd");
+    let cfg = format!(
+        "[auth]\nchain = [\"users\"]\n[auth.password_file.users]\npath = {pw:?}\nhash = {{ algo = \"plain\" }}\n"
+    );
+    (dir, cfg)
+}
+
+/// Node `i` (1-based) on NATS server `i`; `top` goes before `[cluster]`,
+/// `cluster` inside it.
+fn node(nats: &Nats, i: usize, top: &str, cluster: &str) -> Broker {
+    let url = nats.url(i);
+    let b = Broker::start(&format!(
+        "[node]\nname = \"n{i}\"\n[limits]\nmax_packet_size = \"1MiB\"\n{top}\n\
+         [cluster]\nenabled = true\nnats = [\"{url}\"]\nkv_replicas = {}\n{cluster}",
+        nats.len()
+    ));
+    assert!(b.wait_log("cluster: connected to NATS", Duration::from_secs(10)), "node {i}: {}", b.log());
+    assert!(b.wait_log("session registry open", Duration::from_secs(20)), "node {i}: {}", b.log());
+    b
+}
+
+/// A v5 CONNECT of `user` (password `<user>-pw`), session expiry 1 h.
+fn conn(client_id: &str, clean: bool, user: &str) -> Connect {
+    let mut c = connect_packet(V5, client_id, clean);
+    c.username = Some(user.to_string());
+    c.password = Some(bytes::Bytes::from(format!("{user}-pw")));
+    c.properties.session_expiry_interval = Some(3600);
+    c
+}
+
+async fn login(addr: SocketAddr, client_id: &str, clean: bool, user: &str) -> (Raw, bool) {
+    let (raw, ack) = open(addr, conn(client_id, clean, user)).await;
+    assert_eq!(ack.code, 0, "{user} as {client_id} refused: {ack:?}");
+    (raw, ack.session_present)
+}
+
+fn payloads(p: &[portcullis_core::codec::Publish]) -> Vec<String> {
+    p.iter().map(|p| text(&p.payload)).collect()
+}
+
+/// Whether the connection still answers a PINGREQ (within 2 s); false once
+/// it got a DISCONNECT or was closed.
+async fn live(raw: &mut Raw) -> bool {
+    raw.send_packet(&Packet::PingReq).await;
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        match raw.recv_timeout(Duration::from_millis(200)).await {
+            Ok(Some(Packet::PingResp)) => return true,
+            Ok(Some(Packet::Disconnect(_))) | Ok(None) => return false,
+            Ok(Some(_)) | Err(()) => {}
+        }
+    }
+    false
+}
+
+/// The registry entry of `client_id` (JSON), read from NATS directly.
+async fn entry(nats: &Nats, client_id: &str) -> Option<serde_json::Value> {
+    let client = async_nats::connect(nats.url(1)).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let kv = js.get_key_value("portcullis_sessions").await.expect("registry bucket");
+    let e = kv.entry(client_id).await.expect("read")?;
+    if e.operation != async_nats::jetstream::kv::Operation::Put {
+        return None;
+    }
+    Some(serde_json::from_slice(&e.value).expect("entry is JSON"))
+}
+
+/// Publishes QoS 0 probes on `topic` from `publisher` until `subscriber`
+/// gets one (NATS' interest reached the publisher's server), then drains.
+async fn await_route(publisher: &mut Raw, subscriber: &mut Raw, topic: &str) {
+    let end = Instant::now() + ROUTE_TIMEOUT;
+    while Instant::now() < end {
+        pub_simple(publisher, topic, QoS::AtMostOnce, 0, b"probe", false).await;
+        if let Ok(Some(Packet::Publish(_))) = subscriber.recv_timeout(Duration::from_millis(100)).await {
+            drain_publishes(subscriber, QUIET, QUIET * 4).await;
+            return;
+        }
+    }
+    panic!("no route for {topic} within {ROUTE_TIMEOUT:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_moves_between_nodes_with_its_queue() {
+    let Some(nats) = Nats::start(3) else { return };
+    let (_users, auth) = users();
+    let (a, b, c) = (node(&nats, 1, &auth, ""), node(&nats, 2, &auth, ""), node(&nats, 3, &auth, ""));
+
+    // On A: two subscriptions, then away, with QoS 1 messages queued on A.
+    let (mut m, present) = login(a.addr, "mover", false, "alice").await;
+    assert!(!present);
+    subscribe(&mut m, 1, &[("q/t", Q1), ("w/+", Q1)]).await;
+    disconnect(m).await;
+    let (mut pa, _) = login(a.addr, "pub-a", true, "pub").await;
+    for i in 0..5u16 {
+        assert_eq!(pub_simple(&mut pa, "q/t", Q1, i + 1, format!("m{i}").as_bytes(), false).await, 0);
+    }
+
+    // On B: the session, its queue, its subscriptions.
+    let t0 = Instant::now();
+    let (mut m, present) = login(b.addr, "mover", false, "alice").await;
+    let moved = t0.elapsed();
+    assert!(present, "session_present = 1 on node B");
+    let got = drain_publishes(&mut m, QUIET, QUIET * 20).await;
+    assert_eq!(payloads(&got), ["m0", "m1", "m2", "m3", "m4"], "the queued QoS 1 messages arrive on B");
+    assert!(got.iter().all(|p| p.qos == Q1));
+    let (mut pb, _) = login(b.addr, "pub-b", true, "pub").await;
+    assert_eq!(pub_simple(&mut pb, "w/b", Q1, 1, b"on-b", false).await, 0);
+    assert_eq!(payloads(&drain_publishes(&mut m, QUIET, QUIET * 20).await), ["on-b"], "w/+ works on B");
+    // Published on C: crosses to B, once; A holds nothing any more.
+    let (mut pc, _) = login(c.addr, "pub-c", true, "pub").await;
+    await_route(&mut pc, &mut m, "w/probe").await;
+    assert_eq!(pub_simple(&mut pc, "q/t", Q1, 1, b"from-c", false).await, 0);
+    assert_eq!(payloads(&drain_publishes(&mut m, QUIET, QUIET * 20).await), ["from-c"]);
+    assert_eq!(pub_simple(&mut pa, "q/t", Q1, 9, b"from-a", false).await, 0);
+    assert_eq!(payloads(&drain_publishes(&mut m, QUIET, QUIET * 20).await), ["from-a"], "one copy, via B");
+    let e = entry(&nats, "mover").await.expect("registry entry");
+    assert_eq!(e["node"], "n2", "{e}");
+    assert_eq!(e["owner"]["kind"], "user");
+    assert_eq!(e["owner"]["name"], "alice");
+
+    // While connected on B, a CONNECT on A: B's connection gets 0x8E.
+    let t0 = Instant::now();
+    let (mut m2, present) = login(a.addr, "mover", false, "alice").await;
+    let live_move = t0.elapsed();
+    assert!(present, "session_present = 1 back on A");
+    let seen = m.expect_closed(Duration::from_secs(10)).await;
+    assert!(
+        seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == 0x8E)),
+        "B's connection closed with DISCONNECT 0x8E (session taken over): {seen:?}"
+    );
+    assert_eq!(pub_simple(&mut pa, "q/t", Q1, 10, b"back-on-a", false).await, 0);
+    assert_eq!(payloads(&drain_publishes(&mut m2, QUIET, QUIET * 20).await), ["back-on-a"]);
+    assert!(live(&mut m2).await);
+    println!("takeover: detached session with 5 queued A→B {moved:?}; connected session B→A {live_move:?}");
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_on_two_nodes_leave_one_owner() {
+    let Some(nats) = Nats::start(3) else { return };
+    let (_users, auth) = users();
+    let (a, b) = (node(&nats, 1, &auth, ""), node(&nats, 2, &auth, ""));
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let id = format!("race{i}");
+        let t0 = Instant::now();
+        let ((mut ra, acka), (mut rb, ackb)) =
+            tokio::join!(open(a.addr, conn(&id, false, "alice")), open(b.addr, conn(&id, false, "alice")));
+        times.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let la = acka.code == 0 && live(&mut ra).await;
+        let lb = ackb.code == 0 && live(&mut rb).await;
+        assert!(!(la && lb), "round {i}: two live connections ({acka:?}, {ackb:?})");
+        assert!(la || lb, "round {i}: no live connection ({acka:?}, {ackb:?})");
+        let e = entry(&nats, &id).await.expect("registry entry");
+        let owner = if la { "n1" } else { "n2" };
+        assert_eq!(e["node"], owner, "round {i}: the registry names the node with the live connection: {e}");
+    }
+    times.sort();
+    println!("20 simultaneous CONNECT pairs: slowest pair {:?}, median {:?}", times[19], times[10]);
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_identity_on_another_node_is_refused() {
+    let Some(nats) = Nats::start(3) else { return };
+    let (_users, auth) = users();
+    let top = format!("{auth}[session]\nowner_mismatch = \"refuse\"\n");
+    let (a, b) = (node(&nats, 1, &top, ""), node(&nats, 2, &top, ""));
+    let (mut owner, _) = login(a.addr, "owned", false, "alice").await;
+    subscribe(&mut owner, 1, &[("o/t", Q1)]).await;
+    let (_raw, ack) = open(b.addr, conn("owned", false, "bob")).await;
+    assert_eq!(ack.code, 0x85, "bob refused as client identifier not valid: {ack:?}");
+    assert!(live(&mut owner).await, "alice's connection on A undisturbed");
+    let (mut p, _) = login(a.addr, "pub-a", true, "pub").await;
+    assert_eq!(pub_simple(&mut p, "o/t", Q1, 1, b"still", false).await, 0);
+    assert_eq!(payloads(&drain_publishes(&mut owner, QUIET, QUIET * 20).await), ["still"]);
+    let e = entry(&nats, "owned").await.expect("registry entry");
+    assert_eq!((e["node"].as_str(), e["owner"]["name"].as_str()), (Some("n1"), Some("alice")), "{e}");
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_registry_unreachable_connect_is_refused_as_unavailable() {
+    let Some(nats) = Nats::start(3) else { return };
+    let (_users, auth) = users();
+    let a = node(&nats, 1, &auth, "request_timeout = \"1s\"\n");
+    let (first, _) = login(a.addr, "before", true, "alice").await;
+    disconnect(first).await;
+    for i in 1..=3 {
+        nats.stop(i);
+    }
+    let (_r, ack) = open(a.addr, conn("during", false, "alice")).await;
+    assert_eq!(ack.code, 0x88, "v5: server unavailable: {ack:?}");
+    let mut c3 = connect_packet(ProtocolVersion::V311, "during3", false);
+    c3.username = Some("alice".into());
+    c3.password = Some(bytes::Bytes::from_static(b"alice-pw"));
+    let (_r, ack) = open(a.addr, c3).await;
+    assert_eq!(ack.code, 3, "3.1.1: server unavailable: {ack:?}");
+    for i in 1..=3 {
+        nats.cont(i);
+    }
+    // Back: the refused CONNECT left no session behind.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (raw, ack) = open(a.addr, conn("during", false, "alice")).await;
+        if ack.code == 0 {
+            assert!(!ack.session_present, "no local session was made while the registry was away");
+            disconnect(raw).await;
+            break;
+        }
+        assert!(Instant::now() < end, "CONNECT still refused after NATS came back: {ack:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(a.log().contains("session registry unavailable"), "{}", a.log());
+    drop(nats);
+}
