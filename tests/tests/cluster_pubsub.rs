@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use portcullis_core::codec::{Packet, Properties, Publish, QoS};
+use portcullis_core::codec::{Packet, Properties, ProtocolVersion, Publish, QoS};
 use portcullis_tests::kit::*;
 use portcullis_tests::nats::Nats;
 use portcullis_tests::{Broker, Raw};
@@ -340,9 +340,16 @@ async fn a_stalled_nats_server_costs_bounded_memory_and_counted_drops() {
     let grown_mib = after.saturating_sub(before) / 1024;
     println!("NATS stalled: {n} × 64 KiB published, {got} delivered locally, RSS grew {grown_mib} MiB");
     assert_eq!(got, n, "local delivery goes on while NATS is stalled");
-    let dropped = sys_fresh(a.addr, "cluster/dropped/queue_full", Duration::from_secs(5)).await;
-    assert!(dropped.parse::<u64>().unwrap_or(0) > 0, "queue_full drops counted: {dropped}");
     assert!(grown_mib < 160, "the node held {grown_mib} MiB for a stalled NATS server (bound ~72 MiB + slack)");
+    // Resumed before reading $SYS: a new CONNECT needs the session registry
+    // (a stalled NATS refuses it as server unavailable).
     nats.cont(1);
+    let end = Instant::now() + Duration::from_secs(30);
+    while open(a.addr, connect_packet(ProtocolVersion::V5, "after-stall", true)).await.1.code != 0 {
+        assert!(Instant::now() < end, "CONNECTs still refused after NATS resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dropped = sys_fresh(a.addr, "cluster/dropped/queue_full", Duration::from_secs(15)).await;
+    assert!(dropped.parse::<u64>().unwrap_or(0) > 0, "queue_full drops counted: {dropped}");
     drop(nats);
 }

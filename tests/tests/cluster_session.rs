@@ -285,7 +285,10 @@ async fn entries_follow_subscriptions_and_clean_sessions_leave_none() {
         disconnect(raw).await;
     }
     times.sort();
-    println!("CONNECT→CONNACK, clean session, 100 in a row: p50 {:?}, p90 {:?}, max {:?}", times[50], times[90], times[99]);
+    println!(
+        "CONNECT→CONNACK, clean session, 100 in a row: p50 {:?}, p90 {:?}, max {:?}",
+        times[50], times[90], times[99]
+    );
     for i in [0, 50, 99] {
         let id = format!("clean{i}");
         assert!(entry_until(&nats, &id, |e| e.is_none()).await, "the entry of {id} is deleted once it closed");
