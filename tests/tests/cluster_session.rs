@@ -338,3 +338,44 @@ async fn a_dead_owners_subscriptions_are_restored_from_the_registry() {
     println!("owner SIGKILLed: CONNECT on another node restored the session in {took:?}");
     drop(nats);
 }
+
+/// A session moved to node B is in B's store before the CONNACK: B killed
+/// with SIGKILL right after, and started again on the same store, gives
+/// the client its session and the unacknowledged messages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_session_survives_a_sigkill_of_its_new_node() {
+    let Some(nats) = Nats::start(3) else { return };
+    let (_users, auth) = users();
+    let store = tempfile::tempdir().expect("tempdir");
+    let b_top = format!("{auth}[persistence]\ndir = {:?}\n", store.path().join("data").display().to_string());
+    let (a, mut b) = (node(&nats, 1, &auth, ""), node(&nats, 2, &b_top, ""));
+    let (mut m, _) = login(a.addr, "durable", false, "alice").await;
+    subscribe(&mut m, 1, &[("dq/t", Q1)]).await;
+    disconnect(m).await;
+    let (mut pa, _) = login(a.addr, "pub-a", true, "pub").await;
+    for i in 0..3u16 {
+        assert_eq!(pub_simple(&mut pa, "dq/t", Q1, i + 1, format!("d{i}").as_bytes(), false).await, 0);
+    }
+    let (mut m, present) = login(b.addr, "durable", false, "alice").await;
+    assert!(present);
+    // Received, never acknowledged.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match m.recv().await {
+            Some(Packet::Publish(p)) => got.push(text(&p.payload)),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(got, ["d0", "d1", "d2"]);
+    b.signal_and_wait("KILL", Duration::from_secs(5));
+    drop(m);
+    let b = node(&nats, 2, &b_top, "");
+    let (mut m, present) = login(b.addr, "durable", false, "alice").await;
+    assert!(present, "the moved session came back from B's store");
+    let again = drain_publishes(&mut m, QUIET, QUIET * 20).await;
+    assert_eq!(payloads(&again), ["d0", "d1", "d2"], "unacknowledged messages sent again");
+    let (mut pb, _) = login(b.addr, "pub-b", true, "pub").await;
+    assert_eq!(pub_simple(&mut pb, "dq/t", Q1, 1, b"later", false).await, 0);
+    assert_eq!(payloads(&drain_publishes(&mut m, QUIET, QUIET * 20).await), ["later"]);
+    drop(nats);
+}
