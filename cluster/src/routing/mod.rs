@@ -41,7 +41,9 @@
 //!   ([`dedup`]); the wanted map holds one entry per distinct local filter.
 //!   Inbound `$SYS` topics are refused (no node forwards them), as is
 //!   anything that is not what a node sends (counted `malformed`).
-//! * **Retained messages, sessions, membership** do not cross yet: a
+//! * **Sessions** are located by [`crate::registry`] (`locate`,
+//!   `session_changed` hand over to it).
+//! * **Retained messages, membership** do not cross yet: a
 //!   retained message published on B is delivered live to A's subscribers
 //!   but not stored on A.
 
