@@ -589,7 +589,7 @@ impl Broker {
             Due::Will { session, will, generation } => {
                 let resumed = {
                     let st = session.lock();
-                    st.generation != generation && !st.ended
+                    st.generation != generation && (!st.ended || st.moved_away)
                 };
                 if !resumed {
                     self.publish(will);
@@ -883,6 +883,7 @@ impl Broker {
                 will: None,
             }
         });
+        st.moved_away = moved.is_some();
         drop(st);
         map.remove_if(&existing);
         self.metrics.sessions.set(map.len() as u64);

@@ -379,3 +379,33 @@ async fn a_moved_session_survives_a_sigkill_of_its_new_node() {
     assert_eq!(payloads(&drain_publishes(&mut m, QUIET, QUIET * 20).await), ["later"]);
     drop(nats);
 }
+
+/// MQTT 5 wills on a takeover across nodes, as on one node: a will with a
+/// delay is not published (the client came back, on another node, within
+/// the delay); one without a delay is published when the old connection
+/// closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_on_a_cross_node_takeover_follow_the_spec() {
+    let Some(nats) = Nats::start(3) else { return };
+    let (_users, auth) = users();
+    let (a, b) = (node(&nats, 1, &auth, ""), node(&nats, 2, &auth, ""));
+    let (mut watcher, _) = login(a.addr, "watcher", true, "alice").await;
+    subscribe(&mut watcher, 1, &[("will/#", Q1)]).await;
+    for (id, delay) in [("delayed", 2u32), ("at-once", 0)] {
+        let mut c = conn(id, false, "alice");
+        let mut w = will(&format!("will/{id}"), id, Q1, false);
+        w.properties.will_delay_interval = Some(delay);
+        c.will = Some(w);
+        let (mut old, ack) = open(a.addr, c).await;
+        assert_eq!(ack.code, 0);
+        let (_new, present) = login(b.addr, id, false, "alice").await;
+        assert!(present);
+        let seen = old.expect_closed(Duration::from_secs(10)).await;
+        assert!(seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == 0x8E)), "{seen:?}");
+        // Past the 2 s delay.
+        let got = drain_publishes(&mut watcher, Duration::from_secs(3), Duration::from_secs(10)).await;
+        let want: &[&str] = if delay == 0 { &["at-once"] } else { &[] };
+        assert_eq!(payloads(&got), want, "will delay {delay}");
+    }
+    drop(nats);
+}
