@@ -127,9 +127,10 @@
 //! closes its connection and hands the session over (installed here before
 //! the answer comes back), or discards it for a clean start. Only then does
 //! the local open (resume, takeover, or a fresh session) proceed. An answer
-//! the implementation knows at once (the registry says the session is this
-//! node's or nobody's) is [`Locate::Done`], with no allocation; a
-//! request/reply to another node is [`Locate::Pending`]. When the session
+//! the implementation knows at once is [`Locate::Done`], with no
+//! allocation; one that needs I/O (the cluster's registry read and
+//! compare-and-set, a request/reply to another node) is
+//! [`Locate::Pending`]. When the session
 //! registry cannot be reached, [`LocateError::Unavailable`] refuses the
 //! CONNECT with "server unavailable".
 //!
@@ -144,9 +145,14 @@
 //! `Broker::restore_from_store` uses, and with a durable store writes its
 //! rows before the CONNACK.
 //!
+//! The old connection's will follows its close as on a local takeover: a
+//! will without delay is published then; a delayed one is not (the client
+//! came back, on the other node: the session is marked moved away).
+//!
 //! [`RemoteRouting::session_changed`] tells the implementation that a
-//! session's registry entry is out of date (a subscription came or went,
-//! the session ended): called after the change, never under a lock the
+//! session's registry entry is out of date (a persistent session's
+//! subscription came or went, or a session ended — not when it moved to
+//! another node): called after the change, never under a lock the
 //! implementation could wait on; it must queue the work.
 
 use std::future::Future;
