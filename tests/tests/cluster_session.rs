@@ -211,6 +211,12 @@ async fn another_identity_on_another_node_is_refused() {
     assert_eq!(payloads(&drain_publishes(&mut owner, QUIET, QUIET * 20).await), ["still"]);
     let e = entry(&nats, "owned").await.expect("registry entry");
     assert_eq!((e["node"].as_str(), e["owner"]["name"].as_str()), (Some("n1"), Some("alice")), "{e}");
+    // A client id within limits.max_client_id_len (1,024) whose registry
+    // key would not fit (400 dots: 1,200 bytes encoded) is refused with a
+    // reason, not cut.
+    let (_raw, ack) = open(b.addr, conn(&".".repeat(400), true, "alice")).await;
+    assert_eq!(ack.code, 0x85, "{ack:?}");
+    assert!(b.wait_log("encodes past the registry's 1024-byte key", Duration::from_secs(5)), "{}", b.log());
     drop(nats);
 }
 

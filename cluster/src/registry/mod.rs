@@ -75,9 +75,11 @@ use metrics::{Counters, Event};
 
 /// Compare-and-set rounds a CONNECT makes before it is refused.
 pub const CAS_ATTEMPTS: usize = 5;
-/// Takeovers (CONNECTs waiting on the registry) at once on this node;
-/// past it a CONNECT is refused as "server unavailable".
-pub const MAX_PENDING: usize = 1024;
+/// CONNECTs waiting on the registry (a read, a write, perhaps a takeover)
+/// at once on this node; past it a CONNECT is refused as "server
+/// unavailable" (the client retries), so a reconnect storm holds at most
+/// this many registry operations in flight.
+pub const MAX_PENDING: usize = 4096;
 /// Entry updates waiting (one per client id at most).
 pub const UPDATE_QUEUE: usize = 8192;
 /// How long a takeover request waits for a CONNECT here that has claimed
@@ -232,7 +234,7 @@ impl Registry {
             }
             Err(e) => {
                 if let Some(suppressed) = self.log.allow() {
-                    warn!(bucket = %self.bucket, error = %e, suppressed, "cluster: session registry not open yet; CONNECTs are refused as server unavailable");
+                    warn!(bucket = %self.bucket, kv_replicas = self.replicas, error = %e, suppressed, "cluster: session registry not open yet (JetStream on, and [cluster] kv_replicas at most the NATS servers?); CONNECTs are refused as server unavailable");
                 }
                 false
             }
