@@ -44,6 +44,12 @@
 //!   PUBLISH forwarded once, after local routing, with no echo; one NATS
 //!   subscription per distinct local filter; inbound messages delivered
 //!   locally, one copy per node (a bounded duplicate window); metrics.
+//! - [`registry`]: the session registry in JetStream KV
+//!   (`<prefix>_sessions`: client id → owner node, run, epoch, identity,
+//!   expiry, persistent subscriptions), written by compare-and-set at
+//!   every CONNECT; a session another node holds is taken over by
+//!   request/reply on `<prefix>.ctl.<node>.takeover` (or rebuilt from the
+//!   entry when that node does not answer).
 //!
 //! - [`members`]: the node list in KV (`<prefix>_nodes`): node slots
 //!   handed out by compare-and-set, heartbeats, who runs and who stopped,
@@ -51,15 +57,13 @@
 //!
 //! # To come (later sessions)
 //!
-//! - **Session registry** in JetStream KV: client id → owner node, epoch,
-//!   identity, subscriptions; takeover by request/reply to the owner with
-//!   compare-and-set on the revision.
 //! - **Retained messages** in KV, mirrored on each node by a KV watch.
 
 pub mod config;
 pub mod connect;
 pub mod limits;
 pub mod members;
+pub mod registry;
 pub mod routing;
 pub mod subject;
 

@@ -163,6 +163,7 @@ pub async fn open(
                 OpenError::TooManySessions => Refusal::TooManySessions,
                 OpenError::TooManyForIdentity => Refusal::TooManySessionsForIdentity,
                 OpenError::RegistryUnavailable => Refusal::SessionRegistryUnavailable,
+                OpenError::ClientIdTooLong => Refusal::ClientIdTooLong,
             };
             log_refusal(broker, r, &info.client_id, info.username.as_deref());
             return Err(r);

@@ -73,6 +73,10 @@ pub enum OpenError {
     /// ([`LocateError::Unavailable`]).
     #[error("the session registry is unavailable")]
     RegistryUnavailable,
+    /// The client id does not fit the cluster's session registry
+    /// ([`LocateError::ClientIdTooLong`]).
+    #[error("client identifier too long for the session registry")]
+    ClientIdTooLong,
 }
 
 impl From<LocateError> for OpenError {
@@ -80,6 +84,7 @@ impl From<LocateError> for OpenError {
         match e {
             LocateError::Unavailable => OpenError::RegistryUnavailable,
             LocateError::OwnerMismatch => OpenError::OwnerMismatch,
+            LocateError::ClientIdTooLong => OpenError::ClientIdTooLong,
         }
     }
 }
@@ -102,6 +107,22 @@ impl Routed {
     pub fn matched(self) -> bool {
         self.local > 0 || self.remote
     }
+}
+
+/// What [`Broker::hand_over`] did with the session another node asked for.
+#[derive(Debug)]
+pub enum HandOver {
+    /// No session for the client id here.
+    NotHere,
+    /// It belongs to another identity and `session.owner_mismatch =
+    /// "refuse"`: untouched.
+    OwnerMismatch,
+    /// Ended here (a clean start, a session that ends with its connection,
+    /// or another identity under `"discard"`): nothing to install.
+    Discarded,
+    /// Taken out of this node: install it there
+    /// ([`Broker::install_handed_over`]).
+    Moved(crate::durable::RecoveredSession),
 }
 
 /// The high bits of a connection id that hold the node slot.
@@ -309,8 +330,13 @@ impl Broker {
     pub async fn open_session_located(self: &Arc<Self>, req: OpenRequest<'_>) -> Result<Opened, OpenError> {
         if let Some(remote) = self.remote.get() {
             let held_here = self.sessions.lock().contains(req.client_id);
-            let ask =
-                LocateRequest { client_id: req.client_id, owner: req.owner, clean_start: req.clean_start, held_here };
+            let ask = LocateRequest {
+                client_id: req.client_id,
+                owner: req.owner,
+                clean_start: req.clean_start,
+                held_here,
+                expiry: req.expiry,
+            };
             match remote.locate(ask) {
                 Locate::Done(r) => r?,
                 Locate::Pending(f) => f.await?,
@@ -447,6 +473,12 @@ impl Broker {
 
     /// Ends a session: its subscriptions leave the router, its queue goes.
     fn discard(&self, session: &Arc<Session>, reason: Option<SessionEndReason>) {
+        self.discard_as(session, reason, true);
+    }
+
+    /// [`Broker::discard`]; `tell_remote`: the remote routing seam hears
+    /// that the session ended (not when it moved to another node).
+    fn discard_as(&self, session: &Arc<Session>, reason: Option<SessionEndReason>, tell_remote: bool) {
         let mut st = session.lock();
         if st.ended {
             return;
@@ -464,6 +496,11 @@ impl Broker {
         if let Some(reason) = reason {
             let ev = SessionEvent { client_id: &session.client_id, owner: &session.owner };
             self.hooks.session_ended(&ev, reason);
+            if tell_remote {
+                if let Some(r) = self.remote.get() {
+                    r.session_changed(&session.client_id, true);
+                }
+            }
         }
     }
 
@@ -552,7 +589,7 @@ impl Broker {
             Due::Will { session, will, generation } => {
                 let resumed = {
                     let st = session.lock();
-                    st.generation != generation && !st.ended
+                    st.generation != generation && (!st.ended || st.moved_away)
                 };
                 if !resumed {
                     self.publish(will);
@@ -656,7 +693,6 @@ impl Broker {
     /// detached, downtime included. Call once, at start, before any
     /// client connects. Returns (sessions, messages, retained) restored.
     pub fn restore_from_store(self: &Arc<Self>, store: Arc<dyn SessionStore>, r: Recovered) -> (usize, usize, usize) {
-        use crate::durable::InflightState;
         if self.store.set(Arc::clone(&store)).is_err() {
             return (0, 0, 0);
         }
@@ -671,45 +707,10 @@ impl Broker {
         let now_ms = unix_ms(SystemTime::now());
         let (mut sessions, mut messages) = (0, 0);
         let mut pending_wills = Vec::new();
-        for s in r.sessions {
+        for mut s in r.sessions {
             let expiry = s.expiry_secs.map(|e| Duration::from_secs(u64::from(e)));
-            let session = Arc::new(Session::new(s.client_id.clone(), s.owner, expiry));
-            for (raw, options, subscription_id) in s.subscriptions {
-                let Ok(filter) = SubscriptionFilter::parse(&raw) else { continue };
-                // As for a snapshot: the ACL mark is not stored; a restored
-                // wildcard subscription has its deliveries checked.
-                let check = filter.filter.has_wildcards();
-                let rec = SubRecord { filter: filter.clone(), options, subscription_id, check };
-                self.subscribe(&session, filter, rec);
-            }
-            let delivery = |msg: Arc<Message>, qos: u8, retain: bool, subscription_ids: Vec<u32>| Delivery {
-                msg,
-                qos: QoS::from_u8(qos).unwrap_or(QoS::AtLeastOnce),
-                retain,
-                subscription_ids,
-                check: true,
-                queued_weight: 0,
-            };
-            {
-                let mut st = session.lock();
-                for i in s.inflight {
-                    let state = match i.state {
-                        InflightState::Published => OutState::Published,
-                        InflightState::Released => OutState::Released,
-                    };
-                    let d = delivery(i.msg, i.qos, i.retain, Vec::new());
-                    st.push_inflight(Inflight { packet_id: i.packet_id, delivery: d, state, stored: Some(i.id) });
-                    messages += 1;
-                }
-                for id in s.awaiting_rel {
-                    st.await_rel(id, Instant::now());
-                }
-            }
-            for q in s.queue {
-                session
-                    .restore_queued_stored(delivery(q.msg, q.qos, q.retain, q.subscription_ids), Some((q.seq, q.id)));
-                messages += 1;
-            }
+            let (session, held) = self.rebuild_session(&mut s);
+            messages += held;
             session.lock().set_durable(s.client_id.clone(), Arc::clone(&store));
             // Expiry counts from when the client left (or from now, for a
             // session whose client was attached when the broker stopped).
@@ -760,6 +761,229 @@ impl Broker {
             info!(wills, "pending wills restored from the store");
         }
         (sessions, messages, retained)
+    }
+
+    /// A session rebuilt from what a store (or another node, see
+    /// [`Broker::install_handed_over`]) held: its subscriptions (in the
+    /// router), in-flight window (same packet ids), QoS 2 packet ids
+    /// awaiting PUBREL and queue, taken out of `s`. Not registered and not
+    /// durable yet. Returns it and how many messages it holds.
+    fn rebuild_session(&self, s: &mut crate::durable::RecoveredSession) -> (Arc<Session>, usize) {
+        use crate::durable::InflightState;
+        let expiry = s.expiry_secs.map(|e| Duration::from_secs(u64::from(e)));
+        let session = Arc::new(Session::new(s.client_id.clone(), s.owner.clone(), expiry));
+        let mut messages = 0;
+        for (raw, options, subscription_id) in std::mem::take(&mut s.subscriptions) {
+            let Ok(filter) = SubscriptionFilter::parse(&raw) else { continue };
+            // As for a snapshot: the ACL mark is not stored; a restored
+            // wildcard subscription has its deliveries checked.
+            let check = filter.filter.has_wildcards();
+            let rec = SubRecord { filter: filter.clone(), options, subscription_id, check };
+            self.subscribe(&session, filter, rec);
+        }
+        let delivery = |msg: Arc<Message>, qos: u8, retain: bool, subscription_ids: Vec<u32>| Delivery {
+            msg,
+            qos: QoS::from_u8(qos).unwrap_or(QoS::AtLeastOnce),
+            retain,
+            subscription_ids,
+            check: true,
+            queued_weight: 0,
+        };
+        {
+            let mut st = session.lock();
+            for i in std::mem::take(&mut s.inflight) {
+                let state = match i.state {
+                    InflightState::Published => OutState::Published,
+                    InflightState::Released => OutState::Released,
+                };
+                let d = delivery(i.msg, i.qos, i.retain, Vec::new());
+                st.push_inflight(Inflight { packet_id: i.packet_id, delivery: d, state, stored: Some(i.id) });
+                messages += 1;
+            }
+            for id in std::mem::take(&mut s.awaiting_rel) {
+                st.await_rel(id, Instant::now());
+            }
+        }
+        for q in std::mem::take(&mut s.queue) {
+            session.restore_queued_stored(delivery(q.msg, q.qos, q.retain, q.subscription_ids), Some((q.seq, q.id)));
+            messages += 1;
+        }
+        (session, messages)
+    }
+
+    /// Another node asks for the session of `client_id` (a CONNECT there,
+    /// see [`crate::remote`]): its connection here, if any, is closed as a
+    /// local takeover closes it (v5 DISCONNECT 0x8E, will per the
+    /// connection's close) and fenced out (nothing more is sent to it, its
+    /// close changes nothing), and the session leaves this node — its
+    /// state returned for the other node to install
+    /// ([`HandOver::Moved`]), or discarded for a clean start, a session
+    /// that ends with its connection, or another identity under
+    /// `session.owner_mismatch = "discard"`. With a durable store its rows
+    /// leave this node's store.
+    pub fn hand_over(self: &Arc<Self>, client_id: &str, owner: &SessionOwner, clean_start: bool) -> HandOver {
+        use crate::durable::{InflightState, RecoveredInflight, RecoveredQueued, RecoveredSession};
+        let mut map = self.sessions.lock();
+        let Some(existing) = map.get(client_id).cloned() else { return HandOver::NotHere };
+        let admits = existing.owner.admits(owner);
+        if !admits && self.settings.session.owner_mismatch == OwnerMismatch::Refuse {
+            return HandOver::OwnerMismatch;
+        }
+        let mut st = existing.lock();
+        if let Some(k) = st.take_kick() {
+            let _ = k.send(Kick::TakenOver { clean_start: clean_start || !admits });
+        }
+        // Fenced: the old connection no longer holds the session (its
+        // writer stops, its close finds another generation).
+        st.owner = None;
+        st.generation = self.next_conn_id();
+        let ends_with_connection = st.expiry.is_some_and(|d| d.is_zero());
+        let moved = (admits && !clean_start && !st.ended && !ends_with_connection).then(|| {
+            let mut subscriptions: Vec<_> =
+                st.subscriptions().values().map(|r| (r.filter.raw.clone(), r.options, r.subscription_id)).collect();
+            subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+            let inflight = st
+                .inflight()
+                .iter()
+                .map(|i| RecoveredInflight {
+                    packet_id: i.packet_id,
+                    id: crate::durable::MessageId(0),
+                    msg: Arc::clone(&i.delivery.msg),
+                    qos: i.delivery.qos as u8,
+                    retain: i.delivery.retain,
+                    state: match i.state {
+                        OutState::Published => InflightState::Published,
+                        OutState::Released => InflightState::Released,
+                    },
+                })
+                .collect();
+            let queue = st
+                .queued()
+                .zip(1u64..)
+                .map(|(d, seq)| RecoveredQueued {
+                    seq,
+                    id: crate::durable::MessageId(0),
+                    msg: Arc::clone(&d.msg),
+                    qos: d.qos as u8,
+                    retain: d.retain,
+                    subscription_ids: d.subscription_ids.clone(),
+                })
+                .collect();
+            let mut awaiting_rel: Vec<u16> = st.awaiting_rel().keys().copied().collect();
+            awaiting_rel.sort_unstable();
+            RecoveredSession {
+                client_id: existing.client_id.clone(),
+                owner: existing.owner.clone(),
+                expiry_secs: st.expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+                detached_at_ms: None,
+                subscriptions,
+                queue,
+                inflight,
+                awaiting_rel,
+                will: None,
+            }
+        });
+        st.moved_away = moved.is_some();
+        drop(st);
+        map.remove_if(&existing);
+        self.metrics.sessions.set(map.len() as u64);
+        drop(map);
+        self.drained.notify_waiters();
+        match moved {
+            Some(state) => {
+                // Moved, not ended: no session-ended hook here (the other
+                // node resumes it).
+                self.discard_as(&existing, None, false);
+                HandOver::Moved(state)
+            }
+            None => {
+                let reason = if admits { SessionEndReason::Replaced } else { SessionEndReason::Discarded };
+                self.discard_as(&existing, Some(reason), false);
+                HandOver::Discarded
+            }
+        }
+    }
+
+    /// Installs a session another node handed over ([`Broker::hand_over`]
+    /// there, or the subscriptions the cluster's registry kept for a node
+    /// that did not answer) as a detached local session, replacing any
+    /// session this node still held for the client id (an older copy).
+    /// The CONNECT that asked for it opens it next. With a durable store
+    /// (and an expiry above zero) its rows are written; the returned commit
+    /// completes when they are durable (strict mode).
+    pub fn install_handed_over(self: &Arc<Self>, mut s: crate::durable::RecoveredSession) -> Option<Commit> {
+        if let Some(old) = self.sessions.lock().get(&s.client_id).cloned() {
+            if let Some(k) = old.lock().take_kick() {
+                let _ = k.send(Kick::TakenOver { clean_start: true });
+            }
+            let mut map = self.sessions.lock();
+            map.remove_if(&old);
+            self.metrics.sessions.set(map.len() as u64);
+            drop(map);
+            self.discard_as(&old, None, false);
+        }
+        let persistent = s.expiry_secs != Some(0);
+        let store = self.store.get().filter(|_| persistent).cloned();
+        if store.is_some() {
+            for (q, seq) in s.queue.iter_mut().zip(1u64..) {
+                q.seq = seq;
+                q.id = crate::durable::MessageId(self.next_stored_id());
+            }
+            for i in &mut s.inflight {
+                i.id = crate::durable::MessageId(self.next_stored_id());
+            }
+        }
+        let mut changes = Vec::new();
+        if store.is_some() {
+            let client_id = s.client_id.clone();
+            changes.push(Change::SessionPut {
+                client_id: client_id.clone(),
+                owner: s.owner.clone(),
+                expiry_secs: s.expiry_secs,
+                detached_at_ms: Some(unix_ms(SystemTime::now())),
+            });
+            for (filter, options, subscription_id) in &s.subscriptions {
+                changes.push(Change::SubscriptionPut {
+                    client_id: client_id.clone(),
+                    filter: filter.clone(),
+                    options: *options,
+                    subscription_id: *subscription_id,
+                });
+            }
+            for q in &s.queue {
+                changes.push(Change::MessagePut { id: q.id, msg: Arc::clone(&q.msg) });
+                changes.push(Change::QueuePush {
+                    client_id: client_id.clone(),
+                    seq: q.seq,
+                    id: q.id,
+                    qos: q.qos,
+                    retain: q.retain,
+                    subscription_ids: q.subscription_ids.clone(),
+                });
+            }
+            for i in &s.inflight {
+                changes.push(Change::MessagePut { id: i.id, msg: Arc::clone(&i.msg) });
+                changes.push(Change::InflightPut {
+                    client_id: client_id.clone(),
+                    packet_id: i.packet_id,
+                    id: i.id,
+                    qos: i.qos,
+                    retain: i.retain,
+                    state: i.state,
+                });
+            }
+            for &packet_id in &s.awaiting_rel {
+                changes.push(Change::AwaitRelPut { client_id: client_id.clone(), packet_id });
+            }
+        }
+        let expiry = s.expiry_secs.map(|e| Duration::from_secs(u64::from(e)));
+        let (session, _) = self.rebuild_session(&mut s);
+        let commit = store.map(|store| {
+            session.lock().set_durable(s.client_id.clone(), Arc::clone(&store));
+            store.commit(changes)
+        });
+        self.adopt_session_for(session, expiry);
+        commit
     }
 
     /// Writes the will of connection `generation` to the store with its
@@ -829,8 +1053,12 @@ impl Broker {
                 r.filter_added(&filter);
             }
         });
+        let persistent = !st.expiry.is_some_and(|d| d.is_zero());
         drop(st);
         self.refresh_router_gauges();
+        if let Some(r) = remote.filter(|_| persistent && !existed) {
+            r.session_changed(&session.client_id, false);
+        }
         !existed
     }
 
@@ -841,8 +1069,12 @@ impl Broker {
             return false;
         };
         self.router_unsubscribe(&rec.filter, &session.client_id);
+        let persistent = !st.expiry.is_some_and(|d| d.is_zero());
         drop(st);
         self.refresh_router_gauges();
+        if let Some(r) = self.remote.get().filter(|_| persistent) {
+            r.session_changed(&session.client_id, false);
+        }
         true
     }
 

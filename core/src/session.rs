@@ -162,6 +162,11 @@ pub struct SessionState {
     /// Connection ids are unique cluster-wide and never reused, so
     /// generations are too (see [`crate::remote`]).
     pub generation: u64,
+    /// Set when the session was handed over to another node of a cluster
+    /// ([`crate::broker::Broker::hand_over`]): its client came back there,
+    /// so a delayed will of the connection it had here is not published
+    /// (as for a local resume).
+    pub moved_away: bool,
 }
 
 impl std::fmt::Debug for StoreSlot<'_> {
@@ -222,6 +227,7 @@ impl Session {
                 kick: None,
                 client: None,
                 generation: 0,
+                moved_away: false,
             }),
             wake: Notify::new(),
         }

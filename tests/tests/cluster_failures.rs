@@ -73,6 +73,9 @@ fn start_node(i: usize, nats: &[String], data: &Path) -> Broker {
     let b = block_in_place(|| Broker::start(&node_config(i, nats, data)));
     let up = block_in_place(|| b.wait_log("cluster: connected to NATS", Duration::from_secs(15)));
     assert!(up, "node {i}: {}", b.log());
+    // A CONNECT is refused until the session registry is open.
+    let registry = block_in_place(|| b.wait_log("session registry open", Duration::from_secs(20)));
+    assert!(registry, "node {i}: {}", b.log());
     b
 }
 

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use portcullis_core::codec::{Packet, Properties, Publish, QoS};
+use portcullis_core::codec::{Packet, Properties, ProtocolVersion, Publish, QoS};
 use portcullis_tests::kit::*;
 use portcullis_tests::nats::Nats;
 use portcullis_tests::{Broker, Raw};
@@ -41,9 +41,11 @@ fn node(nats: &Nats, i: usize, extra: &str) -> Broker {
     let url = nats.url(i);
     let b = Broker::start(&format!(
         "[node]\nname = \"n{i}\"\n[limits]\nmax_packet_size = \"1MiB\"\n[sys]\ninterval = \"1s\"\n\
-         [cluster]\nenabled = true\nnats = [\"{url}\"]\n{extra}"
+         [cluster]\nenabled = true\nnats = [\"{url}\"]\nkv_replicas = {}\n{extra}",
+        nats.len()
     ));
     assert!(b.wait_log("cluster: connected to NATS", Duration::from_secs(10)), "node {i}: {}", b.log());
+    assert!(b.wait_log("session registry open", Duration::from_secs(20)), "node {i}: {}", b.log());
     b
 }
 
@@ -317,8 +319,8 @@ async fn the_subscribers_acl_holds_for_messages_from_other_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_nats_server_costs_bounded_memory_and_counted_drops() {
     let Some(nats) = Nats::start(1) else { return };
-    // One NATS server: one copy of the node list (kv_replicas).
-    let a = node(&nats, 1, "kv_replicas = 1");
+    // One NATS server: `node` sets kv_replicas = 1 (one copy of each bucket).
+    let a = node(&nats, 1, "");
     let mut local = v5(a.addr, "local").await;
     subscribe(&mut local, 1, &[("big/t", Q0)]).await;
     let mut p = v5(a.addr, "p").await;
@@ -343,9 +345,16 @@ async fn a_stalled_nats_server_costs_bounded_memory_and_counted_drops() {
     let grown_mib = after.saturating_sub(before) / 1024;
     println!("NATS stalled: {n} × 64 KiB published, {got} delivered locally, RSS grew {grown_mib} MiB");
     assert_eq!(got, n, "local delivery goes on while NATS is stalled");
-    let dropped = sys_fresh(a.addr, "cluster/dropped/queue_full", Duration::from_secs(5)).await;
-    assert!(dropped.parse::<u64>().unwrap_or(0) > 0, "queue_full drops counted: {dropped}");
     assert!(grown_mib < 160, "the node held {grown_mib} MiB for a stalled NATS server (bound ~72 MiB + slack)");
+    // Resumed before reading $SYS: a new CONNECT needs the session registry
+    // (a stalled NATS refuses it as server unavailable).
     nats.cont(1);
+    let end = Instant::now() + Duration::from_secs(30);
+    while open(a.addr, connect_packet(ProtocolVersion::V5, "after-stall", true)).await.1.code != 0 {
+        assert!(Instant::now() < end, "CONNECTs still refused after NATS resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dropped = sys_fresh(a.addr, "cluster/dropped/queue_full", Duration::from_secs(15)).await;
+    assert!(dropped.parse::<u64>().unwrap_or(0) > 0, "queue_full drops counted: {dropped}");
     drop(nats);
 }

@@ -43,7 +43,9 @@
 //!   anything that is not what a node sends (counted `malformed`).
 //! * **Node slot**: from the node list ([`crate::members`]), claimed
 //!   before the cluster is installed into the broker.
-//! * **Retained messages, sessions** do not cross yet: a
+//! * **Sessions** are located by [`crate::registry`] (`locate`,
+//!   `session_changed` hand over to it).
+//! * **Retained messages** do not cross yet: a
 //!   retained message published on B is delivered live to A's subscribers
 //!   but not stored on A.
 
@@ -97,6 +99,8 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 pub struct Cluster {
     inner: Arc<Inner>,
     members: Arc<crate::members::Members>,
+    /// The session registry ([`crate::registry`]).
+    registry: Arc<crate::registry::Registry>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -184,7 +188,21 @@ impl Cluster {
         tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
         tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
         broker.add_metric_source(Arc::clone(&inner.counters) as Arc<dyn portcullis_core::metrics::MetricSource>);
-        let cluster = Arc::new(Cluster { inner, members });
+        let registry = crate::registry::Registry::start(
+            inner.publisher.clone(),
+            broker,
+            Arc::clone(&inner.node),
+            inner.run,
+            inner.prefix.clone(),
+            crate::registry::RegistrySettings {
+                replicas: config.kv_replicas,
+                timeout: config.request_timeout,
+                max_payload: inner.limits.max_payload,
+                decode,
+            },
+        )
+        .await;
+        let cluster = Arc::new(Cluster { inner, members, registry });
         if broker.set_remote(Arc::clone(&cluster) as Arc<dyn RemoteRouting>).is_err() {
             warn!("a remote routing seam was installed already: the cluster is not used");
         }
@@ -200,6 +218,11 @@ impl Cluster {
     /// The node list: this node's slot and entry, every node's status.
     pub fn members(&self) -> &Arc<crate::members::Members> {
         &self.members
+    }
+
+    /// The session registry.
+    pub fn registry(&self) -> &Arc<crate::registry::Registry> {
+        &self.registry
     }
 }
 
@@ -329,9 +352,12 @@ impl RemoteRouting for Cluster {
         self.inner.wake.notify_one();
     }
 
-    fn locate<'a>(&'a self, _req: LocateRequest<'a>) -> Locate<'a> {
-        // No session registry yet: every session is this node's.
-        Locate::Done(Ok(()))
+    fn locate<'a>(&'a self, req: LocateRequest<'a>) -> Locate<'a> {
+        Locate::Pending(Box::pin(self.registry.locate(req)))
+    }
+
+    fn session_changed(&self, client_id: &Arc<str>, _ended: bool) {
+        self.registry.changed(client_id);
     }
 }
 

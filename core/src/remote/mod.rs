@@ -127,19 +127,33 @@
 //! closes its connection and hands the session over (installed here before
 //! the answer comes back), or discards it for a clean start. Only then does
 //! the local open (resume, takeover, or a fresh session) proceed. An answer
-//! the implementation knows at once (the registry says the session is this
-//! node's or nobody's) is [`Locate::Done`], with no allocation; a
-//! request/reply to another node is [`Locate::Pending`]. When the session
+//! the implementation knows at once is [`Locate::Done`], with no
+//! allocation; one that needs I/O (the cluster's registry read and
+//! compare-and-set, a request/reply to another node) is
+//! [`Locate::Pending`]. When the session
 //! registry cannot be reached, [`LocateError::Unavailable`] refuses the
 //! CONNECT with "server unavailable".
 //!
-//! Not here yet: the core call that installs a handed-over session (its
-//! subscriptions, queue, in-flight window and QoS 2 state) as a detached
-//! local one. [`crate::durable::RecoveredSession`] already carries exactly
-//! that state, and `Broker::restore_from_store` rebuilds sessions from it;
-//! the hand-over is to reuse that rebuild (and, with a durable store, write
-//! the session's rows, which a restore does not need to) — left to the
-//! session that builds the cluster's session registry.
+//! The hand-over itself is two core calls: on the node that holds the
+//! session, [`Broker::hand_over`](crate::broker::Broker::hand_over) closes
+//! its connection as a local takeover does (v5 DISCONNECT 0x8E), fences it
+//! out and takes the session out of this node whole
+//! ([`crate::durable::RecoveredSession`]: subscriptions, queue, in-flight
+//! window, QoS 2 packet ids awaiting PUBREL); on the node the client came
+//! to, [`Broker::install_handed_over`](crate::broker::Broker::install_handed_over)
+//! rebuilds it as a detached local session with the rebuild
+//! `Broker::restore_from_store` uses, and with a durable store writes its
+//! rows before the CONNACK.
+//!
+//! The old connection's will follows its close as on a local takeover: a
+//! will without delay is published then; a delayed one is not (the client
+//! came back, on the other node: the session is marked moved away).
+//!
+//! [`RemoteRouting::session_changed`] tells the implementation that a
+//! session's registry entry is out of date (a persistent session's
+//! subscription came or went, or a session ended — not when it moved to
+//! another node): called after the change, never under a lock the
+//! implementation could wait on; it must queue the work.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -168,6 +182,8 @@ pub struct LocateRequest<'a> {
     pub clean_start: bool,
     /// This node holds a session for the client id now (attached or not).
     pub held_here: bool,
+    /// The session expiry the CONNECT asks for; `None` = never.
+    pub expiry: Option<std::time::Duration>,
 }
 
 /// Why [`RemoteRouting::locate`] refused a CONNECT.
@@ -182,6 +198,10 @@ pub enum LocateError {
     /// `session.owner_mismatch = "refuse"`.
     #[error("client identifier in use by another identity on another node")]
     OwnerMismatch,
+    /// The client id does not fit the registry's key (refused as "client
+    /// identifier not valid").
+    #[error("client identifier too long for the cluster's session registry")]
+    ClientIdTooLong,
 }
 
 /// The answer of [`RemoteRouting::locate`].
@@ -233,6 +253,11 @@ pub trait RemoteRouting: Send + Sync + std::fmt::Debug {
     /// Before a CONNECT opens its session here: find out whether another
     /// node holds it, and have it handed over (or discarded) first.
     fn locate<'a>(&'a self, req: LocateRequest<'a>) -> Locate<'a>;
+
+    /// The session of `client_id` on this node changed in a way the
+    /// cluster's registry records (a subscription added or removed, the
+    /// session ended, `ended`). Queue the work; never block.
+    fn session_changed(&self, _client_id: &Arc<str>, _ended: bool) {}
 }
 
 #[cfg(test)]

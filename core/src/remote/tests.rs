@@ -395,3 +395,50 @@ async fn admission_refuses_with_server_unavailable_when_the_registry_is_out_of_r
     assert_eq!((r.v3_code(), r.v5_code()), (3, 0x88), "server unavailable");
     assert_eq!(b.session_count(), 0);
 }
+
+#[tokio::test]
+async fn a_session_is_handed_over_whole_and_installed_detached() {
+    use crate::broker::HandOver;
+    use crate::session::Kick;
+    let (ra, rb) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let (a, b) = (broker_with(&ra), broker_with(&rb));
+    let id: Arc<str> = Arc::from("mover");
+    let owner = owner();
+    let expiry = Some(Duration::from_secs(60));
+    let req = |b: &Arc<Broker>, clean_start| OpenRequest {
+        client_id: &id,
+        owner: &owner,
+        clean_start,
+        expiry,
+        conn_id: b.next_conn_id(),
+    };
+    let opened = a.open_session(req(&a, false)).unwrap();
+    let mut kicked = opened.kicked;
+    sub(&a, &opened.session, "t/+");
+    a.publish(msg("t/1", false));
+    a.publish(msg("t/2", false));
+    opened.session.lock().await_rel(7, std::time::Instant::now());
+    ra.edges();
+
+    let stranger = SessionOwner::User(Arc::from("x"));
+    assert!(matches!(a.hand_over("mover", &stranger, false), HandOver::OwnerMismatch));
+    assert!(kicked.try_recv().is_err(), "another identity does not disturb the owner");
+    let HandOver::Moved(state) = a.hand_over("mover", &owner, false) else { panic!("not moved") };
+    assert_eq!(kicked.try_recv(), Ok(Kick::TakenOver { clean_start: false }), "its connection is closed (0x8E)");
+    assert!(a.find_session("mover").is_none(), "gone from the old node");
+    assert_eq!(ra.edges(), ["-t/+"]);
+    assert_eq!(state.subscriptions.len(), 1);
+    assert_eq!(state.queue.len(), 2);
+    assert_eq!(state.awaiting_rel, [7]);
+    assert_eq!(state.expiry_secs, Some(60));
+
+    assert!(b.install_handed_over(state).is_none(), "no store: nothing to wait for");
+    assert_eq!(rb.edges(), ["+t/+"]);
+    let o = b.open_session(req(&b, false)).unwrap();
+    assert!(o.session_present, "resumed on the new node");
+    assert_eq!(queued(&o.session), 2);
+    assert!(o.session.lock().awaiting_rel().contains_key(&7));
+
+    assert!(matches!(b.hand_over("mover", &owner, true), HandOver::Discarded), "a clean start discards");
+    assert!(matches!(b.hand_over("mover", &owner, false), HandOver::NotHere));
+}
