@@ -56,6 +56,12 @@ pub fn default_max_control_line() -> u64 {
     crate::limits::DEFAULT_MAX_CONTROL_LINE as u64
 }
 
+/// Replicas of each JetStream key-value bucket the cluster keeps
+/// (`<prefix>_retained`, …): three NATS servers keep every value.
+pub fn default_kv_replicas() -> usize {
+    3
+}
+
 /// nats-server refuses a `max_payload` above 64 MiB.
 const MAX_PAYLOAD_CEILING: u64 = 64 * 1024 * 1024;
 
@@ -115,6 +121,11 @@ pub struct ClusterConfig {
     /// fit a PUB line is refused with a reason.
     #[serde(default = "default_max_control_line", deserialize_with = "units::size")]
     pub max_control_line: u64,
+    /// Replicas of each JetStream key-value bucket (retained messages, …):
+    /// 1 to 5 (JetStream's ceiling), at most the number of NATS servers
+    /// (1 for a single server). Applies when a bucket is created.
+    #[serde(default = "default_kv_replicas")]
+    pub kv_replicas: usize,
 }
 
 impl Default for ClusterConfig {
@@ -133,6 +144,7 @@ impl Default for ClusterConfig {
             request_timeout: default_request_timeout(),
             max_payload: default_max_payload(),
             max_control_line: default_max_control_line(),
+            kv_replicas: default_kv_replicas(),
         }
     }
 }
@@ -200,6 +212,12 @@ impl ClusterConfig {
             return Err(BuildError::invalid(
                 "max_control_line",
                 format!("must be between 1KiB and 1MiB, got {}", self.max_control_line),
+            ));
+        }
+        if !(1..=5).contains(&self.kv_replicas) {
+            return Err(BuildError::invalid(
+                "kv_replicas",
+                format!("must be between 1 and 5 (JetStream's ceiling), got {}", self.kv_replicas),
             ));
         }
         Ok(())

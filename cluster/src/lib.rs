@@ -43,20 +43,24 @@
 //! - [`routing`]: the [`Cluster`], core's `RemoteRouting` on NATS: a
 //!   PUBLISH forwarded once, after local routing, with no echo; one NATS
 //!   subscription per distinct local filter; inbound messages delivered
-//!   locally, one copy per node (a bounded duplicate window); metrics.
+//!   locally, one copy per node (a bounded duplicate window); metrics;
+//!   the outbound queue flushed at a graceful stop (`Cluster::flush`).
+//! - [`retained`]: retained messages in the KV bucket `<prefix>_retained`,
+//!   written off the publish path, mirrored on every node by a watch
+//!   (initial replay at start); the KV's last write wins on every node.
 //!
 //! # To come (later sessions)
 //!
 //! - **Session registry** in JetStream KV: client id → owner node, epoch,
 //!   identity, subscriptions; takeover by request/reply to the owner with
 //!   compare-and-set on the revision.
-//! - **Retained messages** in KV, mirrored on each node by a KV watch.
 //! - **Membership**: nodes in `$SYS/brokers`, `ctl cluster status`, the
 //!   admin API.
 
 pub mod config;
 pub mod connect;
 pub mod limits;
+pub mod retained;
 pub mod routing;
 pub mod subject;
 

@@ -131,6 +131,9 @@ pub struct Node {
     bridges: Mutex<portcullis_bridge::Bridges>,
     /// The durable store (`[persistence] mode = "strict" | "relaxed"`).
     store: Option<Arc<portcullis_store::Store>>,
+    /// This node in the cluster (`[cluster] enabled = true`): its outbound
+    /// queue is flushed to NATS at shutdown.
+    cluster: Option<Arc<portcullis_cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -193,11 +196,15 @@ impl Node {
         // subscription made from here on is announced to it, the sessions
         // restored above are announced by `set_remote`, and no client
         // publishes before messages can cross to the other nodes.
-        if cfg.cluster.enabled {
-            portcullis_cluster::Cluster::start(&cfg.cluster, &broker)
-                .await
-                .map_err(|e| Rejected(format!("cluster: {e}")))?;
-        }
+        let cluster = if cfg.cluster.enabled {
+            Some(
+                portcullis_cluster::Cluster::start(&cfg.cluster, &broker)
+                    .await
+                    .map_err(|e| Rejected(format!("cluster: {e}")))?,
+            )
+        } else {
+            None
+        };
         // Modules go in before any listener accepts: a client admitted
         // before them would miss their hooks (no auto-subscriptions, topics
         // not rewritten, no presence event).
@@ -232,6 +239,7 @@ impl Node {
             listeners,
             bridges: Mutex::new(bridges),
             store,
+            cluster,
         }))
     }
 
@@ -373,6 +381,12 @@ impl Node {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // What the connections published is on its way to the other nodes
+        // (and the retained bucket): let it reach NATS before the process
+        // ends.
+        if let Some(cluster) = &self.cluster {
+            cluster.flush(portcullis_cluster::routing::FLUSH_TIMEOUT).await;
         }
         if let Some(file) = &self.config.persistence.snapshot_file {
             match portcullis_core::persist::save(&self.broker, file) {
