@@ -133,3 +133,14 @@ fn the_readme_block_parses_and_is_the_defaults() {
     c.validate().unwrap();
     assert_eq!(c, ClusterConfig::default(), "the README shows the defaults");
 }
+
+#[test]
+fn kv_replicas_is_one_to_five() {
+    assert_eq!(parse("").unwrap().kv_replicas, 3);
+    assert_eq!(parse("kv_replicas = 1").unwrap().kv_replicas, 1);
+    parse("kv_replicas = 5").unwrap().validate().unwrap();
+    for bad in ["kv_replicas = 0", "kv_replicas = 6"] {
+        let e = err(bad);
+        assert!(e.is("kv_replicas", BuildErrorKind::Invalid), "{e}");
+    }
+}
