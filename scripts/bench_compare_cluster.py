@@ -119,8 +119,9 @@ class ClusterNode(OneNode):
     def command(self, port, workdir, auth, persistence=None):
         argv = super().command(port, workdir, auth, persistence)
         path = workdir / "portcullis.toml"
+        # async-nats' events (a slow consumer drops messages) in the log.
         path.write_text(
-            path.read_text()
+            path.read_text().replace('level = "warn"', 'level = "warn,async_nats=info"', 1)
             + f'\n[node]\nname = "{self.node}"\n\n'
             + f'[cluster]\nenabled = true\nnats = ["{self.nats_url}"]\nkv_replicas = 3\n'
         )
