@@ -113,6 +113,17 @@ WORKLOADS = {
         "quick": ["--count", "5000"],
         "ratios": ["rate", "p99"],
     },
+    # Open loop, below what the path carries: the latency of the hop
+    # itself rather than of queues.
+    "clusterlat": {
+        "title": "cluster latency 1→1 QoS 1 @ 2,000 msg/s",
+        "kind": "cluster",
+        "nodes": 2,
+        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "64", "--rate", "2000"],
+        "full": ["--duration", "10s"],
+        "quick": ["--duration", "2s"],
+        "ratios": ["p99"],
+    },
     "clusterfan": {
         "title": "cluster fan-out 1→20 QoS 1 64 B",
         "kind": "cluster",
