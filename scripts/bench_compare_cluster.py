@@ -48,6 +48,30 @@ def nats_binary():
     raise Failed("no nats-server: run through `bash scripts/services.sh nats -- ...` (it installs the pinned one)")
 
 
+def cluster_drops(workdir):
+    """cluster_dropped_total by reason, from a node's Prometheus page over its
+    admin Unix socket (administrator there, no key needed); {} if it does
+    not answer."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(workdir / "admin.sock"))
+            s.sendall(b"GET /api/v5/prometheus/stats HTTP/1.0\r\nHost: node\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return {}
+    out = {}
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("portcullis_cluster_dropped_total{") and 'reason="' in line:
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = out.get(reason, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
 def http_json(port, path):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
@@ -193,7 +217,15 @@ def run_cluster(opts, workload, broker, round_no, run_bench):
         argv = ["pubsub", "--port", str(nodes[0][1]), "--sub-port", subs, "--settle", SETTLE,
                 "--timeout", "10s", "--quiet", *w["args"], *sizes]
         path = "A→B" if len(nodes) == 2 else "A→" + "+".join("BCDEFG"[: len(nodes) - 1])
-        results[f"{w['title']} (cluster {path})"] = measure([p for p, _ in nodes], argv, base)
+        r = measure([p for p, _ in nodes], argv, base)
+        drops = {}
+        for i in range(len(nodes)):
+            for reason, n in cluster_drops(base / f"node{i + 1}").items():
+                drops[reason] = drops.get(reason, 0) + n
+        r["cluster_dropped"] = drops
+        if any(drops.values()):
+            r["note"] = "cluster_dropped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(drops.items()) if v)
+        results[f"{w['title']} (cluster {path})"] = r
     finally:
         for p, _port in nodes:
             stop(p)

@@ -24,10 +24,15 @@ pub enum Loss {
     Stale,
     /// An inbound shared message for a group with no member here any more.
     NoMember,
+    /// An inbound message the NATS client dropped because this node's
+    /// reader fell behind (the subscription's buffer was full: a slow
+    /// consumer). Counted from the client's events, which it drops itself
+    /// when more than 128 wait: at least this many.
+    SlowConsumer,
 }
 
 impl Loss {
-    const ALL: [Loss; 8] = [
+    const ALL: [Loss; 9] = [
         Loss::Disconnected,
         Loss::QueueFull,
         Loss::TopicTooLong,
@@ -36,6 +41,7 @@ impl Loss {
         Loss::Malformed,
         Loss::Stale,
         Loss::NoMember,
+        Loss::SlowConsumer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +54,7 @@ impl Loss {
             Loss::Malformed => "malformed",
             Loss::Stale => "stale",
             Loss::NoMember => "no_member",
+            Loss::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -94,7 +101,7 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     pub received: AtomicU64,
     pub duplicates: AtomicU64,
-    dropped: [AtomicU64; 8],
+    dropped: [AtomicU64; 9],
 }
 
 impl Counters {

@@ -143,14 +143,17 @@ impl Cluster {
     pub async fn start(config: &ClusterConfig, broker: &Arc<Broker>) -> Result<Arc<Cluster>, ConnectError> {
         let node = broker.settings.node_name.clone();
         let plan = ConnectPlan::new(config, &node)?;
+        let counters: Arc<Counters> = Arc::default();
         let publisher = plan
             .options()?
+            .event_callback(count_slow_consumers(&counters))
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .client_capacity(CLIENT_CAPACITY)
             .connect(plan.servers().to_vec())
             .await?;
         let queues = plan
             .options_echo(true)?
+            .event_callback(count_slow_consumers(&counters))
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connect(plan.servers().to_vec())
             .await?;
@@ -182,7 +185,7 @@ impl Cluster {
             wanted: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             dedup: Mutex::new(Dedup::default()),
-            counters: Arc::default(),
+            counters,
             drop_log: LogLimiter::new(1),
             inbound_log: LogLimiter::new(1),
             retained,
@@ -248,6 +251,18 @@ fn slot_of(node: &str) -> NodeSlot {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(node.as_bytes());
     NodeSlot((u16::from_be_bytes([d[0], d[1]]) % 0xFFFF) + 1)
+}
+
+/// Counts the messages the NATS client drops for a slow consumer (one
+/// event each).
+fn count_slow_consumers(counters: &Arc<Counters>) -> impl Fn(async_nats::Event) -> futures::future::Ready<()> {
+    let counters = Arc::clone(counters);
+    move |event| {
+        if let async_nats::Event::SlowConsumer(_) = event {
+            counters.dropped(Loss::SlowConsumer);
+        }
+        futures::future::ready(())
+    }
 }
 
 /// A run id: the start time in nanoseconds mixed with the process id.
