@@ -10,6 +10,8 @@
 //!   its message expiry counted from when it was published.
 //! * A node stopped while the retained set changes sees the new set when
 //!   it comes back (its own store held the old one).
+//! * Values in the bucket no node wrote (garbage, another topic, not
+//!   retained, bytes after the packet, a bad key, `$SYS`) are skipped.
 //! * SIGTERM flushes the cluster's outbound queue: a burst published on A
 //!   while A's NATS server is frozen reaches B's subscriber once it thaws,
 //!   although A was told to stop right after the PUBACKs.
@@ -275,4 +277,49 @@ async fn sigterm_flushes_what_is_on_its_way_to_the_other_nodes() {
     assert_eq!(n, usize::from(BURST), "every acknowledged message reached B; A's log:\n{}", a.log());
     assert!(a.log().contains("outbound messages flushed to NATS"), "{}", a.log());
     drop((b, nats));
+}
+
+/// Values in the bucket that no node wrote: whatever is not a retained
+/// MQTT 5 PUBLISH on its key's topic is skipped (the node goes on), a
+/// well-formed one is mirrored like a node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_values_in_the_bucket_are_checked() {
+    use async_nats::jetstream;
+    let Some(nats) = Nats::start(3) else { return };
+    let mut a = node(&nats, 1);
+    let client = async_nats::connect(nats.url(2)).await.expect("connect to NATS");
+    let js = jetstream::new(client);
+    let end = Instant::now() + MIRROR_TIMEOUT;
+    let kv = loop {
+        match js.get_key_value("portcullis_retained").await {
+            Ok(kv) => break kv,
+            Err(e) => assert!(Instant::now() < end, "the node made no bucket: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let body = |topic: &str, retain: bool| Bytes::from(encoded(publish(topic, Q1, Some(1), b"v", retain)).to_vec());
+    let bad: Vec<(&str, Bytes)> = vec![
+        ("m.bad.garbage", Bytes::from_static(b"\x30\xff\xff\xff\xff\x0f")),
+        ("m.bad.other", body("bad/elsewhere", true)),
+        ("m.bad.live", body("bad/live", false)),
+        ("m.bad.trailing", {
+            let mut b = encoded(publish("bad/trailing", Q1, Some(1), b"v", true));
+            b.put_u8(0);
+            Bytes::from(b.to_vec())
+        }),
+        ("m.bad=zz", body("bad=zz", true)),
+        ("s.=24SYS.x", body("$SYS/x", true)),
+    ];
+    for (key, value) in bad {
+        kv.put(key, value).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+    kv.put("m.good.x", body("good/x", true)).await.expect("put good");
+    await_retained(a.addr, "good/#", &["good/x"]).await;
+    assert_eq!(topics(&retained_on(a.addr, "bad/#").await), Vec::<&str>::new());
+    assert!(a.log().contains("cluster: retained value refused"), "{}", a.log());
+    assert!(a.alive(), "{}", a.log());
+    // A node started now replays the same bucket: the same outcome.
+    let b = node(&nats, 2);
+    assert_eq!(topics(&retained_on(b.addr, "#").await), ["good/x"], "{}", b.log());
+    drop((a, b, nats));
 }
