@@ -66,6 +66,17 @@ if wants rumqttd && [ ! -x "$rumqttd_bin" ]; then
   cargo install rumqttd
 fi
 
+# The cluster workloads (cluster11, clusterfan) start their own NATS
+# servers: the pinned nats-server that scripts/services/nats.sh installs
+# into its cache directory (a private virtualenv).
+if wants portcullis && [ -z "${PORTCULLIS_NATS_SERVER:-}" ]; then
+  need_packages() { install_debian "$@"; }
+  # shellcheck source=services/nats.sh
+  . scripts/services/nats.sh
+  PORTCULLIS_NATS_SERVER=$(install_nats)
+  export PORTCULLIS_NATS_SERVER
+fi
+
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ "$build" = 1 ]; then
   echo "==> cargo build --release -p portcullis -p portcullis-bench" >&2

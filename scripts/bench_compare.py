@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from bench_compare_brokers import BROKERS, LIVE, Failed, Proc, start_broker, stop, stop_all, tail
+from bench_compare_cluster import run_cluster
 from bench_compare_report import check_targets, kernel_lines, persist_lines, print_table, summarise
 from bench_compare_workloads import (
     AUTH_COLD, AUTH_PASSWORD, AUTH_USERS, AUTH_WARM, PERSIST_MODES, WORKLOADS, persist_row, set_titles,
@@ -205,6 +206,8 @@ def run_one(opts, workload, broker, round_no):
     w = WORKLOADS[workload]
     if w["kind"] == "persist":
         return run_persist(opts, workload, broker, round_no)
+    if w["kind"] == "cluster":
+        return run_cluster(opts, workload, broker, round_no, run_bench)
     workdir = Path(tempfile.mkdtemp(prefix=f"{workload}-{broker.name}-r{round_no}-", dir=opts.out))
     sizes = w["quick"] if opts.quick else w["full"]
     auth = {"passwd": str(opts.passwd)} if w["kind"] == "auth" else None
@@ -341,6 +344,8 @@ def main(argv):
         for workload in opts.workloads:
             for rnd in range(1, opts.rounds + 1):
                 for b in opts.brokers:
+                    if WORKLOADS[workload]["kind"] == "cluster" and b != "portcullis":
+                        continue  # no cluster mode to compare with
                     t0 = time.monotonic()
                     try:
                         got = run_one(opts, workload, brokers[b], rnd)

@@ -117,7 +117,7 @@ def print_table(rows, brokers, out):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, workload, b, med, note, ratios in rows:
         kind = WORKLOADS[workload]["kind"]
-        unit = "msg/s" if kind in ("pubsub", "persist") else "conn/s"
+        unit = "msg/s" if kind in ("pubsub", "persist", "cluster") else "conn/s"
         if med is None:
             cells = [row, b, note] + [""] * (len(head) - 3)
         else:

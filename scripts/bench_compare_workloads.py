@@ -100,6 +100,39 @@ WORKLOADS = {
         "quick": ["-n", "500"],
         "ratios": ["rate", "cpu"],
     },
+    # Across cluster nodes (issue 19; scripts/bench_compare_cluster.py):
+    # Portcullis only, each round once on one node and once across nodes
+    # (publisher on node A, subscribers on the other `nodes` - 1), three
+    # NATS servers; the hop between nodes is at most once (NATS core).
+    "cluster11": {
+        "title": "cluster 1→1 QoS 1 256 B",
+        "kind": "cluster",
+        "nodes": 2,
+        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "256", "--duration", "60s"],
+        "full": ["--count", "50000"],
+        "quick": ["--count", "5000"],
+        "ratios": ["rate", "p99"],
+    },
+    # Open loop, below what the path carries: the latency of the hop
+    # itself rather than of queues.
+    "clusterlat": {
+        "title": "cluster latency 1→1 QoS 1 @ 2,000 msg/s",
+        "kind": "cluster",
+        "nodes": 2,
+        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "64", "--rate", "2000"],
+        "full": ["--duration", "10s"],
+        "quick": ["--duration", "2s"],
+        "ratios": ["p99"],
+    },
+    "clusterfan": {
+        "title": "cluster fan-out 1→20 QoS 1 64 B",
+        "kind": "cluster",
+        "nodes": 3,
+        "args": ["-p", "1", "-s", "20", "--qos", "1", "--size", "64", "--duration", "60s"],
+        "full": ["--count", "10000"],
+        "quick": ["--count", "1000"],
+        "ratios": ["rate", "p99"],
+    },
 }
 # Portcullis' `[persistence] mode` per pass of a "persist" workload; the
 # first is the row the peers' runs are shown in.

@@ -123,9 +123,16 @@ struct PubSubArgs {
     #[arg(short, long)]
     topic: Option<String>,
     /// Subscribers connect to this port (same host) instead of --port: the
-    /// path between two brokers, such as a bridge, is measured.
-    #[arg(long)]
-    sub_port: Option<u16>,
+    /// path between two brokers, such as a bridge or two cluster nodes, is
+    /// measured. A comma-separated list spreads them: subscriber i connects
+    /// to the (i mod n)-th port.
+    #[arg(long, value_delimiter = ',')]
+    sub_port: Vec<u16>,
+    /// Wait this long after every subscriber has its SUBACK before
+    /// publishing (a cluster's route to another node has to reach the
+    /// publisher's node first).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    settle: Duration,
     /// Subscribers subscribe to this topic instead of --topic (a bridge
     /// that renames topics with prefixes).
     #[arg(long)]
@@ -224,8 +231,9 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         Command::Pubsub(a) => {
             let (target, opts, progress) = setup(&a.common)?;
             let mut plan = pubsub_plan(&a)?;
-            if let Some(port) = a.sub_port {
-                plan.sub_target = Some(Target::new(&a.common.host, port, a.common.sources)?);
+            check(a.sub_port.len() <= 64, "--sub-port takes at most 64 ports")?;
+            for port in &a.sub_port {
+                plan.sub_targets.push(Target::new(&a.common.host, *port, a.common.sources)?);
             }
             if let Some(port) = a.stomp_pub_port {
                 plan.stomp_pub = Some(Target::new(&a.common.host, port, a.common.sources)?);
@@ -293,6 +301,7 @@ fn pubsub_plan(a: &PubSubArgs) -> anyhow::Result<pubsub::PubSubPlan> {
     check((1..=100_000).contains(&a.concurrency), "--concurrency must be 1..=100000")?;
     check(a.duration > Duration::ZERO && a.duration <= MAX_DURATION, "--duration must be more than 0 and at most 1h")?;
     check(a.drain <= Duration::from_secs(600), "--drain is at most 10m")?;
+    check(a.settle <= Duration::from_secs(60), "--settle is at most 1m")?;
     check(
         (pubsub::MIN_SIZE..=MAX_PAYLOAD).contains(&a.size),
         &format!("--size must be {}..={MAX_PAYLOAD} bytes", pubsub::MIN_SIZE),
@@ -315,7 +324,8 @@ fn pubsub_plan(a: &PubSubArgs) -> anyhow::Result<pubsub::PubSubPlan> {
         sub_qos: qos(a.sub_qos.unwrap_or(a.qos)),
         concurrency: a.concurrency,
         drain: a.drain,
-        sub_target: None,
+        sub_targets: Vec::new(),
+        settle: a.settle,
         sub_topic: a.sub_topic.clone(),
         persistent: a.persistent,
         stomp_pub: None,

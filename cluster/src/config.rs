@@ -133,7 +133,7 @@ pub struct ClusterConfig {
     #[serde(default = "default_max_control_line", deserialize_with = "units::size")]
     pub max_control_line: u64,
     /// Copies JetStream keeps of each KV bucket the cluster creates
-    /// (`<prefix>_nodes`, `<prefix>_sessions`, …): 1 to 5, at most the
+    /// (`<prefix>_nodes`, `<prefix>_sessions`, `<prefix>_retained`): 1 to 5, at most the
     /// number of NATS servers (1 for a single NATS server). Set when a
     /// bucket is created; an existing bucket keeps its own.
     #[serde(default = "default_kv_replicas")]

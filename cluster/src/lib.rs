@@ -43,27 +43,32 @@
 //! - [`routing`]: the [`Cluster`], core's `RemoteRouting` on NATS: a
 //!   PUBLISH forwarded once, after local routing, with no echo; one NATS
 //!   subscription per distinct local filter; inbound messages delivered
-//!   locally, one copy per node (a bounded duplicate window); metrics.
+//!   locally, one copy per node (a bounded duplicate window); metrics;
+//!   the outbound queue flushed at a graceful stop (`Cluster::flush`).
 //! - [`registry`]: the session registry in JetStream KV
 //!   (`<prefix>_sessions`: client id → owner node, run, epoch, identity,
 //!   expiry, persistent subscriptions), written by compare-and-set at
 //!   every CONNECT; a session another node holds is taken over by
 //!   request/reply on `<prefix>.ctl.<node>.takeover` (or rebuilt from the
 //!   entry when that node does not answer).
-//!
+//! - [`retained`]: retained messages in the KV bucket `<prefix>_retained`,
+//!   written off the publish path, mirrored on every node by a watch
+//!   (initial replay at start); the KV's last write wins on every node.
 //! - [`members`]: the node list in KV (`<prefix>_nodes`): node slots
 //!   handed out by compare-and-set, heartbeats, who runs and who stopped,
 //!   `$SYS/brokers`, `cluster_nodes{status}`.
 //!
-//! # To come (later sessions)
+//! # Not built
 //!
-//! - **Retained messages** in KV, mirrored on each node by a KV watch.
+//! - A durable cross-node mode (a JetStream stream instead of core
+//!   subjects): between nodes a message is sent at most once.
 
 pub mod config;
 pub mod connect;
 pub mod limits;
 pub mod members;
 pub mod registry;
+pub mod retained;
 pub mod routing;
 pub mod subject;
 

@@ -393,6 +393,12 @@ impl Node {
         while self.broker.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // What the connections published is on its way to the other nodes
+        // (and the retained bucket): let it reach NATS before the process
+        // ends.
+        if let Some(cluster) = &self.cluster {
+            cluster.flush(portcullis_cluster::routing::FLUSH_TIMEOUT).await;
+        }
         if let Some(file) = &self.config.persistence.snapshot_file {
             match portcullis_core::persist::save(&self.broker, file) {
                 Ok(n) => info!(file = %file.display(), sessions = n, "snapshot written"),

@@ -48,8 +48,11 @@ pub struct PubSubPlan {
     pub concurrency: usize,
     /// How long to wait for stragglers once nothing arrives any more.
     pub drain: Duration,
-    /// Where the subscribers connect, when not to the publishers' broker.
-    pub sub_target: Option<Target>,
+    /// Where the subscribers connect, when not to the publishers' broker:
+    /// subscriber i to the (i mod n)-th.
+    pub sub_targets: Vec<Target>,
+    /// Pause between the last SUBACK and the first PUBLISH.
+    pub settle: Duration,
     /// What the subscribers subscribe to, when not the published topic.
     pub sub_topic: Option<String>,
     /// Subscribers with persistent sessions.
@@ -76,7 +79,7 @@ pub async fn run(
     let epoch = Instant::now();
     let topic = plan.publish.topic.clone();
 
-    let sub_target = plan.sub_target.unwrap_or(target);
+    let sub_targets = if plan.sub_targets.is_empty() { vec![target] } else { plan.sub_targets.clone() };
     let sub_topic = plan.sub_topic.clone().unwrap_or_else(|| topic.clone());
     let mut subs = connect_all(plan.subscribers, plan.concurrency, |i| {
         let (mut opts, topic, sub_qos) = (opts.clone(), sub_topic.clone(), plan.sub_qos);
@@ -84,6 +87,7 @@ pub async fn run(
             opts.session_expiry = Some(60);
         }
         let stomp_sub = plan.stomp_sub;
+        let sub_target = sub_targets[i % sub_targets.len()];
         async move {
             let id = format!("{}s{i}", opts.client_prefix);
             if let Some(t) = stomp_sub {
@@ -111,6 +115,9 @@ pub async fn run(
     })
     .await
     .context("connecting the publishers")?;
+    if !plan.settle.is_zero() {
+        tokio::time::sleep(plan.settle).await;
+    }
     progress.say(&format!(
         "{} subscribers and {} publishers connected; publishing on {topic} (QoS {} → subscriptions QoS {})",
         plan.subscribers, plan.publishers, plan.publish.qos as u8, plan.sub_qos as u8

@@ -45,9 +45,11 @@
 //!   before the cluster is installed into the broker.
 //! * **Sessions** are located by [`crate::registry`] (`locate`,
 //!   `session_changed` hand over to it).
-//! * **Retained messages** do not cross yet: a
-//!   retained message published on B is delivered live to A's subscribers
-//!   but not stored on A.
+//! * **Retained messages** cross twice: live, as any message, and into the
+//!   KV bucket that every node mirrors ([`crate::retained`]): `forward`
+//!   queues the write.
+//! * **Graceful stop**: [`Cluster::flush`] waits (bounded) until the
+//!   outbound queue and the retained writes have reached NATS.
 
 pub mod dedup;
 pub mod metrics;
@@ -78,6 +80,10 @@ use crate::limits::Limits;
 use crate::subject::{self, Prefix};
 use dedup::{Dedup, Seen};
 use metrics::{Counters, Loss};
+
+/// How long a graceful stop waits for the outbound queue to reach NATS
+/// ([`Cluster::flush`]).
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Messages waiting to be published to NATS, at most.
 pub const OUTBOUND_MESSAGES: usize = 8192;
@@ -130,6 +136,11 @@ struct Inner {
     counters: Arc<Counters>,
     drop_log: LogLimiter,
     inbound_log: LogLimiter,
+    /// Retained messages in the KV (`None` when `[retained] enabled = false`).
+    retained: Option<Arc<crate::retained::Retained>>,
+    /// Messages queued or being published (for [`Cluster::flush`]).
+    pending: AtomicUsize,
+    idle: Notify,
 }
 
 impl Cluster {
@@ -159,6 +170,11 @@ impl Cluster {
             .await
             .map_err(|e| ConnectError::Join(e.to_string()))?;
         let (out, rx) = mpsc::channel(OUTBOUND_MESSAGES);
+        let retained = if broker.retained.enabled() {
+            Some(crate::retained::Retained::start(config, queues.clone(), broker).await)
+        } else {
+            None
+        };
         let l = &broker.settings.limits;
         let decode = DecodeLimits {
             max_packet_size: u32::try_from(config.max_payload).unwrap_or(u32::MAX),
@@ -184,6 +200,9 @@ impl Cluster {
             counters,
             drop_log: LogLimiter::new(1),
             inbound_log: LogLimiter::new(1),
+            retained,
+            pending: AtomicUsize::new(0),
+            idle: Notify::new(),
         });
         tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
         tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
@@ -208,6 +227,40 @@ impl Cluster {
         }
         info!(node = %cluster.inner.node, slot = cluster.inner.slot.0, servers = ?config.nats, "cluster: connected to NATS");
         Ok(cluster)
+    }
+
+    /// At a graceful stop: waits until the messages (and retained writes)
+    /// queued for NATS are sent and NATS has them (a flush round trip), at
+    /// most `timeout` ([`FLUSH_TIMEOUT`] by default). False if some were
+    /// left.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let queued = inner.pending.load(Ordering::Acquire) + inner.retained.as_ref().map_or(0, |r| r.pending());
+        if queued > 0 {
+            info!(queued, ?timeout, "cluster: flushing outbound messages to NATS");
+        }
+        let sent = loop {
+            let idle = inner.idle.notified();
+            if inner.pending.load(Ordering::Acquire) == 0 {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break inner.pending.load(Ordering::Acquire) == 0;
+            }
+        };
+        let retained = match &inner.retained {
+            Some(r) => r.flush(deadline).await,
+            None => true,
+        };
+        let flushed = matches!(tokio::time::timeout_at(deadline, inner.publisher.flush()).await, Ok(Ok(())));
+        let left = inner.pending.load(Ordering::Acquire) + inner.retained.as_ref().map_or(0, |r| r.pending());
+        if sent && retained && flushed {
+            info!("cluster: outbound messages flushed to NATS");
+        } else {
+            warn!(left, ?timeout, "cluster: outbound messages not all flushed to NATS at shutdown");
+        }
+        sent && retained && flushed
     }
 
     /// The cluster's counters (for tests and introspection).
@@ -250,6 +303,13 @@ fn run_id() -> u64 {
 }
 
 impl Inner {
+    /// One queued message is published (or lost).
+    fn sent(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     fn lose(&self, why: Loss, topic: &TopicName) {
         self.counters.dropped(why);
         if let Some(suppressed) = self.drop_log.allow() {
@@ -321,6 +381,11 @@ impl RemoteRouting for Cluster {
 
     fn forward(&self, msg: &Arc<Message>) {
         let inner = &self.inner;
+        if msg.retain {
+            if let Some(r) = &inner.retained {
+                r.queue(msg);
+            }
+        }
         if inner.limits.check_topic(&inner.prefix, &msg.topic).is_err() {
             return inner.lose(Loss::TopicTooLong, &msg.topic);
         }
@@ -332,8 +397,10 @@ impl RemoteRouting for Cluster {
             inner.out_bytes.fetch_sub(weight, Ordering::Relaxed);
             return inner.lose(Loss::QueueFull, &msg.topic);
         }
+        inner.pending.fetch_add(1, Ordering::AcqRel);
         if inner.out.try_send(Arc::clone(msg)).is_err() {
             inner.out_bytes.fetch_sub(weight, Ordering::Relaxed);
+            inner.sent();
             inner.lose(Loss::QueueFull, &msg.topic);
         }
     }
@@ -365,27 +432,33 @@ impl RemoteRouting for Cluster {
 async fn publish_task(inner: Weak<Inner>, mut rx: mpsc::Receiver<Arc<Message>>) {
     while let Some(msg) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        inner.out_bytes.fetch_sub(msg.weight(), Ordering::Relaxed);
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let headers = wire::headers(&inner.node, inner.run, seq);
-        let body: Bytes = match wire::body(&msg, Instant::now()) {
-            Ok(b) => b,
-            Err(_) => {
-                inner.lose(Loss::TooLarge, &msg.topic);
-                continue;
-            }
-        };
-        if inner.limits.check_payload(wire::headers_len(&headers), body.len()).is_err() {
+        publish_one(&inner, &msg).await;
+        inner.sent();
+    }
+}
+
+/// Publishes one queued message.
+async fn publish_one(inner: &Inner, msg: &Message) {
+    inner.out_bytes.fetch_sub(msg.weight(), Ordering::Relaxed);
+    let seq = inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let headers = wire::headers(&inner.node, inner.run, seq);
+    let body: Bytes = match wire::body(msg, Instant::now()) {
+        Ok(b) => b,
+        Err(_) => {
             inner.lose(Loss::TooLarge, &msg.topic);
-            continue;
+            return;
         }
-        let subject = subject::topic_subject(&inner.prefix, &msg.topic);
-        match inner.publisher.publish_with_headers(subject, headers, body).await {
-            Ok(()) => {
-                inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => inner.lose(Loss::PublishFailed, &msg.topic),
+    };
+    if inner.limits.check_payload(wire::headers_len(&headers), body.len()).is_err() {
+        inner.lose(Loss::TooLarge, &msg.topic);
+        return;
+    }
+    let subject = subject::topic_subject(&inner.prefix, &msg.topic);
+    match inner.publisher.publish_with_headers(subject, headers, body).await {
+        Ok(()) => {
+            inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         }
+        Err(_) => inner.lose(Loss::PublishFailed, &msg.topic),
     }
 }
 
