@@ -437,15 +437,31 @@ async fn counter(addr: SocketAddr, suffix: &str) -> String {
 async fn await_cross(from: SocketAddr, to: SocketAddr, tag: &str) -> Duration {
     let start = Instant::now();
     let topic = format!("probe/{tag}");
-    let mut s = v5(to, &format!("probe-s-{tag}")).await;
+    let mut s = v5_admitted(to, &format!("probe-s-{tag}"), start, tag).await;
     subscribe(&mut s, 1, &[(topic.as_str(), Q0)]).await;
-    let mut p = v5(from, &format!("probe-p-{tag}")).await;
+    let mut p = v5_admitted(from, &format!("probe-p-{tag}"), start, tag).await;
     loop {
         assert!(start.elapsed() < RECOVERY_BOUND, "no message crossed {tag} within {RECOVERY_BOUND:?}");
         pub_simple(&mut p, &topic, Q0, 0, b"probe", false).await;
         if let Ok(Some(Packet::Publish(_))) = s.recv_timeout(Duration::from_millis(50)).await {
             return start.elapsed();
         }
+    }
+}
+
+/// A v5 client on `addr`, CONNECTing again (bounded by [`RECOVERY_BOUND`]
+/// from `start`) while the node answers "server unavailable": a node whose
+/// NATS server is cut off or just back cannot write the session registry
+/// for a while, and refuses CONNECTs until it can.
+async fn v5_admitted(addr: SocketAddr, id: &str, start: Instant, tag: &str) -> Raw {
+    loop {
+        let (raw, ack) = open(addr, connect_packet(portcullis_core::codec::ProtocolVersion::V5, id, true)).await;
+        if ack.code == 0 {
+            return raw;
+        }
+        assert_eq!(ack.code, 0x88, "{tag}: CONNACK {id}: {ack:?}");
+        assert!(start.elapsed() < RECOVERY_BOUND, "{tag}: {id} refused as unavailable for {RECOVERY_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -47,7 +47,8 @@ fn config(nats: &Nats, i: usize, name: &str, data: Option<&Path>) -> String {
     let mut cfg = format!(
         "[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\
          [node]\nname = \"{name}\"\n[limits]\nmax_packet_size = \"1MiB\"\n\
-         [cluster]\nenabled = true\nnats = [\"{url}\"]\n"
+         [cluster]\nenabled = true\nnats = [\"{url}\"]\nkv_replicas = {}\n",
+        nats.len()
     );
     if let Some(d) = data {
         cfg.push_str(&format!("[persistence]\ndir = {:?}\n", d.display().to_string()));
@@ -58,6 +59,8 @@ fn config(nats: &Nats, i: usize, name: &str, data: Option<&Path>) -> String {
 fn start(cfg: &str) -> Broker {
     let b = Broker::start_with_config(cfg);
     assert!(b.wait_log("cluster: connected to NATS", Duration::from_secs(20)), "{}", b.log());
+    // A CONNECT is refused until the session registry is open.
+    assert!(b.wait_log("session registry open", Duration::from_secs(20)), "{}", b.log());
     b
 }
 

@@ -269,10 +269,9 @@ impl Registry {
         // Subscriptions of a session installed here by an earlier round.
         let mut installed: Option<Vec<Sub>> = None;
         for _ in 0..CAS_ATTEMPTS {
-            let got = match tokio::time::timeout(self.timeout, kv.entry(key.clone())).await {
-                Ok(Ok(e)) => e,
-                Ok(Err(e)) => return Err(self.fail(&broker, &req, installed.is_some(), &e)),
-                Err(_) => return Err(self.fail(&broker, &req, installed.is_some(), &"read timed out")),
+            let got = match retry_transient(self.timeout, || kv.entry(key.clone())).await {
+                Ok(e) => e,
+                Err(e) => return Err(self.fail(&broker, &req, installed.is_some(), &format!("read: {e}"))),
             };
             let (revision, current) = match got {
                 None => (None, None),
@@ -366,27 +365,40 @@ impl Registry {
                 subs,
             };
             let value = entry.encode();
-            let write = async {
-                match revision {
-                    None => kv
-                        .create(&key, value)
-                        .await
-                        .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
-                    Some(rev) => kv
-                        .update(&key, value, rev)
-                        .await
-                        .map_err(|e| (e.kind() == UpdateErrorKind::WrongLastRevision, e.to_string())),
+            // A compare-and-set conflict ends the retries at once (another
+            // round re-reads); anything else is retried within the timeout.
+            let write = || {
+                let value = value.clone();
+                let key = &key;
+                async move {
+                    match revision {
+                        None => kv.create(key, value).await.map(|_| ()).map_err(|e| {
+                            if e.kind() == CreateErrorKind::AlreadyExists {
+                                Transient::Final(Conflict)
+                            } else {
+                                Transient::Retry(e.to_string())
+                            }
+                        }),
+                        Some(rev) => kv.update(key, value, rev).await.map(|_| ()).map_err(|e| {
+                            if e.kind() == UpdateErrorKind::WrongLastRevision {
+                                Transient::Final(Conflict)
+                            } else {
+                                Transient::Retry(e.to_string())
+                            }
+                        }),
+                    }
                 }
             };
-            match tokio::time::timeout(self.timeout, write).await {
-                Ok(Ok(_)) => {
+            match retry_classified(self.timeout, write).await {
+                Ok(()) => {
                     self.claimed(req.client_id);
                     self.counters.add(Event::Claimed, 1);
                     return Ok(());
                 }
-                Ok(Err((true, _))) => self.counters.add(Event::Conflict, 1),
-                Ok(Err((false, e))) => return Err(self.fail(&broker, &req, installed.is_some(), &e)),
-                Err(_) => return Err(self.fail(&broker, &req, installed.is_some(), &"write timed out")),
+                Err(Failed::Final(Conflict)) => self.counters.add(Event::Conflict, 1),
+                Err(Failed::Gave(e)) => {
+                    return Err(self.fail(&broker, &req, installed.is_some(), &format!("write: {e}")))
+                }
             }
         }
         Err(self.fail(&broker, &req, installed.is_some(), &"compare-and-set retries ran out"))
@@ -633,5 +645,126 @@ async fn open_task(weak: Weak<Registry>) {
         if reg.is_open() || reg.open().await {
             return;
         }
+    }
+}
+
+/// The first retry of a failed registry operation waits this long, then
+/// twice as long each time, up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
+
+/// A compare-and-set lost to another writer.
+#[derive(Debug)]
+struct Conflict;
+
+/// An operation's error: retried, or final (not retried).
+enum Transient<F> {
+    Retry(String),
+    Final(F),
+}
+
+/// Why [`retry_classified`] gave up.
+enum Failed<F> {
+    Final(F),
+    /// The timeout ran out; the last error.
+    Gave(String),
+}
+
+/// Runs `op` until it succeeds or `timeout` has passed, pausing between
+/// tries: an error right after a bucket was created or while JetStream
+/// elects a new stream leader is over in moments, and a CONNECT should not
+/// be refused for it. An unreachable registry (the minority side of a
+/// partition) still refuses once the timeout is spent.
+async fn retry_classified<T, F, Fut>(timeout: Duration, mut op: impl FnMut() -> Fut) -> Result<T, Failed<F>>
+where
+    Fut: std::future::Future<Output = Result<T, Transient<F>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = RETRY_PAUSE;
+    loop {
+        let err = match tokio::time::timeout_at(deadline, op()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(Transient::Final(f))) => return Err(Failed::Final(f)),
+            Ok(Err(Transient::Retry(e))) => e,
+            Err(_) => return Err(Failed::Gave("timed out".to_string())),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(Failed::Gave(err));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_PAUSE_MAX);
+    }
+}
+
+/// [`retry_classified`] for an operation whose every error is retried.
+async fn retry_transient<T, E: std::fmt::Display, Fut>(
+    timeout: Duration,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, String>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let op = || {
+        let fut = op();
+        async move { fut.await.map_err(|e| Transient::<std::convert::Infallible>::Retry(e.to_string())) }
+    };
+    match retry_classified(timeout, op).await {
+        Ok(v) => Ok(v),
+        Err(Failed::Gave(e)) => Err(e),
+        Err(Failed::Final(never)) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_passing_error_is_retried_until_it_clears() {
+        let tries = AtomicUsize::new(0);
+        let got = retry_transient(Duration::from_secs(5), || {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err("stream leader not elected")
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_lasting_error_is_given_up_at_the_timeout_with_the_last_error() {
+        let tries = AtomicUsize::new(0);
+        let got: Result<(), String> = retry_transient(Duration::from_millis(150), || {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async { Err("no responders") }
+        })
+        .await;
+        assert_eq!(got, Err("no responders".to_string()));
+        assert!(tries.load(Ordering::SeqCst) >= 2, "retried before giving up");
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_not_retried() {
+        let tries = AtomicUsize::new(0);
+        let got: Result<(), Failed<Conflict>> = retry_classified(Duration::from_secs(5), || {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async { Err(Transient::Final(Conflict)) }
+        })
+        .await;
+        assert!(matches!(got, Err(Failed::Final(Conflict))));
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hanging_operation_ends_at_the_timeout() {
+        let got: Result<(), String> =
+            retry_transient(Duration::from_millis(100), || std::future::pending::<Result<(), &str>>()).await;
+        assert_eq!(got, Err("timed out".to_string()));
     }
 }
