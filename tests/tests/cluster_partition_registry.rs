@@ -43,9 +43,6 @@ const CUT: Duration = Duration::from_secs(25);
 /// A CONNECT on the minority must be refused within this (two registry
 /// operations of `request_timeout` = 5 s each, and margin).
 const REFUSE_BOUND: Duration = Duration::from_secs(30);
-/// The majority's CONNECTs are probed until four in a row are answered,
-/// at most this long after the cut.
-const MAJORITY_BOUND: Duration = Duration::from_secs(90);
 /// After the heal, CONNECTs on node 3 must succeed again within this.
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 /// Not a CONNACK code: the connection closed without one.
@@ -261,11 +258,9 @@ async fn scenario(case: &str, flood: bool, leader_on: &str) {
     let majority = tokio::spawn(async move {
         let mut probes: Vec<Probe> = Vec::new();
         let mut k = 0u32;
-        // Until the cut's end and four answered probes in a row, or the
-        // bound (the leader may have been on server 3): how long the
-        // majority refuses, if at all.
-        let settled = |p: &[Probe]| p.len() >= 4 && p.iter().rev().take(4).all(|p| p.2 == 0);
-        while (cut.elapsed() < CUT - Duration::from_secs(2) || !settled(&probes)) && cut.elapsed() < MAJORITY_BOUND {
+        // Until the cut's end (not longer: a longer cut may close the
+        // routes, which is the flooded test's case).
+        while cut.elapsed() < CUT - Duration::from_secs(2) {
             for (i, a) in [(1usize, a1), (2, a2)] {
                 k += 1;
                 let at = cut.elapsed();
@@ -335,7 +330,7 @@ async fn scenario(case: &str, flood: bool, leader_on: &str) {
     let (code, present, took, mut m3b) = loop {
         let at = cut.elapsed();
         let (code, present, took, raw) = try_connect(addr(1), persistent(V5, "mover")).await;
-        if code == 0 || cut.elapsed() > MAJORITY_BOUND {
+        if code == 0 || cut.elapsed() > CUT - Duration::from_secs(3) {
             break (code, present, took, raw);
         }
         mover_refusals.push((ms(at), code));
@@ -374,7 +369,7 @@ async fn scenario(case: &str, flood: bool, leader_on: &str) {
     let answered_for_good = probes.iter().rposition(|p| p.2 != 0).map(|k| probes[k].0 + probes[k].3);
     println!(
         "cluster-partition: {case}: majority CONNECTs during the cut: {} probes, {} refused (codes {:?}), refused window \
-         {span}, answered for good from {:?} ms, slowest CONNACK {} ms",
+         {span}, answered for good (to the cut's end) from {:?} ms, slowest CONNACK {} ms",
         probes.len(),
         refused.len(),
         refused.iter().map(|p| p.2).collect::<std::collections::BTreeSet<u8>>(),
