@@ -185,6 +185,11 @@ pub struct Members {
     published: Mutex<Option<Vec<String>>>,
     /// Beat now (the listeners are known).
     wake: tokio::sync::Notify,
+    /// The last heartbeat failed (this node cannot write the KV: cut off).
+    failing: std::sync::atomic::AtomicBool,
+    /// Told when a heartbeat succeeds after one failed: the node is back
+    /// in the KV's majority (the session registry sweeps on it).
+    rejoined: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Members {
@@ -243,6 +248,8 @@ impl Members {
             view: Mutex::new(BTreeMap::new()),
             published: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            rejoined: Arc::new(tokio::sync::Notify::new()),
         });
         members.view.lock().insert(members.node.clone(), Seen { entry, at: Instant::now() });
         members.publish_brokers();
@@ -343,6 +350,10 @@ impl Members {
             Ok(r) => {
                 self.revision.store(r, Ordering::Relaxed);
                 self.seen(entry, Instant::now());
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    info!("cluster: heartbeat written again after a failure");
+                    self.rejoined.notify_one();
+                }
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 // Someone else wrote our key: another node with this name
@@ -368,8 +379,16 @@ impl Members {
                     Err(e) => warn!(error = %e, "cluster: reading this node's entry failed"),
                 }
             }
-            Err(e) => warn!(error = %e, "cluster: heartbeat not written"),
+            Err(e) => {
+                self.failing.store(true, Ordering::Relaxed);
+                warn!(error = %e, "cluster: heartbeat not written")
+            }
         }
+    }
+
+    /// Told when a heartbeat succeeds after a failed one.
+    pub fn rejoined(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.rejoined)
     }
 
     /// An entry from the watch (or our own write).

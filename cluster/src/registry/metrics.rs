@@ -33,10 +33,14 @@ pub enum Event {
     UpdateFailed,
     /// An entry update not queued (the queue was full).
     UpdateDropped,
+    /// A session dropped here after this node was cut off from the
+    /// registry: it now names another node, which took the session over
+    /// while its request could not reach this one.
+    StaleDropped,
 }
 
 impl Event {
-    const ALL: [Event; 11] = [
+    const ALL: [Event; 12] = [
         Event::Claimed,
         Event::Conflict,
         Event::Unavailable,
@@ -48,6 +52,7 @@ impl Event {
         Event::MalformedRequest,
         Event::UpdateFailed,
         Event::UpdateDropped,
+        Event::StaleDropped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +68,7 @@ impl Event {
             Event::MalformedRequest => "malformed_request",
             Event::UpdateFailed => "update_failed",
             Event::UpdateDropped => "update_dropped",
+            Event::StaleDropped => "stale_dropped",
         }
     }
 }
@@ -79,7 +85,7 @@ pub static CLUSTER_REGISTRY_EVENTS: Family = Family {
 /// The counters.
 #[derive(Debug, Default)]
 pub struct Counters {
-    events: [AtomicU64; 11],
+    events: [AtomicU64; 12],
 }
 
 impl Counters {

@@ -269,13 +269,13 @@ impl Registry {
         // Subscriptions of a session installed here by an earlier round.
         let mut installed: Option<Vec<Sub>> = None;
         for _ in 0..CAS_ATTEMPTS {
-            let got = match retry_transient(self.timeout, || kv.entry(key.clone())).await {
+            let got = match retry_transient(self.timeout, || leader_entry(kv, &key)).await {
                 Ok(e) => e,
                 Err(e) => return Err(self.fail(&broker, &req, installed.is_some(), &format!("read: {e}"))),
             };
             let (revision, current) = match got {
                 None => (None, None),
-                Some(e) if e.operation != Operation::Put => (Some(e.revision), None),
+                Some(e) if !e.put => (Some(e.revision), None),
                 Some(e) => match Entry::decode(&e.value) {
                     Ok(x) if x.client_id == **req.client_id => (Some(e.revision), Some(x)),
                     Ok(_) => (Some(e.revision), None),
@@ -645,6 +645,90 @@ async fn open_task(weak: Weak<Registry>) {
         if reg.is_open() || reg.open().await {
             return;
         }
+    }
+}
+
+impl Registry {
+    /// Once this node is back in the KV's majority after being cut off
+    /// (`rejoined` is told when a heartbeat succeeds after a failed one),
+    /// checks every session held here against the registry: one that now
+    /// names another node was taken over while the takeover request could
+    /// not reach this node, and its connection here is closed (0x8E) and
+    /// the session dropped, so that one client id does not stay connected
+    /// on two nodes after a partition heals (found by
+    /// tests/cluster_partition_registry.rs). Reads are paced (a pause every
+    /// [`SWEEP_BATCH`] sessions); a read that fails ends this sweep, and
+    /// the next rejoin sweeps again.
+    pub async fn sweep_on_rejoin(self: Arc<Self>, rejoined: Arc<tokio::sync::Notify>) {
+        loop {
+            rejoined.notified().await;
+            let (Some(kv), Some(broker)) = (self.kv.get(), self.broker.upgrade()) else { continue };
+            let sessions = broker.sessions_snapshot();
+            let (mut checked, mut dropped) = (0usize, 0u64);
+            for s in sessions {
+                let Ok(key) = key::encode(&s.client_id) else { continue };
+                let entry = match retry_transient(self.timeout, || leader_entry(kv, &key)).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(error = %e, checked, "cluster: sweep after rejoining the registry stopped");
+                        break;
+                    }
+                };
+                checked += 1;
+                if checked % SWEEP_BATCH == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let elsewhere = entry
+                    .filter(|e| e.put)
+                    .and_then(|e| Entry::decode(&e.value).ok())
+                    .is_some_and(|e| e.client_id == *s.client_id && e.node != *self.node);
+                if elsewhere {
+                    // Recently claimed here: a CONNECT of this node is
+                    // between its write and its open; leave it.
+                    if self.recently_claimed(&s.client_id) {
+                        continue;
+                    }
+                    let _ = broker.hand_over(&s.client_id, &s.owner, true);
+                    dropped += 1;
+                }
+            }
+            self.counters.add(Event::StaleDropped, dropped);
+            info!(checked, dropped, "cluster: sessions checked against the registry after rejoining it");
+        }
+    }
+}
+
+/// Sessions checked between two short pauses of a rejoin sweep.
+const SWEEP_BATCH: usize = 256;
+
+/// A registry entry as the stream's leader has it.
+struct LeaderEntry {
+    revision: u64,
+    /// A value (not a delete or purge marker).
+    put: bool,
+    value: bytes::Bytes,
+}
+
+/// Reads `key` from the bucket's stream leader (JetStream's message-get
+/// API), not with a direct get, which any replica may answer: during a
+/// partition a cut-off replica answered direct gets with an entry the
+/// majority had since replaced, so a CONNECT on the majority side
+/// compare-and-set against a stale revision and was refused until the
+/// heal (found by tests/cluster_partition_registry.rs). On the minority
+/// side there is no leader: the read fails and the CONNECT is refused.
+async fn leader_entry(kv: &kv::Store, key: &str) -> Result<Option<LeaderEntry>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{}", kv.prefix, key);
+    match kv.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => {
+            let put = !matches!(
+                m.headers.get("KV-Operation").map(|v| v.as_str()),
+                Some("DEL") | Some("PURGE")
+            );
+            Ok(Some(LeaderEntry { revision: m.sequence, put, value: m.payload }))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -221,6 +221,7 @@ impl Cluster {
             },
         )
         .await;
+        tokio::spawn(Arc::clone(&registry).sweep_on_rejoin(members.rejoined()));
         let cluster = Arc::new(Cluster { inner, members, registry });
         if broker.set_remote(Arc::clone(&cluster) as Arc<dyn RemoteRouting>).is_err() {
             warn!("a remote routing seam was installed already: the cluster is not used");
