@@ -99,6 +99,11 @@ pub struct Routed {
     /// deliver it ([`RemoteRouting::has_interest`]); always false in
     /// single-node mode.
     pub remote: bool,
+    /// The remote routing seam's outbound queue is above its high-water
+    /// mark ([`RemoteRouting::congested`]): the publisher should wait
+    /// ([`Broker::wait_remote_drained`]) before it reads on. Always false in
+    /// single-node mode.
+    pub remote_congested: bool,
 }
 
 impl Routed {
@@ -1188,18 +1193,18 @@ impl Broker {
         let groups = remote.is_none();
         let matched = self.route_stored(msg, groups, congested, commits);
         let local = matched.unwrap_or(0);
-        let remote = match remote {
+        let (remote, remote_congested) = match remote {
             Some(r) => {
                 r.forward(msg);
-                local == 0 && r.has_interest(&msg.topic)
+                (local == 0 && r.has_interest(&msg.topic), r.congested())
             }
-            None => false,
+            None => (false, false),
         };
         if matched.is_none() && !remote {
             self.metrics.dropped(DropReason::NoSubscribers);
             self.hooks.message_dropped(msg, DropReason::NoSubscribers, None);
         }
-        Routed { local, remote }
+        Routed { local, remote, remote_congested }
     }
 
     /// Routes a message that came from another node to this node's
@@ -1339,6 +1344,19 @@ impl Broker {
                 return;
             }
         }
+    }
+
+    /// Waits, at most `session.stall_timeout`, until the remote routing
+    /// seam's outbound queue has drained below its low-water mark
+    /// ([`RemoteRouting::drained`]); call it when
+    /// [`Routed::remote_congested`] says so. The publisher's connection
+    /// reads nothing meanwhile (back-pressure, counted in
+    /// `backpressure_waits`); past the bound it reads on, and what does not
+    /// fit the queue is dropped and counted by the implementation.
+    pub async fn wait_remote_drained(&self) {
+        let Some(r) = self.remote.get() else { return };
+        self.metrics.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout(self.settings.session.stall_timeout, r.drained()).await;
     }
 
     /// Publishes a broker-originated message (for `$SYS`).

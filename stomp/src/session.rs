@@ -24,7 +24,7 @@ use portcullis_core::codec::{RetainHandling, SubscriptionOptions};
 use portcullis_core::connection::DisconnectReason;
 use portcullis_core::drain::Drain;
 use portcullis_core::gate::{Access, AclOutcome, ClientInfo, Gate};
-use portcullis_core::inject::{OutsideMessage, Prepared};
+use portcullis_core::inject::{OutsideMessage, Prepared, Published};
 use portcullis_core::logsafe::Peer;
 use portcullis_core::message::Delivery;
 use portcullis_core::session::{Kick, Outgoing};
@@ -362,7 +362,14 @@ impl Session {
             debug!(client_id = %Peer(&self.client.client_id), "SEND denied");
             return Err(End::error(DisconnectReason::NotAuthorized, f, "not authorized to send to this destination"));
         }
-        self.broker.complete_publish(ready);
+        if let Published::Routed(r) = self.broker.complete_publish(ready) {
+            if r.remote_congested {
+                // Back-pressure from the other nodes (see
+                // `portcullis_core::remote`): read nothing until the
+                // cluster's outbound queue drains, at most stall_timeout.
+                self.broker.wait_remote_drained().await;
+            }
+        }
         Ok(())
     }
 

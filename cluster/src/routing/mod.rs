@@ -34,7 +34,13 @@
 //!   [`CLIENT_CAPACITY`] publishes; past either, or while NATS is
 //!   unreachable, a message stays local and is counted dropped (logged at
 //!   most once a second). A stalled NATS server costs the node at most
-//!   64 MiB + 128 × `max_payload` (`cluster_pubsub.rs` measures it). Inbound, each NATS subscription buffers at most
+//!   64 MiB + 128 × `max_payload` (`cluster_pubsub.rs` measures it).
+//!   **Back-pressure**: above half of either bound ([`HIGH_WATER_MESSAGES`],
+//!   [`HIGH_WATER_BYTES`]) [`RemoteRouting::congested`] says so, and the
+//!   publishing MQTT and STOMP connections stop reading until the queue is
+//!   below a quarter ([`RemoteRouting::drained`]), at most
+//!   `session.stall_timeout`; queued for longer than that (NATS stuck), it no
+//!   longer says congested and the queue drops what does not fit. Inbound, each NATS subscription buffers at most
 //!   [`SUBSCRIPTION_CAPACITY`] messages (the client drops past that: a slow
 //!   consumer), every message at most `max_payload` bytes, decoded under the
 //!   broker's user-property limits; the duplicate window is bounded
@@ -56,7 +62,7 @@ pub mod metrics;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -89,16 +95,34 @@ pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 pub const OUTBOUND_MESSAGES: usize = 8192;
 /// Bytes (topic, payload, properties) waiting to be published, at most.
 pub const OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+/// Above this many queued messages (or [`HIGH_WATER_BYTES`]) the outbound
+/// queue is congested: publishing clients wait (back-pressure, see
+/// `portcullis_core::remote`) until it is below [`LOW_WATER_MESSAGES`] and
+/// [`LOW_WATER_BYTES`], at most `session.stall_timeout`.
+pub const HIGH_WATER_MESSAGES: usize = OUTBOUND_MESSAGES / 2;
+/// See [`HIGH_WATER_MESSAGES`].
+pub const HIGH_WATER_BYTES: usize = OUTBOUND_BYTES / 2;
+/// See [`HIGH_WATER_MESSAGES`].
+pub const LOW_WATER_MESSAGES: usize = OUTBOUND_MESSAGES / 4;
+/// See [`HIGH_WATER_MESSAGES`].
+pub const LOW_WATER_BYTES: usize = OUTBOUND_BYTES / 4;
 /// Commands (publishes) async-nats' own queue holds before a publish waits;
 /// with [`OUTBOUND_BYTES`] this bounds what a stalled NATS server makes
 /// the node hold: 64 MiB + 128 × `max_payload` (+ async-nats' 64 KiB write
 /// buffer).
 pub const CLIENT_CAPACITY: usize = 128;
 /// Messages one NATS subscription buffers before the client drops (slow
-/// consumer): with `max_payload` 1 MiB, at most 1 GiB per subscription in
-/// the worst case, reached only when this node's readers fall that far
-/// behind (a reader never waits: delivery is an enqueue).
-pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+/// consumer). Raised from 1,024: back-pressure stops at NATS (core NATS has
+/// no flow control to the receiving node), so this buffer absorbs what a
+/// sending node publishes faster than this node's reader delivers; at 1,024
+/// (and 8,192, 16,384) a 100,000-message QoS 1 burst lost 1-23 % here in
+/// debug builds, at 65,536 none (`tests/cluster_backpressure.rs`). The
+/// memory it implies, per subscription that falls behind: 65,536 messages
+/// of at most `max_payload` bytes each — about 25 MiB for 256-byte
+/// messages, 64 GiB in the theoretical worst case of 1 MiB messages (the
+/// buffer fills only while this node's readers are that far behind; a
+/// reader never waits: delivery is an enqueue).
+pub const SUBSCRIPTION_CAPACITY: usize = 65536;
 
 /// This node in the cluster: installed into the broker with
 /// [`Broker::set_remote`] by [`Cluster::start`].
@@ -141,6 +165,16 @@ struct Inner {
     /// Messages queued or being published (for [`Cluster::flush`]).
     pending: AtomicUsize,
     idle: Notify,
+    /// The outbound queue went above its high-water mark and has not been
+    /// below its low-water mark since (back-pressure).
+    above: AtomicBool,
+    /// When `above` was set, in nanoseconds since `epoch`.
+    above_since: AtomicU64,
+    epoch: Instant,
+    /// `session.stall_timeout`: congested for longer counts as stuck.
+    stall: std::time::Duration,
+    /// Woken when the queue falls below its low-water mark.
+    low: Notify,
 }
 
 impl Cluster {
@@ -203,6 +237,11 @@ impl Cluster {
             retained,
             pending: AtomicUsize::new(0),
             idle: Notify::new(),
+            above: AtomicBool::new(false),
+            above_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stall: broker.settings.session.stall_timeout,
+            low: Notify::new(),
         });
         tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
         tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
@@ -318,6 +357,41 @@ impl Inner {
         }
     }
 
+    /// After a message was queued: the queue crossed its high-water mark.
+    fn check_high(&self) {
+        if !self.above.load(Ordering::Relaxed)
+            && (self.pending.load(Ordering::Relaxed) > HIGH_WATER_MESSAGES
+                || self.out_bytes.load(Ordering::Relaxed) > HIGH_WATER_BYTES)
+        {
+            self.above_since.store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.above.store(true, Ordering::Release);
+        }
+    }
+
+    /// After a message left the queue: below the low-water mark, the
+    /// waiting publishers read on.
+    fn check_low(&self) {
+        if self.above.load(Ordering::Acquire)
+            && self.pending.load(Ordering::Relaxed) < LOW_WATER_MESSAGES
+            && self.out_bytes.load(Ordering::Relaxed) < LOW_WATER_BYTES
+        {
+            self.above.store(false, Ordering::Release);
+            self.low.notify_waiters();
+        }
+    }
+
+    /// Above the high-water mark, connected, and not stuck there for
+    /// `session.stall_timeout` (a stuck NATS then costs each publisher one
+    /// bounded wait, not one per message: the queue drops what does not
+    /// fit, as without back-pressure).
+    fn congested(&self) -> bool {
+        if !self.above.load(Ordering::Acquire) {
+            return false;
+        }
+        let since = std::time::Duration::from_nanos(self.above_since.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(since) < self.stall && self.connected()
+    }
+
     fn connected(&self) -> bool {
         self.publisher.connection_state() == State::Connected
     }
@@ -404,6 +478,24 @@ impl RemoteRouting for Cluster {
             inner.sent();
             inner.lose(Loss::QueueFull, &msg.topic);
         }
+        inner.check_high();
+    }
+
+    fn congested(&self) -> bool {
+        self.inner.congested()
+    }
+
+    fn drained(&self) -> portcullis_core::remote::RemoteFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                // Registered before the check: a drain in between wakes it.
+                let low = self.inner.low.notified();
+                if !self.inner.congested() {
+                    return;
+                }
+                low.await;
+            }
+        })
     }
 
     fn has_interest(&self, _topic: &TopicName) -> bool {
@@ -435,6 +527,7 @@ async fn publish_task(inner: Weak<Inner>, mut rx: mpsc::Receiver<Arc<Message>>) 
         let Some(inner) = inner.upgrade() else { return };
         publish_one(&inner, &msg).await;
         inner.sent();
+        inner.check_low();
     }
 }
 

@@ -323,6 +323,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             // its timer would otherwise sit in every read's future.)
             Box::pin(self.broker.wait_drained(congested)).await;
         }
+        if routed.remote_congested {
+            // The same for the other nodes: the cluster's outbound queue is
+            // above its high-water mark (see `crate::remote`).
+            Box::pin(self.broker.wait_remote_drained()).await;
+        }
         Ok(())
     }
 

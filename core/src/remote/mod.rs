@@ -80,6 +80,25 @@
 //! * Nothing is counted as dropped for an inbound message no one here
 //!   wants any more: the origin node decided it had somewhere to go.
 //!
+//! # Back-pressure
+//!
+//! After [`RemoteRouting::forward`], the publish step asks
+//! [`RemoteRouting::congested`] (in the same `OnceLock` read: nothing in
+//! single-node mode) and reports it in
+//! [`Routed::remote_congested`](crate::broker::Routed::remote_congested).
+//! A client's MQTT PUBLISH and a STOMP SEND then wait, after their
+//! acknowledgement is queued, with
+//! [`Broker::wait_remote_drained`](crate::broker::Broker::wait_remote_drained)
+//! for [`RemoteRouting::drained`], at most `session.stall_timeout`, and
+//! read nothing from their connection meanwhile — as they do for a
+//! congested local subscriber. So a fast publisher is slowed to what the
+//! transport carries instead of overflowing its queue. Past the bound the
+//! connection reads on; whatever then does not fit the queue is dropped
+//! and counted as before (a dead transport never freezes publishers for
+//! longer). Other local publishes (the HTTP API, wills, delayed publishes,
+//! bridges) do not wait. `congested` must be cheap (an atomic read): it is
+//! asked for every message.
+//!
 //! # Retained messages
 //!
 //! Forwarding carries the retain flag; the origin node has already stored
@@ -258,6 +277,22 @@ pub trait RemoteRouting: Send + Sync + std::fmt::Debug {
     /// cluster's registry records (a subscription added or removed, the
     /// session ended, `ended`). Queue the work; never block.
     fn session_changed(&self, _client_id: &Arc<str>, _ended: bool) {}
+
+    /// The outbound queue is above its high-water mark: the publisher of the
+    /// message just forwarded should wait for [`RemoteRouting::drained`].
+    /// Asked after every `forward`; must be an atomic read or as cheap.
+    /// An implementation whose transport is stuck should answer false once
+    /// it has been stuck for `session.stall_timeout`.
+    fn congested(&self) -> bool {
+        false
+    }
+
+    /// Completes once the outbound queue is below its low-water mark (at
+    /// once when it is not congested). The caller bounds the wait with
+    /// `session.stall_timeout`.
+    fn drained(&self) -> RemoteFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 #[cfg(test)]

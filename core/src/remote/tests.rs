@@ -131,7 +131,7 @@ fn local_publishes_are_forwarded_once_and_remote_ones_never() {
     let s = open(&b, "s", false, None);
     sub(&b, &s, "a/+");
     // A local publish: routed here, forwarded once, matched or not.
-    assert_eq!(b.publish(msg("a/1", false)), Routed { local: 1, remote: false });
+    assert_eq!(b.publish(msg("a/1", false)), Routed { local: 1, remote: false, remote_congested: false });
     b.publish(msg("nobody/here", false));
     assert_eq!(rec.forwarded(), ["a/1", "nobody/here"]);
     // From another node: delivered here, never forwarded (no echo).
@@ -161,7 +161,7 @@ fn no_matching_subscribers_only_when_no_node_has_one() {
     assert!(rec.asked_interest.lock().is_empty());
     // Only another node: matched, and not counted dropped.
     let r = b.publish(msg("far/away", false));
-    assert_eq!(r, Routed { local: 0, remote: true });
+    assert_eq!(r, Routed { local: 0, remote: true, remote_congested: false });
     assert!(r.matched());
     assert_eq!(b.metrics.dropped_count(DropReason::NoSubscribers), 0);
     // Nobody anywhere: 0x10, and counted.
