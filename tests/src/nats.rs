@@ -170,8 +170,13 @@ impl Nats {
     pub fn start_netns(n: usize) -> Option<Nats> {
         assert!((1..=3).contains(&n), "1 to 3 servers");
         let bin = server_binary()?;
+        // Unique per cluster within this process too: tests of one file run
+        // in parallel threads, and two clusters with one tag would delete
+        // each other's bridge and share addresses.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n_th = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
-        let tag = format!("{:x}", pid & 0xfffff);
+        let tag = format!("{:x}", ((pid & 0xfffff) << 4) | (n_th & 0xf));
         let probe = format!("pcn{tag}p");
         let made = Command::new("ip").args(["netns", "add", &probe]).stderr(Stdio::piped()).output();
         match made {
@@ -188,7 +193,7 @@ impl Nats {
         }
         // 10.X.0.0/24: the route network (the bridge); 10.X.i.0/30: server
         // i's client link (.1 here, .2 in its namespace).
-        let x = 100 + (pid % 100) as u8;
+        let x = 100 + ((pid as usize + 37 * n_th as usize) % 150) as u8;
         let bridge = format!("pcb{tag}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
         ip(&["link", "add", &bridge, "type", "bridge"]);

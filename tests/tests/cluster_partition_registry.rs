@@ -23,9 +23,9 @@
 //!
 //! Root only (network namespaces); skipped elsewhere unless `CI=true`.
 //! Run through `bash scripts/services.sh nats -- cargo test -p
-//! portcullis-tests --test cluster_partition_registry -- --test-threads=1
-//! --nocapture` (one test at a time: the namespaces are named after the
-//! process; 1.5 to 4 minutes).
+//! portcullis-tests --test cluster_partition_registry -- --nocapture`
+//! (each cluster gets namespaces and addresses of its own, so the tests
+//! may run in parallel; 1.5 to 4 minutes).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -160,13 +160,13 @@ async fn the_minority_refuses_connects_and_a_moved_client_keeps_its_subscription
 /// The same cut while node 1 floods a subscriber on node 3 (64 KiB QoS 0
 /// messages, 100/s): the route writes block, and after 10 s the servers
 /// close the routes as slow consumers, dropping what they held — among it
-/// node 1's takeover request to node 3 for the mover. Node 3 then keeps the
-/// mover's old connection after the heal: two live connections for one
-/// client id (the registry names node 1). A known gap (docs/cluster.md,
-/// "Session registry"): ignored until a node drops local sessions whose
-/// registry entry names another node; run it with `--ignored`.
+/// node 1's takeover request to node 3 for the mover. Node 3 used to keep
+/// the mover's old connection after the heal (two live connections for one
+/// client id, the registry naming node 1); now, when its heartbeat is
+/// written again, node 3 checks its sessions against the registry and
+/// drops the ones another node took over (docs/cluster.md, "Session
+/// registry").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known gap: after a partition that closed the routes the minority keeps a moved client's old connection"]
 async fn a_partition_that_closes_the_routes() {
     scenario("flooded cut", true, "n1").await;
 }

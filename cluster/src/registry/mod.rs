@@ -721,10 +721,7 @@ async fn leader_entry(kv: &kv::Store, key: &str) -> Result<Option<LeaderEntry>, 
     let subject = format!("{}{}", kv.prefix, key);
     match kv.stream.get_last_raw_message_by_subject(&subject).await {
         Ok(m) => {
-            let put = !matches!(
-                m.headers.get("KV-Operation").map(|v| v.as_str()),
-                Some("DEL") | Some("PURGE")
-            );
+            let put = !matches!(m.headers.get("KV-Operation").map(|v| v.as_str()), Some("DEL") | Some("PURGE"));
             Ok(Some(LeaderEntry { revision: m.sequence, put, value: m.payload }))
         }
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
