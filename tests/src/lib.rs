@@ -434,6 +434,40 @@ pub mod kit {
 
     use crate::Raw;
 
+    /// MQTT 5 PUBLISH properties of every kind a message carries, with odd
+    /// bytes in them: what must cross unchanged (between nodes, through a
+    /// store, over a bridge).
+    pub fn full_properties() -> Properties {
+        Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(3600),
+            content_type: Some("application/x-test; charset=utf-8".into()),
+            response_topic: Some("reply/to/é".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01corr\xff")),
+            user_properties: vec![
+                ("k".into(), "v1".into()),
+                ("k".into(), "v2".into()),
+                ("odd: name\r\n".into(), "value with spaces, = and .".into()),
+            ],
+            ..Properties::default()
+        }
+    }
+
+    /// Whether the connection still answers a PINGREQ (within 2 s); false
+    /// once it got a DISCONNECT or was closed.
+    pub async fn live(raw: &mut Raw) -> bool {
+        raw.send_packet(&Packet::PingReq).await;
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < end {
+            match raw.recv_timeout(Duration::from_millis(200)).await {
+                Ok(Some(Packet::PingResp)) => return true,
+                Ok(Some(Packet::Disconnect(_))) | Ok(None) => return false,
+                Ok(Some(_)) | Err(()) => {}
+            }
+        }
+        false
+    }
+
     /// A CONNECT value (no will, no credentials, keep-alive 30 s).
     pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean: bool) -> Connect {
         Connect {

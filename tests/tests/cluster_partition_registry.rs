@@ -92,20 +92,6 @@ async fn try_connect(addr: SocketAddr, c: Connect) -> (u8, bool, Duration, Raw) 
     }
 }
 
-/// Whether the connection still answers a PINGREQ (within 2 s).
-async fn live(raw: &mut Raw) -> bool {
-    raw.send_packet(&Packet::PingReq).await;
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
-        match raw.recv_timeout(Duration::from_millis(200)).await {
-            Ok(Some(Packet::PingResp)) => return true,
-            Ok(Some(Packet::Disconnect(_))) | Ok(None) => return false,
-            Ok(Some(_)) | Err(()) => {}
-        }
-    }
-    false
-}
-
 /// The registry entry of `client_id` as server `i` serves it.
 async fn entry_node(nats: &Nats, i: usize, client_id: &str) -> Option<String> {
     let client = async_nats::connect(nats.url(i)).await.ok()?;

@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use portcullis_core::codec::{Packet, Properties, ProtocolVersion, Publish, QoS};
 use portcullis_tests::kit::*;
 use portcullis_tests::nats::Nats;
@@ -77,22 +76,6 @@ fn topics(p: &[Publish]) -> Vec<String> {
     let mut t: Vec<String> = p.iter().map(|p| p.topic.clone()).collect();
     t.sort();
     t
-}
-
-fn full_properties() -> Properties {
-    Properties {
-        payload_format_indicator: Some(1),
-        message_expiry_interval: Some(3600),
-        content_type: Some("application/x-test; charset=utf-8".into()),
-        response_topic: Some("reply/to/é".into()),
-        correlation_data: Some(Bytes::from_static(b"\x00\x01corr\xff")),
-        user_properties: vec![
-            ("k".into(), "v1".into()),
-            ("k".into(), "v2".into()),
-            ("odd: name\r\n".into(), "value with spaces, = and .".into()),
-        ],
-        ..Properties::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,22 +101,6 @@ async fn await_retained(addr: SocketAddr, filter: &str, want: &[&str]) -> Vec<Pu
     }
 }
 
-fn full_properties() -> Properties {
-    Properties {
-        payload_format_indicator: Some(1),
-        message_expiry_interval: Some(3600),
-        content_type: Some("application/x-test; charset=utf-8".into()),
-        response_topic: Some("reply/to/é".into()),
-        correlation_data: Some(Bytes::from_static(b"\x00\x01corr\xff")),
-        user_properties: vec![
-            ("k".into(), "v1".into()),
-            ("k".into(), "v2".into()),
-            ("odd: name\r\n".into(), "value with spaces, = and .".into()),
-        ],
-        ..Properties::default()
-    }
-}
-
 /// `got` is the retained message published with `payload` and
 /// [`full_properties`] (expiry: what is left, at most `max_expiry`).
 fn assert_full(got: &Publish, payload: &[u8], max_expiry: u32) {

@@ -72,21 +72,6 @@ fn payloads(p: &[portcullis_core::codec::Publish]) -> Vec<String> {
     p.iter().map(|p| text(&p.payload)).collect()
 }
 
-/// Whether the connection still answers a PINGREQ (within 2 s); false once
-/// it got a DISCONNECT or was closed.
-async fn live(raw: &mut Raw) -> bool {
-    raw.send_packet(&Packet::PingReq).await;
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
-        match raw.recv_timeout(Duration::from_millis(200)).await {
-            Ok(Some(Packet::PingResp)) => return true,
-            Ok(Some(Packet::Disconnect(_))) | Ok(None) => return false,
-            Ok(Some(_)) | Err(()) => {}
-        }
-    }
-    false
-}
-
 /// The registry entry of `client_id` (JSON), read from NATS directly.
 async fn entry(nats: &Nats, client_id: &str) -> Option<serde_json::Value> {
     let client = async_nats::connect(nats.url(1)).await.expect("nats");
