@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_compare_brokers import BROKERS, LIVE, Failed, Proc, start_broker, stop, stop_all, tail
+from bench_compare_brokers import BROKERS, LIVE, Failed, Proc, pubsub_result, start_broker, stop, stop_all, tail
 from bench_compare_cluster import run_cluster
 from bench_compare_report import check_targets, kernel_lines, persist_lines, print_table, summarise
 from bench_compare_workloads import (
@@ -89,20 +89,6 @@ def run_bench(bench, argv, limit, workdir, on_line=None, stdin_text=None):
     if proc.returncode == 2 or not summary:
         raise Failed(f"load tool error: {lines[-1] if lines else 'no output'}")
     return json.loads(summary)
-
-
-def pubsub_result(s):
-    if s["errors"]:
-        raise Failed(f"{len(s['errors'])} client errors, first: {s['errors'][0]}")
-    return {
-        "rate": s["msgs_per_s"],
-        "ops": s["received"],
-        "p50_us": s["p50_us"],
-        "p99_us": s["p99_us"],
-        "loss": s["lost"],
-        "dups": s["duplicates"],
-        "expected": s["expected"],
-    }
 
 
 def conn_result(s):

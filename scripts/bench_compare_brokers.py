@@ -235,6 +235,21 @@ class Failed(Exception):
     """A workload could not be measured on a broker; the message says why."""
 
 
+def pubsub_result(s):
+    """The figures of one portcullis-bench pubsub summary (its JSON line)."""
+    if s["errors"]:
+        raise Failed(f"{len(s['errors'])} client errors, first: {s['errors'][0]}")
+    return {
+        "rate": s["msgs_per_s"],
+        "ops": s["received"],
+        "p50_us": s["p50_us"],
+        "p99_us": s["p99_us"],
+        "loss": s["lost"],
+        "dups": s["duplicates"],
+        "expected": s["expected"],
+    }
+
+
 LIVE = {}  # pid -> Popen of every process we started and have not reaped
 
 

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_compare_brokers import LIVE, Failed, Portcullis, Proc, free_port, start_broker, stop, tail
+from bench_compare_brokers import LIVE, Failed, Portcullis, Proc, free_port, pubsub_result, start_broker, stop, tail
 
 NATS_VERSION = "2.15.1"  # scripts/services/nats.sh installs this one
 NATS_READY_TIMEOUT = 30.0  # seconds for the NATS cluster to form
@@ -152,20 +152,6 @@ class ClusterNode(OneNode):
         return argv
 
 
-def pubsub_figures(s):
-    if s["errors"]:
-        raise Failed(f"{len(s['errors'])} client errors, first: {s['errors'][0]}")
-    return {
-        "rate": s["msgs_per_s"],
-        "ops": s["received"],
-        "p50_us": s["p50_us"],
-        "p99_us": s["p99_us"],
-        "loss": s["lost"],
-        "dups": s["duplicates"],
-        "expected": s["expected"],
-    }
-
-
 def run_cluster(opts, workload, broker, round_no, run_bench):
     """One round of a cluster workload: {row: result} for one node and for
     the cluster. Peers have no cluster mode: {} for them."""
@@ -181,7 +167,7 @@ def run_cluster(opts, workload, broker, round_no, run_bench):
     def measure(procs, argv, workdir):
         before = sum(Proc(p.pid).cpu_s() for p in procs)
         s = run_bench(opts.bench, argv, limit, workdir)
-        r = pubsub_figures(s)
+        r = pubsub_result(s)
         cpu = sum(Proc(p.pid).cpu_s() for p in procs) - before
         r["cpu_s"] = cpu
         r["cpu_us_per_op"] = cpu * 1e6 / r["ops"] if r["ops"] else None
