@@ -455,7 +455,16 @@ async fn await_cross(from: SocketAddr, to: SocketAddr, tag: &str) -> Duration {
 /// for a while, and refuses CONNECTs until it can.
 async fn v5_admitted(addr: SocketAddr, id: &str, start: Instant, tag: &str) -> Raw {
     loop {
-        let (raw, ack) = open(addr, connect_packet(portcullis_core::codec::ProtocolVersion::V5, id, true)).await;
+        // A CONNACK may take more than the kit's 5 s read timeout here: the
+        // registry retries each read and write for up to request_timeout.
+        let mut raw = Raw::connect(addr).await;
+        raw.version = portcullis_core::codec::ProtocolVersion::V5;
+        let connect = connect_packet(portcullis_core::codec::ProtocolVersion::V5, id, true);
+        raw.send_packet(&Packet::Connect(Box::new(connect))).await;
+        let ack = match raw.recv_timeout(Duration::from_secs(30)).await {
+            Ok(Some(Packet::ConnAck(a))) => a,
+            other => panic!("{tag}: expected a CONNACK for {id} within 30 s, got {other:?}"),
+        };
         if ack.code == 0 {
             return raw;
         }
