@@ -48,6 +48,15 @@ def nats_binary():
     raise Failed("no nats-server: run through `bash scripts/services.sh nats -- ...` (it installs the pinned one)")
 
 
+def wait_log(path, needle, timeout):
+    """Waits until `needle` is in the log at `path`; Failed after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while needle not in (path.read_text(errors="replace") if path.exists() else ""):
+        if time.monotonic() > deadline:
+            raise Failed(f"{needle!r} not in {path} within {timeout:.0f}s: {tail(path)}")
+        time.sleep(0.1)
+
+
 def cluster_drops(workdir):
     """cluster_dropped_total by reason, from a node's Prometheus page over its
     admin Unix socket (administrator there, no key needed); {} if it does
@@ -136,18 +145,20 @@ class OneNode(Portcullis):
 class ClusterNode(OneNode):
     """A Portcullis node: [`OneNode`] plus `[node]` and `[cluster]`."""
 
-    def __init__(self, binary, node, nats_url):
+    def __init__(self, binary, node, nats_url, cross_node="at_most_once"):
         super().__init__(binary)
-        self.node, self.nats_url = node, nats_url
+        self.node, self.nats_url, self.cross_node = node, nats_url, cross_node
 
     def command(self, port, workdir, auth, persistence=None):
         argv = super().command(port, workdir, auth, persistence)
         path = workdir / "portcullis.toml"
-        # async-nats' events (a slow consumer drops messages) in the log.
+        # async-nats' events (a slow consumer drops messages) and the
+        # cluster's own (the durable stream open) in the log.
         path.write_text(
-            path.read_text().replace('level = "warn"', 'level = "warn,async_nats=info"', 1)
+            path.read_text().replace('level = "warn"', 'level = "warn,async_nats=info,portcullis_cluster=info"', 1)
             + f'\n[node]\nname = "{self.node}"\n\n'
             + f'[cluster]\nenabled = true\nnats = ["{self.nats_url}"]\nkv_replicas = 3\n'
+            + f'cross_node = "{self.cross_node}"\n'
         )
         return argv
 
@@ -196,8 +207,11 @@ def run_cluster(opts, workload, broker, round_no, run_bench):
         for i in range(w["nodes"]):
             wd = base / f"node{i + 1}"
             wd.mkdir()
-            node = ClusterNode(broker.binary, f"n{i + 1}", nats[i % len(nats)][1])
+            cross_node = w.get("cross_node", "at_most_once")
+            node = ClusterNode(broker.binary, f"n{i + 1}", nats[i % len(nats)][1], cross_node)
             nodes.append(start_broker(node, wd, None))
+            if cross_node == "durable":
+                wait_log(wd / f"{broker.name}.log", "durable stream open", 30.0)
         time.sleep(0.5)
         subs = ",".join(str(port) for _p, port in nodes[1:])
         argv = ["pubsub", "--port", str(nodes[0][1]), "--sub-port", subs, "--settle", SETTLE,

@@ -124,6 +124,19 @@ WORKLOADS = {
         "quick": ["--duration", "2s"],
         "ratios": ["p99"],
     },
+    # The same 1→1 in the durable mode (`cross_node = "durable"`): QoS 1
+    # through the JetStream stream (3 replicas, fsync always), each PUBACK
+    # after the stream stored the message.
+    "clusterdur": {
+        "title": "cluster 1→1 QoS 1 256 B, durable",
+        "kind": "cluster",
+        "nodes": 2,
+        "cross_node": "durable",
+        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "256", "--duration", "60s"],
+        "full": ["--count", "20000"],
+        "quick": ["--count", "2000"],
+        "ratios": ["rate", "p99"],
+    },
     "clusterfan": {
         "title": "cluster fan-out 1→20 QoS 1 64 B",
         "kind": "cluster",

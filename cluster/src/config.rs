@@ -73,6 +73,34 @@ pub fn default_node_timeout() -> Duration {
     crate::members::DEFAULT_NODE_TIMEOUT
 }
 
+/// How long the durable stream keeps a message no node has taken yet.
+pub fn default_durable_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Bytes the durable stream holds at most (per replica).
+pub fn default_durable_max_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+/// How a QoS 1 or 2 message crosses between nodes (`[cluster] cross_node`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrossNode {
+    /// Core NATS, at most once between nodes (emqttd's behaviour): the
+    /// publisher's PUBACK covers its own node's subscribers only.
+    #[default]
+    AtMostOnce,
+    /// Through a JetStream stream (`<prefix>_messages`, `kv_replicas`
+    /// copies): the publisher's PUBACK/PUBREC waits until the stream has
+    /// the message, and every node reads the stream through its own durable
+    /// consumer, acknowledging what it took only once its persistent
+    /// sessions have it on disk. A node that was down, cut off or slow
+    /// gets what it missed when it is back (within `durable_max_age` and
+    /// `durable_max_bytes`). QoS 0 stays at most once.
+    Durable,
+}
+
 /// nats-server refuses a `max_payload` above 64 MiB.
 const MAX_PAYLOAD_CEILING: u64 = 64 * 1024 * 1024;
 
@@ -133,7 +161,8 @@ pub struct ClusterConfig {
     #[serde(default = "default_max_control_line", deserialize_with = "units::size")]
     pub max_control_line: u64,
     /// Copies JetStream keeps of each KV bucket the cluster creates
-    /// (`<prefix>_nodes`, `<prefix>_sessions`, `<prefix>_retained`): 1 to 5, at most the
+    /// (`<prefix>_nodes`, `<prefix>_sessions`, `<prefix>_retained`) and of
+    /// the durable mode's stream (`<prefix>_messages`): 1 to 5, at most the
     /// number of NATS servers (1 for a single NATS server). Set when a
     /// bucket is created; an existing bucket keeps its own.
     #[serde(default = "default_kv_replicas")]
@@ -149,6 +178,20 @@ pub struct ClusterConfig {
     /// More than `heartbeat_interval`.
     #[serde(default = "default_node_timeout", deserialize_with = "units::duration")]
     pub node_timeout: Duration,
+    /// `"at_most_once"` (default) or `"durable"`: how QoS 1 and 2 messages
+    /// cross between nodes ([`CrossNode`]). Every node of a cluster must
+    /// use the same.
+    #[serde(default)]
+    pub cross_node: CrossNode,
+    /// Durable mode: how long the stream keeps a message that some node
+    /// has not taken (a node down for longer misses what was published
+    /// meanwhile; counted when it is back).
+    #[serde(default = "default_durable_max_age", deserialize_with = "units::duration")]
+    pub durable_max_age: Duration,
+    /// Durable mode: the stream's size limit; past it the oldest messages
+    /// go first (counted by the node that missed them).
+    #[serde(default = "default_durable_max_bytes", deserialize_with = "units::size")]
+    pub durable_max_bytes: u64,
 }
 
 impl Default for ClusterConfig {
@@ -170,6 +213,9 @@ impl Default for ClusterConfig {
             kv_replicas: default_kv_replicas(),
             heartbeat_interval: default_heartbeat_interval(),
             node_timeout: default_node_timeout(),
+            cross_node: CrossNode::default(),
+            durable_max_age: default_durable_max_age(),
+            durable_max_bytes: default_durable_max_bytes(),
         }
     }
 }
@@ -246,6 +292,15 @@ impl ClusterConfig {
                     "must be 1 to 5 (JetStream's limit) and at most the number of NATS servers, got {}",
                     self.kv_replicas
                 ),
+            ));
+        }
+        if self.durable_max_age < Duration::from_secs(1) {
+            return Err(BuildError::invalid("durable_max_age", "must be at least 1s"));
+        }
+        if self.durable_max_bytes < 1024 * 1024 || i64::try_from(self.durable_max_bytes).is_err() {
+            return Err(BuildError::invalid(
+                "durable_max_bytes",
+                format!("must be at least 1MiB, got {}", self.durable_max_bytes),
             ));
         }
         if self.heartbeat_interval < Duration::from_millis(100) {

@@ -114,7 +114,19 @@ impl Prefix {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The prefix of the durable mode's subjects, `<prefix>.d`: a QoS 1/2
+    /// message in that mode is published on `<prefix>.d.<root>.<levels>`,
+    /// which the `<prefix>_messages` stream captures and the plain
+    /// subscriptions (`<prefix>.m…`) do not see.
+    pub fn durable(&self) -> Prefix {
+        Prefix(format!("{}.{DURABLE_TOKEN}", self.0))
+    }
 }
+
+/// The token after the prefix of the durable mode's subjects
+/// ([`Prefix::durable`]).
+pub const DURABLE_TOKEN: &str = "d";
 
 impl Default for Prefix {
     fn default() -> Prefix {

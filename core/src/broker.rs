@@ -1184,18 +1184,18 @@ impl Broker {
         &self,
         msg: &Arc<Message>,
         congested: Option<&mut Vec<Arc<Session>>>,
-        commits: Option<&mut Vec<Commit>>,
+        mut commits: Option<&mut Vec<Commit>>,
     ) -> Routed {
         // The one read of the seam per publish; `None` in single-node mode.
         let remote = self.remote.get();
         // With a remote, shared groups are served through it (see
         // `crate::remote`): local routing leaves them out.
         let groups = remote.is_none();
-        let matched = self.route_stored(msg, groups, congested, commits);
+        let matched = self.route_stored(msg, groups, congested, commits.as_deref_mut());
         let local = matched.unwrap_or(0);
         let (remote, remote_congested) = match remote {
             Some(r) => {
-                r.forward(msg);
+                r.forward(msg, commits);
                 (local == 0 && r.has_interest(&msg.topic), r.congested())
             }
             None => (false, false),
@@ -1213,6 +1213,14 @@ impl Broker {
     /// matched. Nothing is counted dropped when none did.
     pub fn deliver_remote(&self, msg: &Arc<Message>) -> usize {
         self.route_stored(msg, false, None, None).unwrap_or(0)
+    }
+
+    /// [`Broker::deliver_remote`], pushing into `commits` the store commits
+    /// of the persistent sessions it reached: a transport that stores
+    /// messages between nodes acknowledges its copy once they complete, so
+    /// that a message is on this node's disk before it leaves the stream.
+    pub fn deliver_remote_committed(&self, msg: &Arc<Message>, commits: &mut Vec<Commit>) -> usize {
+        self.route_stored(msg, false, None, Some(commits)).unwrap_or(0)
     }
 
     /// Gives a message from another node to the one member of the shared

@@ -30,10 +30,18 @@ pub enum Loss {
     /// take it. Counted from the client's events, which it sends through a
     /// bounded channel and drops when that is full: a lower bound in a burst.
     SlowConsumer,
+    /// Durable mode: the stream did not confirm that it stored the message
+    /// (no stream, no quorum, a timeout); its publisher was told (v5 0x97,
+    /// 3.x connection closed) when it waited for an acknowledgement.
+    StreamFailed,
+    /// Durable mode: messages the stream dropped (`durable_max_age`,
+    /// `durable_max_bytes`) before this node took them, counted from the
+    /// gaps in the stream's sequence when this node reads on.
+    StreamExpired,
 }
 
 impl Loss {
-    const ALL: [Loss; 9] = [
+    const ALL: [Loss; 11] = [
         Loss::Disconnected,
         Loss::QueueFull,
         Loss::TopicTooLong,
@@ -43,6 +51,8 @@ impl Loss {
         Loss::Stale,
         Loss::NoMember,
         Loss::SlowConsumer,
+        Loss::StreamFailed,
+        Loss::StreamExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +66,8 @@ impl Loss {
             Loss::Stale => "stale",
             Loss::NoMember => "no_member",
             Loss::SlowConsumer => "slow_consumer",
+            Loss::StreamFailed => "stream_failed",
+            Loss::StreamExpired => "stream_expired",
         }
     }
 }
@@ -102,12 +114,16 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     pub received: AtomicU64,
     pub duplicates: AtomicU64,
-    dropped: [AtomicU64; 9],
+    dropped: [AtomicU64; 11],
 }
 
 impl Counters {
     pub fn dropped(&self, why: Loss) {
-        self.dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+        self.dropped_n(why, 1);
+    }
+
+    pub fn dropped_n(&self, why: Loss, n: u64) {
+        self.dropped[why as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn dropped_count(&self, why: Loss) -> u64 {

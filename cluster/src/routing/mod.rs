@@ -58,6 +58,7 @@
 //!   outbound queue and the retained writes have reached NATS.
 
 pub mod dedup;
+pub mod durable;
 pub mod metrics;
 pub mod wire;
 
@@ -71,7 +72,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use portcullis_core::broker::Broker;
-use portcullis_core::codec::DecodeLimits;
+use portcullis_core::codec::{DecodeLimits, QoS};
+use portcullis_core::durable::Commit;
 use portcullis_core::logsafe::LogLimiter;
 use portcullis_core::message::Message;
 use portcullis_core::remote::{Locate, LocateRequest, NodeSlot, RemoteRouting};
@@ -80,7 +82,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, CrossNode};
 use crate::connect::{ConnectError, ConnectPlan};
 use crate::limits::Limits;
 use crate::subject::{self, Prefix};
@@ -151,7 +153,9 @@ struct Inner {
     broker: Weak<Broker>,
     publisher: async_nats::Client,
     queues: async_nats::Client,
-    out: mpsc::Sender<Arc<Message>>,
+    out: mpsc::Sender<(Arc<Message>, Option<durable::Done>)>,
+    /// The durable mode's publishing side (`None`: at most once).
+    durable: Option<durable::Publisher>,
     out_bytes: AtomicUsize,
     /// Wanted state per key, not yet applied by the subscription task.
     wanted: Mutex<HashMap<SubscriptionFilter, bool>>,
@@ -215,11 +219,16 @@ impl Cluster {
             max_user_properties: l.max_user_properties,
             max_user_property_bytes: l.max_user_property_bytes,
         };
+        let prefix = config.prefix()?;
+        let durable = (config.cross_node == CrossNode::Durable).then(|| {
+            durable::Publisher::start(publisher.clone(), &prefix, config.request_timeout, Arc::clone(&counters))
+        });
         let inner = Arc::new(Inner {
+            durable,
             slot: members.slot(),
             node: node.into(),
             run,
-            prefix: config.prefix()?,
+            prefix,
             limits: config.limits(),
             decode,
             seq: AtomicU64::new(0),
@@ -245,6 +254,9 @@ impl Cluster {
         });
         tokio::spawn(publish_task(Arc::downgrade(&inner), rx));
         tokio::spawn(subscription_task(Arc::downgrade(&inner), Arc::clone(&inner.wake)));
+        if inner.durable.is_some() {
+            tokio::spawn(durable::consume(inner.queues.clone(), config.clone(), Arc::downgrade(&inner)));
+        }
         broker.add_metric_source(Arc::clone(&inner.counters) as Arc<dyn portcullis_core::metrics::MetricSource>);
         let registry = crate::registry::Registry::start(
             inner.publisher.clone(),
@@ -454,14 +466,28 @@ impl RemoteRouting for Cluster {
         self.inner.slot
     }
 
-    fn forward(&self, msg: &Arc<Message>) {
+    fn forward(&self, msg: &Arc<Message>, commits: Option<&mut Vec<Commit>>) {
         let inner = &self.inner;
+        // Durable mode: a publisher that waits hears whether the stream
+        // stored it (a sender dropped on any path below fails its commit).
+        let done = match (&inner.durable, commits) {
+            (Some(_), Some(commits)) if msg.qos != QoS::AtMostOnce => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                commits.push(durable::commit(rx));
+                Some(tx)
+            }
+            _ => None,
+        };
         if msg.retain {
             if let Some(r) = &inner.retained {
                 r.queue(msg);
             }
         }
-        if inner.limits.check_topic(&inner.prefix, &msg.topic).is_err() {
+        let prefix = match &inner.durable {
+            Some(d) if msg.qos != QoS::AtMostOnce => &d.prefix,
+            _ => &inner.prefix,
+        };
+        if inner.limits.check_topic(prefix, &msg.topic).is_err() {
             return inner.lose(Loss::TopicTooLong, &msg.topic);
         }
         if !inner.connected() {
@@ -473,7 +499,7 @@ impl RemoteRouting for Cluster {
             return inner.lose(Loss::QueueFull, &msg.topic);
         }
         inner.pending.fetch_add(1, Ordering::AcqRel);
-        if inner.out.try_send(Arc::clone(msg)).is_err() {
+        if inner.out.try_send((Arc::clone(msg), done)).is_err() {
             inner.out_bytes.fetch_sub(weight, Ordering::Relaxed);
             inner.sent();
             inner.lose(Loss::QueueFull, &msg.topic);
@@ -522,17 +548,18 @@ impl RemoteRouting for Cluster {
 }
 
 /// Publishes what `forward` queued, in order. Ends when the cluster goes.
-async fn publish_task(inner: Weak<Inner>, mut rx: mpsc::Receiver<Arc<Message>>) {
-    while let Some(msg) = rx.recv().await {
+async fn publish_task(inner: Weak<Inner>, mut rx: mpsc::Receiver<(Arc<Message>, Option<durable::Done>)>) {
+    while let Some((msg, done)) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        publish_one(&inner, &msg).await;
+        publish_one(&inner, &msg, done).await;
         inner.sent();
         inner.check_low();
     }
 }
 
-/// Publishes one queued message.
-async fn publish_one(inner: &Inner, msg: &Message) {
+/// Publishes one queued message: on core NATS, or in durable mode (QoS 1
+/// and 2) to the stream, `done` hearing whether it stored it.
+async fn publish_one(inner: &Inner, msg: &Message, done: Option<durable::Done>) {
     inner.out_bytes.fetch_sub(msg.weight(), Ordering::Relaxed);
     let seq = inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let headers = wire::headers(&inner.node, inner.run, seq);
@@ -545,6 +572,16 @@ async fn publish_one(inner: &Inner, msg: &Message) {
     };
     if inner.limits.check_payload(wire::headers_len(&headers), body.len()).is_err() {
         inner.lose(Loss::TooLarge, &msg.topic);
+        return;
+    }
+    if let Some(d) = inner.durable.as_ref().filter(|_| msg.qos != QoS::AtMostOnce) {
+        let subject = subject::topic_subject(&d.prefix, &msg.topic);
+        match d.publish(subject, headers, body, done).await {
+            Ok(()) => {
+                inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => inner.lose(Loss::StreamFailed, &msg.topic),
+        }
         return;
     }
     let subject = subject::topic_subject(&inner.prefix, &msg.topic);
@@ -590,7 +627,12 @@ async fn subscription_task(weak: Weak<Inner>, wake: Arc<Notify>) {
 
 /// The NATS subscriptions of one key, each read by its own task.
 async fn subscribe(inner: &Inner, weak: &Weak<Inner>, filter: &SubscriptionFilter) -> Option<Vec<JoinHandle<()>>> {
-    let sub = subject::subscription(&inner.prefix, filter);
+    let mut sub = subject::subscription(&inner.prefix, filter);
+    if let (Some(d), Some(_)) = (&inner.durable, &sub.queue) {
+        // Shared groups take durable-mode messages from their queue group
+        // too (at most once): the stream's consumers are per node.
+        sub.subjects.extend(subject::filter_subjects(&d.prefix, &filter.filter));
+    }
     if let Err(e) = inner.limits.check_subscription(&sub) {
         warn!(filter = %portcullis_core::logsafe::Peer(filter.filter.as_str()), error = %e, "cluster: filter not subscribed on NATS; other nodes' messages will not reach it");
         return None;

@@ -178,6 +178,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::durable::Commit;
 use crate::message::Message;
 use crate::owner::SessionOwner;
 use crate::topic::{SubscriptionFilter, TopicName};
@@ -253,7 +254,14 @@ pub trait RemoteRouting: Send + Sync + std::fmt::Debug {
     /// A message that originated on this node, after local routing: send
     /// it to the nodes that want it. Called once per message; never for a
     /// message that came from another node, nor for `$SYS`.
-    fn forward(&self, msg: &Arc<Message>);
+    ///
+    /// `commits` is `Some` when a publisher waits for its acknowledgement
+    /// (a client's QoS 1/2 PUBLISH): a transport that stores messages
+    /// between nodes (the cluster's durable mode) pushes a [`Commit`] that
+    /// completes once the message is stored, so that the PUBACK/PUBREC
+    /// follows it, and fails (v5 0x97, 3.x connection closed) when it
+    /// could not be stored. An at-most-once transport pushes nothing.
+    fn forward(&self, msg: &Arc<Message>, commits: Option<&mut Vec<Commit>>);
 
     /// Whether the transport would deliver a message on `topic` somewhere:
     /// another node has a subscriber whose filter matches it, or a shared

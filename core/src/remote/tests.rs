@@ -50,7 +50,7 @@ impl RemoteRouting for Recorder {
     fn node_slot(&self) -> NodeSlot {
         NodeSlot(self.slot)
     }
-    fn forward(&self, msg: &Arc<Message>) {
+    fn forward(&self, msg: &Arc<Message>, _commits: Option<&mut Vec<crate::durable::Commit>>) {
         self.forwarded.lock().push(msg.topic.as_str().to_owned());
     }
     fn has_interest(&self, topic: &TopicName) -> bool {
