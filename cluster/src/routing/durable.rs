@@ -68,6 +68,8 @@ use crate::subject::{self, Prefix};
 
 /// Stream acknowledgements awaited at once (publishing side).
 pub const ACKS_IN_FLIGHT: usize = 4096;
+/// Acknowledgements handed to the task that awaits them, not yet taken.
+const ACK_HANDOFF: usize = 64;
 /// Messages the consumer asks for at a time.
 pub const BATCH: usize = 512;
 /// Messages delivered to this node and not yet acknowledged, at most.
@@ -129,7 +131,7 @@ impl Publisher {
     pub fn start(client: async_nats::Client, prefix: &Prefix, timeout: Duration, counters: Arc<Counters>) -> Publisher {
         let mut js = jetstream::new(client);
         js.set_timeout(timeout);
-        let (acks, rx) = mpsc::channel(ACKS_IN_FLIGHT);
+        let (acks, rx) = mpsc::channel(ACK_HANDOFF);
         tokio::spawn(await_acks(rx, counters));
         Publisher { js, prefix: prefix.durable(), acks }
     }
@@ -150,20 +152,34 @@ impl Publisher {
     }
 }
 
-/// Awaits the stream's acknowledgements in publish order and tells each
-/// publisher; a refusal is counted and logged (paced).
+/// Awaits the stream's acknowledgements, all at once (each one's
+/// `request_timeout` runs from when it is taken here, not from when the one
+/// before it was answered: a stuck NATS fails them all within one timeout),
+/// and tells each publisher in publish order; a refusal is counted and
+/// logged (paced).
 async fn await_acks(mut rx: mpsc::Receiver<(PublishAckFuture, Option<Done>)>, counters: Arc<Counters>) {
     let log = LogLimiter::new(1);
-    while let Some((ack, done)) = rx.recv().await {
-        let r = ack.await.map(|_| ()).map_err(|e| e.to_string());
-        if let Err(e) = &r {
-            counters.dropped(Loss::StreamFailed);
-            if let Some(suppressed) = log.allow() {
-                warn!(error = %e, suppressed, "cluster: the durable stream did not store a message (its publisher is told)");
+    let mut waiting = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        tokio::select! {
+            next = rx.recv(), if open && waiting.len() < ACKS_IN_FLIGHT => match next {
+                Some((ack, done)) => waiting.push_back(async move {
+                    (std::future::IntoFuture::into_future(ack).await.map(|_| ()).map_err(|e| e.to_string()), done)
+                }),
+                None => open = false,
+            },
+            Some((r, done)) = waiting.next(), if !waiting.is_empty() => {
+                if let Err(e) = &r {
+                    counters.dropped(Loss::StreamFailed);
+                    if let Some(suppressed) = log.allow() {
+                        warn!(error = %e, suppressed, "cluster: the durable stream did not store a message (its publisher is told)");
+                    }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(r);
+                }
             }
-        }
-        if let Some(done) = done {
-            let _ = done.send(r);
         }
     }
 }
