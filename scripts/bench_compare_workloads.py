@@ -137,6 +137,16 @@ WORKLOADS = {
         "quick": ["--count", "2000"],
         "ratios": ["rate", "p99"],
     },
+    "clusterdurlat": {
+        "title": "cluster latency 1→1 QoS 1 @ 2,000 msg/s, durable",
+        "kind": "cluster",
+        "nodes": 2,
+        "cross_node": "durable",
+        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "64", "--rate", "2000"],
+        "full": ["--duration", "10s"],
+        "quick": ["--duration", "2s"],
+        "ratios": ["p99"],
+    },
     "clusterfan": {
         "title": "cluster fan-out 1→20 QoS 1 64 B",
         "kind": "cluster",

@@ -26,7 +26,8 @@
 //!   node resumes where it stopped), filters locally (routing drops what
 //!   no local subscription matches) and skips its own messages (local
 //!   routing delivered them). It acknowledges (`AckAll`) the last message
-//!   of each batch once the store commits of the persistent sessions the
+//!   of each batch (at most [`ACK_EVERY`] messages or [`ACK_DELAY`] after
+//!   its first) once the store commits of the persistent sessions the
 //!   batch reached have completed: a message leaves this node's part of
 //!   the stream only once it is on this node's disk (or in memory without
 //!   a store). The stream keeps a message until every consumer has
@@ -79,6 +80,10 @@ pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Messages delivered before the batch's commits are awaited and the last
 /// one acknowledged, at most.
 const ACK_EVERY: usize = 256;
+/// How long a batch waits for more messages before it is settled: one
+/// acknowledgement (which JetStream replicates) covers the messages of
+/// this long instead of each message of a slow trickle.
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// Told whether the stream stored a message.
 pub type Done = oneshot::Sender<Result<(), String>>;
@@ -276,6 +281,8 @@ struct Reader {
 #[derive(Default)]
 struct Batch {
     last: Option<jetstream::Message>,
+    /// When its first message was delivered.
+    since: Option<tokio::time::Instant>,
     commits: Vec<Commit>,
     count: usize,
 }
@@ -288,11 +295,18 @@ impl Reader {
         loop {
             let next = match messages.next().now_or_never() {
                 Some(next) => next,
-                None => {
-                    // Nothing more at once: settle what was delivered.
-                    self.settle(&mut batch).await;
-                    messages.next().await
-                }
+                None => match batch.since {
+                    // Nothing more at once: the batch waits for more at most
+                    // ACK_DELAY after its first message, then is settled.
+                    Some(since) => match tokio::time::timeout_at(since + ACK_DELAY, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.settle(&mut batch).await;
+                            continue;
+                        }
+                    },
+                    None => messages.next().await,
+                },
             };
             let m = match next {
                 Some(Ok(m)) => m,
@@ -321,6 +335,7 @@ impl Reader {
             if seq <= self.last_seen {
                 // Delivered again (an acknowledgement that did not arrive).
                 batch.last = Some(m);
+                batch.since.get_or_insert_with(tokio::time::Instant::now);
                 continue;
             }
             if self.last_seen != 0 && seq > self.last_seen + 1 {
@@ -333,6 +348,7 @@ impl Reader {
             inner.deliver_durable(&m, prefix, &mut batch.commits);
             batch.last = Some(m);
             batch.count += 1;
+            batch.since.get_or_insert_with(tokio::time::Instant::now);
             if batch.count >= ACK_EVERY {
                 self.settle(&mut batch).await;
             }
@@ -344,6 +360,7 @@ impl Reader {
     /// batch unacknowledged: the stream delivers it again after
     /// [`ACK_WAIT`].
     async fn settle(&mut self, batch: &mut Batch) {
+        batch.since = None;
         let Some(last) = batch.last.take() else { return };
         batch.count = 0;
         let mut ok = true;
