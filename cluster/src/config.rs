@@ -101,6 +101,16 @@ pub enum CrossNode {
     Durable,
 }
 
+impl CrossNode {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrossNode::AtMostOnce => "at_most_once",
+            CrossNode::Durable => "durable",
+        }
+    }
+}
+
 /// nats-server refuses a `max_payload` above 64 MiB.
 const MAX_PAYLOAD_CEILING: u64 = 64 * 1024 * 1024;
 
@@ -180,7 +190,8 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
     /// `"at_most_once"` (default) or `"durable"`: how QoS 1 and 2 messages
     /// cross between nodes ([`CrossNode`]). Every node of a cluster must
-    /// use the same.
+    /// use the same: a node refuses to join beside a running node in the
+    /// other mode ([`crate::members`]).
     #[serde(default)]
     pub cross_node: CrossNode,
     /// Durable mode: how long the stream keeps a message that some node
@@ -189,7 +200,9 @@ pub struct ClusterConfig {
     #[serde(default = "default_durable_max_age", deserialize_with = "units::duration")]
     pub durable_max_age: Duration,
     /// Durable mode: the stream's size limit; past it the oldest messages
-    /// go first (counted by the node that missed them).
+    /// go first (counted by the node that missed them). This and
+    /// `durable_max_age` are set when the stream is created; an existing
+    /// stream keeps its own.
     #[serde(default = "default_durable_max_bytes", deserialize_with = "units::size")]
     pub durable_max_bytes: u64,
 }

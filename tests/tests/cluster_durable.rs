@@ -12,6 +12,7 @@
 //!   never acknowledged.
 //! * A NATS server SIGKILLed under load (the publishing node's own): with
 //!   the publisher resending what was refused, every message arrives.
+//! * A node in the other mode refuses to start beside a running one.
 //!
 //! Run through `bash scripts/services.sh nats -- cargo test -p
 //! portcullis-tests --test cluster_durable -- --test-threads=2`.
@@ -295,5 +296,32 @@ async fn a_nats_server_killed_under_load_loses_nothing() {
     );
     assert!(missing.is_empty(), "lost {} messages: first {:?}", missing.len(), &missing[..missing.len().min(10)]);
     drop(b);
+    drop(nats);
+}
+
+/// Every node must use the same `cross_node`: a node in the other mode
+/// refuses to start while a node in this one runs (it would not read the
+/// stream, or would read only the stream), naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_in_the_other_mode_refuses_to_start() {
+    let Some(nats) = Nats::start(3) else { return };
+    let a = node(&nats, 1, &[1], "", "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("portcullis.toml");
+    let config = format!(
+        "[node]\nname = \"n9\"\n[limits]\nmax_packet_size = \"1MiB\"\n[[listeners]]\nname = \"tcp\"\nbind = \"127.0.0.1:0\"\n\
+         [cluster]\nenabled = true\nnats = [\"{}\"]\nkv_replicas = 3\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nsocket = {:?}\n[persistence]\ndir = {:?}\n",
+        nats.url(2),
+        dir.path().join("admin.sock").display().to_string(),
+        dir.path().join("data").display().to_string(),
+    );
+    std::fs::write(&cfg, &config).expect("config");
+    let out = portcullis_tests::run_bounded(&["--config", cfg.to_str().expect("utf-8")], Duration::from_secs(40))
+        .expect("the node exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cross_node is") && stderr.contains("at_most_once") && stderr.contains("n1"), "{stderr}");
+    assert!(a.wait_log("durable stream open", Duration::from_secs(1)), "the running node is left alone");
     drop(nats);
 }

@@ -55,7 +55,7 @@ use portcullis_core::remote::NodeSlot;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, CrossNode};
 
 /// `[cluster] heartbeat_interval`'s default.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -111,6 +111,14 @@ pub struct NodeEntry {
     pub heartbeat_ms: u64,
     /// What the node says: `stopped` once it stopped cleanly.
     pub status: NodeStatus,
+    /// Its `[cluster] cross_node` (`at_most_once` for an entry written
+    /// before the setting existed).
+    #[serde(default = "default_cross_node")]
+    pub cross_node: String,
+}
+
+fn default_cross_node() -> String {
+    CrossNode::AtMostOnce.as_str().to_string()
 }
 
 /// A node as this node sees it now.
@@ -134,6 +142,8 @@ pub enum JoinError {
     Kv { bucket: String, what: String },
     #[error("every node slot (1..=65535) of KV bucket {0} is held by a node name")]
     NoSlot(String),
+    #[error("[cluster] cross_node is {ours:?} here but {theirs:?} on running node {node:?}: every node of a cluster must use the same (stop them all to change it)")]
+    CrossNode { ours: String, theirs: String, node: String },
 }
 
 fn kv_err(bucket: &str, what: impl std::fmt::Display) -> JoinError {
@@ -225,7 +235,9 @@ impl Members {
             listeners: Vec::new(),
             heartbeat_ms: now_ms(),
             status: NodeStatus::Running,
+            cross_node: config.cross_node.as_str().to_string(),
         };
+        check_cross_node(&kv, &bucket, &node, config).await?;
         let (previous, revision) = claim_name(&kv, &bucket, &key, &entry, config).await?;
         entry.slot = claim_slot(&kv, &bucket, &node, previous.map(|p| p.slot)).await?;
         entry.heartbeat_ms = now_ms();
@@ -405,6 +417,29 @@ impl Members {
         }
         view.insert(entry.name.clone(), Seen { entry, at });
     }
+}
+
+/// Refuses to join when a running node (another name, a heartbeat within
+/// `node_timeout` by this node's clock) uses another `cross_node`: an
+/// at-most-once node does not read the durable stream, so it would never
+/// get the durable nodes' QoS 1/2 messages, and they would miss its.
+async fn check_cross_node(kv: &kv::Store, bucket: &str, node: &str, config: &ClusterConfig) -> Result<(), JoinError> {
+    let ours = config.cross_node.as_str();
+    let mut keys = kv.keys().await.map_err(|e| kv_err(bucket, format!("listing nodes: {e}")))?;
+    let timeout_ms = config.node_timeout.as_millis() as u64;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| kv_err(bucket, format!("listing nodes: {e}")))?;
+        if !key.starts_with("nodes.") {
+            continue;
+        }
+        let Ok(Some(value)) = kv.get(&key).await else { continue };
+        let Some(e) = decode(&value) else { continue };
+        let running = e.status == NodeStatus::Running && now_ms().saturating_sub(e.heartbeat_ms) <= timeout_ms;
+        if running && e.name != node && e.cross_node != ours {
+            return Err(JoinError::CrossNode { ours: ours.to_string(), theirs: e.cross_node, node: e.name });
+        }
+    }
+    Ok(())
 }
 
 fn encode(e: &NodeEntry) -> bytes::Bytes {
@@ -687,8 +722,13 @@ mod tests {
             listeners: vec!["tcp:default 127.0.0.1:1883".into()],
             heartbeat_ms: 5,
             status: NodeStatus::Running,
+            cross_node: "durable".into(),
         };
-        assert_eq!(decode(&encode(&e)), Some(e));
+        assert_eq!(decode(&encode(&e)), Some(e.clone()));
+        // An entry written before cross_node existed reads as at most once.
+        let mut old = serde_json::to_value(&e).unwrap();
+        old.as_object_mut().unwrap().remove("cross_node");
+        assert_eq!(decode(&serde_json::to_vec(&old).unwrap()).unwrap().cross_node, "at_most_once");
         assert_eq!(decode(&vec![b' '; MAX_ENTRY_BYTES + 1]), None);
     }
 }
