@@ -82,7 +82,19 @@ async fn qos1_messages_cross_through_the_stream_in_order() {
     let (a, b) = (node(&nats, 1, &[1], "", ""), node(&nats, 2, &[2], "", ""));
     let (mut s, _) = login(b.addr, "sub", true).await;
     subscribe(&mut s, 1, &[("d/#", Q1)]).await;
+    // Shared groups keep their NATS queue groups, on the durable subjects
+    // too: the one member cluster-wide gets every message.
+    let (mut g, _) = login(b.addr, "member", true).await;
+    subscribe(&mut g, 1, &[("$share/g/d/#", Q1)]).await;
     let (mut p, _) = login(a.addr, "pub", true).await;
+    let end = Instant::now() + Duration::from_secs(10);
+    while receive(&mut g, 1, Duration::from_millis(300)).await.is_empty() {
+        // Until the queue group's interest reached A's server.
+        assert!(Instant::now() < end, "no route for the shared group");
+        assert_eq!(pub_simple(&mut p, "d/probe", Q1, 60001, b"probe", false).await, 0);
+    }
+    receive(&mut s, 1000, Duration::from_millis(500)).await;
+    receive(&mut g, 1000, Duration::from_millis(500)).await;
     let n = 1000usize;
     let t = Instant::now();
     for i in 0..n {
@@ -93,6 +105,7 @@ async fn qos1_messages_cross_through_the_stream_in_order() {
     let got = receive(&mut s, n, Duration::from_secs(30)).await;
     let want: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want, "every message once, in order");
+    assert_eq!(receive(&mut g, n, Duration::from_secs(30)).await, want, "the shared group's one member");
     println!(
         "durable: {n} QoS 1 PUBLISHes acknowledged one at a time in {took:?} ({:.0} µs each)",
         took.as_micros() as f64 / n as f64

@@ -348,6 +348,11 @@ fn count_slow_consumers(
     }
 }
 
+/// Whether `subject` is under `prefix` (the prefix's tokens, then more).
+fn is_under(subject: &str, prefix: &Prefix) -> bool {
+    subject.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// A run id: the start time in nanoseconds mixed with the process id.
 fn run_id() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -414,7 +419,13 @@ impl Inner {
             Ok(o) => o,
             Err(e) => return self.malformed(&e),
         };
-        let topic = match subject::decode_subject(&self.prefix, m.subject.as_str()) {
+        // A shared group's queue subscriptions also take the durable
+        // mode's subjects (`<prefix>.d…`).
+        let prefix = match &self.durable {
+            Some(d) if is_under(m.subject.as_str(), &d.prefix) => &d.prefix,
+            _ => &self.prefix,
+        };
+        let topic = match subject::decode_subject(prefix, m.subject.as_str()) {
             Ok(t) => t,
             Err(e) => return self.malformed(&e),
         };
