@@ -336,5 +336,20 @@ async fn a_node_in_the_other_mode_refuses_to_start() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("cross_node is") && stderr.contains("at_most_once") && stderr.contains("n1"), "{stderr}");
     assert!(a.wait_log("durable stream open", Duration::from_secs(1)), "the running node is left alone");
+    // The node list shows each node's mode (admin API over its Unix socket).
+    let nodes = admin_get(&a.data_dir().with_file_name("admin.sock"), "/api/v5/nodes");
+    assert!(nodes.contains("\"cross_node\":\"durable\""), "{nodes}");
+    println!("refused: {}", stderr.lines().last().unwrap_or_default());
     drop(nats);
+}
+
+/// GET `path` from the admin API's Unix socket (administrator, no key).
+fn admin_get(socket: &std::path::Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("admin socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: node\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
 }

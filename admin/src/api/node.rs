@@ -102,6 +102,10 @@ pub struct NodeInfo {
     /// by the node answering.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silent_ms: Option<u64>,
+    /// Cluster mode: how it sends QoS 1/2 messages to the other nodes,
+    /// `at_most_once` or `durable` (`[cluster] cross_node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node: Option<String>,
 }
 
 fn rfc3339_ms(ms: u64) -> String {
@@ -134,12 +138,14 @@ fn node_infos(ctx: &Ctx) -> Vec<NodeInfo> {
                     listeners: None,
                     last_heartbeat: None,
                     silent_ms: None,
+                    cross_node: None,
                 }
             };
             info.slot = Some(e.slot);
             info.listeners = Some(e.listeners);
             info.last_heartbeat = Some(rfc3339_ms(e.heartbeat_ms));
             info.silent_ms = Some(u64::try_from(v.silent_for.as_millis()).unwrap_or(u64::MAX));
+            info.cross_node = Some(e.cross_node);
             info
         })
         .collect()
@@ -159,6 +165,7 @@ fn node_info(broker: &Broker) -> NodeInfo {
         listeners: None,
         last_heartbeat: None,
         silent_ms: None,
+        cross_node: None,
     }
 }
 
