@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
+# The bridge tests run a real Mosquitto broker (and its mosquitto_passwd),
+# found where tests/src/mosquitto.rs looks for it.
+{ [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1; } && command -v mosquitto_passwd >/dev/null 2>&1 \
+  || need_pkgs+=(mosquitto)
 # The tests signal broker processes with /usr/bin/kill (not the shell builtin).
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need_pkgs+=(procps)
 # Validates docker-compose.yml without a Docker engine.
@@ -26,7 +30,9 @@ fi
 # implementation (tests/scram_client.py imports scramp from PyPI).
 python3 -c 'import scramp' >/dev/null 2>&1 || python3 -m pip install --quiet scramp
 # The STOMP gateway is checked with stomp.py from PyPI (tests/stomp_client.py).
-python3 -c 'import stomp' >/dev/null 2>&1 || python3 -m pip install --quiet stomp.py
+# Checked from / : here, the crate directory stomp/ imports as a namespace
+# package and would pass for it.
+(cd / && python3 -c 'import stomp.connect') >/dev/null 2>&1 || python3 -m pip install --quiet stomp.py
 # The dashboard's browser test (tests/tests/dashboard.rs) drives Debian's
 # chromium over the DevTools protocol.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)

@@ -47,7 +47,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
@@ -56,16 +56,15 @@ use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType}
 use async_nats::jetstream::{self, Context};
 use futures::{FutureExt, StreamExt};
 use portcullis_core::durable::{Commit, StoreError};
+use portcullis_core::logsafe::LogLimiter;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use portcullis_core::logsafe::LogLimiter;
-
 use super::metrics::{Counters, Loss};
 use super::{wire, Inner};
 use crate::config::ClusterConfig;
-use crate::subject::{self, Prefix};
+use crate::subject::Prefix;
 
 /// Stream acknowledgements awaited at once (publishing side).
 pub const ACKS_IN_FLIGHT: usize = 4096;
@@ -393,17 +392,7 @@ impl Inner {
             // this run or, unacknowledged, in one before a restart).
             return;
         }
-        let topic = match subject::decode_subject(prefix, m.subject.as_str()) {
-            Ok(t) => t,
-            Err(e) => return self.malformed(&e),
-        };
-        if topic.as_str().starts_with("$SYS/") {
-            return self.malformed(&"a $SYS topic from NATS");
-        }
-        let msg = match wire::message(&m.payload, &topic, self.decode, Instant::now()) {
-            Ok(msg) => msg,
-            Err(e) => return self.malformed(&e),
-        };
+        let Some(msg) = self.decode_inbound(prefix, m.subject.as_str(), &m.payload) else { return };
         broker.deliver_remote_committed(&msg, commits);
         self.counters.received.fetch_add(1, Ordering::Relaxed);
     }

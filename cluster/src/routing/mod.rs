@@ -425,19 +425,7 @@ impl Inner {
             Some(d) if is_under(m.subject.as_str(), &d.prefix) => &d.prefix,
             _ => &self.prefix,
         };
-        let topic = match subject::decode_subject(prefix, m.subject.as_str()) {
-            Ok(t) => t,
-            Err(e) => return self.malformed(&e),
-        };
-        if topic.as_str().starts_with("$SYS/") {
-            // No node forwards $SYS (it stays per node): whoever sent this
-            // is not a node, and local $SYS readers must not believe it.
-            return self.malformed(&"a $SYS topic from NATS");
-        }
-        let msg = match wire::message(&m.payload, &topic, self.decode, Instant::now()) {
-            Ok(msg) => msg,
-            Err(e) => return self.malformed(&e),
-        };
+        let Some(msg) = self.decode_inbound(prefix, m.subject.as_str(), &m.payload) else { return };
         match shared {
             None => {
                 // The check and the delivery under one lock: the first copy
@@ -462,6 +450,32 @@ impl Inner {
             }
         }
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The message an inbound NATS message carries on `subject` (under
+    /// `prefix`); `None`, counted and logged, when it is not what a node
+    /// sends.
+    fn decode_inbound(&self, prefix: &Prefix, subject: &str, payload: &Bytes) -> Option<Arc<Message>> {
+        let topic = match subject::decode_subject(prefix, subject) {
+            Ok(t) => t,
+            Err(e) => {
+                self.malformed(&e);
+                return None;
+            }
+        };
+        if topic.as_str().starts_with("$SYS/") {
+            // No node forwards $SYS (it stays per node): whoever sent this
+            // is not a node, and local $SYS readers must not believe it.
+            self.malformed(&"a $SYS topic from NATS");
+            return None;
+        }
+        match wire::message(payload, &topic, self.decode, Instant::now()) {
+            Ok(msg) => Some(msg),
+            Err(e) => {
+                self.malformed(&e);
+                None
+            }
+        }
     }
 
     fn malformed(&self, e: &dyn std::fmt::Display) {
