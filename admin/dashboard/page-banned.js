@@ -45,6 +45,9 @@ export function render(root, ctx) {
       status.dataset.done = b.who;
       who.value = '';
       reason.value = '';
+      // The form is ready for the next ban now, not after the list
+      // reloads (a slow reload swallowed the next click).
+      add.disabled = false;
       await p.refresh();
     } catch (e) {
       const box = root.querySelector('.error') || root.appendChild(el('p', { class: 'error', role: 'alert' }));

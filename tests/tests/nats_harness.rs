@@ -277,7 +277,10 @@ async fn kv_writes_resume_after_sigstop_of_the_leader() {
     let other = if frozen == 1 { 2 } else { 1 };
     let c = connect(&nats.url(other)).await;
     let kv = open(&c, "frozen", Duration::from_secs(1)).await;
-    kv.put("k", Bytes::from_static(b"before")).await.expect("put");
+    // Just after the bucket was made on server 1, `other` can still answer
+    // "stream not found" (failed once in a fresh-clone CI run): the write
+    // before the freeze may take a few tries.
+    put_until_ok(&kv, "k", Duration::from_secs(10)).await.expect("a write before the freeze");
 
     nats.stop(frozen);
     let took = put_until_ok(&kv, "k", Duration::from_secs(60)).await;
