@@ -124,29 +124,6 @@ WORKLOADS = {
         "quick": ["--duration", "2s"],
         "ratios": ["p99"],
     },
-    # The same 1→1 in the durable mode (`cross_node = "durable"`): QoS 1
-    # through the JetStream stream (3 replicas, fsync always), each PUBACK
-    # after the stream stored the message.
-    "clusterdur": {
-        "title": "cluster 1→1 QoS 1 256 B, durable",
-        "kind": "cluster",
-        "nodes": 2,
-        "cross_node": "durable",
-        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "256", "--duration", "60s"],
-        "full": ["--count", "20000"],
-        "quick": ["--count", "2000"],
-        "ratios": ["rate", "p99"],
-    },
-    "clusterdurlat": {
-        "title": "cluster latency 1→1 QoS 1 @ 2,000 msg/s, durable",
-        "kind": "cluster",
-        "nodes": 2,
-        "cross_node": "durable",
-        "args": ["-p", "1", "-s", "1", "--qos", "1", "--size", "64", "--rate", "2000"],
-        "full": ["--duration", "10s"],
-        "quick": ["--duration", "2s"],
-        "ratios": ["p99"],
-    },
     "clusterfan": {
         "title": "cluster fan-out 1→20 QoS 1 64 B",
         "kind": "cluster",
@@ -157,6 +134,20 @@ WORKLOADS = {
         "ratios": ["rate", "p99"],
     },
 }
+
+
+def durable(name, **changes):
+    """Cluster workload `name` in the durable mode (`cross_node =
+    "durable"`): QoS 1 through the JetStream stream (3 replicas, fsync
+    always), each PUBACK after the stream stored the message."""
+    w = dict(WORKLOADS[name], title=WORKLOADS[name]["title"] + ", durable", cross_node="durable")
+    w.update(changes)
+    return w
+
+
+WORKLOADS["clusterdur"] = durable("cluster11", full=["--count", "20000"], quick=["--count", "2000"])
+WORKLOADS["clusterdurlat"] = durable("clusterlat")
+
 # Portcullis' `[persistence] mode` per pass of a "persist" workload; the
 # first is the row the peers' runs are shown in.
 PERSIST_MODES = ["strict", "relaxed", "off"]

@@ -93,6 +93,19 @@ async fn try_connect(addr: SocketAddr, c: Connect) -> (u8, bool, Duration, Raw) 
 }
 
 /// The registry entry of `client_id` as server `i` serves it.
+/// The mover's entry read through server `i`: the first read, and the last
+/// one, taken every 100 ms until it names n1 or [`RECOVERY_BOUND`] after
+/// `healed` passed.
+async fn entry_until_n1(nats: &Nats, i: usize, healed: Instant) -> (Option<String>, Option<String>) {
+    let first = entry_node(nats, i, "mover").await;
+    let mut owner = first.clone();
+    while owner.as_deref() != Some("n1") && healed.elapsed() < RECOVERY_BOUND {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        owner = entry_node(nats, i, "mover").await;
+    }
+    (first, owner)
+}
+
 async fn entry_node(nats: &Nats, i: usize, client_id: &str) -> Option<String> {
     let client = async_nats::connect(nats.url(i)).await.ok()?;
     let js = async_nats::jetstream::new(client);
@@ -411,24 +424,14 @@ async fn scenario(case: &str, flood: bool, leader_on: &str) {
     // through server 3.
     // Through server 1 as well: a KV read (direct get) may be answered by
     // any replica, server 3's stale one included, until it catches up.
-    let mut owner1 = entry_node(&nats, 1, "mover").await;
-    let stale1_first = owner1.clone();
-    while owner1.as_deref() != Some("n1") && healed.elapsed() < RECOVERY_BOUND {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        owner1 = entry_node(&nats, 1, "mover").await;
-    }
+    let (stale1_first, owner1) = entry_until_n1(&nats, 1, healed).await;
     println!(
         "cluster-partition: {case}: server 1's read of the mover's entry: first {stale1_first:?}, names n1 {} ms \
          after the heal",
         ms(healed.elapsed())
     );
     // Server 3's replica catches up: until then a read through it is stale.
-    let mut owner3 = entry_node(&nats, 3, "mover").await;
-    let stale_first = owner3.clone();
-    while owner3.as_deref() != Some("n1") && healed.elapsed() < RECOVERY_BOUND {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        owner3 = entry_node(&nats, 3, "mover").await;
-    }
+    let (stale_first, owner3) = entry_until_n1(&nats, 3, healed).await;
     println!(
         "cluster-partition: {case}: server 3's read of the mover's entry: first {stale_first:?}, names n1 {} ms after the heal",
         ms(healed.elapsed())
