@@ -802,7 +802,13 @@ impl Broker {
                     InflightState::Released => OutState::Released,
                 };
                 let d = delivery(i.msg, i.qos, i.retain, Vec::new());
-                st.push_inflight(Inflight { packet_id: i.packet_id, delivery: d, state, stored: Some(i.id) });
+                st.push_inflight(Inflight {
+                    packet_id: i.packet_id,
+                    delivery: d,
+                    state,
+                    stored: Some(i.id),
+                    settle: None,
+                });
                 messages += 1;
             }
             for id in std::mem::take(&mut s.awaiting_rel) {

@@ -177,6 +177,29 @@ pub enum StoreError {
 /// Completes when a batch is durable (or failed).
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
+/// Completes the commit of one delivery's batch when its subscriber
+/// acknowledged the delivery (see [`SessionStore::commit_delivery`]):
+/// the message reached the session it was queued for, so the disk need
+/// not hold it for the publisher's acknowledgement. Dropped without
+/// [`Settle::acknowledged`] (the delivery was dropped, the session ended
+/// or moved), the commit waits for the store as before.
+#[derive(Debug)]
+pub struct Settle(tokio::sync::oneshot::Sender<()>);
+
+impl Settle {
+    /// A settle and what it completes.
+    pub fn new() -> (Settle, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Settle(tx), rx)
+    }
+
+    /// The subscriber acknowledged the delivery (or the session left it
+    /// the way its store change says: removed, not to be sent again).
+    pub fn acknowledged(self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// A persistent session as the store returns it at start.
 #[derive(Debug, Clone)]
 pub struct RecoveredSession {
@@ -264,6 +287,18 @@ pub trait SessionStore: Send + Sync + 'static {
     fn record(&self, changes: Vec<Change>) {
         drop(self.commit(changes));
     }
+    /// [`SessionStore::commit`] for the batch that queues one delivery
+    /// to a persistent session (its `QueuePush`, after the message's
+    /// `MessagePut` for the first session). The [`Settle`], when the
+    /// store gives one, travels with the delivery; fired when the
+    /// subscriber acknowledges it, it completes the commit at once,
+    /// without waiting for the write: a PUBACK means the message is on
+    /// disk or every persistent session it was queued for has it. The
+    /// store writes (or elides) the batch as ever. `None` when the commit
+    /// completes without waiting anyway (relaxed mode).
+    fn commit_delivery(&self, changes: Vec<Change>) -> (Commit, Option<Settle>) {
+        (self.commit(changes), None)
+    }
     /// Everything the store holds (called once, at start).
     fn recover(&self) -> Result<Recovered, StoreError>;
 }
@@ -339,6 +374,94 @@ mod tests {
             publisher: None,
             expires_at: None,
         })
+    }
+
+    /// A store that never writes: a delivery's commit completes only
+    /// through its settle (and fails if the settle is dropped, so that a
+    /// test sees it).
+    struct NeverWritten;
+
+    impl SessionStore for NeverWritten {
+        fn commit(&self, _changes: Vec<Change>) -> Commit {
+            Box::pin(std::future::pending())
+        }
+        fn commit_delivery(&self, _changes: Vec<Change>) -> (Commit, Option<Settle>) {
+            let (settle, acked) = Settle::new();
+            let commit = async move { acked.await.map_err(|_| StoreError::Failed("settle dropped".into())) };
+            (Box::pin(commit), Some(settle))
+        }
+        fn recover(&self) -> Result<Recovered, StoreError> {
+            Ok(Recovered::default())
+        }
+    }
+
+    fn poll_now(c: &mut Commit) -> std::task::Poll<Result<(), StoreError>> {
+        c.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    /// The session settles a delivery's commit where the store's changes
+    /// leave it (acknowledged, or dropped as expired when dequeued), not
+    /// when it is sent, and never when the session ends with it.
+    #[tokio::test]
+    async fn a_delivery_settles_its_commit_when_acknowledged_or_expired() {
+        let b = Broker::new(BrokerSettings::default());
+        b.restore_from_store(Arc::new(NeverWritten), Recovered::default());
+        let owner = SessionOwner::User(Arc::from("u"));
+        let id: Arc<str> = Arc::from("kept");
+        let request = |conn_id| OpenRequest {
+            client_id: &id,
+            owner: &owner,
+            clean_start: false,
+            expiry: Some(Duration::from_secs(60)),
+            conn_id,
+        };
+        let k = b.open_session(request(1)).unwrap();
+        let f = SubscriptionFilter::parse("t/+").unwrap();
+        let rec = SubRecord {
+            filter: f.clone(),
+            options: crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+            subscription_id: None,
+            check: false,
+        };
+        b.subscribe(&k.session, f, rec);
+        let publish = |m: Arc<Message>| {
+            let mut commits = Vec::new();
+            b.publish_from(m, None, Some(&mut commits));
+            assert_eq!(commits.len(), 1);
+            commits.pop().unwrap()
+        };
+
+        let mut acked = publish(msg(QoS::AtLeastOnce));
+        assert!(poll_now(&mut acked).is_pending(), "queued");
+        let out = k.session.lock().next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        assert!(poll_now(&mut acked).is_pending(), "sent, not acknowledged");
+        k.session.lock().complete(out.packet_id.unwrap());
+        assert!(matches!(poll_now(&mut acked), std::task::Poll::Ready(Ok(()))), "acknowledged");
+
+        let mut expired = publish(Arc::new(Message {
+            topic: TopicName::new("t/1").unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            publisher: None,
+            expires_at: Some(Instant::now() + Duration::from_secs(5)),
+        }));
+        let later = Instant::now() + Duration::from_secs(10);
+        assert!(k.session.lock().next_outgoing(10, later, &b.metrics, None).is_none());
+        assert!(matches!(poll_now(&mut expired), std::task::Poll::Ready(Ok(()))), "dropped as expired");
+
+        let mut in_flight = publish(msg(QoS::AtLeastOnce));
+        let mut queued = publish(msg(QoS::AtLeastOnce));
+        let _ = k.session.lock().next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        b.close_session(&k.session, 1);
+        let again = b.open_session(OpenRequest { clean_start: true, ..request(2) }).unwrap();
+        assert!(!again.session_present);
+        assert!(
+            matches!(poll_now(&mut in_flight), std::task::Poll::Ready(Err(_))),
+            "ended with the session, in flight"
+        );
+        assert!(matches!(poll_now(&mut queued), std::task::Poll::Ready(Err(_))), "ended with the session, queued");
     }
 
     #[tokio::test]

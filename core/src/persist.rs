@@ -327,7 +327,13 @@ pub fn load(broker: &Arc<Broker>, path: &Path) -> Result<Restored, PersistError>
             for i in s.inflight {
                 if let Some(d) = delivery_from(i.delivery, now) {
                     let state = if i.released { OutState::Released } else { OutState::Published };
-                    st.push_inflight(Inflight { packet_id: i.packet_id, delivery: d, state, stored: None });
+                    st.push_inflight(Inflight {
+                        packet_id: i.packet_id,
+                        delivery: d,
+                        state,
+                        stored: None,
+                        settle: None,
+                    });
                     out.messages += 1;
                 }
             }

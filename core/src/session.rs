@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
-use crate::durable::{Change, Commit, InflightState, MessageId, SessionStore};
+use crate::durable::{Change, Commit, InflightState, MessageId, SessionStore, Settle};
 use crate::gate::ClientInfo;
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
@@ -61,7 +61,7 @@ pub enum OutState {
     Released,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Inflight {
     pub packet_id: u16,
     pub delivery: Delivery,
@@ -69,6 +69,17 @@ pub struct Inflight {
     /// The stored message it refers to, when the session is persistent
     /// and the delivery is in the store.
     pub stored: Option<MessageId>,
+    /// Completes its publisher's commit when the subscriber acknowledges
+    /// it (see [`crate::durable::Settle`]).
+    pub settle: Option<Settle>,
+}
+
+/// A queued delivery of a durable session that is in the store.
+#[derive(Debug)]
+struct QueuedStored {
+    seq: u64,
+    id: MessageId,
+    settle: Option<Settle>,
 }
 
 /// What the connection must send next.
@@ -110,7 +121,7 @@ struct Activity {
     /// Beside `queue`, entry for entry while the session is durable (empty
     /// otherwise): the store's (seq, message id) of a queued delivery that
     /// is in the store.
-    queue_stored: VecDeque<Option<(u64, MessageId)>>,
+    queue_stored: VecDeque<Option<QueuedStored>>,
     /// The next queue seq for the store.
     next_seq: u64,
     queue_bytes: usize,
@@ -402,11 +413,19 @@ impl Session {
                     retain: d.retain,
                     subscription_ids: d.subscription_ids.clone(),
                 });
-                let commit = durable.store.commit(changes);
-                if let Some(c) = slot.commits.as_deref_mut() {
-                    c.push(commit);
-                }
-                Some((seq, id))
+                // A settle only for a commit someone waits for.
+                let settle = match slot.commits.as_deref_mut() {
+                    Some(c) => {
+                        let (commit, settle) = durable.store.commit_delivery(changes);
+                        c.push(commit);
+                        settle
+                    }
+                    None => {
+                        durable.store.record(changes);
+                        None
+                    }
+                };
+                Some(QueuedStored { seq, id, settle })
             }
             _ => None,
         };
@@ -458,7 +477,7 @@ impl Session {
         // Restored from the store, every entry is (the session is made
         // durable next); from a snapshot, none is.
         if stored.is_some() || a.durable.is_some() {
-            a.queue_stored.push_back(stored);
+            a.queue_stored.push_back(stored.map(|(seq, id)| QueuedStored { seq, id, settle: None }));
         }
         if let Some((seq, _)) = stored {
             a.next_seq = a.next_seq.max(seq + 1);
@@ -721,9 +740,9 @@ impl SessionState {
                 return None;
             }
             let d = a.queue.pop_front()?;
-            let stored = if client_id.is_some() { a.queue_stored.pop_front().flatten() } else { None };
-            if let (Some((seq, _)), Some(client_id)) = (stored, &client_id) {
-                changes.push(Change::QueuePop { client_id: client_id.clone(), seq });
+            let mut stored = if client_id.is_some() { a.queue_stored.pop_front().flatten() } else { None };
+            if let (Some(q), Some(client_id)) = (&stored, &client_id) {
+                changes.push(Change::QueuePop { client_id: client_id.clone(), seq: q.seq });
             }
             a.queue_bytes = a.queue_bytes.saturating_sub(d.queued_weight as usize);
             if a.congested_since.is_some() && a.queue.len() <= drain_mark {
@@ -731,6 +750,11 @@ impl SessionState {
                 a.drained = true;
             }
             if d.msg.expired(now) {
+                // Gone from the store with its QueuePop: settled as an
+                // acknowledgement would (the store elides it the same way).
+                if let Some(s) = stored.as_mut().and_then(|q| q.settle.take()) {
+                    s.acknowledged();
+                }
                 metrics.dropped(DropReason::Expired);
                 if let Some(out) = expired.as_deref_mut() {
                     out.push(d.msg);
@@ -741,7 +765,10 @@ impl SessionState {
                 return Some(Outgoing { delivery: d, packet_id: None });
             }
             let id = self.alloc_packet_id();
-            let stored = stored.filter(|_| client_id.is_some()).map(|(_, m)| m);
+            let (stored, settle) = match stored {
+                Some(q) => (Some(q.id), q.settle),
+                None => (None, None),
+            };
             if let (Some(m), Some(client_id)) = (stored, &client_id) {
                 changes.push(Change::InflightPut {
                     client_id: client_id.clone(),
@@ -757,6 +784,7 @@ impl SessionState {
                 delivery: d.clone(),
                 state: OutState::Published,
                 stored,
+                settle,
             });
             return Some(Outgoing { delivery: d, packet_id: Some(id) });
         }
@@ -767,9 +795,12 @@ impl SessionState {
     pub fn complete(&mut self, packet_id: u16) -> Option<Inflight> {
         let inflight = &mut self.activity.as_mut()?.inflight;
         let pos = inflight.iter().position(|i| i.packet_id == packet_id)?;
-        let done = inflight.remove(pos)?;
+        let mut done = inflight.remove(pos)?;
         if let (Some(_), Some(client_id)) = (done.stored, self.stored_id()) {
             self.emit(vec![Change::InflightDelete { client_id, packet_id }]);
+        }
+        if let Some(s) = done.settle.take() {
+            s.acknowledged();
         }
         Some(done)
     }

@@ -2,13 +2,16 @@
 //! over the writer thread.
 
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use portcullis_core::durable::{Change, Commit, Recovered, SessionStore, StoreError};
+use portcullis_core::durable::{Change, Commit, Recovered, SessionStore, Settle, StoreError};
 use tokio::sync::oneshot;
 
 use crate::config::{StoreConfig, SyncMode};
@@ -241,9 +244,46 @@ impl SessionStore for Store {
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(stopped())) })
     }
 
+    fn commit_delivery(&self, changes: Vec<Change>) -> (Commit, Option<Settle>) {
+        if self.mode != SyncMode::Strict || changes.is_empty() {
+            return (self.commit(changes), None);
+        }
+        let (done, written) = oneshot::channel();
+        let (settle, acknowledged) = Settle::new();
+        if let Err(e) = self.send(Job::Commit { changes, done: Some(done) }) {
+            return (Box::pin(std::future::ready(Err(e))), None);
+        }
+        (Box::pin(Delivered { written, acknowledged: Some(acknowledged) }), Some(settle))
+    }
+
     fn recover(&self) -> Result<Recovered, StoreError> {
         let (reply, rx) = mpsc::channel();
         self.send(Job::Recover { reply })?;
         rx.recv().map_err(|_| stopped())?
+    }
+}
+
+/// A delivery's commit: complete when its batch is written (or settled by
+/// the writer), or as soon as the subscriber acknowledged the delivery,
+/// whichever comes first. One allocation for both waits.
+struct Delivered {
+    written: oneshot::Receiver<Result<(), StoreError>>,
+    /// `None` once the settle was dropped unfired (only the write counts
+    /// then).
+    acknowledged: Option<oneshot::Receiver<()>>,
+}
+
+impl Future for Delivered {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(a) = self.acknowledged.as_mut() {
+            match Pin::new(a).poll(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => self.acknowledged = None,
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut self.written).poll(cx).map(|r| r.unwrap_or_else(|_| Err(stopped())))
     }
 }

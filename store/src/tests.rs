@@ -725,3 +725,53 @@ fn a_group_of_acknowledged_large_messages_ends_at_the_dormant_bound() {
         assert!(matches!(waited, Ok(Ok(()))), "the group ended at the bound, not after its 30 s linger");
     });
 }
+
+/// A delivery's commit completes when its subscriber acknowledged it
+/// (the settle fired), without waiting for the group's write; a settle
+/// dropped unfired leaves the commit to the write.
+#[test]
+fn a_delivery_commit_completes_when_the_subscriber_acknowledged_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<str> = Arc::from("a");
+    let mut config = StoreConfig::new(dir.path());
+    // The group lingers far longer than the test: only a settle completes.
+    config.max_linger = std::time::Duration::from_secs(60);
+    let store = Store::open(config).unwrap();
+    store.recover().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let wait = std::time::Duration::from_millis(300);
+
+    let (acked, settle) =
+        store.commit_delivery(vec![Change::MessagePut { id: MessageId(1), msg: msg("t/1", b"one") }, push(&a, 1, 1)]);
+    let (dropped, unfired) = store.commit_delivery(vec![push(&a, 2, 1)]);
+    let (settle, unfired) = (settle.expect("strict mode settles"), unfired.expect("strict mode settles"));
+    let mut acked = acked;
+    assert!(
+        rt.block_on(async { tokio::time::timeout(wait, &mut acked).await }).is_err(),
+        "not written, not acknowledged: waits"
+    );
+    settle.acknowledged();
+    assert!(
+        matches!(rt.block_on(async { tokio::time::timeout(wait, acked).await }), Ok(Ok(()))),
+        "acknowledged: complete at once"
+    );
+    drop(unfired);
+    assert!(
+        rt.block_on(async { tokio::time::timeout(wait, dropped).await }).is_err(),
+        "dropped unfired: waits for the write"
+    );
+    assert_eq!(store.stats().groups, 0, "nothing was written meanwhile");
+}
+
+/// Relaxed mode has no settle: its commits complete at once.
+#[test]
+fn a_relaxed_delivery_commit_has_no_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.mode = SyncMode::Relaxed;
+    let store = Store::open(config).unwrap();
+    store.recover().unwrap();
+    let (commit, settle) = store.commit_delivery(vec![push(&Arc::from("a"), 1, 1)]);
+    assert!(settle.is_none());
+    block_on(commit).unwrap();
+}
