@@ -1307,7 +1307,7 @@ impl Broker {
         mut congested: Option<&mut Vec<Arc<Session>>>,
         commits: Option<&mut Vec<Commit>>,
     ) -> usize {
-        let mut slot = StoreSlot { ids: &self.next_message_id, id: None, commits };
+        let mut slot = StoreSlot::new(&self.next_message_id, commits);
         let stored = self.store.get().is_some() && msg.qos != QoS::AtMostOnce;
         let mut n = 0;
         for_each_delivery(routes, clients, |d| {
@@ -1336,6 +1336,7 @@ impl Broker {
             }
             n += 1;
         });
+        slot.finish();
         n
     }
 

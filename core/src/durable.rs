@@ -28,7 +28,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use crate::codec::SubscriptionOptions;
 use crate::message::Message;
@@ -177,26 +179,165 @@ pub enum StoreError {
 /// Completes when a batch is durable (or failed).
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
-/// Completes the commit of one delivery's batch when its subscriber
-/// acknowledged the delivery (see [`SessionStore::commit_delivery`]):
-/// the message reached the session it was queued for, so the disk need
-/// not hold it for the publisher's acknowledgement. Dropped without
-/// [`Settle::acknowledged`] (the delivery was dropped, the session ended
-/// or moved), the commit waits for the store as before.
+/// The deliveries of one PUBLISH to persistent sessions, counted down as
+/// their subscribers acknowledge them (see [`Settle`]).
 #[derive(Debug)]
-pub struct Settle(tokio::sync::oneshot::Sender<()>);
+pub struct SettleGroup {
+    /// Deliveries not acknowledged yet, plus one held by the router until
+    /// it has offered the message to every session.
+    remaining: AtomicUsize,
+    /// A delivery left without an acknowledgement: the group never
+    /// completes, its waiter counts on the store's commits.
+    broken: AtomicBool,
+    /// The waiter, woken when `remaining` reaches zero or `broken` is set.
+    waker: parking_lot::Mutex<Option<Waker>>,
+}
 
-impl Settle {
-    /// A settle and what it completes.
-    pub fn new() -> (Settle, tokio::sync::oneshot::Receiver<()>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (Settle(tx), rx)
+impl SettleGroup {
+    /// A group held by the router (see [`SettleGroup::seal`]).
+    pub fn new() -> Arc<SettleGroup> {
+        Arc::new(SettleGroup {
+            remaining: AtomicUsize::new(1),
+            broken: AtomicBool::new(false),
+            waker: parking_lot::Mutex::new(None),
+        })
     }
 
-    /// The subscriber acknowledged the delivery (or the session left it
-    /// the way its store change says: removed, not to be sent again).
-    pub fn acknowledged(self) {
-        let _ = self.0.send(());
+    /// One more delivery to wait for.
+    pub fn join(self: &Arc<Self>) -> Settle {
+        self.remaining.fetch_add(1, Ordering::Relaxed);
+        Settle { group: Arc::clone(self), fired: false }
+    }
+
+    /// The router's count: every delivery has joined.
+    pub fn seal(&self) {
+        self.count_down();
+    }
+
+    fn count_down(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.lock().take() {
+            w.wake();
+        }
+    }
+
+    /// Ready(true) when every delivery was acknowledged, Ready(false)
+    /// when one never will be; else registers `cx`'s waker.
+    fn poll_settled(&self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        let state = || {
+            if self.broken.load(Ordering::Acquire) {
+                Poll::Ready(false)
+            } else if self.remaining.load(Ordering::Acquire) == 0 {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
+            }
+        };
+        if let Poll::Ready(r) = state() {
+            return Poll::Ready(r);
+        }
+        *self.waker.lock() = Some(cx.waker().clone());
+        // Checked again: a count-down between the first check and the
+        // registration found no waker to wake.
+        state()
+    }
+}
+
+/// A delivery's place in its PUBLISH's [`SettleGroup`]: fired when its
+/// subscriber acknowledged it (the session removed it the way its store
+/// change says). When every delivery of the PUBLISH is acknowledged, the
+/// message has reached every persistent session it was queued for and the
+/// disk need not hold it for the publisher's acknowledgement: the commits
+/// of its deliveries complete at once, without waiting for the store's
+/// writer (which writes or elides their batches as ever). Dropped unfired
+/// (the delivery was dropped, the session ended or moved), it leaves the
+/// commits to the store.
+#[derive(Debug)]
+pub struct Settle {
+    group: Arc<SettleGroup>,
+    fired: bool,
+}
+
+impl Settle {
+    /// The subscriber acknowledged the delivery.
+    pub fn acknowledged(mut self) {
+        self.fired = true;
+        self.group.count_down();
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if !self.fired {
+            self.group.broken.store(true, Ordering::Release);
+            self.group.wake();
+        }
+    }
+}
+
+/// The store's commits of a PUBLISH's deliveries, complete when they all
+/// are, or as soon as every delivery was acknowledged.
+pub(crate) fn settled_or_committed(commits: Commits, group: Arc<SettleGroup>) -> Commit {
+    Box::pin(SettledOrCommitted { commits, group: Some(group), failed: None })
+}
+
+/// One commit (a PUBLISH to one persistent session) or several.
+pub(crate) enum Commits {
+    One(Option<Commit>),
+    Many(Vec<Commit>),
+}
+
+struct SettledOrCommitted {
+    /// The commits not complete yet.
+    commits: Commits,
+    /// `None` once the group can no longer complete.
+    group: Option<Arc<SettleGroup>>,
+    failed: Option<StoreError>,
+}
+
+impl Future for SettledOrCommitted {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(g) = &this.group {
+            match g.poll_settled(cx) {
+                Poll::Ready(true) => return Poll::Ready(Ok(())),
+                Poll::Ready(false) => this.group = None,
+                Poll::Pending => {}
+            }
+        }
+        let failed = &mut this.failed;
+        let mut poll_one = |c: &mut Commit| match c.as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                if let Err(e) = r {
+                    failed.get_or_insert(e);
+                }
+                false
+            }
+            Poll::Pending => true,
+        };
+        let done = match &mut this.commits {
+            Commits::One(c) => {
+                if c.as_mut().is_some_and(|c| !poll_one(c)) {
+                    *c = None;
+                }
+                c.is_none()
+            }
+            Commits::Many(v) => {
+                v.retain_mut(poll_one);
+                v.is_empty()
+            }
+        };
+        if done {
+            return Poll::Ready(this.failed.take().map_or(Ok(()), Err));
+        }
+        Poll::Pending
     }
 }
 
@@ -287,17 +428,14 @@ pub trait SessionStore: Send + Sync + 'static {
     fn record(&self, changes: Vec<Change>) {
         drop(self.commit(changes));
     }
-    /// [`SessionStore::commit`] for the batch that queues one delivery
-    /// to a persistent session (its `QueuePush`, after the message's
-    /// `MessagePut` for the first session). The [`Settle`], when the
-    /// store gives one, travels with the delivery; fired when the
-    /// subscriber acknowledges it, it completes the commit at once,
-    /// without waiting for the write: a PUBACK means the message is on
-    /// disk or every persistent session it was queued for has it. The
-    /// store writes (or elides) the batch as ever. `None` when the commit
-    /// completes without waiting anyway (relaxed mode).
-    fn commit_delivery(&self, changes: Vec<Change>) -> (Commit, Option<Settle>) {
-        (self.commit(changes), None)
+    /// Whether the commits of deliveries queued now may complete when
+    /// they are acknowledged (strict mode, asked per delivery): the broker
+    /// then completes the commits of a PUBLISH's deliveries as soon as
+    /// every persistent session it was queued for acknowledged it (see
+    /// [`Settle`]). A store whose commits complete at once says false; so
+    /// may one whose writer falls behind, to pace the publishers by it.
+    fn settles(&self) -> bool {
+        false
     }
     /// Everything the store holds (called once, at start).
     fn recover(&self) -> Result<Recovered, StoreError>;
@@ -376,19 +514,16 @@ mod tests {
         })
     }
 
-    /// A store that never writes: a delivery's commit completes only
-    /// through its settle (and fails if the settle is dropped, so that a
-    /// test sees it).
+    /// A strict store that never writes: a delivery's commit completes
+    /// only when the broker settles it.
     struct NeverWritten;
 
     impl SessionStore for NeverWritten {
         fn commit(&self, _changes: Vec<Change>) -> Commit {
             Box::pin(std::future::pending())
         }
-        fn commit_delivery(&self, _changes: Vec<Change>) -> (Commit, Option<Settle>) {
-            let (settle, acked) = Settle::new();
-            let commit = async move { acked.await.map_err(|_| StoreError::Failed("settle dropped".into())) };
-            (Box::pin(commit), Some(settle))
+        fn settles(&self) -> bool {
+            true
         }
         fn recover(&self) -> Result<Recovered, StoreError> {
             Ok(Recovered::default())
@@ -399,69 +534,93 @@ mod tests {
         c.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 
-    /// The session settles a delivery's commit where the store's changes
-    /// leave it (acknowledged, or dropped as expired when dequeued), not
-    /// when it is sent, and never when the session ends with it.
+    /// The sessions settle a PUBLISH's delivery commits where the store's
+    /// changes leave the deliveries (acknowledged, or dropped as expired
+    /// when dequeued): once every persistent session it was queued for
+    /// did, not when it is sent, never when a session ends with it, and
+    /// never for the retained message's commit.
     #[tokio::test]
-    async fn a_delivery_settles_its_commit_when_acknowledged_or_expired() {
+    async fn deliveries_settle_their_commit_when_all_are_acknowledged_or_expired() {
+        use std::task::Poll;
         let b = Broker::new(BrokerSettings::default());
         b.restore_from_store(Arc::new(NeverWritten), Recovered::default());
         let owner = SessionOwner::User(Arc::from("u"));
-        let id: Arc<str> = Arc::from("kept");
-        let request = |conn_id| OpenRequest {
-            client_id: &id,
-            owner: &owner,
-            clean_start: false,
-            expiry: Some(Duration::from_secs(60)),
-            conn_id,
+        let (kept, other): (Arc<str>, Arc<str>) = (Arc::from("kept"), Arc::from("other"));
+        let open = |id, clean_start, conn_id| {
+            let o = OpenRequest {
+                client_id: id,
+                owner: &owner,
+                clean_start,
+                expiry: Some(Duration::from_secs(60)),
+                conn_id,
+            };
+            let s = b.open_session(o).unwrap().session;
+            let f = SubscriptionFilter::parse("t/+").unwrap();
+            let rec = SubRecord {
+                filter: f.clone(),
+                options: crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+                subscription_id: None,
+                check: false,
+            };
+            b.subscribe(&s, f, rec);
+            s
         };
-        let k = b.open_session(request(1)).unwrap();
-        let f = SubscriptionFilter::parse("t/+").unwrap();
-        let rec = SubRecord {
-            filter: f.clone(),
-            options: crate::codec::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
-            subscription_id: None,
-            check: false,
-        };
-        b.subscribe(&k.session, f, rec);
-        let publish = |m: Arc<Message>| {
+        let (k, o) = (open(&kept, false, 1), open(&other, false, 2));
+        let publish = |m: Arc<Message>, n| {
             let mut commits = Vec::new();
             b.publish_from(m, None, Some(&mut commits));
-            assert_eq!(commits.len(), 1);
-            commits.pop().unwrap()
+            assert_eq!(commits.len(), n, "the deliveries' commits are one");
+            commits
         };
+        let send = |s: &crate::session::Session| s.lock().next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        let ack =
+            |s: &crate::session::Session, out: crate::session::Outgoing| s.lock().complete(out.packet_id.unwrap());
 
-        let mut acked = publish(msg(QoS::AtLeastOnce));
+        let mut acked = publish(msg(QoS::AtLeastOnce), 1).remove(0);
         assert!(poll_now(&mut acked).is_pending(), "queued");
-        let out = k.session.lock().next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
+        let (to_k, to_o) = (send(&k), send(&o));
         assert!(poll_now(&mut acked).is_pending(), "sent, not acknowledged");
-        k.session.lock().complete(out.packet_id.unwrap());
-        assert!(matches!(poll_now(&mut acked), std::task::Poll::Ready(Ok(()))), "acknowledged");
+        ack(&k, to_k);
+        assert!(poll_now(&mut acked).is_pending(), "one of two acknowledged");
+        ack(&o, to_o);
+        assert!(matches!(poll_now(&mut acked), Poll::Ready(Ok(()))), "both acknowledged");
 
-        let mut expired = publish(Arc::new(Message {
-            topic: TopicName::new("t/1").unwrap(),
-            payload: Bytes::from_static(b"x"),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: None,
-            publisher: None,
-            expires_at: Some(Instant::now() + Duration::from_secs(5)),
-        }));
+        let with = |retain, expires_at| {
+            Arc::new(Message {
+                topic: TopicName::new("t/1").unwrap(),
+                payload: Bytes::from_static(b"x"),
+                qos: QoS::AtLeastOnce,
+                retain,
+                properties: None,
+                publisher: None,
+                expires_at,
+            })
+        };
+        let mut commits = publish(with(true, None), 2);
+        let (to_k, to_o) = (send(&k), send(&o));
+        ack(&k, to_k);
+        ack(&o, to_o);
+        assert!(poll_now(&mut commits[0]).is_pending(), "the retained message's commit waits for the write");
+        assert!(matches!(poll_now(&mut commits[1]), Poll::Ready(Ok(()))), "the deliveries' settled");
+
+        let mut expired = publish(with(false, Some(Instant::now() + Duration::from_secs(5))), 1).remove(0);
         let later = Instant::now() + Duration::from_secs(10);
-        assert!(k.session.lock().next_outgoing(10, later, &b.metrics, None).is_none());
-        assert!(matches!(poll_now(&mut expired), std::task::Poll::Ready(Ok(()))), "dropped as expired");
+        for s in [&k, &o] {
+            assert!(s.lock().next_outgoing(10, later, &b.metrics, None).is_none());
+        }
+        assert!(matches!(poll_now(&mut expired), Poll::Ready(Ok(()))), "dropped as expired");
 
-        let mut in_flight = publish(msg(QoS::AtLeastOnce));
-        let mut queued = publish(msg(QoS::AtLeastOnce));
-        let _ = k.session.lock().next_outgoing(10, Instant::now(), &b.metrics, None).unwrap();
-        b.close_session(&k.session, 1);
-        let again = b.open_session(OpenRequest { clean_start: true, ..request(2) }).unwrap();
-        assert!(!again.session_present);
-        assert!(
-            matches!(poll_now(&mut in_flight), std::task::Poll::Ready(Err(_))),
-            "ended with the session, in flight"
-        );
-        assert!(matches!(poll_now(&mut queued), std::task::Poll::Ready(Err(_))), "ended with the session, queued");
+        let mut in_flight = publish(msg(QoS::AtLeastOnce), 1).remove(0);
+        let mut queued = publish(msg(QoS::AtLeastOnce), 1).remove(0);
+        let (to_k, to_o) = (send(&k), send(&o));
+        ack(&o, to_o);
+        drop(to_k);
+        b.close_session(&k, 1);
+        drop(open(&kept, true, 3));
+        let to_o = send(&o);
+        ack(&o, to_o);
+        assert!(poll_now(&mut in_flight).is_pending(), "ended with a session in flight: waits for the write");
+        assert!(poll_now(&mut queued).is_pending(), "ended with a session queued: waits for the write");
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
-use crate::durable::{Change, Commit, InflightState, MessageId, SessionStore, Settle};
+use crate::durable::{Change, Commit, Commits, InflightState, MessageId, SessionStore, Settle, SettleGroup};
 use crate::gate::ClientInfo;
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
@@ -198,9 +198,50 @@ struct Durable {
 /// ([`Change::MessagePut`]), the others refer to it. Commits that the
 /// publisher must wait for are collected in `commits`.
 pub struct StoreSlot<'a> {
-    pub ids: &'a std::sync::atomic::AtomicU64,
-    pub id: Option<MessageId>,
-    pub commits: Option<&'a mut Vec<Commit>>,
+    ids: &'a std::sync::atomic::AtomicU64,
+    id: Option<MessageId>,
+    commits: Option<&'a mut Vec<Commit>>,
+    /// The deliveries' settle group (strict mode, someone waits), with
+    /// what its end completes and where the deliveries' commits begin in
+    /// `commits`.
+    settle: Option<(Arc<SettleGroup>, usize)>,
+}
+
+impl<'a> StoreSlot<'a> {
+    pub fn new(ids: &'a std::sync::atomic::AtomicU64, commits: Option<&'a mut Vec<Commit>>) -> StoreSlot<'a> {
+        StoreSlot { ids, id: None, commits, settle: None }
+    }
+
+    /// Queues a delivery's commit; returns its place in the settle group
+    /// when the store settles (see [`Settle`]).
+    fn push(&mut self, store: &dyn SessionStore, changes: Vec<Change>) -> Option<Settle> {
+        let Some(commits) = self.commits.as_deref_mut() else {
+            store.record(changes);
+            return None;
+        };
+        let settles = store.settles();
+        if settles && self.settle.is_none() {
+            self.settle = Some((SettleGroup::new(), commits.len()));
+        }
+        commits.push(store.commit(changes));
+        match &self.settle {
+            Some((group, _)) if settles => Some(group.join()),
+            _ => None,
+        }
+    }
+
+    /// Every delivery was offered: the deliveries' commits become one,
+    /// complete when they are or when every delivery was acknowledged.
+    pub fn finish(self) {
+        let (Some(commits), Some((group, first))) = (self.commits, self.settle) else { return };
+        group.seal();
+        let deliveries = if commits.len() == first + 1 {
+            Commits::One(commits.pop())
+        } else {
+            Commits::Many(commits.split_off(first.min(commits.len())))
+        };
+        commits.push(crate::durable::settled_or_committed(deliveries, group));
+    }
 }
 
 /// One MQTT session. Outside core it is read through views
@@ -413,18 +454,7 @@ impl Session {
                     retain: d.retain,
                     subscription_ids: d.subscription_ids.clone(),
                 });
-                // A settle only for a commit someone waits for.
-                let settle = match slot.commits.as_deref_mut() {
-                    Some(c) => {
-                        let (commit, settle) = durable.store.commit_delivery(changes);
-                        c.push(commit);
-                        settle
-                    }
-                    None => {
-                        durable.store.record(changes);
-                        None
-                    }
-                };
+                let settle = slot.push(&*durable.store, changes);
                 Some(QueuedStored { seq, id, settle })
             }
             _ => None,

@@ -2,16 +2,13 @@
 //! over the writer thread.
 
 use std::fs;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use portcullis_core::durable::{Change, Commit, Recovered, SessionStore, Settle, StoreError};
+use portcullis_core::durable::{Change, Commit, Recovered, SessionStore, StoreError};
 use tokio::sync::oneshot;
 
 use crate::config::{StoreConfig, SyncMode};
@@ -19,6 +16,12 @@ use crate::engine::{self, Engine};
 use crate::error::OpenError;
 use crate::format::{self, Format};
 use crate::writer::{Job, Shared, Writer};
+
+/// Batches waiting for the writer past which the broker no longer settles
+/// commits on acknowledgement (see [`SessionStore::settles`]): about a
+/// linger's worth at the writer's rate (a few hundred thousand batches a
+/// second), a few MB of changes.
+pub const MAX_SETTLE_BACKLOG: usize = 4096;
 
 /// The file the store keeps in its directory.
 pub const FILE_NAME: &str = "store.redb";
@@ -52,6 +55,9 @@ pub struct StoreStats {
     pub failed_groups: u64,
     /// Queued deliveries dropped at recovery because they had expired.
     pub expired_at_recovery: u64,
+    /// Strict mode: batches sent and not yet taken by the writer (see
+    /// [`MAX_SETTLE_BACKLOG`]).
+    pub backlog: u64,
 }
 
 /// The embedded durable store: a [`SessionStore`] on one redb file.
@@ -167,11 +173,20 @@ impl Store {
             settled_early: s.settled_early.load(Ordering::Relaxed),
             failed_groups: s.failed_groups.load(Ordering::Relaxed),
             expired_at_recovery: s.expired_at_recovery.load(Ordering::Relaxed),
+            backlog: s.backlog.load(Ordering::Relaxed) as u64,
         }
     }
 
     fn send(&self, job: Job) -> Result<(), StoreError> {
-        self.tx.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+        let strict_commit = self.mode == SyncMode::Strict && matches!(job, Job::Commit { .. });
+        if strict_commit {
+            self.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        }
+        let sent = self.tx.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped());
+        if sent.is_err() && strict_commit {
+            self.shared.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Blocks until every batch committed before is durable (relaxed
@@ -244,46 +259,18 @@ impl SessionStore for Store {
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(stopped())) })
     }
 
-    fn commit_delivery(&self, changes: Vec<Change>) -> (Commit, Option<Settle>) {
-        if self.mode != SyncMode::Strict || changes.is_empty() {
-            return (self.commit(changes), None);
-        }
-        let (done, written) = oneshot::channel();
-        let (settle, acknowledged) = Settle::new();
-        if let Err(e) = self.send(Job::Commit { changes, done: Some(done) }) {
-            return (Box::pin(std::future::ready(Err(e))), None);
-        }
-        (Box::pin(Delivered { written, acknowledged: Some(acknowledged) }), Some(settle))
+    /// Strict mode, while the writer keeps up: a settled commit no longer
+    /// waits for the writer, so publishers are no longer paced by it;
+    /// past [`MAX_SETTLE_BACKLOG`] batches waiting for it, commits wait
+    /// for it again, and so do their publishers (the writer's channel
+    /// stays bounded).
+    fn settles(&self) -> bool {
+        self.mode == SyncMode::Strict && self.shared.backlog.load(Ordering::Relaxed) < MAX_SETTLE_BACKLOG
     }
 
     fn recover(&self) -> Result<Recovered, StoreError> {
         let (reply, rx) = mpsc::channel();
         self.send(Job::Recover { reply })?;
         rx.recv().map_err(|_| stopped())?
-    }
-}
-
-/// A delivery's commit: complete when its batch is written (or settled by
-/// the writer), or as soon as the subscriber acknowledged the delivery,
-/// whichever comes first. One allocation for both waits.
-struct Delivered {
-    written: oneshot::Receiver<Result<(), StoreError>>,
-    /// `None` once the settle was dropped unfired (only the write counts
-    /// then).
-    acknowledged: Option<oneshot::Receiver<()>>,
-}
-
-impl Future for Delivered {
-    type Output = Result<(), StoreError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(a) = self.acknowledged.as_mut() {
-            match Pin::new(a).poll(cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
-                Poll::Ready(Err(_)) => self.acknowledged = None,
-                Poll::Pending => {}
-            }
-        }
-        Pin::new(&mut self.written).poll(cx).map(|r| r.unwrap_or_else(|_| Err(stopped())))
     }
 }

@@ -726,52 +726,34 @@ fn a_group_of_acknowledged_large_messages_ends_at_the_dormant_bound() {
     });
 }
 
-/// A delivery's commit completes when its subscriber acknowledged it
-/// (the settle fired), without waiting for the group's write; a settle
-/// dropped unfired leaves the commit to the write.
+/// Strict mode lets the broker settle a PUBLISH's commits when its
+/// deliveries are acknowledged (core's tests: `durable::tests`); relaxed
+/// mode does not need to: its commits complete at once.
 #[test]
-fn a_delivery_commit_completes_when_the_subscriber_acknowledged_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let a: Arc<str> = Arc::from("a");
-    let mut config = StoreConfig::new(dir.path());
-    // The group lingers far longer than the test: only a settle completes.
-    config.max_linger = std::time::Duration::from_secs(60);
-    let store = Store::open(config).unwrap();
-    store.recover().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-    let wait = std::time::Duration::from_millis(300);
-
-    let (acked, settle) =
-        store.commit_delivery(vec![Change::MessagePut { id: MessageId(1), msg: msg("t/1", b"one") }, push(&a, 1, 1)]);
-    let (dropped, unfired) = store.commit_delivery(vec![push(&a, 2, 1)]);
-    let (settle, unfired) = (settle.expect("strict mode settles"), unfired.expect("strict mode settles"));
-    let mut acked = acked;
-    assert!(
-        rt.block_on(async { tokio::time::timeout(wait, &mut acked).await }).is_err(),
-        "not written, not acknowledged: waits"
-    );
-    settle.acknowledged();
-    assert!(
-        matches!(rt.block_on(async { tokio::time::timeout(wait, acked).await }), Ok(Ok(()))),
-        "acknowledged: complete at once"
-    );
-    drop(unfired);
-    assert!(
-        rt.block_on(async { tokio::time::timeout(wait, dropped).await }).is_err(),
-        "dropped unfired: waits for the write"
-    );
-    assert_eq!(store.stats().groups, 0, "nothing was written meanwhile");
-}
-
-/// Relaxed mode has no settle: its commits complete at once.
-#[test]
-fn a_relaxed_delivery_commit_has_no_settle() {
+fn only_a_strict_store_settles() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path());
     config.mode = SyncMode::Relaxed;
     let store = Store::open(config).unwrap();
+    assert!(!store.settles());
+    assert!(Store::open(StoreConfig::new(tempfile::tempdir().unwrap().path())).unwrap().settles());
+}
+
+/// The writer counts every batch it takes off the backlog that bounds
+/// settling (a count that leaked would turn settling off for good).
+#[test]
+fn the_settle_backlog_returns_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
     store.recover().unwrap();
-    let (commit, settle) = store.commit_delivery(vec![push(&Arc::from("a"), 1, 1)]);
-    assert!(settle.is_none());
-    block_on(commit).unwrap();
+    let a: Arc<str> = Arc::from("a");
+    let m = msg("t/1", b"one");
+    for i in 1..=10_000u64 {
+        store.record(vec![Change::MessagePut { id: MessageId(i), msg: m.clone() }, push(&a, i, i)]);
+        store.record(vec![Change::QueuePop { client_id: a.clone(), seq: i }]);
+    }
+    block_on(store.commit(vec![session(&a)])).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.stats().backlog, 0);
+    assert!(store.settles());
 }

@@ -116,6 +116,8 @@ struct Building<'e> {
     /// dry (one wake of a publisher's task for many of its commits,
     /// rather than one per commit).
     ready: Vec<Done>,
+    /// Batches counted off the backlog.
+    counted: usize,
 }
 
 impl Building<'_> {
@@ -148,8 +150,14 @@ impl Building<'_> {
         });
     }
 
-    /// Completes the settled commits.
-    fn tell_ready(&mut self) {
+    /// Completes the settled commits, and counts the batches taken off
+    /// the backlog.
+    fn tell_ready(&mut self, shared: &Shared) {
+        let taken = self.batches.len() - self.counted;
+        if taken > 0 {
+            shared.backlog.fetch_sub(taken, Ordering::Relaxed);
+            self.counted = self.batches.len();
+        }
         self.early += self.ready.len() as u64;
         for done in self.ready.drain(..) {
             let _ = done.send(Ok(()));
@@ -181,6 +189,9 @@ pub struct Shared {
     pub expired_at_recovery: AtomicU64,
     /// Relaxed mode: batches accepted and not written yet.
     pub pending: AtomicUsize,
+    /// Strict mode: batches sent and not taken by the writer yet (counted
+    /// back when the channel runs dry, so up to a linger poll late).
+    pub backlog: AtomicUsize,
     /// Relaxed mode: the last write failed (commits are refused until a
     /// write succeeds again).
     pub failure: Mutex<Option<StoreError>>,
@@ -277,6 +288,7 @@ impl Writer {
             first_open: 0,
             early: 0,
             ready: Vec::new(),
+            counted: 0,
         };
         g.take(changes, done, strict);
         let start = Instant::now();
@@ -293,7 +305,7 @@ impl Writer {
                     Ok(j) => Ok(j),
                     Err(TryRecvError::Disconnected) => Err(true),
                     Err(TryRecvError::Empty) => {
-                        g.tell_ready();
+                        g.tell_ready(&self.shared);
                         if g.txn.is_empty() {
                             if lingered != Lingered::No {
                                 lingered = Lingered::Emptied;
@@ -332,7 +344,7 @@ impl Writer {
                 }
             }
         }
-        g.tell_ready();
+        g.tell_ready(&self.shared);
         // Waiting paid off if commits completed early: the next group may
         // wait as long.
         if g.early > 0 && lingered == Lingered::InVain {
