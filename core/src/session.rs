@@ -201,9 +201,9 @@ pub struct StoreSlot<'a> {
     ids: &'a std::sync::atomic::AtomicU64,
     id: Option<MessageId>,
     commits: Option<&'a mut Vec<Commit>>,
-    /// The deliveries' settle group (strict mode, someone waits), with
-    /// what its end completes and where the deliveries' commits begin in
-    /// `commits`.
+    /// The deliveries' settle group (strict mode, someone waits), and
+    /// where the deliveries' commits begin in `commits` (after a retained
+    /// message's).
     settle: Option<(Arc<SettleGroup>, usize)>,
 }
 

@@ -18,9 +18,9 @@ use crate::format::{self, Format};
 use crate::writer::{Job, Shared, Writer};
 
 /// Batches waiting for the writer past which the broker no longer settles
-/// commits on acknowledgement (see [`SessionStore::settles`]): about a
-/// linger's worth at the writer's rate (a few hundred thousand batches a
-/// second), a few MB of changes.
+/// commits on acknowledgement (see [`SessionStore::settles`]): a few
+/// milliseconds of the writer's work (it takes a few hundred thousand
+/// batches a second), about a megabyte of changes.
 pub const MAX_SETTLE_BACKLOG: usize = 4096;
 
 /// The file the store keeps in its directory.
