@@ -221,7 +221,8 @@ impl SettleGroup {
     }
 
     fn wake(&self) {
-        if let Some(w) = self.waker.lock().take() {
+        let waker = self.waker.lock().take();
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -280,24 +281,34 @@ impl Drop for Settle {
     }
 }
 
-/// The store's commits of a PUBLISH's deliveries, complete when they all
-/// are, or as soon as every delivery was acknowledged.
-pub(crate) fn settled_or_committed(commits: Commits, group: Arc<SettleGroup>) -> Commit {
-    Box::pin(SettledOrCommitted { commits, group: Some(group), failed: None })
+/// One future for several commits: Ok, or a failure if any failed (`None` for
+/// none).
+pub(crate) fn all(mut commits: Vec<Commit>) -> Option<Commit> {
+    match commits.len() {
+        0 => None,
+        1 => commits.pop(),
+        _ => Some(Box::pin(async move {
+            let mut r = Ok(());
+            for c in commits {
+                if let Err(e) = c.await {
+                    r = Err(e);
+                }
+            }
+            r
+        })),
+    }
 }
 
-/// One commit (a PUBLISH to one persistent session) or several.
-pub(crate) enum Commits {
-    One(Option<Commit>),
-    Many(Vec<Commit>),
+/// The store's commit(s) of a PUBLISH's deliveries (see [`all`]),
+/// complete when they are, or as soon as every delivery was acknowledged.
+pub(crate) fn settled_or_committed(committed: Commit, group: Arc<SettleGroup>) -> Commit {
+    Box::pin(SettledOrCommitted { committed, group: Some(group) })
 }
 
 struct SettledOrCommitted {
-    /// The commits not complete yet.
-    commits: Commits,
+    committed: Commit,
     /// `None` once the group can no longer complete.
     group: Option<Arc<SettleGroup>>,
-    failed: Option<StoreError>,
 }
 
 impl Future for SettledOrCommitted {
@@ -312,32 +323,7 @@ impl Future for SettledOrCommitted {
                 Poll::Pending => {}
             }
         }
-        let failed = &mut this.failed;
-        let mut poll_one = |c: &mut Commit| match c.as_mut().poll(cx) {
-            Poll::Ready(r) => {
-                if let Err(e) = r {
-                    failed.get_or_insert(e);
-                }
-                false
-            }
-            Poll::Pending => true,
-        };
-        let done = match &mut this.commits {
-            Commits::One(c) => {
-                if c.as_mut().is_some_and(|c| !poll_one(c)) {
-                    *c = None;
-                }
-                c.is_none()
-            }
-            Commits::Many(v) => {
-                v.retain_mut(poll_one);
-                v.is_empty()
-            }
-        };
-        if done {
-            return Poll::Ready(this.failed.take().map_or(Ok(()), Err));
-        }
-        Poll::Pending
+        this.committed.as_mut().poll(cx)
     }
 }
 

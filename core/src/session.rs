@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::codec::{QoS, SubscriptionOptions};
-use crate::durable::{Change, Commit, Commits, InflightState, MessageId, SessionStore, Settle, SettleGroup};
+use crate::durable::{Change, Commit, InflightState, MessageId, SessionStore, Settle, SettleGroup};
 use crate::gate::ClientInfo;
 use crate::logsafe::Peer;
 use crate::message::{Delivery, Message};
@@ -235,12 +235,14 @@ impl<'a> StoreSlot<'a> {
     pub fn finish(self) {
         let (Some(commits), Some((group, first))) = (self.commits, self.settle) else { return };
         group.seal();
-        let deliveries = if commits.len() == first + 1 {
-            Commits::One(commits.pop())
+        let committed = if commits.len() == first + 1 {
+            commits.pop()
         } else {
-            Commits::Many(commits.split_off(first.min(commits.len())))
+            crate::durable::all(commits.split_off(first.min(commits.len())))
         };
-        commits.push(crate::durable::settled_or_committed(deliveries, group));
+        if let Some(c) = committed {
+            commits.push(crate::durable::settled_or_committed(c, group));
+        }
     }
 }
 

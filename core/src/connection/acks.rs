@@ -41,23 +41,6 @@ impl std::fmt::Debug for PendingAcks {
     }
 }
 
-/// One future for every commit of a PUBLISH: the first failure, or Ok.
-pub(crate) fn all(mut commits: Vec<Commit>) -> Option<Commit> {
-    match commits.len() {
-        0 => None,
-        1 => commits.pop(),
-        _ => Some(Box::pin(async move {
-            let mut r = Ok(());
-            for c in commits {
-                if let Err(e) = c.await {
-                    r = Err(e);
-                }
-            }
-            r
-        })),
-    }
-}
-
 /// Polls `c` once without a task: a relaxed-mode commit is complete at
 /// once and needs no queueing.
 pub(crate) fn ready_now(c: &mut Commit) -> Option<Result<(), StoreError>> {

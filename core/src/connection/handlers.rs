@@ -114,7 +114,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         if qos == QoS::AtMostOnce {
             return;
         }
-        let mut wait = super::acks::all(commits);
+        let mut wait = crate::durable::all(commits);
         let mut failed = None;
         if let Some(w) = wait.as_mut() {
             if let Some(r) = super::acks::ready_now(w) {
